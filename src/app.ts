@@ -1,0 +1,113 @@
+import fastifyCookie from '@fastify/cookie';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Ajv } from 'ajv';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { Core } from './core/index.js';
+import { toGatehouseError } from './surfaces/http-errors.js';
+import { trackRoutes } from './surfaces/method-not-allowed.js';
+import { errorBody } from './surfaces/nse/envelope.js';
+import { NSE_PREFIX, notFoundOrNotAllowed, nseSurface } from './surfaces/nse/index.js';
+import { opsSurface } from './surfaces/ops/index.js';
+import { addSecurityHeaders } from './surfaces/security-headers.js';
+import { STORWARE_PREFIX, storwareSurface } from './surfaces/storware/index.js';
+
+export interface AppDeps {
+  readonly core: Core;
+  /** Fastify logger options (tests pass a stream to read what is logged). */
+  readonly logger?: FastifyServerOptions['logger'];
+}
+
+/** Paths and headers that may carry secrets: never logged. */
+export const REDACTED_LOG_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'res.headers["set-cookie"]',
+];
+
+/**
+ * Builds the HTTP application without listening: `main` listens, tests inject requests.
+ */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { core } = deps;
+  const { config } = core;
+  const app = Fastify({
+    logger: deps.logger ?? { level: config.logLevel, redact: REDACTED_LOG_PATHS },
+    bodyLimit: config.bodyLimitBytes,
+    trustProxy: config.trustProxy,
+    ...(config.tls ? { https: { cert: config.tls.cert, key: config.tls.key } } : {}),
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
+    return503OnClosing: true,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Bodies are validated without type coercion (a number is not a username); query strings and
+  // path parameters arrive as text and are coerced to the declared types.
+  const ajvOptions = { useDefaults: true, removeAdditional: true, allErrors: false, strict: false } as const;
+  const bodyAjv = new Ajv({ ...ajvOptions, coerceTypes: false });
+  const textAjv = new Ajv({ ...ajvOptions, coerceTypes: 'array' });
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    (httpPart === 'body' ? bodyAjv : textAjv).compile(schema),
+  );
+
+  // Session POSTs (logout, refresh) are often sent with a JSON content type and no body.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '') return done(null, undefined);
+    parseJson(request, body as string, done);
+  });
+
+  const allowedMethods = trackRoutes(app);
+  addSecurityHeaders(app);
+  app.decorateRequest('auth', null);
+  await app.register(fastifyCookie);
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Gatehouse',
+        description:
+          'Identity, sessions and tenant administration: NetApp Service Engine v2.1 and Storware session APIs',
+        version: '0.1.0',
+      },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
+          basic: { type: 'http', scheme: 'basic' },
+          sessionCookie: { type: 'apiKey', in: 'cookie', name: 'gatehouse_session' },
+        },
+      },
+    },
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  await app.register(opsSurface, { core });
+  await app.register(nseSurface, { prefix: NSE_PREFIX, core, allowedMethods });
+  await app.register(storwareSurface, { prefix: STORWARE_PREFIX, core, allowedMethods });
+
+  // Anything outside the two surfaces gets the NSE envelope.
+  app.setNotFoundHandler(async (request, reply) => {
+    const failure = notFoundOrNotAllowed(request.method, request.url, allowedMethods);
+    return reply
+      .code(failure.status)
+      .headers(failure.headers)
+      .send(errorBody(failure.status, failure.userMessage, `${failure.code}: ${failure.detail}`));
+  });
+  app.setErrorHandler(async (error, request, reply) => {
+    const failure = toGatehouseError(error, request);
+    return reply
+      .code(failure.status)
+      .headers(failure.headers)
+      .send(
+        errorBody(
+          failure.status,
+          failure.userMessage,
+          failure.detail ? `${failure.code}: ${failure.detail}` : failure.code,
+        ),
+      );
+  });
+
+  return app;
+}

@@ -1,0 +1,227 @@
+import type { Config } from '../config.js';
+import { GatehouseError } from '../errors.js';
+import { isUniqueViolation, type Store } from '../store/connect.js';
+import type { Role, TenancyView, UserRow } from '../store/repositories/users.js';
+import type { Clock } from './clock.js';
+import { newId } from './ids.js';
+import { checkPasswordPolicy, type PasswordHasher } from './passwords.js';
+import { API_TOKEN_PREFIX, accountKey, hashSecret, newSecret } from './secrets.js';
+
+export const ROLES: readonly Role[] = ['root', 'partner', 'admin', 'user', 'read'];
+
+export interface NewUser {
+  readonly username: string;
+  readonly password?: string | undefined;
+  readonly firstName?: string | undefined;
+  readonly lastName?: string | undefined;
+  readonly displayName?: string | undefined;
+  readonly email?: string | undefined;
+  readonly tenantCode?: string | undefined;
+  readonly role?: Role | undefined;
+  readonly groups?: readonly string[] | undefined;
+}
+
+/** What both surfaces show of a user; each renders its own shape from it. */
+export interface UserView {
+  readonly id: string;
+  readonly username: string;
+  readonly firstName: string;
+  readonly lastName: string;
+  readonly displayName: string;
+  readonly email: string;
+  readonly tenancies: TenancyView[];
+}
+
+const USERNAME = /^[\p{L}\p{N}._@+-]{1,128}$/u;
+const NODE_LOGIN = /^[\p{L}\p{N}._@-]{1,128}$/u;
+
+/** Users, nodes and API tokens: creating them and changing their credentials. */
+export class AccountService {
+  readonly #store: Store;
+  readonly #clock: Clock;
+  readonly #config: Config;
+  readonly #hasher: PasswordHasher;
+
+  constructor(store: Store, clock: Clock, config: Config, hasher: PasswordHasher) {
+    this.#store = store;
+    this.#clock = clock;
+    this.#config = config;
+    this.#hasher = hasher;
+  }
+
+  async createUser(input: NewUser): Promise<UserRow> {
+    if (!USERNAME.test(input.username)) {
+      throw new GatehouseError(
+        'VALIDATION_FAILED',
+        'username must be 1-128 letters, digits or the characters . _ @ + -',
+      );
+    }
+    if (input.password !== undefined) {
+      checkPasswordPolicy(input.password, input.username, { minLength: this.#config.passwordMinLength });
+    }
+    if ((input.tenantCode === undefined) !== (input.role === undefined)) {
+      throw new GatehouseError('VALIDATION_FAILED', 'a tenant and a role go together: give both or neither');
+    }
+    if (input.role !== undefined && !ROLES.includes(input.role)) {
+      throw new GatehouseError('VALIDATION_FAILED', `role must be one of ${ROLES.join(', ')}`);
+    }
+    const passwordHash = input.password === undefined ? null : await this.#hasher.hash(input.password);
+    const now = this.#clock.now();
+    const id = newId(now);
+    try {
+      await this.#store.transaction(async (tx) => {
+        const tenant =
+          input.tenantCode === undefined ? undefined : await tx.tenants.findByCode(input.tenantCode);
+        if (input.tenantCode !== undefined && !tenant) {
+          throw new GatehouseError('NOT_FOUND', `no tenant with code "${input.tenantCode}"`);
+        }
+        const groupIds: string[] = [];
+        for (const name of input.groups ?? []) {
+          const group = await tx.rbac.findGroupByName(name);
+          if (!group) throw new GatehouseError('NOT_FOUND', `no group named "${name}"`);
+          groupIds.push(group.id);
+        }
+        await tx.users.insert({
+          id,
+          username: input.username,
+          username_key: accountKey(input.username),
+          first_name: input.firstName ?? '',
+          last_name: input.lastName ?? '',
+          display_name: input.displayName ?? '',
+          email: input.email ?? '',
+          phone: '',
+          provider: 'local',
+          external_id: null,
+          password_hash: passwordHash,
+          active: 1,
+          language: 'EN',
+          ui_time_zone: 'UTC',
+          ui_console_mode: 'WORKFLOW',
+          page_size: 20,
+          time_format: 24,
+          info_tour_enabled: 1,
+          last_success_at: null,
+          last_failed_at: null,
+          last_failed_ip: null,
+          locked_until: null,
+          password_changed_at: passwordHash ? now : null,
+          created_at: now,
+          updated_at: now,
+        });
+        if (tenant && input.role) {
+          await tx.users.addTenancy({ user_id: id, tenant_id: tenant.id, role: input.role, created_at: now });
+        }
+        for (const groupId of groupIds) await tx.rbac.addGroupMember(groupId, id);
+      });
+    } catch (error) {
+      if (isUniqueViolation(error)) {
+        throw new GatehouseError('ALREADY_EXISTS', `a user named "${input.username}" already exists`);
+      }
+      throw error;
+    }
+    const user = await this.#store.users.findById(id);
+    if (!user) throw new Error('created user vanished');
+    return user;
+  }
+
+  /** An operator sets a password (CLI): every session of the user ends. */
+  async setPassword(username: string, password: string): Promise<void> {
+    const user = await this.#store.users.findByUsernameKey(accountKey(username));
+    if (!user) throw new GatehouseError('NOT_FOUND', `no user named "${username}"`);
+    checkPasswordPolicy(password, user.username, { minLength: this.#config.passwordMinLength });
+    const passwordHash = await this.#hasher.hash(password);
+    const now = this.#clock.now();
+    await this.#store.transaction(async (tx) => {
+      await tx.users.update(user.id, {
+        password_hash: passwordHash,
+        password_changed_at: now,
+        updated_at: now,
+        failed_count: 0,
+        locked_until: null,
+      });
+      await tx.sessions.revokeAllOfUser(user.id, now, 'password-set');
+    });
+  }
+
+  async viewUser(userId: string): Promise<UserView> {
+    const user = await this.#store.users.findById(userId);
+    if (!user) throw new GatehouseError('NOT_FOUND', 'no such user');
+    return {
+      id: user.id,
+      username: user.username,
+      firstName: user.first_name,
+      lastName: user.last_name,
+      displayName: user.display_name,
+      email: user.email,
+      tenancies: await this.#store.users.tenancies(user.id),
+    };
+  }
+
+  async createNode(input: { login: string; password: string }): Promise<{ id: string; login: string }> {
+    if (!NODE_LOGIN.test(input.login)) {
+      throw new GatehouseError(
+        'VALIDATION_FAILED',
+        'login must be 1-128 letters, digits or the characters . _ @ -',
+      );
+    }
+    checkPasswordPolicy(input.password, input.login, { minLength: this.#config.passwordMinLength });
+    const role = await this.#store.rbac.findRoleByName('Backup Node');
+    if (!role) throw new Error('built-in role "Backup Node" is missing: run migrations');
+    const passwordHash = await this.#hasher.hash(input.password);
+    const now = this.#clock.now();
+    const id = newId(now);
+    try {
+      await this.#store.nodes.insert({
+        id,
+        login: input.login,
+        login_key: accountKey(input.login),
+        password_hash: passwordHash,
+        version: null,
+        role_id: role.id,
+        active: 1,
+        last_seen_at: null,
+        last_success_at: null,
+        last_failed_at: null,
+        last_failed_ip: null,
+        locked_until: null,
+        created_at: now,
+        updated_at: now,
+      });
+    } catch (error) {
+      if (isUniqueViolation(error)) {
+        throw new GatehouseError('ALREADY_EXISTS', `a node with login "${input.login}" already exists`);
+      }
+      throw error;
+    }
+    return { id, login: input.login };
+  }
+
+  /** Issues an API token; the secret is returned once and only its hash is kept. */
+  async createApiToken(input: {
+    username: string;
+    name?: string | undefined;
+    expiresInMs?: number | undefined;
+  }): Promise<{ id: string; token: string; expiresAt: number | null }> {
+    const user = await this.#store.users.findByUsernameKey(accountKey(input.username));
+    if (!user) throw new GatehouseError('NOT_FOUND', `no user named "${input.username}"`);
+    const name = input.name ?? 'api token';
+    if (name.length < 1 || name.length > 128) {
+      throw new GatehouseError('VALIDATION_FAILED', 'name must be 1-128 characters');
+    }
+    const now = this.#clock.now();
+    const token = newSecret(API_TOKEN_PREFIX);
+    const id = newId(now);
+    const expiresAt = input.expiresInMs === undefined ? null : now + input.expiresInMs;
+    await this.#store.apiTokens.insert({
+      id,
+      user_id: user.id,
+      name,
+      secret_hash: hashSecret(token),
+      created_at: now,
+      expires_at: expiresAt,
+      last_used_at: null,
+      revoked_at: null,
+    });
+    return { id, token, expiresAt };
+  }
+}

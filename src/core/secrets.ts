@@ -1,0 +1,23 @@
+import { createHash, randomBytes } from 'node:crypto';
+
+/** Prefixes make leaked secrets easy to recognise (and to scan for) and tell the kinds apart. */
+export const SESSION_SECRET_PREFIX = 'gss_';
+export const API_TOKEN_PREFIX = 'gtk_';
+
+/** 256 bits of randomness, URL-safe. */
+export function newSecret(prefix: string): string {
+  return prefix + randomBytes(32).toString('base64url');
+}
+
+/**
+ * Secrets of 256 random bits need no slow hash: SHA-256 is preimage-resistant, and it lets the
+ * store find the row by the hash in one indexed lookup.
+ */
+export function hashSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('base64url');
+}
+
+/** Case-insensitive unique key for usernames and node logins. */
+export function accountKey(name: string): string {
+  return name.normalize('NFKC').toLowerCase();
+}

@@ -1,0 +1,160 @@
+import { randomUUID } from 'node:crypto';
+import { createSigner, createVerifier } from 'fast-jwt';
+import { GatehouseError } from '../errors.js';
+import type { Clock } from './clock.js';
+import type { Keyring } from './keyring.js';
+
+/** Claims of the NSE bearer token: the reference's `{username, exp}` plus what revocation needs. */
+export interface SessionTokenClaims {
+  readonly username: string;
+  readonly sid: string;
+  readonly iat: number;
+  readonly exp: number;
+}
+
+export const ENDPOINTS_AUDIENCES = {
+  serverManager: { audience: 'endpoints-server-manager', privilege: 'ENDPOINTS_SERVER_MANAGE' },
+  organizationAdmin: { audience: 'endpoints-organization-admin', privilege: 'ENDPOINTS_ORGANIZATION_ADMIN' },
+} as const;
+
+const CLOCK_SKEW_SECONDS = 30;
+
+// fast-jwt returns synchronous functions when the key is not a callback.
+type SyncSigner = (payload: Record<string, unknown>) => string;
+type SyncVerifier = (token: string) => Record<string, unknown>;
+
+function decodeHeader(token: string): { alg?: unknown; kid?: unknown } | undefined {
+  const dot = token.indexOf('.');
+  if (dot <= 0) return undefined;
+  try {
+    const header: unknown = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString('utf8'));
+    return header !== null && typeof header === 'object' ? header : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function looksLikeJwt(token: string): boolean {
+  return /^[\w-]+\.[\w-]+\.[\w-]+$/.test(token);
+}
+
+/**
+ * Signs and checks tokens. The algorithm is pinned per key (HS256 for session tokens), so `none`,
+ * algorithm confusion and foreign keys are refused before any claim is read.
+ */
+export class TokenService {
+  readonly #keyring: Keyring;
+  readonly #clock: Clock;
+  readonly #issuer: string;
+  readonly #signers = new Map<string, SyncSigner>();
+  readonly #verifiers = new Map<string, SyncVerifier>();
+
+  constructor(keyring: Keyring, clock: Clock, issuer: string) {
+    this.#keyring = keyring;
+    this.#clock = clock;
+    this.#issuer = issuer;
+  }
+
+  signSessionToken(claims: { username: string; sid: string; expiresAt: number }): string {
+    const key = this.#keyring.currentSessionKey;
+    let signer = this.#signers.get(key.kid);
+    if (!signer) {
+      signer = createSigner({
+        key: key.secret,
+        algorithm: 'HS256',
+        kid: key.kid,
+        noTimestamp: true,
+      }) as SyncSigner;
+      this.#signers.set(key.kid, signer);
+    }
+    const iat = Math.floor(this.#clock.now() / 1000);
+    return signer({
+      username: claims.username,
+      sid: claims.sid,
+      iat,
+      exp: Math.floor(claims.expiresAt / 1000),
+      iss: this.#issuer,
+    });
+  }
+
+  async verifySessionToken(token: string): Promise<SessionTokenClaims> {
+    const header = decodeHeader(token);
+    if (header?.alg !== 'HS256' || typeof header.kid !== 'string') {
+      throw new GatehouseError('TOKEN_INVALID', 'The token is not a Gatehouse session token.');
+    }
+    let key = this.#keyring.sessionKey(header.kid);
+    if (!key && (await this.#keyring.reloadIfStale())) key = this.#keyring.sessionKey(header.kid);
+    if (!key) throw new GatehouseError('TOKEN_INVALID', 'The token was signed with an unknown key.');
+
+    let verifier = this.#verifiers.get(key.kid);
+    if (!verifier) {
+      verifier = createVerifier({
+        key: key.secret,
+        algorithms: ['HS256'],
+        allowedIss: this.#issuer,
+        // Time is checked below against the injected clock.
+        ignoreExpiration: true,
+        ignoreNotBefore: true,
+      }) as SyncVerifier;
+      this.#verifiers.set(key.kid, verifier);
+    }
+    let payload: Record<string, unknown>;
+    try {
+      payload = verifier(token);
+    } catch {
+      throw new GatehouseError('TOKEN_INVALID', 'The token signature or claims are not valid.');
+    }
+    const { username, sid, iat, exp, nbf } = payload;
+    if (
+      typeof username !== 'string' ||
+      typeof sid !== 'string' ||
+      typeof exp !== 'number' ||
+      typeof iat !== 'number'
+    ) {
+      throw new GatehouseError('TOKEN_INVALID', 'The token lacks required claims.');
+    }
+    const nowSeconds = this.#clock.now() / 1000;
+    if (exp + CLOCK_SKEW_SECONDS <= nowSeconds) throw new GatehouseError('TOKEN_EXPIRED');
+    if (
+      iat - CLOCK_SKEW_SECONDS > nowSeconds ||
+      (typeof nbf === 'number' && nbf - CLOCK_SKEW_SECONDS > nowSeconds)
+    ) {
+      throw new GatehouseError('TOKEN_INVALID', 'The token is not valid yet.');
+    }
+    return { username, sid, iat, exp };
+  }
+
+  /** A short-lived, audience-scoped ES256 token that a downstream service checks against our JWKS. */
+  signEndpointsToken(claims: {
+    audience: string;
+    subject: string;
+    name: string;
+    sid: string;
+    lifetimeMs: number;
+  }): string {
+    const key = this.#keyring.currentEndpointsKey;
+    const signerKey = `es:${key.kid}`;
+    let signer = this.#signers.get(signerKey);
+    if (!signer) {
+      signer = createSigner({
+        key: key.privateKeyPem,
+        algorithm: 'ES256',
+        kid: key.kid,
+        noTimestamp: true,
+      }) as SyncSigner;
+      this.#signers.set(signerKey, signer);
+    }
+    const now = Math.floor(this.#clock.now() / 1000);
+    return signer({
+      iss: this.#issuer,
+      aud: claims.audience,
+      sub: claims.subject,
+      name: claims.name,
+      sid: claims.sid,
+      jti: randomUUID(),
+      iat: now,
+      nbf: now,
+      exp: now + Math.floor(claims.lifetimeMs / 1000),
+    });
+  }
+}

@@ -1,0 +1,42 @@
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from './app.js';
+import type { Config } from './config.js';
+import { createCore } from './core/index.js';
+import { connectStore } from './store/connect.js';
+
+export interface RunningServer {
+  readonly app: FastifyInstance;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** config → store (migrated) → core (bootstrapped) → app → listen. */
+export async function startServer(config: Config): Promise<RunningServer> {
+  const store = connectStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  try {
+    await store.migrate();
+    const core = await createCore({ config, store });
+    const boot = await core.bootstrap();
+    if (boot.generatedAdminPassword) {
+      // Printed once, straight to the terminal and never through the logger.
+      process.stdout.write(
+        `\nCreated user "admin" (root of tenant "system") with the generated password:\n\n    ${boot.generatedAdminPassword}\n\nIt is not shown again; change it with \`gatehouse user passwd --username admin\`.\n\n`,
+      );
+    }
+    const app = await buildApp({ core });
+    const url = await app.listen({ host: config.host, port: config.port });
+    let closing: Promise<void> | undefined;
+    return {
+      app,
+      url,
+      close: () => {
+        // Drain in-flight requests, then release the store.
+        closing ??= app.close().then(() => store.destroy());
+        return closing;
+      },
+    };
+  } catch (error) {
+    await store.destroy().catch(() => {});
+    throw error;
+  }
+}

@@ -1,0 +1,28 @@
+import type { Kysely } from 'kysely';
+import type { Database } from '../schema.js';
+import { createApiTokenRepository } from './api-tokens.js';
+import { createCatalogRepository } from './catalog.js';
+import { createJobRepository } from './jobs.js';
+import { createNodeRepository } from './nodes.js';
+import { createRbacRepository } from './rbac.js';
+import { createSessionRepository } from './sessions.js';
+import { createSigningKeyRepository } from './signing-keys.js';
+import { createTenantRepository } from './tenants.js';
+import { createUserRepository } from './users.js';
+
+/** The storage facade: the only code that writes SQL. Core sees these methods, never Kysely. */
+export function createRepositories(db: Kysely<Database>) {
+  return {
+    tenants: createTenantRepository(db),
+    users: createUserRepository(db),
+    rbac: createRbacRepository(db),
+    nodes: createNodeRepository(db),
+    sessions: createSessionRepository(db),
+    apiTokens: createApiTokenRepository(db),
+    signingKeys: createSigningKeyRepository(db),
+    catalog: createCatalogRepository(db),
+    jobs: createJobRepository(db),
+  };
+}
+
+export type Repositories = ReturnType<typeof createRepositories>;

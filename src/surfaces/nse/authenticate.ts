@@ -1,0 +1,36 @@
+import type { FastifyRequest } from 'fastify';
+import type { Core } from '../../core/index.js';
+import { GatehouseError } from '../../errors.js';
+import { authorizationCredentials, requestMeta } from '../request-meta.js';
+
+/**
+ * NSE accepts `Authorization: Bearer <jwt>` and HTTP Basic (the reference says both).
+ * Basic runs the full password check, lockout included, on every request; it opens no session.
+ */
+export function nseAuthenticator(core: Core) {
+  return async (request: FastifyRequest): Promise<void> => {
+    const bearer = authorizationCredentials(request, 'bearer');
+    if (bearer !== undefined) {
+      request.auth = await core.sessions.authenticateBearer(bearer);
+      return;
+    }
+    const basic = authorizationCredentials(request, 'basic');
+    if (basic !== undefined) {
+      const decoded = Buffer.from(basic, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon < 0)
+        throw new GatehouseError('AUTHENTICATION_REQUIRED', 'the Basic credentials are malformed');
+      const user = await core.authentication.verifyUserPassword(
+        decoded.slice(0, colon),
+        decoded.slice(colon + 1),
+        requestMeta(request),
+      );
+      request.auth = { principal: { kind: 'user', id: user.id, name: user.username }, session: undefined };
+      return;
+    }
+    throw new GatehouseError(
+      'AUTHENTICATION_REQUIRED',
+      'send Authorization: Bearer <token> or HTTP Basic credentials',
+    );
+  };
+}

@@ -1,0 +1,123 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import type { RegionSortKey, ZoneSortKey } from '../../core/catalog.js';
+import type { Core } from '../../core/index.js';
+import { nseAuthenticator } from './authenticate.js';
+import {
+  fetched,
+  ListEnvelope,
+  listed,
+  listQuerySchema,
+  NseErrorBody,
+  RecordEnvelope,
+  toListQuery,
+} from './envelope.js';
+
+const RegionRecord = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  description: Type.String(),
+  zones: Type.Array(Type.String()),
+});
+
+// Records carry `region` although create takes `region_name`: the reference's shape.
+const ZoneRecord = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  description: Type.String(),
+  region: Type.String(),
+});
+
+const REGION_SORT: readonly RegionSortKey[] = ['created', 'name'];
+const ZONE_SORT: readonly ZoneSortKey[] = ['created', 'name', 'region'];
+const NameParam = Type.Object({ name: Type.String({ minLength: 1, maxLength: 255 }) });
+const errors = { '4xx': NseErrorBody, '5xx': NseErrorBody };
+const security: Record<string, string[]>[] = [{ bearer: [] }, { basic: [] }];
+
+const region = (r: { id: string; name: string; description: string; zones: string[] }) => ({
+  id: r.id,
+  name: r.name,
+  description: r.description,
+  zones: r.zones,
+});
+const zone = (z: { id: string; name: string; description: string; region: string }) => ({
+  id: z.id,
+  name: z.name,
+  description: z.description,
+  region: z.region,
+});
+
+/** The consumer catalog reads: `/auth/regions`, `/auth/zones`. */
+export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
+  const preHandler = nseAuthenticator(core);
+
+  app.get(
+    '/auth/regions',
+    {
+      preHandler,
+      schema: {
+        tags: ['NSE catalog'],
+        summary: 'List regions',
+        security,
+        querystring: listQuerySchema(REGION_SORT),
+        response: { 200: ListEnvelope(RegionRecord), ...errors },
+      },
+    },
+    async (request) => {
+      const list = await core.catalog.listRegions(toListQuery(request.query));
+      return listed({ ...list, records: list.records.map(region) });
+    },
+  );
+
+  app.get(
+    '/auth/regions/:name',
+    {
+      preHandler,
+      schema: {
+        tags: ['NSE catalog'],
+        summary: 'Get a region by name',
+        security,
+        params: NameParam,
+        response: { 200: RecordEnvelope(RegionRecord), ...errors },
+      },
+    },
+    async (request) => fetched(region(await core.catalog.region(request.params.name))),
+  );
+
+  app.get(
+    '/auth/zones',
+    {
+      preHandler,
+      schema: {
+        tags: ['NSE catalog'],
+        summary: 'List zones, optionally of one region',
+        security,
+        querystring: listQuerySchema(ZONE_SORT, {
+          region: Type.Optional(
+            Type.String({ minLength: 1, maxLength: 255, description: 'Only zones of this region' }),
+          ),
+        }),
+        response: { 200: ListEnvelope(ZoneRecord), ...errors },
+      },
+    },
+    async (request) => {
+      const list = await core.catalog.listZones(toListQuery(request.query), { region: request.query.region });
+      return listed({ ...list, records: list.records.map(zone) });
+    },
+  );
+
+  app.get(
+    '/auth/zones/:name',
+    {
+      preHandler,
+      schema: {
+        tags: ['NSE catalog'],
+        summary: 'Get a zone by name',
+        security,
+        params: NameParam,
+        response: { 200: RecordEnvelope(ZoneRecord), ...errors },
+      },
+    },
+    async (request) => fetched(zone(await core.catalog.zone(request.params.name))),
+  );
+};

@@ -1,0 +1,25 @@
+import type {} from '@fastify/cookie';
+import type { FastifyRequest } from 'fastify';
+import type { Core } from '../../core/index.js';
+import { GatehouseError } from '../../errors.js';
+import { authorizationCredentials } from '../request-meta.js';
+
+/** Clients replay whatever cookie they get; the name is ours. */
+export const SESSION_COOKIE = 'gatehouse_session';
+
+/** A Storware call is authenticated by the session cookie, or by a bearer token (NSE JWT or session secret). */
+export function storwareAuthenticator(core: Core) {
+  return async (request: FastifyRequest): Promise<void> => {
+    const cookie = request.cookies[SESSION_COOKIE];
+    if (cookie) {
+      request.auth = await core.sessions.authenticateSecret(cookie);
+      return;
+    }
+    const bearer = authorizationCredentials(request, 'bearer');
+    if (bearer !== undefined) {
+      request.auth = await core.sessions.authenticateBearer(bearer);
+      return;
+    }
+    throw new GatehouseError('AUTHENTICATION_REQUIRED', 'sign in first: POST /api/session/login');
+  };
+}

@@ -1,0 +1,38 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { Core } from '../../core/index.js';
+import type { ErrorCode } from '../../errors.js';
+import { toGatehouseError } from '../http-errors.js';
+import { notFoundOrNotAllowed } from '../nse/index.js';
+import { sessionRoutes } from './session.js';
+
+export const STORWARE_PREFIX = '/api/session';
+
+/**
+ * Live Storware answers a failed login with 400 (its own automation accepts only 200 or 400),
+ * where the registry's status for these codes is 401.
+ */
+const LOGIN_FAILURES: ReadonlySet<ErrorCode> = new Set(['INVALID_CREDENTIALS', 'INVALID_API_TOKEN']);
+
+/** The Storware session surface: errors are `{"errorCode","message"}`. */
+export const storwareSurface: FastifyPluginAsyncTypebox<{
+  core: Core;
+  allowedMethods: (method: string, url: string) => string[];
+}> = async (app, { core, allowedMethods }) => {
+  app.setErrorHandler(async (error, request, reply) => {
+    const failure = toGatehouseError(error, request);
+    const status = LOGIN_FAILURES.has(failure.code) ? 400 : failure.status;
+    return reply
+      .code(status)
+      .headers(failure.headers)
+      .send({
+        errorCode: failure.code,
+        message: failure.detail ? `${failure.userMessage} (${failure.detail})` : failure.userMessage,
+      });
+  });
+
+  app.setNotFoundHandler(async (request) => {
+    throw notFoundOrNotAllowed(request.method, request.url, allowedMethods);
+  });
+
+  await app.register(sessionRoutes, { core });
+};

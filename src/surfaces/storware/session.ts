@@ -1,0 +1,171 @@
+import type {} from '@fastify/cookie';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply } from 'fastify';
+import { Type } from 'typebox';
+import type { Core } from '../../core/index.js';
+import type { OpenedSession } from '../../core/sessions.js';
+import { authOf } from '../auth-context.js';
+import { requestMeta } from '../request-meta.js';
+import { SESSION_COOKIE, storwareAuthenticator } from './authenticate.js';
+import {
+  AppUserDetails,
+  SessionInfoResponse,
+  StorwareError,
+  sessionInfoBody,
+  userDetailsBody,
+} from './bodies.js';
+
+const Secret = Type.String({ maxLength: 4096 });
+const errors = { '4xx': StorwareError, '5xx': StorwareError };
+const cookieAuth: Record<string, string[]>[] = [{ sessionCookie: [] }, { bearer: [] }];
+const NoBody = (description: string) => Type.Unsafe<undefined>({ description });
+
+/** `/api/session/...`: the Storware session API. */
+export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
+  const preHandler = storwareAuthenticator(core);
+  // The reference shows 201 for these POSTs; the live product answers 200 (a setting).
+  const postStatus = core.config.storwareSessionPostStatus;
+  const secureCookie = core.config.tls !== undefined;
+
+  const startSession = async (reply: FastifyReply, opened: OpenedSession) => {
+    reply.setCookie(SESSION_COOKIE, opened.secret, {
+      path: '/api',
+      httpOnly: true,
+      sameSite: 'strict',
+      secure: secureCookie,
+    });
+    reply.code(postStatus);
+    return sessionInfoBody(await core.sessionInfo.describe(opened.auth));
+  };
+
+  app.get(
+    '/',
+    {
+      preHandler,
+      schema: {
+        tags: ['Storware session'],
+        summary: 'Check the session: 204 when it is valid, 401 when not',
+        security: cookieAuth,
+        response: { 204: NoBody('The session is valid'), ...errors },
+      },
+    },
+    async (_request, reply) => reply.code(204).send(undefined),
+  );
+
+  app.post(
+    '/login',
+    {
+      schema: {
+        tags: ['Storware session'],
+        summary: 'Log in a user; sets the session cookie',
+        body: Type.Object({ login: Secret, password: Secret }),
+        response: { 200: SessionInfoResponse, 201: SessionInfoResponse, ...errors },
+      },
+    },
+    async (request, reply) =>
+      startSession(
+        reply,
+        await core.authentication.signIn(request.body.login, request.body.password, requestMeta(request)),
+      ),
+  );
+
+  app.post(
+    '/login-with-token',
+    {
+      schema: {
+        tags: ['Storware session'],
+        summary: 'Log in with an API token; sets the session cookie',
+        body: Type.Object({ token: Secret }),
+        response: { 200: SessionInfoResponse, 201: SessionInfoResponse, ...errors },
+      },
+    },
+    async (request, reply) =>
+      startSession(reply, await core.authentication.tokenSignIn(request.body.token, requestMeta(request))),
+  );
+
+  app.post(
+    '/node/login',
+    {
+      schema: {
+        tags: ['Storware session'],
+        summary: 'Log in a backup node; refuses versions below the configured minimum',
+        body: Type.Object({ login: Secret, password: Secret, version: Type.String({ maxLength: 128 }) }),
+        response: { 200: SessionInfoResponse, 201: SessionInfoResponse, ...errors },
+      },
+    },
+    async (request, reply) =>
+      startSession(
+        reply,
+        await core.authentication.nodeSignIn(
+          request.body.login,
+          request.body.password,
+          request.body.version,
+          requestMeta(request),
+        ),
+      ),
+  );
+
+  app.post(
+    '/logout',
+    {
+      preHandler,
+      schema: {
+        tags: ['Storware session'],
+        summary: 'End the session, on both APIs',
+        security: cookieAuth,
+        response: { 200: NoBody('Logged out'), 201: NoBody('Logged out'), ...errors },
+      },
+    },
+    async (request, reply) => {
+      const { session } = authOf(request);
+      if (session) await core.sessions.end(session.id, 'logout');
+      reply.clearCookie(SESSION_COOKIE, { path: '/api' });
+      return reply.code(postStatus).send(undefined);
+    },
+  );
+
+  app.post(
+    '/refresh-endpoints-tokens',
+    {
+      preHandler,
+      schema: {
+        tags: ['Storware session'],
+        summary: 'Session info with freshly issued Endpoints tokens',
+        security: cookieAuth,
+        response: { 200: SessionInfoResponse, 201: SessionInfoResponse, ...errors },
+      },
+    },
+    async (request, reply) => {
+      reply.code(postStatus);
+      return sessionInfoBody(await core.sessionInfo.describe(authOf(request)));
+    },
+  );
+
+  app.get(
+    '/user',
+    {
+      preHandler,
+      schema: {
+        tags: ['Storware session'],
+        summary: 'Session info: requester, settings, privileges, Endpoints tokens, login history',
+        security: cookieAuth,
+        response: { 200: SessionInfoResponse, ...errors },
+      },
+    },
+    async (request) => sessionInfoBody(await core.sessionInfo.describe(authOf(request))),
+  );
+
+  app.get(
+    '/user/details',
+    {
+      preHandler,
+      schema: {
+        tags: ['Storware session'],
+        summary: 'Details of the signed-in user',
+        security: cookieAuth,
+        response: { 200: AppUserDetails, ...errors },
+      },
+    },
+    async (request) => userDetailsBody(await core.sessionInfo.details(authOf(request))),
+  );
+};
