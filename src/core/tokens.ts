@@ -63,7 +63,6 @@ export class TokenService {
         key: key.secret,
         algorithm: 'HS256',
         kid: key.kid,
-        noTimestamp: true,
       }) as SyncSigner;
       this.#signers.set(key.kid, signer);
     }
@@ -140,7 +139,6 @@ export class TokenService {
         key: key.privateKeyPem,
         algorithm: 'ES256',
         kid: key.kid,
-        noTimestamp: true,
       }) as SyncSigner;
       this.#signers.set(signerKey, signer);
     }

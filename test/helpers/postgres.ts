@@ -1,0 +1,49 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+
+/** The server the PostgreSQL half of the suite runs on; each test context gets a fresh database in it. */
+export const POSTGRES_ADMIN_URL =
+  process.env.GATEHOUSE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const POSTGRES_REQUIRED = process.env.GATEHOUSE_TEST_REQUIRE_POSTGRES === '1';
+
+let availability: Promise<string | undefined> | undefined;
+
+/** undefined when PostgreSQL answers; otherwise why not. */
+export function postgresUnavailableReason(): Promise<string | undefined> {
+  availability ??= (async () => {
+    const client = new pg.Client({ connectionString: POSTGRES_ADMIN_URL, connectionTimeoutMillis: 2000 });
+    try {
+      await client.connect();
+      await client.query('select 1');
+      return undefined;
+    } catch (error) {
+      return `${POSTGRES_ADMIN_URL.replace(/\/\/[^@]*@/, '//')}: ${(error as Error).message}`;
+    } finally {
+      await client.end().catch(() => {});
+    }
+  })();
+  return availability;
+}
+
+async function withAdmin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Creates an empty database and returns its URL and a function that drops it. */
+export async function createFreshDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `gatehouse_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+  await withAdmin((client) => client.query(`create database ${name}`));
+  const url = new URL(POSTGRES_ADMIN_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: () =>
+      withAdmin((client) => client.query(`drop database if exists ${name} with (force)`)).then(() => {}),
+  };
+}
