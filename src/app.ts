@@ -6,12 +6,19 @@ import { Ajv } from 'ajv';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Core } from './core/index.js';
 import { toGatehouseError } from './surfaces/http-errors.js';
-import { trackRoutes } from './surfaces/method-not-allowed.js';
 import { errorBody } from './surfaces/nse/envelope.js';
 import { NSE_PREFIX, notFoundOrNotAllowed, nseSurface } from './surfaces/nse/index.js';
 import { opsSurface } from './surfaces/ops/index.js';
+import { type RouteTable, trackRoutes } from './surfaces/route-table.js';
 import { addSecurityHeaders } from './surfaces/security-headers.js';
 import { STORWARE_PREFIX, storwareSurface } from './surfaces/storware/index.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every registered route, for introspection (OpenAPI coverage). */
+    readonly routeTable: RouteTable;
+  }
+}
 
 export interface AppDeps {
   readonly core: Core;
@@ -57,7 +64,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     parseJson(request, body as string, done);
   });
 
-  const allowedMethods = trackRoutes(app);
+  const routes = trackRoutes(app);
+  const allowedMethods = routes.allowedMethods;
+  app.decorate('routeTable', routes);
   addSecurityHeaders(app);
   app.decorateRequest('auth', null);
   await app.register(fastifyCookie);

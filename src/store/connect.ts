@@ -22,8 +22,8 @@ export interface Store extends Repositories {
   readonly db: Kysely<Database>;
   /** Runs `work` in one transaction; the repositories it gets write inside it. */
   transaction<T>(work: (tx: Repositories) => Promise<T>): Promise<T>;
-  /** Brings the schema up to date; safe to run from several processes at once. */
-  migrate(): Promise<void>;
+  /** Brings the schema up to date; safe to run from several processes at once. Returns what it applied. */
+  migrate(): Promise<string[]>;
   /** Cheap round trip, for readiness. */
   ping(): Promise<void>;
   destroy(): Promise<void>;
@@ -45,11 +45,14 @@ export function connectStore(options: StoreOptions): Store {
     transaction: (work) => db.transaction().execute((trx) => work(createRepositories(trx))),
     async migrate() {
       const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
-      const { error, results } = await migrator.migrateToLatest();
+      const { error, results = [] } = await migrator.migrateToLatest();
       if (error) {
-        const failed = results?.find((r) => r.status === 'Error')?.migrationName;
-        throw new Error(`migration ${failed ?? ''} failed: ${(error as Error).message}`);
+        const failed = results.find((r) => r.status === 'Error')?.migrationName;
+        // Keep the original (and its code): a store that is down must still read as unavailable.
+        if (!failed) throw error;
+        throw new Error(`migration ${failed} failed: ${(error as Error).message}`, { cause: error });
       }
+      return results.filter((r) => r.status === 'Success').map((r) => r.migrationName);
     },
     async ping() {
       await db.selectFrom('tenants').select('id').limit(1).execute();
@@ -83,9 +86,10 @@ function createPgPool(connectionString: string, max: number): pg.Pool {
           : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
     },
   });
-  // An idle client losing its server (restart, failover) must not crash the process;
-  // the pool replaces it on the next checkout.
+  // A client losing its server (restart, failover) must not crash the process: the query in
+  // flight rejects (and becomes a 503), and the pool replaces the client on the next checkout.
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   return pool;
 }
 

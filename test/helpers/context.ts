@@ -41,13 +41,18 @@ export interface TestContext {
 export async function createTestContext(
   dialect: Dialect,
   settings: Record<string, string> = {},
-  logger?: Parameters<typeof buildApp>[0]['logger'],
+  options: {
+    logger?: Parameters<typeof buildApp>[0]['logger'];
+    /** Reach the fresh PostgreSQL database through another URL (a fault-injecting proxy). */
+    routeDatabaseUrl?: (url: string) => string;
+  } = {},
 ): Promise<TestContext> {
+  const { logger, routeDatabaseUrl = (url: string) => url } = options;
   const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-test-'));
   const database = dialect === 'postgres' ? await createFreshDatabase() : undefined;
   const config = loadConfig({
     GATEHOUSE_DATA_DIR: dataDir,
-    GATEHOUSE_DATABASE_URL: database?.url,
+    GATEHOUSE_DATABASE_URL: database && routeDatabaseUrl(database.url),
     GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
     GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
     GATEHOUSE_ARGON2_ITERATIONS: '1',

@@ -1,0 +1,107 @@
+import type { Readable, Writable } from 'node:stream';
+import type { Command } from 'commander';
+import { type Config, loadConfig } from '../config.js';
+import type { BootstrapResult } from '../core/bootstrap.js';
+import type { Core } from '../core/index.js';
+import type { Store } from '../store/connect.js';
+
+/** Everything the CLI touches of its process, so that a test can run it in-process. */
+export interface CliIo {
+  readonly stdin: Readable;
+  readonly stdout: Writable;
+  readonly stderr: Writable;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly cwd: string;
+}
+
+/** Stops the command as a usage error (exit 2), printed the same way as commander's own. */
+export function usageError(command: Command, message: string): never {
+  return command.error(message, { exitCode: 2, code: 'gatehouse.usage' });
+}
+
+/**
+ * Opens the store with the server's settings, runs `work`, and always releases the store, so that
+ * a failed command neither hangs on an open pool nor leaves SQLite's WAL unmerged.
+ */
+export async function withStore<T>(
+  io: CliIo,
+  work: (store: Store, config: Config) => Promise<T>,
+): Promise<T> {
+  const config = loadConfig(io.env, io.cwd);
+  // Loaded on use: `--help` and usage errors should not pay for the database drivers.
+  const { connectStore } = await import('../store/connect.js');
+  const store = connectStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: 2 });
+  let result: T;
+  try {
+    result = await work(store, config);
+  } catch (error) {
+    // The work's error is the one worth reporting, not a failure to close after it.
+    await store.destroy().catch(() => {});
+    throw error;
+  }
+  await store.destroy();
+  return result;
+}
+
+/**
+ * Builds the core over a migrated store and bootstraps it, as the server does at start: a command
+ * run on an empty store must leave it in the same state a first `serve` would.
+ */
+export async function openCore(
+  io: CliIo,
+  store: Store,
+  config: Config,
+): Promise<{ core: Core; boot: BootstrapResult }> {
+  const { createCore } = await import('../core/index.js');
+  const core = await createCore({ config, store });
+  const boot = await core.bootstrap();
+  if (boot.generatedAdminPassword) {
+    // stderr: stdout may be piped into another program (token create), and this is for a person.
+    io.stderr.write(
+      `\nCreated user "admin" (root of tenant "system") with the generated password:\n\n    ${boot.generatedAdminPassword}\n\nIt is not shown again; change it with \`gatehouse user passwd --username admin --password-stdin\`.\n\n`,
+    );
+  }
+  return { core, boot };
+}
+
+/** Config → store → migrations → core → bootstrap → `work` → store closed. */
+export function withCore<T>(io: CliIo, work: (core: Core) => Promise<T>): Promise<T> {
+  return withStore(io, async (store, config) => {
+    await store.migrate();
+    const { core } = await openCore(io, store, config);
+    return work(core);
+  });
+}
+
+export interface PasswordOptions {
+  readonly password?: string | undefined;
+  readonly passwordStdin?: boolean | undefined;
+}
+
+/**
+ * The password from `--password` or, so that it stays out of the process list and shell history,
+ * from standard input with `--password-stdin`. One trailing newline is what `echo` and here-strings
+ * add; anything else on stdin is part of the password.
+ */
+export async function readPassword(command: Command, io: CliIo, options: PasswordOptions): Promise<string> {
+  if (options.password !== undefined && options.passwordStdin) {
+    usageError(command, 'give the password with --password or --password-stdin, not both');
+  }
+  if (options.password !== undefined) return options.password;
+  if (!options.passwordStdin) {
+    usageError(command, 'a password is required: give --password <password> or --password-stdin');
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of io.stdin) {
+    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+  }
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
+}
+
+/** Shared help text of the two password options. */
+export const PASSWORD_HELP = {
+  password: 'the password (visible in the process list: prefer --password-stdin)',
+  passwordStdin: 'read the password from standard input (one trailing newline is removed)',
+} as const;

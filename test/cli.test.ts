@@ -1,0 +1,474 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { type Core, createCore } from '../src/core/index.js';
+import { hashSecret } from '../src/core/secrets.js';
+import { isGatehouseError } from '../src/errors.js';
+import { connectStore, type Store } from '../src/store/connect.js';
+import { ADMIN_PASSWORD } from './helpers/context.js';
+import { forEachDialect } from './helpers/dialects.js';
+import { createFreshDatabase } from './helpers/postgres.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const META = { ip: '127.0.0.1', userAgent: 't' };
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** The settings the CLI sees: none inherited from the shell running the tests. */
+function cliEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!key.startsWith('GATEHOUSE_') && !key.startsWith('NODE_TEST')) env[key] = value;
+  }
+  return {
+    ...env,
+    GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
+    GATEHOUSE_ARGON2_ITERATIONS: '1',
+    GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    GATEHOUSE_LOG_LEVEL: 'silent',
+    ...settings,
+  };
+}
+
+function startCli(args: readonly string[], env: NodeJS.ProcessEnv): ChildProcess {
+  // Through tsx, so that the test does not depend on a build.
+  return spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
+    cwd: ROOT,
+    env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+}
+
+/** Runs `gatehouse <args>` as a real process, feeding `stdin`, and collects what it printed. */
+function gatehouse(args: readonly string[], env: NodeJS.ProcessEnv, stdin = ''): Promise<Run> {
+  const child = startCli(args, env);
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  child.stdin?.end(stdin);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`gatehouse ${args.join(' ')} did not finish:\n${stderr}`));
+    }, 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Fails with what the CLI said when it did not succeed. */
+function assertOk(run: Run, args: string): void {
+  assert.equal(run.code, 0, `gatehouse ${args} exited ${run.code}: ${run.stderr}`);
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(promise, (error) => isGatehouseError(error) && error.code === code);
+}
+
+forEachDialect('CLI', (dialect) => {
+  let dataDir: string;
+  let database: { url: string; drop: () => Promise<void> } | undefined;
+  let env: NodeJS.ProcessEnv;
+  let service: { store: Store; core: Core; app: FastifyInstance } | undefined;
+  const run = (args: readonly string[], stdin?: string) => gatehouse(args, env, stdin);
+
+  /** What the server sees over the same store, opened once the CLI has migrated it. */
+  const server = async () => {
+    if (!service) {
+      const config = loadConfig(env);
+      const store = connectStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+      const core = await createCore({ config, store });
+      const app = await buildApp({ core });
+      await app.ready();
+      service = { store, core, app };
+    }
+    return service;
+  };
+  const signin = async (username: string, password: string) =>
+    (await server()).app.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/signin',
+      payload: { username, password },
+    });
+
+  before(async () => {
+    dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-cli-'));
+    database = dialect === 'postgres' ? await createFreshDatabase() : undefined;
+    env = cliEnv({
+      GATEHOUSE_DATA_DIR: dataDir,
+      ...(database ? { GATEHOUSE_DATABASE_URL: database.url } : {}),
+    });
+  });
+  after(async () => {
+    if (service) {
+      await service.app.close();
+      await service.store.destroy();
+    }
+    await database?.drop();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('migrate creates the schema and the admin once; a second run changes nothing', async () => {
+    const first = await run(['migrate']);
+    assertOk(first, 'migrate');
+    assert.match(
+      first.stdout,
+      dialect === 'sqlite' ? /SQLite database .*gatehouse\.db/ : /PostgreSQL database gatehouse_test_/,
+    );
+    assert.match(first.stdout, /Applied migrations: 0001-initial/);
+    assert.match(first.stdout, /Created tenant "system" and its root user "admin"/);
+    // The admin password was configured, so nothing was generated to show.
+    assert.equal(first.stderr, '');
+
+    const second = await run(['migrate']);
+    assertOk(second, 'migrate');
+    assert.match(second.stdout, /Schema already up to date/);
+    assert.match(second.stdout, /no admin created/);
+    assert.equal((await signin('admin', ADMIN_PASSWORD)).statusCode, 200);
+  });
+
+  test('tenant create makes the tenant; the same code again exits 1 saying it exists', async () => {
+    const created = await run(['tenant', 'create', '--code', 'acme', '--name', 'Acme Corp']);
+    assertOk(created, 'tenant create');
+    assert.match(created.stdout, /^Created tenant acme "Acme Corp" \(id [\w-]+\)\n$/);
+    assert.equal((await (await server()).store.tenants.findByCode('acme'))?.name, 'Acme Corp');
+
+    const again = await run(['tenant', 'create', '--code', 'acme', '--name', 'Acme again']);
+    assert.equal(again.code, 1);
+    assert.equal(again.stdout, '');
+    assert.equal(
+      again.stderr,
+      'gatehouse: A resource with this name already exists. a tenant with code "acme" already exists\n',
+    );
+  });
+
+  test('user create: the user signs in through the API with its names, tenant role and groups', async () => {
+    const password = 'Wonderland-rabbit-1';
+    const created = await run([
+      'user',
+      'create',
+      '--username',
+      'alice',
+      '--password',
+      password,
+      '--tenant',
+      'acme',
+      '--role',
+      'admin',
+      '--first-name',
+      'Alice',
+      '--last-name',
+      'Liddell',
+      '--display-name',
+      'Al',
+      '--email',
+      'alice@example.com',
+      '--group',
+      'Operator',
+      '--group',
+      'Global Administrators',
+    ]);
+    assertOk(created, 'user create');
+    assert.match(
+      created.stdout,
+      /^Created user alice \(id [\w-]+, admin of tenant acme, in "Operator", "Global Administrators"\)\n$/,
+    );
+    assert.doesNotMatch(created.stdout + created.stderr, new RegExp(password));
+
+    const response = await signin('alice', password);
+    assert.equal(response.statusCode, 200);
+    const { user } = response.json().result.records[0];
+    assert.equal(user.firstName, 'Alice');
+    assert.equal(user.lastName, 'Liddell');
+    assert.equal(user.displayName, 'Al');
+    assert.equal(user.email, 'alice@example.com');
+    assert.deepEqual(
+      user.tenancies.map((t: { code: string; role: string }) => [t.code, t.role]),
+      [['acme', 'admin']],
+    );
+    const { store } = await server();
+    const row = await store.users.findByUsernameKey('alice');
+    assert.deepEqual(
+      (await store.rbac.groupsOfUser(row!.id)).map((g) => g.name),
+      ['Global Administrators', 'Operator'],
+    );
+  });
+
+  test('--password-stdin reads the password from standard input, less one trailing newline', async () => {
+    const created = await run(
+      ['user', 'create', '--username', 'bob', '--password-stdin'],
+      'Hidden-secret-pass-2\n',
+    );
+    assertOk(created, 'user create --password-stdin');
+    assert.equal((await signin('bob', 'Hidden-secret-pass-2')).statusCode, 200);
+    assert.equal((await signin('bob', 'Hidden-secret-pass-2\n')).statusCode, 401);
+  });
+
+  test('a weak password is refused (exit 1, naming the rule) and no user is created', async () => {
+    const short = await run(['user', 'create', '--username', 'carol', '--password', 'Short-1']);
+    assert.equal(short.code, 1);
+    assert.match(
+      short.stderr,
+      /^gatehouse: The new password does not meet the password policy\. .*at least 12 characters/,
+    );
+    const withName = await run(
+      ['user', 'create', '--username', 'carol', '--password-stdin'],
+      'my-name-is-Carol-1',
+    );
+    assert.equal(withName.code, 1);
+    assert.match(withName.stderr, /must not contain the username/);
+    assert.equal(withName.stdout, '');
+    assert.equal(await (await server()).store.users.findByUsernameKey('carol'), undefined);
+  });
+
+  test('region create and zone create: the API lists the zone in its region', async () => {
+    assertOk(
+      await run(['region', 'create', '--name', 'au-east1', '--description', 'Sydney']),
+      'region create',
+    );
+    const zone = await run([
+      'zone',
+      'create',
+      '--name',
+      'au-east1-a',
+      '--region',
+      'au-east1',
+      '--description',
+      'Sydney A',
+    ]);
+    assertOk(zone, 'zone create');
+    assert.match(zone.stdout, /^Created zone au-east1-a in region au-east1 \(id [\w-]+\)\n$/);
+
+    const token = (await signin('admin', ADMIN_PASSWORD)).json().result.records[0].token as string;
+    const get = async (url: string) =>
+      (
+        await (
+          await server()
+        ).app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${token}` } })
+      ).json();
+    const region = (await get('/api/v2.1/auth/regions/au-east1')).result.records[0];
+    assert.equal(region.description, 'Sydney');
+    assert.deepEqual(region.zones, ['au-east1-a']);
+    const record = (await get('/api/v2.1/auth/zones/au-east1-a')).result.records[0];
+    assert.equal(record.region, 'au-east1');
+    assert.equal(record.description, 'Sydney A');
+
+    const orphan = await run(['zone', 'create', '--name', 'x-1', '--region', 'nowhere']);
+    assert.equal(orphan.code, 1);
+    assert.match(orphan.stderr, /no region named "nowhere"/);
+  });
+
+  test('node create: the node signs in with its password', async () => {
+    const created = await run(
+      ['node', 'create', '--login', 'node1', '--password-stdin'],
+      'Node-password-123\n',
+    );
+    assertOk(created, 'node create');
+    assert.match(created.stdout, /^Created node node1 \(id [\w-]+\)\n$/);
+    const { core } = await server();
+    const session = await core.authentication.nodeSignIn('node1', 'Node-password-123', '5.0.0', META);
+    assert.equal(session.auth.principal.kind, 'node');
+    assert.equal(session.auth.principal.name, 'node1');
+  });
+
+  test('token create prints the token alone on stdout, and the token signs in', async () => {
+    const created = await run(['token', 'create', '--user', 'alice', '--name', 'ci', '--expires-in', '30d']);
+    assertOk(created, 'token create');
+    assert.match(created.stdout, /^gtk_[A-Za-z0-9_-]{43}\n$/);
+    assert.match(created.stderr, /expires \d{4}-\d\d-\d\dT/);
+    const token = created.stdout.trim();
+    assert.doesNotMatch(created.stderr, new RegExp(token));
+
+    const { core, store } = await server();
+    const session = await core.authentication.tokenSignIn(token, META);
+    assert.equal(session.auth.principal.name, 'alice');
+    const row = await store.apiTokens.findBySecretHash(hashSecret(token));
+    assert.equal(row?.name, 'ci');
+    const thirtyDays = 30 * 86_400_000;
+    assert.ok(Math.abs((row?.expires_at ?? 0) - (Date.now() + thirtyDays)) < 120_000, 'expires in 30 days');
+
+    const nobody = await run(['token', 'create', '--user', 'nobody']);
+    assert.equal(nobody.code, 1);
+    assert.equal(nobody.stdout, '');
+    assert.equal(nobody.stderr, 'gatehouse: The resource was not found. no user named "nobody"\n');
+  });
+
+  test('user passwd ends the sessions: the old password and session stop working, the new one works', async () => {
+    const { core } = await server();
+    const old = 'Wonderland-rabbit-1';
+    const session = await core.authentication.signIn('alice', old, META);
+    await core.sessions.authenticateSecret(session.secret);
+
+    const changed = await run(
+      ['user', 'passwd', '--username', 'alice', '--password-stdin'],
+      'Looking-glass-42\n',
+    );
+    assertOk(changed, 'user passwd');
+    assert.match(changed.stdout, /^Set the password of user alice/);
+    await rejectsWith(core.sessions.authenticateSecret(session.secret), 'SESSION_ENDED');
+    await rejectsWith(core.authentication.signIn('alice', old, META), 'INVALID_CREDENTIALS');
+    assert.equal((await signin('alice', 'Looking-glass-42')).statusCode, 200);
+
+    const weak = await run(['user', 'passwd', '--username', 'alice', '--password', 'alice-in-wonderland']);
+    assert.equal(weak.code, 1);
+    assert.match(weak.stderr, /must not contain the username/);
+  });
+});
+
+describe('CLI usage', () => {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-cli-usage-'));
+  const env = cliEnv({ GATEHOUSE_DATA_DIR: dataDir });
+  after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  test('--help works on every command and subcommand', async () => {
+    const commands = [
+      [],
+      ['serve'],
+      ['migrate'],
+      ['tenant'],
+      ['tenant', 'create'],
+      ['user'],
+      ['user', 'create'],
+      ['user', 'passwd'],
+      ['region'],
+      ['region', 'create'],
+      ['zone'],
+      ['zone', 'create'],
+      ['node'],
+      ['node', 'create'],
+      ['token'],
+      ['token', 'create'],
+    ];
+    const runs = await Promise.all(commands.map((command) => gatehouse([...command, '--help'], env)));
+    commands.forEach((command, i) => {
+      const help = runs[i]!;
+      const name = ['gatehouse', ...command].join(' ');
+      assert.equal(help.code, 0, name);
+      assert.equal(help.stderr, '', name);
+      assert.ok(help.stdout.startsWith(`Usage: ${name} `), `${name}: ${help.stdout}`);
+    });
+    const byName = (name: string) => runs[commands.findIndex((c) => c.join(' ') === name)]!.stdout;
+    for (const name of ['user create', 'user passwd', 'node create']) {
+      assert.match(byName(name), /--password <password>/, name);
+      assert.match(byName(name), /--password-stdin/, name);
+    }
+    assert.match(byName('token create'), /--expires-in <duration>/);
+    assert.match(byName(''), /GATEHOUSE_\*/);
+  });
+
+  test('a bad setting exits 2 naming the setting, before touching the store', async () => {
+    const result = await gatehouse(['tenant', 'create', '--code', 'acme', '--name', 'Acme'], {
+      ...env,
+      GATEHOUSE_PORT: 'abc',
+    });
+    assert.equal(result.code, 2);
+    assert.equal(result.stdout, '');
+    assert.match(result.stderr, /^gatehouse: Invalid configuration:\n {2}- GATEHOUSE_PORT: .*"abc"/);
+    assert.deepEqual(readdirSync(dataDir), []);
+  });
+
+  test('usage errors exit 2 with a message, before touching the store', async () => {
+    const cases: [string[], RegExp][] = [
+      [
+        ['user', 'create', '--username', 'dave', '--password', 'Long-enough-pw-1', '--password-stdin'],
+        /not both/,
+      ],
+      [['user', 'create', '--username', 'dave'], /a password is required/],
+      [['user', 'passwd', '--username', 'dave'], /a password is required/],
+      [['node', 'create', '--login', 'n2', '--password', 'x', '--password-stdin'], /not both/],
+      [
+        ['user', 'create', '--username', 'dave', '--password', 'Long-enough-pw-1', '--tenant', 'acme'],
+        /--tenant and --role go together/,
+      ],
+      [
+        [
+          'user',
+          'create',
+          '--username',
+          'dave',
+          '--password',
+          'Long-enough-pw-1',
+          '--tenant',
+          'acme',
+          '--role',
+          'boss',
+        ],
+        /Allowed choices are root, partner, admin, user, read/,
+      ],
+      [['token', 'create', '--user', 'alice', '--expires-in', 'soon'], /Expected a duration/],
+      [['tenant', 'create', '--code', 'acme'], /required option '--name <name>' not specified/],
+      [['tenant', 'remove'], /unknown command 'remove'/],
+      [['frobnicate'], /unknown command 'frobnicate'/],
+      [['user'], /Usage: gatehouse user/],
+    ];
+    const runs = await Promise.all(cases.map(([args]) => gatehouse(args, env, 'Long-enough-pw-1\n')));
+    cases.forEach(([args, message], i) => {
+      const result = runs[i]!;
+      assert.equal(result.code, 2, args.join(' '));
+      assert.equal(result.stdout, '', args.join(' '));
+      assert.match(result.stderr, message, args.join(' '));
+    });
+    assert.deepEqual(readdirSync(dataDir), []);
+  });
+
+  test('serve listens with the settings and stops cleanly on SIGTERM', async () => {
+    const port = await freePort();
+    const child = startCli(['serve'], { ...env, GATEHOUSE_PORT: String(port) });
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    try {
+      const health = await poll(`http://127.0.0.1:${port}/healthz`, 20_000);
+      assert.equal(health.status, 200, stderr);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0, stderr);
+    assert.ok(existsSync(path.join(dataDir, 'gatehouse.db')));
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function poll(url: string, timeoutMs: number): Promise<Response> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await fetch(url);
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}

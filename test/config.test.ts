@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, loadConfig, parseDuration, SETTINGS } from '../src/config.js';
+
+const readme = await import('node:fs').then((fs) =>
+  fs.readFileSync(new URL('../README.md', import.meta.url), 'utf8'),
+);
+
+test('defaults: 127.0.0.1:8080, SQLite under ./data, 201 for Storware POSTs', () => {
+  const config = loadConfig({}, '/srv/gatehouse');
+  assert.equal(config.host, '127.0.0.1');
+  assert.equal(config.port, 8080);
+  assert.equal(config.dataDir, '/srv/gatehouse/data');
+  assert.equal(config.databaseUrl, undefined);
+  assert.equal(config.storwareSessionPostStatus, 201);
+  assert.deepEqual(config.argon2, { memoryKiB: 19456, iterations: 2, parallelism: 1 });
+  assert.ok(Object.isFrozen(config));
+});
+
+test('one message names every bad setting at once', () => {
+  const error = (() => {
+    try {
+      loadConfig({
+        GATEHOUSE_PORT: 'eighty',
+        GATEHOUSE_DATABASE_URL: 'mysql://x',
+        GATEHOUSE_SESSION_IDLE_TIMEOUT: 'forever',
+        GATEHOUSE_LOCKOUT_THRESHOLD: '0',
+        GATEHOUSE_LOG_LEVEL: 'loud',
+        GATEHOUSE_TLS_CERT: '/nonexistent/cert.pem',
+        GATEHOUSE_STORWARE_SESSION_POST_STATUS: '202',
+        GATEHOUSE_NODE_MIN_VERSION: 'v5',
+      });
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  })();
+  assert.ok(error instanceof ConfigError);
+  for (const name of [
+    'GATEHOUSE_PORT',
+    'GATEHOUSE_DATABASE_URL',
+    'GATEHOUSE_SESSION_IDLE_TIMEOUT',
+    'GATEHOUSE_LOCKOUT_THRESHOLD',
+    'GATEHOUSE_LOG_LEVEL',
+    'GATEHOUSE_TLS_CERT',
+    'GATEHOUSE_STORWARE_SESSION_POST_STATUS',
+    'GATEHOUSE_NODE_MIN_VERSION',
+  ]) {
+    assert.match(error.message, new RegExp(name), `message should name ${name}`);
+  }
+});
+
+test('a short admin password is refused without being echoed', () => {
+  assert.throws(
+    () => loadConfig({ GATEHOUSE_ADMIN_PASSWORD: 'hunter2' }),
+    (e: Error) => /GATEHOUSE_ADMIN_PASSWORD/.test(e.message) && !e.message.includes('hunter2'),
+  );
+});
+
+test('a JSON config file adds settings; the environment wins over it', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-config-'));
+  const file = path.join(dir, 'gatehouse.json');
+  writeFileSync(file, JSON.stringify({ GATEHOUSE_PORT: 9090, GATEHOUSE_HOST: '0.0.0.0' }));
+  const config = loadConfig({ GATEHOUSE_CONFIG_FILE: file, GATEHOUSE_HOST: '127.0.0.2' });
+  assert.equal(config.port, 9090);
+  assert.equal(config.host, '127.0.0.2');
+  writeFileSync(file, JSON.stringify({ GATEHOUSE_PROT: 1 }));
+  assert.throws(() => loadConfig({ GATEHOUSE_CONFIG_FILE: file }), /unknown setting GATEHOUSE_PROT/);
+});
+
+test('durations accept s, m, h, d and bare seconds', () => {
+  assert.equal(parseDuration('90'), 90_000);
+  assert.equal(parseDuration('15m'), 900_000);
+  assert.equal(parseDuration('12h'), 43_200_000);
+  assert.equal(parseDuration('30d'), 2_592_000_000);
+  assert.equal(parseDuration('soon'), undefined);
+});
+
+test('the README documents every setting', () => {
+  for (const name of SETTINGS)
+    assert.match(readme, new RegExp(`\`${name}\``), `README should document ${name}`);
+});

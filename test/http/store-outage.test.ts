@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import SQLite from 'better-sqlite3';
+import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
+import { json, nseSignIn, storwareLogin } from '../helpers/http.js';
+import { postgresUnavailableReason } from '../helpers/postgres.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+
+const signin = (ctx: TestContext) =>
+  ctx.inject({
+    method: 'POST',
+    url: '/api/v2.1/auth/signin',
+    payload: { username: 'admin', password: ADMIN_PASSWORD },
+  });
+
+const pgSkip = await postgresUnavailableReason();
+
+describe('PostgreSQL unreachable: 503 in the right envelope, and service resumes by itself [postgres]', {
+  skip: pgSkip && `PostgreSQL skipped: ${pgSkip}`,
+}, () => {
+  let ctx: TestContext;
+  let proxy: TcpProxy;
+  before(async () => {
+    proxy = new TcpProxy({ host: '127.0.0.1', port: 5432 });
+    await proxy.start();
+    ctx = await createTestContext(
+      'postgres',
+      {},
+      {
+        routeDatabaseUrl: (url) => {
+          const routed = new URL(url);
+          routed.hostname = '127.0.0.1';
+          routed.port = String(proxy.port);
+          return routed.toString();
+        },
+      },
+    );
+  });
+  after(async () => {
+    await proxy.start();
+    await ctx.close();
+    await proxy.stop();
+  });
+
+  test('503 on both surfaces and on /readyz while the store is gone; 200 again once it is back', async () => {
+    const token = await nseSignIn(ctx);
+    const cookie = await storwareLogin(ctx);
+    await proxy.stop();
+
+    const nse = await signin(ctx);
+    assert.equal(nse.statusCode, 503);
+    assert.equal(json(nse).status.code, 503);
+    assert.match(json(nse).status.verbose_message, /^STORE_UNAVAILABLE/);
+    assert.equal(nse.headers['retry-after'], '1');
+    const read = await ctx.inject({
+      method: 'GET',
+      url: '/api/v2.1/jobs',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(read.statusCode, 503);
+    const storware = await ctx.inject({
+      method: 'GET',
+      url: '/api/session/user',
+      cookies: { gatehouse_session: cookie },
+    });
+    assert.equal(storware.statusCode, 503);
+    assert.equal(json(storware).errorCode, 'STORE_UNAVAILABLE');
+    assert.equal((await ctx.inject({ method: 'GET', url: '/readyz' })).statusCode, 503);
+    assert.equal((await ctx.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
+
+    await proxy.start();
+    assert.equal((await ctx.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
+    assert.equal((await signin(ctx)).statusCode, 200);
+    const again = await ctx.inject({
+      method: 'GET',
+      url: '/api/session/user',
+      cookies: { gatehouse_session: cookie },
+    });
+    assert.equal(again.statusCode, 200);
+  });
+});
+
+describe('SQLite locked by another process: 503, and service resumes [sqlite]', () => {
+  let ctx: TestContext;
+  before(async () => {
+    ctx = await createTestContext('sqlite');
+  });
+  after(() => ctx.close());
+
+  test('a write that cannot get the lock within the busy timeout is a 503, then works once the lock is gone', async () => {
+    const intruder = new SQLite(path.join(ctx.config.dataDir, 'gatehouse.db'));
+    intruder.exec('BEGIN EXCLUSIVE');
+    try {
+      const response = await signin(ctx);
+      assert.equal(response.statusCode, 503);
+      assert.match(json(response).status.verbose_message, /^STORE_UNAVAILABLE/);
+    } finally {
+      intruder.exec('ROLLBACK');
+      intruder.close();
+    }
+    assert.equal((await signin(ctx)).statusCode, 200);
+  });
+});

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createTestContext, type TestContext } from './helpers/context.js';
+import { forEachDialect } from './helpers/dialects.js';
+import { json } from './helpers/http.js';
+
+forEachDialect('Operations endpoints', (dialect) => {
+  let ctx: TestContext;
+  before(async () => {
+    ctx = await createTestContext(dialect);
+  });
+  after(() => ctx.close());
+
+  test('/healthz and /readyz answer 200 with a reachable store', async () => {
+    const health = await ctx.inject({ method: 'GET', url: '/healthz' });
+    assert.equal(health.statusCode, 200);
+    assert.deepEqual(json(health), { status: 'ok' });
+    const ready = await ctx.inject({ method: 'GET', url: '/readyz' });
+    assert.equal(ready.statusCode, 200);
+    assert.deepEqual(json(ready), { status: 'ready' });
+  });
+
+  test('/openapi.json documents every route with its responses, and /docs serves the UI', async () => {
+    const response = await ctx.inject({ method: 'GET', url: '/openapi.json' });
+    assert.equal(response.statusCode, 200);
+    const spec = json(response);
+    assert.equal(spec.openapi, '3.0.3');
+    const documented = new Set<string>();
+    for (const [path, operations] of Object.entries<Record<string, any>>(spec.paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        documented.add(`${method.toUpperCase()} ${path}`);
+        assert.ok(
+          operation.responses && Object.keys(operation.responses).length > 0,
+          `${method} ${path} has responses`,
+        );
+        assert.ok(operation.summary, `${method} ${path} has a summary`);
+      }
+    }
+    const routes = ctx.app.routeTable
+      .entries()
+      .filter((r) => !r.hidden && r.method !== 'HEAD')
+      .map((r) => `${r.method} ${r.url.replace(/:(\w+)/g, '{$1}').replace(/(.)\/$/, '$1')}`);
+    assert.ok(routes.length >= 17, `expected every route, got ${routes.length}`);
+    for (const route of routes) assert.ok(documented.has(route), `${route} is missing from /openapi.json`);
+
+    const docs = await ctx.inject({ method: 'GET', url: '/docs/' });
+    assert.equal(docs.statusCode, 200);
+    assert.match(docs.body, /swagger/i);
+  });
+
+  test('every answer carries the security headers; API answers are never cached', async () => {
+    const response = await ctx.inject({ method: 'GET', url: '/api/v2.1/auth/regions' });
+    assert.equal(response.headers['x-content-type-options'], 'nosniff');
+    assert.equal(response.headers['x-frame-options'], 'DENY');
+    assert.equal(response.headers['cache-control'], 'no-store');
+    assert.match(String(response.headers['content-security-policy']), /default-src 'none'/);
+  });
+
+  test('/.well-known/jwks.json publishes the ES256 public key, and nothing private', async () => {
+    const response = await ctx.inject({ method: 'GET', url: '/.well-known/jwks.json' });
+    assert.equal(response.statusCode, 200);
+    const { keys } = json(response);
+    assert.equal(keys.length, 1);
+    assert.deepEqual(Object.keys(keys[0]).sort(), ['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y']);
+    assert.equal(keys[0].alg, 'ES256');
+    assert.equal(keys[0].d, undefined);
+  });
+
+  test('signing keys are sealed in the store: the same keys after a restart, no key material in clear', async () => {
+    const before = json(await ctx.inject({ method: 'GET', url: '/.well-known/jwks.json' })).keys[0].kid;
+    ctx = await ctx.restart();
+    assert.equal(
+      json(await ctx.inject({ method: 'GET', url: '/.well-known/jwks.json' })).keys[0].kid,
+      before,
+    );
+    const rows = await ctx.store.signingKeys.listUnretired();
+    assert.equal(rows.length, 2);
+    for (const row of rows) {
+      assert.match(row.sealed_material, /^v1\./);
+      assert.doesNotMatch(row.sealed_material, /PRIVATE KEY/);
+    }
+  });
+});
