@@ -1,0 +1,142 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { forEachDialect } from './helpers/dialects.js';
+import { createFreshDatabase } from './helpers/postgres.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function run(
+  env: Record<string, string>,
+  cwd: string,
+): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  let output = '';
+  // tsx resolved from the project: the server runs in a scratch directory, as a new user's would.
+  const child = spawn(
+    process.execPath,
+    ['--import', import.meta.resolve('tsx'), path.join(root, 'src/main.ts')],
+    {
+      cwd,
+      env: { PATH: process.env.PATH ?? '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  child.stdout?.on('data', (chunk) => {
+    output += chunk;
+  });
+  child.stderr?.on('data', (chunk) => {
+    output += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => output, exited };
+}
+
+async function waitFor<T>(
+  probe: () => T | undefined | Promise<T | undefined>,
+  what: string,
+  ms = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+forEachDialect('npm start: a real server', (dialect) => {
+  let cwd: string;
+  let database: Awaited<ReturnType<typeof createFreshDatabase>> | undefined;
+  before(async () => {
+    cwd = mkdtempSync(path.join(tmpdir(), 'gatehouse-start-'));
+    database = dialect === 'postgres' ? await createFreshDatabase() : undefined;
+  });
+  after(async () => {
+    await database?.drop();
+    rmSync(cwd, { recursive: true, force: true });
+  });
+
+  test('first start creates the admin with a printed password; both surfaces answer over HTTP; SIGTERM closes cleanly', async () => {
+    const port = await freePort();
+    const server = run(
+      {
+        GATEHOUSE_PORT: String(port),
+        GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
+        GATEHOUSE_ARGON2_ITERATIONS: '1',
+        ...(database ? { GATEHOUSE_DATABASE_URL: database.url } : {}),
+      },
+      cwd,
+    );
+    try {
+      const password = await waitFor(
+        () => /generated password:\s+(\S+)/.exec(server.output())?.[1],
+        'the admin password',
+      );
+      const base = `http://127.0.0.1:${port}`;
+      await waitFor(
+        async () => ((await fetch(`${base}/readyz`).catch(() => undefined))?.ok ? true : undefined),
+        'readiness',
+      );
+
+      const signin = await fetch(`${base}/api/v2.1/auth/signin`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'admin', password }),
+      });
+      assert.equal(signin.status, 200);
+      const login = await fetch(`${base}/api/session/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ login: 'admin', password }),
+      });
+      assert.equal(login.status, 201);
+      const cookie = login.headers.get('set-cookie') ?? '';
+      assert.match(cookie, /^gatehouse_session=gss_[\w-]+; Path=\/api; HttpOnly; SameSite=Strict$/);
+      const user = await fetch(`${base}/api/session/user`, { headers: { cookie: cookie.split(';')[0]! } });
+      assert.equal(user.status, 200);
+      assert.equal(((await user.json()) as { requester: { name: string } }).requester.name, 'admin');
+      assert.ok(
+        !server.output().includes(cookie.split(';')[0]!.split('=')[1]!),
+        'the session secret is not logged',
+      );
+      if (dialect === 'sqlite') assert.ok(server.output().length > 0);
+    } finally {
+      server.child.kill('SIGTERM');
+    }
+    assert.equal(await server.exited, 0);
+    assert.match(server.output(), /shutting down/);
+
+    // A second start finds the admin and prints no password.
+    const again = run(
+      { GATEHOUSE_PORT: String(port), ...(database ? { GATEHOUSE_DATABASE_URL: database.url } : {}) },
+      cwd,
+    );
+    try {
+      await waitFor(() => (/Server listening/.test(again.output()) ? true : undefined), 'the second start');
+      assert.doesNotMatch(again.output(), /generated password/);
+    } finally {
+      again.child.kill('SIGTERM');
+    }
+    assert.equal(await again.exited, 0);
+  });
+
+  test('a bad setting stops start-up with one message naming every problem', async () => {
+    const server = run({ GATEHOUSE_PORT: 'eighty', GATEHOUSE_LOCKOUT_DURATION: 'a while' }, cwd);
+    assert.equal(await server.exited, 2);
+    assert.match(server.output(), /GATEHOUSE_PORT/);
+    assert.match(server.output(), /GATEHOUSE_LOCKOUT_DURATION/);
+  });
+});
