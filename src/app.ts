@@ -5,11 +5,9 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Core } from './core/index.js';
-import { toGatehouseError } from './surfaces/http-errors.js';
-import { errorBody } from './surfaces/nse/envelope.js';
-import { NSE_PREFIX, notFoundOrNotAllowed, nseSurface } from './surfaces/nse/index.js';
+import { NSE_PREFIX, nseSurface, renderNseError } from './surfaces/nse/index.js';
 import { opsSurface } from './surfaces/ops/index.js';
-import { type RouteTable, trackRoutes } from './surfaces/route-table.js';
+import { notFoundOrNotAllowed, type RouteTable, trackRoutes } from './surfaces/route-table.js';
 import { addSecurityHeaders } from './surfaces/security-headers.js';
 import { STORWARE_PREFIX, storwareSurface } from './surfaces/storware/index.js';
 
@@ -97,26 +95,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(storwareSurface, { prefix: STORWARE_PREFIX, core, allowedMethods });
 
   // Anything outside the two surfaces gets the NSE envelope.
-  app.setNotFoundHandler(async (request, reply) => {
-    const failure = notFoundOrNotAllowed(request.method, request.url, allowedMethods);
-    return reply
-      .code(failure.status)
-      .headers(failure.headers)
-      .send(errorBody(failure.status, failure.userMessage, `${failure.code}: ${failure.detail}`));
+  app.setNotFoundHandler(async (request) => {
+    throw notFoundOrNotAllowed(request.method, request.url, allowedMethods);
   });
-  app.setErrorHandler(async (error, request, reply) => {
-    const failure = toGatehouseError(error, request);
-    return reply
-      .code(failure.status)
-      .headers(failure.headers)
-      .send(
-        errorBody(
-          failure.status,
-          failure.userMessage,
-          failure.detail ? `${failure.code}: ${failure.detail}` : failure.code,
-        ),
-      );
-  });
+  app.setErrorHandler(renderNseError);
 
   return app;
 }

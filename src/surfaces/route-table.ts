@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import FindMyWay, { type HTTPMethod } from 'find-my-way';
+import { GatehouseError } from '../errors.js';
 
 const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
 
@@ -44,4 +45,23 @@ export function trackRoutes(app: FastifyInstance): RouteTable {
     },
     entries: () => entries,
   };
+}
+
+/** The error for an unrouted request: 405 with `Allow` when the path exists, else 404. */
+export function notFoundOrNotAllowed(
+  method: string,
+  url: string,
+  allowedMethods: (method: string, url: string) => string[],
+): GatehouseError {
+  const allowed = allowedMethods(method, url);
+  if (allowed.length > 0) {
+    return new GatehouseError(
+      'METHOD_NOT_ALLOWED',
+      `${method} is not allowed here; use ${allowed.join(', ')}`,
+      {
+        Allow: allowed.join(', '),
+      },
+    );
+  }
+  return new GatehouseError('ROUTE_NOT_FOUND', `no endpoint ${method} ${url.split('?')[0]?.slice(0, 200)}`);
 }

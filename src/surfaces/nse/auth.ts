@@ -7,11 +7,10 @@ import type { SessionWithPrincipal } from '../../store/repositories/sessions.js'
 import { authOf } from '../auth-context.js';
 import { requestMeta } from '../request-meta.js';
 import { nseAuthenticator } from './authenticate.js';
-import { NseErrorBody, RecordEnvelope, single } from './envelope.js';
+import { NSE_ERRORS, RecordEnvelope, single } from './envelope.js';
 import { AuthRecord, userRecord } from './records.js';
 
 const Credentials = Type.String({ maxLength: 4096 });
-const errors = { '4xx': NseErrorBody, '5xx': NseErrorBody };
 
 /** `/auth/signin`, `/auth/refresh`, `/auth/password`: sessions and their bearer tokens. */
 export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
@@ -28,7 +27,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
         tags: ['NSE auth'],
         summary: 'Sign in with a username and password; returns the user and a bearer token',
         body: Type.Object({ username: Credentials, password: Credentials }),
-        response: { 200: RecordEnvelope(AuthRecord), ...errors },
+        response: { 200: RecordEnvelope(AuthRecord), ...NSE_ERRORS },
       },
     },
     async (request) => {
@@ -50,7 +49,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
         tags: ['NSE auth'],
         summary: 'A new bearer token for the same session',
         security: [{ bearer: [] as string[] }],
-        response: { 200: RecordEnvelope(AuthRecord), ...errors },
+        response: { 200: RecordEnvelope(AuthRecord), ...NSE_ERRORS },
       },
     },
     async (request) => {
@@ -74,7 +73,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
           old_password: Credentials,
           new_password: Credentials,
         }),
-        response: { 200: RecordEnvelope(AuthRecord), ...errors },
+        response: { 200: RecordEnvelope(AuthRecord), ...NSE_ERRORS },
       },
     },
     async (request) => {

@@ -8,7 +8,8 @@ import {
   ListEnvelope,
   listed,
   listQuerySchema,
-  NseErrorBody,
+  NSE_ERRORS,
+  NSE_SECURITY,
   RecordEnvelope,
   toListQuery,
 } from './envelope.js';
@@ -31,8 +32,6 @@ const ZoneRecord = Type.Object({
 const REGION_SORT: readonly RegionSortKey[] = ['created', 'name'];
 const ZONE_SORT: readonly ZoneSortKey[] = ['created', 'name', 'region'];
 const NameParam = Type.Object({ name: Type.String({ minLength: 1, maxLength: 255 }) });
-const errors = { '4xx': NseErrorBody, '5xx': NseErrorBody };
-const security: Record<string, string[]>[] = [{ bearer: [] }, { basic: [] }];
 
 const region = (r: { id: string; name: string; description: string; zones: string[] }) => ({
   id: r.id,
@@ -58,9 +57,9 @@ export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
       schema: {
         tags: ['NSE catalog'],
         summary: 'List regions',
-        security,
+        security: NSE_SECURITY,
         querystring: listQuerySchema(REGION_SORT),
-        response: { 200: ListEnvelope(RegionRecord), ...errors },
+        response: { 200: ListEnvelope(RegionRecord), ...NSE_ERRORS },
       },
     },
     async (request) => {
@@ -76,9 +75,9 @@ export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
       schema: {
         tags: ['NSE catalog'],
         summary: 'Get a region by name',
-        security,
+        security: NSE_SECURITY,
         params: NameParam,
-        response: { 200: RecordEnvelope(RegionRecord), ...errors },
+        response: { 200: RecordEnvelope(RegionRecord), ...NSE_ERRORS },
       },
     },
     async (request) => fetched(region(await core.catalog.region(request.params.name))),
@@ -91,13 +90,13 @@ export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
       schema: {
         tags: ['NSE catalog'],
         summary: 'List zones, optionally of one region',
-        security,
+        security: NSE_SECURITY,
         querystring: listQuerySchema(ZONE_SORT, {
           region: Type.Optional(
             Type.String({ minLength: 1, maxLength: 255, description: 'Only zones of this region' }),
           ),
         }),
-        response: { 200: ListEnvelope(ZoneRecord), ...errors },
+        response: { 200: ListEnvelope(ZoneRecord), ...NSE_ERRORS },
       },
     },
     async (request) => {
@@ -113,9 +112,9 @@ export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
       schema: {
         tags: ['NSE catalog'],
         summary: 'Get a zone by name',
-        security,
+        security: NSE_SECURITY,
         params: NameParam,
-        response: { 200: RecordEnvelope(ZoneRecord), ...errors },
+        response: { 200: RecordEnvelope(ZoneRecord), ...NSE_ERRORS },
       },
     },
     async (request) => fetched(zone(await core.catalog.zone(request.params.name))),

@@ -1,5 +1,6 @@
 import { type TProperties, type TSchema, Type } from 'typebox';
 import { type Listed, MAX_PAGE_SIZE } from '../../core/listing.js';
+import type { GatehouseError } from '../../errors.js';
 import { StringEnum } from '../schema-helpers.js';
 
 /** The NSE envelope: `{status:{user_message, verbose_message, code}, result:{...}}`, on success and on error. */
@@ -111,9 +112,18 @@ export function listed<T, K extends string>(list: Listed<T, K>) {
   };
 }
 
-export function errorBody(status: number, userMessage: string, verboseMessage: string) {
+/** An error in the envelope: `verbose_message` carries the code and what was wrong. */
+export function errorBody(failure: GatehouseError) {
   return {
-    status: { user_message: userMessage, verbose_message: verboseMessage, code: status },
+    status: {
+      user_message: failure.userMessage,
+      verbose_message: failure.detail ? `${failure.code}: ${failure.detail}` : failure.code,
+      code: failure.status,
+    },
     result: { total_records: 0, records: [] as never[] },
   };
 }
+
+/** Shared by every NSE route: the error answers they document, and the credentials they take. */
+export const NSE_ERRORS = { '4xx': NseErrorBody, '5xx': NseErrorBody };
+export const NSE_SECURITY: Record<string, string[]>[] = [{ bearer: [] }, { basic: [] }];

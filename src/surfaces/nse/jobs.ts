@@ -9,7 +9,8 @@ import {
   ListEnvelope,
   listed,
   listQuerySchema,
-  NseErrorBody,
+  NSE_ERRORS,
+  NSE_SECURITY,
   RecordEnvelope,
   toListQuery,
 } from './envelope.js';
@@ -48,8 +49,6 @@ const JobRecord = Type.Object({
 });
 
 const JOB_SORT: readonly JobSortKey[] = ['created', 'updated', 'action', 'status'];
-const errors = { '4xx': NseErrorBody, '5xx': NseErrorBody };
-const security: Record<string, string[]>[] = [{ bearer: [] }, { basic: [] }];
 
 /** `/jobs`: records of asynchronous operations, scoped to the caller's tenants. */
 export const jobRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
@@ -62,13 +61,13 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, 
       schema: {
         tags: ['NSE jobs'],
         summary: "List jobs of the caller's tenants (root: all), optionally of one tenant",
-        security,
+        security: NSE_SECURITY,
         querystring: listQuerySchema(JOB_SORT, {
           tenant_id: Type.Optional(
             Type.String({ minLength: 1, maxLength: 64, description: 'Only jobs of this tenant' }),
           ),
         }),
-        response: { 200: ListEnvelope(JobRecord), ...errors },
+        response: { 200: ListEnvelope(JobRecord), ...NSE_ERRORS },
       },
     },
     async (request) =>
@@ -86,9 +85,9 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, 
       schema: {
         tags: ['NSE jobs'],
         summary: 'Get a job by id',
-        security,
+        security: NSE_SECURITY,
         params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),
-        response: { 200: RecordEnvelope(JobRecord), ...errors },
+        response: { 200: RecordEnvelope(JobRecord), ...NSE_ERRORS },
       },
     },
     async (request) => fetched(await core.jobs.get(authOf(request), request.params.id)),

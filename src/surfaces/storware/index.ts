@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Core } from '../../core/index.js';
 import type { ErrorCode } from '../../errors.js';
 import { toGatehouseError } from '../http-errors.js';
-import { notFoundOrNotAllowed } from '../nse/index.js';
+import { notFoundOrNotAllowed } from '../route-table.js';
 import { sessionRoutes } from './session.js';
 
 export const STORWARE_PREFIX = '/api/session';
