@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -131,6 +132,71 @@ forEachDialect('npm start: a real server', (dialect) => {
       again.child.kill('SIGTERM');
     }
     assert.equal(await again.exited, 0);
+  });
+
+  test('with GATEHOUSE_TLS_CERT and GATEHOUSE_TLS_KEY it serves HTTPS and the session cookie is Secure', async () => {
+    execFileSync(
+      'openssl',
+      [
+        ...'req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1'.split(' '),
+        ...['-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+        ...['-keyout', path.join(cwd, 'key.pem'), '-out', path.join(cwd, 'cert.pem')],
+      ],
+      { stdio: 'ignore' },
+    );
+    const port = await freePort();
+    const tlsDatabase = dialect === 'postgres' ? await createFreshDatabase() : undefined;
+    const server = run(
+      {
+        GATEHOUSE_PORT: String(port),
+        GATEHOUSE_TLS_CERT: 'cert.pem',
+        GATEHOUSE_TLS_KEY: 'key.pem',
+        GATEHOUSE_ADMIN_PASSWORD: 'Correct-horse-battery-9',
+        GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
+        GATEHOUSE_ARGON2_ITERATIONS: '1',
+        // An empty store of its own, so that the admin password above is the one that applies.
+        GATEHOUSE_DATA_DIR: 'tls-data',
+        ...(tlsDatabase ? { GATEHOUSE_DATABASE_URL: tlsDatabase.url } : {}),
+      },
+      cwd,
+    );
+    const request = (method: string, url: string, body?: string) =>
+      new Promise<{ status: number; cookie: string }>((resolve, reject) => {
+        const req = https.request(
+          `https://127.0.0.1:${port}${url}`,
+          {
+            method,
+            headers: { 'content-type': 'application/json' },
+            ca: readFileSync(path.join(cwd, 'cert.pem')),
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () =>
+              resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie'] ?? '') }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    try {
+      await waitFor(
+        async () =>
+          (await request('GET', '/readyz').catch(() => undefined))?.status === 200 ? true : undefined,
+        'HTTPS readiness',
+      );
+      const login = await request(
+        'POST',
+        '/api/session/login',
+        JSON.stringify({ login: 'admin', password: 'Correct-horse-battery-9' }),
+      );
+      assert.equal(login.status, 201);
+      assert.match(login.cookie, /; Secure/);
+    } finally {
+      server.child.kill('SIGTERM');
+    }
+    assert.equal(await server.exited, 0);
+    await tlsDatabase?.drop();
   });
 
   test('a bad setting stops start-up with one message naming every problem', async () => {
