@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { ERROR_CODES } from '../src/errors.js';
 
 const doc = readFileSync(new URL('../docs/errors.md', import.meta.url), 'utf8');
-const rows = [...doc.matchAll(/^\| `([A-Z_]+)` \| (\d{3})/gm)].map((m) => ({
+const rows = [...doc.matchAll(/^\| `([A-Z_]+)`\s*\| (\d{3})/gm)].map((m) => ({
   code: m[1]!,
   status: Number(m[2]),
 }));

@@ -163,6 +163,7 @@ export class AuthenticationService {
     // A password lockout protects the password; it does not stop a token the user issued.
     if (user?.active !== 1) throw new GatehouseError('INVALID_API_TOKEN');
     await this.#store.apiTokens.markUsed(row.id, now);
+    await this.#store.users.recordOtherLogin(user.id, now);
     return this.#sessions.open(userPrincipal(user), {
       kind: 'token',
       apiTokenId: row.id,

@@ -53,7 +53,7 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     accounts,
     tenants,
     rbac,
-    sessionInfo: new SessionInfoService(store, config, rbac, tokens),
+    sessionInfo: new SessionInfoService(store, clock, config, rbac, tokens),
     catalog: new CatalogService(store, clock),
     jobs: new JobService(store, clock),
     bootstrap: () => bootstrap(store, config, { rbac, tenants, accounts }),

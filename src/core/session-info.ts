@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import type { Store } from '../store/connect.js';
 import type { UserRow } from '../store/repositories/users.js';
+import type { Clock } from './clock.js';
 import type { RbacService } from './rbac.js';
 import type { AuthContext } from './sessions.js';
 import { ENDPOINTS_AUDIENCES, type TokenService } from './tokens.js';
@@ -62,9 +63,11 @@ export class SessionInfoService {
   readonly #rbac: RbacService;
   readonly #tokens: TokenService;
   readonly #config: Config;
+  readonly #clock: Clock;
 
-  constructor(store: Store, config: Config, rbac: RbacService, tokens: TokenService) {
+  constructor(store: Store, clock: Clock, config: Config, rbac: RbacService, tokens: TokenService) {
     this.#store = store;
+    this.#clock = clock;
     this.#config = config;
     this.#rbac = rbac;
     this.#tokens = tokens;
@@ -91,7 +94,7 @@ export class SessionInfoService {
           subject: principal.id,
           name: principal.name,
           sid: session.id,
-          lifetimeMs: this.#config.endpointsTokenLifetimeMs,
+          expiresAt: Math.min(this.#clock.now() + this.#config.endpointsTokenLifetimeMs, session.expires_at),
         }),
         warning: null,
       };

@@ -129,7 +129,8 @@ export class TokenService {
     subject: string;
     name: string;
     sid: string;
-    lifetimeMs: number;
+    /** Epoch ms; never past the session's own end. */
+    expiresAt: number;
   }): string {
     const key = this.#keyring.currentEndpointsKey;
     const signerKey = `es:${key.kid}`;
@@ -152,7 +153,7 @@ export class TokenService {
       jti: randomUUID(),
       iat: now,
       nbf: now,
-      exp: now + Math.floor(claims.lifetimeMs / 1000),
+      exp: Math.floor(claims.expiresAt / 1000),
     });
   }
 }

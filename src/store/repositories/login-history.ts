@@ -44,12 +44,18 @@ export function createLoginHistory(db: Kysely<Database>, table: AccountTable) {
       return row && { failedCount: row.failed_count, lockedUntil: row.locked_until };
     },
 
+    /** A password sign-in: clears the failure count and any lock. */
     async recordSuccess(id: string, now: number): Promise<void> {
       await db
         .updateTable(t)
         .set({ failed_count: 0, locked_until: null, last_success_at: now })
         .where('id', '=', id)
         .execute();
+    },
+
+    /** A sign-in that did not prove the password (API token): history only, the lockout stays. */
+    async recordOtherLogin(id: string, now: number): Promise<void> {
+      await db.updateTable(t).set({ last_success_at: now }).where('id', '=', id).execute();
     },
   };
 }

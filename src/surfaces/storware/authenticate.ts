@@ -7,17 +7,18 @@ import { authorizationCredentials } from '../request-meta.js';
 /** Clients replay whatever cookie they get; the name is ours. */
 export const SESSION_COOKIE = 'gatehouse_session';
 
-/** A Storware call is authenticated by the session cookie, or by a bearer token (NSE JWT or session secret). */
+/** A Storware call is authenticated by a bearer token (NSE JWT or session secret) or the session cookie. */
 export function storwareAuthenticator(core: Core) {
   return async (request: FastifyRequest): Promise<void> => {
-    const cookie = request.cookies[SESSION_COOKIE];
-    if (cookie) {
-      request.auth = await core.sessions.authenticateSecret(cookie);
-      return;
-    }
+    // An explicit Authorization header wins over a cookie the client may still carry from before.
     const bearer = authorizationCredentials(request, 'bearer');
     if (bearer !== undefined) {
       request.auth = await core.sessions.authenticateBearer(bearer);
+      return;
+    }
+    const cookie = request.cookies[SESSION_COOKIE];
+    if (cookie) {
+      request.auth = await core.sessions.authenticateSecret(cookie);
       return;
     }
     throw new GatehouseError('AUTHENTICATION_REQUIRED', 'sign in first: POST /api/session/login');

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Core } from '../../core/index.js';
-import type { ErrorCode } from '../../errors.js';
+import { type ErrorCode, GatehouseError } from '../../errors.js';
 import { toGatehouseError } from '../http-errors.js';
 import { notFoundOrNotAllowed } from '../route-table.js';
 import { sessionRoutes } from './session.js';
@@ -28,6 +28,13 @@ export const storwareSurface: FastifyPluginAsyncTypebox<{
         errorCode: failure.code,
         message: failure.detail ? `${failure.userMessage} (${failure.detail})` : failure.userMessage,
       });
+  });
+
+  // The reference sends the bodiless session calls (logout, ...) with "Content-Type: */*": accept
+  // any content type when the body is empty; a non-empty body must still be JSON.
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+    if (body === '') return done(null, undefined);
+    done(new GatehouseError('UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json'), undefined);
   });
 
   app.setNotFoundHandler(async (request) => {
