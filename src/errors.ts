@@ -16,10 +16,12 @@ export const ERROR_CODES = {
   SESSION_ENDED: { status: 401, message: 'The session has ended. Sign in again.' },
   NODE_VERSION_UNSUPPORTED: { status: 400, message: 'This node version is not supported.' },
   PASSWORD_POLICY: { status: 400, message: 'The new password does not meet the password policy.' },
+  FORBIDDEN: { status: 403, message: 'You are not allowed to do this.' },
   NOT_FOUND: { status: 404, message: 'The resource was not found.' },
   ROUTE_NOT_FOUND: { status: 404, message: 'There is no such endpoint.' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'This method is not allowed on this endpoint.' },
   ALREADY_EXISTS: { status: 409, message: 'A resource with this name already exists.' },
+  PRECONDITION_FAILED: { status: 412, message: 'A precondition of this request was not met.' },
   STORE_UNAVAILABLE: { status: 503, message: 'The service is temporarily unavailable. Try again shortly.' },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred.' },
 } as const satisfies Record<string, { status: number; message: string }>;

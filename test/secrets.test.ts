@@ -74,7 +74,15 @@ forEachDialect('Secrets stay secret', (dialect) => {
     }
 
     const dump: string[] = [];
-    for (const table of ['users', 'sessions', 'api_tokens', 'signing_keys', 'nodes', 'jobs']) {
+    for (const table of [
+      'users',
+      'sessions',
+      'api_tokens',
+      'signing_keys',
+      'nodes',
+      'jobs',
+      'audit_events',
+    ]) {
       const rows = await sql<Record<string, unknown>>`select * from ${sql.table(table)}`.execute(
         ctx.store.db,
       );

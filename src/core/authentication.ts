@@ -3,10 +3,18 @@ import { GatehouseError } from '../errors.js';
 import type { Store } from '../store/connect.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
 import type { UserRow } from '../store/repositories/users.js';
+import type { AuditService } from './audit.js';
 import type { Clock } from './clock.js';
 import { checkPasswordPolicy, PASSWORD_MAX_LENGTH, type PasswordHasher } from './passwords.js';
 import { API_TOKEN_PREFIX, accountKey, hashSecret } from './secrets.js';
-import type { LoginHistory, OpenedSession, Principal, RequestMeta, SessionService } from './sessions.js';
+import type {
+  AuthContext,
+  LoginHistory,
+  OpenedSession,
+  Principal,
+  RequestMeta,
+  SessionService,
+} from './sessions.js';
 import { compareVersions } from './versions.js';
 
 const historyOf = (row: UserRow | NodeRow): LoginHistory => ({
@@ -26,12 +34,83 @@ export class AuthenticationService {
   readonly #hasher: PasswordHasher;
   readonly #sessions: SessionService;
 
-  constructor(store: Store, clock: Clock, config: Config, hasher: PasswordHasher, sessions: SessionService) {
+  readonly #audit: AuditService;
+
+  constructor(
+    store: Store,
+    clock: Clock,
+    config: Config,
+    hasher: PasswordHasher,
+    sessions: SessionService,
+    audit: AuditService,
+  ) {
     this.#store = store;
     this.#clock = clock;
     this.#config = config;
     this.#hasher = hasher;
     this.#sessions = sessions;
+    this.#audit = audit;
+  }
+
+  /** The tenant an event about this user is filed under: its first tenancy. */
+  async #tenantOf(userId: string): Promise<string | null> {
+    return (await this.#store.users.tenancies(userId))[0]?.tenantId ?? null;
+  }
+
+  /** Records the refusal (with its real reason, for operators) and answers as for any refusal. */
+  async #refuse(
+    target: { kind: 'user' | 'node'; id: string; name: string } | undefined,
+    reason: string,
+    meta: RequestMeta,
+  ): Promise<never> {
+    await this.#audit.record({
+      action: 'signin',
+      actor: null,
+      // An unknown name is not written down: people type passwords into the username field.
+      target: target && { type: target.kind, id: target.id, name: target.name },
+      tenantId: target?.kind === 'user' ? await this.#tenantOf(target.id) : null,
+      meta,
+      outcome: 'failure',
+      reason,
+    });
+    throw new GatehouseError('INVALID_CREDENTIALS');
+  }
+
+  async #recordFailure(
+    account: { kind: 'user' | 'node'; id: string; name: string },
+    meta: RequestMeta,
+  ): Promise<void> {
+    const repository = account.kind === 'user' ? this.#store.users : this.#store.nodes;
+    const outcome = await repository.recordFailure(
+      account.id,
+      this.#clock.now(),
+      meta.ip,
+      this.#config.lockoutThreshold,
+      this.#config.lockoutDurationMs,
+    );
+    if (outcome?.failedCount === this.#config.lockoutThreshold) {
+      await this.#audit.record({
+        action: 'lockout',
+        actor: undefined,
+        target: { type: account.kind, id: account.id, name: account.name },
+        tenantId: account.kind === 'user' ? await this.#tenantOf(account.id) : null,
+        meta,
+        outcome: 'success',
+        reason: `${outcome.failedCount} consecutive failures`,
+      });
+    }
+  }
+
+  async #signedIn(principal: Principal, meta: RequestMeta, reason: string): Promise<void> {
+    await this.#audit.record({
+      action: 'signin',
+      actor: principal,
+      target: { type: principal.kind, id: principal.id, name: principal.name },
+      tenantId: principal.kind === 'user' ? await this.#tenantOf(principal.id) : null,
+      meta,
+      outcome: 'success',
+      reason,
+    });
   }
 
   /**
@@ -45,23 +124,17 @@ export class AuthenticationService {
         : undefined;
     if (!user?.password_hash) {
       await this.#hasher.verifyDummy(password);
-      throw new GatehouseError('INVALID_CREDENTIALS');
+      return this.#refuse(undefined, user ? 'no-local-password' : 'unknown-user', meta);
     }
+    const account = { kind: 'user' as const, id: user.id, name: user.username };
     const matches = await this.#hasher.verify(user.password_hash, password);
     const now = this.#clock.now();
     if (!matches) {
-      await this.#store.users.recordFailure(
-        user.id,
-        now,
-        meta.ip,
-        this.#config.lockoutThreshold,
-        this.#config.lockoutDurationMs,
-      );
-      throw new GatehouseError('INVALID_CREDENTIALS');
+      await this.#recordFailure(account, meta);
+      return this.#refuse(account, 'wrong-password', meta);
     }
-    if (user.active !== 1 || (user.locked_until !== null && user.locked_until > now)) {
-      throw new GatehouseError('INVALID_CREDENTIALS');
-    }
+    if (user.active !== 1) return this.#refuse(account, 'inactive', meta);
+    if (user.locked_until !== null && user.locked_until > now) return this.#refuse(account, 'locked', meta);
     return user;
   }
 
@@ -69,6 +142,7 @@ export class AuthenticationService {
   async signIn(username: string, password: string, meta: RequestMeta): Promise<OpenedSession> {
     const user = await this.verifyUserPassword(username, password, meta);
     await this.#store.users.recordSuccess(user.id, this.#clock.now());
+    await this.#signedIn(userPrincipal(user), meta, 'password');
     return this.#sessions.open(userPrincipal(user), { kind: 'user', history: historyOf(user), meta });
   }
 
@@ -92,6 +166,17 @@ export class AuthenticationService {
       });
       await tx.users.recordSuccess(user.id, now);
       await tx.sessions.revokeAllOfUser(user.id, now, 'password-changed');
+      await this.#audit.record(
+        {
+          action: 'password.change',
+          actor: userPrincipal(user),
+          target: { type: 'user', id: user.id, name: user.username },
+          tenantId: (await tx.users.tenancies(user.id))[0]?.tenantId ?? null,
+          meta,
+          outcome: 'success',
+        },
+        tx,
+      );
       return this.#sessions.open(userPrincipal(user), { kind: 'user', history: historyOf(user), meta }, tx);
     });
   }
@@ -125,28 +210,35 @@ export class AuthenticationService {
         : undefined;
     if (!node) {
       await this.#hasher.verifyDummy(password);
-      throw new GatehouseError('INVALID_CREDENTIALS');
+      return this.#refuse(undefined, 'unknown-node', meta);
     }
+    const account = { kind: 'node' as const, id: node.id, name: node.login };
     const now = this.#clock.now();
     if (!(await this.#hasher.verify(node.password_hash, password))) {
-      await this.#store.nodes.recordFailure(
-        node.id,
-        now,
-        meta.ip,
-        this.#config.lockoutThreshold,
-        this.#config.lockoutDurationMs,
-      );
-      throw new GatehouseError('INVALID_CREDENTIALS');
+      await this.#recordFailure(account, meta);
+      return this.#refuse(account, 'wrong-password', meta);
     }
-    if (node.active !== 1 || (node.locked_until !== null && node.locked_until > now)) {
-      throw new GatehouseError('INVALID_CREDENTIALS');
-    }
+    if (node.active !== 1) return this.#refuse(account, 'inactive', meta);
+    if (node.locked_until !== null && node.locked_until > now) return this.#refuse(account, 'locked', meta);
     await this.#store.nodes.recordSuccess(node.id, now);
     await this.#store.nodes.recordVersion(node.id, version.slice(0, 64), now);
-    return this.#sessions.open(
-      { kind: 'node', id: node.id, name: node.login },
-      { kind: 'node', history: historyOf(node), meta },
-    );
+    await this.#signedIn(account, meta, `node ${version.slice(0, 64)}`);
+    return this.#sessions.open(account, { kind: 'node', history: historyOf(node), meta });
+  }
+
+  /** Ends the caller's session (logout), on both surfaces at once. */
+  async signOut(auth: AuthContext, meta: RequestMeta): Promise<void> {
+    if (!auth.session) return;
+    if (await this.#sessions.end(auth.session.id, 'logout')) {
+      await this.#audit.record({
+        action: 'signout',
+        actor: auth.principal,
+        target: { type: 'session', id: auth.session.id },
+        tenantId: auth.principal.kind === 'user' ? await this.#tenantOf(auth.principal.id) : null,
+        meta,
+        outcome: 'success',
+      });
+    }
   }
 
   /** Sign-in with a long-lived API token: a session of kind "token" for the token's user. */
@@ -164,6 +256,7 @@ export class AuthenticationService {
     if (user?.active !== 1) throw new GatehouseError('INVALID_API_TOKEN');
     await this.#store.apiTokens.markUsed(row.id, now);
     await this.#store.users.recordOtherLogin(user.id, now);
+    await this.#signedIn(userPrincipal(user), meta, `api token ${row.name}`);
     return this.#sessions.open(userPrincipal(user), {
       kind: 'token',
       apiTokenId: row.id,

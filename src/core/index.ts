@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import type { Store } from '../store/connect.js';
 import { AccountService } from './accounts.js';
+import { AuditService } from './audit.js';
 import { AuthenticationService } from './authentication.js';
 import { type BootstrapResult, bootstrap } from './bootstrap.js';
 import { CatalogService } from './catalog.js';
@@ -27,6 +28,7 @@ export interface Core {
   readonly sessionInfo: SessionInfoService;
   readonly catalog: CatalogService;
   readonly jobs: JobService;
+  readonly audit: AuditService;
   /** Built-ins and, on an empty store, the first admin. */
   bootstrap(): Promise<BootstrapResult>;
 }
@@ -43,19 +45,21 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
   const rbac = new RbacService(store, clock);
   const accounts = new AccountService(store, clock, config, hasher);
   const tenants = new TenantService(store, clock);
+  const audit = new AuditService(store, clock);
   return {
     config,
     store,
     clock,
     keyring,
     sessions,
-    authentication: new AuthenticationService(store, clock, config, hasher, sessions),
+    authentication: new AuthenticationService(store, clock, config, hasher, sessions, audit),
     accounts,
     tenants,
     rbac,
     sessionInfo: new SessionInfoService(store, clock, config, rbac, tokens),
     catalog: new CatalogService(store, clock),
     jobs: new JobService(store, clock),
+    audit,
     bootstrap: () => bootstrap(store, config, { rbac, tenants, accounts }),
   };
 }

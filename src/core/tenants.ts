@@ -15,7 +15,13 @@ export class TenantService {
     this.#clock = clock;
   }
 
-  async create(input: { code: string; name: string }): Promise<TenantRow> {
+  async create(input: {
+    code: string;
+    name: string;
+    description?: string | undefined;
+    zuoraAccountName?: string | undefined;
+    zuoraAccountNumber?: string | undefined;
+  }): Promise<TenantRow> {
     if (!TENANT_CODE.test(input.code)) {
       throw new GatehouseError('VALIDATION_FAILED', 'code must be 1-64 lower-case letters, digits or _');
     }
@@ -24,7 +30,16 @@ export class TenantService {
       throw new GatehouseError('VALIDATION_FAILED', 'name must be 1-255 characters');
     }
     const now = this.#clock.now();
-    const row = { id: newId(now), code: input.code, name, created_at: now, updated_at: now };
+    const row: TenantRow = {
+      id: newId(now),
+      code: input.code,
+      name,
+      description: input.description ?? '',
+      zuora_account_name: input.zuoraAccountName ?? '',
+      zuora_account_number: input.zuoraAccountNumber ?? '',
+      created_at: now,
+      updated_at: now,
+    };
     try {
       await this.#store.tenants.insert(row);
     } catch (error) {

@@ -11,6 +11,9 @@ export interface TenantTable {
   id: string;
   code: string;
   name: string;
+  description: ColumnType<string, string | undefined, string>;
+  zuora_account_name: ColumnType<string, string | undefined, string>;
+  zuora_account_number: ColumnType<string, string | undefined, string>;
   created_at: EpochMs;
   updated_at: EpochMs;
 }
@@ -180,6 +183,33 @@ export interface JobTable {
   updated_at: EpochMs;
 }
 
+export interface SubtenantTable {
+  id: string;
+  tenant_id: string;
+  code: string;
+  name: string;
+  description: string;
+  created_at: EpochMs;
+  updated_at: EpochMs;
+}
+
+export interface AuditEventTable {
+  id: string;
+  at: EpochMs;
+  actor_type: 'user' | 'node' | 'system' | 'anonymous';
+  actor_id: string | null;
+  actor_name: string;
+  action: string;
+  target_type: string;
+  target_id: string | null;
+  target_name: string;
+  tenant_id: string | null;
+  ip: string;
+  outcome: 'success' | 'failure';
+  /** Internal detail (why a sign-in failed); never a secret. */
+  reason: string;
+}
+
 export interface Database {
   tenants: TenantTable;
   users: UserTable;
@@ -196,4 +226,6 @@ export interface Database {
   regions: RegionTable;
   zones: ZoneTable;
   jobs: JobTable;
+  subtenants: SubtenantTable;
+  audit_events: AuditEventTable;
 }

@@ -1,7 +1,9 @@
 import type { Migration } from 'kysely';
 import * as initial from './0001-initial.js';
+import * as administration from './0002-administration.js';
 
 /** Every migration in order. Names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
   '0001-initial': initial,
+  '0002-administration': administration,
 };

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
 import { createApiTokenRepository } from './api-tokens.js';
+import { createAuditEventRepository } from './audit-events.js';
 import { createCatalogRepository } from './catalog.js';
 import { createJobRepository } from './jobs.js';
 import { createNodeRepository } from './nodes.js';
@@ -22,6 +23,7 @@ export function createRepositories(db: Kysely<Database>) {
     signingKeys: createSigningKeyRepository(db),
     catalog: createCatalogRepository(db),
     jobs: createJobRepository(db),
+    auditEvents: createAuditEventRepository(db),
   };
 }
 

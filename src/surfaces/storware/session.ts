@@ -117,8 +117,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
       },
     },
     async (request, reply) => {
-      const { session } = authOf(request);
-      if (session) await core.sessions.end(session.id, 'logout');
+      await core.authentication.signOut(authOf(request), requestMeta(request));
       reply.clearCookie(SESSION_COOKIE, { path: '/api' });
       return reply.code(postStatus).send(undefined);
     },

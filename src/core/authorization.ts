@@ -1,0 +1,75 @@
+import { GatehouseError } from '../errors.js';
+import type { Store } from '../store/connect.js';
+import type { Role, TenancyView } from '../store/repositories/users.js';
+import type { AuthContext, Principal } from './sessions.js';
+
+/**
+ * Who is acting, with the tenancies that decide what they may see and do (NSE authorization):
+ * `root` anywhere manages everything; `admin` and `partner` manage the users and subtenants of
+ * their tenants; `read` reads them; `user` reads what is its own.
+ *
+ * Objects of tenants the actor cannot read answer 404, exactly as objects that do not exist;
+ * objects the actor can read but not change answer 403. So a refusal never tells whether
+ * another tenant's object exists.
+ */
+export interface Actor {
+  readonly principal: Principal;
+  readonly tenancies: readonly TenancyView[];
+  readonly isRoot: boolean;
+}
+
+const MANAGING_ROLES: ReadonlySet<Role> = new Set(['root', 'admin', 'partner']);
+const READING_ROLES: ReadonlySet<Role> = new Set(['root', 'admin', 'partner', 'read']);
+
+export async function actorOf(store: Store, auth: AuthContext): Promise<Actor> {
+  // Read on every request, never from the token: a role taken away counts at once.
+  const tenancies = auth.principal.kind === 'user' ? await store.users.tenancies(auth.principal.id) : [];
+  return { principal: auth.principal, tenancies, isRoot: tenancies.some((t) => t.role === 'root') };
+}
+
+/** Tenants whose objects the actor may read; undefined means every tenant (root). */
+export function readableTenantIds(actor: Actor): string[] | undefined {
+  if (actor.isRoot) return undefined;
+  return actor.tenancies.filter((t) => READING_ROLES.has(t.role)).map((t) => t.tenantId);
+}
+
+/** Tenants whose users and subtenants the actor may change; undefined means every tenant (root). */
+export function managedTenantIds(actor: Actor): string[] | undefined {
+  if (actor.isRoot) return undefined;
+  return actor.tenancies.filter((t) => MANAGING_ROLES.has(t.role)).map((t) => t.tenantId);
+}
+
+/** Any tenancy at all makes the tenant itself visible (a `user` sees its own tenant). */
+export function canSeeTenant(actor: Actor, tenantId: string): boolean {
+  return actor.isRoot || actor.tenancies.some((t) => t.tenantId === tenantId);
+}
+
+export function canReadTenantObjects(actor: Actor, tenantId: string): boolean {
+  const ids = readableTenantIds(actor);
+  return ids === undefined || ids.includes(tenantId);
+}
+
+export function canManageTenantObjects(actor: Actor, tenantId: string): boolean {
+  const ids = managedTenantIds(actor);
+  return ids === undefined || ids.includes(tenantId);
+}
+
+/** A user is visible to itself, to root, and to readers of any tenant it belongs to. */
+export function canSeeUser(actor: Actor, target: { id: string; tenancies: readonly TenancyView[] }): boolean {
+  if (actor.isRoot || actor.principal.id === target.id) return true;
+  return target.tenancies.some((t) => canReadTenantObjects(actor, t.tenantId));
+}
+
+/**
+ * A user may be changed by root, or by someone who manages every tenant the user belongs to
+ * (changing a user of two tenants touches both). Nobody but root changes a root user.
+ */
+export function canManageUser(actor: Actor, target: { tenancies: readonly TenancyView[] }): boolean {
+  if (actor.isRoot) return true;
+  if (target.tenancies.length === 0 || target.tenancies.some((t) => t.role === 'root')) return false;
+  return target.tenancies.every((t) => canManageTenantObjects(actor, t.tenantId));
+}
+
+export function requireRoot(actor: Actor): void {
+  if (!actor.isRoot) throw new GatehouseError('FORBIDDEN', 'only a root user may do this');
+}
