@@ -30,8 +30,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
       app,
       url,
       close: () => {
-        // Drain in-flight requests, then release the store.
-        closing ??= app.close().then(() => store.destroy());
+        // Drain in-flight requests, then running jobs, then release the store.
+        closing ??= app
+          .close()
+          .then(() => core.close())
+          .then(() => store.destroy());
         return closing;
       },
     };

@@ -103,16 +103,10 @@ function nseExamples(file: string): Example[] {
 }
 
 /**
- * Reference examples for endpoints that Gatehouse does not serve (yet): the region and zone
- * write API. Listed so that every example parsed is either checked or knowingly left out.
+ * Reference examples for endpoints that Gatehouse does not serve (yet). Listed so that every
+ * example parsed is either checked or knowingly left out.
  */
-const NOT_SERVED = new Set([
-  'POST /v2.1/regions',
-  'PUT /v2.1/regions/{name}',
-  'POST /v2.1/zones',
-  // sic: the reference writes the path without a slash before {name}.
-  'PUT /v2.1/zones{name}',
-]);
+const NOT_SERVED = new Set<string>([]);
 
 /**
  * Reference fields that are documentation errors rather than contract:
@@ -191,6 +185,10 @@ interface Fixtures {
 
 const nseGet = (url: string) => (ctx: TestContext, data: Fixtures) =>
   ctx.inject({ method: 'GET', url, headers: bearer(data.token) });
+const nseWrite =
+  (method: 'POST' | 'PUT', url: string, payload: Record<string, string>) =>
+  (ctx: TestContext, data: Fixtures) =>
+    ctx.inject({ method, url, payload, headers: bearer(data.token) });
 const withCookie = (method: 'GET' | 'POST', url: string) => (ctx: TestContext, data: Fixtures) =>
   ctx.inject({ method, url, cookies: { gatehouse_session: data.cookie } });
 
@@ -236,11 +234,23 @@ const REQUESTS: Record<string, Request> = {
   // Reference inconsistency: regions.adoc documents GET /v2.1/regions[/{name}], while
   // consumer_administration_apis.adoc (which regions.adoc and zones.adoc defer to for retrieval)
   // documents GET /v2.1/auth/regions[/{name}] and /v2.1/auth/zones[/{name}]. Gatehouse serves
-  // retrieval at the /auth/ paths, so the examples are checked there.
-  'GET /v2.1/regions': nseGet('/api/v2.1/auth/regions'),
-  'GET /v2.1/regions/{name}': nseGet('/api/v2.1/auth/regions/au-east1'),
-  'GET /v2.1/zones': nseGet('/api/v2.1/auth/zones'),
-  'GET /v2.1/zones/{name}': nseGet('/api/v2.1/auth/zones/au-east1-a'),
+  // both with the same records; the examples are checked at the paths they are written under.
+  'GET /v2.1/regions': nseGet('/api/v2.1/regions'),
+  'GET /v2.1/regions/{name}': nseGet('/api/v2.1/regions/au-east1'),
+  'GET /v2.1/zones': nseGet('/api/v2.1/zones'),
+  'GET /v2.1/zones/{name}': nseGet('/api/v2.1/zones/au-east1-a'),
+  'POST /v2.1/regions': nseWrite('POST', '/api/v2.1/regions', {
+    name: 'ref-region',
+    description: 'Reference',
+  }),
+  'PUT /v2.1/regions/{name}': nseWrite('PUT', '/api/v2.1/regions/au-east1', { description: 'Sydney' }),
+  'POST /v2.1/zones': nseWrite('POST', '/api/v2.1/zones', {
+    name: 'ref-zone',
+    description: 'Reference',
+    region_name: 'ref-region',
+  }),
+  // sic: the reference writes the path without a slash before {name}.
+  'PUT /v2.1/zones{name}': nseWrite('PUT', '/api/v2.1/zones/au-east1-a', { description: 'Sydney A' }),
   'GET /v2.1/jobs': nseGet('/api/v2.1/jobs'),
   'GET /v2.1/jobs/{id}': (ctx, data) => nseGet(`/api/v2.1/jobs/${data.jobId}`)(ctx, data),
 };

@@ -69,7 +69,12 @@ export function withCore<T>(io: CliIo, work: (core: Core) => Promise<T>): Promis
   return withStore(io, async (store, config) => {
     await store.migrate();
     const { core } = await openCore(io, store, config);
-    return work(core);
+    try {
+      return await work(core);
+    } finally {
+      // Jobs the command started write their outcome before the store closes.
+      await core.close();
+    }
   });
 }
 

@@ -1,9 +1,11 @@
 import type { Config } from '../config.js';
 import { GatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
+import type { ApiTokenRow } from '../store/repositories/api-tokens.js';
+import type { Repositories } from '../store/repositories/index.js';
 import type { Role, TenancyView, UserRow } from '../store/repositories/users.js';
 import type { Clock } from './clock.js';
-import { newId } from './ids.js';
+import { isId, newId } from './ids.js';
 import { checkPasswordPolicy, type PasswordHasher } from './passwords.js';
 import { API_TOKEN_PREFIX, accountKey, hashSecret, newSecret } from './secrets.js';
 
@@ -19,6 +21,11 @@ export interface NewUser {
   readonly tenantCode?: string | undefined;
   readonly role?: Role | undefined;
   readonly groups?: readonly string[] | undefined;
+  readonly phone?: string | undefined;
+  /** Default `local`. A directory user has no password: its directory checks it. */
+  readonly provider?: 'local' | 'activeDirectory' | undefined;
+  /** Tenancies by tenant id, for callers that resolved (and authorized) the tenants already. */
+  readonly tenancies?: readonly { readonly tenantId: string; readonly role: Role }[] | undefined;
 }
 
 /** What both surfaces show of a user; each renders its own shape from it. */
@@ -35,6 +42,22 @@ export interface UserView {
 const USERNAME = /^[\p{L}\p{N}._@+-]{1,128}$/u;
 const NODE_LOGIN = /^[\p{L}\p{N}._@-]{1,128}$/u;
 
+/**
+ * A name shaped like a user id is refused so that `/users/{id}`, which also takes a user name,
+ * never has two readings.
+ */
+export function checkUsername(username: string): void {
+  if (!USERNAME.test(username)) {
+    throw new GatehouseError(
+      'VALIDATION_FAILED',
+      'username must be 1-128 letters, digits or the characters . _ @ + -',
+    );
+  }
+  if (isId(username)) {
+    throw new GatehouseError('VALIDATION_FAILED', 'username must not have the form of a user id (a UUID)');
+  }
+}
+
 /** Users, nodes and API tokens: creating them and changing their credentials. */
 export class AccountService {
   readonly #store: Store;
@@ -49,12 +72,24 @@ export class AccountService {
     this.#hasher = hasher;
   }
 
-  async createUser(input: NewUser): Promise<UserRow> {
-    if (!USERNAME.test(input.username)) {
+  /** `within` runs inside the creating transaction (an audit event that must share its fate). */
+  async createUser(
+    input: NewUser,
+    within?: (tx: Repositories, user: { id: string; username: string }) => Promise<void>,
+  ): Promise<UserRow> {
+    checkUsername(input.username);
+    if (input.provider === 'activeDirectory' && input.password !== undefined) {
       throw new GatehouseError(
         'VALIDATION_FAILED',
-        'username must be 1-128 letters, digits or the characters . _ @ + -',
+        'a directory (activeDirectory) user has no local password',
       );
+    }
+    if (input.tenancies !== undefined && input.tenantCode !== undefined) {
+      throw new GatehouseError('VALIDATION_FAILED', 'give tenancies by id or one tenant by code, not both');
+    }
+    const tenantIds = (input.tenancies ?? []).map((t) => t.tenantId);
+    if (new Set(tenantIds).size !== tenantIds.length) {
+      throw new GatehouseError('VALIDATION_FAILED', 'tenancies names a tenant more than once');
     }
     if (input.password !== undefined) {
       checkPasswordPolicy(input.password, input.username, { minLength: this.#config.passwordMinLength });
@@ -89,8 +124,8 @@ export class AccountService {
           last_name: input.lastName ?? '',
           display_name: input.displayName ?? '',
           email: input.email ?? '',
-          phone: '',
-          provider: 'local',
+          phone: input.phone ?? '',
+          provider: input.provider ?? 'local',
           external_id: null,
           password_hash: passwordHash,
           active: 1,
@@ -111,7 +146,16 @@ export class AccountService {
         if (tenant && input.role) {
           await tx.users.addTenancy({ user_id: id, tenant_id: tenant.id, role: input.role, created_at: now });
         }
+        for (const tenancy of input.tenancies ?? []) {
+          await tx.users.addTenancy({
+            user_id: id,
+            tenant_id: tenancy.tenantId,
+            role: tenancy.role,
+            created_at: now,
+          });
+        }
         for (const groupId of groupIds) await tx.rbac.addGroupMember(groupId, id);
+        await within?.(tx, { id, username: input.username });
       });
     } catch (error) {
       if (isUniqueViolation(error)) {
@@ -157,7 +201,11 @@ export class AccountService {
     };
   }
 
-  async createNode(input: { login: string; password: string }): Promise<{ id: string; login: string }> {
+  /** `within` runs inside the creating transaction (an audit event that must share its fate). */
+  async createNode(
+    input: { login: string; password: string },
+    within?: (tx: Repositories, node: { id: string; login: string }) => Promise<void>,
+  ): Promise<{ id: string; login: string }> {
     if (!NODE_LOGIN.test(input.login)) {
       throw new GatehouseError(
         'VALIDATION_FAILED',
@@ -171,21 +219,24 @@ export class AccountService {
     const now = this.#clock.now();
     const id = newId(now);
     try {
-      await this.#store.nodes.insert({
-        id,
-        login: input.login,
-        login_key: accountKey(input.login),
-        password_hash: passwordHash,
-        version: null,
-        role_id: role.id,
-        active: 1,
-        last_seen_at: null,
-        last_success_at: null,
-        last_failed_at: null,
-        last_failed_ip: null,
-        locked_until: null,
-        created_at: now,
-        updated_at: now,
+      await this.#store.transaction(async (tx) => {
+        await tx.nodes.insert({
+          id,
+          login: input.login,
+          login_key: accountKey(input.login),
+          password_hash: passwordHash,
+          version: null,
+          role_id: role.id,
+          active: 1,
+          last_seen_at: null,
+          last_success_at: null,
+          last_failed_at: null,
+          last_failed_ip: null,
+          locked_until: null,
+          created_at: now,
+          updated_at: now,
+        });
+        await within?.(tx, { id, login: input.login });
       });
     } catch (error) {
       if (isUniqueViolation(error)) {
@@ -204,24 +255,32 @@ export class AccountService {
   }): Promise<{ id: string; token: string; expiresAt: number | null }> {
     const user = await this.#store.users.findByUsernameKey(accountKey(input.username));
     if (!user) throw new GatehouseError('NOT_FOUND', `no user named "${input.username}"`);
-    const name = input.name ?? 'api token';
-    if (name.length < 1 || name.length > 128) {
+    const expiresAt = input.expiresInMs === undefined ? null : this.#clock.now() + input.expiresInMs;
+    const issued = await this.issueApiToken({ userId: user.id, name: input.name ?? 'api token', expiresAt });
+    return { id: issued.row.id, token: issued.token, expiresAt };
+  }
+
+  /** The one place an API token secret is made: for the CLI above and the tokens API. */
+  async issueApiToken(
+    input: { userId: string; name: string; expiresAt: number | null },
+    store: Pick<Repositories, 'apiTokens'> = this.#store,
+  ): Promise<{ row: ApiTokenRow; token: string }> {
+    if (input.name.length < 1 || input.name.length > 128) {
       throw new GatehouseError('VALIDATION_FAILED', 'name must be 1-128 characters');
     }
     const now = this.#clock.now();
     const token = newSecret(API_TOKEN_PREFIX);
-    const id = newId(now);
-    const expiresAt = input.expiresInMs === undefined ? null : now + input.expiresInMs;
-    await this.#store.apiTokens.insert({
-      id,
-      user_id: user.id,
-      name,
+    const row: ApiTokenRow = {
+      id: newId(now),
+      user_id: input.userId,
+      name: input.name,
       secret_hash: hashSecret(token),
       created_at: now,
-      expires_at: expiresAt,
+      expires_at: input.expiresAt,
       last_used_at: null,
       revoked_at: null,
-    });
-    return { id, token, expiresAt };
+    };
+    await store.apiTokens.insert(row);
+    return { row, token };
   }
 }

@@ -1,9 +1,10 @@
 import type { Store } from '../store/connect.js';
-import type { AuditEventRow, AuditSortKey } from '../store/repositories/audit-events.js';
+import type { AuditEventRow, AuditFilter, AuditSortKey } from '../store/repositories/audit-events.js';
+import { actorOf, readableTenantIds } from './authorization.js';
 import type { Clock } from './clock.js';
 import { newId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
-import type { Principal, RequestMeta } from './sessions.js';
+import type { AuthContext, Principal, RequestMeta } from './sessions.js';
 
 export type { AuditSortKey } from '../store/repositories/audit-events.js';
 
@@ -30,6 +31,10 @@ export type AuditAction =
   | 'zone.update'
   | 'zone.delete'
   | 'node.create'
+  | 'node.update'
+  | 'node.delete'
+  | 'session.end'
+  | 'token.revoke'
   | 'token.create';
 
 export interface AuditEntry {
@@ -80,10 +85,10 @@ const view = (row: AuditEventRow): AuditEventView => ({
 
 /** Who did what to whom, when, from where, with what outcome. Append-only. */
 export class AuditService {
-  readonly #store: Pick<Store, 'auditEvents'>;
+  readonly #store: Store;
   readonly #clock: Clock;
 
-  constructor(store: Pick<Store, 'auditEvents'>, clock: Clock) {
+  constructor(store: Store, clock: Clock) {
     this.#store = store;
     this.#clock = clock;
   }
@@ -109,11 +114,17 @@ export class AuditService {
     });
   }
 
+  /** Events of the tenants the caller may read (root: all); events of no tenant are root's. */
   async list(
+    auth: AuthContext,
     query: ListQuery<AuditSortKey>,
-    filter: Parameters<Store['auditEvents']['list']>[1],
+    filter: Omit<AuditFilter, 'visibleTenantIds'>,
   ): Promise<Listed<AuditEventView, AuditSortKey>> {
-    const page = await this.#store.auditEvents.list(query, filter);
+    const actor = await actorOf(this.#store, auth);
+    const page = await this.#store.auditEvents.list(query, {
+      ...filter,
+      visibleTenantIds: readableTenantIds(actor),
+    });
     return { ...query, records: page.rows.map(view), total: page.total };
   }
 }

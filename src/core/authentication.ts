@@ -260,6 +260,7 @@ export class AuthenticationService {
     return this.#sessions.open(userPrincipal(user), {
       kind: 'token',
       apiTokenId: row.id,
+      notAfter: row.expires_at,
       history: historyOf(user),
       meta,
     });

@@ -1,13 +1,30 @@
 import { randomBytes } from 'node:crypto';
 
+let lastMs = 0;
+let sequence = 0;
+
 /**
  * UUIDv7 (RFC 9562): time-ordered, so new rows land at the end of B-tree indexes instead of
- * scattering across them as v4 ids do. Node 20 has no built-in v7.
+ * scattering across them as v4 ids do. Within one millisecond a 12-bit counter in `rand_a`
+ * (RFC 9562, method 1) keeps the ids of this process increasing, so that records made in the
+ * same millisecond (audit events of one request) still sort in the order they happened.
+ * Node 20 has no built-in v7.
  */
 export function newId(now: number = Date.now()): string {
+  if (now > lastMs) {
+    lastMs = now;
+    sequence = randomBytes(2).readUInt16BE(0) & 0x3ff; // leave room to count up
+  } else {
+    sequence += 1;
+    if (sequence > 0xfff) {
+      lastMs += 1;
+      sequence = 0;
+    }
+  }
   const bytes = randomBytes(16);
-  bytes.writeUIntBE(now, 0, 6);
-  bytes[6] = ((bytes[6] ?? 0) & 0x0f) | 0x70;
+  bytes.writeUIntBE(lastMs, 0, 6);
+  bytes[6] = 0x70 | (sequence >> 8);
+  bytes[7] = sequence & 0xff;
   bytes[8] = ((bytes[8] ?? 0) & 0x3f) | 0x80;
   const hex = bytes.toString('hex');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;

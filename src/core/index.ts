@@ -1,19 +1,25 @@
 import type { Config } from '../config.js';
 import type { Store } from '../store/connect.js';
 import { AccountService } from './accounts.js';
+import { ApiTokenAdminService } from './api-token-admin.js';
 import { AuditService } from './audit.js';
 import { AuthenticationService } from './authentication.js';
 import { type BootstrapResult, bootstrap } from './bootstrap.js';
 import { CatalogService } from './catalog.js';
 import { type Clock, systemClock } from './clock.js';
+import { JobRunner } from './job-runner.js';
 import { JobService } from './jobs.js';
 import { Keyring, loadMasterKey } from './keyring.js';
+import { NodeAdminService } from './node-admin.js';
 import { PasswordHasher } from './passwords.js';
 import { RbacService } from './rbac.js';
+import { SessionAdminService } from './session-admin.js';
 import { SessionInfoService } from './session-info.js';
 import { SessionService } from './sessions.js';
+import { SubtenantService } from './subtenants.js';
 import { TenantService } from './tenants.js';
 import { TokenService } from './tokens.js';
+import { UserAdminService } from './user-admin.js';
 
 export interface Core {
   readonly config: Config;
@@ -29,8 +35,17 @@ export interface Core {
   readonly catalog: CatalogService;
   readonly jobs: JobService;
   readonly audit: AuditService;
+  readonly subtenants: SubtenantService;
+  /** Runs jobs' work in the background of this process. */
+  readonly jobRunner: JobRunner;
+  readonly userAdmin: UserAdminService;
+  readonly sessionAdmin: SessionAdminService;
+  readonly apiTokenAdmin: ApiTokenAdminService;
+  readonly nodeAdmin: NodeAdminService;
   /** Built-ins and, on an empty store, the first admin. */
   bootstrap(): Promise<BootstrapResult>;
+  /** Waits for running jobs to write their outcome; call it before the store is closed. */
+  close(): Promise<void>;
 }
 
 /** Wires the core services over a migrated store. No HTTP, no SQL. */
@@ -44,8 +59,11 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
   const sessions = new SessionService(store, clock, tokens, config);
   const rbac = new RbacService(store, clock);
   const accounts = new AccountService(store, clock, config, hasher);
-  const tenants = new TenantService(store, clock);
   const audit = new AuditService(store, clock);
+  const jobRunner = new JobRunner(store, clock);
+  const tenants = new TenantService(store, clock, audit, jobRunner);
+  // Jobs left running by a process that stopped (its lease expired) end as failed, not running for ever.
+  await jobRunner.recoverInterrupted();
   return {
     config,
     store,
@@ -57,9 +75,16 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     tenants,
     rbac,
     sessionInfo: new SessionInfoService(store, clock, config, rbac, tokens),
-    catalog: new CatalogService(store, clock),
+    catalog: new CatalogService(store, clock, audit),
     jobs: new JobService(store, clock),
     audit,
+    subtenants: new SubtenantService(store, clock, audit),
+    jobRunner,
+    close: () => jobRunner.drain(),
+    userAdmin: new UserAdminService(store, clock, config, hasher, accounts, audit),
+    sessionAdmin: new SessionAdminService(store, clock, sessions, audit),
+    apiTokenAdmin: new ApiTokenAdminService(store, clock, accounts, audit),
+    nodeAdmin: new NodeAdminService(store, clock, config, hasher, accounts, audit),
     bootstrap: () => bootstrap(store, config, { rbac, tenants, accounts }),
   };
 }

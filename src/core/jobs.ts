@@ -54,7 +54,7 @@ export interface NewJob {
   readonly tenantId?: string | null;
 }
 
-const jobView = (row: JobRow): JobView => ({
+export const jobView = (row: JobRow): JobView => ({
   id: row.id,
   action: row.action,
   job_summary: row.job_summary,
@@ -100,6 +100,8 @@ export class JobService {
       tasks_json: '[]',
       created_at: now,
       updated_at: now,
+      lease_owner: null,
+      lease_expires_at: null,
     };
     await this.#store.jobs.insert(row);
     return jobView(row);

@@ -40,6 +40,25 @@ export interface OpenedSession {
 
 type SessionStore = Pick<Store, 'sessions'>;
 
+/**
+ * The cut-offs that make a session live at `now`: the one rule, applied to a row by
+ * `isSessionLive` and handed to the store to filter lists by the same bounds.
+ */
+export interface LiveSessionBounds {
+  readonly now: number;
+  /** A session last seen at or before this has been idle too long. */
+  readonly idleBefore: number;
+}
+
+export function isSessionLive(
+  session: Pick<SessionWithPrincipal, 'revoked_at' | 'expires_at' | 'last_seen_at'>,
+  bounds: LiveSessionBounds,
+): boolean {
+  return (
+    session.revoked_at === null && session.expires_at > bounds.now && session.last_seen_at > bounds.idleBefore
+  );
+}
+
 /** The session row is the truth: every token and cookie is checked against it on every request. */
 export class SessionService {
   readonly #store: Store;
@@ -62,6 +81,8 @@ export class SessionService {
     options: {
       kind: 'user' | 'node' | 'token';
       apiTokenId?: string;
+      /** A session opened with an expiring API token ends when the token does. */
+      notAfter?: number | null;
       history: LoginHistory;
       meta: RequestMeta;
     },
@@ -78,7 +99,10 @@ export class SessionService {
       secret_hash: hashSecret(secret),
       created_at: now,
       last_seen_at: now,
-      expires_at: now + this.#config.sessionMaxLifetimeMs,
+      expires_at: Math.min(
+        now + this.#config.sessionMaxLifetimeMs,
+        options.notAfter ?? Number.POSITIVE_INFINITY,
+      ),
       revoked_at: null,
       revoke_reason: null,
       ip: options.meta.ip.slice(0, 64),
@@ -115,6 +139,10 @@ export class SessionService {
     return this.#check(await this.#store.sessions.findBySecretHash(hashSecret(secret)));
   }
 
+  liveBounds(now: number = this.#clock.now()): LiveSessionBounds {
+    return { now, idleBefore: now - this.#config.sessionIdleTimeoutMs };
+  }
+
   /** Ends one session; true if it was live. */
   end(sessionId: string, reason: string): Promise<boolean> {
     return this.#store.sessions.revoke(sessionId, this.#clock.now(), reason);
@@ -124,9 +152,7 @@ export class SessionService {
     const now = this.#clock.now();
     if (
       !session ||
-      session.revoked_at !== null ||
-      session.expires_at <= now ||
-      session.last_seen_at + this.#config.sessionIdleTimeoutMs <= now ||
+      !isSessionLive(session, this.liveBounds(now)) ||
       session.principal_active !== 1 ||
       session.principal_name === null
     ) {

@@ -181,6 +181,9 @@ export interface JobTable {
   tasks_json: string;
   created_at: EpochMs;
   updated_at: EpochMs;
+  /** The process running the job; with lease_expires_at, how others know it is still alive. */
+  lease_owner: ColumnType<string | null, string | null | undefined, string | null>;
+  lease_expires_at: ColumnType<EpochMs | null, EpochMs | null | undefined, EpochMs | null>;
 }
 
 export interface SubtenantTable {

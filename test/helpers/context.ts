@@ -75,6 +75,7 @@ export async function createTestContext(
       inject: (options) => app.inject(options),
       async restart() {
         await app.close();
+        await core.close();
         await store.destroy();
         const reopened = connectStore({ databaseUrl: config.databaseUrl, dataDir });
         await reopened.migrate();
@@ -82,6 +83,7 @@ export async function createTestContext(
       },
       async close() {
         await app.close();
+        await core.close();
         await store.destroy();
         await database?.drop();
         rmSync(dataDir, { recursive: true, force: true });

@@ -131,6 +131,13 @@ forEachDialect('Bad input', (dialect) => {
     assert.equal(param.headers.allow, 'GET, HEAD');
   });
 
+  test('credentials are checked before the body: no credentials and a bad body is a 401', async () => {
+    const nse = await post('/api/v2.1/users', '{"username": 42}');
+    assert.equal(nse.statusCode, 401);
+    const storware = await post('/api/session/logout', '{not json');
+    assert.equal(storware.statusCode, 401);
+  });
+
   test('a header that is not a credential is a 401, not a 500', async () => {
     for (const authorization of [
       'Bearer',

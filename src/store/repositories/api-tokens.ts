@@ -1,7 +1,16 @@
 import type { Insertable, Kysely, Selectable } from 'kysely';
 import type { ApiTokenTable, Database } from '../schema.js';
+import { nullsHighest, nullsLowest, type Page, type PageRequest } from './list-query.js';
 
 export type ApiTokenRow = Selectable<ApiTokenTable>;
+export type ApiTokenSortKey = 'created' | 'name' | 'expires' | 'last_used';
+
+const API_TOKEN_SORT = {
+  created: 'created_at',
+  name: 'name',
+  expires: 'expires_at',
+  last_used: 'last_used_at',
+} as const;
 
 export function createApiTokenRepository(db: Kysely<Database>) {
   return {
@@ -13,6 +22,42 @@ export function createApiTokenRepository(db: Kysely<Database>) {
     },
     async markUsed(id: string, now: number): Promise<void> {
       await db.updateTable('api_tokens').set({ last_used_at: now }).where('id', '=', id).execute();
+    },
+    findById(id: string): Promise<ApiTokenRow | undefined> {
+      return db.selectFrom('api_tokens').selectAll().where('id', '=', id).executeTakeFirst();
+    },
+    /** Every token of a user, revoked and expired ones too: the list is also their history. */
+    async listOfUser(userId: string, page: PageRequest<ApiTokenSortKey>): Promise<Page<ApiTokenRow>> {
+      const [rows, count] = await Promise.all([
+        db
+          .selectFrom('api_tokens')
+          .selectAll()
+          .where('user_id', '=', userId)
+          .orderBy(
+            API_TOKEN_SORT[page.sortBy],
+            page.sortBy === 'expires' ? nullsHighest(page.order) : nullsLowest(page.order),
+          )
+          .orderBy('id', page.order)
+          .limit(page.limit)
+          .offset(page.offset)
+          .execute(),
+        db
+          .selectFrom('api_tokens')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('user_id', '=', userId)
+          .executeTakeFirstOrThrow(),
+      ]);
+      return { rows, total: Number(count.n) };
+    },
+    /** True if this call revoked the token (false: it was revoked already, or is gone). */
+    async revoke(id: string, now: number): Promise<boolean> {
+      const result = await db
+        .updateTable('api_tokens')
+        .set({ revoked_at: now })
+        .where('id', '=', id)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
     },
   };
 }

@@ -3,7 +3,7 @@ import type { AuditEventTable, Database } from '../schema.js';
 import type { Page, PageRequest } from './list-query.js';
 
 export type AuditEventRow = Selectable<AuditEventTable>;
-export type AuditSortKey = 'at' | 'action';
+export type AuditSortKey = 'created' | 'action';
 
 export interface AuditFilter {
   /** undefined: every tenant (root). Otherwise only events of these tenants. */
@@ -16,7 +16,7 @@ export interface AuditFilter {
   readonly to?: number | undefined;
 }
 
-const SORT = { at: 'at', action: 'action' } as const;
+const SORT = { created: 'at', action: 'action' } as const;
 
 /** Append-only: there is no update and no delete here, on purpose. */
 export function createAuditEventRepository(db: Kysely<Database>) {

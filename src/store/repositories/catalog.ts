@@ -1,4 +1,4 @@
-import type { Insertable, Kysely, Selectable } from 'kysely';
+import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
 import type { Database, RegionTable, ZoneTable } from '../schema.js';
 import type { Page, PageRequest } from './list-query.js';
 
@@ -91,6 +91,21 @@ export function createCatalogRepository(db: Kysely<Database>) {
         countQuery.executeTakeFirstOrThrow(),
       ]);
       return { rows, total: Number(count.n) };
+    },
+    async updateRegion(id: string, changes: Updateable<RegionTable>): Promise<void> {
+      await db.updateTable('regions').set(changes).where('id', '=', id).execute();
+    },
+    /** True when a row went; a region that still has zones fails on the foreign key instead. */
+    async deleteRegion(id: string): Promise<boolean> {
+      const result = await db.deleteFrom('regions').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    },
+    async updateZone(id: string, changes: Updateable<ZoneTable>): Promise<void> {
+      await db.updateTable('zones').set(changes).where('id', '=', id).execute();
+    },
+    async deleteZone(id: string): Promise<boolean> {
+      const result = await db.deleteFrom('zones').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
     },
   };
 }

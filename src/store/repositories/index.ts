@@ -8,6 +8,7 @@ import { createNodeRepository } from './nodes.js';
 import { createRbacRepository } from './rbac.js';
 import { createSessionRepository } from './sessions.js';
 import { createSigningKeyRepository } from './signing-keys.js';
+import { createSubtenantRepository } from './subtenants.js';
 import { createTenantRepository } from './tenants.js';
 import { createUserRepository } from './users.js';
 
@@ -24,6 +25,7 @@ export function createRepositories(db: Kysely<Database>) {
     catalog: createCatalogRepository(db),
     jobs: createJobRepository(db),
     auditEvents: createAuditEventRepository(db),
+    subtenants: createSubtenantRepository(db),
   };
 }
 

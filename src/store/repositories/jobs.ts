@@ -54,5 +54,82 @@ export function createJobRepository(db: Kysely<Database>) {
       ]);
       return { rows, total: Number(count.n) };
     },
+
+    /** A job of this action on this object that is still running, if any. */
+    findRunning(action: string, objectType: string, objectId: string): Promise<JobRow | undefined> {
+      return db
+        .selectFrom('jobs')
+        .selectAll()
+        .where('status', '=', 'running')
+        .where('action', '=', action)
+        .where('object_type', '=', objectType)
+        .where('object_id', '=', objectId)
+        .orderBy('created_at', 'desc')
+        .executeTakeFirst();
+    },
+    /** Extends the leases of the jobs this process still runs. */
+    async renewLeases(owner: string, ids: readonly string[], expiresAt: number): Promise<void> {
+      if (ids.length === 0) return;
+      await db
+        .updateTable('jobs')
+        .set({ lease_expires_at: expiresAt })
+        .where('lease_owner', '=', owner)
+        .where('status', '=', 'running')
+        .where('id', 'in', ids)
+        .execute();
+    },
+    /**
+     * Writes progress of a running job, only while `owner` still holds it. False: the job is no
+     * longer this process's (its lease expired and it was marked failed), so the work must stop.
+     */
+    async recordProgress(
+      id: string,
+      owner: string,
+      patch: { status_detail: string; progress: number; updated_at: number },
+    ): Promise<boolean> {
+      const result = await db
+        .updateTable('jobs')
+        .set(patch)
+        .where('id', '=', id)
+        .where('lease_owner', '=', owner)
+        .where('status', '=', 'running')
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    },
+    /** Ends a running job held by `owner` and releases its lease. */
+    async finish(
+      id: string,
+      owner: string,
+      patch: {
+        status: string;
+        status_detail?: string;
+        last_error: string;
+        progress?: number;
+        updated_at: number;
+      },
+    ): Promise<boolean> {
+      const result = await db
+        .updateTable('jobs')
+        .set({ ...patch, lease_expires_at: null })
+        .where('id', '=', id)
+        .where('lease_owner', '=', owner)
+        .where('status', '=', 'running')
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    },
+    /**
+     * Marks failed every running job whose lease expired before `now` (its process is gone),
+     * except those of `exceptOwner`. Jobs without a lease are left alone: no runner holds them.
+     */
+    async failExpired(now: number, lastError: string, exceptOwner: string): Promise<number> {
+      const result = await db
+        .updateTable('jobs')
+        .set({ status: 'failed', last_error: lastError, updated_at: now, lease_expires_at: null })
+        .where('status', '=', 'running')
+        .where('lease_expires_at', '<', now)
+        .where('lease_owner', '!=', exceptOwner)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    },
   };
 }

@@ -1,3 +1,5 @@
+import type { OrderByItemBuilder } from 'kysely';
+
 /** What every paged, sorted list in the store takes. Core validates the fields before. */
 export interface PageRequest<SortKey extends string> {
   readonly offset: number;
@@ -10,3 +12,20 @@ export interface Page<Row> {
   readonly rows: Row[];
   readonly total: number;
 }
+
+type NullOrdering = (item: OrderByItemBuilder) => OrderByItemBuilder;
+
+/**
+ * SQLite puts NULLs first in ascending order and PostgreSQL last: naming the place makes both
+ * stores list alike. "Never" (never seen, never used) sorts as the lowest value...
+ */
+export const nullsLowest =
+  (order: 'asc' | 'desc'): NullOrdering =>
+  (item) =>
+    order === 'asc' ? item.asc().nullsFirst() : item.desc().nullsLast();
+
+/** ...and "no limit" (never expires) as the highest. */
+export const nullsHighest =
+  (order: 'asc' | 'desc'): NullOrdering =>
+  (item) =>
+    order === 'asc' ? item.asc().nullsLast() : item.desc().nullsFirst();

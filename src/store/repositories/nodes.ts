@@ -1,8 +1,12 @@
-import type { Insertable, Kysely, Selectable } from 'kysely';
+import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
 import type { Database, NodeTable } from '../schema.js';
+import { nullsLowest, type Page, type PageRequest } from './list-query.js';
 import { createLoginHistory } from './login-history.js';
 
 export type NodeRow = Selectable<NodeTable>;
+export type NodeSortKey = 'created' | 'login' | 'last_seen';
+
+const NODE_SORT = { created: 'created_at', login: 'login_key', last_seen: 'last_seen_at' } as const;
 
 export function createNodeRepository(db: Kysely<Database>) {
   return {
@@ -23,6 +27,31 @@ export function createNodeRepository(db: Kysely<Database>) {
         .set({ version, last_seen_at: now, updated_at: now })
         .where('id', '=', id)
         .execute();
+    },
+    async list(page: PageRequest<NodeSortKey>): Promise<Page<NodeRow>> {
+      const [rows, count] = await Promise.all([
+        db
+          .selectFrom('nodes')
+          .selectAll()
+          .orderBy(NODE_SORT[page.sortBy], nullsLowest(page.order))
+          .orderBy('id', page.order)
+          .limit(page.limit)
+          .offset(page.offset)
+          .execute(),
+        db
+          .selectFrom('nodes')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .executeTakeFirstOrThrow(),
+      ]);
+      return { rows, total: Number(count.n) };
+    },
+    async update(id: string, patch: Updateable<NodeTable>): Promise<void> {
+      await db.updateTable('nodes').set(patch).where('id', '=', id).execute();
+    },
+    /** True when a row went; its sessions go with it (foreign key cascade). */
+    async delete(id: string): Promise<boolean> {
+      const result = await db.deleteFrom('nodes').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
     },
   };
 }

@@ -1,7 +1,20 @@
 import type { Insertable, Kysely, Selectable } from 'kysely';
 import type { Database, SessionTable } from '../schema.js';
+import type { Page, PageRequest } from './list-query.js';
 
 export type SessionRow = Selectable<SessionTable>;
+export type SessionSortKey = 'created' | 'last_seen' | 'expires';
+
+const SESSION_SORT = { created: 'created_at', last_seen: 'last_seen_at', expires: 'expires_at' } as const;
+
+/** Whose sessions: a user's or a node's. */
+export type SessionOwner = { readonly userId: string } | { readonly nodeId: string };
+
+/** The cut-offs of a live session, computed by core (`liveBounds`): the same rule as its check. */
+export interface LiveBounds {
+  readonly now: number;
+  readonly idleBefore: number;
+}
 
 /** A session with the state of its principal, read in one round trip for every request. */
 export interface SessionWithPrincipal extends SessionRow {
@@ -57,6 +70,56 @@ export function createSessionRepository(db: Kysely<Database>) {
       if (exceptId) query = query.where('id', '!=', exceptId);
       const result = await query.executeTakeFirst();
       return Number(result.numUpdatedRows);
+    },
+    async revokeAllOfNode(nodeId: string, now: number, reason: string, exceptId?: string): Promise<number> {
+      let query = db
+        .updateTable('sessions')
+        .set({ revoked_at: now, revoke_reason: reason })
+        .where('node_id', '=', nodeId)
+        .where('revoked_at', 'is', null);
+      if (exceptId) query = query.where('id', '!=', exceptId);
+      const result = await query.executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    },
+    /** The sessions opened by signing in with one API token. */
+    async revokeAllOfApiToken(apiTokenId: string, now: number, reason: string): Promise<number> {
+      const result = await db
+        .updateTable('sessions')
+        .set({ revoked_at: now, revoke_reason: reason })
+        .where('api_token_id', '=', apiTokenId)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    },
+    /** Live sessions of one user or node: not revoked, not past their expiry, not idle too long. */
+    async listLive(
+      owner: SessionOwner,
+      bounds: LiveBounds,
+      page: PageRequest<SessionSortKey>,
+    ): Promise<Page<SessionRow>> {
+      const live = () => {
+        const query = db
+          .selectFrom('sessions')
+          .where('revoked_at', 'is', null)
+          .where('expires_at', '>', bounds.now)
+          .where('last_seen_at', '>', bounds.idleBefore);
+        return 'userId' in owner
+          ? query.where('user_id', '=', owner.userId)
+          : query.where('node_id', '=', owner.nodeId);
+      };
+      const [rows, count] = await Promise.all([
+        live()
+          .selectAll()
+          .orderBy(SESSION_SORT[page.sortBy], page.order)
+          .orderBy('id', page.order)
+          .limit(page.limit)
+          .offset(page.offset)
+          .execute(),
+        live()
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .executeTakeFirstOrThrow(),
+      ]);
+      return { rows, total: Number(count.n) };
     },
   };
 }

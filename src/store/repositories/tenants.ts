@@ -1,7 +1,19 @@
-import type { Insertable, Kysely, Selectable } from 'kysely';
+import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
 import type { Database, TenantTable } from '../schema.js';
+import type { Page, PageRequest } from './list-query.js';
 
 export type TenantRow = Selectable<TenantTable>;
+export type TenantSortKey = 'created' | 'name' | 'code';
+
+const TENANT_SORT = { created: 'created_at', name: 'name', code: 'code' } as const;
+
+/** What removing a tenant's memberships did. */
+export interface RemovedMemberships {
+  readonly memberships: number;
+  /** Members whose only tenancy this was. */
+  readonly usersLeftWithoutTenant: number;
+  readonly sessionsEnded: number;
+}
 
 export function createTenantRepository(db: Kysely<Database>) {
   return {
@@ -13,6 +25,77 @@ export function createTenantRepository(db: Kysely<Database>) {
     },
     findByCode(code: string): Promise<TenantRow | undefined> {
       return db.selectFrom('tenants').selectAll().where('code', '=', code).executeTakeFirst();
+    },
+
+    /** `visibleTenantIds` undefined: every tenant (root). */
+    async list(
+      page: PageRequest<TenantSortKey>,
+      visibleTenantIds: readonly string[] | undefined,
+    ): Promise<Page<TenantRow>> {
+      // "in ()" is not valid SQL; a caller with no tenants sees nothing.
+      if (visibleTenantIds?.length === 0) return { rows: [], total: 0 };
+      let rows = db.selectFrom('tenants').selectAll();
+      let count = db.selectFrom('tenants').select((eb) => eb.fn.countAll<number>().as('n'));
+      if (visibleTenantIds !== undefined) {
+        rows = rows.where('id', 'in', visibleTenantIds);
+        count = count.where('id', 'in', visibleTenantIds);
+      }
+      const [found, counted] = await Promise.all([
+        rows
+          .orderBy(TENANT_SORT[page.sortBy], page.order)
+          .orderBy('id', page.order)
+          .limit(page.limit)
+          .offset(page.offset)
+          .execute(),
+        count.executeTakeFirstOrThrow(),
+      ]);
+      return { rows: found, total: Number(counted.n) };
+    },
+    async update(id: string, patch: Updateable<TenantTable>): Promise<void> {
+      await db.updateTable('tenants').set(patch).where('id', '=', id).execute();
+    },
+    /** True if this call removed the tenant (false: it was already gone). */
+    async delete(id: string): Promise<boolean> {
+      const result = await db.deleteFrom('tenants').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    },
+
+    /**
+     * Removes every tenancy in the tenant and ends the live sessions of the members for whom it
+     * was the only one. Run it in a transaction, so that the two happen together: a member who
+     * joins another tenant meanwhile keeps its sessions, and a re-run finds nothing half done.
+     */
+    async removeMemberships(tenantId: string, now: number, reason: string): Promise<RemovedMemberships> {
+      const onlyHere = db
+        .selectFrom('tenancies as here')
+        .select('here.user_id')
+        .where('here.tenant_id', '=', tenantId)
+        .where(({ not, exists, selectFrom }) =>
+          not(
+            exists(
+              selectFrom('tenancies as elsewhere')
+                .select('elsewhere.user_id')
+                .whereRef('elsewhere.user_id', '=', 'here.user_id')
+                .where('elsewhere.tenant_id', '!=', tenantId),
+            ),
+          ),
+        );
+      const orphans = await db
+        .selectFrom(onlyHere.as('orphans'))
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirstOrThrow();
+      const ended = await db
+        .updateTable('sessions')
+        .set({ revoked_at: now, revoke_reason: reason })
+        .where('revoked_at', 'is', null)
+        .where('user_id', 'in', onlyHere)
+        .executeTakeFirst();
+      const removed = await db.deleteFrom('tenancies').where('tenant_id', '=', tenantId).executeTakeFirst();
+      return {
+        memberships: Number(removed.numDeletedRows),
+        usersLeftWithoutTenant: Number(orphans.n),
+        sessionsEnded: Number(ended.numUpdatedRows),
+      };
     },
   };
 }

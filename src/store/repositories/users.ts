@@ -1,5 +1,14 @@
-import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
+import type {
+  Expression,
+  ExpressionBuilder,
+  Insertable,
+  Kysely,
+  Selectable,
+  SqlBool,
+  Updateable,
+} from 'kysely';
 import type { Database, TenancyTable, UserTable } from '../schema.js';
+import type { Page, PageRequest } from './list-query.js';
 import { createLoginHistory } from './login-history.js';
 
 export type UserRow = Selectable<UserTable>;
@@ -50,5 +59,146 @@ export function createUserRepository(db: Kysely<Database>) {
         .execute();
       return rows;
     },
+
+    async list(page: PageRequest<UserSortKey>, scope: UserScope): Promise<Page<UserRow>> {
+      const visible = visibleUsers(scope);
+      if (visible === 'nobody') return { rows: [], total: 0 };
+      const inScope = (eb: ExpressionBuilder<Database, 'users'>) => {
+        const conditions: Expression<SqlBool>[] = [];
+        if (visible !== 'everybody') {
+          const either: Expression<SqlBool>[] = [];
+          if (visible.tenantIds.length > 0) either.push(eb.exists(tenancyIn(eb, visible.tenantIds)));
+          if (visible.selfId !== undefined) either.push(eb('users.id', '=', visible.selfId));
+          conditions.push(eb.or(either));
+        }
+        if (scope.tenantId !== undefined) conditions.push(eb.exists(tenancyIn(eb, [scope.tenantId])));
+        return eb.and(conditions);
+      };
+      const [rows, count] = await Promise.all([
+        db
+          .selectFrom('users')
+          .selectAll()
+          .where(inScope)
+          .orderBy(USER_SORT[page.sortBy], page.order)
+          .orderBy('id', page.order)
+          .limit(page.limit)
+          .offset(page.offset)
+          .execute(),
+        db
+          .selectFrom('users')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where(inScope)
+          .executeTakeFirstOrThrow(),
+      ]);
+      return { rows, total: Number(count.n) };
+    },
+    /** The tenancies of a page of users in one query, in the order `tenancies()` gives them. */
+    async tenanciesOfUsers(userIds: readonly string[]): Promise<Map<string, TenancyView[]>> {
+      const byUser = new Map<string, TenancyView[]>(userIds.map((id) => [id, []]));
+      if (userIds.length === 0) return byUser;
+      const rows = await db
+        .selectFrom('tenancies')
+        .innerJoin('tenants', 'tenants.id', 'tenancies.tenant_id')
+        .select([
+          'tenancies.user_id as userId',
+          'tenants.id as tenantId',
+          'tenants.code',
+          'tenants.name',
+          'tenancies.role',
+        ])
+        .where('tenancies.user_id', 'in', userIds)
+        .orderBy('tenancies.created_at')
+        .orderBy('tenants.code')
+        .execute();
+      for (const { userId, ...tenancy } of rows) byUser.get(userId)?.push(tenancy);
+      return byUser;
+    },
+    /**
+     * Makes the user's tenancies exactly `wanted`. Kept tenancies keep their creation time, so
+     * the user's first (primary) tenancy stays first.
+     */
+    async replaceTenancies(
+      userId: string,
+      wanted: readonly { tenantId: string; role: Role }[],
+      now: number,
+    ): Promise<void> {
+      const current = await db
+        .selectFrom('tenancies')
+        .select(['tenant_id', 'role'])
+        .where('user_id', '=', userId)
+        .execute();
+      const wantedIds = wanted.map((t) => t.tenantId);
+      const dropped = current.filter((t) => !wantedIds.includes(t.tenant_id)).map((t) => t.tenant_id);
+      if (dropped.length > 0) {
+        await db
+          .deleteFrom('tenancies')
+          .where('user_id', '=', userId)
+          .where('tenant_id', 'in', dropped)
+          .execute();
+      }
+      for (const tenancy of wanted) {
+        const existing = current.find((t) => t.tenant_id === tenancy.tenantId);
+        if (!existing) {
+          await db
+            .insertInto('tenancies')
+            .values({ user_id: userId, tenant_id: tenancy.tenantId, role: tenancy.role, created_at: now })
+            .execute();
+        } else if (existing.role !== tenancy.role) {
+          await db
+            .updateTable('tenancies')
+            .set({ role: tenancy.role })
+            .where('user_id', '=', userId)
+            .where('tenant_id', '=', tenancy.tenantId)
+            .execute();
+        }
+      }
+    },
+    /** Active users holding `role` in some tenant, leaving one user out (the one being removed). */
+    async countActiveWithRole(role: Role, exceptUserId: string): Promise<number> {
+      const row = await db
+        .selectFrom('users')
+        .innerJoin('tenancies', 'tenancies.user_id', 'users.id')
+        .select((eb) => eb.fn.count<number>('users.id').distinct().as('n'))
+        .where('tenancies.role', '=', role)
+        .where('users.active', '=', 1)
+        .where('users.id', '!=', exceptUserId)
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+    /** Deletes the user; its tenancies, group memberships, API tokens and sessions go with it (cascade). */
+    async delete(id: string): Promise<boolean> {
+      const result = await db.deleteFrom('users').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    },
   };
+}
+
+export type UserSortKey = 'created' | 'username';
+
+const USER_SORT = { created: 'created_at', username: 'username_key' } as const;
+
+export interface UserScope {
+  /** undefined: every user (root). Otherwise users with a tenancy in one of these tenants. */
+  readonly visibleTenantIds: readonly string[] | undefined;
+  /** The caller, which sees itself whatever its tenancies. */
+  readonly selfId?: string | undefined;
+  /** Only users with a tenancy in this tenant. */
+  readonly tenantId?: string | undefined;
+}
+
+function visibleUsers(
+  scope: UserScope,
+): 'everybody' | 'nobody' | { tenantIds: readonly string[]; selfId: string | undefined } {
+  if (scope.visibleTenantIds === undefined) return 'everybody';
+  // "in ()" is not valid SQL, and "or" of nothing would be everybody on some drivers.
+  if (scope.visibleTenantIds.length === 0 && scope.selfId === undefined) return 'nobody';
+  return { tenantIds: scope.visibleTenantIds, selfId: scope.selfId };
+}
+
+function tenancyIn(eb: ExpressionBuilder<Database, 'users'>, tenantIds: readonly string[]) {
+  return eb
+    .selectFrom('tenancies')
+    .select('tenancies.user_id')
+    .whereRef('tenancies.user_id', '=', 'users.id')
+    .where('tenancies.tenant_id', 'in', tenantIds);
 }

@@ -44,7 +44,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
   app.post(
     '/auth/refresh',
     {
-      preHandler: authenticate,
+      onRequest: authenticate,
       schema: {
         tags: ['NSE auth'],
         summary: 'A new bearer token for the same session',

@@ -14,7 +14,7 @@ import {
   toListQuery,
 } from './envelope.js';
 
-const RegionRecord = Type.Object({
+export const RegionRecord = Type.Object({
   id: Type.String(),
   name: Type.String(),
   description: Type.String(),
@@ -22,24 +22,24 @@ const RegionRecord = Type.Object({
 });
 
 // Records carry `region` although create takes `region_name`: the reference's shape.
-const ZoneRecord = Type.Object({
+export const ZoneRecord = Type.Object({
   id: Type.String(),
   name: Type.String(),
   description: Type.String(),
   region: Type.String(),
 });
 
-const REGION_SORT: readonly RegionSortKey[] = ['created', 'name'];
-const ZONE_SORT: readonly ZoneSortKey[] = ['created', 'name', 'region'];
-const NameParam = Type.Object({ name: Type.String({ minLength: 1, maxLength: 255 }) });
+export const REGION_SORT: readonly RegionSortKey[] = ['created', 'name'];
+export const ZONE_SORT: readonly ZoneSortKey[] = ['created', 'name', 'region'];
+export const NameParam = Type.Object({ name: Type.String({ minLength: 1, maxLength: 255 }) });
 
-const region = (r: { id: string; name: string; description: string; zones: string[] }) => ({
+export const region = (r: { id: string; name: string; description: string; zones: string[] }) => ({
   id: r.id,
   name: r.name,
   description: r.description,
   zones: r.zones,
 });
-const zone = (z: { id: string; name: string; description: string; region: string }) => ({
+export const zone = (z: { id: string; name: string; description: string; region: string }) => ({
   id: z.id,
   name: z.name,
   description: z.description,
@@ -48,12 +48,12 @@ const zone = (z: { id: string; name: string; description: string; region: string
 
 /** The consumer catalog reads: `/auth/regions`, `/auth/zones`. */
 export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
-  const preHandler = nseAuthenticator(core);
+  const authenticate = nseAuthenticator(core);
 
   app.get(
     '/auth/regions',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['NSE catalog'],
         summary: 'List regions',
@@ -71,7 +71,7 @@ export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.get(
     '/auth/regions/:name',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['NSE catalog'],
         summary: 'Get a region by name',
@@ -86,7 +86,7 @@ export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.get(
     '/auth/zones',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['NSE catalog'],
         summary: 'List zones, optionally of one region',
@@ -108,7 +108,7 @@ export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.get(
     '/auth/zones/:name',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['NSE catalog'],
         summary: 'Get a zone by name',

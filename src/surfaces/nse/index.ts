@@ -3,10 +3,18 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Core } from '../../core/index.js';
 import { toGatehouseError } from '../http-errors.js';
 import { notFoundOrNotAllowed } from '../route-table.js';
+import { auditEventRoutes } from './audit-events.js';
 import { authRoutes } from './auth.js';
 import { catalogRoutes } from './catalog.js';
+import { catalogAdminRoutes } from './catalog-admin.js';
 import { errorBody } from './envelope.js';
 import { jobRoutes } from './jobs.js';
+import { nodeRoutes } from './nodes.js';
+import { sessionRoutes } from './sessions.js';
+import { subtenantRoutes } from './subtenants.js';
+import { tenantRoutes } from './tenants.js';
+import { tokenRoutes } from './tokens.js';
+import { userRoutes } from './users.js';
 
 export const NSE_PREFIX = '/api/v2.1';
 
@@ -23,7 +31,15 @@ export const nseSurface: FastifyPluginAsyncTypebox<{
 
   await app.register(authRoutes, { core });
   await app.register(catalogRoutes, { core });
+  await app.register(catalogAdminRoutes, { core });
   await app.register(jobRoutes, { core });
+  await app.register(sessionRoutes, { core });
+  await app.register(tokenRoutes, { core });
+  await app.register(nodeRoutes, { core });
+  await app.register(tenantRoutes, { core });
+  await app.register(subtenantRoutes, { core });
+  await app.register(auditEventRoutes, { core });
+  await app.register(userRoutes, { core });
 };
 
 /** Renders any error in the NSE envelope; also the handler of paths outside both surfaces. */

@@ -30,7 +30,7 @@ const JobTaskRecord = Type.Object({
   request_payload: Type.Record(Type.String(), Type.Unsafe({ type: ['string', 'number', 'boolean', 'null'] })),
 });
 
-const JobRecord = Type.Object({
+export const JobRecord = Type.Object({
   id: Type.String(),
   action: Type.String(),
   job_summary: Type.String(),
@@ -52,12 +52,12 @@ const JOB_SORT: readonly JobSortKey[] = ['created', 'updated', 'action', 'status
 
 /** `/jobs`: records of asynchronous operations, scoped to the caller's tenants. */
 export const jobRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
-  const preHandler = nseAuthenticator(core);
+  const authenticate = nseAuthenticator(core);
 
   app.get(
     '/jobs',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['NSE jobs'],
         summary: "List jobs of the caller's tenants (root: all), optionally of one tenant",
@@ -81,7 +81,7 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, 
   app.get(
     '/jobs/:id',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['NSE jobs'],
         summary: 'Get a job by id',

@@ -22,7 +22,7 @@ const NoBody = (description: string) => Type.Unsafe<undefined>({ description });
 
 /** `/api/session/...`: the Storware session API. */
 export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
-  const preHandler = storwareAuthenticator(core);
+  const authenticate = storwareAuthenticator(core);
   // The reference shows 201 for these POSTs; the live product answers 200 (a setting).
   const postStatus = core.config.storwareSessionPostStatus;
   const secureCookie = core.config.tls !== undefined;
@@ -41,7 +41,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.get(
     '/',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['Storware session'],
         summary: 'Check the session: 204 when it is valid, 401 when not',
@@ -108,7 +108,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.post(
     '/logout',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['Storware session'],
         summary: 'End the session, on both APIs',
@@ -126,7 +126,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.post(
     '/refresh-endpoints-tokens',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['Storware session'],
         summary: 'Session info with freshly issued Endpoints tokens',
@@ -143,7 +143,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.get(
     '/user',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['Storware session'],
         summary: 'Session info: requester, settings, privileges, Endpoints tokens, login history',
@@ -157,7 +157,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.get(
     '/user/details',
     {
-      preHandler,
+      onRequest: authenticate,
       schema: {
         tags: ['Storware session'],
         summary: 'Details of the signed-in user',

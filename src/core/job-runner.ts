@@ -1,0 +1,203 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { isGatehouseError } from '../errors.js';
+import { isStoreUnavailable, type Store } from '../store/connect.js';
+import type { JobRow } from '../store/repositories/jobs.js';
+import type { Clock } from './clock.js';
+import { newId } from './ids.js';
+import { type JobView, jobView, type NewJob } from './jobs.js';
+
+/** What a job whose process stopped (crash, restart, shutdown) ends with. */
+export const INTERRUPTED_JOB_ERROR =
+  'interrupted: the server stopped while the job was running; run the request again';
+
+/** What the work of a job gets: where to report progress, and when to stop. */
+export interface JobControl {
+  readonly jobId: string;
+  /** Aborted when this process shuts down; `report` throws once it is. */
+  readonly signal: AbortSignal;
+  /**
+   * Records how far the work has come (`status_detail` for people, `progress` 0-100). Call it
+   * between steps: it throws when the process is stopping, or when the job is no longer this
+   * process's (its lease lapsed and it was marked failed), so that the work stops there.
+   */
+  report(statusDetail: string, progress: number): Promise<void>;
+}
+
+/** The work of a job; resolves with the final `status_detail`. A throw fails the job. */
+export type JobWork = (control: JobControl) => Promise<string>;
+
+export interface JobRunnerOptions {
+  /** How long a lease lasts without renewal; the runner renews it every third of this. */
+  readonly leaseMs?: number;
+  /** Names this process in `lease_owner`; unique per process unless given. */
+  readonly owner?: string;
+}
+
+class JobStopped extends Error {
+  constructor(readonly lastError: string | undefined) {
+    super(lastError ?? 'job taken over');
+  }
+}
+
+const DEFAULT_LEASE_MS = 60_000;
+
+/**
+ * Runs jobs' work in the background of this process. While a job runs, its row carries a lease
+ * (owner, expiry) that a timer renews; a job whose lease has expired belongs to a process that
+ * died, and `recoverInterrupted` marks it failed. Leases, not "every running job", because on
+ * PostgreSQL several nodes share the jobs table and each runs its own jobs.
+ */
+export class JobRunner {
+  readonly owner: string;
+  readonly #store: Store;
+  readonly #clock: Clock;
+  readonly #leaseMs: number;
+  readonly #running = new Map<string, Promise<void>>();
+  readonly #stopping = new AbortController();
+  #timer: NodeJS.Timeout | undefined;
+  #ticking = false;
+
+  constructor(store: Store, clock: Clock, options: JobRunnerOptions = {}) {
+    this.#store = store;
+    this.#clock = clock;
+    this.#leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    this.owner = options.owner ?? `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
+  }
+
+  /** Jobs this process is running now. */
+  get runningCount(): number {
+    return this.#running.size;
+  }
+
+  /**
+   * Stores the job as running under this process's lease, starts `work` after the caller has its
+   * answer, and returns the job as stored (status `running`, progress 0).
+   */
+  async submit(input: Omit<NewJob, 'status'>, work: JobWork): Promise<JobView> {
+    if (this.#stopping.signal.aborted) throw new Error('the job runner has been stopped');
+    const now = this.#clock.now();
+    const row: JobRow = {
+      id: newId(now),
+      action: input.action,
+      job_summary: input.summary,
+      object_id: input.objectId ?? '',
+      object_type: input.objectType ?? '',
+      object_name: input.objectName ?? '',
+      status: 'running',
+      status_detail: input.statusDetail ?? '',
+      last_error: '',
+      progress: 0,
+      user_id: input.userId ?? null,
+      tenant_id: input.tenantId ?? null,
+      tasks_json: '[]',
+      created_at: now,
+      updated_at: now,
+      lease_owner: this.owner,
+      lease_expires_at: now + this.#leaseMs,
+    };
+    await this.#store.jobs.insert(row);
+    const done = this.#run(row.id, work).finally(() => {
+      this.#running.delete(row.id);
+      if (this.#running.size === 0) this.#stopTimer();
+    });
+    this.#running.set(row.id, done);
+    this.#startTimer();
+    return jobView(row);
+  }
+
+  /**
+   * Marks failed every running job whose lease has expired: its process stopped without
+   * finishing it. Jobs of live processes (lease still valid) are left alone. Runs at start-up
+   * and, while this process runs jobs, with every lease renewal.
+   */
+  recoverInterrupted(): Promise<number> {
+    return this.#store.jobs.failExpired(this.#clock.now(), INTERRUPTED_JOB_ERROR, this.owner);
+  }
+
+  /**
+   * Stops taking jobs, tells running work to stop at its next report, and waits until every
+   * job has written its outcome: after this the store may be closed.
+   */
+  async drain(): Promise<void> {
+    this.#stopping.abort();
+    this.#stopTimer();
+    await Promise.allSettled([...this.#running.values()]);
+  }
+
+  async #run(id: string, work: JobWork): Promise<void> {
+    // Let the request that submitted the job answer first.
+    await new Promise((resolve) => setImmediate(resolve));
+    const control: JobControl = {
+      jobId: id,
+      signal: this.#stopping.signal,
+      report: async (statusDetail, progress) => {
+        if (this.#stopping.signal.aborted) throw new JobStopped(INTERRUPTED_JOB_ERROR);
+        const held = await this.#store.jobs.recordProgress(id, this.owner, {
+          status_detail: statusDetail,
+          progress: Math.max(0, Math.min(100, Math.round(progress))),
+          updated_at: this.#clock.now(),
+        });
+        if (!held) throw new JobStopped(undefined);
+      },
+    };
+    try {
+      if (this.#stopping.signal.aborted) throw new JobStopped(INTERRUPTED_JOB_ERROR);
+      const statusDetail = await work(control);
+      await this.#store.jobs.finish(id, this.owner, {
+        status: 'successful',
+        status_detail: statusDetail,
+        last_error: '',
+        progress: 100,
+        updated_at: this.#clock.now(),
+      });
+    } catch (error) {
+      // Taken over: another process already wrote the outcome.
+      if (error instanceof JobStopped && error.lastError === undefined) return;
+      await this.#store.jobs
+        .finish(id, this.owner, {
+          status: 'failed',
+          last_error: failureText(error),
+          updated_at: this.#clock.now(),
+        })
+        // The store is gone: the lease lapses and recovery marks the job failed.
+        .catch(() => {});
+    }
+  }
+
+  #startTimer(): void {
+    if (this.#timer || this.#stopping.signal.aborted) return;
+    this.#timer = setInterval(() => void this.#tick(), Math.max(1, Math.floor(this.#leaseMs / 3)));
+    this.#timer.unref();
+  }
+
+  #stopTimer(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  async #tick(): Promise<void> {
+    if (this.#ticking) return;
+    this.#ticking = true;
+    try {
+      await this.#store.jobs.renewLeases(
+        this.owner,
+        [...this.#running.keys()],
+        this.#clock.now() + this.#leaseMs,
+      );
+      await this.recoverInterrupted();
+    } catch {
+      // The store is unreachable for now: try again at the next tick.
+    } finally {
+      this.#ticking = false;
+    }
+  }
+}
+
+/** The job's `last_error`: shown to callers, so it names the cause without internals. */
+function failureText(error: unknown): string {
+  if (error instanceof JobStopped && error.lastError) return error.lastError;
+  if (isGatehouseError(error)) return error.detail || error.userMessage;
+  if (isStoreUnavailable(error)) return 'the database could not be reached; run the request again';
+  return 'an internal error stopped the job; run the request again';
+}

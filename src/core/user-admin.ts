@@ -1,0 +1,498 @@
+import type { Config } from '../config.js';
+import { GatehouseError, isGatehouseError } from '../errors.js';
+import { isUniqueViolation, type Store } from '../store/connect.js';
+import type { Role, TenancyView, UserRow, UserSortKey } from '../store/repositories/users.js';
+import { type AccountService, checkUsername, ROLES, type UserView } from './accounts.js';
+import type { AuditAction, AuditService } from './audit.js';
+import {
+  type Actor,
+  actorOf,
+  canManageTenantObjects,
+  canManageUser,
+  canSeeTenant,
+  canSeeUser,
+  readableTenantIds,
+} from './authorization.js';
+import type { Clock } from './clock.js';
+import { isId } from './ids.js';
+import type { Listed, ListQuery } from './listing.js';
+import { checkPasswordPolicy, type PasswordHasher } from './passwords.js';
+import { BUILTIN_GROUPS } from './privilege-catalog.js';
+import { accountKey } from './secrets.js';
+import type { AuthContext, RequestMeta } from './sessions.js';
+
+export type { UserSortKey } from '../store/repositories/users.js';
+
+export interface TenancyRequest {
+  readonly tenantId: string;
+  readonly role: Role;
+}
+
+/** The profile fields an administrator sets; absent fields are left as they are. */
+export interface UserProfile {
+  readonly firstName?: string | undefined;
+  readonly lastName?: string | undefined;
+  readonly displayName?: string | undefined;
+  readonly email?: string | undefined;
+  readonly phone?: string | undefined;
+}
+
+export interface UserCreation extends UserProfile {
+  readonly username: string;
+  readonly password?: string | undefined;
+  readonly provider?: 'local' | 'activeDirectory' | undefined;
+  /** The NSE `tenant_id` (primary tenant); when given it must be one of `tenancies`. */
+  readonly primaryTenantId?: string | undefined;
+  readonly tenancies: readonly TenancyRequest[];
+}
+
+export interface UserChange extends UserProfile {
+  readonly username?: string | undefined;
+  readonly password?: string | undefined;
+  readonly primaryTenantId?: string | undefined;
+  /** The whole new set: tenancies left out are removed (the reference: "update the entire array"). */
+  readonly tenancies?: readonly TenancyRequest[] | undefined;
+}
+
+interface Target {
+  readonly row: UserRow;
+  readonly tenancies: TenancyView[];
+}
+
+/** What a refused change is recorded against; filled in as the request is understood. */
+interface AttemptRecord {
+  targetId: string | null;
+  targetName: string;
+  tenantId: string | null;
+}
+
+const PROFILE_LIMITS = { firstName: 255, lastName: 255, displayName: 255, email: 254, phone: 64 } as const;
+const CONTROL_CHARACTERS = /\p{Cc}/u;
+const EMAIL = /^[^\s@]+@[^\s@]+$/;
+const PHONE = /^[\d\s+().\-/x]*$/i;
+/** Refusals worth an audit event: someone tried something they may not do. */
+const AUDITED_REFUSALS = new Set(['FORBIDDEN', 'NOT_FOUND', 'PRECONDITION_FAILED']);
+
+const view = (row: UserRow, tenancies: TenancyView[]): UserView => ({
+  id: row.id,
+  username: row.username,
+  firstName: row.first_name,
+  lastName: row.last_name,
+  displayName: row.display_name,
+  email: row.email,
+  tenancies,
+});
+
+/**
+ * The NSE users administration: who may list, read, create, change and delete which users
+ * (rules in authorization.ts). Users of tenants the caller cannot read answer 404 exactly as
+ * users that do not exist; users it can read but not change answer 403.
+ */
+export class UserAdminService {
+  readonly #store: Store;
+  readonly #clock: Clock;
+  readonly #config: Config;
+  readonly #hasher: PasswordHasher;
+  readonly #accounts: AccountService;
+  readonly #audit: AuditService;
+
+  constructor(
+    store: Store,
+    clock: Clock,
+    config: Config,
+    hasher: PasswordHasher,
+    accounts: AccountService,
+    audit: AuditService,
+  ) {
+    this.#store = store;
+    this.#clock = clock;
+    this.#config = config;
+    this.#hasher = hasher;
+    this.#accounts = accounts;
+    this.#audit = audit;
+  }
+
+  async list(
+    auth: AuthContext,
+    query: ListQuery<UserSortKey>,
+    filter: { tenantId?: string | undefined },
+  ): Promise<Listed<UserView, UserSortKey>> {
+    const actor = await actorOf(this.#store, auth);
+    const page = await this.#store.users.list(query, {
+      visibleTenantIds: readableTenantIds(actor),
+      selfId: auth.principal.kind === 'user' ? auth.principal.id : undefined,
+      tenantId: filter.tenantId,
+    });
+    const tenancies = await this.#store.users.tenanciesOfUsers(page.rows.map((row) => row.id));
+    return {
+      ...query,
+      records: page.rows.map((row) => view(row, tenancies.get(row.id) ?? [])),
+      total: page.total,
+    };
+  }
+
+  /** `reference`: a user id (UUID-shaped) or a user name (case-insensitive). */
+  async get(auth: AuthContext, reference: string): Promise<UserView> {
+    const target = await this.#find(await actorOf(this.#store, auth), reference);
+    return view(target.row, target.tenancies);
+  }
+
+  async create(auth: AuthContext, input: UserCreation, meta: RequestMeta): Promise<UserView> {
+    const actor = await actorOf(this.#store, auth);
+    const attempt: AttemptRecord = {
+      targetId: null,
+      targetName: input.username.slice(0, 128),
+      tenantId: null,
+    };
+    return this.#audited('user.create', auth, meta, attempt, async () => {
+      checkTenancyList(input.tenancies, input.primaryTenantId);
+      await this.#checkGrantable(actor, input.tenancies);
+      attempt.tenantId = input.primaryTenantId ?? input.tenancies[0]?.tenantId ?? null;
+      const provider = input.provider ?? 'local';
+      if (provider === 'local' && input.password === undefined) {
+        throw new GatehouseError('VALIDATION_FAILED', 'body/password is required for a local user');
+      }
+      checkProfile(input);
+      const created = await this.#accounts.createUser(
+        {
+          username: input.username,
+          password: input.password,
+          firstName: input.firstName,
+          lastName: input.lastName,
+          displayName: input.displayName,
+          email: input.email,
+          phone: input.phone,
+          provider,
+          tenancies: input.tenancies,
+          // The design's default for directory users; local users start in no group.
+          groups: provider === 'activeDirectory' ? [BUILTIN_GROUPS.operators.name] : undefined,
+        },
+        (tx, user) =>
+          this.#audit.record(
+            {
+              action: 'user.create',
+              actor: auth.principal,
+              target: { type: 'user', id: user.id, name: user.username },
+              tenantId: attempt.tenantId,
+              meta,
+              outcome: 'success',
+              reason: `${provider} user; tenancies ${describeTenancies(input.tenancies)}`,
+            },
+            tx,
+          ),
+      );
+      return view(created, await this.#store.users.tenancies(created.id));
+    });
+  }
+
+  /**
+   * Changes a user. A password set here ends every session of the user (the holder of a stolen
+   * session must not outlive the reset); `tenancies` replaces the whole set.
+   */
+  async update(
+    auth: AuthContext,
+    reference: string,
+    change: UserChange,
+    meta: RequestMeta,
+  ): Promise<UserView> {
+    const actor = await actorOf(this.#store, auth);
+    const attempt = attemptOn(reference);
+    return this.#audited('user.update', auth, meta, attempt, async () => {
+      const target = await this.#find(actor, reference);
+      Object.assign(attempt, {
+        targetId: target.row.id,
+        targetName: target.row.username,
+        tenantId: target.tenancies[0]?.tenantId ?? null,
+      });
+      if (!canManageUser(actor, target)) {
+        throw new GatehouseError('FORBIDDEN', 'your role does not allow changing this user');
+      }
+      const username = change.username ?? target.row.username;
+      if (change.username !== undefined && change.username !== target.row.username) checkUsername(username);
+      checkProfile(change);
+      if (change.password !== undefined) {
+        if (target.row.provider !== 'local') {
+          throw new GatehouseError(
+            'VALIDATION_FAILED',
+            'a directory (activeDirectory) user has no local password',
+          );
+        }
+        checkPasswordPolicy(change.password, username, { minLength: this.#config.passwordMinLength });
+      }
+      const tenancies = change.tenancies;
+      const tenanciesChange = tenancies !== undefined && !sameTenancies(target.tenancies, tenancies);
+      if (tenancies !== undefined) checkTenancyList(tenancies, change.primaryTenantId);
+      else if (change.primaryTenantId !== undefined) {
+        checkTenancyList(
+          target.tenancies.map((t) => ({ tenantId: t.tenantId, role: t.role })),
+          change.primaryTenantId,
+        );
+      }
+      if (tenancies !== undefined && tenanciesChange) {
+        await this.#checkGrantable(actor, tenancies);
+        if (!actor.isRoot && actor.principal.id === target.row.id) {
+          throw new GatehouseError('FORBIDDEN', 'you may not change your own tenancies or roles');
+        }
+        const losesRoot =
+          target.tenancies.some((t) => t.role === 'root') && !tenancies.some((t) => t.role === 'root');
+        if (losesRoot) await this.#keepOneRoot(target.row, 'take the root role from');
+      }
+
+      const { columns, changed } = changedColumns(target.row, { ...change, username });
+      if (tenanciesChange) changed.push('tenancies');
+      const passwordHash =
+        change.password === undefined ? undefined : await this.#hasher.hash(change.password);
+      if (changed.length === 0 && passwordHash === undefined) return view(target.row, target.tenancies);
+
+      const now = this.#clock.now();
+      const tenantId = (tenanciesChange ? tenancies?.[0]?.tenantId : undefined) ?? attempt.tenantId;
+      const event = (action: AuditAction, reason: string) => ({
+        action,
+        actor: auth.principal,
+        target: { type: 'user', id: target.row.id, name: username },
+        tenantId: change.primaryTenantId ?? tenantId,
+        meta,
+        outcome: 'success' as const,
+        reason,
+      });
+      try {
+        await this.#store.transaction(async (tx) => {
+          await tx.users.update(target.row.id, {
+            ...columns,
+            ...(passwordHash === undefined
+              ? {}
+              : {
+                  password_hash: passwordHash,
+                  password_changed_at: now,
+                  failed_count: 0,
+                  locked_until: null,
+                }),
+            updated_at: now,
+          });
+          if (tenanciesChange && tenancies) await tx.users.replaceTenancies(target.row.id, tenancies, now);
+          if (changed.length > 0) {
+            await this.#audit.record(event('user.update', `changed ${changed.join(', ')}`), tx);
+          }
+          if (passwordHash !== undefined) {
+            const ended = await tx.sessions.revokeAllOfUser(target.row.id, now, 'password-set');
+            await this.#audit.record(
+              event('password.set', `set by an administrator; ${ended} session(s) ended`),
+              tx,
+            );
+          }
+        });
+      } catch (error) {
+        if (isUniqueViolation(error)) {
+          throw new GatehouseError('ALREADY_EXISTS', `a user named "${username}" already exists`);
+        }
+        throw error;
+      }
+      const updated = await this.#store.users.findById(target.row.id);
+      if (!updated) throw new GatehouseError('NOT_FOUND', 'no such user');
+      return view(updated, await this.#store.users.tenancies(updated.id));
+    });
+  }
+
+  /** Deletes a user; its sessions, API tokens, tenancies and group memberships go with it. */
+  async delete(auth: AuthContext, reference: string, meta: RequestMeta): Promise<void> {
+    const actor = await actorOf(this.#store, auth);
+    const attempt = attemptOn(reference);
+    await this.#audited('user.delete', auth, meta, attempt, async () => {
+      const target = await this.#find(actor, reference);
+      Object.assign(attempt, {
+        targetId: target.row.id,
+        targetName: target.row.username,
+        tenantId: target.tenancies[0]?.tenantId ?? null,
+      });
+      if (!canManageUser(actor, target)) {
+        throw new GatehouseError('FORBIDDEN', 'your role does not allow deleting this user');
+      }
+      if (target.tenancies.some((t) => t.role === 'root')) await this.#keepOneRoot(target.row, 'delete');
+      await this.#store.transaction(async (tx) => {
+        // Gone already (a concurrent delete): the same answer as for an unknown user.
+        if (!(await tx.users.delete(target.row.id))) throw new GatehouseError('NOT_FOUND', 'no such user');
+        await this.#audit.record(
+          {
+            action: 'user.delete',
+            actor: auth.principal,
+            target: { type: 'user', id: target.row.id, name: target.row.username },
+            tenantId: attempt.tenantId,
+            meta,
+            outcome: 'success',
+            reason: `tenancies were ${describeTenancies(target.tenancies)}`,
+          },
+          tx,
+        );
+      });
+    });
+  }
+
+  /** The same NOT_FOUND for an unknown user, an invisible one and a malformed reference. */
+  async #find(actor: Actor, reference: string): Promise<Target> {
+    const row = isId(reference)
+      ? await this.#store.users.findById(reference.toLowerCase())
+      : reference.length <= 256
+        ? await this.#store.users.findByUsernameKey(accountKey(reference))
+        : undefined;
+    if (row) {
+      const tenancies = await this.#store.users.tenancies(row.id);
+      if (canSeeUser(actor, { id: row.id, tenancies })) return { row, tenancies };
+    }
+    throw new GatehouseError('NOT_FOUND', 'no such user');
+  }
+
+  /**
+   * Every tenant named must exist and be managed by the actor; only root grants root. A tenant
+   * the actor cannot see answers as one that does not exist.
+   */
+  async #checkGrantable(actor: Actor, tenancies: readonly TenancyRequest[]): Promise<void> {
+    for (const tenancy of tenancies) {
+      const tenant = isId(tenancy.tenantId)
+        ? await this.#store.tenants.findById(tenancy.tenantId)
+        : undefined;
+      if (!tenant || !canSeeTenant(actor, tenant.id)) {
+        throw new GatehouseError('NOT_FOUND', `no tenant with id "${tenancy.tenantId.slice(0, 64)}"`);
+      }
+      if (!canManageTenantObjects(actor, tenant.id)) {
+        throw new GatehouseError(
+          'FORBIDDEN',
+          `your role does not allow managing users of tenant "${tenant.code}"`,
+        );
+      }
+      if (tenancy.role === 'root' && !actor.isRoot) {
+        throw new GatehouseError('FORBIDDEN', 'only a root user may grant the root role');
+      }
+    }
+  }
+
+  /** Refuses to leave the service without an active root user: nobody could manage tenants again. */
+  async #keepOneRoot(target: UserRow, doing: string): Promise<void> {
+    if ((await this.#store.users.countActiveWithRole('root', target.id)) === 0) {
+      throw new GatehouseError(
+        'PRECONDITION_FAILED',
+        `"${target.username}" is the last active root user; make another user root before you ${doing} it`,
+      );
+    }
+  }
+
+  /** Runs a change; a refusal (403, 404, 412) is audited too, never with more than the caller sent. */
+  async #audited<T>(
+    action: AuditAction,
+    auth: AuthContext,
+    meta: RequestMeta,
+    attempt: AttemptRecord,
+    change: () => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await change();
+    } catch (error) {
+      if (isGatehouseError(error) && AUDITED_REFUSALS.has(error.code)) {
+        await this.#audit.record({
+          action,
+          actor: auth.principal,
+          target: { type: 'user', id: attempt.targetId, name: attempt.targetName },
+          tenantId: attempt.tenantId,
+          meta,
+          outcome: 'failure',
+          reason: `${error.code}: ${error.detail}`,
+        });
+      }
+      throw error;
+    }
+  }
+}
+
+type ProfileColumn =
+  | 'username'
+  | 'username_key'
+  | 'first_name'
+  | 'last_name'
+  | 'display_name'
+  | 'email'
+  | 'phone';
+
+/** The columns whose value the change actually alters, and the NSE names of those fields. */
+function changedColumns(row: UserRow, change: UserProfile & { username: string }) {
+  const columns: Partial<Record<ProfileColumn, string>> = {};
+  const changed: string[] = [];
+  if (change.username !== row.username) {
+    columns.username = change.username;
+    columns.username_key = accountKey(change.username);
+    changed.push('username');
+  }
+  const fields = [
+    ['first_name', 'firstName', change.firstName],
+    ['last_name', 'lastName', change.lastName],
+    ['display_name', 'displayName', change.displayName],
+    ['email', 'email', change.email],
+    ['phone', 'phone', change.phone],
+  ] as const;
+  for (const [column, field, value] of fields) {
+    if (value !== undefined && value !== row[column]) {
+      columns[column] = value;
+      changed.push(field);
+    }
+  }
+  return { columns, changed };
+}
+
+/** Before the target is found: only what the caller sent, an id or a name. */
+function attemptOn(reference: string): AttemptRecord {
+  return isId(reference)
+    ? { targetId: reference.toLowerCase(), targetName: '', tenantId: null }
+    : { targetId: null, targetName: reference.slice(0, 128), tenantId: null };
+}
+
+function checkTenancyList(tenancies: readonly TenancyRequest[], primaryTenantId: string | undefined): void {
+  if (tenancies.length === 0) {
+    throw new GatehouseError('VALIDATION_FAILED', 'body/tenancies must hold at least one tenancy');
+  }
+  const ids = tenancies.map((t) => t.tenantId);
+  if (new Set(ids).size !== ids.length) {
+    throw new GatehouseError('VALIDATION_FAILED', 'body/tenancies names a tenant more than once');
+  }
+  for (const tenancy of tenancies) {
+    if (!ROLES.includes(tenancy.role)) {
+      throw new GatehouseError(
+        'VALIDATION_FAILED',
+        `body/tenancies role_name must be one of ${ROLES.join(', ')}`,
+      );
+    }
+  }
+  if (primaryTenantId !== undefined && !ids.includes(primaryTenantId)) {
+    throw new GatehouseError('VALIDATION_FAILED', 'body/tenant_id must be one of the tenants in tenancies');
+  }
+}
+
+function checkProfile(profile: UserProfile): void {
+  for (const [field, limit] of Object.entries(PROFILE_LIMITS)) {
+    const value = profile[field as keyof UserProfile];
+    if (value === undefined) continue;
+    if ([...value].length > limit) {
+      throw new GatehouseError('VALIDATION_FAILED', `body/${field} must be at most ${limit} characters`);
+    }
+    if (CONTROL_CHARACTERS.test(value)) {
+      throw new GatehouseError('VALIDATION_FAILED', `body/${field} must not contain control characters`);
+    }
+  }
+  if (profile.email !== undefined && profile.email !== '' && !EMAIL.test(profile.email)) {
+    throw new GatehouseError('VALIDATION_FAILED', 'body/email must be an e-mail address (name@domain)');
+  }
+  if (profile.phone !== undefined && !PHONE.test(profile.phone)) {
+    throw new GatehouseError(
+      'VALIDATION_FAILED',
+      'body/phone may hold only digits, spaces and + ( ) . - / x',
+    );
+  }
+}
+
+function sameTenancies(current: readonly TenancyView[], wanted: readonly TenancyRequest[]): boolean {
+  return (
+    current.length === wanted.length &&
+    wanted.every((w) => current.some((c) => c.tenantId === w.tenantId && c.role === w.role))
+  );
+}
+
+function describeTenancies(tenancies: readonly { tenantId: string; role: Role }[]): string {
+  return tenancies.map((t) => `${t.tenantId}=${t.role}`).join(', ') || 'none';
+}

@@ -1,0 +1,402 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { after, before, test } from 'node:test';
+import { sql } from 'kysely';
+import { createTestContext, type TestContext } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+import { basic, bearer, json, nseSignIn } from '../helpers/http.js';
+
+const PASSWORDS: Record<string, string> = {
+  alice: 'rabbit-hole-wonder-1',
+  bob: 'builder-can-fix-it-2',
+  dave: 'quiet-as-a-mouse-66',
+  gary: 'globex-boss-of-all-5',
+};
+const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+const UNKNOWN_ID = '01890000-0000-7000-8000-000000000000';
+const HOUR = 3_600_000;
+
+forEachDialect('NSE API tokens', (dialect) => {
+  let ctx: TestContext;
+  let logs = '';
+  const ids: Record<string, string> = {};
+  const sessions: Record<string, string> = {};
+  const secrets: string[] = [];
+
+  const create = (who: string, payload: Record<string, unknown>) =>
+    ctx.inject({ method: 'POST', url: '/api/v2.1/tokens', headers: bearer(sessions[who]!), payload });
+  const list = (who: string, query = '') =>
+    ctx.inject({ method: 'GET', url: `/api/v2.1/tokens${query}`, headers: bearer(sessions[who]!) });
+  const getOne = (who: string, id: string) =>
+    ctx.inject({ method: 'GET', url: `/api/v2.1/tokens/${id}`, headers: bearer(sessions[who]!) });
+  const revoke = (who: string, id: string) =>
+    ctx.inject({ method: 'DELETE', url: `/api/v2.1/tokens/${id}`, headers: bearer(sessions[who]!) });
+  const loginWithToken = (token: string) =>
+    ctx.inject({ method: 'POST', url: '/api/session/login-with-token', payload: { token } });
+  const cookieOf = (response: Awaited<ReturnType<typeof loginWithToken>>) =>
+    response.cookies.find((c) => c.name === 'gatehouse_session')!.value;
+  const cookieWorks = async (cookie: string) =>
+    (await ctx.inject({ method: 'GET', url: '/api/session', cookies: { gatehouse_session: cookie } }))
+      .statusCode === 204;
+  /** Creates a token and keeps its secret to search for later. */
+  const issue = async (who: string, payload: Record<string, unknown>) => {
+    const response = await create(who, payload);
+    assert.equal(response.statusCode, 201, response.body);
+    const record = json(response).result.records[0] as Record<string, any>;
+    secrets.push(record.token);
+    return record;
+  };
+  const auditRows = async (action: string) =>
+    (
+      await ctx.store.auditEvents.list(
+        { offset: 0, limit: 1000, sortBy: 'created', order: 'asc' },
+        { visibleTenantIds: undefined, action },
+      )
+    ).rows;
+
+  const signInAll = async () => {
+    for (const username of Object.keys(PASSWORDS)) {
+      sessions[username] = await nseSignIn(ctx, username, PASSWORDS[username]);
+    }
+    sessions.root = await nseSignIn(ctx);
+  };
+
+  before(async () => {
+    const stream = new Writable({
+      write(chunk, _encoding, done) {
+        logs += chunk.toString();
+        done();
+      },
+    });
+    ctx = await createTestContext(dialect, {}, { logger: { level: 'trace', stream } });
+    await ctx.core.tenants.create({ code: 'acme', name: 'Acme' });
+    await ctx.core.tenants.create({ code: 'globex', name: 'Globex' });
+    const members: [string, string, 'admin' | 'user'][] = [
+      ['alice', 'acme', 'admin'],
+      ['bob', 'acme', 'user'],
+      ['dave', 'acme', 'user'],
+      ['gary', 'globex', 'admin'],
+    ];
+    for (const [username, tenantCode, role] of members) {
+      ids[username] = (
+        await ctx.core.accounts.createUser({ username, password: PASSWORDS[username], tenantCode, role })
+      ).id;
+    }
+    await signInAll();
+  });
+  after(() => ctx.close());
+
+  test('create answers 201 with the record and the secret, once; the secret signs in', async () => {
+    const response = await create('bob', { name: 'backup script', expires_in: '30d' });
+    assert.equal(response.statusCode, 201);
+    assert.equal(response.headers['cache-control'], 'no-store');
+    const body = json(response);
+    assert.equal(body.status.user_message, 'Okay. New resource created.');
+    assert.equal(body.status.code, 201);
+    const record = body.result.records[0] as Record<string, any>;
+    secrets.push(record.token);
+    assert.deepEqual(Object.keys(record).sort(), [
+      'created',
+      'expires',
+      'id',
+      'last_used',
+      'name',
+      'revoked',
+      'token',
+      'user_id',
+    ]);
+    assert.match(record.token, /^gtk_[A-Za-z0-9_-]{43}$/);
+    assert.equal(record.name, 'backup script');
+    assert.equal(record.user_id, ids.bob);
+    assert.match(record.created, ISO);
+    assert.equal(Date.parse(record.expires) - Date.parse(record.created), 30 * 24 * HOUR);
+    assert.equal(record.last_used, null);
+    assert.equal(record.revoked, false);
+
+    const login = await loginWithToken(record.token);
+    assert.equal(login.statusCode, 201);
+    assert.deepEqual(json(login).requester, { guid: ids.bob, name: 'bob' });
+
+    // Listed and fetched without the secret; last_used now set.
+    const listed = await list('bob');
+    assert.equal(listed.statusCode, 200);
+    const inList = (json(listed).result.records as Record<string, any>[]).find((t) => t.id === record.id)!;
+    assert.equal(inList.token, undefined);
+    assert.match(inList.last_used, ISO);
+    const fetched = await getOne('bob', record.id);
+    assert.equal(fetched.statusCode, 200);
+    assert.equal(json(fetched).result.records[0].token, undefined);
+    assert.ok(
+      !listed.body.includes(record.token) && !fetched.body.includes(record.token),
+      'the secret is shown once only',
+    );
+  });
+
+  test('an expiry given as an ISO time; no expiry at all; the list pages and sorts', async () => {
+    const at = new Date(ctx.clock.now() + 7 * 24 * HOUR).toISOString();
+    const dated = await issue('dave', { name: 'dated', expires_at: at });
+    assert.equal(dated.expires, at);
+    const forever = await issue('dave', { name: 'forever' });
+    assert.equal(forever.expires, null);
+    const day = await issue('dave', { name: 'daily', expires_in: '1d', unknown_field: 'ignored' });
+
+    const byName = json(await list('dave', '?sort_by=name&order_by=asc'));
+    assert.deepEqual(
+      byName.result.records.map((t: any) => t.name),
+      ['daily', 'dated', 'forever'],
+    );
+    const byExpiry = json(await list('dave', '?sort_by=expires&order_by=asc'));
+    assert.deepEqual(
+      byExpiry.result.records.map((t: any) => t.id),
+      [day.id, dated.id, forever.id],
+      'a token that never expires sorts last',
+    );
+    const page = json(await list('dave', '?limit=1&offset=1&sort_by=created&order_by=asc'));
+    assert.equal(page.result.returned_records, 1);
+    assert.equal(page.result.total_records, 3);
+    assert.equal(page.result.records[0].id, forever.id, 'made in the same millisecond: in the order made');
+  });
+
+  test('bad bodies answer 400 and create nothing', async () => {
+    const before = json(await list('dave')).result.total_records;
+    const bad: Record<string, unknown>[] = [
+      {},
+      { name: '' },
+      { name: '   ' },
+      { name: 'x'.repeat(129) },
+      { name: 42 },
+      { name: 'both', expires_in: '1d', expires_at: '2099-01-01T00:00:00Z' },
+      { name: 'word', expires_in: 'soon' },
+      { name: 'zero', expires_in: '0s' },
+      { name: 'negative', expires_in: '-5m' },
+      { name: 'too long', expires_in: '3651d' },
+      { name: 'huge', expires_in: '99999999999999999999d' },
+      { name: 'not a date', expires_at: 'tomorrow' },
+      { name: 'no zone', expires_at: '2099-01-01T00:00:00' },
+      { name: 'past', expires_at: '2001-01-01T00:00:00Z' },
+      { name: 'impossible', expires_at: '2099-02-30T00:00:00Z' },
+      { name: 'number', expires_at: 1_900_000_000_000 },
+    ];
+    for (const payload of bad) {
+      const response = await create('dave', payload);
+      assert.equal(response.statusCode, 400, JSON.stringify(payload));
+      assert.match(json(response).status.verbose_message, /^VALIDATION_FAILED/, JSON.stringify(payload));
+    }
+    assert.equal(json(await list('dave')).result.total_records, before);
+    for (const query of ['?sort_by=token', '?limit=0', '?order_by=sideways']) {
+      assert.equal((await list('dave', query)).statusCode, 400, query);
+    }
+  });
+
+  test('an expired token no longer signs in, and the sessions it opened end with it', async () => {
+    // Shorter than the idle timeout, so that only the token's expiry can end the session.
+    const record = await issue('dave', { name: 'short', expires_in: '20m' });
+    const early = await loginWithToken(record.token);
+    assert.equal(early.statusCode, 201);
+    const cookie = cookieOf(early);
+    ctx.clock.advance(20 * 60_000 - 1000);
+    assert.equal(await cookieWorks(cookie), true);
+    ctx.clock.advance(1000);
+    const late = await loginWithToken(record.token);
+    assert.equal(late.statusCode, 400);
+    assert.equal(json(late).errorCode, 'INVALID_API_TOKEN');
+    assert.equal(
+      await cookieWorks(cookie),
+      false,
+      'a session opened with the token ends when the token does',
+    );
+    // Twenty minutes went by for every session of this suite.
+    await signInAll();
+  });
+
+  test('revoking answers 204, stops the token signing in and ends the sessions it opened', async () => {
+    const record = await issue('bob', { name: 'to revoke' });
+    const cookies = [
+      cookieOf(await loginWithToken(record.token)),
+      cookieOf(await loginWithToken(record.token)),
+    ];
+    const other = await issue('bob', { name: 'kept' });
+    const otherCookie = cookieOf(await loginWithToken(other.token));
+    const eventsBefore = (await auditRows('token.revoke')).length;
+
+    const response = await revoke('bob', record.id);
+    assert.equal(response.statusCode, 204);
+    assert.equal(response.body, '');
+    assert.equal((await loginWithToken(record.token)).statusCode, 400);
+    for (const cookie of cookies) assert.equal(await cookieWorks(cookie), false);
+    assert.equal(await cookieWorks(otherCookie), true, 'another token and its session are untouched');
+    assert.equal((await list('bob')).statusCode, 200, "the caller's own password session is untouched");
+    assert.equal(json(await getOne('bob', record.id)).result.records[0].revoked, true);
+
+    const events = (await auditRows('token.revoke')).slice(eventsBefore);
+    assert.equal(events.length, 1);
+    assert.equal(events[0]!.target_id, record.id);
+    assert.equal(events[0]!.actor_id, ids.bob);
+    assert.match(events[0]!.reason, /2 sessions ended/);
+
+    // Again: nothing left to do, no second event.
+    assert.equal((await revoke('bob', record.id)).statusCode, 204);
+    assert.equal((await auditRows('token.revoke')).length, eventsBefore + 1);
+  });
+
+  test('an admin creates, lists and revokes the tokens of a user it manages', async () => {
+    const record = await issue('alice', { name: 'for bob', user_id: ids.bob, expires_in: '12h' });
+    assert.equal(record.user_id, ids.bob);
+    const login = await loginWithToken(record.token);
+    assert.equal(login.statusCode, 201);
+    const who = await ctx.inject({
+      method: 'GET',
+      url: '/api/session/user',
+      cookies: { gatehouse_session: cookieOf(login) },
+    });
+    assert.deepEqual(json(who).requester, { guid: ids.bob, name: 'bob' });
+
+    const listed = json(await list('alice', `?user_id=${ids.bob}`));
+    assert.ok(
+      listed.result.records.some((t: any) => t.id === record.id),
+      "in bob's list",
+    );
+    assert.ok(
+      !(json(await list('alice')).result.records as any[]).some((t) => t.id === record.id),
+      "not in alice's own list",
+    );
+    assert.equal((await getOne('alice', record.id)).statusCode, 200);
+    assert.equal((await revoke('alice', record.id)).statusCode, 204);
+    assert.equal((await loginWithToken(record.token)).statusCode, 400);
+
+    const created = (await auditRows('token.create')).find((e) => e.target_id === record.id)!;
+    assert.equal(created.actor_id, ids.alice);
+    assert.match(created.reason, /for user bob/);
+    // Root manages everyone.
+    const byRoot = await issue('root', { name: 'root for gary', user_id: ids.gary });
+    assert.equal(byRoot.user_id, ids.gary);
+  });
+
+  test("another tenant's admin cannot create, list, read or revoke a user's tokens: 404 as for an unknown one", async () => {
+    const record = await issue('bob', { name: 'bob only' });
+    const unknownUser = json(await list('gary', `?user_id=${UNKNOWN_ID}`));
+    assert.equal(unknownUser.status.code, 404);
+    for (const response of [
+      await list('gary', `?user_id=${ids.bob}`),
+      await create('gary', { name: 'sneaky', user_id: ids.bob }),
+      await create('gary', { name: 'sneaky', user_id: UNKNOWN_ID }),
+    ]) {
+      assert.equal(response.statusCode, 404);
+      assert.deepEqual(json(response), unknownUser);
+    }
+    const unknownToken = json(await getOne('gary', UNKNOWN_ID));
+    assert.equal(unknownToken.status.code, 404);
+    for (const response of [
+      await getOne('gary', record.id),
+      await revoke('gary', record.id),
+      await revoke('gary', UNKNOWN_ID),
+      await revoke('gary', 'not-a-token-id'),
+    ]) {
+      assert.equal(response.statusCode, 404);
+      assert.deepEqual(json(response), unknownToken);
+    }
+    assert.equal((await loginWithToken(record.token)).statusCode, 201, 'the token still works');
+    assert.equal(json(await getOne('bob', record.id)).result.records[0].revoked, false);
+    assert.ok(
+      !(json(await list('gary')).result.records as any[]).some((t) => t.user_id === ids.bob),
+      "gary's own list holds only gary's tokens",
+    );
+    // The other way round.
+    assert.equal((await list('alice', `?user_id=${ids.gary}`)).statusCode, 404);
+    assert.equal((await create('alice', { name: 'x', user_id: ids.gary })).statusCode, 404);
+  });
+
+  test("a plain user sees and revokes no one else's tokens, and issues none for others", async () => {
+    const alices = await issue('alice', { name: 'alice own' });
+    const daves = await issue('dave', { name: 'dave own' });
+    for (const response of [
+      await list('bob', `?user_id=${ids.alice}`),
+      await list('bob', `?user_id=${ids.dave}`),
+      await create('bob', { name: 'for dave', user_id: ids.dave }),
+      await getOne('bob', daves.id),
+      await revoke('bob', alices.id),
+      await revoke('bob', daves.id),
+    ]) {
+      assert.equal(response.statusCode, 404);
+    }
+    assert.equal((await loginWithToken(alices.token)).statusCode, 201);
+    assert.equal((await loginWithToken(daves.token)).statusCode, 201);
+    // Its own id is the self-service path.
+    assert.equal((await list('bob', `?user_id=${ids.bob}`)).statusCode, 200);
+  });
+
+  test('a session opened with a token cannot mint tokens; a node has none; Basic and no credentials', async () => {
+    const record = await issue('bob', { name: 'script' });
+    const cookie = cookieOf(await loginWithToken(record.token));
+    const minted = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/tokens',
+      headers: bearer(cookie),
+      payload: { name: 'child' },
+    });
+    assert.equal(minted.statusCode, 403);
+    assert.equal(
+      (await ctx.inject({ method: 'GET', url: '/api/v2.1/tokens', headers: bearer(cookie) })).statusCode,
+      200,
+    );
+
+    await ctx.core.accounts.createNode({ login: 'node-09', password: 'backup-agent-pass-9' });
+    const node = await ctx.inject({
+      method: 'POST',
+      url: '/api/session/node/login',
+      payload: { login: 'node-09', password: 'backup-agent-pass-9', version: '6.0.0' },
+    });
+    const nodeCookie = cookieOf(node);
+    const byNode = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/tokens',
+      headers: bearer(nodeCookie),
+      payload: { name: 'node token' },
+    });
+    assert.equal(byNode.statusCode, 403);
+    const nodeList = json(
+      await ctx.inject({ method: 'GET', url: '/api/v2.1/tokens', headers: bearer(nodeCookie) }),
+    );
+    assert.equal(nodeList.result.total_records, 0);
+
+    const viaBasic = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/tokens',
+      headers: basic('bob', PASSWORDS.bob!),
+      payload: { name: 'via basic' },
+    });
+    assert.equal(viaBasic.statusCode, 201);
+    secrets.push(json(viaBasic).result.records[0].token);
+
+    for (const request of [
+      { method: 'GET' as const, url: '/api/v2.1/tokens' },
+      { method: 'POST' as const, url: '/api/v2.1/tokens', payload: { name: 'anonymous' } },
+      { method: 'DELETE' as const, url: `/api/v2.1/tokens/${record.id}` },
+    ]) {
+      assert.equal((await ctx.inject(request)).statusCode, 401);
+    }
+  });
+
+  test('the secret is nowhere but the create answer: not in the store, an audit row or a log line', async () => {
+    assert.ok(secrets.length >= 10, `only ${secrets.length} secrets collected`);
+    const dump: string[] = [];
+    for (const table of ['api_tokens', 'sessions', 'audit_events']) {
+      const rows = await sql<Record<string, unknown>>`select * from ${sql.table(table)}`.execute(
+        ctx.store.db,
+      );
+      dump.push(JSON.stringify(rows.rows));
+    }
+    const everything = dump.join('\n');
+    assert.ok(logs.length > 0, 'the logger should have written something');
+    for (const secret of secrets) {
+      assert.ok(!everything.includes(secret), 'a token secret is in the store or the audit log');
+      assert.ok(!logs.includes(secret), 'a token secret reached the log');
+    }
+    const creates = await auditRows('token.create');
+    assert.ok(creates.length >= 10, `only ${creates.length} token.create events`);
+    assert.ok(
+      creates.every((e) => e.target_type === 'api_token' && e.outcome === 'success'),
+      'token.create events name the token',
+    );
+  });
+});
