@@ -8,24 +8,12 @@ import { requestMeta } from '../request-meta.js';
 import { nseAuthenticator } from './authenticate.js';
 import {
   NameParam,
-  REGION_SORT,
   RegionRecord,
   region as regionRecord,
-  ZONE_SORT,
   ZoneRecord,
   zone as zoneRecord,
 } from './catalog.js';
-import {
-  fetched,
-  ListEnvelope,
-  listed,
-  listQuerySchema,
-  NSE_ERRORS,
-  NSE_SECURITY,
-  RecordEnvelope,
-  single,
-  toListQuery,
-} from './envelope.js';
+import { NSE_ERRORS, NSE_SECURITY, RecordEnvelope, single } from './envelope.js';
 
 /**
  * The reference's create answer: `Description` (capital D), `user_id`, `created`, `tags`. Clients
@@ -84,43 +72,10 @@ const requester = (request: FastifyRequest): CatalogRequester => ({
   meta: requestMeta(request),
 });
 
-/** `/regions`, `/zones`: the catalog administration. Anyone signed in reads; only root changes. */
+/** `/regions`, `/zones` writes: only root changes the catalog (the reads are in catalog.ts). */
 export const catalogAdminRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
   const authenticate = nseAuthenticator(core);
   const tags = ['NSE catalog administration'];
-
-  app.get(
-    '/regions',
-    {
-      onRequest: authenticate,
-      schema: {
-        tags,
-        summary: 'List regions',
-        security: NSE_SECURITY,
-        querystring: listQuerySchema(REGION_SORT),
-        response: { 200: ListEnvelope(RegionRecord), ...NSE_ERRORS },
-      },
-    },
-    async (request) => {
-      const list = await core.catalog.listRegions(toListQuery(request.query));
-      return listed({ ...list, records: list.records.map(regionRecord) });
-    },
-  );
-
-  app.get(
-    '/regions/:name',
-    {
-      onRequest: authenticate,
-      schema: {
-        tags,
-        summary: 'Get a region by name',
-        security: NSE_SECURITY,
-        params: NameParam,
-        response: { 200: RecordEnvelope(RegionRecord), ...NSE_ERRORS },
-      },
-    },
-    async (request) => fetched(regionRecord(await core.catalog.region(request.params.name))),
-  );
 
   app.post(
     '/regions',
@@ -185,43 +140,6 @@ export const catalogAdminRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = asy
       await core.catalog.deleteRegion(request.params.name, requester(request));
       return reply.code(204).send(undefined);
     },
-  );
-
-  app.get(
-    '/zones',
-    {
-      onRequest: authenticate,
-      schema: {
-        tags,
-        summary: 'List zones, optionally of one region',
-        security: NSE_SECURITY,
-        querystring: listQuerySchema(ZONE_SORT, {
-          region: Type.Optional(
-            Type.String({ minLength: 1, maxLength: 255, description: 'Only zones of this region' }),
-          ),
-        }),
-        response: { 200: ListEnvelope(ZoneRecord), ...NSE_ERRORS },
-      },
-    },
-    async (request) => {
-      const list = await core.catalog.listZones(toListQuery(request.query), { region: request.query.region });
-      return listed({ ...list, records: list.records.map(zoneRecord) });
-    },
-  );
-
-  app.get(
-    '/zones/:name',
-    {
-      onRequest: authenticate,
-      schema: {
-        tags,
-        summary: 'Get a zone by name',
-        security: NSE_SECURITY,
-        params: NameParam,
-        response: { 200: RecordEnvelope(ZoneRecord), ...NSE_ERRORS },
-      },
-    },
-    async (request) => fetched(zoneRecord(await core.catalog.zone(request.params.name))),
   );
 
   app.post(

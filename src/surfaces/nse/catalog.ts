@@ -46,77 +46,84 @@ export const zone = (z: { id: string; name: string; description: string; region:
   region: z.region,
 });
 
-/** The consumer catalog reads: `/auth/regions`, `/auth/zones`. */
+/**
+ * The catalog reads, at the consumer paths (`/auth/regions`, `/auth/zones`) and the
+ * administration paths (`/regions`, `/zones`): the two references document both, with the same records.
+ */
 export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
   const authenticate = nseAuthenticator(core);
 
-  app.get(
-    '/auth/regions',
-    {
-      onRequest: authenticate,
-      schema: {
-        tags: ['NSE catalog'],
-        summary: 'List regions',
-        security: NSE_SECURITY,
-        querystring: listQuerySchema(REGION_SORT),
-        response: { 200: ListEnvelope(RegionRecord), ...NSE_ERRORS },
+  for (const base of ['/auth', ''] as const) {
+    app.get(
+      `${base}/regions`,
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ['NSE catalog'],
+          summary: 'List regions',
+          security: NSE_SECURITY,
+          querystring: listQuerySchema(REGION_SORT),
+          response: { 200: ListEnvelope(RegionRecord), ...NSE_ERRORS },
+        },
       },
-    },
-    async (request) => {
-      const list = await core.catalog.listRegions(toListQuery(request.query));
-      return listed({ ...list, records: list.records.map(region) });
-    },
-  );
+      async (request) => {
+        const list = await core.catalog.listRegions(toListQuery(request.query));
+        return listed({ ...list, records: list.records.map(region) });
+      },
+    );
 
-  app.get(
-    '/auth/regions/:name',
-    {
-      onRequest: authenticate,
-      schema: {
-        tags: ['NSE catalog'],
-        summary: 'Get a region by name',
-        security: NSE_SECURITY,
-        params: NameParam,
-        response: { 200: RecordEnvelope(RegionRecord), ...NSE_ERRORS },
+    app.get(
+      `${base}/regions/:name`,
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ['NSE catalog'],
+          summary: 'Get a region by name',
+          security: NSE_SECURITY,
+          params: NameParam,
+          response: { 200: RecordEnvelope(RegionRecord), ...NSE_ERRORS },
+        },
       },
-    },
-    async (request) => fetched(region(await core.catalog.region(request.params.name))),
-  );
+      async (request) => fetched(region(await core.catalog.region(request.params.name))),
+    );
 
-  app.get(
-    '/auth/zones',
-    {
-      onRequest: authenticate,
-      schema: {
-        tags: ['NSE catalog'],
-        summary: 'List zones, optionally of one region',
-        security: NSE_SECURITY,
-        querystring: listQuerySchema(ZONE_SORT, {
-          region: Type.Optional(
-            Type.String({ minLength: 1, maxLength: 255, description: 'Only zones of this region' }),
-          ),
-        }),
-        response: { 200: ListEnvelope(ZoneRecord), ...NSE_ERRORS },
+    app.get(
+      `${base}/zones`,
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ['NSE catalog'],
+          summary: 'List zones, optionally of one region',
+          security: NSE_SECURITY,
+          querystring: listQuerySchema(ZONE_SORT, {
+            region: Type.Optional(
+              Type.String({ minLength: 1, maxLength: 255, description: 'Only zones of this region' }),
+            ),
+          }),
+          response: { 200: ListEnvelope(ZoneRecord), ...NSE_ERRORS },
+        },
       },
-    },
-    async (request) => {
-      const list = await core.catalog.listZones(toListQuery(request.query), { region: request.query.region });
-      return listed({ ...list, records: list.records.map(zone) });
-    },
-  );
+      async (request) => {
+        const list = await core.catalog.listZones(toListQuery(request.query), {
+          region: request.query.region,
+        });
+        return listed({ ...list, records: list.records.map(zone) });
+      },
+    );
 
-  app.get(
-    '/auth/zones/:name',
-    {
-      onRequest: authenticate,
-      schema: {
-        tags: ['NSE catalog'],
-        summary: 'Get a zone by name',
-        security: NSE_SECURITY,
-        params: NameParam,
-        response: { 200: RecordEnvelope(ZoneRecord), ...NSE_ERRORS },
+    app.get(
+      `${base}/zones/:name`,
+      {
+        onRequest: authenticate,
+        schema: {
+          tags: ['NSE catalog'],
+          summary: 'Get a zone by name',
+          security: NSE_SECURITY,
+          params: NameParam,
+          response: { 200: RecordEnvelope(ZoneRecord), ...NSE_ERRORS },
+        },
       },
-    },
-    async (request) => fetched(zone(await core.catalog.zone(request.params.name))),
-  );
+      async (request) => fetched(zone(await core.catalog.zone(request.params.name))),
+    );
+  }
 };
