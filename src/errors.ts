@@ -21,6 +21,10 @@ export const ERROR_CODES = {
   ROUTE_NOT_FOUND: { status: 404, message: 'There is no such endpoint.' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'This method is not allowed on this endpoint.' },
   ALREADY_EXISTS: { status: 409, message: 'A resource with this name already exists.' },
+  IDEMPOTENCY_KEY_REUSED: {
+    status: 409,
+    message: 'This Idempotency-Key was already used for another request.',
+  },
   PRECONDITION_FAILED: { status: 412, message: 'A precondition of this request was not met.' },
   STORE_UNAVAILABLE: { status: 503, message: 'The service is temporarily unavailable. Try again shortly.' },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred.' },

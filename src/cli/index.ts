@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config.js';
 import { isGatehouseError } from '../errors.js';
 import type { CliIo } from './context.js';
+import { registerImportCommand } from './import.js';
 import { registerMigrateCommand } from './migrate.js';
 import { registerNodeCommands } from './node.js';
 import { registerRegionCommands } from './region.js';
@@ -49,6 +50,7 @@ function buildProgram(io: CliIo): Command {
   registerZoneCommands(program, io);
   registerNodeCommands(program, io);
   registerTokenCommands(program, io);
+  registerImportCommand(program, io);
   return program;
 }
 

@@ -18,6 +18,7 @@ export type AuditAction =
   | 'user.create'
   | 'user.update'
   | 'user.delete'
+  | 'user.import'
   | 'tenant.create'
   | 'tenant.update'
   | 'tenant.delete'
@@ -35,7 +36,14 @@ export type AuditAction =
   | 'node.delete'
   | 'session.end'
   | 'token.revoke'
-  | 'token.create';
+  | 'token.create'
+  | 'role.create'
+  | 'role.update'
+  | 'role.delete'
+  | 'group.create'
+  | 'group.update'
+  | 'group.delete'
+  | 'group.members';
 
 export interface AuditEntry {
   readonly action: AuditAction;

@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Store } from '../store/connect.js';
+import { AccessManagementService } from './access-management.js';
 import { AccountService } from './accounts.js';
 import { ApiTokenAdminService } from './api-token-admin.js';
 import { AuditService } from './audit.js';
@@ -20,6 +21,7 @@ import { SubtenantService } from './subtenants.js';
 import { TenantService } from './tenants.js';
 import { TokenService } from './tokens.js';
 import { UserAdminService } from './user-admin.js';
+import { UserImportService } from './user-import.js';
 
 export interface Core {
   readonly config: Config;
@@ -39,9 +41,11 @@ export interface Core {
   /** Runs jobs' work in the background of this process. */
   readonly jobRunner: JobRunner;
   readonly userAdmin: UserAdminService;
+  readonly userImport: UserImportService;
   readonly sessionAdmin: SessionAdminService;
   readonly apiTokenAdmin: ApiTokenAdminService;
   readonly nodeAdmin: NodeAdminService;
+  readonly accessManagement: AccessManagementService;
   /** Built-ins and, on an empty store, the first admin. */
   bootstrap(): Promise<BootstrapResult>;
   /** Waits for running jobs to write their outcome; call it before the store is closed. */
@@ -82,9 +86,19 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     jobRunner,
     close: () => jobRunner.drain(),
     userAdmin: new UserAdminService(store, clock, config, hasher, accounts, audit),
+    // Its own UserAdminService: the service holds no state, and the import applies the same rules.
+    userImport: new UserImportService(
+      store,
+      clock,
+      config,
+      jobRunner,
+      new UserAdminService(store, clock, config, hasher, accounts, audit),
+      audit,
+    ),
     sessionAdmin: new SessionAdminService(store, clock, sessions, audit),
     apiTokenAdmin: new ApiTokenAdminService(store, clock, accounts, audit),
     nodeAdmin: new NodeAdminService(store, clock, config, hasher, accounts, audit),
+    accessManagement: new AccessManagementService(store, clock, rbac, audit),
     bootstrap: () => bootstrap(store, config, { rbac, tenants, accounts }),
   };
 }

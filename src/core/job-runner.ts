@@ -5,7 +5,7 @@ import { isStoreUnavailable, type Store } from '../store/connect.js';
 import type { JobRow } from '../store/repositories/jobs.js';
 import type { Clock } from './clock.js';
 import { newId } from './ids.js';
-import { type JobView, jobView, type NewJob } from './jobs.js';
+import { type JobTask, type JobView, jobView, type NewJob } from './jobs.js';
 
 /** What a job whose process stopped (crash, restart, shutdown) ends with. */
 export const INTERRUPTED_JOB_ERROR =
@@ -24,8 +24,22 @@ export interface JobControl {
   report(statusDetail: string, progress: number): Promise<void>;
 }
 
-/** The work of a job; resolves with the final `status_detail`. A throw fails the job. */
-export type JobWork = (control: JobControl) => Promise<string>;
+/**
+ * How a job that ran to its end turned out, when that is more than "successful": for example an
+ * import whose bad rows failed (`partially_failed`) with one task per failed row.
+ */
+export interface JobOutcome {
+  readonly status: string;
+  readonly statusDetail: string;
+  readonly lastError: string;
+  readonly tasks?: readonly JobTask[];
+}
+
+/**
+ * The work of a job; resolves with the final `status_detail` (status `successful`) or a whole
+ * outcome. A throw fails the job.
+ */
+export type JobWork = (control: JobControl) => Promise<string | JobOutcome>;
 
 export interface JobRunnerOptions {
   /** How long a lease lasts without renewal; the runner renews it every third of this. */
@@ -143,13 +157,16 @@ export class JobRunner {
     };
     try {
       if (this.#stopping.signal.aborted) throw new JobStopped(INTERRUPTED_JOB_ERROR);
-      const statusDetail = await work(control);
+      const result = await work(control);
+      const outcome: JobOutcome =
+        typeof result === 'string' ? { status: 'successful', statusDetail: result, lastError: '' } : result;
       await this.#store.jobs.finish(id, this.owner, {
-        status: 'successful',
-        status_detail: statusDetail,
-        last_error: '',
+        status: outcome.status,
+        status_detail: outcome.statusDetail,
+        last_error: outcome.lastError,
         progress: 100,
         updated_at: this.#clock.now(),
+        ...(outcome.tasks ? { tasks_json: JSON.stringify(outcome.tasks) } : {}),
       });
     } catch (error) {
       // Taken over: another process already wrote the outcome.

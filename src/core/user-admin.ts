@@ -2,6 +2,7 @@ import type { Config } from '../config.js';
 import { GatehouseError, isGatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
 import type { Role, TenancyView, UserRow, UserSortKey } from '../store/repositories/users.js';
+import { keepOneAccessManager } from './access-management.js';
 import { type AccountService, checkUsername, ROLES, type UserView } from './accounts.js';
 import type { AuditAction, AuditService } from './audit.js';
 import {
@@ -310,7 +311,8 @@ export class UserAdminService {
       if (target.tenancies.some((t) => t.role === 'root')) await this.#keepOneRoot(target.row, 'delete');
       await this.#store.transaction(async (tx) => {
         // Gone already (a concurrent delete): the same answer as for an unknown user.
-        if (!(await tx.users.delete(target.row.id))) throw new GatehouseError('NOT_FOUND', 'no such user');
+        const deleted = await keepOneAccessManager(tx, () => tx.users.delete(target.row.id));
+        if (!deleted) throw new GatehouseError('NOT_FOUND', 'no such user');
         await this.#audit.record(
           {
             action: 'user.delete',

@@ -186,6 +186,20 @@ export interface JobTable {
   lease_expires_at: ColumnType<EpochMs | null, EpochMs | null | undefined, EpochMs | null>;
 }
 
+export interface ImportFailureTable {
+  job_id: string;
+  row_number: number;
+  reason: string;
+}
+
+export interface ImportRequestTable {
+  user_id: string;
+  idempotency_key: string;
+  job_id: string;
+  body_sha256: string;
+  created_at: EpochMs;
+}
+
 export interface SubtenantTable {
   id: string;
   tenant_id: string;
@@ -231,4 +245,6 @@ export interface Database {
   jobs: JobTable;
   subtenants: SubtenantTable;
   audit_events: AuditEventTable;
+  import_failures: ImportFailureTable;
+  import_requests: ImportRequestTable;
 }

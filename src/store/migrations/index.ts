@@ -3,6 +3,7 @@ import * as initial from './0001-initial.js';
 import * as administration from './0002-administration.js';
 import * as jobLeases from './0003-job-leases.js';
 import * as sessionTokenIndex from './0004-session-token-index.js';
+import * as importFailures from './0005-import-failures.js';
 
 /** Every migration in order. Names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -10,4 +11,5 @@ export const migrations: Record<string, Migration> = {
   '0002-administration': administration,
   '0003-job-leases': jobLeases,
   '0004-session-token-index': sessionTokenIndex,
+  '0005-import-failures': importFailures,
 };

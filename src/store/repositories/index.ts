@@ -3,6 +3,7 @@ import type { Database } from '../schema.js';
 import { createApiTokenRepository } from './api-tokens.js';
 import { createAuditEventRepository } from './audit-events.js';
 import { createCatalogRepository } from './catalog.js';
+import { createImportRepository } from './imports.js';
 import { createJobRepository } from './jobs.js';
 import { createNodeRepository } from './nodes.js';
 import { createRbacRepository } from './rbac.js';
@@ -26,6 +27,7 @@ export function createRepositories(db: Kysely<Database>) {
     jobs: createJobRepository(db),
     auditEvents: createAuditEventRepository(db),
     subtenants: createSubtenantRepository(db),
+    imports: createImportRepository(db),
   };
 }
 

@@ -106,6 +106,7 @@ export function createJobRepository(db: Kysely<Database>) {
         last_error: string;
         progress?: number;
         updated_at: number;
+        tasks_json?: string;
       },
     ): Promise<boolean> {
       const result = await db

@@ -1,5 +1,10 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../schema.js';
+import type { Kysely, Selectable } from 'kysely';
+import type { Database, RoleTable, UserGroupTable } from '../schema.js';
+import type { Page, PageRequest } from './list-query.js';
+
+export type RoleRow = Selectable<RoleTable>;
+export type GroupRow = Selectable<UserGroupTable>;
+export type AccessSortKey = 'name' | 'created';
 
 export interface NamedRef {
   readonly id: string;
@@ -96,6 +101,141 @@ export function createRbacRepository(db: Kysely<Database>) {
         .orderBy('privilege')
         .execute();
       return rows.map((r) => r.privilege);
+    },
+    // Access management (NSE /roles, /groups): the queries behind src/core/access-management.ts.
+    findRoleById(id: string): Promise<RoleRow | undefined> {
+      return db.selectFrom('roles').selectAll().where('id', '=', id).executeTakeFirst();
+    },
+    findGroupById(id: string): Promise<GroupRow | undefined> {
+      return db.selectFrom('user_groups').selectAll().where('id', '=', id).executeTakeFirst();
+    },
+    async listRoles(query: PageRequest<AccessSortKey>): Promise<Page<RoleRow>> {
+      const column = query.sortBy === 'name' ? 'name' : 'created_at';
+      const rows = await db
+        .selectFrom('roles')
+        .selectAll()
+        .orderBy(column, query.order)
+        .orderBy('id', query.order)
+        .offset(query.offset)
+        .limit(query.limit)
+        .execute();
+      const count = await db
+        .selectFrom('roles')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirstOrThrow();
+      return { rows, total: Number(count.n) };
+    },
+    async listGroups(query: PageRequest<AccessSortKey>): Promise<Page<GroupRow>> {
+      const column = query.sortBy === 'name' ? 'name' : 'created_at';
+      const rows = await db
+        .selectFrom('user_groups')
+        .selectAll()
+        .orderBy(column, query.order)
+        .orderBy('id', query.order)
+        .offset(query.offset)
+        .limit(query.limit)
+        .execute();
+      const count = await db
+        .selectFrom('user_groups')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirstOrThrow();
+      return { rows, total: Number(count.n) };
+    },
+    async updateRole(id: string, change: { name: string; description: string }): Promise<boolean> {
+      const result = await db.updateTable('roles').set(change).where('id', '=', id).executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    },
+    async updateGroup(id: string, change: { name: string; description: string }): Promise<boolean> {
+      const result = await db.updateTable('user_groups').set(change).where('id', '=', id).executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    },
+    /** Its privileges and group attachments go with it (cascade). */
+    async deleteRole(id: string): Promise<boolean> {
+      const result = await db.deleteFrom('roles').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    },
+    /** Its role attachments and memberships go with it (cascade). */
+    async deleteGroup(id: string): Promise<boolean> {
+      const result = await db.deleteFrom('user_groups').where('id', '=', id).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    },
+    async countNodesWithRole(roleId: string): Promise<number> {
+      const row = await db
+        .selectFrom('nodes')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('role_id', '=', roleId)
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+    async countGroupsWithRole(roleId: string): Promise<number> {
+      const row = await db
+        .selectFrom('group_roles')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('role_id', '=', roleId)
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+    rolesOfGroup(groupId: string): Promise<NamedRef[]> {
+      return db
+        .selectFrom('group_roles')
+        .innerJoin('roles', 'roles.id', 'group_roles.role_id')
+        .select(['roles.id', 'roles.name'])
+        .where('group_roles.group_id', '=', groupId)
+        .orderBy('roles.name')
+        .execute();
+    },
+    /** Makes the group hold exactly these roles. */
+    async setGroupRoles(groupId: string, roleIds: readonly string[]): Promise<void> {
+      await db.deleteFrom('group_roles').where('group_id', '=', groupId).execute();
+      if (roleIds.length > 0) {
+        await db
+          .insertInto('group_roles')
+          .values(roleIds.map((roleId) => ({ group_id: groupId, role_id: roleId })))
+          .onConflict((oc) => oc.doNothing())
+          .execute();
+      }
+    },
+    membersOfGroup(groupId: string): Promise<{ id: string; username: string }[]> {
+      return db
+        .selectFrom('group_members')
+        .innerJoin('users', 'users.id', 'group_members.user_id')
+        .select(['users.id', 'users.username'])
+        .where('group_members.group_id', '=', groupId)
+        .orderBy('users.username_key')
+        .execute();
+    },
+    async removeGroupMember(groupId: string, userId: string): Promise<boolean> {
+      const result = await db
+        .deleteFrom('group_members')
+        .where('group_id', '=', groupId)
+        .where('user_id', '=', userId)
+        .executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    },
+    /** Active users holding the privilege through any of their groups' roles. */
+    async countActiveUsersWithPrivilege(privilege: string): Promise<number> {
+      const row = await db
+        .selectFrom('group_members')
+        .innerJoin('users', 'users.id', 'group_members.user_id')
+        .innerJoin('group_roles', 'group_roles.group_id', 'group_members.group_id')
+        .innerJoin('role_privileges', 'role_privileges.role_id', 'group_roles.role_id')
+        .select((eb) => eb.fn.count<number>('users.id').distinct().as('n'))
+        .where('role_privileges.privilege', '=', privilege)
+        .where('users.active', '=', 1)
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+    /**
+     * Serializes changes that may take away the last access manager: PostgreSQL at read committed
+     * would otherwise let two transactions each remove a different last-but-one holder. A no-op
+     * write on one shared row makes the second wait for the first (SQLite has one writer anyway).
+     */
+    async lockAccessManagers(): Promise<void> {
+      await db
+        .updateTable('roles')
+        .set((eb) => ({ builtin: eb.ref('builtin') }))
+        .where('builtin', '=', 1)
+        .execute();
     },
   };
 }

@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Core } from '../../core/index.js';
 import { toGatehouseError } from '../http-errors.js';
 import { notFoundOrNotAllowed } from '../route-table.js';
+import { accessManagementRoutes } from './access-management.js';
 import { auditEventRoutes } from './audit-events.js';
 import { authRoutes } from './auth.js';
 import { catalogRoutes } from './catalog.js';
@@ -15,6 +16,7 @@ import { subtenantRoutes } from './subtenants.js';
 import { tenantRoutes } from './tenants.js';
 import { tokenRoutes } from './tokens.js';
 import { userRoutes } from './users.js';
+import { userImportRoutes } from './users-import.js';
 
 export const NSE_PREFIX = '/api/v2.1';
 
@@ -40,6 +42,8 @@ export const nseSurface: FastifyPluginAsyncTypebox<{
   await app.register(subtenantRoutes, { core });
   await app.register(auditEventRoutes, { core });
   await app.register(userRoutes, { core });
+  await app.register(userImportRoutes, { core });
+  await app.register(accessManagementRoutes, { core });
 };
 
 /** Renders any error in the NSE envelope; also the handler of paths outside both surfaces. */

@@ -1,0 +1,550 @@
+import { GatehouseError } from '../errors.js';
+import { isUniqueViolation, type Store } from '../store/connect.js';
+import type { Repositories } from '../store/repositories/index.js';
+import type { AccessSortKey, GroupRow, RoleRow } from '../store/repositories/rbac.js';
+import type { AuditAction, AuditService } from './audit.js';
+import { type Actor, actorOf, canSeeUser } from './authorization.js';
+import type { Clock } from './clock.js';
+import { isId, newId } from './ids.js';
+import type { Listed, ListQuery } from './listing.js';
+import { BUILTIN_GROUPS, BUILTIN_ROLES, PRIVILEGES, type PrivilegeDefinition } from './privilege-catalog.js';
+import type { RbacService } from './rbac.js';
+import type { AuthContext, RequestMeta } from './sessions.js';
+
+export type { AccessSortKey } from '../store/repositories/rbac.js';
+
+/** The privilege whose holders can always reach access management again. */
+export const ACCESS_MANAGER_PRIVILEGE = 'ACCESS_MANAGEMENT_WRITE';
+const READ_PRIVILEGE = 'ACCESS_MANAGEMENT_READ';
+const KNOWN_PRIVILEGES: ReadonlySet<string> = new Set(PRIVILEGES.map((p) => p.code));
+const NAME_MAX = 128;
+const DESCRIPTION_MAX = 1024;
+
+export interface RoleView {
+  readonly id: string;
+  readonly name: string;
+  readonly description: string;
+  readonly builtin: boolean;
+  readonly privileges: string[];
+}
+
+export interface GroupView {
+  readonly id: string;
+  readonly name: string;
+  readonly description: string;
+  readonly builtin: boolean;
+  readonly roles: { id: string; name: string }[];
+  readonly members: { id: string; username: string }[];
+}
+
+export interface RoleInput {
+  readonly name?: string | undefined;
+  readonly description?: string | undefined;
+  readonly privileges?: readonly string[] | undefined;
+}
+
+export interface GroupInput {
+  readonly name?: string | undefined;
+  readonly description?: string | undefined;
+  readonly roles?: readonly string[] | undefined;
+}
+
+/**
+ * Runs `change` and refuses it (rolling the transaction back) if it took away the last active
+ * user holding ACCESS_MANAGEMENT_WRITE: nobody could manage roles and groups again. A store that
+ * had no such user before (directory-only set-ups) is not held to it.
+ */
+export async function keepOneAccessManager<T>(tx: Repositories, change: () => Promise<T>): Promise<T> {
+  await tx.rbac.lockAccessManagers();
+  const before = await tx.rbac.countActiveUsersWithPrivilege(ACCESS_MANAGER_PRIVILEGE);
+  const result = await change();
+  if (before > 0 && (await tx.rbac.countActiveUsersWithPrivilege(ACCESS_MANAGER_PRIVILEGE)) === 0) {
+    throw new GatehouseError(
+      'PRECONDITION_FAILED',
+      `this would leave no active user holding ${ACCESS_MANAGER_PRIVILEGE}; give it to another user first`,
+    );
+  }
+  return result;
+}
+
+/** The built-in role each built-in group keeps (ensureBuiltins would attach it again at restart). */
+const BUILTIN_GROUP_ROLE: ReadonlyMap<string, string> = new Map(
+  Object.values(BUILTIN_GROUPS).map((g) => [g.name, BUILTIN_ROLES[g.role].name]),
+);
+
+/**
+ * Storware-style access management: roles (sets of privileges), groups (roles bound to users).
+ * Reading needs root or ACCESS_MANAGEMENT_READ, changing root or ACCESS_MANAGEMENT_WRITE; a
+ * member is shown and changed only if the caller can see the user.
+ */
+export class AccessManagementService {
+  readonly #store: Store;
+  readonly #clock: Clock;
+  readonly #rbac: RbacService;
+  readonly #audit: AuditService;
+
+  constructor(store: Store, clock: Clock, rbac: RbacService, audit: AuditService) {
+    this.#store = store;
+    this.#clock = clock;
+    this.#rbac = rbac;
+    this.#audit = audit;
+  }
+
+  /** The catalog is no secret: any signed-in caller may read it. */
+  privileges(): PrivilegeDefinition[] {
+    return PRIVILEGES.map((p) => ({ code: p.code, section: p.section, description: p.description }));
+  }
+
+  async listRoles(
+    auth: AuthContext,
+    query: ListQuery<AccessSortKey>,
+  ): Promise<Listed<RoleView, AccessSortKey>> {
+    await this.#actor(auth, 'read');
+    const page = await this.#store.rbac.listRoles(query);
+    const records = await Promise.all(page.rows.map((row) => this.#roleView(this.#store, row)));
+    return { ...query, records, total: page.total };
+  }
+
+  async getRole(auth: AuthContext, id: string): Promise<RoleView> {
+    await this.#actor(auth, 'read');
+    return this.#roleView(this.#store, await this.#findRole(this.#store, id));
+  }
+
+  async createRole(auth: AuthContext, input: RoleInput, meta: RequestMeta): Promise<RoleView> {
+    const actor = await this.#actor(auth, 'write');
+    const name = checkName(input.name, 'role');
+    const description = checkDescription(input.description);
+    const privileges = checkPrivileges(input.privileges ?? []);
+    await this.#mayGrant(auth, actor, privileges);
+    const now = this.#clock.now();
+    const id = newId(now);
+    return this.#unique(name, 'role', () =>
+      this.#store.transaction(async (tx) => {
+        await tx.rbac.insertRole({ id, name, description, builtin: 0, created_at: now });
+        // insertRole ignores a clash (the built-ins race); a missing row means the name is taken.
+        const row = await tx.rbac.findRoleById(id);
+        if (!row) throw new GatehouseError('ALREADY_EXISTS', `a role named "${name}" already exists`);
+        await tx.rbac.setRolePrivileges(id, privileges);
+        await this.#record(
+          tx,
+          'role.create',
+          auth,
+          meta,
+          'role',
+          row,
+          `privileges: ${privileges.join(', ')}`,
+        );
+        return this.#roleView(tx, row);
+      }),
+    );
+  }
+
+  async updateRole(auth: AuthContext, id: string, input: RoleInput, meta: RequestMeta): Promise<RoleView> {
+    const actor = await this.#actor(auth, 'write');
+    const row = await this.#findRole(this.#store, id);
+    const name = input.name === undefined ? row.name : checkName(input.name, 'role');
+    const description =
+      input.description === undefined ? row.description : checkDescription(input.description);
+    const privileges = input.privileges === undefined ? undefined : checkPrivileges(input.privileges);
+    if (privileges !== undefined) await this.#mayGrant(auth, actor, privileges);
+    if (row.builtin === 1) {
+      if (name !== row.name) throw builtinRefusal('role', row.name, 'renamed');
+      const current = await this.#store.rbac.privilegesOfRole(row.id);
+      if (privileges !== undefined && !sameSet(current, privileges)) {
+        throw builtinRefusal('role', row.name, 'given other privileges');
+      }
+    }
+    return this.#unique(name, 'role', () =>
+      this.#store.transaction(async (tx) =>
+        keepOneAccessManager(tx, async () => {
+          if (!(await tx.rbac.updateRole(row.id, { name, description }))) {
+            throw new GatehouseError('NOT_FOUND', 'no such role');
+          }
+          if (privileges !== undefined && row.builtin === 0)
+            await tx.rbac.setRolePrivileges(row.id, privileges);
+          const updated = { ...row, name, description };
+          await this.#record(
+            tx,
+            'role.update',
+            auth,
+            meta,
+            'role',
+            updated,
+            changes(row, name, description, privileges),
+          );
+          return this.#roleView(tx, updated);
+        }),
+      ),
+    );
+  }
+
+  /** A role still attached to groups is detached from them; the role of a node cannot go. */
+  async deleteRole(auth: AuthContext, id: string, meta: RequestMeta): Promise<void> {
+    await this.#actor(auth, 'write');
+    const row = await this.#findRole(this.#store, id);
+    if (row.builtin === 1) throw builtinRefusal('role', row.name, 'deleted');
+    await this.#store.transaction(async (tx) =>
+      keepOneAccessManager(tx, async () => {
+        const nodes = await tx.rbac.countNodesWithRole(row.id);
+        if (nodes > 0) {
+          throw new GatehouseError(
+            'PRECONDITION_FAILED',
+            `role "${row.name}" is the role of ${nodes} node(s)`,
+          );
+        }
+        const groups = await tx.rbac.countGroupsWithRole(row.id);
+        if (!(await tx.rbac.deleteRole(row.id))) throw new GatehouseError('NOT_FOUND', 'no such role');
+        await this.#record(tx, 'role.delete', auth, meta, 'role', row, `detached from ${groups} group(s)`);
+      }),
+    );
+  }
+
+  async listGroups(
+    auth: AuthContext,
+    query: ListQuery<AccessSortKey>,
+  ): Promise<Listed<GroupView, AccessSortKey>> {
+    const actor = await this.#actor(auth, 'read');
+    const page = await this.#store.rbac.listGroups(query);
+    const records = await Promise.all(page.rows.map((row) => this.#groupView(this.#store, actor, row)));
+    return { ...query, records, total: page.total };
+  }
+
+  async getGroup(auth: AuthContext, id: string): Promise<GroupView> {
+    const actor = await this.#actor(auth, 'read');
+    return this.#groupView(this.#store, actor, await this.#findGroup(this.#store, id));
+  }
+
+  async createGroup(auth: AuthContext, input: GroupInput, meta: RequestMeta): Promise<GroupView> {
+    const actor = await this.#actor(auth, 'write');
+    const name = checkName(input.name, 'group');
+    const description = checkDescription(input.description);
+    const roleIds = await this.#checkRoles(input.roles ?? []);
+    await this.#mayGrant(auth, actor, await this.#privilegesOfRoles(roleIds));
+    const now = this.#clock.now();
+    const id = newId(now);
+    return this.#unique(name, 'group', () =>
+      this.#store.transaction(async (tx) => {
+        await tx.rbac.insertGroup({ id, name, description, builtin: 0, created_at: now });
+        const row = await tx.rbac.findGroupById(id);
+        if (!row) throw new GatehouseError('ALREADY_EXISTS', `a group named "${name}" already exists`);
+        await tx.rbac.setGroupRoles(id, roleIds);
+        await this.#record(tx, 'group.create', auth, meta, 'group', row, `roles: ${roleIds.length}`);
+        return this.#groupView(tx, actor, row);
+      }),
+    );
+  }
+
+  async updateGroup(auth: AuthContext, id: string, input: GroupInput, meta: RequestMeta): Promise<GroupView> {
+    const actor = await this.#actor(auth, 'write');
+    const row = await this.#findGroup(this.#store, id);
+    const name = input.name === undefined ? row.name : checkName(input.name, 'group');
+    const description =
+      input.description === undefined ? row.description : checkDescription(input.description);
+    const roleIds = input.roles === undefined ? undefined : await this.#checkRoles(input.roles);
+    if (roleIds !== undefined) await this.#mayGrant(auth, actor, await this.#privilegesOfRoles(roleIds));
+    if (row.builtin === 1) {
+      if (name !== row.name) throw builtinRefusal('group', row.name, 'renamed');
+      const kept = BUILTIN_GROUP_ROLE.get(row.name);
+      const keptRole = kept === undefined ? undefined : await this.#store.rbac.findRoleByName(kept);
+      if (roleIds !== undefined && keptRole && !roleIds.includes(keptRole.id)) {
+        throw builtinRefusal('group', row.name, `left without its built-in role "${keptRole.name}"`);
+      }
+    }
+    return this.#unique(name, 'group', () =>
+      this.#store.transaction(async (tx) =>
+        keepOneAccessManager(tx, async () => {
+          if (!(await tx.rbac.updateGroup(row.id, { name, description }))) {
+            throw new GatehouseError('NOT_FOUND', 'no such group');
+          }
+          if (roleIds !== undefined) await tx.rbac.setGroupRoles(row.id, roleIds);
+          const updated = { ...row, name, description };
+          const reason = [
+            name !== row.name ? 'name' : '',
+            description !== row.description ? 'description' : '',
+            roleIds !== undefined ? 'roles' : '',
+          ].filter(Boolean);
+          await this.#record(
+            tx,
+            'group.update',
+            auth,
+            meta,
+            'group',
+            updated,
+            `changed ${reason.join(', ') || 'nothing'}`,
+          );
+          return this.#groupView(tx, actor, updated);
+        }),
+      ),
+    );
+  }
+
+  async deleteGroup(auth: AuthContext, id: string, meta: RequestMeta): Promise<void> {
+    await this.#actor(auth, 'write');
+    const row = await this.#findGroup(this.#store, id);
+    if (row.builtin === 1) throw builtinRefusal('group', row.name, 'deleted');
+    await this.#store.transaction(async (tx) =>
+      keepOneAccessManager(tx, async () => {
+        const members = (await tx.rbac.membersOfGroup(row.id)).length;
+        if (!(await tx.rbac.deleteGroup(row.id))) throw new GatehouseError('NOT_FOUND', 'no such group');
+        await this.#record(tx, 'group.delete', auth, meta, 'group', row, `had ${members} member(s)`);
+      }),
+    );
+  }
+
+  /**
+   * Replaces the members the caller can see; members it cannot see stay, since the caller
+   * neither knows of them nor may touch them.
+   */
+  async replaceMembers(
+    auth: AuthContext,
+    id: string,
+    userIds: readonly string[],
+    meta: RequestMeta,
+  ): Promise<GroupView> {
+    const actor = await this.#actor(auth, 'write');
+    const row = await this.#findGroup(this.#store, id);
+    await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
+    const wanted = new Set<string>();
+    for (const userId of userIds) wanted.add(await this.#visibleUser(actor, userId));
+    return this.#store.transaction(async (tx) =>
+      keepOneAccessManager(tx, async () => {
+        const current = await this.#visibleMembers(tx, actor, row.id);
+        const currentIds = new Set(current.map((m) => m.id));
+        const removed = current.filter((m) => !wanted.has(m.id));
+        const added = [...wanted].filter((userId) => !currentIds.has(userId));
+        for (const member of removed) await tx.rbac.removeGroupMember(row.id, member.id);
+        for (const userId of added) await tx.rbac.addGroupMember(row.id, userId);
+        await this.#record(
+          tx,
+          'group.members',
+          auth,
+          meta,
+          'group',
+          row,
+          `added ${added.length}, removed ${removed.length}`,
+        );
+        return this.#groupView(tx, actor, row);
+      }),
+    );
+  }
+
+  async addMember(auth: AuthContext, id: string, userId: string, meta: RequestMeta): Promise<GroupView> {
+    const actor = await this.#actor(auth, 'write');
+    const row = await this.#findGroup(this.#store, id);
+    const member = await this.#visibleUser(actor, userId);
+    await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
+    return this.#store.transaction(async (tx) => {
+      await tx.rbac.addGroupMember(row.id, member);
+      await this.#record(tx, 'group.members', auth, meta, 'group', row, `added user ${member}`);
+      return this.#groupView(tx, actor, row);
+    });
+  }
+
+  async removeMember(auth: AuthContext, id: string, userId: string, meta: RequestMeta): Promise<GroupView> {
+    const actor = await this.#actor(auth, 'write');
+    const row = await this.#findGroup(this.#store, id);
+    const member = await this.#visibleUser(actor, userId);
+    return this.#store.transaction(async (tx) =>
+      keepOneAccessManager(tx, async () => {
+        if (!(await tx.rbac.removeGroupMember(row.id, member))) {
+          throw new GatehouseError('NOT_FOUND', 'the user is not a member of this group');
+        }
+        await this.#record(tx, 'group.members', auth, meta, 'group', row, `removed user ${member}`);
+        return this.#groupView(tx, actor, row);
+      }),
+    );
+  }
+
+  /**
+   * No escalation: a caller who is not root may grant only privileges it holds itself, so an
+   * access manager cannot make a role, a group or a membership worth more than it is.
+   */
+  async #mayGrant(auth: AuthContext, actor: Actor, privileges: Iterable<string>): Promise<void> {
+    if (actor.isRoot) return;
+    const held = new Set(await this.#rbac.privilegesOf(auth.principal));
+    const missing = [...new Set(privileges)].filter((p) => !held.has(p)).sort();
+    if (missing.length > 0) {
+      throw new GatehouseError(
+        'FORBIDDEN',
+        `you cannot grant privileges you do not hold: ${missing.slice(0, 10).join(', ')}${missing.length > 10 ? ', …' : ''}`,
+      );
+    }
+  }
+
+  async #privilegesOfRoles(roleIds: readonly string[]): Promise<string[]> {
+    const lists = await Promise.all(roleIds.map((id) => this.#store.rbac.privilegesOfRole(id)));
+    return lists.flat();
+  }
+
+  async #privilegesOfGroup(groupId: string): Promise<string[]> {
+    const roles = await this.#store.rbac.rolesOfGroup(groupId);
+    return this.#privilegesOfRoles(roles.map((r) => r.id));
+  }
+
+  /** Root may always; others need the privilege (writing implies reading). */
+  async #actor(auth: AuthContext, need: 'read' | 'write'): Promise<Actor> {
+    const actor = await actorOf(this.#store, auth);
+    if (actor.isRoot) return actor;
+    const held = await this.#rbac.privilegesOf(auth.principal);
+    const allowed =
+      held.includes(ACCESS_MANAGER_PRIVILEGE) || (need === 'read' && held.includes(READ_PRIVILEGE));
+    if (!allowed) {
+      throw new GatehouseError(
+        'FORBIDDEN',
+        `${need === 'read' ? 'reading' : 'changing'} roles and groups needs ${need === 'read' ? READ_PRIVILEGE : ACCESS_MANAGER_PRIVILEGE}`,
+      );
+    }
+    return actor;
+  }
+
+  async #findRole(store: Repositories, id: string): Promise<RoleRow> {
+    const row = isId(id) ? await store.rbac.findRoleById(id.toLowerCase()) : undefined;
+    if (!row) throw new GatehouseError('NOT_FOUND', 'no such role');
+    return row;
+  }
+
+  async #findGroup(store: Repositories, id: string): Promise<GroupRow> {
+    const row = isId(id) ? await store.rbac.findGroupById(id.toLowerCase()) : undefined;
+    if (!row) throw new GatehouseError('NOT_FOUND', 'no such group');
+    return row;
+  }
+
+  async #checkRoles(roleIds: readonly string[]): Promise<string[]> {
+    const ids: string[] = [];
+    for (const roleId of roleIds) {
+      const role = isId(roleId) ? await this.#store.rbac.findRoleById(roleId.toLowerCase()) : undefined;
+      if (!role) throw new GatehouseError('VALIDATION_FAILED', `no role with id "${roleId.slice(0, 64)}"`);
+      if (!ids.includes(role.id)) ids.push(role.id);
+    }
+    return ids;
+  }
+
+  /** An unknown user and one the caller cannot see answer alike. */
+  async #visibleUser(actor: Actor, userId: string): Promise<string> {
+    const row = isId(userId) ? await this.#store.users.findById(userId.toLowerCase()) : undefined;
+    if (row) {
+      const tenancies = await this.#store.users.tenancies(row.id);
+      if (canSeeUser(actor, { id: row.id, tenancies })) return row.id;
+    }
+    throw new GatehouseError('NOT_FOUND', `no user with id "${userId.slice(0, 64)}"`);
+  }
+
+  async #visibleMembers(store: Repositories, actor: Actor, groupId: string) {
+    const members = await store.rbac.membersOfGroup(groupId);
+    const visible: { id: string; username: string }[] = [];
+    for (const member of members) {
+      if (
+        actor.isRoot ||
+        canSeeUser(actor, { id: member.id, tenancies: await store.users.tenancies(member.id) })
+      ) {
+        visible.push({ id: member.id, username: member.username });
+      }
+    }
+    return visible;
+  }
+
+  async #roleView(store: Repositories, row: RoleRow): Promise<RoleView> {
+    return {
+      id: row.id,
+      name: row.name,
+      description: row.description,
+      builtin: row.builtin === 1,
+      privileges: await store.rbac.privilegesOfRole(row.id),
+    };
+  }
+
+  async #groupView(store: Repositories, actor: Actor, row: GroupRow): Promise<GroupView> {
+    return {
+      id: row.id,
+      name: row.name,
+      description: row.description,
+      builtin: row.builtin === 1,
+      roles: (await store.rbac.rolesOfGroup(row.id)).map((r) => ({ id: r.id, name: r.name })),
+      members: await this.#visibleMembers(store, actor, row.id),
+    };
+  }
+
+  async #unique<T>(name: string, kind: 'role' | 'group', work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      if (isUniqueViolation(error))
+        throw new GatehouseError('ALREADY_EXISTS', `a ${kind} named "${name}" already exists`);
+      throw error;
+    }
+  }
+
+  async #record(
+    tx: Repositories,
+    action: AuditAction,
+    auth: AuthContext,
+    meta: RequestMeta,
+    type: 'role' | 'group',
+    target: { id: string; name: string },
+    reason: string,
+  ): Promise<void> {
+    await this.#audit.record(
+      {
+        action,
+        actor: auth.principal,
+        target: { type, id: target.id, name: target.name },
+        meta,
+        outcome: 'success',
+        reason,
+      },
+      tx,
+    );
+  }
+}
+
+function checkName(name: string | undefined, kind: 'role' | 'group'): string {
+  const trimmed = name?.trim() ?? '';
+  if (trimmed.length === 0 || trimmed.length > NAME_MAX) {
+    throw new GatehouseError('VALIDATION_FAILED', `the ${kind} name must be 1 to ${NAME_MAX} characters`);
+  }
+  return trimmed;
+}
+
+function checkDescription(description: string | undefined): string {
+  const text = description ?? '';
+  if (text.length > DESCRIPTION_MAX) {
+    throw new GatehouseError(
+      'VALIDATION_FAILED',
+      `the description must be at most ${DESCRIPTION_MAX} characters`,
+    );
+  }
+  return text;
+}
+
+function checkPrivileges(codes: readonly string[]): string[] {
+  const unknown = codes.filter((code) => !KNOWN_PRIVILEGES.has(code));
+  if (unknown.length > 0) {
+    throw new GatehouseError(
+      'VALIDATION_FAILED',
+      `unknown privilege code(s): ${unknown
+        .slice(0, 10)
+        .map((c) => c.slice(0, 64))
+        .join(', ')}`,
+    );
+  }
+  return [...new Set(codes)].sort();
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  const left = new Set(a);
+  const right = new Set(b);
+  return left.size === right.size && [...left].every((x) => right.has(x));
+}
+
+function builtinRefusal(kind: 'role' | 'group', name: string, what: string): GatehouseError {
+  return new GatehouseError('PRECONDITION_FAILED', `the built-in ${kind} "${name}" cannot be ${what}`);
+}
+
+function changes(row: RoleRow, name: string, description: string, privileges: string[] | undefined): string {
+  const changed = [
+    name !== row.name ? 'name' : '',
+    description !== row.description ? 'description' : '',
+    privileges !== undefined ? `privileges (${privileges.join(', ')})` : '',
+  ].filter(Boolean);
+  return `changed ${changed.join(', ') || 'nothing'}`;
+}

@@ -1,0 +1,392 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createTestContext, type TestContext } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+import { bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
+
+const PASSWORDS = {
+  alice: 'rabbit-hole-wonder-1',
+  bob: 'builder-of-things-22',
+  carol: 'christmas-song-333',
+  gus: 'fring-chicken-88x',
+} as const;
+type Who = 'admin' | keyof typeof PASSWORDS;
+
+forEachDialect('NSE access management', (dialect) => {
+  let ctx: TestContext;
+  const tokens: Partial<Record<Who, string>> = {};
+  const ids: Partial<Record<Who, string>> = {};
+  let globalAdmins: string;
+  let administratorRole: string;
+
+  const send = (who: Who, method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: object) =>
+    ctx.inject({
+      method,
+      url: `/api/v2.1${url}`,
+      headers: bearer(tokens[who] ?? ''),
+      ...(payload === undefined ? {} : { payload }),
+    });
+  const record = async (response: Awaited<ReturnType<typeof send>>) => json(response).result.records[0];
+  const memberNames = async (groupId: string) =>
+    (await record(await send('admin', 'GET', `/groups/${groupId}`))).members.map(
+      (m: { username: string }) => m.username,
+    );
+  const sessionPrivileges = async (cookie: string): Promise<string[]> => {
+    const response = await ctx.inject({
+      method: 'GET',
+      url: '/api/session/user',
+      cookies: { gatehouse_session: cookie },
+    });
+    assert.equal(response.statusCode, 200, response.body);
+    return json(response).privileges;
+  };
+
+  before(async () => {
+    ctx = await createTestContext(dialect);
+    await ctx.core.tenants.create({ code: 'acme', name: 'Acme' });
+    await ctx.core.tenants.create({ code: 'globex', name: 'Globex' });
+    const users = [
+      ['alice', 'acme', 'admin'],
+      ['bob', 'acme', 'user'],
+      ['carol', 'acme', 'user'],
+      ['gus', 'globex', 'read'],
+    ] as const;
+    for (const [username, tenantCode, role] of users) {
+      ids[username] = (
+        await ctx.core.accounts.createUser({ username, password: PASSWORDS[username], tenantCode, role })
+      ).id;
+      tokens[username] = await nseSignIn(ctx, username, PASSWORDS[username]);
+    }
+    tokens.admin = await nseSignIn(ctx);
+    ids.admin = (await ctx.store.users.findByUsernameKey('admin'))?.id;
+    const groups = json(await send('admin', 'GET', '/groups?sort_by=name&order_by=asc')).result.records;
+    globalAdmins = groups.find((g: { name: string }) => g.name === 'Global Administrators').id;
+    const roles = json(await send('admin', 'GET', '/roles?sort_by=name&order_by=asc')).result.records;
+    administratorRole = roles.find((r: { name: string }) => r.name === 'Administrator').id;
+  });
+
+  after(async () => {
+    await ctx.close();
+  });
+
+  test('the privilege catalog is readable by any signed-in user, and by nobody else', async () => {
+    const response = await send('bob', 'GET', '/privileges');
+    assert.equal(response.statusCode, 200);
+    const records = json(response).result.records as { code: string; section: string; description: string }[];
+    const write = records.find((p) => p.code === 'ACCESS_MANAGEMENT_WRITE');
+    assert.ok(write?.section && write.description);
+    assert.equal(json(response).result.total_records, records.length);
+    const anonymous = await ctx.inject({ method: 'GET', url: '/api/v2.1/privileges' });
+    assert.equal(anonymous.statusCode, 401);
+  });
+
+  test('roles: create, read, list, replace privileges, rename, delete', async () => {
+    const created = await send('admin', 'POST', '/roles', {
+      name: 'Auditors',
+      description: 'Read the audit log',
+      privileges: ['REPORTING_AUDIT_LOG_READ', 'REPORTING_REPORT_READ'],
+    });
+    assert.equal(created.statusCode, 201, created.body);
+    assert.equal(json(created).status.user_message, 'Okay. New resource created.');
+    const role = await record(created);
+    assert.deepEqual(role.privileges, ['REPORTING_AUDIT_LOG_READ', 'REPORTING_REPORT_READ']);
+    assert.equal(role.builtin, false);
+
+    const fetched = await record(await send('admin', 'GET', `/roles/${role.id}`));
+    assert.deepEqual(fetched, role);
+
+    const list = json(await send('admin', 'GET', '/roles?sort_by=name&order_by=asc&limit=2'));
+    assert.equal(list.result.returned_records, 2);
+    assert.equal(list.result.total_records, 4);
+    assert.deepEqual(
+      list.result.records.map((r: { name: string }) => r.name),
+      ['Administrator', 'Auditors'],
+    );
+
+    const changed = await send('admin', 'PUT', `/roles/${role.id}`, {
+      name: 'Log readers',
+      privileges: ['REPORTING_AUDIT_LOG_READ'],
+    });
+    assert.equal(changed.statusCode, 200, changed.body);
+    const updated = await record(changed);
+    assert.equal(updated.name, 'Log readers');
+    assert.equal(updated.description, 'Read the audit log');
+    assert.deepEqual(updated.privileges, ['REPORTING_AUDIT_LOG_READ']);
+
+    assert.equal((await send('admin', 'DELETE', `/roles/${role.id}`)).statusCode, 204);
+    assert.equal((await send('admin', 'GET', `/roles/${role.id}`)).statusCode, 404);
+    assert.equal((await send('admin', 'DELETE', `/roles/${role.id}`)).statusCode, 404);
+    assert.equal((await send('admin', 'GET', '/roles/not-an-id')).statusCode, 404);
+  });
+
+  test('roles: an unknown privilege code is named in a 400; a taken name is a 409', async () => {
+    const unknown = await send('admin', 'POST', '/roles', {
+      name: 'Wizards',
+      privileges: ['NODE_READ', 'CAST_SPELLS'],
+    });
+    assert.equal(unknown.statusCode, 400);
+    assert.match(json(unknown).status.verbose_message, /CAST_SPELLS/);
+    const taken = await send('admin', 'POST', '/roles', { name: 'Operator', privileges: [] });
+    assert.equal(taken.statusCode, 409);
+    const roles = json(await send('admin', 'GET', '/roles')).result.records;
+    assert.ok(!roles.some((r: { name: string }) => r.name === 'Wizards'));
+  });
+
+  test('built-in roles and groups cannot be deleted, renamed or given other privileges', async () => {
+    const before = await record(await send('admin', 'GET', `/roles/${administratorRole}`));
+    const attempts = [
+      await send('admin', 'DELETE', `/roles/${administratorRole}`),
+      await send('admin', 'PUT', `/roles/${administratorRole}`, { privileges: ['NODE_READ'] }),
+      await send('admin', 'PUT', `/roles/${administratorRole}`, { name: 'Boss' }),
+      await send('admin', 'DELETE', `/groups/${globalAdmins}`),
+      await send('admin', 'PUT', `/groups/${globalAdmins}`, { roles: [] }),
+    ];
+    for (const response of attempts) {
+      assert.equal(response.statusCode, 412, response.body);
+      assert.equal(json(response).status.code, 412);
+    }
+    assert.deepEqual(await record(await send('admin', 'GET', `/roles/${administratorRole}`)), before);
+    const described = await send('admin', 'PUT', `/roles/${administratorRole}`, {
+      description: 'Everything',
+      privileges: before.privileges,
+    });
+    assert.equal(described.statusCode, 200, described.body);
+    assert.equal((await record(described)).description, 'Everything');
+  });
+
+  test('groups: create with roles, change, delete; a deleted role is detached from its groups', async () => {
+    const role = await record(
+      await send('admin', 'POST', '/roles', { name: 'Node watchers', privileges: ['NODE_READ'] }),
+    );
+    const unknownRole = await send('admin', 'POST', '/groups', { name: 'Watchers', roles: ['nope'] });
+    assert.equal(unknownRole.statusCode, 400);
+    const created = await send('admin', 'POST', '/groups', {
+      name: 'Watchers',
+      description: 'Watch nodes',
+      roles: [role.id],
+    });
+    assert.equal(created.statusCode, 201, created.body);
+    const group = await record(created);
+    assert.deepEqual(group.roles, [{ id: role.id, name: 'Node watchers' }]);
+    assert.deepEqual(group.members, []);
+    assert.equal(group.builtin, false);
+    assert.equal((await send('admin', 'POST', '/groups', { name: 'Watchers' })).statusCode, 409);
+
+    const renamed = await record(await send('admin', 'PUT', `/groups/${group.id}`, { name: 'Lookouts' }));
+    assert.equal(renamed.name, 'Lookouts');
+    assert.equal(renamed.roles.length, 1);
+
+    assert.equal((await send('admin', 'DELETE', `/roles/${role.id}`)).statusCode, 204);
+    assert.deepEqual((await record(await send('admin', 'GET', `/groups/${group.id}`))).roles, []);
+
+    assert.equal((await send('admin', 'DELETE', `/groups/${group.id}`)).statusCode, 204);
+    assert.equal((await send('admin', 'GET', `/groups/${group.id}`)).statusCode, 404);
+  });
+
+  test('a user without the access-management privileges gets 403 and changes nothing', async () => {
+    const before = json(await send('admin', 'GET', '/groups')).result.total_records;
+    const attempts = [
+      await send('bob', 'GET', '/roles'),
+      await send('bob', 'GET', `/groups/${globalAdmins}`),
+      await send('bob', 'POST', '/roles', { name: 'Sneaky', privileges: ['ACCESS_MANAGEMENT_WRITE'] }),
+      await send('bob', 'POST', '/groups', { name: 'Sneaky' }),
+      await send('bob', 'POST', `/groups/${globalAdmins}/members/${ids.bob}`),
+      await send('bob', 'PUT', `/groups/${globalAdmins}/members`, { user_ids: [ids.bob] }),
+      await send('bob', 'DELETE', `/groups/${globalAdmins}/members/${ids.admin}`),
+    ];
+    for (const response of attempts) assert.equal(response.statusCode, 403, response.body);
+    assert.equal(json(await send('admin', 'GET', '/groups')).result.total_records, before);
+    assert.deepEqual(await memberNames(globalAdmins), ['admin']);
+  });
+
+  test("membership changes show at once in the member's session privileges", async () => {
+    const role = await record(
+      await send('admin', 'POST', '/roles', {
+        name: 'Access readers',
+        privileges: ['ACCESS_MANAGEMENT_READ', 'REPORTING_AUDIT_LOG_READ'],
+      }),
+    );
+    const group = await record(await send('admin', 'POST', '/groups', { name: 'Readers', roles: [role.id] }));
+    const cookie = await storwareLogin(ctx, 'carol', PASSWORDS.carol);
+    assert.ok(!(await sessionPrivileges(cookie)).includes('ACCESS_MANAGEMENT_READ'));
+    assert.equal((await send('carol', 'GET', '/roles')).statusCode, 403);
+
+    const added = await send('admin', 'POST', `/groups/${group.id}/members/${ids.carol}`);
+    assert.equal(added.statusCode, 200, added.body);
+    assert.deepEqual((await record(added)).members, [{ id: ids.carol, username: 'carol' }]);
+    assert.ok((await sessionPrivileges(cookie)).includes('ACCESS_MANAGEMENT_READ'));
+    assert.equal((await send('carol', 'GET', '/roles')).statusCode, 200);
+    assert.equal((await send('carol', 'POST', '/roles', { name: 'Nope' })).statusCode, 403);
+
+    // Changing the role's privileges counts at once too.
+    await send('admin', 'PUT', `/roles/${role.id}`, { privileges: ['ACCESS_MANAGEMENT_READ'] });
+    assert.ok(!(await sessionPrivileges(cookie)).includes('REPORTING_AUDIT_LOG_READ'));
+
+    assert.equal((await send('admin', 'DELETE', `/groups/${group.id}/members/${ids.carol}`)).statusCode, 204);
+    assert.ok(!(await sessionPrivileges(cookie)).includes('ACCESS_MANAGEMENT_READ'));
+    assert.equal((await send('admin', 'DELETE', `/groups/${group.id}/members/${ids.carol}`)).statusCode, 404);
+
+    const replaced = await send('admin', 'PUT', `/groups/${group.id}/members`, {
+      user_ids: [ids.carol, ids.bob],
+    });
+    assert.equal(replaced.statusCode, 200, replaced.body);
+    assert.deepEqual(await memberNames(group.id), ['bob', 'carol']);
+    assert.ok((await sessionPrivileges(cookie)).includes('ACCESS_MANAGEMENT_READ'));
+    await send('admin', 'PUT', `/groups/${group.id}/members`, { user_ids: [] });
+    assert.ok(!(await sessionPrivileges(cookie)).includes('ACCESS_MANAGEMENT_READ'));
+
+    const actions = (
+      await ctx.store.auditEvents.list(
+        { offset: 0, limit: 100, sortBy: 'created', order: 'asc' },
+        { visibleTenantIds: undefined },
+      )
+    ).rows.map((e) => e.action);
+    for (const action of ['role.create', 'role.update', 'group.create', 'group.members']) {
+      assert.ok(actions.includes(action), action);
+    }
+  });
+
+  test('the last user holding ACCESS_MANAGEMENT_WRITE cannot be taken away, by any path', async () => {
+    const refused = async (response: Awaited<ReturnType<typeof send>>) => {
+      assert.equal(response.statusCode, 412, response.body);
+      assert.match(json(response).status.verbose_message, /ACCESS_MANAGEMENT_WRITE/);
+    };
+    // admin is the only member of Global Administrators.
+    await refused(await send('admin', 'DELETE', `/groups/${globalAdmins}/members/${ids.admin}`));
+    await refused(await send('admin', 'PUT', `/groups/${globalAdmins}/members`, { user_ids: [] }));
+    assert.deepEqual(await memberNames(globalAdmins), ['admin']);
+
+    // Hand the privilege over to alice through a custom role and group; now admin may leave.
+    const keymaster = await record(
+      await send('admin', 'POST', '/roles', {
+        name: 'Keymaster',
+        privileges: ['ACCESS_MANAGEMENT_READ', 'ACCESS_MANAGEMENT_WRITE'],
+      }),
+    );
+    const keepers = await record(
+      await send('admin', 'POST', '/groups', { name: 'Keepers', roles: [keymaster.id] }),
+    );
+    assert.equal((await send('admin', 'POST', `/groups/${keepers.id}/members/${ids.alice}`)).statusCode, 200);
+    assert.equal(
+      (await send('admin', 'DELETE', `/groups/${globalAdmins}/members/${ids.admin}`)).statusCode,
+      204,
+    );
+    assert.deepEqual(await memberNames(globalAdmins), []);
+
+    // alice is now the last one: every path that would take it from her is refused.
+    await refused(await send('admin', 'DELETE', `/groups/${keepers.id}/members/${ids.alice}`));
+    await refused(await send('admin', 'PUT', `/groups/${keepers.id}/members`, { user_ids: [] }));
+    await refused(await send('admin', 'DELETE', `/groups/${keepers.id}`));
+    await refused(await send('admin', 'PUT', `/groups/${keepers.id}`, { roles: [] }));
+    await refused(
+      await send('admin', 'PUT', `/roles/${keymaster.id}`, { privileges: ['ACCESS_MANAGEMENT_READ'] }),
+    );
+    await refused(await send('admin', 'DELETE', `/roles/${keymaster.id}`));
+    await refused(await send('admin', 'DELETE', `/users/${ids.alice}`));
+    // Nothing changed.
+    assert.deepEqual(await memberNames(keepers.id), ['alice']);
+    const group = await record(await send('admin', 'GET', `/groups/${keepers.id}`));
+    assert.deepEqual(group.roles, [{ id: keymaster.id, name: 'Keymaster' }]);
+    const role = await record(await send('admin', 'GET', `/roles/${keymaster.id}`));
+    assert.deepEqual(role.privileges, ['ACCESS_MANAGEMENT_READ', 'ACCESS_MANAGEMENT_WRITE']);
+    assert.ok(await ctx.store.users.findById(ids.alice ?? ''));
+
+    // The root admin is no user of acme: to alice it does not exist.
+    assert.equal(
+      (await send('alice', 'POST', `/groups/${globalAdmins}/members/${ids.admin}`)).statusCode,
+      404,
+    );
+    // With a second holder (root may grant everything), the same change goes through.
+    assert.equal(
+      (await send('admin', 'POST', `/groups/${globalAdmins}/members/${ids.carol}`)).statusCode,
+      200,
+    );
+    assert.equal(
+      (await send('admin', 'DELETE', `/groups/${keepers.id}/members/${ids.alice}`)).statusCode,
+      204,
+    );
+    assert.deepEqual(await memberNames(keepers.id), []);
+    assert.equal((await send('admin', 'DELETE', `/groups/${keepers.id}`)).statusCode, 204);
+    assert.equal((await send('admin', 'DELETE', `/roles/${keymaster.id}`)).statusCode, 204);
+  });
+
+  test('no escalation: an access manager who is not root grants only privileges it holds', async () => {
+    const manager = await record(
+      await send('admin', 'POST', '/roles', {
+        name: 'Bob manages access',
+        privileges: ['ACCESS_MANAGEMENT_READ', 'ACCESS_MANAGEMENT_WRITE'],
+      }),
+    );
+    const managers = await record(
+      await send('admin', 'POST', '/groups', { name: 'Bob managers', roles: [manager.id] }),
+    );
+    assert.equal((await send('admin', 'POST', `/groups/${managers.id}/members/${ids.bob}`)).statusCode, 200);
+
+    const before = await memberNames(globalAdmins);
+    const selfPromotion = await send('bob', 'POST', `/groups/${globalAdmins}/members/${ids.bob}`);
+    assert.equal(selfPromotion.statusCode, 403, selfPromotion.body);
+    assert.match(json(selfPromotion).status.verbose_message, /do not hold: /);
+    assert.deepEqual(await memberNames(globalAdmins), before);
+    const bigRole = await send('bob', 'POST', '/roles', { name: 'Too big', privileges: ['NODE_DELETE'] });
+    assert.equal(bigRole.statusCode, 403);
+    const bigGroup = await send('bob', 'POST', '/groups', { name: 'Too big', roles: [administratorRole] });
+    assert.equal(bigGroup.statusCode, 403);
+    const grow = await send('bob', 'PUT', `/roles/${manager.id}`, {
+      privileges: ['ACCESS_MANAGEMENT_WRITE', 'SETTINGS_WRITE'],
+    });
+    assert.equal(grow.statusCode, 403);
+
+    const small = await send('bob', 'POST', '/roles', {
+      name: 'Readers of access',
+      privileges: ['ACCESS_MANAGEMENT_READ'],
+    });
+    assert.equal(small.statusCode, 201, small.body);
+    const smallGroup = await send('bob', 'POST', '/groups', {
+      name: 'Access readers',
+      roles: [json(small).result.records[0].id],
+    });
+    assert.equal(smallGroup.statusCode, 201, smallGroup.body);
+  });
+
+  test('a tenant admin cannot see or add users of a tenant it cannot read', async () => {
+    const keymaster = await record(
+      await send('admin', 'POST', '/roles', {
+        name: 'Acme keymaster',
+        privileges: ['ACCESS_MANAGEMENT_WRITE'],
+      }),
+    );
+    const group = await record(
+      await send('admin', 'POST', '/groups', { name: 'Acme keepers', roles: [keymaster.id] }),
+    );
+    await send('admin', 'PUT', `/groups/${group.id}/members`, { user_ids: [ids.alice, ids.gus] });
+    assert.deepEqual(await memberNames(group.id), ['alice', 'gus']);
+
+    // alice (admin of acme) sees only acme members.
+    const seen = await record(await send('alice', 'GET', `/groups/${group.id}`));
+    assert.deepEqual(
+      seen.members.map((m: { username: string }) => m.username),
+      ['alice'],
+    );
+    const other = await send('alice', 'POST', `/groups/${group.id}/members/${ids.gus}`);
+    const missing = await send(
+      'alice',
+      'POST',
+      `/groups/${group.id}/members/00000000-0000-7000-8000-000000000000`,
+    );
+    assert.equal(other.statusCode, 404);
+    assert.equal(missing.statusCode, 404);
+    assert.equal(json(other).status.user_message, json(missing).status.user_message);
+    assert.equal((await send('alice', 'DELETE', `/groups/${group.id}/members/${ids.gus}`)).statusCode, 404);
+    assert.equal(
+      (await send('alice', 'PUT', `/groups/${group.id}/members`, { user_ids: [ids.alice, ids.gus] }))
+        .statusCode,
+      404,
+    );
+    // Replacing the members she sees leaves the ones she cannot see alone.
+    const replaced = await send('alice', 'PUT', `/groups/${group.id}/members`, {
+      user_ids: [ids.alice, ids.bob],
+    });
+    assert.equal(replaced.statusCode, 200, replaced.body);
+    assert.deepEqual(await memberNames(group.id), ['alice', 'bob', 'gus']);
+  });
+});

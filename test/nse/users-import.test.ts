@@ -1,0 +1,251 @@
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { INTERRUPTED_JOB_ERROR } from '../../src/core/job-runner.js';
+import { createTestContext, type TestContext } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+import { bearer, json, nseSignIn } from '../helpers/http.js';
+
+const HEADER = 'username,password,firstName,lastName,displayName,email,phone,tenant_code,role';
+const goodPassword = (i: number) => `Strong-pass-phrase-${i}`;
+
+forEachDialect('NSE users import', (dialect) => {
+  let ctx: TestContext;
+  const tokens: Record<string, string> = {};
+
+  const importUsers = (who: string, body: string, contentType = 'text/csv', key?: string) =>
+    ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/users/import',
+      headers: {
+        ...bearer(tokens[who]!),
+        'content-type': contentType,
+        ...(key ? { 'idempotency-key': key } : {}),
+      },
+      payload: body,
+    });
+
+  const finished = async (who: string, id: string) => {
+    for (let attempt = 0; attempt < 600; attempt += 1) {
+      const job = json(
+        await ctx.inject({ method: 'GET', url: `/api/v2.1/jobs/${id}`, headers: bearer(tokens[who]!) }),
+      ).result.records[0];
+      if (job.status !== 'running') return job;
+      await sleep(25);
+    }
+    throw new Error('the import job did not finish');
+  };
+
+  const userExists = async (name: string) =>
+    (await ctx.inject({ method: 'GET', url: `/api/v2.1/users/${name}`, headers: bearer(tokens.admin!) }))
+      .statusCode === 200;
+
+  before(async () => {
+    ctx = await createTestContext(dialect);
+    await ctx.core.tenants.create({ code: 'acme', name: 'Acme' });
+    await ctx.core.tenants.create({ code: 'globex', name: 'Globex' });
+    await ctx.core.accounts.createUser({
+      username: 'alice',
+      password: 'rabbit-hole-wonder-1',
+      tenantCode: 'acme',
+      role: 'admin',
+    });
+    await ctx.core.accounts.createUser({
+      username: 'gus',
+      password: 'fring-chicken-88',
+      tenantCode: 'globex',
+      role: 'user',
+    });
+    await ctx.core.accounts.createUser({
+      username: 'reader',
+      password: 'quiet-library-42',
+      tenantCode: 'acme',
+      role: 'read',
+    });
+    tokens.admin = await nseSignIn(ctx);
+    tokens.alice = await nseSignIn(ctx, 'alice', 'rabbit-hole-wonder-1');
+    tokens.gus = await nseSignIn(ctx, 'gus', 'fring-chicken-88');
+    tokens.reader = await nseSignIn(ctx, 'reader', 'quiet-library-42');
+  });
+  after(() => ctx.close());
+
+  test('a CSV import creates the good rows and reports every bad row with its row number', async () => {
+    const broken: Record<number, [string, RegExp]> = {
+      7: ['bad user!,Strong-pass-phrase-x,,,,,,acme,user', /username must be/],
+      20: ['weakling,weakpw1,,,,,,acme,user', /password|characters/i],
+      33: ['lost-soul,Strong-pass-phrase-y,,,,,,nosuch,user', /no tenant with code "nosuch"/],
+      45: ['alice,Strong-pass-phrase-z,,,,,,acme,user', /already|exists/i],
+      58: ['imp1,Strong-pass-phrase-1,,,,,,acme,user', /already|exists/i],
+      71: ['spy,Strong-pass-phrase-spy,,,,,,globex,admin', /no tenant with code "globex"/],
+      84: ['climber,Strong-pass-phrase-c,,,,,,acme,root', /only a root user/],
+      97: ['"unbalanced,Strong-pass-phrase-u,,,,,,acme,user', /malformed CSV/],
+      110: ['nopassword,,,,,,,acme,user', /password is required/],
+      123: ['boss,Strong-pass-phrase-b,,,,,,acme,boss', /role must be one of/],
+    };
+    const lines = [HEADER];
+    let good = 0;
+    for (let row = 2; row <= 201; row += 1) {
+      const bad = broken[row];
+      if (bad) lines.push(bad[0]);
+      else {
+        good += 1;
+        lines.push(
+          `imp${good},${goodPassword(good)},Imp,"Orter, ${good}",,imp${good}@example.com,,acme,user`,
+        );
+      }
+    }
+    assert.equal(good, 190);
+    const response = await importUsers('alice', `${lines.join('\r\n')}\r\n`);
+    assert.equal(response.statusCode, 202, response.body);
+    const accepted = json(response);
+    assert.equal(accepted.status.code, 202);
+    const submitted = accepted.result.records[0];
+    assert.equal(submitted.action, 'user.import');
+    assert.equal(submitted.status_detail, '0 of 200 users imported');
+
+    const job = await finished('alice', submitted.id);
+    assert.equal(job.status, 'partially_failed');
+    assert.equal(job.status_detail, '190 of 200 users imported; 10 rows failed');
+    assert.match(job.last_error, /10 rows failed/);
+    assert.equal(job.job_tasks.length, 10);
+    assert.deepEqual(readdirSync(path.join(ctx.config.dataDir, 'imports')), [], 'the spool file is gone');
+    const rows = Object.keys(broken).map(Number);
+    job.job_tasks.forEach((task: Record<string, any>, index: number) => {
+      const row = rows[index]!;
+      assert.equal(task.status, 'failed');
+      assert.ok(task.status_detail.startsWith(`row ${row}: `), task.status_detail);
+      assert.match(task.status_detail, broken[row]![1]);
+    });
+
+    assert.ok(await userExists('imp1'));
+    assert.ok(await userExists('imp190'));
+    await nseSignIn(ctx, 'imp190', goodPassword(190));
+    const profile = json(
+      await ctx.inject({ method: 'GET', url: '/api/v2.1/users/imp5', headers: bearer(tokens.admin!) }),
+    ).result.records[0];
+    assert.equal(profile.lastName, 'Orter, 5');
+    for (const name of ['spy', 'climber', 'lost-soul', 'weakling', 'nopassword', 'boss']) {
+      assert.equal(await userExists(name), false, name);
+    }
+
+    const audit = json(
+      await ctx.inject({
+        method: 'GET',
+        url: '/api/v2.1/audit-events?limit=1000',
+        headers: bearer(tokens.admin!),
+      }),
+    );
+    const imports = audit.result.records.filter((e: Record<string, any>) => e.action === 'user.import');
+    assert.equal(imports.length, 1);
+    assert.equal(imports[0].target_id, submitted.id);
+    for (const text of [JSON.stringify(job), JSON.stringify(audit)]) {
+      assert.doesNotMatch(text, /Strong-pass-phrase|weakpw1/);
+    }
+  });
+
+  test('an Idempotency-Key retry answers the first job and imports nothing twice', async () => {
+    const body = [1, 2, 3]
+      .map((i) =>
+        JSON.stringify({ username: `nd${i}`, password: goodPassword(100 + i), tenant_code: 'acme' }),
+      )
+      .join('\n');
+    const first = await importUsers('alice', body, 'application/x-ndjson', 'import-42');
+    assert.equal(first.statusCode, 202, first.body);
+    const firstId = json(first).result.records[0].id;
+    const retry = await importUsers('alice', body, 'application/x-ndjson', 'import-42');
+    assert.equal(retry.statusCode, 202);
+    assert.equal(json(retry).result.records[0].id, firstId);
+    const job = await finished('alice', firstId);
+    assert.equal(job.status, 'successful');
+    assert.equal(job.status_detail, '3 of 3 users imported; 0 rows failed');
+    const afterDone = await importUsers('alice', body, 'application/x-ndjson', 'import-42');
+    assert.equal(json(afterDone).result.records[0].id, firstId);
+    assert.equal(json(afterDone).result.records[0].status, 'successful');
+
+    const other = await importUsers(
+      'alice',
+      `${body}\n`.replace('nd3', 'nd4'),
+      'application/x-ndjson',
+      'import-42',
+    );
+    assert.equal(other.statusCode, 409);
+    assert.match(json(other).status.verbose_message, /IDEMPOTENCY_KEY_REUSED/);
+    assert.equal(await userExists('nd4'), false);
+
+    const jobs = json(
+      await ctx.inject({ method: 'GET', url: '/api/v2.1/jobs?limit=100', headers: bearer(tokens.alice!) }),
+    );
+    const ndjsonImports = jobs.result.records.filter((j: Record<string, any>) => j.object_name === 'ndjson');
+    assert.equal(ndjsonImports.length, 1);
+  });
+
+  test('callers who may not create users are refused; bad requests are refused whole', async () => {
+    const csv = `${HEADER}\nsneaky,${goodPassword(1)},,,,,,globex,user\n`;
+    for (const who of ['gus', 'reader']) {
+      const response = await importUsers(who, csv);
+      assert.equal(response.statusCode, 403, who);
+    }
+    assert.equal(await userExists('sneaky'), false);
+    const anonymous = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/users/import',
+      headers: { 'content-type': 'text/csv' },
+      payload: csv,
+    });
+    assert.equal(anonymous.statusCode, 401);
+    const asJson = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/users/import',
+      headers: bearer(tokens.alice!),
+      payload: [{ username: 'x' }],
+    });
+    assert.equal(asJson.statusCode, 415);
+    const badKey = await importUsers('alice', csv, 'text/csv', 'has space');
+    assert.equal(badKey.statusCode, 400);
+  });
+
+  test('a cross-tenant row is a per-row failure that reads like an unknown tenant', async () => {
+    const csv = `${HEADER}\nacme-ok,${goodPassword(7)},,,,,,acme,user\nglobex-spy,${goodPassword(8)},,,,,,globex,user\n`;
+    const response = await importUsers('alice', csv);
+    const job = await finished('alice', json(response).result.records[0].id);
+    assert.equal(job.status, 'partially_failed');
+    assert.equal(job.job_tasks[0].status_detail, 'row 3: no tenant with code "globex"');
+    assert.ok(await userExists('acme-ok'));
+    assert.equal(await userExists('globex-spy'), false);
+  });
+
+  test('an import cut short by a restart ends failed with the interrupted reason', async () => {
+    const now = ctx.clock.now();
+    const id = '00000000-0000-4000-8000-00000000abcd';
+    const systemTenant = await ctx.store.tenants.findByCode('system');
+    await ctx.store.jobs.insert({
+      id,
+      action: 'user.import',
+      job_summary: 'Import 100,000 users (csv)',
+      object_id: '',
+      object_type: 'user',
+      object_name: 'csv',
+      status: 'running',
+      status_detail: '41,200 of 100,000 users imported',
+      last_error: '',
+      progress: 41,
+      user_id: null,
+      tenant_id: systemTenant?.id ?? null,
+      tasks_json: '[]',
+      created_at: now,
+      updated_at: now,
+      lease_owner: 'a-process-that-died',
+      lease_expires_at: now - 1,
+    });
+    ctx = await ctx.restart();
+    tokens.admin = await nseSignIn(ctx);
+    const job = json(
+      await ctx.inject({ method: 'GET', url: `/api/v2.1/jobs/${id}`, headers: bearer(tokens.admin) }),
+    ).result.records[0];
+    assert.equal(job.status, 'failed');
+    assert.equal(job.last_error, INTERRUPTED_JOB_ERROR);
+    assert.equal(job.status_detail, '41,200 of 100,000 users imported');
+  });
+});
