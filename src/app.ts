@@ -5,11 +5,14 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Core } from './core/index.js';
+import { addCrossSiteProtection } from './surfaces/cross-site.js';
+import { frameworkErrors } from './surfaces/framework-errors.js';
 import { NSE_PREFIX, nseSurface, renderNseError } from './surfaces/nse/index.js';
 import { opsSurface } from './surfaces/ops/index.js';
 import { notFoundOrNotAllowed, type RouteTable, trackRoutes } from './surfaces/route-table.js';
 import { addSecurityHeaders } from './surfaces/security-headers.js';
 import { STORWARE_PREFIX, storwareSurface } from './surfaces/storware/index.js';
+import { refuseUnstorableText } from './surfaces/text-input.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -44,6 +47,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ...(config.tls ? { https: { cert: config.tls.cert, key: config.tls.key } } : {}),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
     return503OnClosing: true,
+    frameworkErrors,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Bodies are validated without type coercion (a number is not a username); query strings and
@@ -66,6 +70,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const allowedMethods = routes.allowedMethods;
   app.decorate('routeTable', routes);
   addSecurityHeaders(app);
+  addCrossSiteProtection(app, config.allowedOrigins);
+  refuseUnstorableText(app);
   app.decorateRequest('auth', null);
   await app.register(fastifyCookie);
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { passwordPolicyProblem } from './core/password-policy.js';
 
 /**
  * Every setting Gatehouse reads, parsed once. Nothing else reads `process.env`.
@@ -18,17 +19,48 @@ export interface Config {
   readonly sessionMaxLifetimeMs: number;
   readonly tokenLifetimeMs: number;
   readonly endpointsTokenLifetimeMs: number;
+  /** How long a refreshed NSE token's predecessor keeps working (concurrent requests in flight). */
+  readonly refreshGraceMs: number;
+  /** How long a replaced signing key keeps verifying after `gatehouse keys rotate`. */
+  readonly keyOverlapMs: number;
+  readonly jobLeaseMs: number;
   readonly lockoutThreshold: number;
   readonly lockoutDurationMs: number;
+  /** Failures of one account from all addresses together that lock the account itself. */
+  readonly lockoutAccountThreshold: number;
+  /** Failures from one address, against any accounts, that lock that address's sign-ins. */
+  readonly lockoutIpThreshold: number;
+  /** First step of the progressive sign-in delay (0: none), and its cap. */
+  readonly loginDelayMs: number;
+  readonly loginDelayMaxMs: number;
+  /** Per-address request limits; undefined: not limited. */
+  readonly rateLimits: {
+    readonly signin: RateLimit | undefined;
+    readonly refresh: RateLimit | undefined;
+    readonly nodeLogin: RateLimit | undefined;
+  };
+  /** Brute-force and rate-limit counters in Redis instead of the store. */
+  readonly redisUrl: string | undefined;
+  readonly redisKeyPrefix: string;
   readonly passwordMinLength: number;
   readonly argon2: { readonly memoryKiB: number; readonly iterations: number; readonly parallelism: number };
   readonly nodeMinVersion: string | undefined;
   readonly storwareSessionPostStatus: 200 | 201;
   readonly bodyLimitBytes: number;
   readonly trustProxy: boolean;
+  /** Secure flag of the session cookie; `auto`: when the request came over HTTPS (see README). */
+  readonly cookieSecure: 'auto' | boolean;
+  /** Origins (`scheme://host[:port]`) of other sites whose pages may send state-changing requests. */
+  readonly allowedOrigins: readonly string[];
   readonly issuer: string;
   readonly tls: { readonly cert: Buffer; readonly key: Buffer } | undefined;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+}
+
+/** At most `limit` requests per `windowMs` from one client address. */
+export interface RateLimit {
+  readonly limit: number;
+  readonly windowMs: number;
 }
 
 export class ConfigError extends Error {
@@ -55,8 +87,20 @@ export const SETTINGS = [
   'GATEHOUSE_SESSION_MAX_LIFETIME',
   'GATEHOUSE_TOKEN_LIFETIME',
   'GATEHOUSE_ENDPOINTS_TOKEN_LIFETIME',
+  'GATEHOUSE_REFRESH_GRACE',
+  'GATEHOUSE_KEY_OVERLAP',
+  'GATEHOUSE_JOB_LEASE',
   'GATEHOUSE_LOCKOUT_THRESHOLD',
   'GATEHOUSE_LOCKOUT_DURATION',
+  'GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD',
+  'GATEHOUSE_LOCKOUT_IP_THRESHOLD',
+  'GATEHOUSE_LOGIN_DELAY',
+  'GATEHOUSE_LOGIN_DELAY_MAX',
+  'GATEHOUSE_RATE_LIMIT_SIGNIN',
+  'GATEHOUSE_RATE_LIMIT_REFRESH',
+  'GATEHOUSE_RATE_LIMIT_NODE_LOGIN',
+  'GATEHOUSE_REDIS_URL',
+  'GATEHOUSE_REDIS_KEY_PREFIX',
   'GATEHOUSE_PASSWORD_MIN_LENGTH',
   'GATEHOUSE_ARGON2_MEMORY_KIB',
   'GATEHOUSE_ARGON2_ITERATIONS',
@@ -65,6 +109,8 @@ export const SETTINGS = [
   'GATEHOUSE_STORWARE_SESSION_POST_STATUS',
   'GATEHOUSE_BODY_LIMIT',
   'GATEHOUSE_TRUST_PROXY',
+  'GATEHOUSE_COOKIE_SECURE',
+  'GATEHOUSE_ALLOWED_ORIGINS',
   'GATEHOUSE_ISSUER',
   'GATEHOUSE_TLS_CERT',
   'GATEHOUSE_TLS_KEY',
@@ -89,6 +135,44 @@ function parseSize(text: string): number | undefined {
   const unit = (match[2] ?? 'b').toLowerCase();
   const factor = unit === 'b' ? 1 : unit.startsWith('k') ? 1024 : 1024 * 1024;
   return Number(match[1]) * factor;
+}
+
+/** "https://Console.example.com:443" → "https://console.example.com"; undefined unless a bare http(s) origin. */
+function parseOrigin(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return undefined;
+  }
+  const bare = url.pathname === '/' && url.search === '' && url.hash === '';
+  if (!bare || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.username || url.password)
+    return undefined;
+  return url.origin;
+}
+
+const RATE_UNITS: Readonly<Record<string, number>> = {
+  s: 1000,
+  sec: 1000,
+  second: 1000,
+  m: 60_000,
+  min: 60_000,
+  minute: 60_000,
+  h: 3_600_000,
+  hour: 3_600_000,
+};
+
+/** "20/min", "20/1m", "100/15m" → a limit; "off" → null; anything else → undefined. */
+export function parseRate(text: string): RateLimit | null | undefined {
+  const trimmed = text.trim();
+  if (trimmed.toLowerCase() === 'off') return null;
+  const match = /^(\d+)\s*\/\s*(\S+)$/.exec(trimmed);
+  if (!match?.[1] || !match[2]) return undefined;
+  const unit = match[2].toLowerCase();
+  const windowMs = RATE_UNITS[unit] ?? parseDuration(unit);
+  const limit = Number(match[1]);
+  if (windowMs === undefined || windowMs < 1000 || limit < 1) return undefined;
+  return { limit, windowMs };
 }
 
 const VERSION = /^\d+(\.\d+){0,3}$/;
@@ -187,8 +271,13 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
 
   const passwordMinLength = integer('GATEHOUSE_PASSWORD_MIN_LENGTH', 12, 8, 128);
   const adminPassword = source.GATEHOUSE_ADMIN_PASSWORD || undefined;
-  if (adminPassword !== undefined && adminPassword.length < passwordMinLength) {
-    problems.push(`GATEHOUSE_ADMIN_PASSWORD: must be at least ${passwordMinLength} characters`);
+  // The user it is for is the bootstrap's root user, `admin` (ADMIN_USERNAME in core/bootstrap.ts).
+  const adminPasswordProblem =
+    adminPassword === undefined
+      ? undefined
+      : passwordPolicyProblem(adminPassword, 'admin', { minLength: passwordMinLength });
+  if (adminPasswordProblem !== undefined) {
+    problems.push(`GATEHOUSE_ADMIN_PASSWORD: ${adminPasswordProblem}`);
   }
 
   let masterKey: Buffer | undefined;
@@ -211,8 +300,75 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
   }
   const tokenLifetimeMs = duration('GATEHOUSE_TOKEN_LIFETIME', '1h', 10_000);
   const endpointsTokenLifetimeMs = duration('GATEHOUSE_ENDPOINTS_TOKEN_LIFETIME', '5m', 10_000);
+  const refreshGraceMs = duration('GATEHOUSE_REFRESH_GRACE', '30s', 0);
+  if (refreshGraceMs > 5 * 60_000) {
+    // A long grace lets a stolen predecessor ride along unnoticed; minutes defeat reuse detection.
+    problems.push('GATEHOUSE_REFRESH_GRACE: must not be longer than 5m');
+  }
+  // Every token a replaced key signed must outlive its key's overlap, counting the minute other
+  // nodes may take to start signing with the new key (KEY_RELOAD_INTERVAL_MS in core/keyring.ts).
+  const minKeyOverlapMs = Math.max(tokenLifetimeMs, endpointsTokenLifetimeMs) + 60_000;
+  const keyOverlapMs =
+    raw('GATEHOUSE_KEY_OVERLAP') === undefined
+      ? Math.max(parseDuration('24h') ?? 0, minKeyOverlapMs)
+      : duration('GATEHOUSE_KEY_OVERLAP', '24h', 0);
+  if (keyOverlapMs < minKeyOverlapMs) {
+    problems.push(
+      'GATEHOUSE_KEY_OVERLAP: must be at least the longest token lifetime ' +
+        '(GATEHOUSE_TOKEN_LIFETIME, GATEHOUSE_ENDPOINTS_TOKEN_LIFETIME) plus 1m',
+    );
+  }
+  const jobLeaseMs = duration('GATEHOUSE_JOB_LEASE', '60s', 3000);
   const lockoutThreshold = integer('GATEHOUSE_LOCKOUT_THRESHOLD', 5, 1, 1000);
   const lockoutDurationMs = duration('GATEHOUSE_LOCKOUT_DURATION', '15m', 1000);
+  // One address adds at most 2·threshold-1 failures to an account within a window (the end of
+  // one window and the start of the next): below twice the pair threshold, a single-address
+  // attack could lock the real user out everywhere.
+  const lockoutAccountThreshold = integer(
+    'GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD',
+    4 * lockoutThreshold,
+    1,
+    1_000_000,
+  );
+  if (lockoutAccountThreshold < 2 * lockoutThreshold) {
+    problems.push(
+      'GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD: must be at least twice GATEHOUSE_LOCKOUT_THRESHOLD ' +
+        `(${2 * lockoutThreshold}), or one address could lock the account for everyone`,
+    );
+  }
+  const lockoutIpThreshold = integer(
+    'GATEHOUSE_LOCKOUT_IP_THRESHOLD',
+    Math.max(100, lockoutThreshold),
+    1,
+    1_000_000,
+  );
+  if (lockoutIpThreshold < lockoutThreshold) {
+    problems.push('GATEHOUSE_LOCKOUT_IP_THRESHOLD: must not be below GATEHOUSE_LOCKOUT_THRESHOLD');
+  }
+  const loginDelayMs = duration('GATEHOUSE_LOGIN_DELAY', '100ms', 0);
+  const loginDelayMaxMs = duration('GATEHOUSE_LOGIN_DELAY_MAX', '3s', 0);
+  if (loginDelayMaxMs > 60_000) problems.push('GATEHOUSE_LOGIN_DELAY_MAX: must not be longer than 60s');
+  const rate = (name: string, fallback: string): RateLimit | undefined => {
+    const text = raw(name) ?? fallback;
+    const parsed = parseRate(text);
+    if (parsed === undefined) {
+      problems.push(`${name}: expected requests per period such as 20/min, 100/15m or off, got "${text}"`);
+      return parseRate(fallback) ?? undefined;
+    }
+    return parsed ?? undefined;
+  };
+  const rateLimits = Object.freeze({
+    signin: rate('GATEHOUSE_RATE_LIMIT_SIGNIN', '30/min'),
+    refresh: rate('GATEHOUSE_RATE_LIMIT_REFRESH', '60/min'),
+    nodeLogin: rate('GATEHOUSE_RATE_LIMIT_NODE_LOGIN', '60/min'),
+  });
+  const redisUrl = raw('GATEHOUSE_REDIS_URL');
+  if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) {
+    problems.push(
+      'GATEHOUSE_REDIS_URL: expected a redis:// or rediss:// URL (leave it unset to count in the store)',
+    );
+  }
+  const redisKeyPrefix = raw('GATEHOUSE_REDIS_KEY_PREFIX') ?? 'gatehouse:';
 
   const argon2 = {
     memoryKiB: integer('GATEHOUSE_ARGON2_MEMORY_KIB', 19456, 1024, 4 * 1024 * 1024),
@@ -238,6 +394,21 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
   }
 
   const trustProxy = oneOf('GATEHOUSE_TRUST_PROXY', ['true', 'false'], 'false') === 'true';
+  const cookieSecureText = oneOf('GATEHOUSE_COOKIE_SECURE', ['auto', 'true', 'false'], 'auto');
+  const cookieSecure = cookieSecureText === 'auto' ? 'auto' : cookieSecureText === 'true';
+  const allowedOrigins: string[] = [];
+  for (const entry of (raw('GATEHOUSE_ALLOWED_ORIGINS') ?? '').split(',')) {
+    const text = entry.trim();
+    if (text === '') continue;
+    const origin = parseOrigin(text);
+    if (origin === undefined) {
+      problems.push(
+        `GATEHOUSE_ALLOWED_ORIGINS: expected origins such as https://console.example.com, got "${text}"`,
+      );
+    } else {
+      allowedOrigins.push(origin);
+    }
+  }
   const issuer = raw('GATEHOUSE_ISSUER') ?? 'gatehouse';
 
   const cert = file('GATEHOUSE_TLS_CERT');
@@ -265,14 +436,26 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     sessionMaxLifetimeMs,
     tokenLifetimeMs,
     endpointsTokenLifetimeMs,
+    refreshGraceMs,
+    keyOverlapMs,
+    jobLeaseMs,
     lockoutThreshold,
     lockoutDurationMs,
+    lockoutAccountThreshold,
+    lockoutIpThreshold,
+    loginDelayMs,
+    loginDelayMaxMs,
+    rateLimits,
+    redisUrl,
+    redisKeyPrefix,
     passwordMinLength,
     argon2: Object.freeze(argon2),
     nodeMinVersion,
     storwareSessionPostStatus,
     bodyLimitBytes: bodyLimitBytes ?? 65536,
     trustProxy,
+    cookieSecure,
+    allowedOrigins: Object.freeze(allowedOrigins),
     issuer,
     tls: cert && key ? Object.freeze({ cert, key }) : undefined,
     logLevel,

@@ -17,6 +17,10 @@ export const ERROR_CODES = {
   NODE_VERSION_UNSUPPORTED: { status: 400, message: 'This node version is not supported.' },
   PASSWORD_POLICY: { status: 400, message: 'The new password does not meet the password policy.' },
   FORBIDDEN: { status: 403, message: 'You are not allowed to do this.' },
+  CROSS_SITE_REQUEST: {
+    status: 403,
+    message: 'The request came from a page of another site and was refused.',
+  },
   NOT_FOUND: { status: 404, message: 'The resource was not found.' },
   ROUTE_NOT_FOUND: { status: 404, message: 'There is no such endpoint.' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'This method is not allowed on this endpoint.' },
@@ -26,6 +30,10 @@ export const ERROR_CODES = {
     message: 'This Idempotency-Key was already used for another request.',
   },
   PRECONDITION_FAILED: { status: 412, message: 'A precondition of this request was not met.' },
+  TOO_MANY_REQUESTS: {
+    status: 429,
+    message: 'Too many requests from this address. Try again later.',
+  },
   STORE_UNAVAILABLE: { status: 503, message: 'The service is temporarily unavailable. Try again shortly.' },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred.' },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -25,6 +25,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     }
     const app = await buildApp({ core });
     const url = await app.listen({ host: config.host, port: config.port });
+    core.jobRunner.watch();
     let closing: Promise<void> | undefined;
     return {
       app,

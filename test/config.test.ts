@@ -83,3 +83,18 @@ test('the README documents every setting', () => {
   for (const name of SETTINGS)
     assert.match(readme, new RegExp(`\`${name}\``), `README should document ${name}`);
 });
+
+test('refresh grace defaults to 30s (at most 5m); key overlap to 24h, never shorter than a token lives', () => {
+  const defaults = loadConfig({});
+  assert.equal(defaults.refreshGraceMs, 30_000);
+  assert.equal(defaults.keyOverlapMs, 86_400_000);
+  assert.equal(loadConfig({ GATEHOUSE_REFRESH_GRACE: '0' }).refreshGraceMs, 0);
+  assert.throws(() => loadConfig({ GATEHOUSE_REFRESH_GRACE: '10m' }), /GATEHOUSE_REFRESH_GRACE/);
+  // Replaced keys must verify every token they signed until it expires.
+  assert.throws(
+    () => loadConfig({ GATEHOUSE_KEY_OVERLAP: '1h', GATEHOUSE_TOKEN_LIFETIME: '1h' }),
+    /GATEHOUSE_KEY_OVERLAP: must be at least/,
+  );
+  assert.equal(loadConfig({ GATEHOUSE_KEY_OVERLAP: '2h' }).keyOverlapMs, 7_200_000);
+  assert.equal(loadConfig({ GATEHOUSE_TOKEN_LIFETIME: '2d' }).keyOverlapMs, 2 * 86_400_000 + 60_000);
+});

@@ -73,7 +73,7 @@ forEachDialect('Operations endpoints', (dialect) => {
       json(await ctx.inject({ method: 'GET', url: '/.well-known/jwks.json' })).keys[0].kid,
       before,
     );
-    const rows = await ctx.store.signingKeys.listUnretired();
+    const rows = await ctx.store.signingKeys.listAll();
     assert.equal(rows.length, 2);
     for (const row of rows) {
       assert.match(row.sealed_material, /^v1\./);

@@ -1,6 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { type Config, loadConfig } from '../config.js';
+import type { AuditAction } from '../core/audit.js';
 import type { BootstrapResult } from '../core/bootstrap.js';
 import type { Core } from '../core/index.js';
 import type { Store } from '../store/connect.js';
@@ -62,6 +63,27 @@ export async function openCore(
     );
   }
   return { core, boot };
+}
+
+/**
+ * Records a change made from the command line in the audit log, as the system (no signed-in
+ * caller), so that the log also shows what an operator did on the machine.
+ */
+export function auditCliChange(
+  core: Core,
+  action: AuditAction,
+  target: { type: string; id: string; name: string },
+  tenantId?: string | null,
+): Promise<void> {
+  return core.audit.record({
+    action,
+    actor: undefined,
+    target,
+    tenantId: tenantId ?? null,
+    meta: { ip: '', userAgent: 'gatehouse cli' },
+    outcome: 'success',
+    reason: 'from the command line',
+  });
 }
 
 /** Config → store → migrations → core → bootstrap → `work` → store closed. */

@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { type Command, Option } from 'commander';
-import type { ImportFormat } from '../core/user-import.js';
+import { IMPORT_COLUMNS, type ImportFormat } from '../core/user-import.js';
 import { type CliIo, usageError, withCore } from './context.js';
 
 interface ImportOptions {
@@ -14,7 +14,16 @@ const FORMAT_OF_EXTENSION: Record<string, ImportFormat> = {
   '.csv': 'csv',
   '.ndjson': 'ndjson',
   '.jsonl': 'ndjson',
+  '.json': 'json',
 };
+
+const BAR_WIDTH = 30;
+
+/** `[#########---------------------]  30% 3,000 of 10,000 users imported` */
+function progressBar(progress: number, detail: string): string {
+  const filled = Math.round((Math.max(0, Math.min(100, progress)) / 100) * BAR_WIDTH);
+  return `[${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}] ${String(Math.round(progress)).padStart(3)}% ${detail}`;
+}
 
 /** Failed rows printed after the summary; the job keeps the first 1,000, the database all of them. */
 const PRINTED_FAILURES = 20;
@@ -23,11 +32,11 @@ export function registerImportCommand(program: Command, io: CliIo): void {
   program
     .command('import')
     .description(
-      'import users from a CSV file (header row: username,password,firstName,lastName,displayName,email,phone,tenant_code,role) or an NDJSON file, as the server import job does',
+      `import users from a CSV file (header row naming the columns ${IMPORT_COLUMNS.join(',')}), a JSON array or an NDJSON file, as the server import job does`,
     )
-    .argument('<file>', 'the file to import (.csv, .ndjson or .jsonl; otherwise give --format)')
+    .argument('<file>', 'the file to import (.csv, .json, .ndjson or .jsonl; otherwise give --format)')
     .option('--as <username>', 'run with the rights of this user (the audit log names it)', 'admin')
-    .addOption(new Option('--format <format>', 'the file format').choices(['csv', 'ndjson']))
+    .addOption(new Option('--format <format>', 'the file format').choices(['csv', 'json', 'ndjson']))
     .action(async (file: string, options: ImportOptions, command: Command) => {
       const format = options.format ?? FORMAT_OF_EXTENSION[path.extname(file).toLowerCase()];
       if (format === undefined)
@@ -36,9 +45,14 @@ export function registerImportCommand(program: Command, io: CliIo): void {
       await access(location).catch(() => usageError(command, `cannot read ${file}`));
       const job = await withCore(io, async (core) => {
         const submitted = await core.userImport.submitAs(options.as, createReadStream(location), format);
-        // A progress line rewritten in place: for a person watching, hence stderr.
-        const done = await core.userImport.follow(submitted.id, (detail) => io.stderr.write(`\r${detail}`));
-        io.stderr.write('\n');
+        // For a person watching, hence stderr: a bar redrawn in place on a terminal, a line per
+        // step of progress when the output goes to a file or a pipe.
+        const terminal = (io.stderr as { isTTY?: boolean }).isTTY === true;
+        const done = await core.userImport.follow(submitted.id, (job) => {
+          const bar = progressBar(job.progress, job.status_detail);
+          io.stderr.write(terminal ? `\r${bar}` : `${bar}\n`);
+        });
+        if (terminal) io.stderr.write('\n');
         return done;
       });
       for (const task of job.job_tasks.slice(0, PRINTED_FAILURES)) io.stderr.write(`${task.status_detail}\n`);

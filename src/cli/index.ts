@@ -5,6 +5,7 @@ import { ConfigError } from '../config.js';
 import { isGatehouseError } from '../errors.js';
 import type { CliIo } from './context.js';
 import { registerImportCommand } from './import.js';
+import { registerKeysCommands } from './keys.js';
 import { registerMigrateCommand } from './migrate.js';
 import { registerNodeCommands } from './node.js';
 import { registerRegionCommands } from './region.js';
@@ -50,6 +51,7 @@ function buildProgram(io: CliIo): Command {
   registerZoneCommands(program, io);
   registerNodeCommands(program, io);
   registerTokenCommands(program, io);
+  registerKeysCommands(program, io);
   registerImportCommand(program, io);
   return program;
 }

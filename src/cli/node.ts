@@ -1,5 +1,12 @@
 import type { Command } from 'commander';
-import { type CliIo, PASSWORD_HELP, type PasswordOptions, readPassword, withCore } from './context.js';
+import {
+  auditCliChange,
+  type CliIo,
+  PASSWORD_HELP,
+  type PasswordOptions,
+  readPassword,
+  withCore,
+} from './context.js';
 
 interface NodeCreateOptions extends PasswordOptions {
   readonly login: string;
@@ -15,9 +22,11 @@ export function registerNodeCommands(program: Command, io: CliIo): void {
     .option('--password-stdin', PASSWORD_HELP.passwordStdin)
     .action(async (options: NodeCreateOptions, command: Command) => {
       const password = await readPassword(command, io, options);
-      const created = await withCore(io, (core) =>
-        core.accounts.createNode({ login: options.login, password }),
-      );
+      const created = await withCore(io, async (core) => {
+        const node = await core.accounts.createNode({ login: options.login, password });
+        await auditCliChange(core, 'node.create', { type: 'node', id: node.id, name: node.login });
+        return node;
+      });
       io.stdout.write(`Created node ${created.login} (id ${created.id})\n`);
     });
 }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { type CliIo, withCore } from './context.js';
+import { auditCliChange, type CliIo, withCore } from './context.js';
 
 interface TenantCreateOptions {
   readonly code: string;
@@ -14,9 +14,16 @@ export function registerTenantCommands(program: Command, io: CliIo): void {
     .requiredOption('--code <code>', 'tenant code: lower-case letters, digits and _')
     .requiredOption('--name <name>', 'display name')
     .action(async (options: TenantCreateOptions) => {
-      const row = await withCore(io, (core) =>
-        core.tenants.create({ code: options.code, name: options.name }),
-      );
+      const row = await withCore(io, async (core) => {
+        const created = await core.tenants.create({ code: options.code, name: options.name });
+        await auditCliChange(
+          core,
+          'tenant.create',
+          { type: 'tenant', id: created.id, name: created.code },
+          created.id,
+        );
+        return created;
+      });
       io.stdout.write(`Created tenant ${row.code} "${row.name}" (id ${row.id})\n`);
     });
 }

@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { parseDuration } from '../config.js';
-import { type CliIo, withCore } from './context.js';
+import { auditCliChange, type CliIo, withCore } from './context.js';
 
 interface TokenCreateOptions {
   readonly user: string;
@@ -25,13 +25,19 @@ export function registerTokenCommands(program: Command, io: CliIo): void {
     .option('--name <name>', 'a label to recognise the token by')
     .option('--expires-in <duration>', 'lifetime such as 12h or 30d (default: no expiry)', durationArgument)
     .action(async (options: TokenCreateOptions) => {
-      const created = await withCore(io, (core) =>
-        core.accounts.createApiToken({
+      const created = await withCore(io, async (core) => {
+        const issued = await core.accounts.createApiToken({
           username: options.user,
           name: options.name,
           expiresInMs: options.expiresIn,
-        }),
-      );
+        });
+        await auditCliChange(core, 'token.create', {
+          type: 'api_token',
+          id: issued.id,
+          name: options.name ?? 'api token',
+        });
+        return issued;
+      });
       // Only the token on stdout, so that `TOKEN=$(gatehouse token create ...)` captures it alone.
       io.stdout.write(`${created.token}\n`);
       const expiry =

@@ -1,6 +1,7 @@
 import { type Command, Option } from 'commander';
 import type { Role } from '../store/repositories/users.js';
 import {
+  auditCliChange,
   type CliIo,
   PASSWORD_HELP,
   type PasswordOptions,
@@ -53,8 +54,8 @@ export function registerUserCommands(program: Command, io: CliIo): void {
         usageError(command, '--tenant and --role go together: give both or neither');
       }
       const password = await readPassword(command, io, options);
-      const created = await withCore(io, (core) =>
-        core.accounts.createUser({
+      const created = await withCore(io, async (core) => {
+        const user = await core.accounts.createUser({
           username: options.username,
           password,
           firstName: options.firstName,
@@ -64,8 +65,16 @@ export function registerUserCommands(program: Command, io: CliIo): void {
           tenantCode: options.tenant,
           role: options.role,
           groups: options.group,
-        }),
-      );
+        });
+        const tenancy = (await core.store.users.tenancies(user.id))[0];
+        await auditCliChange(
+          core,
+          'user.create',
+          { type: 'user', id: user.id, name: user.username },
+          tenancy?.tenantId,
+        );
+        return user;
+      });
       const where = options.tenant ? `, ${options.role} of tenant ${options.tenant}` : '';
       const groups = options.group ? `, in ${options.group.map((g) => `"${g}"`).join(', ')}` : '';
       io.stdout.write(`Created user ${created.username} (id ${created.id}${where}${groups})\n`);
@@ -79,7 +88,19 @@ export function registerUserCommands(program: Command, io: CliIo): void {
     .option('--password-stdin', PASSWORD_HELP.passwordStdin)
     .action(async (options: UserPasswdOptions, command: Command) => {
       const password = await readPassword(command, io, options);
-      await withCore(io, (core) => core.accounts.setPassword(options.username, password));
+      await withCore(io, async (core) => {
+        const user = await core.accounts.setPassword(options.username, password);
+        await auditCliChange(core, 'password.set', { type: 'user', id: user.id, name: user.username });
+      });
       io.stdout.write(`Set the password of user ${options.username}; their sessions have ended\n`);
+    });
+
+  user
+    .command('unlock')
+    .description('clear the sign-in locks of a user: its own and those of every address that failed on it')
+    .requiredOption('--username <username>', 'the user')
+    .action(async (options: { readonly username: string }) => {
+      const done = await withCore(io, (core) => core.lockoutAdmin.unlockUsername(options.username));
+      io.stdout.write(`Unlocked user ${done.username}: ${done.description}\n`);
     });
 }

@@ -6,6 +6,7 @@ import type { Repositories } from '../store/repositories/index.js';
 import type { Role, TenancyView, UserRow } from '../store/repositories/users.js';
 import type { Clock } from './clock.js';
 import { isId, newId } from './ids.js';
+import type { LoginThrottle } from './login-throttle.js';
 import { checkPasswordPolicy, type PasswordHasher } from './passwords.js';
 import { API_TOKEN_PREFIX, accountKey, hashSecret, newSecret } from './secrets.js';
 
@@ -14,6 +15,11 @@ export const ROLES: readonly Role[] = ['root', 'partner', 'admin', 'user', 'read
 export interface NewUser {
   readonly username: string;
   readonly password?: string | undefined;
+  /**
+   * A password hashed elsewhere (import from another system): argon2, bcrypt or scrypt, within
+   * the caps of `PasswordHasher.checkImported`. Instead of `password`; the policy cannot apply.
+   */
+  readonly passwordHash?: string | undefined;
   readonly firstName?: string | undefined;
   readonly lastName?: string | undefined;
   readonly displayName?: string | undefined;
@@ -64,12 +70,19 @@ export class AccountService {
   readonly #clock: Clock;
   readonly #config: Config;
   readonly #hasher: PasswordHasher;
+  readonly #throttle: LoginThrottle;
 
-  constructor(store: Store, clock: Clock, config: Config, hasher: PasswordHasher) {
+  constructor(store: Store, clock: Clock, config: Config, hasher: PasswordHasher, throttle: LoginThrottle) {
     this.#store = store;
     this.#clock = clock;
     this.#config = config;
     this.#hasher = hasher;
+    this.#throttle = throttle;
+  }
+
+  /** A password set by an administrator also ends the sign-in locks of the account. */
+  async clearLockout(kind: 'user' | 'node', name: string): Promise<void> {
+    await this.#throttle.unlockAccount(kind, name);
   }
 
   /** `within` runs inside the creating transaction (an audit event that must share its fate). */
@@ -78,11 +91,17 @@ export class AccountService {
     within?: (tx: Repositories, user: { id: string; username: string }) => Promise<void>,
   ): Promise<UserRow> {
     checkUsername(input.username);
-    if (input.provider === 'activeDirectory' && input.password !== undefined) {
+    if (
+      input.provider === 'activeDirectory' &&
+      (input.password !== undefined || input.passwordHash !== undefined)
+    ) {
       throw new GatehouseError(
         'VALIDATION_FAILED',
         'a directory (activeDirectory) user has no local password',
       );
+    }
+    if (input.password !== undefined && input.passwordHash !== undefined) {
+      throw new GatehouseError('VALIDATION_FAILED', 'give a password or a password hash, not both');
     }
     if (input.tenancies !== undefined && input.tenantCode !== undefined) {
       throw new GatehouseError('VALIDATION_FAILED', 'give tenancies by id or one tenant by code, not both');
@@ -94,13 +113,15 @@ export class AccountService {
     if (input.password !== undefined) {
       checkPasswordPolicy(input.password, input.username, { minLength: this.#config.passwordMinLength });
     }
+    if (input.passwordHash !== undefined) this.#hasher.checkImported(input.passwordHash);
     if ((input.tenantCode === undefined) !== (input.role === undefined)) {
       throw new GatehouseError('VALIDATION_FAILED', 'a tenant and a role go together: give both or neither');
     }
     if (input.role !== undefined && !ROLES.includes(input.role)) {
       throw new GatehouseError('VALIDATION_FAILED', `role must be one of ${ROLES.join(', ')}`);
     }
-    const passwordHash = input.password === undefined ? null : await this.#hasher.hash(input.password);
+    const passwordHash =
+      input.password === undefined ? (input.passwordHash ?? null) : await this.#hasher.hash(input.password);
     const now = this.#clock.now();
     const id = newId(now);
     try {
@@ -169,7 +190,7 @@ export class AccountService {
   }
 
   /** An operator sets a password (CLI): every session of the user ends. */
-  async setPassword(username: string, password: string): Promise<void> {
+  async setPassword(username: string, password: string): Promise<{ id: string; username: string }> {
     const user = await this.#store.users.findByUsernameKey(accountKey(username));
     if (!user) throw new GatehouseError('NOT_FOUND', `no user named "${username}"`);
     checkPasswordPolicy(password, user.username, { minLength: this.#config.passwordMinLength });
@@ -185,6 +206,8 @@ export class AccountService {
       });
       await tx.sessions.revokeAllOfUser(user.id, now, 'password-set');
     });
+    await this.clearLockout('user', user.username);
+    return { id: user.id, username: user.username };
   }
 
   async viewUser(userId: string): Promise<UserView> {

@@ -5,6 +5,7 @@ import type { NodeRow } from '../store/repositories/nodes.js';
 import type { UserRow } from '../store/repositories/users.js';
 import type { AuditService } from './audit.js';
 import type { Clock } from './clock.js';
+import type { LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
 import { checkPasswordPolicy, PASSWORD_MAX_LENGTH, type PasswordHasher } from './passwords.js';
 import { API_TOKEN_PREFIX, accountKey, hashSecret } from './secrets.js';
 import type {
@@ -24,8 +25,37 @@ const historyOf = (row: UserRow | NodeRow): LoginHistory => ({
 });
 
 /**
- * Every way of signing in. The rules (lockout, inactive accounts, equal work for unknown
- * accounts) live here once, so both surfaces behave the same.
+ * An id no account has. A refusal for an unknown name runs the same queries as one for a real
+ * account (login history, tenant of the event) against it, matching nothing: like the dummy hash,
+ * so that the time of the answer does not tell whether the name exists.
+ */
+const NO_ACCOUNT = '';
+
+const LOCK_REASON = {
+  pair: 'locked: too many failures of this account from this address',
+  account: 'locked: too many failures of this account from several addresses',
+  address: 'locked: too many failures from this address',
+} as const;
+
+/** The audit reason of a lock a failure just placed. */
+function lockoutReason(lock: PlacedLock): string {
+  switch (lock.scope) {
+    case 'pair':
+      return `${lock.failures} consecutive failures`;
+    case 'account':
+      return `${lock.failures} failures from several addresses: the account is locked for every address`;
+    case 'address':
+      return `${lock.failures} failures from this address: its sign-ins are locked`;
+  }
+}
+
+/**
+ * Every way of signing in. The rules (brute-force throttle, inactive accounts, equal work for
+ * unknown accounts) live here once, so both surfaces behave the same.
+ *
+ * Every refusal of a password (unknown name, wrong password, inactive, locked) answers the same
+ * INVALID_CREDENTIALS after the same argon2 work, and the throttle counts unknown names exactly
+ * like known ones, so neither the answer, nor its timing, nor a lock tells whether a name exists.
  */
 export class AuthenticationService {
   readonly #store: Store;
@@ -33,8 +63,8 @@ export class AuthenticationService {
   readonly #config: Config;
   readonly #hasher: PasswordHasher;
   readonly #sessions: SessionService;
-
   readonly #audit: AuditService;
+  readonly #throttle: LoginThrottle;
 
   constructor(
     store: Store,
@@ -43,6 +73,7 @@ export class AuthenticationService {
     hasher: PasswordHasher,
     sessions: SessionService,
     audit: AuditService,
+    throttle: LoginThrottle,
   ) {
     this.#store = store;
     this.#clock = clock;
@@ -50,6 +81,7 @@ export class AuthenticationService {
     this.#hasher = hasher;
     this.#sessions = sessions;
     this.#audit = audit;
+    this.#throttle = throttle;
   }
 
   /** The tenant an event about this user is filed under: its first tenancy. */
@@ -57,48 +89,67 @@ export class AuthenticationService {
     return (await this.#store.users.tenancies(userId))[0]?.tenantId ?? null;
   }
 
-  /** Records the refusal (with its real reason, for operators) and answers as for any refusal. */
+  /**
+   * Records a refusal (with its real reason, for operators) and answers as for any refusal. A
+   * counted failure (`locks` given: those it placed, often none) also goes into the account's
+   * login history, in the same transaction as its events. An unknown name runs the same
+   * statements against NO_ACCOUNT, matching nothing, so that both answers take the same time.
+   */
   async #refuse(
-    target: { kind: 'user' | 'node'; id: string; name: string } | undefined,
+    kind: 'user' | 'node',
+    target: { id: string; name: string } | undefined,
     reason: string,
     meta: RequestMeta,
+    locks?: readonly PlacedLock[],
   ): Promise<never> {
-    await this.#audit.record({
-      action: 'signin',
-      actor: null,
-      // An unknown name is not written down: people type passwords into the username field.
-      target: target && { type: target.kind, id: target.id, name: target.name },
-      tenantId: target?.kind === 'user' ? await this.#tenantOf(target.id) : null,
-      meta,
-      outcome: 'failure',
-      reason,
+    const tenantId = kind === 'user' ? await this.#tenantOf(target?.id ?? NO_ACCOUNT) : null;
+    // An unknown name is not written down: people type passwords into the username field.
+    const account = target && { type: kind, id: target.id, name: target.name };
+    const now = this.#clock.now();
+    await this.#store.transaction(async (tx) => {
+      if (locks) {
+        const history = kind === 'user' ? tx.users : tx.nodes;
+        await history.recordFailedAttempt(target?.id ?? NO_ACCOUNT, now, meta.ip);
+        for (const lock of locks) {
+          // An address lock is about the address, not the account.
+          const ofAccount = lock.scope !== 'address';
+          await this.#audit.record(
+            {
+              action: 'lockout',
+              actor: undefined,
+              target: ofAccount ? account : undefined,
+              tenantId: ofAccount ? tenantId : null,
+              meta,
+              outcome: 'success',
+              reason: lockoutReason(lock),
+            },
+            tx,
+          );
+        }
+      }
+      await this.#audit.record(
+        { action: 'signin', actor: null, target: account, tenantId, meta, outcome: 'failure', reason },
+        tx,
+      );
     });
     throw new GatehouseError('INVALID_CREDENTIALS');
   }
 
-  async #recordFailure(
-    account: { kind: 'user' | 'node'; id: string; name: string },
+  /**
+   * The end of every refused password check: the same argon2 work whatever the reason (the real
+   * hash when there is one, a dummy otherwise), the same error.
+   */
+  async #refusePassword(
+    kind: 'user' | 'node',
+    passwordHash: string | null | undefined,
+    password: string,
+    target: { id: string; name: string } | undefined,
+    reason: string,
     meta: RequestMeta,
-  ): Promise<void> {
-    const repository = account.kind === 'user' ? this.#store.users : this.#store.nodes;
-    const outcome = await repository.recordFailure(
-      account.id,
-      this.#clock.now(),
-      meta.ip,
-      this.#config.lockoutThreshold,
-      this.#config.lockoutDurationMs,
-    );
-    if (outcome?.failedCount === this.#config.lockoutThreshold) {
-      await this.#audit.record({
-        action: 'lockout',
-        actor: undefined,
-        target: { type: account.kind, id: account.id, name: account.name },
-        tenantId: account.kind === 'user' ? await this.#tenantOf(account.id) : null,
-        meta,
-        outcome: 'success',
-        reason: `${outcome.failedCount} consecutive failures`,
-      });
-    }
+  ): Promise<never> {
+    if (passwordHash) await this.#hasher.verify(passwordHash, password);
+    else await this.#hasher.verifyDummy(password);
+    return this.#refuse(kind, target, reason, meta);
   }
 
   async #signedIn(principal: Principal, meta: RequestMeta, reason: string): Promise<void> {
@@ -115,26 +166,44 @@ export class AuthenticationService {
 
   /**
    * Checks a username and password. Unknown, wrong, locked and inactive all get the same error
-   * after the same hashing work; only a wrong password counts towards the lockout.
+   * after the same hashing work; wrong passwords (of known and unknown names) count towards the
+   * locks. A locked attempt is refused whatever its password (hashed all the same, for the time)
+   * and is not counted, so a lock cannot be prolonged by hammering it.
    */
   async verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<UserRow> {
+    const attempt: SignInAttempt = { kind: 'user', name: username.slice(0, 1024), ip: meta.ip };
+    const admission = await this.#throttle.admit(attempt);
     const user =
       username.length > 0 && username.length <= 256 && password.length <= PASSWORD_MAX_LENGTH * 4
         ? await this.#store.users.findByUsernameKey(accountKey(username))
         : undefined;
+    const account = user && { id: user.id, name: user.username };
+    if (admission.locked) {
+      return this.#refusePassword(
+        'user',
+        user?.password_hash,
+        password,
+        account,
+        LOCK_REASON[admission.locked],
+        meta,
+      );
+    }
     if (!user?.password_hash) {
       await this.#hasher.verifyDummy(password);
-      return this.#refuse(undefined, user ? 'no-local-password' : 'unknown-user', meta);
+      const locks = await this.#throttle.fail(attempt);
+      return this.#refuse('user', undefined, user ? 'no-local-password' : 'unknown-user', meta, locks);
     }
-    const account = { kind: 'user' as const, id: user.id, name: user.username };
-    const matches = await this.#hasher.verify(user.password_hash, password);
-    const now = this.#clock.now();
-    if (!matches) {
-      await this.#recordFailure(account, meta);
-      return this.#refuse(account, 'wrong-password', meta);
+    if (!(await this.#hasher.verify(user.password_hash, password))) {
+      const locks = await this.#throttle.fail(attempt);
+      return this.#refuse('user', account, 'wrong-password', meta, locks);
     }
-    if (user.active !== 1) return this.#refuse(account, 'inactive', meta);
-    if (user.locked_until !== null && user.locked_until > now) return this.#refuse(account, 'locked', meta);
+    if (user.active !== 1) return this.#refuse('user', account, 'inactive', meta);
+    await this.#throttle.succeed(attempt, admission);
+    // An imported or weaker hash becomes argon2id with the current settings (passwords.ts).
+    const stored = user.password_hash;
+    await this.#hasher.rehashIfNeeded(stored, password, (next) =>
+      this.#store.users.replacePasswordHash(user.id, stored, next),
+    );
     return user;
   }
 
@@ -204,26 +273,43 @@ export class AuthenticationService {
         );
       }
     }
+    const attempt: SignInAttempt = { kind: 'node', name: login.slice(0, 1024), ip: meta.ip };
+    const admission = await this.#throttle.admit(attempt);
     const node =
       login.length > 0 && login.length <= 256 && password.length <= PASSWORD_MAX_LENGTH * 4
         ? await this.#store.nodes.findByLoginKey(accountKey(login))
         : undefined;
+    const account = node && { id: node.id, name: node.login };
+    if (admission.locked) {
+      return this.#refusePassword(
+        'node',
+        node?.password_hash,
+        password,
+        account,
+        LOCK_REASON[admission.locked],
+        meta,
+      );
+    }
     if (!node) {
       await this.#hasher.verifyDummy(password);
-      return this.#refuse(undefined, 'unknown-node', meta);
+      const locks = await this.#throttle.fail(attempt);
+      return this.#refuse('node', undefined, 'unknown-node', meta, locks);
     }
-    const account = { kind: 'node' as const, id: node.id, name: node.login };
-    const now = this.#clock.now();
     if (!(await this.#hasher.verify(node.password_hash, password))) {
-      await this.#recordFailure(account, meta);
-      return this.#refuse(account, 'wrong-password', meta);
+      const locks = await this.#throttle.fail(attempt);
+      return this.#refuse('node', account, 'wrong-password', meta, locks);
     }
-    if (node.active !== 1) return this.#refuse(account, 'inactive', meta);
-    if (node.locked_until !== null && node.locked_until > now) return this.#refuse(account, 'locked', meta);
+    if (node.active !== 1) return this.#refuse('node', account, 'inactive', meta);
+    await this.#throttle.succeed(attempt, admission);
+    await this.#hasher.rehashIfNeeded(node.password_hash, password, (next) =>
+      this.#store.nodes.replacePasswordHash(node.id, node.password_hash, next),
+    );
+    const principal: Principal = { kind: 'node', id: node.id, name: node.login };
+    const now = this.#clock.now();
     await this.#store.nodes.recordSuccess(node.id, now);
     await this.#store.nodes.recordVersion(node.id, version.slice(0, 64), now);
-    await this.#signedIn(account, meta, `node ${version.slice(0, 64)}`);
-    return this.#sessions.open(account, { kind: 'node', history: historyOf(node), meta });
+    await this.#signedIn(principal, meta, `node ${version.slice(0, 64)}`);
+    return this.#sessions.open(principal, { kind: 'node', history: historyOf(node), meta });
   }
 
   /** Ends the caller's session (logout), on both surfaces at once. */

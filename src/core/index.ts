@@ -11,8 +11,12 @@ import { type Clock, systemClock } from './clock.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './jobs.js';
 import { Keyring, loadMasterKey } from './keyring.js';
+import { LockoutAdminService } from './lockout-admin.js';
+import { createLoginDefences } from './login-defences.js';
+import type { LoginThrottle } from './login-throttle.js';
 import { NodeAdminService } from './node-admin.js';
-import { PasswordHasher } from './passwords.js';
+import { loadCommonPasswords, PasswordHasher } from './passwords.js';
+import type { RateLimiter } from './rate-limiter.js';
 import { RbacService } from './rbac.js';
 import { SessionAdminService } from './session-admin.js';
 import { SessionInfoService } from './session-info.js';
@@ -46,9 +50,17 @@ export interface Core {
   readonly apiTokenAdmin: ApiTokenAdminService;
   readonly nodeAdmin: NodeAdminService;
   readonly accessManagement: AccessManagementService;
+  /** Brute-force defence of password sign-ins: progressive delay and locks, shared by every node. */
+  readonly throttle: LoginThrottle;
+  /** Per-address limits of the sign-in, password, token, refresh and node-login routes. */
+  readonly rateLimiter: RateLimiter;
+  readonly lockoutAdmin: LockoutAdminService;
   /** Built-ins and, on an empty store, the first admin. */
   bootstrap(): Promise<BootstrapResult>;
-  /** Waits for running jobs to write their outcome; call it before the store is closed. */
+  /**
+   * Waits for running jobs to write their outcome and closes the counters' Redis connection; call
+   * it before the store is closed.
+   */
   close(): Promise<void>;
 }
 
@@ -56,25 +68,47 @@ export interface Core {
 export async function createCore(deps: { config: Config; store: Store; clock?: Clock }): Promise<Core> {
   const { config, store } = deps;
   const clock = deps.clock ?? systemClock;
-  const keyring = new Keyring(store, clock, loadMasterKey(config.masterKey, config.dataDir));
+  const audit = new AuditService(store, clock);
+  const keyring = new Keyring(store, clock, loadMasterKey(config.masterKey, config.dataDir), {
+    overlapMs: config.keyOverlapMs,
+    audit,
+  });
   await keyring.load();
   const hasher = new PasswordHasher(config.argon2);
+  // Read the password blocklist now: a missing file stops start-up, not the first password change.
+  loadCommonPasswords();
+  const { throttle, rateLimiter } = await createLoginDefences({
+    config,
+    store,
+    clock,
+    masterKey: loadMasterKey(config.masterKey, config.dataDir),
+  });
   const tokens = new TokenService(keyring, clock, config.issuer);
-  const sessions = new SessionService(store, clock, tokens, config);
+  const sessions = new SessionService(store, clock, tokens, config, audit);
   const rbac = new RbacService(store, clock);
-  const accounts = new AccountService(store, clock, config, hasher);
-  const audit = new AuditService(store, clock);
-  const jobRunner = new JobRunner(store, clock);
+  const accounts = new AccountService(store, clock, config, hasher, throttle);
+  const jobRunner = new JobRunner(store, clock, { leaseMs: config.jobLeaseMs });
   const tenants = new TenantService(store, clock, audit, jobRunner);
+  // Its own UserAdminService: the service holds no state, and the import applies the same rules.
+  const userImport = new UserImportService(
+    store,
+    clock,
+    config,
+    jobRunner,
+    new UserAdminService(store, clock, config, hasher, accounts, audit),
+    audit,
+  );
+  jobRunner.afterRecovery(() => userImport.sweepSpool());
   // Jobs left running by a process that stopped (its lease expired) end as failed, not running for ever.
   await jobRunner.recoverInterrupted();
+  await userImport.sweepSpool();
   return {
     config,
     store,
     clock,
     keyring,
     sessions,
-    authentication: new AuthenticationService(store, clock, config, hasher, sessions, audit),
+    authentication: new AuthenticationService(store, clock, config, hasher, sessions, audit, throttle),
     accounts,
     tenants,
     rbac,
@@ -84,21 +118,19 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     audit,
     subtenants: new SubtenantService(store, clock, audit),
     jobRunner,
-    close: () => jobRunner.drain(),
+    close: async () => {
+      await jobRunner.drain();
+      await throttle.close();
+    },
     userAdmin: new UserAdminService(store, clock, config, hasher, accounts, audit),
-    // Its own UserAdminService: the service holds no state, and the import applies the same rules.
-    userImport: new UserImportService(
-      store,
-      clock,
-      config,
-      jobRunner,
-      new UserAdminService(store, clock, config, hasher, accounts, audit),
-      audit,
-    ),
+    userImport,
     sessionAdmin: new SessionAdminService(store, clock, sessions, audit),
     apiTokenAdmin: new ApiTokenAdminService(store, clock, accounts, audit),
     nodeAdmin: new NodeAdminService(store, clock, config, hasher, accounts, audit),
     accessManagement: new AccessManagementService(store, clock, rbac, audit),
+    throttle,
+    rateLimiter,
+    lockoutAdmin: new LockoutAdminService(store, throttle, audit),
     bootstrap: () => bootstrap(store, config, { rbac, tenants, accounts }),
   };
 }

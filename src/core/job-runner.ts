@@ -71,6 +71,8 @@ export class JobRunner {
   readonly #stopping = new AbortController();
   #timer: NodeJS.Timeout | undefined;
   #ticking = false;
+  #watching = false;
+  readonly #afterRecovery: (() => Promise<unknown>)[] = [];
 
   constructor(store: Store, clock: Clock, options: JobRunnerOptions = {}) {
     this.#store = store;
@@ -113,7 +115,7 @@ export class JobRunner {
     await this.#store.jobs.insert(row);
     const done = this.#run(row.id, work).finally(() => {
       this.#running.delete(row.id);
-      if (this.#running.size === 0) this.#stopTimer();
+      if (this.#running.size === 0 && !this.#watching) this.#stopTimer();
     });
     this.#running.set(row.id, done);
     this.#startTimer();
@@ -125,8 +127,25 @@ export class JobRunner {
    * finishing it. Jobs of live processes (lease still valid) are left alone. Runs at start-up
    * and, while this process runs jobs, with every lease renewal.
    */
-  recoverInterrupted(): Promise<number> {
-    return this.#store.jobs.failExpired(this.#clock.now(), INTERRUPTED_JOB_ERROR, this.owner);
+  async recoverInterrupted(): Promise<number> {
+    const failed = await this.#store.jobs.failExpired(this.#clock.now(), INTERRUPTED_JOB_ERROR, this.owner);
+    if (failed > 0) for (const cleanUp of this.#afterRecovery) await cleanUp();
+    return failed;
+  }
+
+  /** Runs `cleanUp` whenever jobs of a stopped process have been marked failed (e.g. their files). */
+  afterRecovery(cleanUp: () => Promise<unknown>): void {
+    this.#afterRecovery.push(cleanUp);
+  }
+
+  /**
+   * For a server process: looks for jobs of stopped processes every third of a lease, whether or
+   * not this process runs jobs, so that a job whose node died is marked failed within about a
+   * lease and a third even when the node that restarts has nothing to run.
+   */
+  watch(): void {
+    this.#watching = true;
+    this.#startTimer();
   }
 
   /**
@@ -197,11 +216,13 @@ export class JobRunner {
     if (this.#ticking) return;
     this.#ticking = true;
     try {
-      await this.#store.jobs.renewLeases(
-        this.owner,
-        [...this.#running.keys()],
-        this.#clock.now() + this.#leaseMs,
-      );
+      if (this.#running.size > 0) {
+        await this.#store.jobs.renewLeases(
+          this.owner,
+          [...this.#running.keys()],
+          this.#clock.now() + this.#leaseMs,
+        );
+      }
       await this.recoverInterrupted();
     } catch {
       // The store is unreachable for now: try again at the next tick.

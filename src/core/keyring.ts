@@ -10,7 +10,8 @@ import {
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Store } from '../store/connect.js';
-import type { SigningKeyRow } from '../store/repositories/signing-keys.js';
+import type { SigningKeyPurpose, SigningKeyRow } from '../store/repositories/signing-keys.js';
+import type { AuditService } from './audit.js';
 import type { Clock } from './clock.js';
 
 /**
@@ -21,13 +22,48 @@ import type { Clock } from './clock.js';
 export interface SessionKey {
   readonly kid: string;
   readonly secret: Buffer;
+  /** Epoch ms from which the key no longer verifies; null: not replaced. */
+  readonly retiresAt: number | null;
 }
 
 export interface EndpointsKey {
   readonly kid: string;
   readonly privateKeyPem: string;
   readonly publicJwk: JsonWebKey;
+  readonly retiresAt: number | null;
 }
+
+export type KeyPurpose = SigningKeyPurpose;
+export const KEY_PURPOSES: readonly KeyPurpose[] = ['session', 'endpoints'];
+
+/** What `gatehouse keys list` shows of a key: never its material. */
+export interface KeyView {
+  readonly kid: string;
+  readonly purpose: KeyPurpose;
+  readonly algorithm: string;
+  readonly createdAt: number;
+  /** active: signs (and verifies); verifying: replaced, verifies until retiresAt; retired: refused. */
+  readonly state: 'active' | 'verifying' | 'retired';
+  readonly retiresAt: number | null;
+}
+
+export interface RotatedKey {
+  readonly purpose: KeyPurpose;
+  readonly kid: string;
+  /** The keys it replaced, and when they stop verifying. */
+  readonly replaced: readonly { readonly kid: string; readonly retiresAt: number }[];
+}
+
+/**
+ * A node that did not make a new key learns of it on its next reload: at the latest this long
+ * after its previous one (so every node signs with the new key within a minute of a rotation;
+ * config requires GATEHOUSE_KEY_OVERLAP to cover it), or at once on a token with an unknown kid.
+ */
+export const KEY_RELOAD_INTERVAL_MS = 60_000;
+/** Unknown kids reload the keys at most this often, so forged kids cannot turn into a query flood. */
+const UNKNOWN_KID_RELOAD_MS = 1000;
+
+const isVerifying = (retiresAt: number | null, now: number) => retiresAt === null || retiresAt > now;
 
 export function loadMasterKey(configured: Buffer | undefined, dataDir: string): Buffer {
   if (configured) return configured;
@@ -70,41 +106,57 @@ export class Keyring {
   readonly #store: Store;
   readonly #clock: Clock;
   readonly #masterKey: Buffer;
+  readonly #overlapMs: number;
+  readonly #audit: AuditService;
   #sessionKeys = new Map<string, SessionKey>();
   #endpointsKeys = new Map<string, EndpointsKey>();
   #currentSessionKid = '';
   #currentEndpointsKid = '';
   #lastReload = 0;
+  /** The reload in flight: callers arriving meanwhile wait for it instead of being refused. */
+  #reloading: Promise<void> | undefined;
 
-  constructor(store: Store, clock: Clock, masterKey: Buffer) {
+  constructor(
+    store: Store,
+    clock: Clock,
+    masterKey: Buffer,
+    options: { readonly overlapMs: number; readonly audit: AuditService },
+  ) {
     this.#store = store;
     this.#clock = clock;
     this.#masterKey = masterKey;
+    this.#overlapMs = options.overlapMs;
+    this.#audit = options.audit;
   }
 
   /** Loads the keys, creating the first of each kind on an empty store. */
   async load(): Promise<void> {
-    let rows = await this.#store.signingKeys.listUnretired();
-    if (!rows.some((r) => r.purpose === 'session')) {
-      await this.#insert('session');
+    const rows = await this.#store.signingKeys.listVerifying(this.#clock.now());
+    for (const purpose of KEY_PURPOSES) {
+      if (!rows.some((r) => r.purpose === purpose)) await this.#insert(this.#store, purpose);
     }
-    if (!rows.some((r) => r.purpose === 'endpoints')) {
-      await this.#insert('endpoints');
-    }
-    rows = await this.#store.signingKeys.listUnretired();
-    this.#apply(rows);
+    await this.#reload();
   }
 
   /**
-   * Another node may have created or rotated a key since we loaded; an unknown kid triggers at
-   * most one reload per second (so forged kids cannot turn into a query flood).
+   * Another node (or `gatehouse keys rotate`) may have made a key since we loaded. Called on a
+   * token with an unknown kid: reloads unless a reload ran less than a second ago; true if the
+   * keys are now as fresh as that rule allows.
    */
   async reloadIfStale(): Promise<boolean> {
-    const now = this.#clock.now();
-    if (now - this.#lastReload < 1000) return false;
-    this.#lastReload = now;
-    this.#apply(await this.#store.signingKeys.listUnretired());
+    if (this.#reloading) {
+      await this.#reloading;
+      return true;
+    }
+    if (this.#clock.now() - this.#lastReload < UNKNOWN_KID_RELOAD_MS) return false;
+    await this.#reload();
     return true;
+  }
+
+  /** Before signing: picks up a key rotated in elsewhere, at most every KEY_RELOAD_INTERVAL_MS. */
+  async refreshIfDue(): Promise<void> {
+    if (this.#reloading) return this.#reloading;
+    if (this.#clock.now() - this.#lastReload >= KEY_RELOAD_INTERVAL_MS) await this.#reload();
   }
 
   get currentSessionKey(): SessionKey {
@@ -113,8 +165,10 @@ export class Keyring {
     return key;
   }
 
+  /** A session key that verifies now; a retired or unknown kid gives undefined. */
   sessionKey(kid: string): SessionKey | undefined {
-    return this.#sessionKeys.get(kid);
+    const key = this.#sessionKeys.get(kid);
+    return key && isVerifying(key.retiresAt, this.#clock.now()) ? key : undefined;
   }
 
   get currentEndpointsKey(): EndpointsKey {
@@ -123,16 +177,87 @@ export class Keyring {
     return key;
   }
 
-  /** Public keys for /.well-known/jwks.json. */
+  /** Public keys for /.well-known/jwks.json: the signing key and those still in their overlap. */
   publicJwks(): JsonWebKey[] {
-    return [...this.#endpointsKeys.values()].map((k) => k.publicJwk);
+    const now = this.#clock.now();
+    return [...this.#endpointsKeys.values()]
+      .filter((k) => isVerifying(k.retiresAt, now))
+      .map((k) => k.publicJwk);
   }
 
-  async #insert(purpose: 'session' | 'endpoints'): Promise<void> {
+  /**
+   * Makes a new signing key for each purpose; the keys it replaces keep verifying for
+   * `overlapMs` (default GATEHOUSE_KEY_OVERLAP), then are refused. 0 retires them at once: every
+   * token they signed stops working (for a key that leaked).
+   */
+  async rotate(purposes: readonly KeyPurpose[], overlapMs: number = this.#overlapMs): Promise<RotatedKey[]> {
+    const rotated: RotatedKey[] = [];
+    for (const purpose of purposes) {
+      const now = this.#clock.now();
+      const retiresAt = now + overlapMs;
+      const done = await this.#store.transaction(async (tx) => {
+        // Exactly the keys active before this one: two rotations at once must not retire each
+        // other's new key (each keeps the other's as a verifying key until the next rotation).
+        const previous = await tx.signingKeys.activeKids(purpose);
+        const kid = await this.#insert(tx, purpose);
+        await tx.signingKeys.scheduleRetirement(previous, retiresAt);
+        await this.#audit.record(
+          {
+            action: 'key.rotate',
+            actor: undefined,
+            target: { type: 'signing-key', id: kid, name: purpose },
+            outcome: 'success',
+            reason: `replaces ${previous.join(', ') || 'none'}; they verify until ${new Date(retiresAt).toISOString()}`,
+          },
+          tx,
+        );
+        return { purpose, kid, replaced: previous.map((k) => ({ kid: k, retiresAt })) };
+      });
+      rotated.push(done);
+    }
+    await this.#reload();
+    return rotated;
+  }
+
+  /** Every key, retired ones too, with its state now; never its material. */
+  async list(): Promise<KeyView[]> {
+    const now = this.#clock.now();
+    const rows = await this.#store.signingKeys.listAll();
+    const signing = new Map<KeyPurpose, string>();
+    for (const row of rows) if (row.retired_at === null) signing.set(row.purpose, row.kid);
+    return rows.map((row) => ({
+      kid: row.kid,
+      purpose: row.purpose,
+      algorithm: row.algorithm,
+      createdAt: row.created_at,
+      retiresAt: row.retired_at,
+      state:
+        signing.get(row.purpose) === row.kid
+          ? 'active'
+          : isVerifying(row.retired_at, now)
+            ? 'verifying'
+            : 'retired',
+    }));
+  }
+
+  #reload(): Promise<void> {
+    this.#reloading ??= (async () => {
+      try {
+        // Stamped first: a failing store must not be retried by every request.
+        this.#lastReload = this.#clock.now();
+        this.#apply(await this.#store.signingKeys.listVerifying(this.#clock.now()));
+      } finally {
+        this.#reloading = undefined;
+      }
+    })();
+    return this.#reloading;
+  }
+
+  async #insert(store: Pick<Store, 'signingKeys'>, purpose: KeyPurpose): Promise<string> {
     const kid = randomBytes(12).toString('base64url');
     const now = this.#clock.now();
     if (purpose === 'session') {
-      await this.#store.signingKeys.insert({
+      await store.signingKeys.insert({
         kid,
         purpose,
         algorithm: 'HS256',
@@ -141,12 +266,12 @@ export class Keyring {
         created_at: now,
         retired_at: null,
       });
-      return;
+      return kid;
     }
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const pem = privateKey.export({ format: 'pem', type: 'pkcs8' });
     const jwk = { ...publicKey.export({ format: 'jwk' }), kid, alg: 'ES256', use: 'sig' };
-    await this.#store.signingKeys.insert({
+    await store.signingKeys.insert({
       kid,
       purpose,
       algorithm: 'ES256',
@@ -155,11 +280,18 @@ export class Keyring {
       created_at: now,
       retired_at: null,
     });
+    return kid;
   }
 
   #apply(rows: SigningKeyRow[]): void {
     const sessionKeys = new Map<string, SessionKey>();
     const endpointsKeys = new Map<string, EndpointsKey>();
+    // Rows come oldest first: the newest key without a retirement date signs; if every key has
+    // one (a rotation elsewhere is half-seen), the newest still verifying does.
+    let sessionKid = '';
+    let endpointsKid = '';
+    const pick = (current: string, row: SigningKeyRow, map: Map<string, { retiresAt: number | null }>) =>
+      row.retired_at === null || !current || map.get(current)?.retiresAt !== null ? row.kid : current;
     for (const row of rows) {
       let material: Buffer;
       try {
@@ -171,20 +303,20 @@ export class Keyring {
         );
       }
       if (row.purpose === 'session' && row.algorithm === 'HS256') {
-        sessionKeys.set(row.kid, { kid: row.kid, secret: material });
-        this.#currentSessionKid = row.kid;
+        sessionKeys.set(row.kid, { kid: row.kid, secret: material, retiresAt: row.retired_at });
+        sessionKid = pick(sessionKid, row, sessionKeys);
       } else if (row.purpose === 'endpoints' && row.algorithm === 'ES256') {
         const privateKeyPem = material.toString('utf8');
         const publicJwk = row.public_jwk
           ? (JSON.parse(row.public_jwk) as JsonWebKey)
           : { ...createPublicKey(createPrivateKey(privateKeyPem)).export({ format: 'jwk' }), kid: row.kid };
-        endpointsKeys.set(row.kid, { kid: row.kid, privateKeyPem, publicJwk });
-        this.#currentEndpointsKid = row.kid;
+        endpointsKeys.set(row.kid, { kid: row.kid, privateKeyPem, publicJwk, retiresAt: row.retired_at });
+        endpointsKid = pick(endpointsKid, row, endpointsKeys);
       }
     }
-    // Rows come oldest first, so the last of each purpose (the newest) signs.
     this.#sessionKeys = sessionKeys;
     this.#endpointsKeys = endpointsKeys;
-    this.#lastReload = this.#clock.now();
+    this.#currentSessionKid = sessionKid;
+    this.#currentEndpointsKid = endpointsKid;
   }
 }

@@ -142,6 +142,7 @@ export class NodeAdminService {
         );
       }
     });
+    if (passwordHash !== undefined) await this.#accounts.clearLockout('node', node.login);
     return nodeView(await this.#find(node.id));
   }
 

@@ -1,5 +1,15 @@
-import { hash, verify } from '@node-rs/argon2';
+import { scrypt as scryptCallback, timingSafeEqual } from 'node:crypto';
+import { hash, parseOptions as parseArgon2, verify as verifyArgon2 } from '@node-rs/argon2';
+import { parseOptions as parseBcrypt, verify as verifyBcrypt } from '@node-rs/bcrypt';
 import { GatehouseError } from '../errors.js';
+import { type PasswordPolicy, passwordPolicyProblem } from './password-policy.js';
+
+export {
+  loadCommonPasswords,
+  PASSWORD_MAX_LENGTH,
+  type PasswordPolicy,
+  passwordPolicyProblem,
+} from './password-policy.js';
 
 export interface Argon2Settings {
   readonly memoryKiB: number;
@@ -7,28 +17,103 @@ export interface Argon2Settings {
   readonly parallelism: number;
 }
 
-export interface PasswordPolicy {
-  readonly minLength: number;
+/**
+ * The most work one imported hash may ask of the server per sign-in (each about 1.5-2.5 s of one
+ * core here), so that a crafted hash cannot stall it. A stored hash past these caps (or past the
+ * configured argon2 settings, if those are higher) never verifies.
+ */
+export const IMPORTED_HASH_CAPS = {
+  argon2: { memoryKiB: 262_144, iterations: 10, parallelism: 16 },
+  bcryptCost: 14,
+  /** scrypt: N ≤ 2^20, r ≤ 32, p ≤ 16, memory 128·N·r ≤ 256 MiB, work N·r·p ≤ 2^21. */
+  scrypt: { log2N: 20, r: 32, p: 16, memoryBytes: 256 * 1024 * 1024, work: 2 ** 21 },
+} as const;
+
+export type HashScheme = 'argon2id' | 'argon2i' | 'argon2d' | 'bcrypt' | 'scrypt';
+
+/** Algorithm numbers of @node-rs/argon2 (a const enum, which isolated modules cannot import). */
+const ARGON2 = { d: 0, i: 1, id: 2 } as const;
+const ARGON2_VERSION_19 = 1;
+
+const B64 = '[A-Za-z0-9+/]+={0,2}';
+const ARGON2_PHC = new RegExp(
+  `^\\$(argon2id|argon2i|argon2d)\\$v=(\\d{1,3})\\$m=(\\d{1,10}),t=(\\d{1,10}),p=(\\d{1,10})\\$(${B64})\\$(${B64})$`,
+);
+const BCRYPT = /^\$2[aby]\$(\d{2})\$[./A-Za-z0-9]{53}$/;
+const SCRYPT_PHC = new RegExp(
+  `^\\$scrypt\\$ln=(\\d{1,3}),r=(\\d{1,10}),p=(\\d{1,10})\\$(${B64})\\$(${B64})$`,
+);
+
+interface ScryptHash {
+  readonly log2N: number;
+  readonly r: number;
+  readonly p: number;
+  readonly salt: Buffer;
+  readonly key: Buffer;
 }
 
-/** NIST SP 800-63B asks verifiers to accept at least 64 characters; hashing a megabyte is a DoS. */
-export const PASSWORD_MAX_LENGTH = 1024;
+/** `$scrypt$ln=<log2 N>,r=<r>,p=<p>$<salt>$<key>`, base64 with or without padding (as in PHC). */
+function parseScrypt(text: string): ScryptHash | undefined {
+  const match = SCRYPT_PHC.exec(text);
+  if (!match) return undefined;
+  return {
+    log2N: Number(match[1]),
+    r: Number(match[2]),
+    p: Number(match[3]),
+    salt: Buffer.from(match[4] ?? '', 'base64'),
+    key: Buffer.from(match[5] ?? '', 'base64'),
+  };
+}
+
+function schemeOf(storedHash: string): HashScheme | undefined {
+  if (storedHash.startsWith('$argon2id$')) return 'argon2id';
+  if (storedHash.startsWith('$argon2i$')) return 'argon2i';
+  if (storedHash.startsWith('$argon2d$')) return 'argon2d';
+  if (/^\$2[aby]\$/.test(storedHash)) return 'bcrypt';
+  if (storedHash.startsWith('$scrypt$')) return 'scrypt';
+  return undefined;
+}
+
+function scrypt(password: string, hashToCheck: ScryptHash): Promise<Buffer> {
+  const N = 2 ** hashToCheck.log2N;
+  return new Promise((resolve, reject) => {
+    scryptCallback(
+      password,
+      hashToCheck.salt,
+      hashToCheck.key.length,
+      // OpenSSL needs 128·r·(N+p+2) bytes; the caps keep this at most a little over 256 MiB.
+      { N, r: hashToCheck.r, p: hashToCheck.p, maxmem: 128 * hashToCheck.r * (N + hashToCheck.p + 2) + 1024 },
+      (error, key) => (error ? reject(error) : resolve(key)),
+    );
+  });
+}
 
 /**
- * argon2id through @node-rs/argon2, which hashes on libuv's thread pool, off the event loop.
- * A dummy hash made with the same settings lets unknown users cost the same work as known ones.
+ * New hashes are argon2id through @node-rs/argon2, which hashes on libuv's thread pool, off the
+ * event loop. Stored hashes may also be imported argon2i/argon2d, bcrypt or scrypt ones; each is
+ * verified by its own scheme and replaced by an argon2id hash at the next sign-in (`needsRehash`).
+ * A dummy hash made with the current settings lets unknown users cost the same work as known ones.
  */
 export class PasswordHasher {
+  readonly #settings: Argon2Settings;
   readonly #options;
+  /** The caps, never below what the service itself is configured to produce. */
+  readonly #argon2Caps: Argon2Settings;
   #dummyHash: Promise<string> | undefined;
 
   constructor(settings: Argon2Settings) {
+    this.#settings = settings;
     this.#options = {
-      // Algorithm.Argon2id: a const enum, which isolated modules cannot import.
-      algorithm: 2,
+      algorithm: ARGON2.id,
       memoryCost: settings.memoryKiB,
       timeCost: settings.iterations,
       parallelism: settings.parallelism,
+    };
+    const caps = IMPORTED_HASH_CAPS.argon2;
+    this.#argon2Caps = {
+      memoryKiB: Math.max(caps.memoryKiB, settings.memoryKiB),
+      iterations: Math.max(caps.iterations, settings.iterations),
+      parallelism: Math.max(caps.parallelism, settings.parallelism),
     };
   }
 
@@ -36,12 +121,23 @@ export class PasswordHasher {
     return hash(password, this.#options);
   }
 
-  async verify(passwordHash: string, password: string): Promise<boolean> {
+  /**
+   * Whether `storedHash` matches `password`, by the scheme the hash names. A malformed hash, one of
+   * an unknown scheme or one past the caps reads as "wrong password" (false), never as an error
+   * that would tell accounts apart.
+   */
+  async verify(storedHash: string, password: string): Promise<boolean> {
     try {
-      return await verify(passwordHash, password);
+      const scheme = schemeOf(storedHash);
+      if (scheme === undefined || this.#capProblem(storedHash) !== undefined) return false;
+      if (scheme === 'bcrypt') return await verifyBcrypt(password, storedHash);
+      if (scheme === 'scrypt') {
+        const parsed = parseScrypt(storedHash);
+        if (!parsed) return false;
+        return timingSafeEqual(await scrypt(password, parsed), parsed.key);
+      }
+      return await verifyArgon2(storedHash, password);
     } catch {
-      // A malformed stored hash must read as "wrong password", never as a 500 that tells apart
-      // accounts.
       return false;
     }
   }
@@ -52,27 +148,138 @@ export class PasswordHasher {
     await this.verify(await this.#dummyHash, password);
     return false;
   }
+
+  /**
+   * True unless `storedHash` is argon2id (v=19) with every parameter at least the configured one:
+   * bcrypt, scrypt, argon2i/d and weaker argon2id hashes are replaced after the next sign-in.
+   */
+  needsRehash(storedHash: string): boolean {
+    if (schemeOf(storedHash) !== 'argon2id') return true;
+    try {
+      const options = parseArgon2(storedHash);
+      return (
+        options.algorithm !== ARGON2.id ||
+        options.version !== ARGON2_VERSION_19 ||
+        options.memoryCost < this.#settings.memoryKiB ||
+        options.timeCost < this.#settings.iterations ||
+        options.parallelism < this.#settings.parallelism
+      );
+    } catch {
+      return true;
+    }
+  }
+
+  /**
+   * After `password` verified against `storedHash`: if the hash is due for replacement, hashes the
+   * password with the current settings and hands the new hash to `save` (which should replace the
+   * stored hash only if it is still `storedHash`, so that a password changed meanwhile wins).
+   * Returns whether it saved one. A failure is swallowed: the old hash still works, and the next
+   * sign-in tries again; the sign-in itself must not fail over it.
+   */
+  async rehashIfNeeded(
+    storedHash: string,
+    password: string,
+    save: (newHash: string) => Promise<unknown>,
+  ): Promise<boolean> {
+    if (!this.needsRehash(storedHash)) return false;
+    try {
+      await save(await this.hash(password));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Checks a pre-hashed password given for import: one of the accepted formats, well formed, and
+   * within the caps. Throws VALIDATION_FAILED naming the problem (never quoting the hash).
+   */
+  checkImported(storedHash: string): HashScheme {
+    const scheme = schemeOf(storedHash);
+    if (scheme === undefined) {
+      throw new GatehouseError(
+        'VALIDATION_FAILED',
+        'password_hash: not a supported hash (argon2id, argon2i or argon2d PHC string; bcrypt $2a$, $2b$ or $2y$; or $scrypt$ln=..,r=..,p=..$salt$hash)',
+      );
+    }
+    const problem = this.#formatProblem(scheme, storedHash) ?? this.#capProblem(storedHash);
+    if (problem !== undefined) throw new GatehouseError('VALIDATION_FAILED', `password_hash: ${problem}`);
+    return scheme;
+  }
+
+  /** What is wrong with the shape of a hash of this scheme; undefined when nothing is. */
+  #formatProblem(scheme: HashScheme, storedHash: string): string | undefined {
+    if (scheme === 'bcrypt') {
+      if (!BCRYPT.test(storedHash)) return 'not a well-formed bcrypt hash ($2b$<cost>$ and 53 characters)';
+      const cost = Number(storedHash.slice(4, 6));
+      if (cost < 4) return `bcrypt cost ${cost} is below the minimum 4`;
+      try {
+        parseBcrypt(storedHash);
+      } catch {
+        return 'not a well-formed bcrypt hash';
+      }
+      return undefined;
+    }
+    if (scheme === 'scrypt') {
+      const parsed = parseScrypt(storedHash);
+      if (!parsed) return 'not a well-formed scrypt hash ($scrypt$ln=<log2 N>,r=<r>,p=<p>$<salt>$<hash>)';
+      if (parsed.log2N < 1 || parsed.r < 1 || parsed.p < 1) return 'scrypt ln, r and p must be at least 1';
+      if (parsed.salt.length < 8) return 'the scrypt salt must be at least 8 bytes';
+      if (parsed.key.length < 16 || parsed.key.length > 64) return 'the scrypt hash must be 16 to 64 bytes';
+      return undefined;
+    }
+    const match = ARGON2_PHC.exec(storedHash);
+    if (!match) return `not a well-formed ${scheme} PHC string ($${scheme}$v=19$m=..,t=..,p=..$salt$hash)`;
+    if (match[2] !== '19') return `${scheme} version ${match[2]} is not supported (only v=19)`;
+    const [m, t, p] = [Number(match[3]), Number(match[4]), Number(match[5])];
+    if (t < 1 || p < 1 || m < 8 * p) return `${scheme} parameters must have t ≥ 1, p ≥ 1 and m ≥ 8·p`;
+    try {
+      // The verifier's own parser: a hash it cannot read would refuse every password at sign-in.
+      parseArgon2(storedHash);
+    } catch {
+      return `not a well-formed ${scheme} PHC string (salt or hash)`;
+    }
+    return undefined;
+  }
+
+  /** Which cap a hash exceeds; undefined when within them (or not parseable: verify says no). */
+  #capProblem(storedHash: string): string | undefined {
+    const scheme = schemeOf(storedHash);
+    if (scheme === 'bcrypt') {
+      const cost = Number(storedHash.slice(4, 6));
+      const cap = IMPORTED_HASH_CAPS.bcryptCost;
+      return cost > cap ? `bcrypt cost ${cost} exceeds the cap ${cap}` : undefined;
+    }
+    if (scheme === 'scrypt') {
+      const parsed = parseScrypt(storedHash);
+      if (!parsed) return 'not a well-formed scrypt hash';
+      const caps = IMPORTED_HASH_CAPS.scrypt;
+      if (parsed.log2N > caps.log2N) return `scrypt ln ${parsed.log2N} exceeds the cap ${caps.log2N}`;
+      if (parsed.r > caps.r) return `scrypt r ${parsed.r} exceeds the cap ${caps.r}`;
+      if (parsed.p > caps.p) return `scrypt p ${parsed.p} exceeds the cap ${caps.p}`;
+      const N = 2 ** parsed.log2N;
+      if (128 * N * parsed.r > caps.memoryBytes) {
+        return `scrypt memory 128·N·r = ${(128 * N * parsed.r) / 2 ** 20} MiB exceeds the cap ${caps.memoryBytes / 2 ** 20} MiB`;
+      }
+      if (N * parsed.r * parsed.p > caps.work) {
+        return `scrypt work N·r·p = 2^${Math.log2(N * parsed.r * parsed.p).toFixed(1)} exceeds the cap 2^${Math.log2(caps.work)}`;
+      }
+      return undefined;
+    }
+    if (scheme === undefined) return 'not a supported hash';
+    const match = ARGON2_PHC.exec(storedHash);
+    if (!match) return `not a well-formed ${scheme} PHC string`;
+    const [m, t, p] = [Number(match[3]), Number(match[4]), Number(match[5])];
+    const caps = this.#argon2Caps;
+    if (m > caps.memoryKiB) return `${scheme} memory m=${m} KiB exceeds the cap ${caps.memoryKiB} KiB`;
+    if (t > caps.iterations) return `${scheme} iterations t=${t} exceed the cap ${caps.iterations}`;
+    if (p > caps.parallelism) return `${scheme} parallelism p=${p} exceeds the cap ${caps.parallelism}`;
+    return undefined;
+  }
 }
 
 /** Checks a new password; the message names the rule, never the password. */
 export function checkPasswordPolicy(password: string, username: string, policy: PasswordPolicy): void {
-  const length = [...password].length;
-  if (length < policy.minLength) {
-    throw new GatehouseError(
-      'PASSWORD_POLICY',
-      `The password must be at least ${policy.minLength} characters long.`,
-    );
-  }
-  if (length > PASSWORD_MAX_LENGTH) {
-    throw new GatehouseError(
-      'PASSWORD_POLICY',
-      `The password must be at most ${PASSWORD_MAX_LENGTH} characters long.`,
-    );
-  }
-  if (
-    username !== '' &&
-    password.normalize('NFKC').toLowerCase().includes(username.normalize('NFKC').toLowerCase())
-  ) {
-    throw new GatehouseError('PASSWORD_POLICY', 'The password must not contain the username.');
-  }
+  const problem = passwordPolicyProblem(password, username, policy);
+  if (problem !== undefined) throw new GatehouseError('PASSWORD_POLICY', problem);
 }

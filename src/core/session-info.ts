@@ -80,7 +80,7 @@ export class SessionInfoService {
       this.#settingsOf(auth),
     ]);
     const held = new Set(privileges);
-    const issue = (audience: string, privilege: string): EndpointsToken => {
+    const issue = async (audience: string, privilege: string): Promise<EndpointsToken> => {
       if (!held.has(privilege)) {
         return {
           token: null,
@@ -89,7 +89,7 @@ export class SessionInfoService {
       }
       if (!session) return { token: null, warning: 'Not issued: the request has no session.' };
       return {
-        token: this.#tokens.signEndpointsToken({
+        token: await this.#tokens.signEndpointsToken({
           audience,
           subject: principal.id,
           name: principal.name,
@@ -99,20 +99,15 @@ export class SessionInfoService {
         warning: null,
       };
     };
+    const [serverManager, organizationAdmin] = await Promise.all([
+      issue(ENDPOINTS_AUDIENCES.serverManager.audience, ENDPOINTS_AUDIENCES.serverManager.privilege),
+      issue(ENDPOINTS_AUDIENCES.organizationAdmin.audience, ENDPOINTS_AUDIENCES.organizationAdmin.privilege),
+    ]);
     return {
       requester: { guid: principal.id, name: principal.name },
       settings,
       privileges,
-      endpoints: {
-        serverManager: issue(
-          ENDPOINTS_AUDIENCES.serverManager.audience,
-          ENDPOINTS_AUDIENCES.serverManager.privilege,
-        ),
-        organizationAdmin: issue(
-          ENDPOINTS_AUDIENCES.organizationAdmin.audience,
-          ENDPOINTS_AUDIENCES.organizationAdmin.privilege,
-        ),
-      },
+      endpoints: { serverManager, organizationAdmin },
       lastSuccessfulLogin: session?.prev_success_at ?? null,
       lastFailedLogin: session?.prev_failed_at ?? null,
       lastFailedLoginIp: session?.prev_failed_ip ?? null,

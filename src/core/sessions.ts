@@ -2,6 +2,7 @@ import type { Config } from '../config.js';
 import { GatehouseError } from '../errors.js';
 import type { Store } from '../store/connect.js';
 import type { SessionWithPrincipal } from '../store/repositories/sessions.js';
+import type { AuditService } from './audit.js';
 import type { Clock } from './clock.js';
 import { newId } from './ids.js';
 import { hashSecret, newSecret, SESSION_SECRET_PREFIX } from './secrets.js';
@@ -19,6 +20,8 @@ export interface Principal {
 export interface AuthContext {
   readonly principal: Principal;
   readonly session: SessionWithPrincipal | undefined;
+  /** The refresh generation of the bearer JWT the request came with (none for cookies, secrets, Basic). */
+  readonly tokenGeneration?: number | undefined;
 }
 
 export interface RequestMeta {
@@ -59,20 +62,47 @@ export function isSessionLive(
   );
 }
 
+/**
+ * Where a presented token generation stands against its session: the newest; the one before it,
+ * inside the grace window after the refresh that replaced it; a replay (anything older, or the
+ * one before after the window); or one never issued.
+ */
+export type TokenStanding = 'current' | 'grace' | 'replayed' | 'unknown';
+
+export function tokenStanding(
+  session: Pick<SessionWithPrincipal, 'token_generation' | 'prior_token_valid_until'>,
+  generation: number,
+  now: number,
+): TokenStanding {
+  const current = session.token_generation;
+  if (generation === current) return 'current';
+  if (generation > current) return 'unknown';
+  if (
+    generation === current - 1 &&
+    session.prior_token_valid_until !== null &&
+    now < session.prior_token_valid_until
+  ) {
+    return 'grace';
+  }
+  return 'replayed';
+}
+
 /** The session row is the truth: every token and cookie is checked against it on every request. */
 export class SessionService {
   readonly #store: Store;
   readonly #clock: Clock;
   readonly #tokens: TokenService;
   readonly #config: Config;
+  readonly #audit: AuditService;
   /** last_seen_at is written at most this often per session, not on every request. */
   readonly #touchIntervalMs: number;
 
-  constructor(store: Store, clock: Clock, tokens: TokenService, config: Config) {
+  constructor(store: Store, clock: Clock, tokens: TokenService, config: Config, audit: AuditService) {
     this.#store = store;
     this.#clock = clock;
     this.#tokens = tokens;
     this.#config = config;
+    this.#audit = audit;
     this.#touchIntervalMs = Math.min(60_000, Math.floor(config.sessionIdleTimeoutMs / 10));
   }
 
@@ -110,6 +140,8 @@ export class SessionService {
       prev_success_at: options.history.lastSuccessAt,
       prev_failed_at: options.history.lastFailedAt,
       prev_failed_ip: options.history.lastFailedIp,
+      token_generation: 0,
+      prior_token_valid_until: null,
     };
     await store.sessions.insert(row);
     return {
@@ -118,18 +150,72 @@ export class SessionService {
     };
   }
 
-  /** The NSE bearer token of a session: expires with the token lifetime or the session, whichever is first. */
-  issueToken(auth: AuthContext & { readonly session: SessionWithPrincipal }): string {
-    const expiresAt = Math.min(this.#clock.now() + this.#config.tokenLifetimeMs, auth.session.expires_at);
-    return this.#tokens.signSessionToken({ username: auth.principal.name, sid: auth.session.id, expiresAt });
+  /**
+   * The NSE bearer token of a session, of its current refresh generation: expires with the token
+   * lifetime or the session, whichever is first.
+   */
+  issueToken(auth: AuthContext & { readonly session: SessionWithPrincipal }): Promise<string> {
+    return this.#sign(auth.principal, auth.session, auth.session.token_generation);
   }
 
-  /** Accepts an NSE JWT or an opaque session secret (cookie value used as a bearer token). */
-  async authenticateBearer(token: string): Promise<AuthContext> {
+  /**
+   * `/auth/refresh`: rotates the session's token line. The token presented must be the newest
+   * (its successor is issued and it keeps working for GATEHOUSE_REFRESH_GRACE) or its predecessor
+   * within that grace (a concurrent refresh already rotated: the caller gets a token of the same,
+   * newest generation, so the session never has two lines). A session secret refreshes like the
+   * newest token. Older tokens never get here: authentication ended their session.
+   */
+  async refreshToken(
+    auth: AuthContext & { readonly session: SessionWithPrincipal },
+    meta: RequestMeta,
+  ): Promise<string> {
+    const { session } = auth;
+    const presented = auth.tokenGeneration ?? session.token_generation;
+    if (presented !== session.token_generation) {
+      return this.#sign(auth.principal, session, session.token_generation);
+    }
+    const now = this.#clock.now();
+    if (
+      await this.#store.sessions.advanceTokenGeneration(
+        session.id,
+        presented,
+        now + this.#config.refreshGraceMs,
+      )
+    ) {
+      return this.#sign(auth.principal, session, presented + 1);
+    }
+    // Another refresh of the same token won: judge the token again against the row as it is now.
+    const fresh = await this.#check(await this.#store.sessions.findById(session.id), {
+      generation: presented,
+      meta,
+    });
+    return this.#sign(fresh.principal, fresh.session, fresh.session.token_generation);
+  }
+
+  #sign(principal: Principal, session: SessionWithPrincipal, generation: number): Promise<string> {
+    const expiresAt = Math.min(this.#clock.now() + this.#config.tokenLifetimeMs, session.expires_at);
+    return this.#tokens.signSessionToken({
+      username: principal.name,
+      sid: session.id,
+      generation,
+      expiresAt,
+    });
+  }
+
+  /**
+   * Accepts an NSE JWT or an opaque session secret (cookie value used as a bearer token). A JWT of
+   * a replaced generation past its grace ends its whole session: someone holds a copy of a token
+   * that its owner has already refreshed.
+   */
+  async authenticateBearer(token: string, meta?: RequestMeta): Promise<AuthContext> {
     if (token.startsWith(SESSION_SECRET_PREFIX)) return this.authenticateSecret(token);
     if (!looksLikeJwt(token)) throw new GatehouseError('TOKEN_INVALID', 'The bearer token is malformed.');
     const claims = await this.#tokens.verifySessionToken(token);
-    return this.#check(await this.#store.sessions.findById(claims.sid));
+    const auth = await this.#check(await this.#store.sessions.findById(claims.sid), {
+      generation: claims.gen,
+      meta,
+    });
+    return { ...auth, tokenGeneration: claims.gen };
   }
 
   async authenticateSecret(secret: string): Promise<AuthContext> {
@@ -148,7 +234,10 @@ export class SessionService {
     return this.#store.sessions.revoke(sessionId, this.#clock.now(), reason);
   }
 
-  async #check(session: SessionWithPrincipal | undefined): Promise<AuthContext> {
+  async #check(
+    session: SessionWithPrincipal | undefined,
+    token?: { readonly generation: number; readonly meta: RequestMeta | undefined },
+  ): Promise<AuthContext & { session: SessionWithPrincipal }> {
     const now = this.#clock.now();
     if (
       !session ||
@@ -158,11 +247,48 @@ export class SessionService {
     ) {
       throw new GatehouseError('SESSION_ENDED');
     }
+    if (token) {
+      const standing = tokenStanding(session, token.generation, now);
+      if (standing === 'unknown') {
+        throw new GatehouseError('TOKEN_INVALID', 'The token was not issued for this session.');
+      }
+      if (standing === 'replayed') await this.#endReplayed(session, token.generation, token.meta);
+    }
     if (now - session.last_seen_at >= this.#touchIntervalMs) {
       await this.#store.sessions.touch(session.id, now);
     }
     const kind: PrincipalKind = session.node_id !== null ? 'node' : 'user';
     const id = session.node_id ?? session.user_id ?? '';
     return { principal: { kind, id, name: session.principal_name }, session };
+  }
+
+  async #endReplayed(
+    session: SessionWithPrincipal,
+    generation: number,
+    meta: RequestMeta | undefined,
+  ): Promise<never> {
+    const now = this.#clock.now();
+    const tenancies = session.user_id ? await this.#store.users.tenancies(session.user_id) : [];
+    await this.#store.transaction(async (tx) => {
+      // Only the request that ended it writes the event: replays racing each other record it once.
+      if (!(await tx.sessions.revoke(session.id, now, 'token-reuse'))) return;
+      await this.#audit.record(
+        {
+          // Gatehouse ends it; who presented the copy is exactly what is not known.
+          actor: undefined,
+          action: 'session.token_reuse',
+          target: { type: 'session', id: session.id, name: session.principal_name ?? '' },
+          tenantId: tenancies[0]?.tenantId ?? null,
+          meta,
+          outcome: 'success',
+          reason: `token generation ${generation} presented after generation ${session.token_generation} was issued`,
+        },
+        tx,
+      );
+    });
+    throw new GatehouseError(
+      'SESSION_ENDED',
+      'A token replaced by a refresh was used again, so the session has been ended. Sign in again.',
+    );
   }
 }

@@ -8,6 +8,12 @@ import type { Keyring } from './keyring.js';
 export interface SessionTokenClaims {
   readonly username: string;
   readonly sid: string;
+  /**
+   * Refresh generation within the session (`gen`): each refresh issues the next one, and the
+   * session row says which generations are still accepted. Tokens from before rotation existed
+   * carry none and count as 0, the generation of every session that was never refreshed.
+   */
+  readonly gen: number;
   readonly iat: number;
   readonly exp: number;
 }
@@ -17,7 +23,11 @@ export const ENDPOINTS_AUDIENCES = {
   organizationAdmin: { audience: 'endpoints-organization-admin', privilege: 'ENDPOINTS_ORGANIZATION_ADMIN' },
 } as const;
 
-const CLOCK_SKEW_SECONDS = 30;
+/**
+ * Tolerated difference between our clock and the clocks of the nodes that signed or present a
+ * token: `exp` may be this far past, `nbf` and `iat` this far ahead.
+ */
+export const CLOCK_SKEW_SECONDS = 30;
 
 // fast-jwt returns synchronous functions when the key is not a callback.
 type SyncSigner = (payload: Record<string, unknown>) => string;
@@ -55,7 +65,13 @@ export class TokenService {
     this.#issuer = issuer;
   }
 
-  signSessionToken(claims: { username: string; sid: string; expiresAt: number }): string {
+  async signSessionToken(claims: {
+    username: string;
+    sid: string;
+    generation: number;
+    expiresAt: number;
+  }): Promise<string> {
+    await this.#keyring.refreshIfDue();
     const key = this.#keyring.currentSessionKey;
     let signer = this.#signers.get(key.kid);
     if (!signer) {
@@ -70,6 +86,7 @@ export class TokenService {
     return signer({
       username: claims.username,
       sid: claims.sid,
+      gen: claims.generation,
       iat,
       exp: Math.floor(claims.expiresAt / 1000),
       iss: this.#issuer,
@@ -83,14 +100,14 @@ export class TokenService {
     }
     let key = this.#keyring.sessionKey(header.kid);
     if (!key && (await this.#keyring.reloadIfStale())) key = this.#keyring.sessionKey(header.kid);
-    if (!key) throw new GatehouseError('TOKEN_INVALID', 'The token was signed with an unknown key.');
+    if (!key)
+      throw new GatehouseError('TOKEN_INVALID', 'The token was signed with an unknown or retired key.');
 
     let verifier = this.#verifiers.get(key.kid);
     if (!verifier) {
       verifier = createVerifier({
         key: key.secret,
         algorithms: ['HS256'],
-        allowedIss: this.#issuer,
         // Time is checked below against the injected clock.
         ignoreExpiration: true,
         ignoreNotBefore: true,
@@ -103,15 +120,25 @@ export class TokenService {
     } catch {
       throw new GatehouseError('TOKEN_INVALID', 'The token signature or claims are not valid.');
     }
-    const { username, sid, iat, exp, nbf } = payload;
+    const { username, sid, iat, exp, nbf, iss, aud, gen = 0 } = payload;
     if (
       typeof username !== 'string' ||
       typeof sid !== 'string' ||
       typeof exp !== 'number' ||
-      typeof iat !== 'number'
+      typeof iat !== 'number' ||
+      (nbf !== undefined && typeof nbf !== 'number') ||
+      typeof gen !== 'number' ||
+      !Number.isSafeInteger(gen) ||
+      gen < 0
     ) {
       throw new GatehouseError('TOKEN_INVALID', 'The token lacks required claims.');
     }
+    // fast-jwt's allowedIss lets a token without `iss` through: ours always carry it.
+    if (iss !== this.#issuer)
+      throw new GatehouseError('TOKEN_INVALID', 'The token was issued by someone else.');
+    // A session token has no audience; one with an audience was minted for another service.
+    if (aud !== undefined)
+      throw new GatehouseError('TOKEN_INVALID', 'The token is meant for another audience.');
     const nowSeconds = this.#clock.now() / 1000;
     if (exp + CLOCK_SKEW_SECONDS <= nowSeconds) throw new GatehouseError('TOKEN_EXPIRED');
     if (
@@ -120,18 +147,19 @@ export class TokenService {
     ) {
       throw new GatehouseError('TOKEN_INVALID', 'The token is not valid yet.');
     }
-    return { username, sid, iat, exp };
+    return { username, sid, gen, iat, exp };
   }
 
   /** A short-lived, audience-scoped ES256 token that a downstream service checks against our JWKS. */
-  signEndpointsToken(claims: {
+  async signEndpointsToken(claims: {
     audience: string;
     subject: string;
     name: string;
     sid: string;
     /** Epoch ms; never past the session's own end. */
     expiresAt: number;
-  }): string {
+  }): Promise<string> {
+    await this.#keyring.refreshIfDue();
     const key = this.#keyring.currentEndpointsKey;
     const signerKey = `es:${key.kid}`;
     let signer = this.#signers.get(signerKey);

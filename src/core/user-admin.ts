@@ -41,6 +41,8 @@ export interface UserProfile {
 export interface UserCreation extends UserProfile {
   readonly username: string;
   readonly password?: string | undefined;
+  /** Instead of `password`: a hash made elsewhere (user import); see `NewUser.passwordHash`. */
+  readonly passwordHash?: string | undefined;
   readonly provider?: 'local' | 'activeDirectory' | undefined;
   /** The NSE `tenant_id` (primary tenant); when given it must be one of `tenancies`. */
   readonly primaryTenantId?: string | undefined;
@@ -53,6 +55,8 @@ export interface UserChange extends UserProfile {
   readonly primaryTenantId?: string | undefined;
   /** The whole new set: tenancies left out are removed (the reference: "update the entire array"). */
   readonly tenancies?: readonly TenancyRequest[] | undefined;
+  /** false: the user can no longer sign in and its sessions end; true: it can again. */
+  readonly active?: boolean | undefined;
 }
 
 interface Target {
@@ -150,7 +154,7 @@ export class UserAdminService {
       await this.#checkGrantable(actor, input.tenancies);
       attempt.tenantId = input.primaryTenantId ?? input.tenancies[0]?.tenantId ?? null;
       const provider = input.provider ?? 'local';
-      if (provider === 'local' && input.password === undefined) {
+      if (provider === 'local' && input.password === undefined && input.passwordHash === undefined) {
         throw new GatehouseError('VALIDATION_FAILED', 'body/password is required for a local user');
       }
       checkProfile(input);
@@ -158,6 +162,7 @@ export class UserAdminService {
         {
           username: input.username,
           password: input.password,
+          passwordHash: input.passwordHash,
           firstName: input.firstName,
           lastName: input.lastName,
           displayName: input.displayName,
@@ -177,7 +182,9 @@ export class UserAdminService {
               tenantId: attempt.tenantId,
               meta,
               outcome: 'success',
-              reason: `${provider} user; tenancies ${describeTenancies(input.tenancies)}`,
+              reason: `${provider} user; tenancies ${describeTenancies(input.tenancies)}${
+                input.passwordHash === undefined ? '' : '; password hash imported'
+              }`,
             },
             tx,
           ),
@@ -207,6 +214,15 @@ export class UserAdminService {
       });
       if (!canManageUser(actor, target)) {
         throw new GatehouseError('FORBIDDEN', 'your role does not allow changing this user');
+      }
+      const deactivating = change.active === false && target.row.active === 1;
+      const activating = change.active === true && target.row.active === 0;
+      if (deactivating) {
+        if (actor.principal.id === target.row.id) {
+          throw new GatehouseError('FORBIDDEN', 'you may not deactivate your own account');
+        }
+        if (target.tenancies.some((t) => t.role === 'root'))
+          await this.#keepOneRoot(target.row, 'deactivate');
       }
       const username = change.username ?? target.row.username;
       if (change.username !== undefined && change.username !== target.row.username) checkUsername(username);
@@ -241,6 +257,8 @@ export class UserAdminService {
 
       const { columns, changed } = changedColumns(target.row, { ...change, username });
       if (tenanciesChange) changed.push('tenancies');
+      if (deactivating || activating)
+        changed.push(deactivating ? 'active (deactivated)' : 'active (activated)');
       const passwordHash =
         change.password === undefined ? undefined : await this.#hasher.hash(change.password);
       if (changed.length === 0 && passwordHash === undefined) return view(target.row, target.tenancies);
@@ -258,21 +276,32 @@ export class UserAdminService {
       });
       try {
         await this.#store.transaction(async (tx) => {
-          await tx.users.update(target.row.id, {
-            ...columns,
-            ...(passwordHash === undefined
-              ? {}
-              : {
-                  password_hash: passwordHash,
-                  password_changed_at: now,
-                  failed_count: 0,
-                  locked_until: null,
-                }),
-            updated_at: now,
-          });
+          // Deactivating the last holder of ACCESS_MANAGEMENT_WRITE would leave nobody to undo it.
+          const guarded = deactivating
+            ? keepOneAccessManager
+            : <T>(_: unknown, run: () => Promise<T>) => run();
+          await guarded(tx, () =>
+            tx.users.update(target.row.id, {
+              ...(deactivating || activating ? { active: deactivating ? 0 : 1 } : {}),
+              ...columns,
+              ...(passwordHash === undefined
+                ? {}
+                : {
+                    password_hash: passwordHash,
+                    password_changed_at: now,
+                    failed_count: 0,
+                    locked_until: null,
+                  }),
+              updated_at: now,
+            }),
+          );
           if (tenanciesChange && tenancies) await tx.users.replaceTenancies(target.row.id, tenancies, now);
+          const ended = deactivating
+            ? await tx.sessions.revokeAllOfUser(target.row.id, now, 'deactivated')
+            : 0;
           if (changed.length > 0) {
-            await this.#audit.record(event('user.update', `changed ${changed.join(', ')}`), tx);
+            const endedNote = deactivating ? `; ${ended} session(s) ended` : '';
+            await this.#audit.record(event('user.update', `changed ${changed.join(', ')}${endedNote}`), tx);
           }
           if (passwordHash !== undefined) {
             const ended = await tx.sessions.revokeAllOfUser(target.row.id, now, 'password-set');
@@ -288,6 +317,7 @@ export class UserAdminService {
         }
         throw error;
       }
+      if (passwordHash !== undefined) await this.#accounts.clearLockout('user', username);
       const updated = await this.#store.users.findById(target.row.id);
       if (!updated) throw new GatehouseError('NOT_FOUND', 'no such user');
       return view(updated, await this.#store.users.tenancies(updated.id));

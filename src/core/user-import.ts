@@ -1,11 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import streamArray from 'stream-json/streamers/stream-array.js';
 import type { Config } from '../config.js';
 import { GatehouseError, isGatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
@@ -22,14 +23,18 @@ import type { UserAdminService } from './user-admin.js';
 
 /**
  * `csv`: a header row naming the columns (any order, case-insensitive, unknown ones ignored), then
- * one user per line; fields may be quoted ("" inside quotes is a quote) but may not span lines.
+ * one user per line; fields may be quoted ("" inside quotes is a quote) but may not span lines,
+ * so that a stray quote spoils its own line and not every line after it.
  * `ndjson`: one JSON object per line with the same field names.
+ * `json`: one JSON array of such objects, read element by element.
  */
-export type ImportFormat = 'csv' | 'ndjson';
+export type ImportFormat = 'csv' | 'ndjson' | 'json';
 
 export const IMPORT_COLUMNS = [
   'username',
   'password',
+  // Instead of `password`: an argon2, bcrypt or scrypt hash from the system being left behind.
+  'password_hash',
   'firstName',
   'lastName',
   'displayName',
@@ -46,7 +51,15 @@ export const IMPORT_BODY_LIMIT = 256 * 1024 * 1024;
 export const REPORTED_FAILURES = 1000;
 const PROGRESS_EVERY_ROWS = 250;
 const FAILURE_BATCH = 200;
+/**
+ * Rows created at once: each waits mostly on password hashing, which runs on libuv's thread pool
+ * (4 threads unless UV_THREADPOOL_SIZE says otherwise), so 4 keeps every hashing thread busy.
+ */
+const ROWS_IN_FLIGHT = 4;
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+/** A spool file that is no job's and has not been written to for this long is an abandoned upload. */
+const ABANDONED_SPOOL_MS = 60 * 60 * 1000;
+const JOB_SPOOL_NAME = /^([0-9a-f-]{36})\.(csv|ndjson|json)$/;
 
 interface Spooled {
   readonly file: string;
@@ -57,6 +70,14 @@ interface Spooled {
 interface RowFailure {
   readonly row: number;
   readonly reason: string;
+}
+
+type RowFields = Partial<Record<ImportColumn, string>>;
+
+/** A row as read from the file: its fields, or why they could not be read. */
+interface ReadRow {
+  readonly row: number;
+  readonly fields: RowFields | string;
 }
 
 const counted = (n: number) => n.toLocaleString('en-US');
@@ -133,10 +154,16 @@ export class UserImportService {
           userId: auth.principal.kind === 'user' ? auth.principal.id : null,
           tenantId,
         },
-        (control) =>
-          this.#run(control, auth, actor, format, spooled, tenantId, meta).finally(() =>
-            rm(spooled.file, { force: true }),
-          ),
+        async (control) => {
+          // Named after its job from now on, so that a sweep after a crash knows whose it is.
+          const file = path.join(path.dirname(spooled.file), `${control.jobId}.${format}`);
+          await rename(spooled.file, file);
+          try {
+            return await this.#run(control, auth, actor, format, { ...spooled, file }, tenantId, meta);
+          } finally {
+            await rm(file, { force: true });
+          }
+        },
       );
       handedOver = true;
       if (idempotencyKey !== undefined) {
@@ -179,15 +206,16 @@ export class UserImportService {
     return this.submit(auth, body, format, undefined, { ip: '', userAgent: 'gatehouse import' });
   }
 
-  /** Waits until a job ends, calling `onProgress` whenever its `status_detail` changes. */
-  async follow(jobId: string, onProgress: (statusDetail: string) => void, pollMs = 200): Promise<JobView> {
+  /** Waits until a job ends, calling `onProgress` whenever its progress or `status_detail` changes. */
+  async follow(jobId: string, onProgress: (job: JobView) => void, pollMs = 200): Promise<JobView> {
     let last = '';
     for (;;) {
       const row = await this.#store.jobs.findById(jobId);
       if (!row) throw new GatehouseError('NOT_FOUND', 'no such job');
-      if (row.status_detail !== last) {
-        last = row.status_detail;
-        onProgress(last);
+      const seen = `${row.progress}/${row.status_detail}`;
+      if (seen !== last) {
+        last = seen;
+        onProgress(jobView(row));
       }
       if (row.status !== 'running') return jobView(row);
       await sleep(pollMs);
@@ -212,7 +240,8 @@ export class UserImportService {
   async #spool(body: Readable, format: ImportFormat): Promise<Spooled> {
     const directory = path.join(this.#config.dataDir, 'imports');
     await mkdir(directory, { recursive: true, mode: 0o700 });
-    const file = path.join(directory, `${randomUUID()}.${format}`);
+    // Renamed to the job id once the job exists; until then the sweep tells it by this prefix.
+    const file = path.join(directory, `upload-${randomUUID()}.${format}`);
     const counter = new LineCounter(IMPORT_BODY_LIMIT);
     try {
       await pipeline(body, counter, createWriteStream(file, { mode: 0o600 }));
@@ -222,7 +251,46 @@ export class UserImportService {
       throw new GatehouseError('VALIDATION_FAILED', 'the request body could not be read to its end');
     }
     const lines = counter.lines;
-    return { file, rows: format === 'csv' ? Math.max(0, lines - 1) : lines, sha256: counter.sha256() };
+    const sha256 = counter.sha256();
+    if (format !== 'json') return { file, rows: format === 'csv' ? Math.max(0, lines - 1) : lines, sha256 };
+    // A JSON array has no lines to count, and one syntax error spoils every element after it:
+    // read it through once, so that a broken document is refused before any user is created.
+    let rows = 0;
+    try {
+      for await (const _ of jsonElements(file)) rows += 1;
+    } catch (error) {
+      await rm(file, { force: true });
+      const reason = error instanceof Error ? error.message.slice(0, 200) : 'unreadable';
+      throw new GatehouseError('VALIDATION_FAILED', `body must be a JSON array of user objects: ${reason}`);
+    }
+    return { file, rows, sha256 };
+  }
+
+  /**
+   * Removes spool files nobody will read: those of jobs that are no longer running (their process
+   * died mid-import) and uploads abandoned before they became a job. Runs at start-up.
+   */
+  async sweepSpool(): Promise<number> {
+    const directory = path.join(this.#config.dataDir, 'imports');
+    let names: string[];
+    try {
+      names = await readdir(directory);
+    } catch {
+      return 0;
+    }
+    let removed = 0;
+    for (const name of names) {
+      const file = path.join(directory, name);
+      const jobId = JOB_SPOOL_NAME.exec(name)?.[1];
+      const abandoned = jobId
+        ? (await this.#store.jobs.findById(jobId))?.status !== 'running'
+        : this.#clock.now() - (await stat(file).catch(() => ({ mtimeMs: 0 }))).mtimeMs > ABANDONED_SPOOL_MS;
+      if (abandoned) {
+        await rm(file, { force: true });
+        removed += 1;
+      }
+    }
+    return removed;
   }
 
   async #run(
@@ -235,7 +303,7 @@ export class UserImportService {
     meta: RequestMeta,
   ): Promise<JobOutcome> {
     const total = spooled.rows;
-    const reported: RowFailure[] = [];
+    let reported: RowFailure[] = [];
     let pending: RowFailure[] = [];
     let imported = 0;
     let failed = 0;
@@ -243,37 +311,27 @@ export class UserImportService {
     const tenants = new Map<string, string | null>();
     const fail = async (failure: RowFailure) => {
       failed += 1;
-      if (reported.length < REPORTED_FAILURES) reported.push(failure);
+      reported.push(failure);
+      // Rows finish slightly out of order: keep a margin, then the lowest row numbers.
+      if (reported.length >= REPORTED_FAILURES + ROWS_IN_FLIGHT) {
+        reported = reported.sort((a, b) => a.row - b.row).slice(0, REPORTED_FAILURES);
+      }
       pending.push(failure);
       if (pending.length >= FAILURE_BATCH) {
-        await this.#store.imports.addFailures(control.jobId, pending);
+        const batch = pending;
         pending = [];
+        await this.#store.imports.addFailures(control.jobId, batch);
       }
     };
-
-    const lines = createInterface({
-      input: createReadStream(spooled.file),
-      crlfDelay: Number.POSITIVE_INFINITY,
-    });
-    let lineNumber = 0;
-    let header: (ImportColumn | undefined)[] | undefined;
-    for await (const rawLine of lines) {
-      lineNumber += 1;
-      const line = lineNumber === 1 ? rawLine.replace(/^\uFEFF/, '') : rawLine;
-      if (line.trim() === '') continue;
-      if (format === 'csv' && header === undefined) {
-        header = readHeader(line);
-        continue;
-      }
-      const row = format === 'csv' ? csvRow(line, header ?? []) : jsonRow(line);
-      const password = typeof row === 'string' ? undefined : row.password;
+    const importRow = async ({ row, fields }: ReadRow) => {
+      const secrets = typeof fields === 'string' ? [] : [fields.password, fields.password_hash];
       try {
-        if (typeof row === 'string') throw new GatehouseError('VALIDATION_FAILED', row);
-        await this.#createRow(auth, actor, row, tenants, meta);
+        if (typeof fields === 'string') throw new GatehouseError('VALIDATION_FAILED', fields);
+        await this.#createRow(auth, actor, fields, tenants, meta);
         imported += 1;
       } catch (error) {
         if (!isGatehouseError(error)) throw error;
-        await fail({ row: lineNumber, reason: withoutSecret(error.detail || error.userMessage, password) });
+        await fail({ row, reason: withoutSecrets(error.detail || error.userMessage, secrets) });
       }
       processed += 1;
       if (processed % PROGRESS_EVERY_ROWS === 0) {
@@ -282,8 +340,10 @@ export class UserImportService {
           total === 0 ? 100 : (processed / total) * 100,
         );
       }
-    }
+    };
+    await forEachConcurrently(readRows(spooled.file, format), ROWS_IN_FLIGHT, importRow);
     await this.#store.imports.addFailures(control.jobId, pending);
+    reported = reported.sort((a, b) => a.row - b.row).slice(0, REPORTED_FAILURES);
 
     const summary = `${counted(imported)} of ${counted(total)} users imported; ${counted(failed)} rows failed`;
     await this.#audit.record({
@@ -308,7 +368,7 @@ export class UserImportService {
   async #createRow(
     auth: AuthContext,
     actor: Actor,
-    row: Partial<Record<ImportColumn, string>>,
+    row: RowFields,
     tenants: Map<string, string | null>,
     meta: RequestMeta,
   ): Promise<void> {
@@ -329,11 +389,20 @@ export class UserImportService {
     }
     if (tenantId === null)
       throw new GatehouseError('NOT_FOUND', `no tenant with code "${code.slice(0, 64)}"`);
+    const password = row.password || undefined;
+    const passwordHash = row.password_hash || undefined;
+    if (password === undefined && passwordHash === undefined) {
+      throw new GatehouseError('VALIDATION_FAILED', 'a password is required: password, or password_hash');
+    }
+    if (password !== undefined && passwordHash !== undefined) {
+      throw new GatehouseError('VALIDATION_FAILED', 'give password or password_hash, not both');
+    }
     await this.#userAdmin.create(
       auth,
       {
         username,
-        password: row.password || undefined,
+        password,
+        passwordHash,
         firstName: row.firstName || undefined,
         lastName: row.lastName || undefined,
         displayName: row.displayName || undefined,
@@ -345,6 +414,67 @@ export class UserImportService {
       meta,
     );
   }
+}
+
+/**
+ * Calls `each` for every item, at most `limit` at a time, in the order the items come. The
+ * first failure stops the others from taking new items and is thrown.
+ */
+async function forEachConcurrently<T>(
+  items: AsyncIterable<T>,
+  limit: number,
+  each: (item: T) => Promise<void>,
+): Promise<void> {
+  const iterator = items[Symbol.asyncIterator]();
+  let failure: { error: unknown } | undefined;
+  const worker = async () => {
+    // An async generator queues concurrent next() calls, so the workers share it safely.
+    while (failure === undefined) {
+      const next = await iterator.next();
+      if (next.done) return;
+      try {
+        await each(next.value);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: limit }, worker));
+  if (failure !== undefined) {
+    await iterator.return?.(undefined);
+    throw failure.error;
+  }
+}
+
+/** The rows of a spooled file, numbered as a person finds them: by line, or by array element. */
+async function* readRows(file: string, format: ImportFormat): AsyncGenerator<ReadRow> {
+  if (format === 'json') {
+    for await (const element of jsonElements(file)) {
+      yield { row: element.key + 1, fields: objectRow(element.value) };
+    }
+    return;
+  }
+  const lines = createInterface({ input: createReadStream(file), crlfDelay: Number.POSITIVE_INFINITY });
+  let lineNumber = 0;
+  let header: (ImportColumn | undefined)[] | undefined;
+  for await (const rawLine of lines) {
+    lineNumber += 1;
+    const line = lineNumber === 1 ? rawLine.replace(/^\uFEFF/, '') : rawLine;
+    if (line.trim() === '') continue;
+    if (format === 'csv' && header === undefined) {
+      header = readHeader(line);
+      continue;
+    }
+    yield { row: lineNumber, fields: format === 'csv' ? csvRow(line, header ?? []) : jsonRow(line) };
+  }
+}
+
+/** The elements of the top-level JSON array in `file`, parsed one at a time. */
+function jsonElements(file: string): AsyncIterable<{ key: number; value: unknown }> {
+  const source = createReadStream(file);
+  const elements = streamArray.withParserAsStream();
+  source.on('error', (error) => elements.destroy(error));
+  return source.pipe(elements);
 }
 
 function failedTask(jobId: string, auth: AuthContext, failure: RowFailure): JobTask {
@@ -364,9 +494,9 @@ function failedTask(jobId: string, auth: AuthContext, failure: RowFailure): JobT
   };
 }
 
-/** A reason must never echo the row's password, whatever rule produced it. */
-function withoutSecret(reason: string, password: string | undefined): string {
-  return password ? reason.split(password).join('***') : reason;
+/** A reason must never echo the row's password or password hash, whatever rule produced it. */
+function withoutSecrets(reason: string, secrets: readonly (string | undefined)[]): string {
+  return secrets.reduce<string>((text, secret) => (secret ? text.split(secret).join('***') : text), reason);
 }
 
 function readHeader(line: string): (ImportColumn | undefined)[] {
@@ -376,13 +506,10 @@ function readHeader(line: string): (ImportColumn | undefined)[] {
   );
 }
 
-function csvRow(
-  line: string,
-  header: readonly (ImportColumn | undefined)[],
-): Partial<Record<ImportColumn, string>> | string {
+function csvRow(line: string, header: readonly (ImportColumn | undefined)[]): RowFields | string {
   const fields = splitCsv(line);
   if (!fields) return 'malformed CSV line (unbalanced quotes)';
-  const row: Partial<Record<ImportColumn, string>> = {};
+  const row: RowFields = {};
   header.forEach((column, index) => {
     const value = fields[index];
     if (column && value !== undefined) row[column] = value;
@@ -390,15 +517,19 @@ function csvRow(
   return row;
 }
 
-function jsonRow(line: string): Partial<Record<ImportColumn, string>> | string {
+function jsonRow(line: string): RowFields | string {
   let parsed: unknown;
   try {
     parsed = JSON.parse(line);
   } catch {
     return 'not a JSON object';
   }
+  return objectRow(parsed);
+}
+
+function objectRow(parsed: unknown): RowFields | string {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return 'not a JSON object';
-  const row: Partial<Record<ImportColumn, string>> = {};
+  const row: RowFields = {};
   for (const column of IMPORT_COLUMNS) {
     const value = (parsed as Record<string, unknown>)[column];
     if (value === undefined || value === null) continue;

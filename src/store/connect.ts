@@ -4,6 +4,7 @@ import SQLite from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
 import { migrations } from './migrations/index.js';
+import { RedisUnavailableError } from './redis-counters.js';
 import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
 
@@ -113,6 +114,7 @@ const SQLITE_UNAVAILABLE = new Set([
 /** True when an error means "the store cannot be reached now", as opposed to a bug. */
 export function isStoreUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
+  if (error instanceof RedisUnavailableError) return true;
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string') {
     if (PG_UNAVAILABLE.has(code) || NET_UNAVAILABLE.has(code)) return true;

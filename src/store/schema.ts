@@ -123,6 +123,10 @@ export interface SessionTable {
   prev_success_at: EpochMs | null;
   prev_failed_at: EpochMs | null;
   prev_failed_ip: string | null;
+  /** Generation of the newest NSE bearer token issued for this session; older ones are replays. */
+  token_generation: ColumnType<number, number | undefined, number>;
+  /** Until when the token of the generation before the newest is still accepted (refresh grace). */
+  prior_token_valid_until: ColumnType<EpochMs | null, EpochMs | null | undefined, EpochMs | null>;
 }
 
 export interface ApiTokenTable {
@@ -227,6 +231,17 @@ export interface AuditEventTable {
   reason: string;
 }
 
+/** Brute-force and rate-limit counters (migration 0007); see repositories/login-throttle.ts. */
+export interface LoginThrottleTable {
+  scope: string;
+  subject: string;
+  owner: string | null;
+  hits: number;
+  window_start: EpochMs;
+  locked_until: EpochMs | null;
+  expires_at: EpochMs;
+}
+
 export interface Database {
   tenants: TenantTable;
   users: UserTable;
@@ -247,4 +262,5 @@ export interface Database {
   audit_events: AuditEventTable;
   import_failures: ImportFailureTable;
   import_requests: ImportRequestTable;
+  login_throttle: LoginThrottleTable;
 }

@@ -41,6 +41,10 @@ export function trackRoutes(app: FastifyInstance): RouteTable {
   return {
     allowedMethods(method, url) {
       const path = url.split('?')[0] ?? url;
+      // The route exists for this very method and its handler found nothing (a static file under
+      // /docs): that is a 404, not a 405.
+      if (METHODS.includes(method as HTTPMethod) && router.find(method as HTTPMethod, path) !== null)
+        return [];
       return METHODS.filter((m) => m !== method && router.find(m, path) !== null);
     },
     entries: () => entries,

@@ -1,18 +1,27 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 /**
- * Headers every answer carries. API answers hold tokens and personal data: never cached, never
- * framed, never sniffed. /docs needs its own scripts, so the strict CSP stays off it.
+ * Headers every answer carries, errors included. API answers hold tokens and personal data:
+ * never cached, never framed, never sniffed, never loaded by another site's page as a script or
+ * image (Cross-Origin-Resource-Policy). /docs needs its own scripts, so the strict CSP stays off it.
+ * Over HTTPS (served, or reported by a trusted proxy) browsers are told to use nothing else:
+ * Strict-Transport-Security over plain HTTP would be ignored, so it is sent only there.
  */
+export function setSecurityHeaders(request: FastifyRequest, reply: FastifyReply): void {
+  reply.header('X-Content-Type-Options', 'nosniff');
+  reply.header('X-Frame-Options', 'DENY');
+  reply.header('Referrer-Policy', 'no-referrer');
+  reply.header('Cross-Origin-Resource-Policy', 'same-origin');
+  if (request.protocol === 'https') reply.header('Strict-Transport-Security', 'max-age=31536000');
+  if (!request.url.startsWith('/docs')) {
+    reply.header('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'");
+    if (!reply.hasHeader('Cache-Control')) reply.header('Cache-Control', 'no-store');
+  }
+}
+
 export function addSecurityHeaders(app: FastifyInstance): void {
   app.addHook('onSend', async (request, reply, payload) => {
-    reply.header('X-Content-Type-Options', 'nosniff');
-    reply.header('X-Frame-Options', 'DENY');
-    reply.header('Referrer-Policy', 'no-referrer');
-    if (!request.url.startsWith('/docs')) {
-      reply.header('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'");
-      if (!reply.hasHeader('Cache-Control')) reply.header('Cache-Control', 'no-store');
-    }
+    setSecurityHeaders(request, reply);
     return payload;
   });
 }

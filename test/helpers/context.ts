@@ -19,6 +19,11 @@ export class ManualClock {
   advance(ms: number): void {
     this.#now += ms;
   }
+  /** Waits the core asked for (the progressive sign-in delay): recorded, not slept, and time stands still. */
+  readonly sleeps: number[] = [];
+  async sleep(ms: number): Promise<void> {
+    this.sleeps.push(ms);
+  }
 }
 
 export interface TestContext {
@@ -57,6 +62,10 @@ export async function createTestContext(
     GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
     GATEHOUSE_ARGON2_ITERATIONS: '1',
     GATEHOUSE_LOG_LEVEL: 'silent',
+    // Tests sign in far more often per minute than a person: the rate-limit tests set their own.
+    GATEHOUSE_RATE_LIMIT_SIGNIN: '100000/min',
+    GATEHOUSE_RATE_LIMIT_REFRESH: '100000/min',
+    GATEHOUSE_RATE_LIMIT_NODE_LOGIN: '100000/min',
     ...settings,
   });
   const clock = new ManualClock();

@@ -195,15 +195,51 @@ forEachDialect('NSE users import', (dialect) => {
       payload: csv,
     });
     assert.equal(anonymous.statusCode, 401);
-    const asJson = await ctx.inject({
-      method: 'POST',
-      url: '/api/v2.1/users/import',
-      headers: bearer(tokens.alice!),
-      payload: [{ username: 'x' }],
-    });
-    assert.equal(asJson.statusCode, 415);
+    const asXml = await importUsers('alice', '<users/>', 'application/xml');
+    assert.equal(asXml.statusCode, 415);
+    assert.match(json(asXml).status.verbose_message, /text\/csv, application\/json or application\/x-ndjson/);
     const badKey = await importUsers('alice', csv, 'text/csv', 'has space');
     assert.equal(badKey.statusCode, 400);
+  });
+
+  test('a JSON array imports element by element, numbering rows from 1; a broken document is refused whole', async () => {
+    const users = [
+      { username: 'arr1', password: goodPassword(101), tenant_code: 'acme', email: 'arr1@example.com' },
+      { username: 'arr2', password: goodPassword(102), tenant_code: 'acme', role: 'read', extra: { a: [1] } },
+      { username: 'arr3', password: 12345, tenant_code: 'acme' },
+      'not an object',
+      { username: 'arr5', password: goodPassword(105), tenant_code: 'acme', __proto__: { role: 'root' } },
+    ];
+    const response = await importUsers('alice', JSON.stringify(users, null, 2), 'application/json');
+    assert.equal(response.statusCode, 202, response.body);
+    const accepted = json(response).result.records[0];
+    assert.equal(accepted.status_detail, '0 of 5 users imported');
+    const job = await finished('alice', accepted.id);
+    assert.equal(job.status, 'partially_failed');
+    assert.equal(job.status_detail, '3 of 5 users imported; 2 rows failed');
+    assert.deepEqual(
+      job.job_tasks.map((task: Record<string, string>) => task.status_detail),
+      ['row 3: password must be a string', 'row 4: not a JSON object'],
+    );
+    for (const name of ['arr1', 'arr2', 'arr5']) assert.ok(await userExists(name), name);
+    const arr5 = json(
+      await ctx.inject({ method: 'GET', url: '/api/v2.1/users/arr5', headers: bearer(tokens.admin!) }),
+    ).result.records[0];
+    assert.equal(arr5.tenancies[0].role, 'user', 'a __proto__ key grants nothing');
+
+    const before = await ctx.store.users.count();
+    for (const broken of [
+      '[{"username":"half1","password":"x"}, {"username": ',
+      '{"username":"obj"}',
+      '[1,2',
+      '',
+    ]) {
+      const refused = await importUsers('alice', broken, 'application/json');
+      assert.equal(refused.statusCode, 400, broken);
+      assert.match(json(refused).status.verbose_message, /^VALIDATION_FAILED: body must be a JSON array/);
+    }
+    assert.equal(await ctx.store.users.count(), before, 'nothing imported from a broken document');
+    assert.deepEqual(readdirSync(path.join(ctx.config.dataDir, 'imports')), [], 'no spool left behind');
   });
 
   test('a cross-tenant row is a per-row failure that reads like an unknown tenant', async () => {

@@ -569,6 +569,69 @@ forEachDialect('NSE users', (dialect) => {
     assert.equal((await call('alice', 'DELETE', `${USERS}/HAL`)).statusCode, 204);
   });
 
+  test('deactivation (PUT active:false) ends the sessions and refuses sign-in on both APIs; reactivation restores it; guarded', async () => {
+    const ida = await makeUser('ida', [[acme, 'user']]);
+    await signIn('ida');
+    const cookieLogin = await ctx.inject({
+      method: 'POST',
+      url: '/api/session/login',
+      payload: { login: 'ida', password: PASSWORD },
+    });
+    const cookie = cookieLogin.headers['set-cookie'];
+    assert.ok(cookie, 'the Storware login sets a cookie');
+
+    // Out of sight and read-only callers change nothing.
+    isError(await call('gus', 'PUT', `${USERS}/${ida}`, { active: false }), 404, 'NOT_FOUND');
+    isError(await call('rita', 'PUT', `${USERS}/${ida}`, { active: false }), 403, 'FORBIDDEN');
+    isError(await call('alice', 'PUT', `${USERS}/${ida}`, { active: 'no' }), 400, 'VALIDATION_FAILED');
+    assert.equal((await call('ida', 'GET', `${USERS}/ida`)).statusCode, 200);
+
+    const off = await call('alice', 'PUT', `${USERS}/${ida}`, { active: false });
+    assert.equal(off.statusCode, 200, off.body);
+    isError(await call('ida', 'GET', `${USERS}/ida`), 401, 'SESSION_ENDED');
+    const storwareUser = await ctx.inject({
+      method: 'GET',
+      url: '/api/session/user',
+      headers: { cookie: String(cookie).split(';')[0] },
+    });
+    assert.equal(storwareUser.statusCode, 401);
+    const refused = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/signin',
+      payload: { username: 'ida', password: PASSWORD },
+    });
+    const wrongPassword = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/signin',
+      payload: { username: 'alice', password: `${PASSWORD}-wrong` },
+    });
+    assert.equal(refused.statusCode, 401);
+    assert.equal(refused.body, wrongPassword.body, 'an inactive account reads like a wrong password');
+    const [event] = (await auditRows('user.update', ida)).slice(-1);
+    assert.match(event?.reason ?? '', /active \(deactivated\); 2 session\(s\) ended/);
+
+    const on = await call('alice', 'PUT', `${USERS}/ida`, { active: true });
+    assert.equal(on.statusCode, 200, on.body);
+    await signIn('ida');
+    assert.equal((await call('ida', 'GET', `${USERS}/ida`)).statusCode, 200);
+
+    // Nobody deactivates itself; the last holder of ACCESS_MANAGEMENT_WRITE (admin, through
+    // "Global Administrators") stays active even for another root.
+    isError(await call('alice', 'PUT', `${USERS}/alice`, { active: false }), 403, 'FORBIDDEN');
+    const deputy = await makeUser('deputy-root', [[system, 'root']]);
+    await signIn('deputy-root');
+    const guarded = isError(
+      await call('deputy-root', 'PUT', `${USERS}/admin`, { active: false }),
+      412,
+      'PRECONDITION_FAILED',
+    );
+    assert.match(guarded.status.verbose_message, /ACCESS_MANAGEMENT_WRITE/);
+    assert.equal((await call('admin', 'GET', `${USERS}/admin`)).statusCode, 200, 'admin still signed in');
+    assert.equal((await call('admin', 'PUT', `${USERS}/${deputy}`, { active: false })).statusCode, 200);
+    isError(await call('deputy-root', 'GET', USERS), 401, 'SESSION_ENDED');
+    assert.equal((await call('admin', 'DELETE', `${USERS}/${deputy}`)).statusCode, 204);
+  });
+
   test('the last active root user can be neither deleted nor demoted (412); with a second root it can', async () => {
     const last = await call('admin', 'DELETE', `${USERS}/${ids.admin}`);
     const body = isError(last, 412, 'PRECONDITION_FAILED');

@@ -4,6 +4,8 @@ import * as administration from './0002-administration.js';
 import * as jobLeases from './0003-job-leases.js';
 import * as sessionTokenIndex from './0004-session-token-index.js';
 import * as importFailures from './0005-import-failures.js';
+import * as tokenRotation from './0006-token-rotation.js';
+import * as loginThrottle from './0007-login-throttle.js';
 
 /** Every migration in order. Names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -12,4 +14,6 @@ export const migrations: Record<string, Migration> = {
   '0003-job-leases': jobLeases,
   '0004-session-token-index': sessionTokenIndex,
   '0005-import-failures': importFailures,
+  '0006-token-rotation': tokenRotation,
+  '0007-login-throttle': loginThrottle,
 };

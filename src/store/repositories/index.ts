@@ -5,6 +5,7 @@ import { createAuditEventRepository } from './audit-events.js';
 import { createCatalogRepository } from './catalog.js';
 import { createImportRepository } from './imports.js';
 import { createJobRepository } from './jobs.js';
+import { createLoginThrottleRepository } from './login-throttle.js';
 import { createNodeRepository } from './nodes.js';
 import { createRbacRepository } from './rbac.js';
 import { createSessionRepository } from './sessions.js';
@@ -28,6 +29,7 @@ export function createRepositories(db: Kysely<Database>) {
     auditEvents: createAuditEventRepository(db),
     subtenants: createSubtenantRepository(db),
     imports: createImportRepository(db),
+    loginThrottle: createLoginThrottleRepository(db),
   };
 }
 

@@ -48,6 +48,19 @@ export function createNodeRepository(db: Kysely<Database>) {
     async update(id: string, patch: Updateable<NodeTable>): Promise<void> {
       await db.updateTable('nodes').set(patch).where('id', '=', id).execute();
     },
+    /**
+     * Swaps the password hash for an equivalent one (rehash at sign-in) only while it is still
+     * `expected`: a password set meanwhile wins. True when the row changed.
+     */
+    async replacePasswordHash(id: string, expected: string, next: string): Promise<boolean> {
+      const result = await db
+        .updateTable('nodes')
+        .set({ password_hash: next })
+        .where('id', '=', id)
+        .where('password_hash', '=', expected)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    },
     /** True when a row went; its sessions go with it (foreign key cascade). */
     async delete(id: string): Promise<boolean> {
       const result = await db.deleteFrom('nodes').where('id', '=', id).executeTakeFirst();

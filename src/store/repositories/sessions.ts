@@ -51,6 +51,21 @@ export function createSessionRepository(db: Kysely<Database>) {
     async touch(id: string, now: number): Promise<void> {
       await db.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', id).execute();
     },
+    /**
+     * Refresh rotation as one compare-and-set: moves the session from token generation `from` to
+     * `from + 1` only if it is still at `from` and live, so that of two concurrent refreshes of the
+     * same token exactly one wins (on both stores: the UPDATE re-checks its WHERE under the row lock).
+     */
+    async advanceTokenGeneration(id: string, from: number, priorValidUntil: number): Promise<boolean> {
+      const result = await db
+        .updateTable('sessions')
+        .set({ token_generation: from + 1, prior_token_valid_until: priorValidUntil })
+        .where('id', '=', id)
+        .where('token_generation', '=', from)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    },
     /** Returns true if this call ended the session (false: it had already ended). */
     async revoke(id: string, now: number, reason: string): Promise<boolean> {
       const result = await db

@@ -44,6 +44,19 @@ export function createUserRepository(db: Kysely<Database>) {
     async update(id: string, patch: Updateable<UserTable>): Promise<void> {
       await db.updateTable('users').set(patch).where('id', '=', id).execute();
     },
+    /**
+     * Swaps the password hash for an equivalent one (rehash at sign-in) only while it is still
+     * `expected`: a password set meanwhile wins. True when the row changed.
+     */
+    async replacePasswordHash(id: string, expected: string, next: string): Promise<boolean> {
+      const result = await db
+        .updateTable('users')
+        .set({ password_hash: next })
+        .where('id', '=', id)
+        .where('password_hash', '=', expected)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    },
 
     async addTenancy(row: Insertable<TenancyTable>): Promise<void> {
       await db.insertInto('tenancies').values(row).execute();

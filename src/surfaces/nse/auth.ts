@@ -5,6 +5,7 @@ import type { AuthContext } from '../../core/sessions.js';
 import { GatehouseError } from '../../errors.js';
 import type { SessionWithPrincipal } from '../../store/repositories/sessions.js';
 import { authOf } from '../auth-context.js';
+import { rateLimited } from '../rate-limit.js';
 import { requestMeta } from '../request-meta.js';
 import { nseAuthenticator } from './authenticate.js';
 import { NSE_ERRORS, RecordEnvelope, single } from './envelope.js';
@@ -17,12 +18,13 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
   const authenticate = nseAuthenticator(core);
   const answer = async (auth: AuthContext & { session: SessionWithPrincipal }) => ({
     user: userRecord(await core.accounts.viewUser(auth.principal.id)),
-    token: core.sessions.issueToken(auth),
+    token: await core.sessions.issueToken(auth),
   });
 
   app.post(
     '/auth/signin',
     {
+      onRequest: rateLimited(core, 'signin'),
       schema: {
         tags: ['NSE auth'],
         summary: 'Sign in with a username and password; returns the user and a bearer token',
@@ -44,10 +46,11 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
   app.post(
     '/auth/refresh',
     {
-      onRequest: authenticate,
+      onRequest: [rateLimited(core, 'refresh'), authenticate],
       schema: {
         tags: ['NSE auth'],
-        summary: 'A new bearer token for the same session',
+        summary:
+          'A new bearer token for the same session; the one presented keeps working for GATEHOUSE_REFRESH_GRACE, and using it later ends the session',
         security: [{ bearer: [] as string[] }],
         response: { 200: RecordEnvelope(AuthRecord), ...NSE_ERRORS },
       },
@@ -58,13 +61,18 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
         // HTTP Basic has no session to refresh; a node has no NSE user record.
         throw new GatehouseError('AUTHENTICATION_REQUIRED', 'refresh needs a bearer token of a user session');
       }
-      return single(await answer({ principal: auth.principal, session: auth.session }));
+      const token = await core.sessions.refreshToken(
+        { ...auth, session: auth.session },
+        requestMeta(request),
+      );
+      return single({ user: userRecord(await core.accounts.viewUser(auth.principal.id)), token });
     },
   );
 
   app.post(
     '/auth/password',
     {
+      onRequest: rateLimited(core, 'signin'),
       schema: {
         tags: ['NSE auth'],
         summary: "Change the user's password; ends the user's other sessions and returns a new token",

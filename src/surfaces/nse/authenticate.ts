@@ -11,14 +11,15 @@ export function nseAuthenticator(core: Core) {
   return async (request: FastifyRequest): Promise<void> => {
     const bearer = authorizationCredentials(request, 'bearer');
     if (bearer !== undefined) {
-      request.auth = await core.sessions.authenticateBearer(bearer);
+      request.auth = await core.sessions.authenticateBearer(bearer, requestMeta(request));
       return;
     }
     const basic = authorizationCredentials(request, 'basic');
     if (basic !== undefined) {
       const decoded = Buffer.from(basic, 'base64').toString('utf8');
       const colon = decoded.indexOf(':');
-      if (colon < 0)
+      // A NUL is never in a name or password, and PostgreSQL cannot even look it up.
+      if (colon < 0 || decoded.includes('\0'))
         throw new GatehouseError('AUTHENTICATION_REQUIRED', 'the Basic credentials are malformed');
       const user = await core.authentication.verifyUserPassword(
         decoded.slice(0, colon),

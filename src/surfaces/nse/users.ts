@@ -72,6 +72,12 @@ const UpdateBody = Type.Object({
       description: 'The entire new set: tenancies left out are removed',
     }),
   ),
+  active: Type.Optional(
+    Type.Boolean({
+      description:
+        'Gatehouse extension: false deactivates the user (no sign-in; its sessions end), true reactivates it',
+    }),
+  ),
 });
 
 const NoBody = (description: string) => Type.Unsafe<undefined>({ description });
@@ -190,6 +196,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
           phone: body.phone,
           primaryTenantId: body.tenant_id,
           tenancies: body.tenancies && tenancyRequests(body.tenancies),
+          active: body.active,
         },
         requestMeta(request),
       );
@@ -213,5 +220,26 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
       await core.userAdmin.delete(authOf(request), request.params.id, requestMeta(request));
       return reply.code(204).send(undefined);
     },
+  );
+
+  app.post(
+    '/users/:id/unlock',
+    {
+      onRequest: authenticate,
+      schema: {
+        tags: ['NSE users'],
+        summary:
+          'Gatehouse extension: clear the sign-in locks of a user (its own and those of every address that failed on it)',
+        security: NSE_SECURITY,
+        params: UserParam,
+        response: { 200: RecordEnvelope(UserRecord), ...NSE_ERRORS },
+      },
+    },
+    async (request) =>
+      single(
+        userRecord(
+          await core.lockoutAdmin.unlockUser(authOf(request), request.params.id, requestMeta(request)),
+        ),
+      ),
   );
 };

@@ -61,6 +61,8 @@ export const opsSurface: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
     },
     async (_request, reply) => {
       reply.header('Cache-Control', 'public, max-age=300');
+      // A key rotated in on another node (or by `gatehouse keys rotate`) is published within a minute.
+      await core.keyring.refreshIfDue();
       return { keys: core.keyring.publicJwks() as Array<Record<string, string>> } as never;
     },
   );

@@ -2,10 +2,15 @@ import type {} from '@fastify/cookie';
 import type { FastifyRequest } from 'fastify';
 import type { Core } from '../../core/index.js';
 import { GatehouseError } from '../../errors.js';
-import { authorizationCredentials } from '../request-meta.js';
+import { authorizationCredentials, requestMeta } from '../request-meta.js';
 
 /** Clients replay whatever cookie they get; the name is ours. */
 export const SESSION_COOKIE = 'gatehouse_session';
+/**
+ * Its name over HTTPS: browsers keep a `__Host-` cookie to exactly the host that set it, over
+ * HTTPS only (it must be Secure, with Path=/ and no Domain), so no sibling host can set or read it.
+ */
+export const SECURE_SESSION_COOKIE = `__Host-${SESSION_COOKIE}`;
 
 /** A Storware call is authenticated by a bearer token (NSE JWT or session secret) or the session cookie. */
 export function storwareAuthenticator(core: Core) {
@@ -13,10 +18,10 @@ export function storwareAuthenticator(core: Core) {
     // An explicit Authorization header wins over a cookie the client may still carry from before.
     const bearer = authorizationCredentials(request, 'bearer');
     if (bearer !== undefined) {
-      request.auth = await core.sessions.authenticateBearer(bearer);
+      request.auth = await core.sessions.authenticateBearer(bearer, requestMeta(request));
       return;
     }
-    const cookie = request.cookies[SESSION_COOKIE];
+    const cookie = request.cookies[SECURE_SESSION_COOKIE] ?? request.cookies[SESSION_COOKIE];
     if (cookie) {
       request.auth = await core.sessions.authenticateSecret(cookie);
       return;

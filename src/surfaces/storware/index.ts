@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Core } from '../../core/index.js';
 import { type ErrorCode, GatehouseError } from '../../errors.js';
 import { toGatehouseError } from '../http-errors.js';
@@ -13,22 +14,25 @@ export const STORWARE_PREFIX = '/api/session';
  */
 const LOGIN_FAILURES: ReadonlySet<ErrorCode> = new Set(['INVALID_CREDENTIALS', 'INVALID_API_TOKEN']);
 
+/** Renders any error as a Storware error body: `{"errorCode","message"}`. */
+export async function renderStorwareError(error: unknown, request: FastifyRequest, reply: FastifyReply) {
+  const failure = toGatehouseError(error, request);
+  const status = LOGIN_FAILURES.has(failure.code) ? 400 : failure.status;
+  return reply
+    .code(status)
+    .headers(failure.headers)
+    .send({
+      errorCode: failure.code,
+      message: failure.detail ? `${failure.userMessage} (${failure.detail})` : failure.userMessage,
+    });
+}
+
 /** The Storware session surface: errors are `{"errorCode","message"}`. */
 export const storwareSurface: FastifyPluginAsyncTypebox<{
   core: Core;
   allowedMethods: (method: string, url: string) => string[];
 }> = async (app, { core, allowedMethods }) => {
-  app.setErrorHandler(async (error, request, reply) => {
-    const failure = toGatehouseError(error, request);
-    const status = LOGIN_FAILURES.has(failure.code) ? 400 : failure.status;
-    return reply
-      .code(status)
-      .headers(failure.headers)
-      .send({
-        errorCode: failure.code,
-        message: failure.detail ? `${failure.userMessage} (${failure.detail})` : failure.userMessage,
-      });
-  });
+  app.setErrorHandler(renderStorwareError);
 
   // The reference sends the bodiless session calls (logout, ...) with "Content-Type: */*": accept
   // any content type when the body is empty; a non-empty body must still be JSON.

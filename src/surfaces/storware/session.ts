@@ -1,12 +1,13 @@
 import type {} from '@fastify/cookie';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Core } from '../../core/index.js';
 import type { OpenedSession } from '../../core/sessions.js';
 import { authOf } from '../auth-context.js';
+import { rateLimited } from '../rate-limit.js';
 import { requestMeta } from '../request-meta.js';
-import { SESSION_COOKIE, storwareAuthenticator } from './authenticate.js';
+import { SECURE_SESSION_COOKIE, SESSION_COOKIE, storwareAuthenticator } from './authenticate.js';
 import {
   AppUserDetails,
   SessionInfoResponse,
@@ -25,15 +26,21 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   const authenticate = storwareAuthenticator(core);
   // The reference shows 201 for these POSTs; the live product answers 200 (a setting).
   const postStatus = core.config.storwareSessionPostStatus;
-  const secureCookie = core.config.tls !== undefined;
+  const { cookieSecure } = core.config;
+  // Scripts in the page never read it (HttpOnly), other sites' requests never carry it (Strict,
+  // and cross-site.ts), and over HTTPS it never travels in clear (Secure) and stays with this host
+  // (the __Host- prefix, which needs Path=/).
+  const sessionCookie = (request: FastifyRequest) => {
+    const secure = cookieSecure === 'auto' ? request.protocol === 'https' : cookieSecure;
+    return {
+      name: secure ? SECURE_SESSION_COOKIE : SESSION_COOKIE,
+      options: { path: secure ? '/' : '/api', httpOnly: true, sameSite: 'strict', secure } as const,
+    };
+  };
 
-  const startSession = async (reply: FastifyReply, opened: OpenedSession) => {
-    reply.setCookie(SESSION_COOKIE, opened.secret, {
-      path: '/api',
-      httpOnly: true,
-      sameSite: 'strict',
-      secure: secureCookie,
-    });
+  const startSession = async (request: FastifyRequest, reply: FastifyReply, opened: OpenedSession) => {
+    const cookie = sessionCookie(request);
+    reply.setCookie(cookie.name, opened.secret, cookie.options);
     reply.code(postStatus);
     return sessionInfoBody(await core.sessionInfo.describe(opened.auth));
   };
@@ -55,6 +62,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.post(
     '/login',
     {
+      onRequest: rateLimited(core, 'signin'),
       schema: {
         tags: ['Storware session'],
         summary: 'Log in a user; sets the session cookie',
@@ -64,6 +72,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
     },
     async (request, reply) =>
       startSession(
+        request,
         reply,
         await core.authentication.signIn(request.body.login, request.body.password, requestMeta(request)),
       ),
@@ -72,6 +81,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.post(
     '/login-with-token',
     {
+      onRequest: rateLimited(core, 'signin'),
       schema: {
         tags: ['Storware session'],
         summary: 'Log in with an API token; sets the session cookie',
@@ -80,12 +90,17 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
       },
     },
     async (request, reply) =>
-      startSession(reply, await core.authentication.tokenSignIn(request.body.token, requestMeta(request))),
+      startSession(
+        request,
+        reply,
+        await core.authentication.tokenSignIn(request.body.token, requestMeta(request)),
+      ),
   );
 
   app.post(
     '/node/login',
     {
+      onRequest: rateLimited(core, 'nodeLogin'),
       schema: {
         tags: ['Storware session'],
         summary: 'Log in a backup node; refuses versions below the configured minimum',
@@ -95,6 +110,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
     },
     async (request, reply) =>
       startSession(
+        request,
         reply,
         await core.authentication.nodeSignIn(
           request.body.login,
@@ -118,7 +134,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
     },
     async (request, reply) => {
       await core.authentication.signOut(authOf(request), requestMeta(request));
-      reply.clearCookie(SESSION_COOKIE, { path: '/api' });
+      const cookie = sessionCookie(request);
+      reply.clearCookie(cookie.name, cookie.options);
       return reply.code(postStatus).send(undefined);
     },
   );

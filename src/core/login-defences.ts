@@ -1,0 +1,49 @@
+import { createHmac } from 'node:crypto';
+import type { Config } from '../config.js';
+import type { Store } from '../store/connect.js';
+import type { Clock } from './clock.js';
+import { type CounterBackend, LoginThrottle } from './login-throttle.js';
+import { RateLimiter } from './rate-limiter.js';
+
+/**
+ * The counters' backend: Redis when GATEHOUSE_REDIS_URL is set, otherwise the store. Either way
+ * every node of a deployment shares it.
+ */
+async function openCounters(config: Config, store: Store): Promise<CounterBackend> {
+  if (config.redisUrl !== undefined) {
+    // Loaded only when configured: a deployment without Redis never loads the client.
+    const { connectRedisCounters } = await import('../store/redis-counters.js');
+    return connectRedisCounters(config.redisUrl, config.redisKeyPrefix);
+  }
+  return { ...store.loginThrottle, close: async () => {} };
+}
+
+/**
+ * The brute-force defences of the sign-in routes: the login throttle (progressive delay and
+ * locks) and the per-address rate limits, over one shared counter backend. Account names are
+ * keyed by an HMAC under a key derived from the master key, which every node shares already.
+ */
+export async function createLoginDefences(deps: {
+  config: Config;
+  store: Store;
+  clock: Clock;
+  masterKey: Buffer;
+}): Promise<{ throttle: LoginThrottle; rateLimiter: RateLimiter }> {
+  const { config, store, clock, masterKey } = deps;
+  const counters = await openCounters(config, store);
+  const subjectKey = createHmac('sha256', masterKey).update('gatehouse login-throttle subjects v1').digest();
+  const throttle = new LoginThrottle(
+    counters,
+    clock,
+    {
+      pairThreshold: config.lockoutThreshold,
+      accountThreshold: config.lockoutAccountThreshold,
+      addressThreshold: config.lockoutIpThreshold,
+      lockMs: config.lockoutDurationMs,
+      delayBaseMs: config.loginDelayMs,
+      delayMaxMs: config.loginDelayMaxMs,
+    },
+    subjectKey,
+  );
+  return { throttle, rateLimiter: new RateLimiter(counters, clock, config.rateLimits) };
+}

@@ -1,0 +1,168 @@
+import type { CounterKey, CounterState, HitRule } from './repositories/login-throttle.js';
+
+/**
+ * The brute-force and rate-limit counters in Redis (GATEHOUSE_REDIS_URL) instead of the store:
+ * the same operations as the store's login_throttle repository, for deployments whose nodes
+ * would rather not write a row per failed sign-in. Each counter is a hash that expires with its
+ * window or lock; a hit is one Lua script, so it is atomic across every node.
+ */
+export interface RedisCounters {
+  read(keys: readonly CounterKey[]): Promise<(CounterState | undefined)[]>;
+  hit(key: CounterKey, now: number, rule: HitRule): Promise<CounterState | undefined>;
+  clear(keys: readonly CounterKey[]): Promise<void>;
+  clearOwned(owner: string): Promise<number>;
+  prune(now: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/**
+ * KEYS[1] the counter, KEYS[2] (optional) the set of counters of its owner.
+ * ARGV: now, windowMs, lockAt, lockMs. Returns {hits, windowStart, lockedUntil (0: none)}, or nil
+ * while the counter locks its subject (nothing is counted then). Times come from the caller's
+ * clock, as with the store; TTLs are relative, so clocks of Redis and the nodes need not agree.
+ */
+const HIT_SCRIPT = `
+local now = tonumber(ARGV[1])
+local windowMs = tonumber(ARGV[2])
+local lockAt = tonumber(ARGV[3])
+local lockMs = tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'h', 's', 'l')
+local hits = tonumber(state[1])
+local start = tonumber(state[2])
+local locked = tonumber(state[3]) or 0
+if hits and locked > now then return nil end
+if (not hits) or locked > 0 or start + windowMs <= now then
+  hits = 1
+  start = now
+else
+  hits = hits + 1
+end
+locked = 0
+if lockAt > 0 and hits >= lockAt then locked = now + lockMs end
+local ttl = math.max(start + windowMs, locked) - now
+if ttl < 1 then ttl = 1 end
+redis.call('HSET', KEYS[1], 'h', hits, 's', string.format('%d', start), 'l', string.format('%d', locked))
+redis.call('PEXPIRE', KEYS[1], ttl)
+if KEYS[2] then
+  redis.call('SADD', KEYS[2], KEYS[1])
+  if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+return {hits, start, locked}
+`;
+
+/** Redis cannot be reached: answered as 503 STORE_UNAVAILABLE, as a database that is down. */
+export class RedisUnavailableError extends Error {
+  constructor(cause: unknown) {
+    super(`Redis is unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    this.name = 'RedisUnavailableError';
+  }
+}
+
+const toNumber = (value: unknown): number | undefined => {
+  if (value === null || value === undefined) return undefined;
+  const n = Number(typeof value === 'object' ? String(value) : value);
+  return Number.isFinite(n) ? n : undefined;
+};
+
+/**
+ * Connects to Redis (the `redis` package is loaded only when it is configured). A Redis that
+ * cannot be reached at start stops the start; one lost later makes sign-ins answer 503 until it
+ * is back, rather than letting attempts through uncounted.
+ */
+export async function connectRedisCounters(url: string, prefix: string): Promise<RedisCounters> {
+  const { createClient } = await import('redis');
+  const client = createClient({
+    url,
+    // Commands fail at once while reconnecting instead of queueing sign-ins behind an outage.
+    disableOfflineQueue: true,
+    socket: { connectTimeout: 3000, reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
+  });
+  // Without a listener an 'error' event would end the process; failures reach callers as rejections.
+  client.on('error', () => {});
+  let connected = false;
+  try {
+    await Promise.race([
+      client.connect().then(() => {
+        connected = true;
+      }),
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error(`no answer from ${redactUrl(url)} within 5s`)), 5000).unref(),
+      ),
+    ]);
+  } catch (error) {
+    client.destroy();
+    throw new RedisUnavailableError(error);
+  }
+  if (!connected) throw new RedisUnavailableError(new Error('not connected'));
+
+  const counterKey = (key: CounterKey) => `${prefix}throttle:${key.scope}:${key.subject}`;
+  const ownerKey = (owner: string) => `${prefix}throttle-owner:${owner}`;
+  const guarded = async <T>(work: () => Promise<T>): Promise<T> => {
+    try {
+      return await work();
+    } catch (error) {
+      throw new RedisUnavailableError(error);
+    }
+  };
+
+  return {
+    read: (keys) =>
+      guarded(() =>
+        Promise.all(
+          keys.map(async (key) => {
+            const [hits, start, locked] = await client.hmGet(counterKey(key), ['h', 's', 'l']);
+            const h = toNumber(hits);
+            const s = toNumber(start);
+            if (h === undefined || s === undefined) return undefined;
+            const l = toNumber(locked) ?? 0;
+            return { hits: h, windowStart: s, lockedUntil: l > 0 ? l : null };
+          }),
+        ),
+      ),
+
+    hit: (key, now, rule) =>
+      guarded(async () => {
+        const keys = [counterKey(key)];
+        if (key.owner !== undefined) keys.push(ownerKey(key.owner));
+        const reply = await client.eval(HIT_SCRIPT, {
+          keys,
+          arguments: [String(now), String(rule.windowMs), String(rule.lockAt), String(rule.lockMs)],
+        });
+        if (!Array.isArray(reply)) return undefined;
+        const [hits, start, locked] = reply.map(toNumber);
+        if (hits === undefined || start === undefined) return undefined;
+        return { hits, windowStart: start, lockedUntil: locked ? locked : null };
+      }),
+
+    clear: (keys) =>
+      guarded(async () => {
+        if (keys.length > 0) await client.del(keys.map(counterKey));
+      }),
+
+    clearOwned: (owner) =>
+      guarded(async () => {
+        const members = await client.sMembers(ownerKey(owner));
+        const removed = members.length > 0 ? await client.del(members) : 0;
+        await client.del(ownerKey(owner));
+        return Number(removed);
+      }),
+
+    // Every key carries its own expiry: Redis prunes.
+    prune: async () => 0,
+
+    async close() {
+      if (client.isOpen) await client.close();
+    },
+  };
+}
+
+/** The URL without its password, for messages. */
+function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return 'Redis';
+  }
+}

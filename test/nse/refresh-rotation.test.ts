@@ -1,0 +1,183 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { LightMyRequestResponse } from 'fastify';
+import { createTestContext, type TestContext } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+import { bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
+
+const PASSWORD = 'rabbit-hole-wonder-1';
+const GRACE_MS = 30_000;
+
+const claims = (token: string) =>
+  JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as {
+    sid: string;
+    gen: number;
+  };
+
+/** A 401 in the NSE envelope with this code. */
+function nseRefused(response: LightMyRequestResponse, code: string): void {
+  assert.equal(response.statusCode, 401, response.body);
+  const body = json(response);
+  assert.equal(body.status.code, 401);
+  assert.match(body.status.verbose_message, new RegExp(`^${code}`));
+  assert.deepEqual(body.result, { total_records: 0, records: [] });
+}
+
+/** A 401 in the Storware error body. */
+function storwareRefused(response: LightMyRequestResponse, code: string): void {
+  assert.equal(response.statusCode, 401, response.body);
+  const body = json(response);
+  assert.equal(body.errorCode, code);
+  assert.equal(typeof body.message, 'string');
+}
+
+forEachDialect('NSE refresh rotation', (dialect) => {
+  let ctx: TestContext;
+  const refresh = (token: string) =>
+    ctx.inject({ method: 'POST', url: '/api/v2.1/auth/refresh', headers: bearer(token) });
+  const refreshed = async (token: string) => {
+    const response = await refresh(token);
+    assert.equal(response.statusCode, 200, response.body);
+    return json(response).result.records[0].token as string;
+  };
+  const nse = (token: string) => ctx.inject({ method: 'GET', url: '/api/v2.1/jobs', headers: bearer(token) });
+  const storware = (token: string) =>
+    ctx.inject({ method: 'GET', url: '/api/session/user', headers: bearer(token) });
+  const row = async (token: string) => (await ctx.store.sessions.findById(claims(token).sid))!;
+  const reuseEvents = async (sid: string) =>
+    json(
+      await ctx.inject({
+        method: 'GET',
+        url: `/api/v2.1/audit-events?action=session.token_reuse&target=${sid}`,
+        headers: bearer(await nseSignIn(ctx)),
+      }),
+    ).result.records as Array<Record<string, string>>;
+
+  before(async () => {
+    ctx = await createTestContext(dialect);
+    await ctx.core.tenants.create({ code: 'acme', name: 'Acme Corp' });
+    await ctx.core.accounts.createUser({
+      username: 'alice',
+      password: PASSWORD,
+      tenantCode: 'acme',
+      role: 'admin',
+    });
+  });
+  after(() => ctx.close());
+
+  test('a refresh issues the next generation; the predecessor keeps working inside the grace window', async () => {
+    const first = await nseSignIn(ctx, 'alice', PASSWORD);
+    assert.equal(claims(first).gen, 0);
+    const second = await refreshed(first);
+    assert.equal(claims(second).sid, claims(first).sid);
+    assert.equal(claims(second).gen, 1);
+
+    ctx.clock.advance(GRACE_MS - 1000);
+    assert.equal((await nse(first)).statusCode, 200, 'the predecessor works inside the grace');
+    assert.equal((await storware(first)).statusCode, 200, 'on both surfaces');
+    assert.equal((await nse(second)).statusCode, 200);
+    // A refresh of the predecessor inside the grace joins the newest line instead of forking it.
+    const again = await refreshed(first);
+    assert.equal(claims(again).gen, 1);
+    assert.equal((await row(first)).token_generation, 1);
+    assert.equal((await row(first)).revoked_at, null);
+    // The newest token goes on refreshing as usual.
+    assert.equal(claims(await refreshed(again)).gen, 2);
+  });
+
+  test('the predecessor after the grace window ends the session on both APIs and writes an audit event', async () => {
+    const first = await nseSignIn(ctx, 'alice', PASSWORD);
+    const second = await refreshed(first);
+    ctx.clock.advance(GRACE_MS + 1);
+
+    const replay = await nse(first);
+    nseRefused(replay, 'SESSION_ENDED');
+    assert.match(json(replay).status.verbose_message, /used again/);
+    nseRefused(await nse(second), 'SESSION_ENDED');
+    storwareRefused(await storware(second), 'SESSION_ENDED');
+    nseRefused(await refresh(second), 'SESSION_ENDED');
+    const ended = await row(first);
+    assert.equal(ended.revoke_reason, 'token-reuse');
+
+    const events = await reuseEvents(claims(first).sid);
+    assert.equal(events.length, 1);
+    const [event] = events;
+    assert.equal(event?.actor_type, 'system');
+    assert.equal(event?.target_type, 'session');
+    assert.equal(event?.target_name, 'alice');
+    assert.equal(event?.tenant_id, (await ctx.store.tenants.findByCode('acme'))?.id);
+    assert.match(event?.reason ?? '', /generation 0 presented after generation 1/);
+    for (const token of [first, second]) {
+      assert.ok(!JSON.stringify(event).includes(token.split('.')[2]!), 'no token in the event');
+    }
+    // A second replay finds the session ended already: no second event.
+    nseRefused(await nse(first), 'SESSION_ENDED');
+    assert.equal((await reuseEvents(claims(first).sid)).length, 1);
+  });
+
+  test('a replay ends a session opened on Storware too: its cookie stops working', async () => {
+    const cookie = await storwareLogin(ctx, 'alice', PASSWORD);
+    const cookieCall = () =>
+      ctx.inject({ method: 'GET', url: '/api/session', cookies: { gatehouse_session: cookie } });
+    assert.equal((await cookieCall()).statusCode, 204);
+    // The cookie value as a bearer refreshes like the newest token of its session.
+    const first = await refreshed(cookie);
+    assert.equal(claims(first).gen, 1);
+    const second = await refreshed(first);
+    assert.equal(claims(second).gen, 2);
+    ctx.clock.advance(GRACE_MS + 1);
+    nseRefused(await nse(first), 'SESSION_ENDED');
+    storwareRefused(await cookieCall(), 'SESSION_ENDED');
+    storwareRefused(await storware(second), 'SESSION_ENDED');
+  });
+
+  test('a generation older than the predecessor ends the session even inside the grace window', async () => {
+    const first = await nseSignIn(ctx, 'alice', PASSWORD);
+    const second = await refreshed(first);
+    const third = await refreshed(second);
+    assert.equal(claims(third).gen, 2);
+    assert.equal((await nse(second)).statusCode, 200, 'the predecessor is in its grace');
+    nseRefused(await nse(first), 'SESSION_ENDED');
+    nseRefused(await nse(third), 'SESSION_ENDED');
+    assert.equal((await row(first)).revoke_reason, 'token-reuse');
+    assert.equal((await reuseEvents(claims(first).sid)).length, 1);
+  });
+
+  test('concurrent refreshes of one token rotate once: every answer is of the same, single line', async () => {
+    const first = await nseSignIn(ctx, 'alice', PASSWORD);
+    const answers = await Promise.all(Array.from({ length: 6 }, () => refresh(first)));
+    const tokens: string[] = [];
+    for (const response of answers) {
+      assert.equal(response.statusCode, 200, response.body);
+      tokens.push(json(response).result.records[0].token as string);
+    }
+    assert.deepEqual(
+      tokens.map((t) => claims(t).gen),
+      tokens.map(() => 1),
+      'one rotation: every answer carries generation 1',
+    );
+    assert.equal((await row(first)).token_generation, 1);
+
+    // One line: when any of them is refreshed, all the others are superseded together.
+    const [kept, ...others] = tokens as [string, ...string[]];
+    const next = await refreshed(kept);
+    assert.equal(claims(next).gen, 2);
+    ctx.clock.advance(GRACE_MS + 1);
+    assert.equal((await nse(next)).statusCode, 200);
+    nseRefused(await nse(others[0]!), 'SESSION_ENDED');
+    nseRefused(await nse(next), 'SESSION_ENDED');
+  });
+
+  test('requests in flight with the token being refreshed do not fail', async () => {
+    const first = await nseSignIn(ctx, 'alice', PASSWORD);
+    const answers = await Promise.all([
+      nse(first),
+      refresh(first),
+      storware(first),
+      nse(first),
+      refresh(first),
+    ]);
+    for (const response of answers) assert.equal(response.statusCode, 200, response.body);
+    assert.equal((await row(first)).token_generation, 1);
+  });
+});

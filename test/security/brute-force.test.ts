@@ -1,0 +1,236 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { FastifyInstance, InjectOptions } from 'fastify';
+import { buildApp } from '../../src/app.js';
+import { type Core, createCore } from '../../src/core/index.js';
+import { LoginThrottle } from '../../src/core/login-throttle.js';
+import { connectStore, type Store } from '../../src/store/connect.js';
+import { createTestContext, type TestContext } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+import { json } from '../helpers/http.js';
+
+const ATTACKER = '203.0.113.66';
+const HOME = '198.51.100.7';
+const PASSWORD = 'correct-horse-staple-9';
+
+/** Thresholds small enough to reach in a test: pair 3, account 8 (at least twice the pair), address 12. */
+const SETTINGS = {
+  GATEHOUSE_LOCKOUT_THRESHOLD: '3',
+  GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD: '8',
+  GATEHOUSE_LOCKOUT_IP_THRESHOLD: '12',
+  GATEHOUSE_LOCKOUT_DURATION: '10m',
+  GATEHOUSE_LOGIN_DELAY: '100ms',
+  GATEHOUSE_LOGIN_DELAY_MAX: '1s',
+};
+
+forEachDialect('Brute force: throttle shared by every node', (dialect) => {
+  let ctx: TestContext;
+  const signin = (username: string, password: string, remoteAddress: string) =>
+    ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/signin',
+      payload: { username, password },
+      remoteAddress,
+    });
+  const storwareLogin = (login: string, password: string, remoteAddress: string) =>
+    ctx.inject({ method: 'POST', url: '/api/session/login', payload: { login, password }, remoteAddress });
+  const lockouts = async (name: string) =>
+    (
+      await ctx.store.db.selectFrom('audit_events').selectAll().where('action', '=', 'lockout').execute()
+    ).filter((e) => e.target_name === name);
+
+  before(async () => {
+    ctx = await createTestContext(dialect, SETTINGS);
+    for (const username of ['alice', 'bob', 'carol', 'dave', 'erin']) {
+      await ctx.core.accounts.createUser({ username, password: PASSWORD });
+    }
+  });
+  after(() => ctx.close());
+
+  test('one address hammering one account locks only that address for it: the real user signs in from its own', async () => {
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await signin('alice', `wrong-guess-${i}-xx`, ATTACKER)).statusCode, 401);
+    }
+    // The right password from the attacker's address is refused like any failure.
+    const refused = await signin('alice', PASSWORD, ATTACKER);
+    assert.equal(refused.statusCode, 401);
+    assert.equal(json(refused).status.verbose_message, 'INVALID_CREDENTIALS');
+    assert.equal((await storwareLogin('alice', PASSWORD, ATTACKER)).statusCode, 400);
+    // However long the attacker goes on, its locked attempts are not counted towards the account.
+    for (let i = 0; i < 25; i++) await signin('alice', `more-guesses-${i}-xx`, ATTACKER);
+    assert.equal((await signin('alice', PASSWORD, HOME)).statusCode, 200);
+    assert.equal((await storwareLogin('alice', PASSWORD, HOME)).statusCode, 201);
+
+    const [lockout, ...others] = await lockouts('alice');
+    assert.equal(others.length, 0, 'one lockout event');
+    assert.equal(lockout?.ip, ATTACKER);
+    assert.equal(lockout?.reason, '3 consecutive failures');
+
+    // The lock runs out after GATEHOUSE_LOCKOUT_DURATION.
+    ctx.clock.advance(10 * 60_000 + 1);
+    assert.equal((await signin('alice', PASSWORD, ATTACKER)).statusCode, 200);
+  });
+
+  test('a spread attack (one or two tries from each of many addresses) locks the account for every address', async () => {
+    for (let i = 0; i < 8; i++) {
+      assert.equal((await signin('bob', `spread-guess-${i}-xx`, `192.0.2.${10 + i}`)).statusCode, 401);
+    }
+    assert.equal((await signin('bob', PASSWORD, HOME)).statusCode, 401, 'locked at home too');
+    assert.equal((await storwareLogin('bob', PASSWORD, '192.0.2.200')).statusCode, 400);
+    const reasons = (await lockouts('bob')).map((e) => e.reason);
+    assert.deepEqual(reasons, ['8 failures from several addresses: the account is locked for every address']);
+    ctx.clock.advance(10 * 60_000 + 1);
+    assert.equal((await signin('bob', PASSWORD, HOME)).statusCode, 200);
+  });
+
+  test('the answers slow down progressively per account+address; other addresses and a success start again', async () => {
+    const waits = () => ctx.clock.sleeps.splice(0);
+    waits();
+    const answers: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      answers.push((await signin('carol', `slow-guess-${i}-xx`, '203.0.113.67')).statusCode);
+    }
+    assert.deepEqual(answers, [401, 401, 401, 401]);
+    // No wait before the first attempt; then 100 ms doubling: 100, 200, then 400 while locked.
+    assert.deepEqual(waits(), [100, 200, 400]);
+    assert.equal((await signin('carol', 'another-guess-xx', HOME)).statusCode, 401);
+    assert.deepEqual(waits(), [], 'another address is not slowed down');
+    assert.equal((await signin('carol', PASSWORD, HOME)).statusCode, 200);
+    assert.deepEqual(waits(), [100], 'its own earlier failure');
+    assert.equal((await signin('carol', 'after-success-xx', HOME)).statusCode, 401);
+    assert.deepEqual(waits(), [], 'a success clears the pair');
+  });
+
+  test('unknown names are counted, slowed and locked exactly like real ones', async () => {
+    const waits = () => ctx.clock.sleeps.splice(0);
+    const run = async (username: string, address: string) => {
+      waits();
+      const bodies: string[] = [];
+      for (let i = 0; i < 5; i++) bodies.push((await signin(username, `unknown-or-not-${i}`, address)).body);
+      return { bodies, waits: waits() };
+    };
+    const real = await run('dave', '203.0.113.90');
+    const unknown = await run('nobody-by-this-name', '203.0.113.91');
+    assert.deepEqual(unknown.waits, real.waits);
+    assert.deepEqual(unknown.bodies, real.bodies);
+    assert.equal(new Set(real.bodies).size, 1, 'every refusal has the same body');
+    // Both are locked now: a correct password of dave from that address is refused.
+    assert.equal((await signin('dave', PASSWORD, '203.0.113.90')).statusCode, 401);
+    const unknownLocks = await ctx.store.db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where('action', '=', 'lockout')
+      .where('ip', '=', '203.0.113.91')
+      .execute();
+    assert.equal(unknownLocks.length, 1);
+    assert.equal(unknownLocks[0]?.target_name, '', 'an unknown name is never written down');
+  });
+
+  test('one address failing against many accounts (spraying) is locked for all of them', async () => {
+    const sprayer = '203.0.113.150';
+    for (let i = 0; i < 12; i++) {
+      assert.equal((await signin(`spray-target-${i}`, 'Summer2024-guess', sprayer)).statusCode, 401);
+    }
+    assert.equal((await signin('erin', PASSWORD, sprayer)).statusCode, 401);
+    assert.equal((await signin('erin', PASSWORD, HOME)).statusCode, 200);
+    const addressLock = await ctx.store.db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where('action', '=', 'lockout')
+      .where('ip', '=', sprayer)
+      .execute();
+    assert.deepEqual(
+      addressLock.map((e) => e.reason),
+      ['12 failures from this address: its sign-ins are locked'],
+    );
+  });
+
+  test('node logins are throttled the same way, keyed apart from user names', async () => {
+    await ctx.core.accounts.createNode({ login: 'node-7', password: 'agent-seven-passphrase' });
+    await ctx.core.accounts.createUser({ username: 'node-7', password: 'a-user-named-like-it-1' });
+    const nodeLogin = (password: string, remoteAddress: string) =>
+      ctx.inject({
+        method: 'POST',
+        url: '/api/session/node/login',
+        payload: { login: 'node-7', password, version: '5.1.0' },
+        remoteAddress,
+      });
+    const attacker = '203.0.113.68';
+    for (let i = 0; i < 3; i++)
+      assert.equal((await nodeLogin(`bad-node-pw-${i}x`, attacker)).statusCode, 400);
+    assert.equal((await nodeLogin('agent-seven-passphrase', attacker)).statusCode, 400, 'pair locked');
+    assert.equal((await nodeLogin('agent-seven-passphrase', HOME)).statusCode, 201);
+    // The user of the same name is not locked by the node's failures.
+    assert.equal((await signin('node-7', 'a-user-named-like-it-1', attacker)).statusCode, 200);
+  });
+
+  test('failed_count and last-failure history still describe the account; the lock columns are not used', async () => {
+    await ctx.core.accounts.createUser({ username: 'frank', password: PASSWORD });
+    await signin('frank', 'history-guess-1x', '203.0.113.5');
+    await signin('frank', 'history-guess-2x', '203.0.113.6');
+    const row = await ctx.store.users.findByUsernameKey('frank');
+    assert.equal(row?.failed_count, 2);
+    assert.equal(row?.last_failed_ip, '203.0.113.6');
+    assert.equal(row?.locked_until, null);
+    assert.equal((await signin('frank', PASSWORD, '203.0.113.6')).statusCode, 200);
+    assert.equal((await ctx.store.users.findByUsernameKey('frank'))?.failed_count, 0);
+  });
+
+  test('a second node over the same database sees the same counts and locks', async () => {
+    // Another process: its own connection to the store, its own core, its own app.
+    const otherStore: Store = connectStore({
+      databaseUrl: ctx.config.databaseUrl,
+      dataDir: ctx.config.dataDir,
+    });
+    const otherCore: Core = await createCore({ config: ctx.config, store: otherStore, clock: ctx.clock });
+    const otherApp: FastifyInstance = await buildApp({ core: otherCore });
+    try {
+      await ctx.core.accounts.createUser({ username: 'grace', password: PASSWORD });
+      const on = (app: FastifyInstance, options: InjectOptions) => app.inject(options);
+      const attempt = (app: FastifyInstance, password: string) =>
+        on(app, {
+          method: 'POST',
+          url: '/api/v2.1/auth/signin',
+          payload: { username: 'grace', password },
+          remoteAddress: '203.0.113.69',
+        });
+      assert.equal((await attempt(ctx.app, 'two-nodes-guess-1')).statusCode, 401);
+      assert.equal((await attempt(otherApp, 'two-nodes-guess-2')).statusCode, 401);
+      assert.equal((await attempt(ctx.app, 'two-nodes-guess-3')).statusCode, 401);
+      // Locked on both nodes, whichever node counted which failure.
+      assert.equal((await attempt(otherApp, PASSWORD)).statusCode, 401);
+      assert.equal((await attempt(ctx.app, PASSWORD)).statusCode, 401);
+      // A restart of a node forgets nothing: the counters are in the store.
+      ctx = await ctx.restart();
+      assert.equal((await attempt(ctx.app, PASSWORD)).statusCode, 401);
+    } finally {
+      await otherApp.close();
+      await otherCore.close();
+      await otherStore.destroy();
+    }
+  });
+
+  test('the delay is a timer: other work goes on while an attempt waits', async () => {
+    // The core's throttle over the same store, with a clock that really waits.
+    const throttle = new LoginThrottle(
+      { ...ctx.store.loginThrottle, close: async () => {} },
+      { now: () => ctx.clock.now() },
+      { ...ctx.core.throttle.policy, delayBaseMs: 40 },
+      Buffer.alloc(32, 7),
+    );
+    const attempt = { kind: 'user' as const, name: 'timer-test', ip: '203.0.113.77' };
+    await throttle.fail(attempt);
+    await throttle.fail(attempt);
+    let ticks = 0;
+    const ticker = setInterval(() => {
+      ticks += 1;
+    }, 5);
+    const started = performance.now();
+    const admission = await throttle.admit(attempt);
+    const waited = performance.now() - started;
+    clearInterval(ticker);
+    assert.equal(admission.delayMs, 80);
+    assert.ok(waited >= 75, `waited ${waited} ms`);
+    assert.ok(ticks >= 5, `the event loop ran ${ticks} timer ticks during the wait`);
+  });
+});

@@ -1,0 +1,222 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { buildApp } from '../../src/app.js';
+import { ConfigError, loadConfig, parseRate } from '../../src/config.js';
+import { type Core, createCore } from '../../src/core/index.js';
+import { connectStore, type Store } from '../../src/store/connect.js';
+import { createTestContext, type TestContext } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+import { json } from '../helpers/http.js';
+
+const PASSWORD = 'rate-limited-secret-1';
+
+/** A 429 in the NSE envelope, with Retry-After in whole seconds within the window. */
+function isNse429(response: LightMyRequestResponse, windowSeconds: number): void {
+  assert.equal(response.statusCode, 429, response.body);
+  const retryAfter = Number(response.headers['retry-after']);
+  assert.ok(
+    Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= windowSeconds,
+    `Retry-After ${retryAfter}`,
+  );
+  const body = json(response);
+  assert.equal(body.status.code, 429);
+  assert.equal(body.status.user_message, 'Too many requests from this address. Try again later.');
+  assert.match(body.status.verbose_message, /^TOO_MANY_REQUESTS: /);
+  assert.deepEqual(body.result, { total_records: 0, records: [] });
+}
+
+/** A 429 in the Storware error body. */
+function isStorware429(response: LightMyRequestResponse): void {
+  assert.equal(response.statusCode, 429, response.body);
+  assert.ok(Number(response.headers['retry-after']) >= 1, 'Retry-After is set');
+  const body = json(response);
+  assert.deepEqual(Object.keys(body).sort(), ['errorCode', 'message']);
+  assert.equal(body.errorCode, 'TOO_MANY_REQUESTS');
+}
+
+forEachDialect('Rate limits per client address', (dialect) => {
+  let ctx: TestContext;
+  let apiToken: string;
+
+  before(async () => {
+    ctx = await createTestContext(dialect, {
+      GATEHOUSE_RATE_LIMIT_SIGNIN: '4/min',
+      GATEHOUSE_RATE_LIMIT_REFRESH: '2/min',
+      GATEHOUSE_RATE_LIMIT_NODE_LOGIN: '3/30s',
+    });
+    await ctx.core.accounts.createUser({ username: 'rita', password: PASSWORD });
+    await ctx.core.accounts.createNode({ login: 'node-1', password: 'agent-one-passphrase-1' });
+    apiToken = (await ctx.core.accounts.createApiToken({ username: 'rita', name: 'ci' })).token;
+  });
+  after(() => ctx.close());
+
+  const signin = (remoteAddress: string, password = PASSWORD) =>
+    ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/signin',
+      payload: { username: 'rita', password },
+      remoteAddress,
+    });
+
+  test('sign-in: past the limit 429 with Retry-After in the NSE envelope, even for the right password; other addresses go on', async () => {
+    const address = '203.0.113.10';
+    // Successes and failures count alike.
+    assert.equal((await signin(address)).statusCode, 200);
+    assert.equal((await signin(address, 'wrong-password-xx')).statusCode, 401);
+    assert.equal((await signin(address)).statusCode, 200);
+    assert.equal((await signin(address)).statusCode, 200);
+    isNse429(await signin(address), 60);
+    assert.equal((await signin('203.0.113.11')).statusCode, 200);
+    ctx.clock.advance(30_000);
+    const later = await signin(address);
+    isNse429(later, 30);
+    ctx.clock.advance(30_001);
+    assert.equal((await signin(address)).statusCode, 200, 'a new window');
+  });
+
+  test('password change, Storware login and login-with-token share the sign-in budget of an address', async () => {
+    const address = '203.0.113.20';
+    const calls = [
+      () =>
+        ctx.inject({
+          method: 'POST',
+          url: '/api/v2.1/auth/password',
+          payload: { username: 'rita', old_password: 'not-her-password', new_password: 'another-secret-22' },
+          remoteAddress: address,
+        }),
+      () =>
+        ctx.inject({
+          method: 'POST',
+          url: '/api/session/login',
+          payload: { login: 'rita', password: PASSWORD },
+          remoteAddress: address,
+        }),
+      () =>
+        ctx.inject({
+          method: 'POST',
+          url: '/api/session/login-with-token',
+          payload: { token: apiToken },
+          remoteAddress: address,
+        }),
+      () => signin(address),
+    ];
+    const statuses = [];
+    for (const call of calls) statuses.push((await call()).statusCode);
+    assert.deepEqual(statuses, [401, 201, 201, 200]);
+    isNse429((await calls[0]?.())!, 60);
+    isStorware429((await calls[1]?.())!);
+    isStorware429((await calls[2]?.())!);
+  });
+
+  test('refresh has its own limit, checked before the token', async () => {
+    const address = '203.0.113.30';
+    const token = json(await signin(address)).result.records[0].token as string;
+    const refresh = (bearer: string) =>
+      ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/auth/refresh',
+        headers: { authorization: `Bearer ${bearer}` },
+        remoteAddress: address,
+      });
+    assert.equal((await refresh(token)).statusCode, 200);
+    assert.equal((await refresh('not-a-token')).statusCode, 401);
+    isNse429(await refresh(token), 60);
+  });
+
+  test('node login: its own limit, in the Storware error body', async () => {
+    const address = '203.0.113.40';
+    const nodeLogin = () =>
+      ctx.inject({
+        method: 'POST',
+        url: '/api/session/node/login',
+        payload: { login: 'node-1', password: 'agent-one-passphrase-1', version: '5.1.0' },
+        remoteAddress: address,
+      });
+    for (let i = 0; i < 3; i++) assert.equal((await nodeLogin()).statusCode, 201);
+    const refused = await nodeLogin();
+    isStorware429(refused);
+    assert.ok(Number(refused.headers['retry-after']) <= 30, 'within the 30 s window');
+    // The user sign-in budget of the address is untouched by node logins.
+    assert.equal((await signin(address)).statusCode, 200);
+  });
+
+  test('IPv6 clients are limited by their /64', async () => {
+    const statuses = [];
+    for (let i = 1; i <= 5; i++) statuses.push((await signin(`2001:db8:1:2::${i.toString(16)}`)).statusCode);
+    assert.deepEqual(statuses, [200, 200, 200, 200, 429]);
+    assert.equal((await signin('2001:db8:1:3::1')).statusCode, 200, 'another /64');
+  });
+
+  test('the limit holds across nodes: two apps over one database share the count', async () => {
+    const otherStore: Store = connectStore({
+      databaseUrl: ctx.config.databaseUrl,
+      dataDir: ctx.config.dataDir,
+    });
+    const otherCore: Core = await createCore({ config: ctx.config, store: otherStore, clock: ctx.clock });
+    const otherApp: FastifyInstance = await buildApp({ core: otherCore });
+    try {
+      const address = '203.0.113.50';
+      const on = (app: FastifyInstance) =>
+        app.inject({
+          method: 'POST',
+          url: '/api/v2.1/auth/signin',
+          payload: { username: 'rita', password: PASSWORD },
+          remoteAddress: address,
+        });
+      const statuses = [
+        (await on(ctx.app)).statusCode,
+        (await on(otherApp)).statusCode,
+        (await on(ctx.app)).statusCode,
+        (await on(otherApp)).statusCode,
+        (await on(ctx.app)).statusCode,
+        (await on(otherApp)).statusCode,
+      ];
+      assert.deepEqual(statuses, [200, 200, 200, 200, 429, 429]);
+    } finally {
+      await otherApp.close();
+      await otherCore.close();
+      await otherStore.destroy();
+    }
+  });
+});
+
+describe('Rate-limit and lockout settings', () => {
+  test('rates read as requests per period; off turns a limit off', () => {
+    assert.deepEqual(parseRate('20/min'), { limit: 20, windowMs: 60_000 });
+    assert.deepEqual(parseRate('100 / 15m'), { limit: 100, windowMs: 900_000 });
+    assert.deepEqual(parseRate('5/s'), { limit: 5, windowMs: 1000 });
+    assert.equal(parseRate('off'), null);
+    for (const bad of ['20', 'twenty/min', '0/min', '20/fortnight', '20/10ms']) {
+      assert.equal(parseRate(bad), undefined, bad);
+    }
+    const config = loadConfig({ GATEHOUSE_RATE_LIMIT_REFRESH: 'off' });
+    assert.deepEqual(config.rateLimits, {
+      signin: { limit: 30, windowMs: 60_000 },
+      refresh: undefined,
+      nodeLogin: { limit: 60, windowMs: 60_000 },
+    });
+    assert.equal(config.lockoutAccountThreshold, 20);
+    assert.equal(config.lockoutIpThreshold, 100);
+  });
+
+  test('an account threshold below twice the pair threshold, and bad rates, stop start-up with one message', () => {
+    assert.throws(
+      () =>
+        loadConfig({
+          GATEHOUSE_LOCKOUT_THRESHOLD: '5',
+          GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD: '9',
+          GATEHOUSE_RATE_LIMIT_SIGNIN: 'lots',
+          GATEHOUSE_REDIS_URL: 'http://cache:6379',
+        }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError, 'a ConfigError');
+        const text = error.problems.join('\n');
+        assert.match(text, /GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD: must be at least twice/);
+        assert.match(text, /GATEHOUSE_RATE_LIMIT_SIGNIN: expected requests per period/);
+        assert.match(text, /GATEHOUSE_REDIS_URL: expected a redis:\/\//);
+        return true;
+      },
+    );
+  });
+});

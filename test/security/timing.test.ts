@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { loadConfig } from '../../src/config.js';
+import { createTestContext, type TestContext } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+
+const ROUNDS = 60;
+const WARM_UP = 5;
+const PASSWORD = 'the-real-secret-of-his-1';
+
+/**
+ * Same answer, same time: with the production argon2 parameters, a sign-in under an unknown name
+ * and one with a wrong password of a real user take the same time on average (within 5 %), so
+ * timing does not tell which names exist.
+ */
+forEachDialect('Sign-in timing does not tell unknown users from wrong passwords', (dialect) => {
+  let ctx: TestContext;
+  const production = loadConfig({}).argon2;
+
+  before(async () => {
+    ctx = await createTestContext(dialect, {
+      // The test context hashes cheaply; this test needs the real cost, from the defaults.
+      GATEHOUSE_ARGON2_MEMORY_KIB: String(production.memoryKiB),
+      GATEHOUSE_ARGON2_ITERATIONS: String(production.iterations),
+      GATEHOUSE_ARGON2_PARALLELISM: String(production.parallelism),
+      // Every attempt below fails against the same account: keep the account lock out of the way
+      // (each attempt comes from its own address, so no pair delay or pair lock applies either).
+      GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD: '100000',
+    });
+    await ctx.core.accounts.createUser({ username: 'tim', password: PASSWORD });
+  });
+  after(() => ctx.close());
+
+  test(`the mean time of ${ROUNDS} unknown-user and ${ROUNDS} wrong-password sign-ins differs by less than 5 %`, async () => {
+    assert.equal(ctx.config.argon2.memoryKiB, 19456, 'production argon2 memory cost');
+    let address = 0;
+    const attempt = async (username: string): Promise<number> => {
+      address += 1;
+      const started = process.hrtime.bigint();
+      const response = await ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/auth/signin',
+        payload: { username, password: 'not-the-right-one-7' },
+        remoteAddress: `10.77.${address >> 8}.${address & 255}`,
+      });
+      const elapsed = Number(process.hrtime.bigint() - started) / 1e6;
+      assert.equal(response.statusCode, 401);
+      return elapsed;
+    };
+    const warmUp: number[] = [];
+    for (let i = 0; i < WARM_UP; i++) {
+      warmUp.push(await attempt('tim'), await attempt(`nobody-${i}`));
+    }
+    // A pair in which an attempt took twice the usual (the process was descheduled, a
+    // collector ran) says nothing about the code: it is measured again, at most ROUNDS times.
+    const usual = [...warmUp].sort((a, b) => a - b)[warmUp.length >> 1] ?? 0;
+    const unknown: number[] = [];
+    const wrong: number[] = [];
+    let remeasured = 0;
+    // ABBA order: neither kind always runs first, so drift of the machine's load cancels out.
+    while (unknown.length < ROUNDS) {
+      const first = unknown.length % 2 === 0 ? 'unknown' : 'wrong';
+      const times = { unknown: 0, wrong: 0 };
+      for (const kind of first === 'unknown'
+        ? (['unknown', 'wrong'] as const)
+        : (['wrong', 'unknown'] as const)) {
+        times[kind] = await attempt(kind === 'unknown' ? `nobody-${unknown.length}` : 'tim');
+      }
+      if (Math.max(times.unknown, times.wrong) > 2 * usual && remeasured < ROUNDS) {
+        remeasured += 1;
+        continue;
+      }
+      unknown.push(times.unknown);
+      wrong.push(times.wrong);
+    }
+    const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+    const [u, w] = [mean(unknown), mean(wrong)];
+    const difference = Math.abs(u - w) / Math.max(u, w);
+    assert.ok(w > 5, `a real argon2 verification takes time (wrong password: ${w.toFixed(1)} ms)`);
+    assert.ok(
+      difference < 0.05,
+      `unknown user ${u.toFixed(2)} ms, wrong password ${w.toFixed(2)} ms: ${(difference * 100).toFixed(1)} % apart (${remeasured} pairs measured again)`,
+    );
+    assert.deepEqual(ctx.clock.sleeps, [], 'no attempt was slowed down by the throttle');
+  });
+});
