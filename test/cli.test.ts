@@ -333,6 +333,35 @@ forEachDialect('CLI', (dialect) => {
     assert.equal(weak.code, 1);
     assert.match(weak.stderr, /must not contain the username/);
   });
+
+  test('every change made from the command line is in the audit log, as the system, with no secret', async () => {
+    const { store } = await server();
+    const events = await store.db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where('actor_type', '=', 'system')
+      .orderBy('id')
+      .execute();
+    const seen = events.map((e) => `${e.action} ${e.target_type}:${e.target_name}`);
+    for (const expected of [
+      'tenant.create tenant:acme',
+      'user.create user:alice',
+      'region.create region:au-east1',
+      'node.create node:node1',
+      'token.create api_token:ci',
+      'password.set user:alice',
+    ]) {
+      assert.ok(seen.includes(expected), `${expected} in ${seen.join(', ')}`);
+    }
+    assert.ok(
+      events
+        .filter((e) => !e.action.startsWith('region.') && !e.action.startsWith('zone.'))
+        .every((e) => e.reason === 'from the command line'),
+      'CLI events say where they came from',
+    );
+    const everything = JSON.stringify(events);
+    assert.ok(!/Wonderland-rabbit-1|Looking-glass-42|gtk_/.test(everything), 'no secret in the events');
+  });
 });
 
 describe('CLI usage', () => {
@@ -447,6 +476,44 @@ describe('CLI usage', () => {
     }
     assert.equal(await exited, 0, stderr);
     assert.ok(existsSync(path.join(dataDir, 'gatehouse.db')));
+  });
+
+  test('serve --workers 2: two processes on one port over one store; a token from one works on the other; SIGTERM stops all', async () => {
+    const port = await freePort();
+    const child = startCli(['serve', '--workers', '2'], { ...env, GATEHOUSE_PORT: String(port) });
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const base = `http://127.0.0.1:${port}`;
+    try {
+      await poll(`${base}/readyz`, 30_000);
+      assert.match(stderr, /2 workers serving/);
+      // New connections are spread over the workers: a token issued by either works on both.
+      const tokens: string[] = [];
+      for (let i = 0; i < 6; i += 1) {
+        const signin = await fetch(`${base}/api/v2.1/auth/signin`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', connection: 'close' },
+          body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
+        });
+        assert.equal(signin.status, 200);
+        tokens.push(((await signin.json()) as any).result.records[0].token);
+      }
+      for (const token of tokens) {
+        for (let i = 0; i < 4; i += 1) {
+          const read = await fetch(`${base}/api/v2.1/auth/regions`, {
+            headers: { authorization: `Bearer ${token}`, connection: 'close' },
+          });
+          assert.equal(read.status, 200);
+        }
+      }
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0, stderr);
+    assert.match(stderr, /SIGTERM: stopping the workers/);
   });
 });
 

@@ -1,0 +1,443 @@
+// `npm run bench`: loads Gatehouse over loopback with autocannon, scenario by scenario, each next to
+// a baseline measured in the same run on the same machine, and writes bench/results/*.json and
+// BENCHMARKS.md. `--smoke` runs every scenario for a moment (npm test does, to keep this working).
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { type LoadRequest, type LoadResult, runLoad } from './load.js';
+import { type Child, freePort, httpOk, ROOT, spawnNode, waitUntil } from './processes.js';
+import { type BenchReport, machineFacts, type ScenarioResult, writeReport } from './report.js';
+import { growStore, type SeedFacts, seedStore } from './seed.js';
+
+const { values: args } = parseArgs({
+  options: {
+    smoke: { type: 'boolean', default: false },
+    store: { type: 'string', default: 'sqlite' },
+    only: { type: 'string' },
+    duration: { type: 'string' },
+    connections: { type: 'string', default: '50' },
+    'large-users': { type: 'string' },
+    'no-build': { type: 'boolean', default: false },
+    out: { type: 'string' },
+  },
+});
+
+const smoke = args.smoke === true;
+const dialect = args.store === 'postgres' ? 'postgres' : 'sqlite';
+const durationS = Number(args.duration ?? (smoke ? 1 : 10));
+const connections = smoke ? 4 : Number(args.connections);
+const only = args.only ? new Set(args.only.split(',')) : undefined;
+const SMALL_USERS = smoke ? 200 : 1000;
+const LARGE_USERS = Number(args['large-users'] ?? (smoke ? 400 : 1_000_000));
+const IMPORT_CLEAR_ROWS = smoke ? 40 : 10_000;
+const IMPORT_HASHED_ROWS = smoke ? 400 : 100_000;
+/** Production defaults: the sign-in and import baselines hash with the same ones. */
+const ARGON2 = { memoryKiB: 19456, iterations: 2, parallelism: 1 };
+const TSX = ['--import', 'tsx'];
+const wanted = (name: string) => only === undefined || only.has(name);
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+async function freshPostgres(): Promise<{ url: string; drop(): Promise<void> }> {
+  const admin = process.env.GATEHOUSE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  const name = `gatehouse_bench_${process.pid}_${Date.now()}`;
+  const client = new pg.Client({ connectionString: admin });
+  await client.connect();
+  await client.query(`create database ${name}`);
+  await client.end();
+  const url = new URL(admin);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const again = new pg.Client({ connectionString: admin });
+      await again.connect();
+      await again.query(`drop database if exists ${name} with (force)`);
+      await again.end();
+    },
+  };
+}
+
+/** The environment of the Gatehouse under test: the documented defaults except where noted. */
+function gatehouseEnv(port: number, dataDir: string, databaseUrl: string | undefined) {
+  return {
+    GATEHOUSE_PORT: String(port),
+    GATEHOUSE_DATA_DIR: dataDir,
+    ...(databaseUrl ? { GATEHOUSE_DATABASE_URL: databaseUrl } : {}),
+    GATEHOUSE_ARGON2_MEMORY_KIB: String(ARGON2.memoryKiB),
+    GATEHOUSE_ARGON2_ITERATIONS: String(ARGON2.iterations),
+    GATEHOUSE_ARGON2_PARALLELISM: String(ARGON2.parallelism),
+    // One client address sends every request here: per-IP limits would measure the limiter.
+    GATEHOUSE_RATE_LIMIT_SIGNIN: '10000000/min',
+    GATEHOUSE_RATE_LIMIT_REFRESH: '10000000/min',
+    GATEHOUSE_RATE_LIMIT_NODE_LOGIN: '10000000/min',
+    // A request log line per request measures the terminal; warnings and errors still print.
+    GATEHOUSE_LOG_LEVEL: 'warn',
+  };
+}
+
+export const BENCH_SETTINGS = {
+  argon2: `argon2id m=${ARGON2.memoryKiB} KiB, t=${ARGON2.iterations}, p=${ARGON2.parallelism} (the defaults)`,
+  logLevel: 'warn',
+  rateLimits: 'lifted (all load comes from one address)',
+};
+
+async function startGatehouse(env: Record<string, string>): Promise<Child> {
+  const child = spawnNode(['dist/main.js'], env);
+  await waitUntil(httpOk(`http://127.0.0.1:${env.GATEHOUSE_PORT}/readyz`), 'Gatehouse', child);
+  return child;
+}
+
+async function startBaseline(sizes: readonly number[]): Promise<{ child: Child; url: string }> {
+  const port = await freePort();
+  const child = spawnNode([...TSX, 'bench/baseline-server.ts', String(port), ...sizes.map(String)], {});
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntil(httpOk(`${url}/json/0`), 'the baseline server', child);
+  return { child, url };
+}
+
+function argon2Baseline(mode: 'hash' | 'verify', seconds: number): number {
+  const output = execFileSync(
+    process.execPath,
+    [
+      ...TSX,
+      'bench/argon2-baseline.ts',
+      mode,
+      String(seconds),
+      String(ARGON2.memoryKiB),
+      String(ARGON2.iterations),
+      String(ARGON2.parallelism),
+    ],
+    { cwd: ROOT, encoding: 'utf8' },
+  );
+  return (JSON.parse(output.trim().split('\n').at(-1) ?? '{}') as { perSecond: number }).perSecond;
+}
+
+const http = (result: LoadResult) => ({
+  value: result.rps,
+  p50Ms: result.p50Ms,
+  p99Ms: result.p99Ms,
+  requests: result.requests,
+  failures: result.errors + result.unexpected,
+});
+
+async function main(): Promise<void> {
+  if (!args['no-build']) {
+    log('building dist/ ...');
+    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], {
+      cwd: ROOT,
+      stdio: 'inherit',
+    });
+  }
+  const work = mkdtempSync(path.join(tmpdir(), 'gatehouse-bench-'));
+  const database = dialect === 'postgres' ? await freshPostgres() : undefined;
+  const dataDir = path.join(work, 'data');
+  mkdirSync(dataDir);
+  const port = await freePort();
+  const env = gatehouseEnv(port, dataDir, database?.url);
+  const base = `http://127.0.0.1:${port}`;
+  const results: ScenarioResult[] = [];
+  let gatehouse: Child | undefined;
+  let baseline: { child: Child; url: string } | undefined;
+
+  try {
+    log(`seeding a ${dialect} store with ${SMALL_USERS} users ...`);
+    const seed: SeedFacts = await seedStore(env, SMALL_USERS, connections);
+    gatehouse = await startGatehouse(env);
+
+    const signIn = async (username: string) => {
+      const response = await fetch(`${base}/api/v2.1/auth/signin`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username, password: seed.password }),
+      });
+      if (response.status !== 200) throw new Error(`sign-in of ${username}: ${response.status}`);
+      return ((await response.json()) as { result: { records: [{ token: string }] } }).result.records[0]
+        .token;
+    };
+    const cookieOf = async (username: string) => {
+      const response = await fetch(`${base}/api/session/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ login: username, password: seed.password }),
+      });
+      if (response.status >= 300) throw new Error(`login of ${username}: ${response.status}`);
+      return (response.headers.get('set-cookie') ?? '').split(';')[0] ?? '';
+    };
+    const user = seed.usernames[0] ?? 'admin';
+    const bearerToken = await signIn(user);
+    const cookie = await cookieOf(user);
+    const basic = `Basic ${Buffer.from(`${user}:${seed.password}`).toString('base64')}`;
+    const sizeOf = async (url: string, headers: Record<string, string>) =>
+      (await (await fetch(url, { headers })).text()).length;
+    const cookieRead: LoadRequest = { path: '/api/session/user', headers: { cookie } };
+    const bearerRead: LoadRequest = {
+      path: '/api/v2.1/auth/regions',
+      headers: { authorization: `Bearer ${bearerToken}` },
+    };
+    const basicRead: LoadRequest = { path: '/api/v2.1/auth/regions', headers: { authorization: basic } };
+    const sizes = [
+      await sizeOf(`${base}${cookieRead.path}`, cookieRead.headers ?? {}),
+      await sizeOf(`${base}${bearerRead.path}`, bearerRead.headers ?? {}),
+      256,
+    ];
+    baseline = await startBaseline(sizes);
+    const load = (
+      url: string,
+      requests: readonly LoadRequest[],
+      extra: Partial<Parameters<typeof runLoad>[0]> = {},
+    ) => runLoad({ url, connections, durationS, requests, ...extra });
+    const bare = (index: number, method: 'GET' | 'POST' = 'GET') =>
+      load(baseline?.url ?? '', [{ method, path: `/json/${index}` }]);
+
+    const readScenario = async (
+      name: string,
+      label: string,
+      request: LoadRequest,
+      baselineIndex: number,
+      target: number,
+    ) => {
+      if (!wanted(name)) return;
+      log(`${name}: ${label}`);
+      const reference = await bare(baselineIndex);
+      const measured = await load(base, [request]);
+      results.push({
+        name,
+        label,
+        unit: 'req/s',
+        ...http(measured),
+        baseline: {
+          label: `bare Fastify route, ${sizes[baselineIndex]} B JSON`,
+          value: reference.rps,
+          p99Ms: reference.p99Ms,
+        },
+        ratio: measured.rps / reference.rps,
+        target: { ratio: target, ...(name === 'read-cookie' || name === 'read-bearer' ? { p99Ms: 10 } : {}) },
+      });
+    };
+    await readScenario('read-cookie', 'GET /api/session/user by cookie', cookieRead, 0, 0.7);
+    await readScenario('read-bearer', 'GET /api/v2.1/auth/regions by Bearer', bearerRead, 1, 0.7);
+    await readScenario('read-basic', 'GET /api/v2.1/auth/regions by HTTP Basic', basicRead, 1, 0.5);
+
+    // Sign-in: each connection signs in as its own user, so no account or pair is throttled.
+    const signinRequests = (index: number, surface: 'nse' | 'storware'): LoadRequest[] => {
+      const username = seed.usernames[index % seed.usernames.length] ?? user;
+      return [
+        surface === 'nse'
+          ? {
+              method: 'POST',
+              path: '/api/v2.1/auth/signin',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify({ username, password: seed.password }),
+            }
+          : {
+              method: 'POST',
+              path: '/api/session/login',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify({ login: username, password: seed.password }),
+            },
+      ];
+    };
+    let verifiesPerSecond: number | undefined;
+    for (const surface of ['nse', 'storware'] as const) {
+      const name = `signin-${surface}`;
+      if (!wanted(name)) continue;
+      log(`${name}: password sign-in`);
+      verifiesPerSecond ??= argon2Baseline('verify', durationS);
+      const measured = await load(base, [], { perConnection: (i) => signinRequests(i, surface) });
+      results.push({
+        name,
+        label: surface === 'nse' ? 'POST /api/v2.1/auth/signin' : 'POST /api/session/login',
+        unit: 'req/s',
+        ...http(measured),
+        baseline: {
+          label: 'argon2id verifications/s, same parameters and threads',
+          value: verifiesPerSecond,
+        },
+        ratio: measured.rps / verifiesPerSecond,
+        target: { ratio: 0.9 },
+      });
+    }
+
+    if (wanted('refresh-nse')) {
+      log('refresh-nse: token refresh, each connection following its own line of tokens');
+      const tokens = await Promise.all(
+        Array.from({ length: connections }, (_, i) =>
+          signIn(seed.usernames[i % seed.usernames.length] ?? user),
+        ),
+      );
+      let next = 0;
+      const refresh = {
+        method: 'POST' as const,
+        path: '/api/v2.1/auth/refresh',
+        setupRequest: (request: Record<string, unknown>, context: Record<string, unknown>) => {
+          context.token ??= tokens[next++ % tokens.length];
+          return { ...request, headers: { authorization: `Bearer ${String(context.token)}` } };
+        },
+        onResponse: (status: number, body: string, context: Record<string, unknown>) => {
+          if (status === 200) {
+            context.token = (
+              JSON.parse(body) as { result: { records: [{ token: string }] } }
+            ).result.records[0].token;
+          }
+        },
+      };
+      const reference = await bare(2, 'POST');
+      const measured = await runLoad({
+        url: base,
+        connections,
+        durationS,
+        requests: [refresh as LoadRequest],
+      });
+      results.push({
+        name: 'refresh-nse',
+        label: 'POST /api/v2.1/auth/refresh (rotating)',
+        unit: 'req/s',
+        ...http(measured),
+        baseline: { label: 'bare Fastify POST route', value: reference.rps, p99Ms: reference.p99Ms },
+        ratio: measured.rps / reference.rps,
+        target: { ratio: 0.3 },
+      });
+    }
+
+    if (wanted('read-during-storm')) {
+      log('read-during-storm: bearer reads alone, then while sign-ins saturate hashing');
+      const readers = Math.max(2, Math.floor(connections / 2));
+      const quiet = await runLoad({ url: base, connections: readers, durationS, requests: [bearerRead] });
+      const storm = runLoad({
+        url: base,
+        connections: Math.max(2, Math.floor(connections / 2)),
+        durationS,
+        requests: [],
+        perConnection: (i) => signinRequests(i, 'nse'),
+      });
+      const during = await runLoad({ url: base, connections: readers, durationS, requests: [bearerRead] });
+      const stormResult = await storm;
+      results.push({
+        name: 'read-during-storm',
+        label: `GET /api/v2.1/auth/regions during a sign-in storm (${Math.round(stormResult.rps)} sign-ins/s)`,
+        unit: 'req/s',
+        ...http(during),
+        baseline: { label: 'the same reads without the storm', value: quiet.rps, p99Ms: quiet.p99Ms },
+        ratio: during.rps / quiet.rps,
+        target: { p99Ms: 50 },
+      });
+    }
+
+    const importRun = async (name: string, rows: number, hashed: boolean) => {
+      const token = await signIn('admin');
+      const header = hashed
+        ? 'username,password_hash,tenant_code,role'
+        : 'username,password,tenant_code,role';
+      const lines = [header];
+      for (let i = 1; i <= rows; i += 1) {
+        // An argon2 hash holds commas (m=…,t=…,p=…): quoted, as CSV wants.
+        lines.push(`${name}${i},${hashed ? `"${seed.passwordHash}"` : `${seed.password}-${i}`},bench,user`);
+      }
+      const started = performance.now();
+      const accepted = await fetch(`${base}/api/v2.1/users/import`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'text/csv' },
+        body: `${lines.join('\n')}\n`,
+      });
+      if (accepted.status !== 202)
+        throw new Error(`${name}: import answered ${accepted.status}: ${await accepted.text()}`);
+      const { id } = ((await accepted.json()) as { result: { records: [{ id: string }] } }).result.records[0];
+      for (;;) {
+        const job = (
+          (await (
+            await fetch(`${base}/api/v2.1/jobs/${id}`, { headers: { authorization: `Bearer ${token}` } })
+          ).json()) as {
+            result: { records: [{ status: string; status_detail: string }] };
+          }
+        ).result.records[0];
+        if (job.status !== 'running') {
+          if (job.status !== 'successful') throw new Error(`${name}: ${job.status}: ${job.status_detail}`);
+          return rows / ((performance.now() - started) / 1000);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+    if (wanted('import-clear')) {
+      log(`import-clear: ${IMPORT_CLEAR_ROWS} users with passwords in clear`);
+      const hashes = argon2Baseline('hash', durationS);
+      const rowsPerSecond = await importRun('clear', IMPORT_CLEAR_ROWS, false);
+      results.push({
+        name: 'import-clear',
+        label: `import of ${IMPORT_CLEAR_ROWS.toLocaleString('en-US')} users, passwords in clear`,
+        unit: 'rows/s',
+        value: rowsPerSecond,
+        baseline: { label: 'argon2id hashes/s, same parameters and threads', value: hashes },
+        ratio: rowsPerSecond / hashes,
+        target: { ratio: 0.8 },
+      });
+    }
+    if (wanted('import-hashed')) {
+      log(`import-hashed: ${IMPORT_HASHED_ROWS} users with argon2id hashes`);
+      const rowsPerSecond = await importRun('hashed', IMPORT_HASHED_ROWS, true);
+      const insertRate = await seed.bulkInsertRate(env, IMPORT_HASHED_ROWS);
+      results.push({
+        name: 'import-hashed',
+        label: `import of ${IMPORT_HASHED_ROWS.toLocaleString('en-US')} users with pre-hashed passwords`,
+        unit: 'rows/s',
+        value: rowsPerSecond,
+        baseline: { label: 'plain bulk insert of the same rows into the same store', value: insertRate },
+        ratio: rowsPerSecond / insertRate,
+        target: { ratio: 0.5 },
+      });
+    }
+
+    if (wanted('large-store')) {
+      const scenarios = [
+        ['read-cookie', cookieRead],
+        ['read-bearer', bearerRead],
+      ] as const;
+      const small = new Map<string, LoadResult>();
+      for (const [name, request] of scenarios) small.set(name, await load(base, [request]));
+      await gatehouse.stop();
+      log(`large-store: growing the store to ${LARGE_USERS.toLocaleString('en-US')} users and sessions ...`);
+      await growStore(env, LARGE_USERS);
+      gatehouse = await startGatehouse(env);
+      for (const [name, request] of scenarios) {
+        const before = small.get(name);
+        const after = await load(base, [request]);
+        if (!before) continue;
+        results.push({
+          name: `large-store-${name}`,
+          label: `${request.path}, ${LARGE_USERS.toLocaleString('en-US')} users and sessions`,
+          unit: 'req/s',
+          ...http(after),
+          baseline: {
+            label: `the same with ${SMALL_USERS.toLocaleString('en-US')} users`,
+            value: before.rps,
+            p99Ms: before.p99Ms,
+          },
+          ratio: after.rps / before.rps,
+          target: { ratio: 0.9 },
+        });
+      }
+    }
+  } finally {
+    await baseline?.child.stop();
+    await gatehouse?.stop();
+    await database?.drop().catch(() => {});
+    rmSync(work, { recursive: true, force: true });
+  }
+
+  const report: BenchReport = {
+    time: new Date().toISOString(),
+    mode: smoke ? 'smoke' : 'full',
+    store: dialect,
+    machine: machineFacts(),
+    settings: { ...BENCH_SETTINGS, connections, durationS },
+    results,
+  };
+  const written = writeReport(report, { outDir: args.out, updateMarkdown: !smoke });
+  for (const line of written.table) process.stdout.write(`${line}\n`);
+  log(`results: ${written.json}`);
+}
+
+await main();

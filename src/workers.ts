@@ -1,0 +1,70 @@
+import cluster, { type Worker } from 'node:cluster';
+import type { Config } from './config.js';
+import { createCore } from './core/index.js';
+import { connectStore } from './store/connect.js';
+
+/** A worker that dies sooner than this after its start is not restarted (it would only die again). */
+const MIN_UPTIME_MS = 5000;
+
+/**
+ * The primary of `gatehouse serve --workers N`: migrates and bootstraps the store once (so that a
+ * generated admin password is printed once, not N times), then runs N server processes that
+ * share one port (node:cluster) and one store; on SQLite they share the file (WAL, busy timeout),
+ * on PostgreSQL each has its own pool. A worker that crashes is replaced; SIGTERM or SIGINT stops
+ * every worker gracefully, then the primary. Resolves when all workers have stopped on request;
+ * rejects when they all stopped by themselves.
+ */
+export async function runPrimary(
+  config: Config,
+  workers: number,
+  say: (line: string) => void,
+): Promise<void> {
+  const store = connectStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  try {
+    await store.migrate();
+    const core = await createCore({ config, store });
+    const boot = await core.bootstrap();
+    if (boot.generatedAdminPassword) {
+      // Printed once, straight to the terminal and never through the logger.
+      process.stdout.write(
+        `\nCreated user "admin" (root of tenant "system") with the generated password:\n\n    ${boot.generatedAdminPassword}\n\nIt is not shown again; change it with \`gatehouse user passwd --username admin\`.\n\n`,
+      );
+    }
+    await core.close();
+  } finally {
+    await store.destroy();
+  }
+
+  let stopping = false;
+  const started = new Map<Worker, number>();
+  const fork = () => started.set(cluster.fork(), Date.now());
+  for (let i = 0; i < workers; i += 1) fork();
+  say(`gatehouse: ${workers} workers serving on ${config.host}:${config.port}`);
+
+  const stoppedOnRequest = await new Promise<boolean>((resolve) => {
+    cluster.on('exit', (worker, code, signal) => {
+      const since = started.get(worker) ?? 0;
+      started.delete(worker);
+      if (!stopping && (code !== 0 || signal !== null)) {
+        if (Date.now() - since >= MIN_UPTIME_MS) {
+          say(`gatehouse: worker ${worker.process.pid} stopped (${signal ?? code}); starting another`);
+          fork();
+        } else {
+          say(
+            `gatehouse: worker ${worker.process.pid} failed at start (${signal ?? code}); not restarting it`,
+          );
+        }
+      }
+      if (started.size === 0) resolve(stopping);
+    });
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      say(`gatehouse: ${signal}: stopping the workers`);
+      for (const worker of started.keys()) worker.process.kill('SIGTERM');
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  if (!stoppedOnRequest) throw new Error('every worker stopped; see the messages above');
+}
