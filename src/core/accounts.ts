@@ -1,9 +1,11 @@
+import type { Insertable } from 'kysely';
 import type { Config } from '../config.js';
 import { GatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
 import type { ApiTokenRow } from '../store/repositories/api-tokens.js';
 import type { Repositories } from '../store/repositories/index.js';
 import type { Role, TenancyView, UserRow } from '../store/repositories/users.js';
+import type { UserTable } from '../store/schema.js';
 import type { Clock } from './clock.js';
 import { isId, newId } from './ids.js';
 import type { LoginThrottle } from './login-throttle.js';
@@ -32,6 +34,12 @@ export interface NewUser {
   readonly provider?: 'local' | 'activeDirectory' | undefined;
   /** Tenancies by tenant id, for callers that resolved (and authorized) the tenants already. */
   readonly tenancies?: readonly { readonly tenantId: string; readonly role: Role }[] | undefined;
+}
+
+/** A new user checked and hashed by `prepareUser`, not yet written. */
+export interface PreparedUser {
+  readonly row: Insertable<UserTable>;
+  readonly tenancies: readonly { readonly tenantId: string; readonly role: Role }[];
 }
 
 /** What both surfaces show of a user; each renders its own shape from it. */
@@ -85,11 +93,11 @@ export class AccountService {
     await this.#throttle.unlockAccount(kind, name);
   }
 
-  /** `within` runs inside the creating transaction (an audit event that must share its fate). */
-  async createUser(
-    input: NewUser,
-    within?: (tx: Repositories, user: { id: string; username: string }) => Promise<void>,
-  ): Promise<UserRow> {
+  /**
+   * The checks and the hashing of a new user, without writing it: tenancies must come by id (the
+   * caller resolved and authorized them). `createUser` and bulk creation (import) both use it.
+   */
+  async prepareUser(input: NewUser): Promise<PreparedUser> {
     checkUsername(input.username);
     if (
       input.provider === 'activeDirectory' &&
@@ -123,7 +131,60 @@ export class AccountService {
     const passwordHash =
       input.password === undefined ? (input.passwordHash ?? null) : await this.#hasher.hash(input.password);
     const now = this.#clock.now();
-    const id = newId(now);
+    return {
+      row: {
+        id: newId(now),
+        username: input.username,
+        username_key: accountKey(input.username),
+        first_name: input.firstName ?? '',
+        last_name: input.lastName ?? '',
+        display_name: input.displayName ?? '',
+        email: input.email ?? '',
+        phone: input.phone ?? '',
+        provider: input.provider ?? 'local',
+        external_id: null,
+        password_hash: passwordHash,
+        active: 1,
+        language: 'EN',
+        ui_time_zone: 'UTC',
+        ui_console_mode: 'WORKFLOW',
+        page_size: 20,
+        time_format: 24,
+        info_tour_enabled: 1,
+        last_success_at: null,
+        last_failed_at: null,
+        last_failed_ip: null,
+        locked_until: null,
+        password_changed_at: passwordHash ? now : null,
+        created_at: now,
+        updated_at: now,
+      },
+      tenancies: input.tenancies ?? [],
+    };
+  }
+
+  /** Writes prepared users and their tenancies, in as few statements as the store allows. */
+  async insertPrepared(tx: Repositories, users: readonly PreparedUser[]): Promise<void> {
+    await tx.users.insertMany(users.map((user) => user.row));
+    await tx.users.addTenancies(
+      users.flatMap((user) =>
+        user.tenancies.map((tenancy) => ({
+          user_id: user.row.id,
+          tenant_id: tenancy.tenantId,
+          role: tenancy.role,
+          created_at: user.row.created_at,
+        })),
+      ),
+    );
+  }
+
+  /** `within` runs inside the creating transaction (an audit event that must share its fate). */
+  async createUser(
+    input: NewUser,
+    within?: (tx: Repositories, user: { id: string; username: string }) => Promise<void>,
+  ): Promise<UserRow> {
+    const prepared = await this.prepareUser(input);
+    const { id } = prepared.row;
     try {
       await this.#store.transaction(async (tx) => {
         const tenant =
@@ -137,44 +198,9 @@ export class AccountService {
           if (!group) throw new GatehouseError('NOT_FOUND', `no group named "${name}"`);
           groupIds.push(group.id);
         }
-        await tx.users.insert({
-          id,
-          username: input.username,
-          username_key: accountKey(input.username),
-          first_name: input.firstName ?? '',
-          last_name: input.lastName ?? '',
-          display_name: input.displayName ?? '',
-          email: input.email ?? '',
-          phone: input.phone ?? '',
-          provider: input.provider ?? 'local',
-          external_id: null,
-          password_hash: passwordHash,
-          active: 1,
-          language: 'EN',
-          ui_time_zone: 'UTC',
-          ui_console_mode: 'WORKFLOW',
-          page_size: 20,
-          time_format: 24,
-          info_tour_enabled: 1,
-          last_success_at: null,
-          last_failed_at: null,
-          last_failed_ip: null,
-          locked_until: null,
-          password_changed_at: passwordHash ? now : null,
-          created_at: now,
-          updated_at: now,
-        });
-        if (tenant && input.role) {
-          await tx.users.addTenancy({ user_id: id, tenant_id: tenant.id, role: input.role, created_at: now });
-        }
-        for (const tenancy of input.tenancies ?? []) {
-          await tx.users.addTenancy({
-            user_id: id,
-            tenant_id: tenancy.tenantId,
-            role: tenancy.role,
-            created_at: now,
-          });
-        }
+        const tenancies =
+          tenant && input.role ? [{ tenantId: tenant.id, role: input.role }] : prepared.tenancies;
+        await this.insertPrepared(tx, [{ ...prepared, tenancies }]);
         for (const groupId of groupIds) await tx.rbac.addGroupMember(groupId, id);
         await within?.(tx, { id, username: input.username });
       });

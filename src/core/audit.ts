@@ -1,5 +1,7 @@
+import type { Insertable } from 'kysely';
 import type { Store } from '../store/connect.js';
 import type { AuditEventRow, AuditFilter, AuditSortKey } from '../store/repositories/audit-events.js';
+import type { AuditEventTable } from '../store/schema.js';
 import { actorOf, readableTenantIds } from './authorization.js';
 import type { Clock } from './clock.js';
 import { newId } from './ids.js';
@@ -106,8 +108,21 @@ export class AuditService {
 
   /** Writes one event; pass a transaction's repositories to make it part of the change. */
   async record(entry: AuditEntry, store: Pick<Store, 'auditEvents'> = this.#store): Promise<void> {
+    await store.auditEvents.insert(this.#row(entry, this.#clock.now()));
+  }
+
+  /** Writes many events in multi-row statements (bulk changes such as an import). */
+  async recordMany(
+    entries: readonly AuditEntry[],
+    store: Pick<Store, 'auditEvents'> = this.#store,
+  ): Promise<void> {
+    if (entries.length === 0) return;
     const now = this.#clock.now();
-    await store.auditEvents.insert({
+    await store.auditEvents.insertMany(entries.map((entry) => this.#row(entry, now)));
+  }
+
+  #row(entry: AuditEntry, now: number): Insertable<AuditEventTable> {
+    return {
       id: newId(now),
       at: now,
       actor_type:
@@ -122,7 +137,7 @@ export class AuditService {
       ip: entry.meta?.ip.slice(0, 64) ?? '',
       outcome: entry.outcome,
       reason: entry.reason?.slice(0, 200) ?? '',
-    });
+    };
   }
 
   /** Events of the tenants the caller may read (root: all); events of no tenant are root's. */

@@ -3,8 +3,8 @@ import { GatehouseError, isGatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
 import type { Role, TenancyView, UserRow, UserSortKey } from '../store/repositories/users.js';
 import { keepOneAccessManager } from './access-management.js';
-import { type AccountService, checkUsername, ROLES, type UserView } from './accounts.js';
-import type { AuditAction, AuditService } from './audit.js';
+import { type AccountService, checkUsername, type PreparedUser, ROLES, type UserView } from './accounts.js';
+import type { AuditAction, AuditEntry, AuditService } from './audit.js';
 import {
   type Actor,
   actorOf,
@@ -15,6 +15,7 @@ import {
   readableTenantIds,
 } from './authorization.js';
 import type { Clock } from './clock.js';
+import { forEachConcurrently } from './concurrency.js';
 import { isId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
 import { checkPasswordPolicy, type PasswordHasher } from './passwords.js';
@@ -191,6 +192,125 @@ export class UserAdminService {
       );
       return view(created, await this.#store.users.tenancies(created.id));
     });
+  }
+
+  /**
+   * Creates many local users with the rules of `create`, one answer per input in its order, and
+   * writes those that pass together in one transaction: the import's path. Passwords are hashed
+   * `inFlight` at a time; user names taken already, or twice in `inputs`, fail as existing.
+   */
+  async createMany(
+    auth: AuthContext,
+    inputs: readonly UserCreation[],
+    meta: RequestMeta,
+    inFlight: number,
+  ): Promise<(CreatedUser | GatehouseError)[]> {
+    const actor = await actorOf(this.#store, auth);
+    const results: (PreparedUser | GatehouseError | undefined)[] = inputs.map(() => undefined);
+    const refusals: AuditEntry[] = [];
+    // One look at each tenant per call, not per row.
+    const grants = new Map<string, Promise<void>>();
+    const grantable = (tenancy: TenancyRequest) => {
+      const key = `${tenancy.tenantId}\0${tenancy.role}`;
+      let check = grants.get(key);
+      if (!check) {
+        check = this.#checkGrantable(actor, [tenancy]);
+        // Read by every row naming the tenancy; none left unobserved.
+        check.catch(() => {});
+        grants.set(key, check);
+      }
+      return check;
+    };
+    await forEachConcurrently(inputs.entries(), inFlight, async ([index, input]) => {
+      try {
+        checkTenancyList(input.tenancies, input.primaryTenantId);
+        for (const tenancy of input.tenancies) await grantable(tenancy);
+        if (input.password === undefined && input.passwordHash === undefined) {
+          throw new GatehouseError('VALIDATION_FAILED', 'password is required for a local user');
+        }
+        checkProfile(input);
+        results[index] = await this.#accounts.prepareUser({ ...input, provider: 'local' });
+      } catch (error) {
+        if (!isGatehouseError(error)) throw error;
+        results[index] = error;
+        if (AUDITED_REFUSALS.has(error.code)) {
+          refusals.push({
+            action: 'user.create',
+            actor: auth.principal,
+            target: { type: 'user', id: null, name: input.username.slice(0, 128) },
+            tenantId: null,
+            meta,
+            outcome: 'failure',
+            reason: `${error.code}: ${error.detail}`,
+          });
+        }
+      }
+    });
+
+    const keys = results.flatMap((result) => (isPrepared(result) ? [result.row.username_key] : []));
+    const taken = await this.#store.users.takenUsernameKeys(keys);
+    const ready: number[] = [];
+    results.forEach((result, index) => {
+      if (!isPrepared(result)) return;
+      if (taken.has(result.row.username_key)) {
+        results[index] = alreadyExists(result.row.username);
+      } else {
+        taken.add(result.row.username_key);
+        ready.push(index);
+      }
+    });
+    const created = (index: number) => {
+      const prepared = results[index] as PreparedUser;
+      const input = inputs[index] as UserCreation;
+      return {
+        prepared,
+        event: {
+          action: 'user.create' as const,
+          actor: auth.principal,
+          target: { type: 'user', id: prepared.row.id, name: prepared.row.username },
+          tenantId: input.primaryTenantId ?? input.tenancies[0]?.tenantId ?? null,
+          meta,
+          outcome: 'success' as const,
+          reason: `local user; tenancies ${describeTenancies(input.tenancies)}${
+            input.passwordHash === undefined ? '' : '; password hash imported'
+          }`,
+        },
+      };
+    };
+    try {
+      await this.#store.transaction(async (tx) => {
+        const batch = ready.map(created);
+        await this.#accounts.insertPrepared(
+          tx,
+          batch.map((b) => b.prepared),
+        );
+        await this.#audit.recordMany(
+          batch.map((b) => b.event),
+          tx,
+        );
+      });
+    } catch (error) {
+      if (!isUniqueViolation(error)) throw error;
+      // A name taken between the check and the write: one transaction per user tells which.
+      for (const index of ready) {
+        const { prepared, event } = created(index);
+        try {
+          await this.#store.transaction(async (tx) => {
+            await this.#accounts.insertPrepared(tx, [prepared]);
+            await this.#audit.record(event, tx);
+          });
+        } catch (single) {
+          if (!isUniqueViolation(single)) throw single;
+          results[index] = alreadyExists(prepared.row.username);
+        }
+      }
+    }
+    await this.#audit.recordMany(refusals);
+    return results.map((result) =>
+      isPrepared(result)
+        ? { id: result.row.id, username: result.row.username }
+        : (result ?? new GatehouseError('INTERNAL_ERROR')),
+    );
   }
 
   /**
@@ -523,6 +643,20 @@ function sameTenancies(current: readonly TenancyView[], wanted: readonly Tenancy
     current.length === wanted.length &&
     wanted.every((w) => current.some((c) => c.tenantId === w.tenantId && c.role === w.role))
   );
+}
+
+/** What `createMany` answers for a user it created. */
+export interface CreatedUser {
+  readonly id: string;
+  readonly username: string;
+}
+
+function isPrepared(result: PreparedUser | GatehouseError | undefined): result is PreparedUser {
+  return result !== undefined && !isGatehouseError(result);
+}
+
+function alreadyExists(username: string): GatehouseError {
+  return new GatehouseError('ALREADY_EXISTS', `a user named "${username}" already exists`);
 }
 
 function describeTenancies(tenancies: readonly { tenantId: string; role: Role }[]): string {

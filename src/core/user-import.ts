@@ -19,7 +19,7 @@ import type { JobControl, JobOutcome, JobRunner } from './job-runner.js';
 import { type JobTask, type JobView, jobView } from './jobs.js';
 import { accountKey } from './secrets.js';
 import type { AuthContext, RequestMeta } from './sessions.js';
-import type { UserAdminService } from './user-admin.js';
+import type { UserAdminService, UserCreation } from './user-admin.js';
 
 /**
  * `csv`: a header row naming the columns (any order, case-insensitive, unknown ones ignored), then
@@ -49,10 +49,11 @@ type ImportColumn = (typeof IMPORT_COLUMNS)[number];
 export const IMPORT_BODY_LIMIT = 256 * 1024 * 1024;
 /** Failed rows listed in the job's `job_tasks`; all of them are kept in `import_failures`. */
 export const REPORTED_FAILURES = 1000;
-const PROGRESS_EVERY_ROWS = 250;
+/** Rows checked, hashed and written together (one transaction), and between progress reports. */
+const ROWS_PER_BATCH = 250;
 const FAILURE_BATCH = 200;
 /**
- * Rows created at once: each waits mostly on password hashing, which runs on libuv's thread pool
+ * Passwords hashed at once within a batch: hashing runs on libuv's thread pool
  * (4 threads unless UV_THREADPOOL_SIZE says otherwise), so 4 keeps every hashing thread busy.
  */
 const ROWS_IN_FLIGHT = 4;
@@ -303,7 +304,7 @@ export class UserImportService {
     meta: RequestMeta,
   ): Promise<JobOutcome> {
     const total = spooled.rows;
-    let reported: RowFailure[] = [];
+    const reported: RowFailure[] = [];
     let pending: RowFailure[] = [];
     let imported = 0;
     let failed = 0;
@@ -311,11 +312,8 @@ export class UserImportService {
     const tenants = new Map<string, string | null>();
     const fail = async (failure: RowFailure) => {
       failed += 1;
-      reported.push(failure);
-      // Rows finish slightly out of order: keep a margin, then the lowest row numbers.
-      if (reported.length >= REPORTED_FAILURES + ROWS_IN_FLIGHT) {
-        reported = reported.sort((a, b) => a.row - b.row).slice(0, REPORTED_FAILURES);
-      }
+      // Batches run in file order and answer in row order: the first failures are the lowest rows.
+      if (reported.length < REPORTED_FAILURES) reported.push(failure);
       pending.push(failure);
       if (pending.length >= FAILURE_BATCH) {
         const batch = pending;
@@ -323,27 +321,48 @@ export class UserImportService {
         await this.#store.imports.addFailures(control.jobId, batch);
       }
     };
-    const importRow = async ({ row, fields }: ReadRow) => {
-      const secrets = typeof fields === 'string' ? [] : [fields.password, fields.password_hash];
-      try {
-        if (typeof fields === 'string') throw new GatehouseError('VALIDATION_FAILED', fields);
-        await this.#createRow(auth, actor, fields, tenants, meta);
-        imported += 1;
-      } catch (error) {
-        if (!isGatehouseError(error)) throw error;
-        await fail({ row, reason: withoutSecrets(error.detail || error.userMessage, secrets) });
+    const importBatch = async (batch: readonly ReadRow[]) => {
+      const creations: { row: number; secrets: (string | undefined)[]; creation: UserCreation }[] = [];
+      for (const { row, fields } of batch) {
+        const secrets = typeof fields === 'string' ? [] : [fields.password, fields.password_hash];
+        try {
+          if (typeof fields === 'string') throw new GatehouseError('VALIDATION_FAILED', fields);
+          creations.push({ row, secrets, creation: await this.#creationOf(actor, fields, tenants) });
+        } catch (error) {
+          if (!isGatehouseError(error)) throw error;
+          await fail({ row, reason: withoutSecrets(error.detail || error.userMessage, secrets) });
+        }
       }
-      processed += 1;
-      if (processed % PROGRESS_EVERY_ROWS === 0) {
-        await control.report(
-          `${counted(imported)} of ${counted(total)} users imported`,
-          total === 0 ? 100 : (processed / total) * 100,
-        );
+      const results = await this.#userAdmin.createMany(
+        auth,
+        creations.map((c) => c.creation),
+        meta,
+        ROWS_IN_FLIGHT,
+      );
+      for (const [index, result] of results.entries()) {
+        const { row, secrets } = creations[index] ?? { row: 0, secrets: [] };
+        if (isGatehouseError(result)) {
+          await fail({ row, reason: withoutSecrets(result.detail || result.userMessage, secrets) });
+        } else imported += 1;
       }
+      // Failures of rows before the creations are counted above; keep the order of the report.
+      reported.sort((a, b) => a.row - b.row);
+      processed += batch.length;
+      await control.report(
+        `${counted(imported)} of ${counted(total)} users imported`,
+        total === 0 ? 100 : (processed / total) * 100,
+      );
     };
-    await forEachConcurrently(readRows(spooled.file, format), ROWS_IN_FLIGHT, importRow);
+    let batch: ReadRow[] = [];
+    for await (const row of readRows(spooled.file, format)) {
+      batch.push(row);
+      if (batch.length === ROWS_PER_BATCH) {
+        await importBatch(batch);
+        batch = [];
+      }
+    }
+    if (batch.length > 0) await importBatch(batch);
     await this.#store.imports.addFailures(control.jobId, pending);
-    reported = reported.sort((a, b) => a.row - b.row).slice(0, REPORTED_FAILURES);
 
     const summary = `${counted(imported)} of ${counted(total)} users imported; ${counted(failed)} rows failed`;
     await this.#audit.record({
@@ -365,13 +384,12 @@ export class UserImportService {
     };
   }
 
-  async #createRow(
-    auth: AuthContext,
+  /** A row as `createMany` takes it; the rules of a row alone (tenant, role, password) first. */
+  async #creationOf(
     actor: Actor,
     row: RowFields,
     tenants: Map<string, string | null>,
-    meta: RequestMeta,
-  ): Promise<void> {
+  ): Promise<UserCreation> {
     const username = row.username ?? '';
     if (username === '') throw new GatehouseError('VALIDATION_FAILED', 'username is required');
     const code = row.tenant_code ?? '';
@@ -397,52 +415,18 @@ export class UserImportService {
     if (password !== undefined && passwordHash !== undefined) {
       throw new GatehouseError('VALIDATION_FAILED', 'give password or password_hash, not both');
     }
-    await this.#userAdmin.create(
-      auth,
-      {
-        username,
-        password,
-        passwordHash,
-        firstName: row.firstName || undefined,
-        lastName: row.lastName || undefined,
-        displayName: row.displayName || undefined,
-        email: row.email || undefined,
-        phone: row.phone || undefined,
-        primaryTenantId: tenantId,
-        tenancies: [{ tenantId, role: role as Role }],
-      },
-      meta,
-    );
-  }
-}
-
-/**
- * Calls `each` for every item, at most `limit` at a time, in the order the items come. The
- * first failure stops the others from taking new items and is thrown.
- */
-async function forEachConcurrently<T>(
-  items: AsyncIterable<T>,
-  limit: number,
-  each: (item: T) => Promise<void>,
-): Promise<void> {
-  const iterator = items[Symbol.asyncIterator]();
-  let failure: { error: unknown } | undefined;
-  const worker = async () => {
-    // An async generator queues concurrent next() calls, so the workers share it safely.
-    while (failure === undefined) {
-      const next = await iterator.next();
-      if (next.done) return;
-      try {
-        await each(next.value);
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: limit }, worker));
-  if (failure !== undefined) {
-    await iterator.return?.(undefined);
-    throw failure.error;
+    return {
+      username,
+      password,
+      passwordHash,
+      firstName: row.firstName || undefined,
+      lastName: row.lastName || undefined,
+      displayName: row.displayName || undefined,
+      email: row.email || undefined,
+      phone: row.phone || undefined,
+      primaryTenantId: tenantId,
+      tenancies: [{ tenantId, role: role as Role }],
+    };
   }
 }
 

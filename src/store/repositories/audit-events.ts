@@ -41,6 +41,11 @@ export function createAuditEventRepository(db: Kysely<Database>) {
     async insert(row: Insertable<AuditEventTable>): Promise<void> {
       await db.insertInto('audit_events').values(row).execute();
     },
+    async insertMany(rows: readonly Insertable<AuditEventTable>[]): Promise<void> {
+      for (let start = 0; start < rows.length; start += 500) {
+        await db.insertInto('audit_events').values(rows.slice(start, start + 500)).execute();
+      }
+    },
     async list(page: PageRequest<AuditSortKey>, filter: AuditFilter): Promise<Page<AuditEventRow>> {
       if (filter.visibleTenantIds?.length === 0) return { rows: [], total: 0 };
       const [rows, count] = await Promise.all([

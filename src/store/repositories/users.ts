@@ -28,6 +28,22 @@ export function createUserRepository(db: Kysely<Database>) {
     async insert(row: Insertable<UserTable>): Promise<void> {
       await db.insertInto('users').values(row).execute();
     },
+    /** Many users in multi-row statements (bulk import); chunked under the stores' parameter limits. */
+    async insertMany(rows: readonly Insertable<UserTable>[]): Promise<void> {
+      for (const chunk of chunks(rows, 500)) await db.insertInto('users').values(chunk).execute();
+    },
+    async addTenancies(rows: readonly Insertable<TenancyTable>[]): Promise<void> {
+      for (const chunk of chunks(rows, 1000)) await db.insertInto('tenancies').values(chunk).execute();
+    },
+    /** Which of these user name keys are taken already. */
+    async takenUsernameKeys(keys: readonly string[]): Promise<Set<string>> {
+      const taken = new Set<string>();
+      for (const chunk of chunks(keys, 1000)) {
+        const rows = await db.selectFrom('users').select('username_key').where('username_key', 'in', chunk).execute();
+        for (const row of rows) taken.add(row.username_key);
+      }
+      return taken;
+    },
     findById(id: string): Promise<UserRow | undefined> {
       return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
     },
@@ -214,4 +230,9 @@ function tenancyIn(eb: ExpressionBuilder<Database, 'users'>, tenantIds: readonly
     .select('tenancies.user_id')
     .whereRef('tenancies.user_id', '=', 'users.id')
     .where('tenancies.tenant_id', 'in', tenantIds);
+}
+
+/** `items` in slices of at most `size`: one multi-row statement each. */
+function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
+  for (let start = 0; start < items.length; start += size) yield items.slice(start, start + size);
 }
