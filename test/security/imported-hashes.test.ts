@@ -83,7 +83,12 @@ forEachDialect('imported password hashes', (dialect) => {
     }
     for (const version of ['2a', '2b', '2y'] as const) {
       const original = password(`bcrypt-${version}`);
-      add(`from-bcrypt-${version}`, original, await bcryptHash(original, { cost: 4, version }));
+      // The variants differ only in their prefix for such passwords; 1.10 of the library writes $2b$.
+      add(
+        `from-bcrypt-${version}`,
+        original,
+        (await bcryptHash(original, 4)).replace(/^\$2b\$/, `$${version}$`),
+      );
     }
     const scryptOriginal = password('scrypt');
     add('from-scrypt', scryptOriginal, scryptHash(scryptOriginal, 10, 8, 1));
@@ -142,7 +147,7 @@ forEachDialect('imported password hashes', (dialect) => {
   });
 
   test('hashes over the cost caps and malformed ones are per-row failures that name the problem', async () => {
-    const bcrypt4 = await bcryptHash('whatever-it-was-123', { cost: 4 });
+    const bcrypt4 = await bcryptHash('whatever-it-was-123', 4);
     const argon2 = await argon2Hash('whatever-it-was-123', { algorithm: 2, memoryCost: 4096, timeCost: 2 });
     const scrypt = scryptHash('whatever-it-was-123', 10, 8, 1);
     const cases: [string, RegExp][] = [
@@ -186,7 +191,7 @@ forEachDialect('imported password hashes', (dialect) => {
   test('a stored hash past the caps never verifies, so a crafted row cannot stall a sign-in', async () => {
     const original = 'crafted-row-password-1';
     const user = await ctx.core.accounts.createUser({ username: 'handmade', password: original });
-    const bcrypt = await bcryptHash(original, { cost: 4 });
+    const bcrypt = await bcryptHash(original, 4);
     secrets.push(original, bcrypt);
     // Written past the import check, as a database edited by hand would be.
     await ctx.store.users.update(user.id, { password_hash: bcrypt.replace('$04$', '$20$') });

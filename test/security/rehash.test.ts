@@ -65,7 +65,7 @@ forEachDialect('password hashes are upgraded at sign-in', (dialect) => {
     const salt = randomBytes(16);
     const imported: [string, string, string][] = [];
     const bcryptPassword = 'imported-from-bcrypt-1';
-    imported.push(['was-bcrypt', bcryptPassword, await bcryptHash(bcryptPassword, { cost: 4 })]);
+    imported.push(['was-bcrypt', bcryptPassword, await bcryptHash(bcryptPassword, 4)]);
     const scryptPassword = 'imported-from-scrypt-1';
     const key = scryptSync(scryptPassword, salt, 32, { N: 1024, r: 8, p: 1 });
     const b64 = (bytes: Buffer) => bytes.toString('base64').replace(/=+$/, '');
