@@ -43,7 +43,10 @@ export function createAuditEventRepository(db: Kysely<Database>) {
     },
     async insertMany(rows: readonly Insertable<AuditEventTable>[]): Promise<void> {
       for (let start = 0; start < rows.length; start += 500) {
-        await db.insertInto('audit_events').values(rows.slice(start, start + 500)).execute();
+        await db
+          .insertInto('audit_events')
+          .values(rows.slice(start, start + 500))
+          .execute();
       }
     },
     async list(page: PageRequest<AuditSortKey>, filter: AuditFilter): Promise<Page<AuditEventRow>> {

@@ -39,7 +39,11 @@ export function createUserRepository(db: Kysely<Database>) {
     async takenUsernameKeys(keys: readonly string[]): Promise<Set<string>> {
       const taken = new Set<string>();
       for (const chunk of chunks(keys, 1000)) {
-        const rows = await db.selectFrom('users').select('username_key').where('username_key', 'in', chunk).execute();
+        const rows = await db
+          .selectFrom('users')
+          .select('username_key')
+          .where('username_key', 'in', chunk)
+          .execute();
         for (const row of rows) taken.add(row.username_key);
       }
       return taken;
