@@ -25,6 +25,8 @@ export interface AppDeps {
   readonly core: Core;
   /** Fastify logger options (tests pass a stream to read what is logged). */
   readonly logger?: FastifyServerOptions['logger'];
+  /** The text of `/metrics` when not this process's own (a cluster worker's: the whole node's). */
+  readonly metricsText?: () => Promise<string>;
 }
 
 /** Paths and headers that may carry secrets: never logged. */
@@ -73,6 +75,20 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   addCrossSiteProtection(app, config.allowedOrigins);
   refuseUnstorableText(app);
   app.decorateRequest('auth', null);
+  if (config.metrics.enabled) {
+    const { metrics } = core;
+    // Timed from the request's arrival to its answer; labelled by route pattern, never the raw
+    // URL (ids and names would make a series per object); anything unrouted is `not_found`.
+    app.addHook('onResponse', (request, reply, done) => {
+      metrics.observeRequest(
+        request.method,
+        request.routeOptions.url ?? 'not_found',
+        reply.statusCode,
+        reply.elapsedTime / 1000,
+      );
+      done();
+    });
+  }
   await app.register(fastifyCookie);
 
   await app.register(fastifySwagger, {
@@ -96,7 +112,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  await app.register(opsSurface, { core });
+  await app.register(opsSurface, { core, ...(deps.metricsText ? { metricsText: deps.metricsText } : {}) });
   await app.register(nseSurface, { prefix: NSE_PREFIX, core, allowedMethods });
   await app.register(storwareSurface, { prefix: STORWARE_PREFIX, core, allowedMethods });
 

@@ -23,6 +23,10 @@ export interface Config {
   readonly refreshGraceMs: number;
   /** How long a replaced signing key keeps verifying after `gatehouse keys rotate`. */
   readonly keyOverlapMs: number;
+  /** Per-process cache of sessions read for authentication: entry lifetime, 0 = off (safety net of the change feed). */
+  readonly sessionCacheTtlMs: number;
+  /** Per-process cache of verified HTTP Basic credentials (keyed hash, never the password): lifetime, 0 = off. */
+  readonly credentialCacheTtlMs: number;
   readonly jobLeaseMs: number;
   readonly lockoutThreshold: number;
   readonly lockoutDurationMs: number;
@@ -55,6 +59,8 @@ export interface Config {
   readonly issuer: string;
   readonly tls: { readonly cert: Buffer; readonly key: Buffer } | undefined;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** `GET /metrics`: served or not, and the bearer secret a scrape must send (undefined: none). */
+  readonly metrics: { readonly enabled: boolean; readonly token: string | undefined };
 }
 
 /** At most `limit` requests per `windowMs` from one client address. */
@@ -88,6 +94,8 @@ export const SETTINGS = [
   'GATEHOUSE_TOKEN_LIFETIME',
   'GATEHOUSE_ENDPOINTS_TOKEN_LIFETIME',
   'GATEHOUSE_REFRESH_GRACE',
+  'GATEHOUSE_SESSION_CACHE_TTL',
+  'GATEHOUSE_CREDENTIAL_CACHE_TTL',
   'GATEHOUSE_KEY_OVERLAP',
   'GATEHOUSE_JOB_LEASE',
   'GATEHOUSE_LOCKOUT_THRESHOLD',
@@ -115,6 +123,8 @@ export const SETTINGS = [
   'GATEHOUSE_TLS_CERT',
   'GATEHOUSE_TLS_KEY',
   'GATEHOUSE_LOG_LEVEL',
+  'GATEHOUSE_METRICS',
+  'GATEHOUSE_METRICS_TOKEN',
 ] as const;
 
 const DURATION = /^(\d+)\s*(ms|s|m|h|d)?$/;
@@ -318,6 +328,14 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
         '(GATEHOUSE_TOKEN_LIFETIME, GATEHOUSE_ENDPOINTS_TOKEN_LIFETIME) plus 1m',
     );
   }
+  // The change feed tells every node of a change within a second; this bounds how long an entry
+  // could outlive a change the feed missed (a node that died between its commit and its notify).
+  const sessionCacheTtlMs = duration('GATEHOUSE_SESSION_CACHE_TTL', '5s', 0);
+  if (sessionCacheTtlMs > 60_000) problems.push('GATEHOUSE_SESSION_CACHE_TTL: must not be longer than 60s');
+  const credentialCacheTtlMs = duration('GATEHOUSE_CREDENTIAL_CACHE_TTL', '60s', 0);
+  if (credentialCacheTtlMs > 15 * 60_000) {
+    problems.push('GATEHOUSE_CREDENTIAL_CACHE_TTL: must not be longer than 15m');
+  }
   const jobLeaseMs = duration('GATEHOUSE_JOB_LEASE', '60s', 3000);
   const lockoutThreshold = integer('GATEHOUSE_LOCKOUT_THRESHOLD', 5, 1, 1000);
   const lockoutDurationMs = duration('GATEHOUSE_LOCKOUT_DURATION', '15m', 1000);
@@ -423,6 +441,13 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     'info',
   );
 
+  const metricsEnabled = oneOf('GATEHOUSE_METRICS', ['on', 'off'], 'on') === 'on';
+  const metricsToken = raw('GATEHOUSE_METRICS_TOKEN');
+  if (metricsToken !== undefined && !/^[\x21-\x7e]{16,256}$/.test(metricsToken)) {
+    // Sent as `Authorization: Bearer <token>`: printable, no spaces, long enough not to be guessed.
+    problems.push('GATEHOUSE_METRICS_TOKEN: expected 16 to 256 printable characters without spaces');
+  }
+
   if (problems.length > 0) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -438,6 +463,8 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     endpointsTokenLifetimeMs,
     refreshGraceMs,
     keyOverlapMs,
+    sessionCacheTtlMs,
+    credentialCacheTtlMs,
     jobLeaseMs,
     lockoutThreshold,
     lockoutDurationMs,
@@ -459,5 +486,6 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     issuer,
     tls: cert && key ? Object.freeze({ cert, key }) : undefined,
     logLevel,
+    metrics: Object.freeze({ enabled: metricsEnabled, token: metricsToken }),
   });
 }

@@ -1,5 +1,7 @@
+import cluster from 'node:cluster';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
+import { clusterMetricsClient } from './cluster-metrics.js';
 import type { Config } from './config.js';
 import { createCore } from './core/index.js';
 import { connectStore } from './store/connect.js';
@@ -23,7 +25,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
         `\nCreated user "admin" (root of tenant "system") with the generated password:\n\n    ${boot.generatedAdminPassword}\n\nIt is not shown again; change it with \`gatehouse user passwd --username admin\`.\n\n`,
       );
     }
-    const app = await buildApp({ core });
+    // A worker of `serve --workers N` answers /metrics for the whole node, through its primary.
+    const app = await buildApp(
+      cluster.isWorker ? { core, metricsText: clusterMetricsClient(core.metrics.registry) } : { core },
+    );
     const url = await app.listen({ host: config.host, port: config.port });
     core.jobRunner.watch();
     let closing: Promise<void> | undefined;

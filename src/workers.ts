@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
+import { serveClusterMetrics } from './cluster-metrics.js';
 import type { Config } from './config.js';
 import { createCore } from './core/index.js';
 import { connectStore } from './store/connect.js';
@@ -38,6 +39,7 @@ export async function runPrimary(
   let stopping = false;
   const started = new Map<Worker, number>();
   const fork = () => started.set(cluster.fork(), Date.now());
+  serveClusterMetrics();
   for (let i = 0; i < workers; i += 1) fork();
   say(`gatehouse: ${workers} workers serving on ${config.host}:${config.port}`);
 

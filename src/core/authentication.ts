@@ -1,11 +1,13 @@
 import type { Config } from '../config.js';
-import { GatehouseError } from '../errors.js';
+import { GatehouseError, isGatehouseError } from '../errors.js';
 import type { Store } from '../store/connect.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
 import type { UserRow } from '../store/repositories/users.js';
 import type { AuditService } from './audit.js';
 import type { Clock } from './clock.js';
+import type { CredentialCache } from './credential-cache.js';
 import type { LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
+import type { Metrics, SignInOutcome, SignInSurface } from './metrics.js';
 import { checkPasswordPolicy, PASSWORD_MAX_LENGTH, type PasswordHasher } from './passwords.js';
 import { API_TOKEN_PREFIX, accountKey, hashSecret } from './secrets.js';
 import type {
@@ -37,6 +39,8 @@ const LOCK_REASON = {
   address: 'locked: too many failures from this address',
 } as const;
 
+const LOCK_REASONS: ReadonlySet<string> = new Set(Object.values(LOCK_REASON));
+
 /** The audit reason of a lock a failure just placed. */
 function lockoutReason(lock: PlacedLock): string {
   switch (lock.scope) {
@@ -65,6 +69,10 @@ export class AuthenticationService {
   readonly #sessions: SessionService;
   readonly #audit: AuditService;
   readonly #throttle: LoginThrottle;
+  readonly #credentials: CredentialCache;
+  readonly #metrics: Metrics;
+  /** The outcome of a refusal for the sign-in counter, by its error: all answer INVALID_CREDENTIALS. */
+  readonly #refusals = new WeakMap<object, SignInOutcome>();
 
   constructor(
     store: Store,
@@ -74,6 +82,8 @@ export class AuthenticationService {
     sessions: SessionService,
     audit: AuditService,
     throttle: LoginThrottle,
+    metrics: Metrics,
+    credentials: CredentialCache,
   ) {
     this.#store = store;
     this.#clock = clock;
@@ -82,6 +92,37 @@ export class AuthenticationService {
     this.#sessions = sessions;
     this.#audit = audit;
     this.#throttle = throttle;
+    this.#metrics = metrics;
+    this.#credentials = credentials;
+  }
+
+  /** Counts a sign-in once it has settled, by surface and outcome: never by name or address. */
+  async #counted<T>(surface: SignInSurface, attempt: Promise<T>): Promise<T> {
+    try {
+      const result = await attempt;
+      this.#metrics.recordSignIn(surface, 'success');
+      return result;
+    } catch (error) {
+      this.#metrics.recordSignIn(surface, this.#outcomeOf(error));
+      throw error;
+    }
+  }
+
+  #outcomeOf(error: unknown): SignInOutcome {
+    const marked = typeof error === 'object' && error !== null ? this.#refusals.get(error) : undefined;
+    if (marked) return marked;
+    if (!isGatehouseError(error)) return 'error';
+    switch (error.code) {
+      case 'INVALID_CREDENTIALS':
+      case 'INVALID_API_TOKEN':
+        return 'invalid_credentials';
+      case 'NODE_VERSION_UNSUPPORTED':
+        return 'unsupported_version';
+      case 'TOO_MANY_REQUESTS':
+        return 'rate_limited';
+      default:
+        return 'error';
+    }
   }
 
   /** The tenant an event about this user is filed under: its first tenancy. */
@@ -132,7 +173,9 @@ export class AuthenticationService {
         tx,
       );
     });
-    throw new GatehouseError('INVALID_CREDENTIALS');
+    const refusal = new GatehouseError('INVALID_CREDENTIALS');
+    this.#refusals.set(refusal, LOCK_REASONS.has(reason) ? 'locked' : 'invalid_credentials');
+    throw refusal;
   }
 
   /**
@@ -170,7 +213,18 @@ export class AuthenticationService {
    * locks. A locked attempt is refused whatever its password (hashed all the same, for the time)
    * and is not counted, so a lock cannot be prolonged by hammering it.
    */
-  async verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<UserRow> {
+  verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<UserRow> {
+    // Called from outside only for HTTP Basic; sign-in and password change use the uncounted one.
+    // Basic alone uses the credential cache: it sends the password with every request.
+    return this.#counted('basic', this.#verifyUserPassword(username, password, meta, this.#credentials));
+  }
+
+  async #verifyUserPassword(
+    username: string,
+    password: string,
+    meta: RequestMeta,
+    credentials?: CredentialCache,
+  ): Promise<UserRow> {
     const attempt: SignInAttempt = { kind: 'user', name: username.slice(0, 1024), ip: meta.ip };
     const admission = await this.#throttle.admit(attempt);
     const user =
@@ -188,6 +242,25 @@ export class AuthenticationService {
         meta,
       );
     }
+    // A pair verified lately against this very stored hash, of an account still active and not
+    // locked (admitted above, on the same counters): the hashing would only say yes again. The
+    // throttle sees it as the success it is; it writes nothing unless the pair had failures.
+    const cacheKey =
+      credentials?.enabled && user?.password_hash ? credentials.keyOf(username, password) : undefined;
+    if (cacheKey !== undefined && credentials && user) {
+      const known = credentials.lookup(cacheKey);
+      const hit =
+        known !== undefined &&
+        known.userId === user.id &&
+        known.passwordHash === user.password_hash &&
+        user.active === 1;
+      credentials.counted(hit);
+      if (hit) {
+        await this.#throttle.succeed(attempt, admission);
+        return user;
+      }
+      if (known) credentials.forget(cacheKey);
+    }
     if (!user?.password_hash) {
       await this.#hasher.verifyDummy(password);
       const locks = await this.#throttle.fail(attempt);
@@ -201,15 +274,28 @@ export class AuthenticationService {
     await this.#throttle.succeed(attempt, admission);
     // An imported or weaker hash becomes argon2id with the current settings (passwords.ts).
     const stored = user.password_hash;
-    await this.#hasher.rehashIfNeeded(stored, password, (next) =>
+    const rehashed = await this.#hasher.rehashIfNeeded(stored, password, (next) =>
       this.#store.users.replacePasswordHash(user.id, stored, next),
     );
+    // Failures are never remembered; after a rehash the next request verifies the new hash once.
+    if (cacheKey !== undefined && !rehashed) {
+      credentials?.remember(cacheKey, { userId: user.id, passwordHash: stored });
+    }
     return user;
   }
 
   /** Password sign-in of a user, on either surface: a new session. */
-  async signIn(username: string, password: string, meta: RequestMeta): Promise<OpenedSession> {
-    const user = await this.verifyUserPassword(username, password, meta);
+  signIn(
+    username: string,
+    password: string,
+    meta: RequestMeta,
+    surface: 'nse' | 'storware',
+  ): Promise<OpenedSession> {
+    return this.#counted(surface, this.#signIn(username, password, meta));
+  }
+
+  async #signIn(username: string, password: string, meta: RequestMeta): Promise<OpenedSession> {
+    const user = await this.#verifyUserPassword(username, password, meta);
     await this.#store.users.recordSuccess(user.id, this.#clock.now());
     await this.#signedIn(userPrincipal(user), meta, 'password');
     return this.#sessions.open(userPrincipal(user), { kind: 'user', history: historyOf(user), meta });
@@ -223,7 +309,7 @@ export class AuthenticationService {
     input: { username: string; oldPassword: string; newPassword: string },
     meta: RequestMeta,
   ): Promise<OpenedSession> {
-    const user = await this.verifyUserPassword(input.username, input.oldPassword, meta);
+    const user = await this.#verifyUserPassword(input.username, input.oldPassword, meta);
     checkPasswordPolicy(input.newPassword, user.username, { minLength: this.#config.passwordMinLength });
     const passwordHash = await this.#hasher.hash(input.newPassword);
     const now = this.#clock.now();
@@ -251,7 +337,11 @@ export class AuthenticationService {
   }
 
   /** Backup-node agent sign-in; versions below the configured minimum are refused first. */
-  async nodeSignIn(
+  nodeSignIn(login: string, password: string, version: string, meta: RequestMeta): Promise<OpenedSession> {
+    return this.#counted('node', this.#nodeSignIn(login, password, version, meta));
+  }
+
+  async #nodeSignIn(
     login: string,
     password: string,
     version: string,
@@ -328,7 +418,11 @@ export class AuthenticationService {
   }
 
   /** Sign-in with a long-lived API token: a session of kind "token" for the token's user. */
-  async tokenSignIn(token: string, meta: RequestMeta): Promise<OpenedSession> {
+  tokenSignIn(token: string, meta: RequestMeta): Promise<OpenedSession> {
+    return this.#counted('token', this.#tokenSignIn(token, meta));
+  }
+
+  async #tokenSignIn(token: string, meta: RequestMeta): Promise<OpenedSession> {
     const row =
       token.startsWith(API_TOKEN_PREFIX) && token.length < 200
         ? await this.#store.apiTokens.findBySecretHash(hashSecret(token))

@@ -8,17 +8,20 @@ import { AuthenticationService } from './authentication.js';
 import { type BootstrapResult, bootstrap } from './bootstrap.js';
 import { CatalogService } from './catalog.js';
 import { type Clock, systemClock } from './clock.js';
+import { CredentialCache } from './credential-cache.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './jobs.js';
 import { Keyring, loadMasterKey } from './keyring.js';
 import { LockoutAdminService } from './lockout-admin.js';
 import { createLoginDefences } from './login-defences.js';
 import type { LoginThrottle } from './login-throttle.js';
+import { Metrics } from './metrics.js';
 import { NodeAdminService } from './node-admin.js';
 import { loadCommonPasswords, PasswordHasher } from './passwords.js';
 import type { RateLimiter } from './rate-limiter.js';
 import { RbacService } from './rbac.js';
 import { SessionAdminService } from './session-admin.js';
+import { type CacheStats, SessionCache } from './session-cache.js';
 import { SessionInfoService } from './session-info.js';
 import { SessionService } from './sessions.js';
 import { SubtenantService } from './subtenants.js';
@@ -26,6 +29,12 @@ import { TenantService } from './tenants.js';
 import { TokenService } from './tokens.js';
 import { UserAdminService } from './user-admin.js';
 import { UserImportService } from './user-import.js';
+
+export interface Caches {
+  readonly sessions: SessionCache;
+  readonly credentials: CredentialCache;
+  stats(): { readonly sessions: CacheStats; readonly credentials: CacheStats };
+}
 
 export interface Core {
   readonly config: Config;
@@ -55,6 +64,13 @@ export interface Core {
   /** Per-address limits of the sign-in, password, token, refresh and node-login routes. */
   readonly rateLimiter: RateLimiter;
   readonly lockoutAdmin: LockoutAdminService;
+  /** Prometheus instruments of this process (sign-ins, hashing, store, caches; HTTP from the app). */
+  readonly metrics: Metrics;
+  /**
+   * This process's caches of authentication (sessions by token or cookie, verified HTTP Basic
+   * credentials) and their hit and miss counts since start.
+   */
+  readonly caches: Caches;
   /** Built-ins and, on an empty store, the first admin. */
   bootstrap(): Promise<BootstrapResult>;
   /**
@@ -68,13 +84,21 @@ export interface Core {
 export async function createCore(deps: { config: Config; store: Store; clock?: Clock }): Promise<Core> {
   const { config, store } = deps;
   const clock = deps.clock ?? systemClock;
+  const metrics = new Metrics({
+    clock,
+    // Read on scrape only, after the services below exist: the same rule as a session's own check.
+    countLiveSessions: () => store.sessions.countLive(sessions.liveBounds()),
+  });
+  store.observeQueries((query) =>
+    metrics.observeStoreQuery(query.dialect, query.statement, query.durationMs / 1000),
+  );
   const audit = new AuditService(store, clock);
   const keyring = new Keyring(store, clock, loadMasterKey(config.masterKey, config.dataDir), {
     overlapMs: config.keyOverlapMs,
     audit,
   });
   await keyring.load();
-  const hasher = new PasswordHasher(config.argon2);
+  const hasher = new PasswordHasher(config.argon2, metrics);
   // Read the password blocklist now: a missing file stops start-up, not the first password change.
   loadCommonPasswords();
   const { throttle, rateLimiter } = await createLoginDefences({
@@ -84,7 +108,16 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     masterKey: loadMasterKey(config.masterKey, config.dataDir),
   });
   const tokens = new TokenService(keyring, clock, config.issuer);
-  const sessions = new SessionService(store, clock, tokens, config, audit);
+  const caches = {
+    sessions: new SessionCache(store.changes, clock, { ttlMs: config.sessionCacheTtlMs }, (hit) =>
+      metrics.recordCacheLookup('session', hit),
+    ),
+    credentials: new CredentialCache(clock, { ttlMs: config.credentialCacheTtlMs }, (hit) =>
+      metrics.recordCacheLookup('credentials', hit),
+    ),
+    stats: () => ({ sessions: caches.sessions.stats(), credentials: caches.credentials.stats() }),
+  };
+  const sessions = new SessionService(store, clock, tokens, config, audit, caches.sessions);
   const rbac = new RbacService(store, clock);
   const accounts = new AccountService(store, clock, config, hasher, throttle);
   const jobRunner = new JobRunner(store, clock, { leaseMs: config.jobLeaseMs });
@@ -108,7 +141,17 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     clock,
     keyring,
     sessions,
-    authentication: new AuthenticationService(store, clock, config, hasher, sessions, audit, throttle),
+    authentication: new AuthenticationService(
+      store,
+      clock,
+      config,
+      hasher,
+      sessions,
+      audit,
+      throttle,
+      metrics,
+      caches.credentials,
+    ),
     accounts,
     tenants,
     rbac,
@@ -131,6 +174,8 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     throttle,
     rateLimiter,
     lockoutAdmin: new LockoutAdminService(store, throttle, audit),
+    metrics,
+    caches,
     bootstrap: () => bootstrap(store, config, { rbac, tenants, accounts }),
   };
 }

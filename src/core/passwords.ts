@@ -2,6 +2,7 @@ import { scrypt as scryptCallback, timingSafeEqual } from 'node:crypto';
 import { hash, parseOptions as parseArgon2, verify as verifyArgon2 } from '@node-rs/argon2';
 import { verify as verifyBcrypt } from '@node-rs/bcrypt';
 import { GatehouseError } from '../errors.js';
+import type { HashOperation } from './metrics.js';
 import { type PasswordPolicy, passwordPolicyProblem } from './password-policy.js';
 
 export {
@@ -90,6 +91,13 @@ function scrypt(password: string, hashToCheck: ScryptHash): Promise<Buffer> {
   });
 }
 
+/** Runs a password operation; the metrics count it as queued or running while it does, and time it. */
+export interface HashTimer {
+  timeHash<T>(operation: HashOperation, work: () => Promise<T>): Promise<T>;
+}
+
+const untimed: HashTimer = { timeHash: (_operation, work) => work() };
+
 /**
  * New hashes are argon2id through @node-rs/argon2, which hashes on libuv's thread pool, off the
  * event loop. Stored hashes may also be imported argon2i/argon2d, bcrypt or scrypt ones; each is
@@ -102,8 +110,11 @@ export class PasswordHasher {
   /** The caps, never below what the service itself is configured to produce. */
   readonly #argon2Caps: Argon2Settings;
   #dummyHash: Promise<string> | undefined;
+  readonly #timed: HashTimer;
 
-  constructor(settings: Argon2Settings) {
+  /** `timer` (the metrics) sees every hash and verify: the queue depth and their times. */
+  constructor(settings: Argon2Settings, timer: HashTimer = untimed) {
+    this.#timed = timer;
     this.#settings = settings;
     this.#options = {
       algorithm: ARGON2.id,
@@ -120,7 +131,7 @@ export class PasswordHasher {
   }
 
   hash(password: string): Promise<string> {
-    return hash(password, this.#options);
+    return this.#timed.timeHash('hash', () => hash(password, this.#options));
   }
 
   /**
@@ -128,7 +139,11 @@ export class PasswordHasher {
    * an unknown scheme or one past the caps reads as "wrong password" (false), never as an error
    * that would tell accounts apart.
    */
-  async verify(storedHash: string, password: string): Promise<boolean> {
+  verify(storedHash: string, password: string): Promise<boolean> {
+    return this.#timed.timeHash('verify', () => this.#verify(storedHash, password));
+  }
+
+  async #verify(storedHash: string, password: string): Promise<boolean> {
     try {
       const scheme = schemeOf(storedHash);
       if (scheme === undefined || this.#capProblem(storedHash) !== undefined) return false;

@@ -6,6 +6,7 @@ import type { AuditService } from './audit.js';
 import type { Clock } from './clock.js';
 import { newId } from './ids.js';
 import { hashSecret, newSecret, SESSION_SECRET_PREFIX } from './secrets.js';
+import type { SessionCache } from './session-cache.js';
 import { looksLikeJwt, type TokenService } from './tokens.js';
 
 export type PrincipalKind = 'user' | 'node';
@@ -94,15 +95,24 @@ export class SessionService {
   readonly #tokens: TokenService;
   readonly #config: Config;
   readonly #audit: AuditService;
+  readonly #cache: SessionCache;
   /** last_seen_at is written at most this often per session, not on every request. */
   readonly #touchIntervalMs: number;
 
-  constructor(store: Store, clock: Clock, tokens: TokenService, config: Config, audit: AuditService) {
+  constructor(
+    store: Store,
+    clock: Clock,
+    tokens: TokenService,
+    config: Config,
+    audit: AuditService,
+    cache: SessionCache,
+  ) {
     this.#store = store;
     this.#clock = clock;
     this.#tokens = tokens;
     this.#config = config;
     this.#audit = audit;
+    this.#cache = cache;
     this.#touchIntervalMs = Math.min(60_000, Math.floor(config.sessionIdleTimeoutMs / 10));
   }
 
@@ -171,20 +181,21 @@ export class SessionService {
   ): Promise<string> {
     const { session } = auth;
     const presented = auth.tokenGeneration ?? session.token_generation;
-    if (presented !== session.token_generation) {
-      return this.#sign(auth.principal, session, session.token_generation);
+    if (presented === session.token_generation) {
+      const now = this.#clock.now();
+      if (
+        await this.#store.sessions.advanceTokenGeneration(
+          session.id,
+          presented,
+          now + this.#config.refreshGraceMs,
+        )
+      ) {
+        return this.#sign(auth.principal, session, presented + 1);
+      }
     }
-    const now = this.#clock.now();
-    if (
-      await this.#store.sessions.advanceTokenGeneration(
-        session.id,
-        presented,
-        now + this.#config.refreshGraceMs,
-      )
-    ) {
-      return this.#sign(auth.principal, session, presented + 1);
-    }
-    // Another refresh of the same token won: judge the token again against the row as it is now.
+    // The predecessor within its grace, or another refresh of the same token won: judge the token
+    // again against the row as it is now (the one seen may have come from the session cache), which
+    // may find a replay by then and end the session.
     const fresh = await this.#check(await this.#store.sessions.findById(session.id), {
       generation: presented,
       meta,
@@ -211,10 +222,11 @@ export class SessionService {
     if (token.startsWith(SESSION_SECRET_PREFIX)) return this.authenticateSecret(token);
     if (!looksLikeJwt(token)) throw new GatehouseError('TOKEN_INVALID', 'The bearer token is malformed.');
     const claims = await this.#tokens.verifySessionToken(token);
-    const auth = await this.#check(await this.#store.sessions.findById(claims.sid), {
-      generation: claims.gen,
-      meta,
-    });
+    const auth = await this.#authenticate(
+      `sid:${claims.sid}`,
+      () => this.#store.sessions.findById(claims.sid),
+      { generation: claims.gen, meta },
+    );
     return { ...auth, tokenGeneration: claims.gen };
   }
 
@@ -222,7 +234,41 @@ export class SessionService {
     if (!secret.startsWith(SESSION_SECRET_PREFIX) || secret.length > 200) {
       throw new GatehouseError('SESSION_ENDED');
     }
-    return this.#check(await this.#store.sessions.findBySecretHash(hashSecret(secret)));
+    const secretHash = hashSecret(secret);
+    return this.#authenticate(`secret:${secretHash}`, () =>
+      this.#store.sessions.findBySecretHash(secretHash),
+    );
+  }
+
+  /**
+   * A cached row may only accept: whatever it would not accept as it stands (ended, idle by its
+   * possibly older last use, a newer or a replayed token generation) is judged again on a fresh
+   * read, and so is every decision that writes (a replay ends the session).
+   */
+  async #authenticate(
+    key: string,
+    read: () => Promise<SessionWithPrincipal | undefined>,
+    token?: { readonly generation: number; readonly meta: RequestMeta | undefined },
+  ): Promise<AuthContext & { session: SessionWithPrincipal }> {
+    const now = this.#clock.now();
+    const cached = this.#cache.lookup(key);
+    if (cached && this.#accepts(cached, token?.generation, now)) {
+      this.#cache.counted(true);
+      return this.#admit(cached, now);
+    }
+    this.#cache.counted(false);
+    const mark = this.#cache.mark();
+    const auth = await this.#check(await read(), token);
+    this.#cache.put(key, auth.session, mark);
+    return auth;
+  }
+
+  #accepts(session: SessionWithPrincipal, generation: number | undefined, now: number): boolean {
+    if (!isSessionLive(session, this.liveBounds(now))) return false;
+    if (session.principal_active !== 1 || session.principal_name === null) return false;
+    if (generation === undefined) return true;
+    const standing = tokenStanding(session, generation, now);
+    return standing === 'current' || standing === 'grace';
   }
 
   liveBounds(now: number = this.#clock.now()): LiveSessionBounds {
@@ -254,12 +300,23 @@ export class SessionService {
       }
       if (standing === 'replayed') await this.#endReplayed(session, token.generation, token.meta);
     }
+    return this.#admit(session, now);
+  }
+
+  /** Accepts a request on a live session: its last use is written at most every touch interval. */
+  async #admit(
+    session: SessionWithPrincipal,
+    now: number,
+  ): Promise<AuthContext & { session: SessionWithPrincipal }> {
+    let current = session;
     if (now - session.last_seen_at >= this.#touchIntervalMs) {
       await this.#store.sessions.touch(session.id, now);
+      current = { ...session, last_seen_at: now };
+      this.#cache.touched(session.id, now);
     }
-    const kind: PrincipalKind = session.node_id !== null ? 'node' : 'user';
-    const id = session.node_id ?? session.user_id ?? '';
-    return { principal: { kind, id, name: session.principal_name }, session };
+    const kind: PrincipalKind = current.node_id !== null ? 'node' : 'user';
+    const id = current.node_id ?? current.user_id ?? '';
+    return { principal: { kind, id, name: current.principal_name ?? '' }, session: current };
   }
 
   async #endReplayed(

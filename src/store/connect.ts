@@ -1,14 +1,28 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
+import { Kysely, type LogEvent, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
+import { type ChangeFeed, createStoreChanges } from './change-feed.js';
+import { withInvalidations } from './invalidating-repositories.js';
 import { migrations } from './migrations/index.js';
 import { RedisUnavailableError } from './redis-counters.js';
 import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
+
+export type StatementKind = 'select' | 'insert' | 'update' | 'delete' | 'transaction' | 'other';
+
+/** One statement the store ran: its kind and time only, never its text or parameters. */
+export interface QueryTiming {
+  readonly dialect: Dialect;
+  readonly statement: StatementKind;
+  readonly durationMs: number;
+  readonly failed: boolean;
+}
+
+export type QueryObserver = (timing: QueryTiming) => void;
 
 export interface StoreOptions {
   /** Absent: SQLite file `gatehouse.db` in `dataDir`. */
@@ -27,23 +41,54 @@ export interface Store extends Repositories {
   migrate(): Promise<string[]>;
   /** Cheap round trip, for readiness. */
   ping(): Promise<void>;
+  /** Hands the time of every statement from now on to `observer` (the metrics); replaces the previous one. */
+  observeQueries(observer: QueryObserver | undefined): void;
+  /**
+   * Changes to sessions and accounts made by any process sharing this store, for the per-process
+   * caches: published by the repositories' writes themselves (invalidating-repositories.ts).
+   */
+  readonly changes: ChangeFeed;
   destroy(): Promise<void>;
 }
 
 /** The only place that branches on the dialect. */
 export function connectStore(options: StoreOptions): Store {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
+  let observer: QueryObserver | undefined;
   const db = new Kysely<Database>({
     dialect: options.databaseUrl
       ? new PostgresDialect({ pool: createPgPool(options.databaseUrl, options.poolSize ?? 10) })
-      : new SqliteDialect({ database: openSqlite(options.dataDir) }),
+      : new SqliteDialect({ database: withStatementCache(openSqlite(options.dataDir)) }),
+    // Kysely times every statement (transactions' begin and commit included) and tells its log.
+    log: (event: LogEvent) => {
+      observer?.({
+        dialect,
+        statement: statementKind(event.query.query.kind, event.query.sql),
+        durationMs: event.queryDurationMillis,
+        failed: event.level === 'error',
+      });
+    },
   });
+
+  const changes = createStoreChanges(dialect, db, options.databaseUrl);
+  const repositoriesOf = (executor: Kysely<Database>, committed: (tags: readonly string[]) => void) =>
+    withInvalidations(createRepositories(executor), changes.publisher(executor, committed));
 
   return {
     dialect,
     db,
-    ...createRepositories(db),
-    transaction: (work) => db.transaction().execute((trx) => work(createRepositories(trx))),
+    // Outside a transaction each statement commits by itself: tell this process's caches at once.
+    ...repositoriesOf(db, changes.dispatchLocal),
+    async transaction(work) {
+      // This process's caches hear of the transaction's changes once it has committed, not before:
+      // a request reading meanwhile would otherwise cache the row as it was.
+      const committed: string[] = [];
+      const result = await db
+        .transaction()
+        .execute((trx) => work(repositoriesOf(trx, (tags) => committed.push(...tags))));
+      changes.dispatchLocal(committed);
+      return result;
+    },
     async migrate() {
       const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
       const { error, results = [] } = await migrator.migrateToLatest();
@@ -58,8 +103,44 @@ export function connectStore(options: StoreOptions): Store {
     async ping() {
       await db.selectFrom('tenants').select('id').limit(1).execute();
     },
-    destroy: () => db.destroy(),
+    observeQueries(next) {
+      observer = next;
+    },
+    changes: changes.feed,
+    async destroy() {
+      await changes.feed.close();
+      await db.destroy();
+    },
   };
+}
+
+const NODE_KINDS = new Map<string, StatementKind>([
+  ['SelectQueryNode', 'select'],
+  ['InsertQueryNode', 'insert'],
+  ['UpdateQueryNode', 'update'],
+  ['DeleteQueryNode', 'delete'],
+]);
+
+const FIRST_WORDS = new Map<string, StatementKind>([
+  ['select', 'select'],
+  ['with', 'select'],
+  ['insert', 'insert'],
+  ['update', 'update'],
+  ['delete', 'delete'],
+  ['begin', 'transaction'],
+  ['start', 'transaction'],
+  ['commit', 'transaction'],
+  ['rollback', 'transaction'],
+  ['savepoint', 'transaction'],
+  ['release', 'transaction'],
+]);
+
+/** The kind of a statement: from Kysely's operation node, or for raw SQL from its first word. */
+export function statementKind(nodeKind: string, sql: string): StatementKind {
+  const known = NODE_KINDS.get(nodeKind);
+  if (known) return known;
+  const word = /^\s*([a-z]+)/i.exec(sql)?.[1]?.toLowerCase();
+  return (word === undefined ? undefined : FIRST_WORDS.get(word)) ?? 'other';
 }
 
 function openSqlite(dataDir: string): SQLite.Database {
@@ -72,6 +153,31 @@ function openSqlite(dataDir: string): SQLite.Database {
   database.pragma('synchronous = NORMAL');
   database.pragma('foreign_keys = ON');
   return database;
+}
+
+/** Distinct statements kept prepared: the code issues a few hundred shapes of query. */
+const SQLITE_STATEMENT_CACHE = 500;
+
+/**
+ * Kysely prepares every query anew, and preparing (parsing and planning against the schema) costs
+ * more than running an indexed lookup: reusing the prepared statement of the same SQL text saves
+ * most of a simple query's time. A statement still being iterated is never handed out twice.
+ */
+function withStatementCache(database: SQLite.Database) {
+  const statements = new Map<string, SQLite.Statement>();
+  return {
+    close: () => database.close(),
+    prepare(sql: string): SQLite.Statement {
+      const known = statements.get(sql);
+      if (known && !known.busy) return known;
+      const statement = database.prepare(sql);
+      if (!known) {
+        if (statements.size >= SQLITE_STATEMENT_CACHE) statements.clear();
+        statements.set(sql, statement);
+      }
+      return statement;
+    },
+  };
 }
 
 function createPgPool(connectionString: string, max: number): pg.Pool {

@@ -1,4 +1,4 @@
-import type { ColumnType } from 'kysely';
+import type { ColumnType, Generated } from 'kysely';
 
 /**
  * Table types for Kysely. Columns are chosen so that every query works unchanged on SQLite and
@@ -242,6 +242,14 @@ export interface LoginThrottleTable {
   expires_at: EpochMs;
 }
 
+/** SQLite's change feed (PostgreSQL uses LISTEN/NOTIFY): what changed, in commit order. */
+export interface CacheInvalidationTable {
+  seq: Generated<number>;
+  /** `session:<id>`, `user:<id>`, `node:<id>`, `api-token:<id>` or `*` (everything). */
+  tag: string;
+  created_at: EpochMs;
+}
+
 export interface Database {
   tenants: TenantTable;
   users: UserTable;
@@ -263,4 +271,5 @@ export interface Database {
   import_failures: ImportFailureTable;
   import_requests: ImportRequestTable;
   login_throttle: LoginThrottleTable;
+  cache_invalidations: CacheInvalidationTable;
 }

@@ -16,6 +16,11 @@ const OPS_SHAPES: Record<string, (body: Record<string, unknown>) => boolean> = {
   '/.well-known/jwks.json': (body) => Array.isArray(body.keys),
 };
 
+/** Operations answers in a text format, not JSON: its content type and how the body starts. */
+const TEXT_ANSWERS: Record<string, { contentType: RegExp; body: RegExp }> = {
+  '/metrics': { contentType: /^text\/plain; version=0\.0\.4\b/, body: /^# (HELP|TYPE) gatehouse_/ },
+};
+
 export type Surface = 'nse' | 'storware' | 'ops';
 
 /** Which renderer must have answered: by path, as the app routes it. */
@@ -80,6 +85,14 @@ export class Oracle {
     if (body === '') {
       // Storware's session POSTs (logout) answer 200/201 with no body, as the reference shows.
       if (!(surface === 'storware' && status < 300)) problems.push(`an empty ${status} body`);
+      return problems;
+    }
+    const text = TEXT_ANSWERS[(request.url.split('?')[0] ?? '').replace(/(.)\/$/, '$1')];
+    if (text && status < 400) {
+      if (!text.contentType.test(String(response.headers['content-type']))) {
+        problems.push(`content type ${String(response.headers['content-type'])}`);
+      }
+      if (!text.body.test(body)) problems.push('not the text format of the operation');
       return problems;
     }
     if (!/^application\/json\b/.test(String(response.headers['content-type']))) {

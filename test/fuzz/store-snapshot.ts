@@ -11,7 +11,9 @@ import type { Store } from '../../src/store/connect.js';
  *   lock it causes is a `lockout` event;
  * - an authenticated request marks its session used (`sessions.last_seen_at`), whatever its fate;
  * - the brute-force and rate-limit counters (`login_throttle`) count every attempt, refused or not:
- *   counting refusals is their purpose.
+ *   counting refusals is their purpose;
+ * - the change feed of SQLite (`cache_invalidations`) holds a row per change it announces (each
+ *   also a change of the table it names, compared there), and every process prunes old rows.
  *
  * Tables added later are compared whole until they are listed here with a reason.
  */
@@ -20,7 +22,7 @@ const WRITTEN_BY_REFUSALS: Readonly<Record<string, readonly string[]>> = {
   nodes: ['failed_count', 'last_failed_at', 'last_failed_ip', 'locked_until'],
   sessions: ['last_seen_at'],
 };
-const COUNTERS = new Set(['login_throttle']);
+const COUNTERS = new Set(['login_throttle', 'cache_invalidations']);
 const expectedRow = (table: string, row: Record<string, unknown>): boolean =>
   COUNTERS.has(table) ||
   (table === 'audit_events' && (row.outcome === 'failure' || row.action === 'lockout'));

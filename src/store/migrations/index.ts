@@ -6,6 +6,8 @@ import * as sessionTokenIndex from './0004-session-token-index.js';
 import * as importFailures from './0005-import-failures.js';
 import * as tokenRotation from './0006-token-rotation.js';
 import * as loginThrottle from './0007-login-throttle.js';
+import * as liveSessionsIndex from './0008-live-sessions-index.js';
+import * as cacheInvalidations from './0009-cache-invalidations.js';
 
 /** Every migration in order. Names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -16,4 +18,6 @@ export const migrations: Record<string, Migration> = {
   '0005-import-failures': importFailures,
   '0006-token-rotation': tokenRotation,
   '0007-login-throttle': loginThrottle,
+  '0008-live-sessions-index': liveSessionsIndex,
+  '0009-cache-invalidations': cacheInvalidations,
 };

@@ -106,6 +106,20 @@ export function createSessionRepository(db: Kysely<Database>) {
         .executeTakeFirst();
       return Number(result.numUpdatedRows);
     },
+    /**
+     * Live sessions of everyone, for the active-sessions gauge: one count over the partial index
+     * of unrevoked sessions (`sessions_live_idx`), not a scan of every session ever opened.
+     */
+    async countLive(bounds: LiveBounds): Promise<number> {
+      const row = await db
+        .selectFrom('sessions')
+        .where('revoked_at', 'is', null)
+        .where('last_seen_at', '>', bounds.idleBefore)
+        .where('expires_at', '>', bounds.now)
+        .select((eb) => eb.fn.countAll<number | string>().as('n'))
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
     /** Live sessions of one user or node: not revoked, not past their expiry, not idle too long. */
     async listLive(
       owner: SessionOwner,

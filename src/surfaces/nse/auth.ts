@@ -24,7 +24,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
   app.post(
     '/auth/signin',
     {
-      onRequest: rateLimited(core, 'signin'),
+      onRequest: rateLimited(core, 'signin', 'nse'),
       schema: {
         tags: ['NSE auth'],
         summary: 'Sign in with a username and password; returns the user and a bearer token',
@@ -37,6 +37,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
         request.body.username,
         request.body.password,
         requestMeta(request),
+        'nse',
       );
       // "succeeeded" (sic) is the reference's text; clients may match on it.
       return single(await answer(opened.auth), 'Authentication succeeeded.');

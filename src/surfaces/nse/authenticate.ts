@@ -5,7 +5,8 @@ import { authorizationCredentials, requestMeta } from '../request-meta.js';
 
 /**
  * NSE accepts `Authorization: Bearer <jwt>` and HTTP Basic (the reference says both).
- * Basic runs the full password check, lockout included, on every request; it opens no session.
+ * Basic runs the password check, lockout included, on every request (argon2 itself is skipped for
+ * a pair verified lately: core/credential-cache.ts); it opens no session.
  */
 export function nseAuthenticator(core: Core) {
   return async (request: FastifyRequest): Promise<void> => {

@@ -1,6 +1,13 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Core } from '../../core/index.js';
+import { METRICS_CONTENT_TYPE } from '../../core/metrics.js';
+import { GatehouseError } from '../../errors.js';
+import { NSE_ERRORS } from '../nse/envelope.js';
+import { renderNseError } from '../nse/index.js';
+import { authorizationCredentials } from '../request-meta.js';
 
 const Health = Type.Object({ status: Type.String() });
 const Jwk = Type.Object(
@@ -16,8 +23,76 @@ const Jwk = Type.Object(
   { additionalProperties: false },
 );
 
-/** Health, readiness and the public keys of the Endpoints tokens. */
-export const opsSurface: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
+const plainText = (description: string) => ({
+  description,
+  content: { 'text/plain': { schema: Type.String() } },
+});
+
+const digest = (text: string) => createHash('sha256').update(text).digest();
+
+/** True when the request carries `Authorization: Bearer <token>`; compared in constant time. */
+function hasBearer(request: FastifyRequest, token: string): boolean {
+  const sent = authorizationCredentials(request, 'bearer');
+  return sent !== undefined && timingSafeEqual(digest(sent), digest(token));
+}
+
+export interface OpsOptions {
+  readonly core: Core;
+  /**
+   * The text of `/metrics`; by default this process's. A cluster worker asks its primary, which
+   * sums every worker's, so that a scrape landing on any worker describes the whole node.
+   */
+  readonly metricsText?: () => Promise<string>;
+}
+
+/** Health, readiness, metrics and the public keys of the Endpoints tokens. */
+export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (app, { core, metricsText }) => {
+  // Registered before the app's own handler is set: refusals here get the NSE envelope too.
+  app.setErrorHandler(renderNseError);
+  const { metrics: metricsSettings } = core.config;
+  if (metricsSettings.enabled) {
+    const { token } = metricsSettings;
+    const scrape = metricsText ?? (() => core.metrics.text());
+    app.get(
+      '/metrics',
+      {
+        schema: {
+          tags: ['Operations'],
+          summary: `Prometheus metrics (text format 0.0.4) of this node${token ? '; needs the GATEHOUSE_METRICS_TOKEN bearer secret' : ''}`,
+          ...(token ? { security: [{ bearer: [] as string[] }] } : {}),
+          response: {
+            200: plainText('Prometheus text exposition format'),
+            503: plainText('the metrics of the other worker processes did not arrive'),
+            '4xx': {
+              description: 'Error in the NSE envelope',
+              content: { 'application/json': { schema: NSE_ERRORS['4xx'] } },
+            },
+            '5xx': {
+              description: 'Error in the NSE envelope',
+              content: { 'application/json': { schema: NSE_ERRORS['5xx'] } },
+            },
+          },
+        },
+      },
+      async (request, reply) => {
+        if (token !== undefined && !hasBearer(request, token)) {
+          throw new GatehouseError(
+            'AUTHENTICATION_REQUIRED',
+            'send Authorization: Bearer <GATEHOUSE_METRICS_TOKEN>',
+          );
+        }
+        let text: string;
+        try {
+          text = await scrape();
+        } catch (error) {
+          request.log.warn({ err: error }, 'metrics: collecting from the worker processes failed');
+          return reply.code(503).header('Retry-After', '1').type('text/plain').send('metrics unavailable\n');
+        }
+        return reply.type(METRICS_CONTENT_TYPE).send(text);
+      },
+    );
+  }
+
   app.get(
     '/healthz',
     {

@@ -62,7 +62,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.post(
     '/login',
     {
-      onRequest: rateLimited(core, 'signin'),
+      onRequest: rateLimited(core, 'signin', 'storware'),
       schema: {
         tags: ['Storware session'],
         summary: 'Log in a user; sets the session cookie',
@@ -74,14 +74,19 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
       startSession(
         request,
         reply,
-        await core.authentication.signIn(request.body.login, request.body.password, requestMeta(request)),
+        await core.authentication.signIn(
+          request.body.login,
+          request.body.password,
+          requestMeta(request),
+          'storware',
+        ),
       ),
   );
 
   app.post(
     '/login-with-token',
     {
-      onRequest: rateLimited(core, 'signin'),
+      onRequest: rateLimited(core, 'signin', 'token'),
       schema: {
         tags: ['Storware session'],
         summary: 'Log in with an API token; sets the session cookie',
@@ -100,7 +105,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   app.post(
     '/node/login',
     {
-      onRequest: rateLimited(core, 'nodeLogin'),
+      onRequest: rateLimited(core, 'nodeLogin', 'node'),
       schema: {
         tags: ['Storware session'],
         summary: 'Log in a backup node; refuses versions below the configured minimum',

@@ -1,0 +1,187 @@
+import { performance } from 'node:perf_hooks';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { StatementKind } from '../store/connect.js';
+import type { Clock } from './clock.js';
+
+/** Where a sign-in came from: the API, or the kind of credential when that says more. */
+export type SignInSurface = 'nse' | 'storware' | 'basic' | 'node' | 'token';
+
+/**
+ * How a sign-in ended. An inactive account counts as `invalid_credentials`, as it answers: a
+ * separate outcome would tell whoever can read the metrics that a password was right.
+ */
+export type SignInOutcome =
+  | 'success'
+  | 'invalid_credentials'
+  | 'locked'
+  | 'rate_limited'
+  | 'unsupported_version'
+  | 'error';
+
+export type CacheName = 'session' | 'credentials';
+export type HashOperation = 'hash' | 'verify';
+
+/** The Prometheus text format's content type (`text/plain; version=0.0.4; charset=utf-8`). */
+export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
+
+/** The live-session count is read at most this often: scrapes of several Prometheus servers share one. */
+export const ACTIVE_SESSIONS_CACHE_MS = 5000;
+
+/** A service answering in 1-50 ms; sign-ins (argon2) reach the upper buckets. */
+const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+const STORE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+const HASH_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+let processRegistry: Registry | undefined;
+
+/**
+ * CPU, memory, event-loop lag, GC: facts of the process, not of one core. prom-client starts an
+ * event-loop monitor and a GC observer per call and never stops them, so they are made once per
+ * process and shared by every core it runs (tests run many).
+ */
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry, prefix: 'gatehouse_' });
+  }
+  return processRegistry;
+}
+
+export interface MetricsOptions {
+  readonly clock: Clock;
+  /** Live sessions in the store now (one count query); read on scrape, at most every few seconds. */
+  readonly countLiveSessions: () => Promise<number>;
+}
+
+/**
+ * The service's Prometheus instruments, in one registry per core. Labels are fixed sets (route
+ * patterns, surfaces, outcomes, statement kinds): never a name, an address, a URL or SQL text.
+ * Recording costs a label lookup and an addition; the only store work is the live-session count,
+ * done on scrape and cached.
+ */
+export class Metrics {
+  /** This core's instruments and the process's default metrics. */
+  readonly registry: Registry;
+  readonly #httpDuration: Histogram<'method' | 'route' | 'status'>;
+  readonly #signIns: Counter<'surface' | 'outcome'>;
+  readonly #cacheRequests: Counter<'cache' | 'result'>;
+  readonly #hashDepth: Gauge;
+  readonly #hashDuration: Histogram<'operation'>;
+  readonly #storeDuration: Histogram<'dialect' | 'statement'>;
+  readonly #clock: Clock;
+  readonly #countLiveSessions: () => Promise<number>;
+  #liveSessions: { value: number; at: number } | undefined;
+  #counting: Promise<number> | undefined;
+
+  constructor(options: MetricsOptions) {
+    this.#clock = options.clock;
+    this.#countLiveSessions = options.countLiveSessions;
+    const own = new Registry();
+    const registers = [own];
+    this.#httpDuration = new Histogram({
+      name: 'gatehouse_http_request_duration_seconds',
+      help: 'Time from receiving a request to sending its answer, by method, route pattern and status',
+      labelNames: ['method', 'route', 'status'],
+      buckets: HTTP_BUCKETS,
+      registers,
+    });
+    this.#signIns = new Counter({
+      name: 'gatehouse_signins_total',
+      help: 'Sign-in attempts by surface (nse, storware, basic, node, token) and outcome',
+      labelNames: ['surface', 'outcome'],
+      registers,
+    });
+    const metrics = this;
+    new Gauge({
+      name: 'gatehouse_active_sessions',
+      help: `Live sessions in the store (not revoked, expired or idle), counted at most every ${ACTIVE_SESSIONS_CACHE_MS / 1000} s; NaN when the store cannot be read`,
+      registers,
+      // Every process of a node counts the same shared store: the node's value is one count, not their sum.
+      aggregator: 'max',
+      async collect() {
+        this.set(await metrics.#liveSessionCount());
+      },
+    });
+    this.#hashDepth = new Gauge({
+      name: 'gatehouse_password_hash_queue_depth',
+      help: 'Password hash and verify operations running or waiting for a thread',
+      registers,
+    });
+    this.#hashDuration = new Histogram({
+      name: 'gatehouse_password_hash_duration_seconds',
+      help: 'Time of a password hash or verify operation, waiting for a thread included',
+      labelNames: ['operation'],
+      buckets: HASH_BUCKETS,
+      registers,
+    });
+    this.#storeDuration = new Histogram({
+      name: 'gatehouse_store_query_duration_seconds',
+      help: 'Time of a store statement by dialect and kind (select, insert, update, delete, transaction, other)',
+      labelNames: ['dialect', 'statement'],
+      buckets: STORE_BUCKETS,
+      registers,
+    });
+    this.#cacheRequests = new Counter({
+      name: 'gatehouse_cache_requests_total',
+      help: 'Lookups in the in-process caches (session, credentials) by result (hit, miss)',
+      labelNames: ['cache', 'result'],
+      registers,
+    });
+    this.registry = Registry.merge([processMetrics(), own]);
+  }
+
+  /** One answered HTTP request; `route` is the route pattern, or a fixed word such as `not_found`. */
+  observeRequest(method: string, route: string, status: number, seconds: number): void {
+    this.#httpDuration.observe({ method, route, status }, seconds);
+  }
+
+  recordSignIn(surface: SignInSurface, outcome: SignInOutcome): void {
+    this.#signIns.inc({ surface, outcome });
+  }
+
+  /** One lookup in an in-process cache. */
+  recordCacheLookup(cache: CacheName, hit: boolean): void {
+    this.#cacheRequests.inc({ cache, result: hit ? 'hit' : 'miss' });
+  }
+
+  /** Runs one password operation, counted in the queue depth while it runs or waits, and timed. */
+  async timeHash<T>(operation: HashOperation, work: () => Promise<T>): Promise<T> {
+    this.#hashDepth.inc();
+    const start = performance.now();
+    try {
+      return await work();
+    } finally {
+      this.#hashDepth.dec();
+      this.#hashDuration.observe({ operation }, (performance.now() - start) / 1000);
+    }
+  }
+
+  observeStoreQuery(dialect: string, statement: StatementKind, seconds: number): void {
+    this.#storeDuration.observe({ dialect, statement }, seconds);
+  }
+
+  /** This process's metrics in the Prometheus text format. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /**
+   * The live-session count, from the store at most every ACTIVE_SESSIONS_CACHE_MS; concurrent
+   * scrapes share one query. A failed count is NaN (unknown) and is retried by the next scrape.
+   */
+  async #liveSessionCount(): Promise<number> {
+    const now = this.#clock.now();
+    const cached = this.#liveSessions;
+    if (cached && now - cached.at < ACTIVE_SESSIONS_CACHE_MS) return cached.value;
+    this.#counting ??= this.#countLiveSessions()
+      .then((value) => {
+        this.#liveSessions = { value, at: now };
+        return value;
+      })
+      .catch(() => Number.NaN)
+      .finally(() => {
+        this.#counting = undefined;
+      });
+    return this.#counting;
+  }
+}

@@ -1,0 +1,342 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
+import { buildApp } from '../../src/app.js';
+import { type Core, createCore } from '../../src/core/index.js';
+import { connectStore, type Store } from '../../src/store/connect.js';
+import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+import { basic, bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
+import { postgresUnavailableReason } from '../helpers/postgres.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+
+const PASSWORD = 'Lantern-orchard-2031';
+const NEW_PASSWORD = 'Quarry-lighthouse-88';
+const REGIONS = '/api/v2.1/auth/regions';
+
+/** A second server process over the same store: its own connection, caches and change feed. */
+interface Node {
+  readonly store: Store;
+  readonly core: Core;
+  readonly app: FastifyInstance;
+  inject(options: InjectOptions): Promise<LightMyRequestResponse>;
+  close(): Promise<void>;
+}
+
+async function anotherNode(ctx: TestContext): Promise<Node> {
+  const store = connectStore({ databaseUrl: ctx.config.databaseUrl, dataDir: ctx.config.dataDir });
+  const core = await createCore({ config: ctx.config, store, clock: ctx.clock });
+  const app = await buildApp({ core });
+  await app.ready();
+  return {
+    store,
+    core,
+    app,
+    inject: (options) => app.inject(options),
+    async close() {
+      await app.close();
+      await core.close();
+      await store.destroy();
+    },
+  };
+}
+
+async function until(probe: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<number> {
+  const started = performance.now();
+  while (performance.now() - started < ms) {
+    if (await probe()) return performance.now() - started;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const feedLive = (store: Store) => until(() => store.changes.isLive(), 'the change feed');
+
+forEachDialect(
+  'Per-process caches of sessions and Basic credentials, two processes on one store',
+  (dialect) => {
+    let a: TestContext;
+    let b: Node;
+    const ids: Record<string, string> = {};
+
+    const make = async (username: string, role: 'admin' | 'user' = 'user') => {
+      ids[username] = (
+        await a.core.accounts.createUser({ username, password: PASSWORD, tenantCode: 'acme', role })
+      ).id;
+    };
+    const status = async (node: Pick<Node, 'inject'>, headers: Record<string, string>) =>
+      (await node.inject({ method: 'GET', url: REGIONS, headers })).statusCode;
+    const sessionHits = (core: Core) => core.caches.stats().sessions.hits;
+    const credentialHits = (core: Core) => core.caches.stats().credentials.hits;
+    /** Reads on `b` until it refuses; answers how long that took after the change on `a`. */
+    const refusedOnB = (headers: Record<string, string>) =>
+      until(async () => (await status(b, headers)) === 401, 'the other process to refuse');
+    /** A read on `b` answered from its cache (the store was not asked). */
+    const warmOnB = async (headers: Record<string, string>) => {
+      assert.equal(await status(b, headers), 200, 'first read on the other process');
+      const before = sessionHits(b.core);
+      assert.equal(await status(b, headers), 200, 'second read on the other process');
+      assert.equal(sessionHits(b.core), before + 1, 'the second read is a cache hit');
+    };
+
+    before(async () => {
+      a = await createTestContext(dialect, {
+        GATEHOUSE_LOCKOUT_THRESHOLD: '2',
+        GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD: '4',
+        GATEHOUSE_LOGIN_DELAY: '0',
+      });
+      await a.core.tenants.create({ code: 'acme', name: 'Acme' });
+      for (const name of ['alice', 'bruno', 'chen', 'dolores', 'emil', 'fatima', 'gus', 'hana'])
+        await make(name);
+      await make('boss', 'admin');
+      b = await anotherNode(a);
+      await feedLive(a.store);
+      await feedLive(b.store);
+    });
+    after(async () => {
+      await b.close();
+      await a.close();
+    });
+
+    test('a repeated read by bearer token or cookie is answered from the cache, with no store round trip', async () => {
+      const token = await nseSignIn(a, 'alice', PASSWORD);
+      assert.equal(await status(a, bearer(token)), 200);
+      const hits = sessionHits(a.core);
+      assert.equal(await status(a, bearer(token)), 200);
+      assert.equal(sessionHits(a.core), hits + 1, 'bearer read from the cache');
+      const cookie = await storwareLogin(a, 'alice', PASSWORD);
+      const read = () =>
+        a.inject({ method: 'GET', url: '/api/session', cookies: { gatehouse_session: cookie } });
+      assert.equal((await read()).statusCode, 204);
+      assert.equal((await read()).statusCode, 204);
+      assert.equal(sessionHits(a.core), hits + 2, 'cookie read from the cache');
+    });
+
+    test('a logout on one process is refused on the other within a second', async () => {
+      const token = await nseSignIn(a, 'bruno', PASSWORD);
+      await warmOnB(bearer(token));
+      const logout = await a.inject({ method: 'POST', url: '/api/session/logout', headers: bearer(token) });
+      assert.equal(logout.statusCode, 201, logout.body);
+      assert.equal(await status(a, bearer(token)), 401, 'refused at once where it was ended');
+      assert.ok((await refusedOnB(bearer(token))) < 1000, 'refused on the other process within 1 s');
+    });
+
+    test('a session ended by an administrator, a password change and a deactivation reach the other process within a second', async () => {
+      const boss = await nseSignIn(a, 'boss', PASSWORD);
+      const revoked = await nseSignIn(a, 'chen', PASSWORD);
+      await warmOnB(bearer(revoked));
+      const sid = JSON.parse(Buffer.from(revoked.split('.')[1] ?? '', 'base64url').toString()).sid as string;
+      const end = await a.inject({
+        method: 'DELETE',
+        url: `/api/v2.1/sessions/${sid}`,
+        headers: bearer(boss),
+      });
+      assert.equal(end.statusCode, 204, end.body);
+      assert.ok((await refusedOnB(bearer(revoked))) < 1000, 'revoked session refused within 1 s');
+
+      const other = await nseSignIn(a, 'dolores', PASSWORD);
+      await warmOnB(bearer(other));
+      const changed = await a.inject({
+        method: 'POST',
+        url: '/api/v2.1/auth/password',
+        payload: { username: 'dolores', old_password: PASSWORD, new_password: NEW_PASSWORD },
+      });
+      assert.equal(changed.statusCode, 200, changed.body);
+      assert.ok(
+        (await refusedOnB(bearer(other))) < 1000,
+        'password change ends the other session within 1 s',
+      );
+
+      const fired = await nseSignIn(a, 'emil', PASSWORD);
+      await warmOnB(bearer(fired));
+      const deactivated = await a.inject({
+        method: 'PUT',
+        url: `/api/v2.1/users/${ids.emil}`,
+        headers: bearer(await nseSignIn(a)),
+        payload: { active: false },
+      });
+      assert.equal(deactivated.statusCode, 200, deactivated.body);
+      assert.ok((await refusedOnB(bearer(fired))) < 1000, 'deactivation refused within 1 s');
+    });
+
+    test('refresh on one process: the new token works on the other at once, the old one ends the session after the grace', async () => {
+      const first = await nseSignIn(a, 'fatima', PASSWORD);
+      await warmOnB(bearer(first));
+      const refreshed = await a.inject({
+        method: 'POST',
+        url: '/api/v2.1/auth/refresh',
+        headers: bearer(first),
+      });
+      assert.equal(refreshed.statusCode, 200, refreshed.body);
+      const second = json(refreshed).result.records[0].token as string;
+      assert.equal(await status(b, bearer(second)), 200, 'the newer token, at once, whatever b had cached');
+      assert.equal(await status(b, bearer(first)), 200, 'the older one within the grace');
+      a.clock.advance(a.config.refreshGraceMs + 1000);
+      assert.equal(await status(b, bearer(first)), 401, 'the older one after the grace is a replay');
+      assert.equal(await status(b, bearer(second)), 401, 'which ended the whole session');
+      assert.equal(await status(a, bearer(second)), 401, 'on both processes');
+    });
+
+    test('a token of a newer generation than the cached row is judged on a fresh read, not refused', async () => {
+      const token = await nseSignIn(a, 'gus', PASSWORD);
+      assert.equal(await status(a, bearer(token)), 200);
+      const sid = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()).sid as string;
+      // Behind the repositories' back, so that no process hears of it: the cached row is stale.
+      await a.store.db
+        .updateTable('sessions')
+        .set({ token_generation: 1, prior_token_valid_until: a.clock.now() + 30_000 })
+        .where('id', '=', sid)
+        .execute();
+      const row = await a.store.sessions.findById(sid);
+      assert.ok(row, 'the session row');
+      const next = await a.core.sessions.issueToken({
+        principal: { kind: 'user', id: ids.gus ?? '', name: 'gus' },
+        session: row,
+      });
+      assert.equal(await status(a, bearer(next)), 200, 'generation 1 accepted on a fresh read');
+      assert.equal(await status(a, bearer(token)), 200, 'generation 0 within its grace');
+    });
+
+    test('HTTP Basic: a verified pair skips the hashing next time; a wrong password is never remembered', async () => {
+      const good = basic('hana', PASSWORD);
+      assert.equal(await status(a, good), 200);
+      const hits = credentialHits(a.core);
+      assert.equal(await status(a, good), 200);
+      assert.equal(credentialHits(a.core), hits + 1, 'the second request is a hit');
+      // One failure only: the lockout threshold of this context is 2.
+      assert.equal(await status(a, basic('hana', `${PASSWORD}x`)), 401, 'a wrong password');
+      assert.equal(credentialHits(a.core), hits + 1, 'no hit for the wrong password');
+      assert.equal(await status(a, good), 200, 'the right one again');
+      assert.equal(credentialHits(a.core), hits + 2, 'still remembered');
+      a.clock.advance(a.config.credentialCacheTtlMs);
+      assert.equal(await status(a, good), 200, 'after the lifetime');
+      assert.equal(credentialHits(a.core), hits + 2, 'verified again, not a hit');
+    });
+
+    test('HTTP Basic: a password change, a lock and a deactivation made on one process refuse remembered credentials on the other at once', async () => {
+      await make('ines');
+      await make('jonas');
+      await make('kira');
+      const admin = bearer(await nseSignIn(a, 'admin', ADMIN_PASSWORD));
+      const remembered = async (username: string) => {
+        const headers = basic(username, PASSWORD);
+        assert.equal(await status(b, headers), 200);
+        const hits = credentialHits(b.core);
+        assert.equal(await status(b, headers), 200);
+        assert.equal(credentialHits(b.core), hits + 1, `${username}: remembered on b`);
+        return headers;
+      };
+
+      const ines = await remembered('ines');
+      const set = await a.inject({
+        method: 'PUT',
+        url: `/api/v2.1/users/${ids.ines}`,
+        headers: admin,
+        payload: { password: NEW_PASSWORD },
+      });
+      assert.equal(set.statusCode, 200, set.body);
+      assert.equal(await status(b, ines), 401, 'old password refused at once after a password set');
+      assert.equal(await status(b, basic('ines', NEW_PASSWORD)), 200, 'the new one works');
+
+      const jonas = await remembered('jonas');
+      // Failures from four addresses (none reaches the per-address threshold) lock the account.
+      for (const address of ['192.0.2.1', '192.0.2.2', '192.0.2.3', '192.0.2.4']) {
+        const failed = await a.inject({
+          method: 'POST',
+          url: '/api/v2.1/auth/signin',
+          payload: { username: 'jonas', password: 'not-the-password-1' },
+          remoteAddress: address,
+        });
+        assert.equal(failed.statusCode, 401);
+      }
+      assert.equal(await status(b, jonas), 401, 'a locked account is refused, remembered or not');
+
+      const kira = await remembered('kira');
+      const off = await a.inject({
+        method: 'PUT',
+        url: `/api/v2.1/users/${ids.kira}`,
+        headers: admin,
+        payload: { active: false },
+      });
+      assert.equal(off.statusCode, 200, off.body);
+      assert.equal(await status(b, kira), 401, 'a deactivated account is refused at once');
+    });
+  },
+);
+
+describe('Session cache with the caches turned off', () => {
+  test('GATEHOUSE_SESSION_CACHE_TTL=0 and GATEHOUSE_CREDENTIAL_CACHE_TTL=0: nothing is cached', async () => {
+    const ctx = await createTestContext('sqlite', {
+      GATEHOUSE_SESSION_CACHE_TTL: '0',
+      GATEHOUSE_CREDENTIAL_CACHE_TTL: '0',
+    });
+    try {
+      const token = await nseSignIn(ctx);
+      for (let i = 0; i < 3; i += 1) {
+        assert.equal(
+          (await ctx.inject({ method: 'GET', url: REGIONS, headers: bearer(token) })).statusCode,
+          200,
+        );
+        const response = await ctx.inject({
+          method: 'GET',
+          url: REGIONS,
+          headers: basic('admin', ADMIN_PASSWORD),
+        });
+        assert.equal(response.statusCode, 200);
+      }
+      assert.deepEqual(ctx.core.caches.stats(), {
+        sessions: { hits: 0, misses: 0, entries: 0 },
+        credentials: { hits: 0, misses: 0, entries: 0 },
+      });
+    } finally {
+      await ctx.close();
+    }
+  });
+});
+
+const pgSkip = await postgresUnavailableReason();
+
+describe('Session cache while the change feed is cut: not trusted [postgres]', {
+  skip: pgSkip && `PostgreSQL skipped: ${pgSkip}`,
+}, () => {
+  let ctx: TestContext;
+  let proxy: TcpProxy;
+  before(async () => {
+    proxy = new TcpProxy({ host: '127.0.0.1', port: 5432 });
+    await proxy.start();
+    ctx = await createTestContext(
+      'postgres',
+      {},
+      {
+        routeDatabaseUrl: (url) => {
+          const routed = new URL(url);
+          routed.hostname = '127.0.0.1';
+          routed.port = String(proxy.port);
+          return routed.toString();
+        },
+      },
+    );
+  });
+  after(async () => {
+    await proxy.start();
+    await ctx.close();
+    await proxy.stop();
+  });
+
+  test('a cached session is not used while the feed is down, and the cache is emptied when it returns', async () => {
+    const token = await nseSignIn(ctx);
+    await feedLive(ctx.store);
+    const read = () => ctx.inject({ method: 'GET', url: REGIONS, headers: bearer(token) });
+    assert.equal((await read()).statusCode, 200);
+    assert.equal((await read()).statusCode, 200);
+    assert.ok(ctx.core.caches.stats().sessions.entries > 0, 'the session is cached');
+    await proxy.stop();
+    await until(() => !ctx.store.changes.isLive(), 'the feed to notice');
+    // A cached answer would be 200: the store is asked, and it is gone.
+    assert.equal((await read()).statusCode, 503);
+    await proxy.start();
+    await feedLive(ctx.store);
+    assert.equal(ctx.core.caches.stats().sessions.entries, 0, 'emptied on return');
+    assert.equal((await read()).statusCode, 200);
+  });
+});
