@@ -1,62 +1,13 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { forEachDialect } from './helpers/dialects.js';
 import { createFreshDatabase } from './helpers/postgres.js';
-
-const root = path.resolve(import.meta.dirname, '..');
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-function run(
-  env: Record<string, string>,
-  cwd: string,
-): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  let output = '';
-  // tsx resolved from the project: the server runs in a scratch directory, as a new user's would.
-  const child = spawn(
-    process.execPath,
-    ['--import', import.meta.resolve('tsx'), path.join(root, 'src/main.ts')],
-    {
-      cwd,
-      env: { PATH: process.env.PATH ?? '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  child.stdout?.on('data', (chunk) => {
-    output += chunk;
-  });
-  child.stderr?.on('data', (chunk) => {
-    output += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, output: () => output, exited };
-}
-
-async function waitFor<T>(
-  probe: () => T | undefined | Promise<T | undefined>,
-  what: string,
-  ms = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+import { freePort, startServerProcess, waitFor } from './helpers/server-process.js';
 
 forEachDialect('npm start: a real server', (dialect) => {
   let cwd: string;
@@ -72,7 +23,7 @@ forEachDialect('npm start: a real server', (dialect) => {
 
   test('first start creates the admin with a printed password; both surfaces answer over HTTP; SIGTERM closes cleanly', async () => {
     const port = await freePort();
-    const server = run(
+    const server = startServerProcess(
       {
         GATEHOUSE_PORT: String(port),
         GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
@@ -121,7 +72,7 @@ forEachDialect('npm start: a real server', (dialect) => {
     assert.match(server.output(), /shutting down/);
 
     // A second start finds the admin and prints no password.
-    const again = run(
+    const again = startServerProcess(
       { GATEHOUSE_PORT: String(port), ...(database ? { GATEHOUSE_DATABASE_URL: database.url } : {}) },
       cwd,
     );
@@ -146,7 +97,7 @@ forEachDialect('npm start: a real server', (dialect) => {
     );
     const port = await freePort();
     const tlsDatabase = dialect === 'postgres' ? await createFreshDatabase() : undefined;
-    const server = run(
+    const server = startServerProcess(
       {
         GATEHOUSE_PORT: String(port),
         GATEHOUSE_TLS_CERT: 'cert.pem',
@@ -200,7 +151,10 @@ forEachDialect('npm start: a real server', (dialect) => {
   });
 
   test('a bad setting stops start-up with one message naming every problem', async () => {
-    const server = run({ GATEHOUSE_PORT: 'eighty', GATEHOUSE_LOCKOUT_DURATION: 'a while' }, cwd);
+    const server = startServerProcess(
+      { GATEHOUSE_PORT: 'eighty', GATEHOUSE_LOCKOUT_DURATION: 'a while' },
+      cwd,
+    );
     assert.equal(await server.exited, 2);
     assert.match(server.output(), /GATEHOUSE_PORT/);
     assert.match(server.output(), /GATEHOUSE_LOCKOUT_DURATION/);
