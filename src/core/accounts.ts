@@ -53,6 +53,16 @@ export interface UserView {
   readonly tenancies: TenancyView[];
 }
 
+export const userView = (row: UserRow, tenancies: TenancyView[]): UserView => ({
+  id: row.id,
+  username: row.username,
+  firstName: row.first_name,
+  lastName: row.last_name,
+  displayName: row.display_name,
+  email: row.email,
+  tenancies,
+});
+
 const USERNAME = /^[\p{L}\p{N}._@+-]{1,128}$/u;
 const NODE_LOGIN = /^[\p{L}\p{N}._@-]{1,128}$/u;
 
@@ -239,15 +249,7 @@ export class AccountService {
   async viewUser(userId: string): Promise<UserView> {
     const user = await this.#store.users.findById(userId);
     if (!user) throw new GatehouseError('NOT_FOUND', 'no such user');
-    return {
-      id: user.id,
-      username: user.username,
-      firstName: user.first_name,
-      lastName: user.last_name,
-      displayName: user.display_name,
-      email: user.email,
-      tenancies: await this.#store.users.tenancies(user.id),
-    };
+    return userView(user, await this.#store.users.tenancies(user.id));
   }
 
   /** `within` runs inside the creating transaction (an audit event that must share its fate). */

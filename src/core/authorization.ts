@@ -1,6 +1,8 @@
 import { GatehouseError } from '../errors.js';
 import type { Store } from '../store/connect.js';
-import type { Role, TenancyView } from '../store/repositories/users.js';
+import type { Role, TenancyView, UserRow } from '../store/repositories/users.js';
+import { isId } from './ids.js';
+import { accountKey } from './secrets.js';
 import type { AuthContext, Principal } from './sessions.js';
 
 /**
@@ -72,4 +74,25 @@ export function canManageUser(actor: Actor, target: { tenancies: readonly Tenanc
 
 export function requireRoot(actor: Actor): void {
   if (!actor.isRoot) throw new GatehouseError('FORBIDDEN', 'only a root user may do this');
+}
+
+/**
+ * A user by id (UUID-shaped) or by name (case-insensitive), as `/users/{x}` takes it. The same
+ * NOT_FOUND for an unknown user, one the actor cannot see, and a malformed reference.
+ */
+export async function findVisibleUser(
+  store: Store,
+  actor: Actor,
+  reference: string,
+): Promise<{ row: UserRow; tenancies: TenancyView[] }> {
+  const row = isId(reference)
+    ? await store.users.findById(reference.toLowerCase())
+    : reference.length <= 256
+      ? await store.users.findByUsernameKey(accountKey(reference))
+      : undefined;
+  if (row) {
+    const tenancies = await store.users.tenancies(row.id);
+    if (canSeeUser(actor, { id: row.id, tenancies })) return { row, tenancies };
+  }
+  throw new GatehouseError('NOT_FOUND', 'no such user');
 }

@@ -1,23 +1,12 @@
 import { GatehouseError, isGatehouseError } from '../errors.js';
 import type { Store } from '../store/connect.js';
 import type { TenancyView, UserRow } from '../store/repositories/users.js';
-import type { UserView } from './accounts.js';
+import { type UserView, userView } from './accounts.js';
 import type { AuditService } from './audit.js';
-import { actorOf, canManageUser, canSeeUser } from './authorization.js';
-import { isId } from './ids.js';
+import { actorOf, canManageUser, findVisibleUser } from './authorization.js';
 import type { LoginThrottle } from './login-throttle.js';
 import { accountKey } from './secrets.js';
 import type { AuthContext, RequestMeta } from './sessions.js';
-
-const view = (row: UserRow, tenancies: TenancyView[]): UserView => ({
-  id: row.id,
-  username: row.username,
-  firstName: row.first_name,
-  lastName: row.last_name,
-  displayName: row.display_name,
-  email: row.email,
-  tenancies,
-});
 
 const describe = (outcome: { accountWasLocked: boolean; addressCounters: number }) =>
   `${outcome.accountWasLocked ? 'account lock cleared' : 'the account itself was not locked'}; ` +
@@ -44,17 +33,7 @@ export class LockoutAdminService {
     const actor = await actorOf(this.#store, auth);
     let target: { row: UserRow; tenancies: TenancyView[] } | undefined;
     try {
-      const row = isId(reference)
-        ? await this.#store.users.findById(reference.toLowerCase())
-        : reference.length <= 256
-          ? await this.#store.users.findByUsernameKey(accountKey(reference))
-          : undefined;
-      const tenancies = row ? await this.#store.users.tenancies(row.id) : [];
-      // Invisible users answer exactly as users that do not exist.
-      if (!row || !canSeeUser(actor, { id: row.id, tenancies })) {
-        throw new GatehouseError('NOT_FOUND', 'no such user');
-      }
-      target = { row, tenancies };
+      target = await findVisibleUser(this.#store, actor, reference);
       if (!canManageUser(actor, target)) {
         throw new GatehouseError('FORBIDDEN', 'your role does not allow unlocking this user');
       }
@@ -82,7 +61,7 @@ export class LockoutAdminService {
       outcome: 'success',
       reason: describe(outcome),
     });
-    return view(target.row, target.tenancies);
+    return userView(target.row, target.tenancies);
   }
 
   /** The operator's unlock (CLI), by user name. */

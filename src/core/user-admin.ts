@@ -3,7 +3,14 @@ import { GatehouseError, isGatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
 import type { Role, TenancyView, UserRow, UserSortKey } from '../store/repositories/users.js';
 import { keepOneAccessManager } from './access-management.js';
-import { type AccountService, checkUsername, type PreparedUser, ROLES, type UserView } from './accounts.js';
+import {
+  type AccountService,
+  checkUsername,
+  type PreparedUser,
+  ROLES,
+  type UserView,
+  userView,
+} from './accounts.js';
 import type { AuditAction, AuditEntry, AuditService } from './audit.js';
 import {
   type Actor,
@@ -11,7 +18,7 @@ import {
   canManageTenantObjects,
   canManageUser,
   canSeeTenant,
-  canSeeUser,
+  findVisibleUser,
   readableTenantIds,
 } from './authorization.js';
 import type { Clock } from './clock.js';
@@ -79,15 +86,7 @@ const PHONE = /^[\d\s+().\-/x]*$/i;
 /** Refusals worth an audit event: someone tried something they may not do. */
 const AUDITED_REFUSALS = new Set(['FORBIDDEN', 'NOT_FOUND', 'PRECONDITION_FAILED']);
 
-const view = (row: UserRow, tenancies: TenancyView[]): UserView => ({
-  id: row.id,
-  username: row.username,
-  firstName: row.first_name,
-  lastName: row.last_name,
-  displayName: row.display_name,
-  email: row.email,
-  tenancies,
-});
+const view = userView;
 
 /**
  * The NSE users administration: who may list, read, create, change and delete which users
@@ -479,18 +478,8 @@ export class UserAdminService {
     });
   }
 
-  /** The same NOT_FOUND for an unknown user, an invisible one and a malformed reference. */
-  async #find(actor: Actor, reference: string): Promise<Target> {
-    const row = isId(reference)
-      ? await this.#store.users.findById(reference.toLowerCase())
-      : reference.length <= 256
-        ? await this.#store.users.findByUsernameKey(accountKey(reference))
-        : undefined;
-    if (row) {
-      const tenancies = await this.#store.users.tenancies(row.id);
-      if (canSeeUser(actor, { id: row.id, tenancies })) return { row, tenancies };
-    }
-    throw new GatehouseError('NOT_FOUND', 'no such user');
+  #find(actor: Actor, reference: string): Promise<Target> {
+    return findVisibleUser(this.#store, actor, reference);
   }
 
   /**
