@@ -14,7 +14,8 @@ const options = {
 };
 const password = 'Baseline-password-0001';
 const stored = await hash(password, options);
-// As many in flight as libuv has threads (4 unless UV_THREADPOOL_SIZE says otherwise), twice over.
+// As many in flight as libuv has threads (UV_THREADPOOL_SIZE, set by run.ts to Gatehouse's hash
+// threads; 4 by default), twice over.
 const inFlight = 2 * Number(process.env.UV_THREADPOOL_SIZE ?? 4);
 const deadline = Date.now() + Number(seconds) * 1000;
 let done = 0;

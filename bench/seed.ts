@@ -116,8 +116,9 @@ export async function seedStore(
     await core.accounts.createUser({ username, password: BENCH_PASSWORD, tenantCode: 'bench', role: 'user' });
     usernames.push(username);
   }
-  const hasher = new PasswordHasher(config.argon2);
+  const hasher = new PasswordHasher(config.argon2, undefined, 1);
   const passwordHash = await hasher.hash(BENCH_PASSWORD);
+  await hasher.close();
   const existing = await store.users.count();
   await insertUsers(store, 'filler', existing, totalUsers, passwordHash, tenant.id);
   await core.close();

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { passwordPolicyProblem } from './core/password-policy.js';
 
@@ -25,6 +26,8 @@ export interface Config {
   readonly keyOverlapMs: number;
   /** Per-process cache of sessions read for authentication: entry lifetime, 0 = off (safety net of the change feed). */
   readonly sessionCacheTtlMs: number;
+  /** Privileges, UI settings and the region/zone catalog, cached per process (0: off). */
+  readonly readCacheTtlMs: number;
   /** Per-process cache of verified HTTP Basic credentials (keyed hash, never the password): lifetime, 0 = off. */
   readonly credentialCacheTtlMs: number;
   readonly jobLeaseMs: number;
@@ -48,6 +51,8 @@ export interface Config {
   readonly redisKeyPrefix: string;
   readonly passwordMinLength: number;
   readonly argon2: { readonly memoryKiB: number; readonly iterations: number; readonly parallelism: number };
+  /** Threads hashing and verifying passwords, at a lower CPU priority than the event loop. */
+  readonly hashThreads: number;
   readonly nodeMinVersion: string | undefined;
   readonly storwareSessionPostStatus: 200 | 201;
   readonly bodyLimitBytes: number;
@@ -95,6 +100,7 @@ export const SETTINGS = [
   'GATEHOUSE_ENDPOINTS_TOKEN_LIFETIME',
   'GATEHOUSE_REFRESH_GRACE',
   'GATEHOUSE_SESSION_CACHE_TTL',
+  'GATEHOUSE_READ_CACHE_TTL',
   'GATEHOUSE_CREDENTIAL_CACHE_TTL',
   'GATEHOUSE_KEY_OVERLAP',
   'GATEHOUSE_JOB_LEASE',
@@ -113,6 +119,7 @@ export const SETTINGS = [
   'GATEHOUSE_ARGON2_MEMORY_KIB',
   'GATEHOUSE_ARGON2_ITERATIONS',
   'GATEHOUSE_ARGON2_PARALLELISM',
+  'GATEHOUSE_HASH_THREADS',
   'GATEHOUSE_NODE_MIN_VERSION',
   'GATEHOUSE_STORWARE_SESSION_POST_STATUS',
   'GATEHOUSE_BODY_LIMIT',
@@ -332,6 +339,8 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
   // could outlive a change the feed missed (a node that died between its commit and its notify).
   const sessionCacheTtlMs = duration('GATEHOUSE_SESSION_CACHE_TTL', '5s', 0);
   if (sessionCacheTtlMs > 60_000) problems.push('GATEHOUSE_SESSION_CACHE_TTL: must not be longer than 60s');
+  const readCacheTtlMs = duration('GATEHOUSE_READ_CACHE_TTL', '5s', 0);
+  if (readCacheTtlMs > 60_000) problems.push('GATEHOUSE_READ_CACHE_TTL: must not be longer than 60s');
   const credentialCacheTtlMs = duration('GATEHOUSE_CREDENTIAL_CACHE_TTL', '60s', 0);
   if (credentialCacheTtlMs > 15 * 60_000) {
     problems.push('GATEHOUSE_CREDENTIAL_CACHE_TTL: must not be longer than 15m');
@@ -393,6 +402,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     iterations: integer('GATEHOUSE_ARGON2_ITERATIONS', 2, 1, 100),
     parallelism: integer('GATEHOUSE_ARGON2_PARALLELISM', 1, 1, 16),
   };
+  const hashThreads = integer('GATEHOUSE_HASH_THREADS', availableParallelism(), 1, 256);
 
   const nodeMinVersion = raw('GATEHOUSE_NODE_MIN_VERSION');
   if (nodeMinVersion !== undefined && !isVersion(nodeMinVersion)) {
@@ -464,6 +474,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     refreshGraceMs,
     keyOverlapMs,
     sessionCacheTtlMs,
+    readCacheTtlMs,
     credentialCacheTtlMs,
     jobLeaseMs,
     lockoutThreshold,
@@ -477,6 +488,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     redisKeyPrefix,
     passwordMinLength,
     argon2: Object.freeze(argon2),
+    hashThreads,
     nodeMinVersion,
     storwareSessionPostStatus,
     bodyLimitBytes: bodyLimitBytes ?? 65536,

@@ -361,7 +361,7 @@ export class AccessManagementService {
    */
   async #mayGrant(auth: AuthContext, actor: Actor, privileges: Iterable<string>): Promise<void> {
     if (actor.isRoot) return;
-    const held = new Set(await this.#rbac.privilegesOf(auth.principal));
+    const held = new Set(await this.#rbac.privilegesOf(auth.principal, { fresh: true }));
     const missing = [...new Set(privileges)].filter((p) => !held.has(p)).sort();
     if (missing.length > 0) {
       throw new GatehouseError(
@@ -385,7 +385,7 @@ export class AccessManagementService {
   async #actor(auth: AuthContext, need: 'read' | 'write'): Promise<Actor> {
     const actor = await actorOf(this.#store, auth);
     if (actor.isRoot) return actor;
-    const held = await this.#rbac.privilegesOf(auth.principal);
+    const held = await this.#rbac.privilegesOf(auth.principal, { fresh: need === 'write' });
     const allowed =
       held.includes(ACCESS_MANAGER_PRIVILEGE) || (need === 'read' && held.includes(READ_PRIVILEGE));
     if (!allowed) {

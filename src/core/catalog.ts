@@ -1,4 +1,5 @@
 import { GatehouseError } from '../errors.js';
+import { changeTags } from '../store/change-feed.js';
 import { isForeignKeyViolation, isUniqueViolation, type Store } from '../store/connect.js';
 import type {
   RegionSortKey,
@@ -12,6 +13,7 @@ import type { Clock } from './clock.js';
 import { newId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
 import type { AuthContext, Principal, RequestMeta } from './sessions.js';
+import type { TaggedCache } from './tagged-cache.js';
 
 export type { RegionSortKey, ZoneSortKey } from '../store/repositories/catalog.js';
 
@@ -63,16 +65,27 @@ const zoneView = (z: ZoneWithRegion): ZoneView => ({
   created: z.created_at,
 });
 
-/** Regions (sites) and zones (clusters inside a region). Anyone signed in reads them; root changes them. */
+/** A page of the catalog as listed, kept in the catalog cache. */
+export type CatalogListing =
+  | { readonly kind: 'regions'; readonly listed: Listed<RegionView, RegionSortKey> }
+  | { readonly kind: 'zones'; readonly listed: Listed<ZoneView, ZoneSortKey> };
+
+/**
+ * Regions (sites) and zones (clusters inside a region). Anyone signed in reads them; root changes
+ * them. Every consumer lists them often and they change rarely: the lists are cached per process
+ * and dropped by any region or zone change (heard by every process within a second).
+ */
 export class CatalogService {
   readonly #store: Store;
   readonly #clock: Clock;
   readonly #audit: AuditService;
+  readonly #cache: TaggedCache<CatalogListing> | undefined;
 
-  constructor(store: Store, clock: Clock, audit: AuditService) {
+  constructor(store: Store, clock: Clock, audit: AuditService, cache?: TaggedCache<CatalogListing>) {
     this.#store = store;
     this.#clock = clock;
     this.#audit = audit;
+    this.#cache = cache;
   }
 
   async createRegion(
@@ -279,8 +292,12 @@ export class CatalogService {
   }
 
   async listRegions(query: ListQuery<RegionSortKey>): Promise<Listed<RegionView, RegionSortKey>> {
-    const page = await this.#store.catalog.listRegions(query);
-    return { ...query, records: page.rows.map(regionView), total: page.total };
+    const listing = await this.#cached({ kind: 'regions', query }, async () => {
+      const page = await this.#store.catalog.listRegions(query);
+      return { kind: 'regions', listed: { ...query, records: page.rows.map(regionView), total: page.total } };
+    });
+    if (listing.kind !== 'regions') throw new Error('catalog cache: a zone listing under a region key');
+    return listing.listed;
   }
 
   async zone(name: string): Promise<ZoneView> {
@@ -293,8 +310,17 @@ export class CatalogService {
     query: ListQuery<ZoneSortKey>,
     filter: { region?: string | undefined },
   ): Promise<Listed<ZoneView, ZoneSortKey>> {
-    const page = await this.#store.catalog.listZones(query, { regionName: filter.region });
-    return { ...query, records: page.rows.map(zoneView), total: page.total };
+    const listing = await this.#cached({ kind: 'zones', query, region: filter.region }, async () => {
+      const page = await this.#store.catalog.listZones(query, { regionName: filter.region });
+      return { kind: 'zones', listed: { ...query, records: page.rows.map(zoneView), total: page.total } };
+    });
+    if (listing.kind !== 'zones') throw new Error('catalog cache: a region listing under a zone key');
+    return listing.listed;
+  }
+
+  /** Keyed by everything the listing depends on: its kind, the page and sort asked for, the filter. */
+  #cached(key: object, read: () => Promise<CatalogListing>): Promise<CatalogListing> {
+    return this.#cache ? this.#cache.read(JSON.stringify(key), [changeTags.catalog], read) : read();
   }
 
   /** Root only over HTTP; undefined (the system) for the CLI. Checked before anything else is told. */

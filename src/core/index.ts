@@ -6,7 +6,7 @@ import { ApiTokenAdminService } from './api-token-admin.js';
 import { AuditService } from './audit.js';
 import { AuthenticationService } from './authentication.js';
 import { type BootstrapResult, bootstrap } from './bootstrap.js';
-import { CatalogService } from './catalog.js';
+import { type CatalogListing, CatalogService } from './catalog.js';
 import { type Clock, systemClock } from './clock.js';
 import { CredentialCache } from './credential-cache.js';
 import { JobRunner } from './job-runner.js';
@@ -22,9 +22,10 @@ import type { RateLimiter } from './rate-limiter.js';
 import { RbacService } from './rbac.js';
 import { SessionAdminService } from './session-admin.js';
 import { type CacheStats, SessionCache } from './session-cache.js';
-import { SessionInfoService } from './session-info.js';
+import { SessionInfoService, type UiSettings } from './session-info.js';
 import { SessionService } from './sessions.js';
 import { SubtenantService } from './subtenants.js';
+import { TaggedCache } from './tagged-cache.js';
 import { TenantService } from './tenants.js';
 import { TokenService } from './tokens.js';
 import { UserAdminService } from './user-admin.js';
@@ -33,8 +34,17 @@ import { UserImportService } from './user-import.js';
 export interface Caches {
   readonly sessions: SessionCache;
   readonly credentials: CredentialCache;
-  stats(): { readonly sessions: CacheStats; readonly credentials: CacheStats };
+  /** Effective privileges per user or node. */
+  readonly privileges: TaggedCache<readonly string[]>;
+  /** UI settings per user (session info). */
+  readonly settings: TaggedCache<UiSettings>;
+  /** Region and zone lists. */
+  readonly catalog: TaggedCache<CatalogListing>;
+  stats(): Readonly<Record<'sessions' | 'credentials' | 'privileges' | 'settings' | 'catalog', CacheStats>>;
 }
+
+/** Entries per read cache: a value each for this many principals (or catalog pages) at most. */
+const READ_CACHE_MAX_ENTRIES = 10_000;
 
 export interface Core {
   readonly config: Config;
@@ -67,8 +77,8 @@ export interface Core {
   /** Prometheus instruments of this process (sign-ins, hashing, store, caches; HTTP from the app). */
   readonly metrics: Metrics;
   /**
-   * This process's caches of authentication (sessions by token or cookie, verified HTTP Basic
-   * credentials) and their hit and miss counts since start.
+   * This process's caches (sessions by token or cookie, verified HTTP Basic credentials,
+   * privileges, UI settings, the catalog) and their hit and miss counts since start.
    */
   readonly caches: Caches;
   /** Built-ins and, on an empty store, the first admin. */
@@ -98,7 +108,7 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     audit,
   });
   await keyring.load();
-  const hasher = new PasswordHasher(config.argon2, metrics);
+  const hasher = new PasswordHasher(config.argon2, metrics, config.hashThreads);
   // Read the password blocklist now: a missing file stops start-up, not the first password change.
   loadCommonPasswords();
   const { throttle, rateLimiter } = await createLoginDefences({
@@ -108,17 +118,33 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     masterKey: loadMasterKey(config.masterKey, config.dataDir),
   });
   const tokens = new TokenService(keyring, clock, config.issuer);
-  const caches = {
+  const readCache = <V>(name: 'privileges' | 'settings' | 'catalog') =>
+    new TaggedCache<V>(
+      store.changes,
+      clock,
+      { ttlMs: config.readCacheTtlMs, maxEntries: READ_CACHE_MAX_ENTRIES },
+      (hit) => metrics.recordCacheLookup(name, hit),
+    );
+  const caches: Caches = {
     sessions: new SessionCache(store.changes, clock, { ttlMs: config.sessionCacheTtlMs }, (hit) =>
       metrics.recordCacheLookup('session', hit),
     ),
     credentials: new CredentialCache(clock, { ttlMs: config.credentialCacheTtlMs }, (hit) =>
       metrics.recordCacheLookup('credentials', hit),
     ),
-    stats: () => ({ sessions: caches.sessions.stats(), credentials: caches.credentials.stats() }),
+    privileges: readCache('privileges'),
+    settings: readCache('settings'),
+    catalog: readCache('catalog'),
+    stats: () => ({
+      sessions: caches.sessions.stats(),
+      credentials: caches.credentials.stats(),
+      privileges: caches.privileges.stats(),
+      settings: caches.settings.stats(),
+      catalog: caches.catalog.stats(),
+    }),
   };
   const sessions = new SessionService(store, clock, tokens, config, audit, caches.sessions);
-  const rbac = new RbacService(store, clock);
+  const rbac = new RbacService(store, clock, caches.privileges);
   const accounts = new AccountService(store, clock, config, hasher, throttle);
   const jobRunner = new JobRunner(store, clock, { leaseMs: config.jobLeaseMs });
   const tenants = new TenantService(store, clock, audit, jobRunner);
@@ -155,8 +181,8 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     accounts,
     tenants,
     rbac,
-    sessionInfo: new SessionInfoService(store, clock, config, rbac, tokens),
-    catalog: new CatalogService(store, clock, audit),
+    sessionInfo: new SessionInfoService(store, clock, config, rbac, tokens, caches.settings),
+    catalog: new CatalogService(store, clock, audit, caches.catalog),
     jobs: new JobService(store, clock),
     audit,
     subtenants: new SubtenantService(store, clock, audit),
@@ -164,6 +190,7 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     close: async () => {
       await jobRunner.drain();
       await throttle.close();
+      await hasher.close();
     },
     userAdmin: new UserAdminService(store, clock, config, hasher, accounts, audit),
     userImport,

@@ -1,11 +1,21 @@
+interface Slot<V> {
+  readonly value: V;
+  /** When the entry was last moved to the young end (a count of moves and insertions). */
+  tick: number;
+}
+
 /**
  * A bounded map that forgets the least recently used entry first (a Map keeps insertion order;
- * a hit moves its entry to the end). `onEvict` hears of every entry that leaves, however it left.
+ * a hit moves its entry to the young end). A hit on an entry that is still among the youngest
+ * quarter is not moved: moving costs a delete and an insert (and, in time, a rehash of the Map),
+ * which a hot entry read thousands of times a second would pay on every read for nothing.
+ * `onEvict` hears of every entry that leaves, however it left.
  */
 export class Lru<K, V> {
   readonly #max: number;
-  readonly #map = new Map<K, V>();
+  readonly #map = new Map<K, Slot<V>>();
   readonly #onEvict: ((key: K, value: V) => void) | undefined;
+  #tick = 0;
 
   constructor(max: number, onEvict?: (key: K, value: V) => void) {
     this.#max = max;
@@ -17,16 +27,19 @@ export class Lru<K, V> {
   }
 
   get(key: K): V | undefined {
-    const value = this.#map.get(key);
-    if (value === undefined) return undefined;
-    this.#map.delete(key);
-    this.#map.set(key, value);
-    return value;
+    const slot = this.#map.get(key);
+    if (slot === undefined) return undefined;
+    if (this.#tick - slot.tick > this.#max >> 2) {
+      this.#map.delete(key);
+      slot.tick = ++this.#tick;
+      this.#map.set(key, slot);
+    }
+    return slot.value;
   }
 
   set(key: K, value: V): void {
     this.delete(key);
-    this.#map.set(key, value);
+    this.#map.set(key, { value, tick: ++this.#tick });
     while (this.#map.size > this.#max) {
       const oldest = this.#map.keys().next();
       if (oldest.done) break;
@@ -35,10 +48,10 @@ export class Lru<K, V> {
   }
 
   delete(key: K): void {
-    const value = this.#map.get(key);
-    if (value === undefined) return;
+    const slot = this.#map.get(key);
+    if (slot === undefined) return;
     this.#map.delete(key);
-    this.#onEvict?.(key, value);
+    this.#onEvict?.(key, slot.value);
   }
 
   clear(): void {

@@ -18,7 +18,7 @@ export type SignInOutcome =
   | 'unsupported_version'
   | 'error';
 
-export type CacheName = 'session' | 'credentials';
+export type CacheName = 'session' | 'credentials' | 'privileges' | 'settings' | 'catalog';
 export type HashOperation = 'hash' | 'verify';
 
 /** The Prometheus text format's content type (`text/plain; version=0.0.4; charset=utf-8`). */
@@ -123,7 +123,7 @@ export class Metrics {
     });
     this.#cacheRequests = new Counter({
       name: 'gatehouse_cache_requests_total',
-      help: 'Lookups in the in-process caches (session, credentials) by result (hit, miss)',
+      help: 'Lookups in the in-process caches (session, credentials, privileges, settings, catalog) by result (hit, miss)',
       labelNames: ['cache', 'result'],
       registers,
     });

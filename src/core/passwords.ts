@@ -1,7 +1,8 @@
-import { scrypt as scryptCallback, timingSafeEqual } from 'node:crypto';
-import { hash, parseOptions as parseArgon2, verify as verifyArgon2 } from '@node-rs/argon2';
-import { verify as verifyBcrypt } from '@node-rs/bcrypt';
+import { timingSafeEqual } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { parseOptions as parseArgon2 } from '@node-rs/argon2';
 import { GatehouseError } from '../errors.js';
+import { HashPool, HashPoolUnavailable } from './hash-pool.js';
 import type { HashOperation } from './metrics.js';
 import { type PasswordPolicy, passwordPolicyProblem } from './password-policy.js';
 
@@ -77,17 +78,20 @@ function schemeOf(storedHash: string): HashScheme | undefined {
   return undefined;
 }
 
-function scrypt(password: string, hashToCheck: ScryptHash): Promise<Buffer> {
+function scrypt(pool: HashPool, password: string, hashToCheck: ScryptHash): Promise<Uint8Array> {
   const N = 2 ** hashToCheck.log2N;
-  return new Promise((resolve, reject) => {
-    scryptCallback(
-      password,
-      hashToCheck.salt,
-      hashToCheck.key.length,
-      // OpenSSL needs 128·r·(N+p+2) bytes; the caps keep this at most a little over 256 MiB.
-      { N, r: hashToCheck.r, p: hashToCheck.p, maxmem: 128 * hashToCheck.r * (N + hashToCheck.p + 2) + 1024 },
-      (error, key) => (error ? reject(error) : resolve(key)),
-    );
+  return pool.run({
+    op: 'scrypt',
+    password,
+    salt: hashToCheck.salt,
+    keyLength: hashToCheck.key.length,
+    // OpenSSL needs 128·r·(N+p+2) bytes; the caps keep this at most a little over 256 MiB.
+    options: {
+      N,
+      r: hashToCheck.r,
+      p: hashToCheck.p,
+      maxmem: 128 * hashToCheck.r * (N + hashToCheck.p + 2) + 1024,
+    },
   });
 }
 
@@ -99,8 +103,8 @@ export interface HashTimer {
 const untimed: HashTimer = { timeHash: (_operation, work) => work() };
 
 /**
- * New hashes are argon2id through @node-rs/argon2, which hashes on libuv's thread pool, off the
- * event loop. Stored hashes may also be imported argon2i/argon2d, bcrypt or scrypt ones; each is
+ * New hashes are argon2id through @node-rs/argon2. Every hash and verification runs on the hash
+ * pool (src/core/hash-pool.ts): off the event loop, at a lower CPU priority than it. Stored hashes may also be imported argon2i/argon2d, bcrypt or scrypt ones; each is
  * verified by its own scheme and replaced by an argon2id hash at the next sign-in (`needsRehash`).
  * A dummy hash made with the current settings lets unknown users cost the same work as known ones.
  */
@@ -111,10 +115,15 @@ export class PasswordHasher {
   readonly #argon2Caps: Argon2Settings;
   #dummyHash: Promise<string> | undefined;
   readonly #timed: HashTimer;
+  readonly #pool: HashPool;
 
-  /** `timer` (the metrics) sees every hash and verify: the queue depth and their times. */
-  constructor(settings: Argon2Settings, timer: HashTimer = untimed) {
+  /**
+   * `timer` (the metrics) sees every hash and verify: the queue depth and their times. `threads`:
+   * the size of the hash pool (GATEHOUSE_HASH_THREADS).
+   */
+  constructor(settings: Argon2Settings, timer: HashTimer = untimed, threads = availableParallelism()) {
     this.#timed = timer;
+    this.#pool = new HashPool(threads);
     this.#settings = settings;
     this.#options = {
       algorithm: ARGON2.id,
@@ -131,7 +140,14 @@ export class PasswordHasher {
   }
 
   hash(password: string): Promise<string> {
-    return this.#timed.timeHash('hash', () => hash(password, this.#options));
+    return this.#timed.timeHash('hash', () =>
+      this.#pool.run<string>({ op: 'argon2-hash', password, options: this.#options }),
+    );
+  }
+
+  /** Stops the hashing threads (they hold no process open while idle anyway). */
+  close(): Promise<void> {
+    return this.#pool.close();
   }
 
   /**
@@ -147,14 +163,18 @@ export class PasswordHasher {
     try {
       const scheme = schemeOf(storedHash);
       if (scheme === undefined || this.#capProblem(storedHash) !== undefined) return false;
-      if (scheme === 'bcrypt') return await verifyBcrypt(password, storedHash);
+      if (scheme === 'bcrypt') {
+        return await this.#pool.run<boolean>({ op: 'bcrypt-verify', hash: storedHash, password });
+      }
       if (scheme === 'scrypt') {
         const parsed = parseScrypt(storedHash);
         if (!parsed) return false;
-        return timingSafeEqual(await scrypt(password, parsed), parsed.key);
+        return timingSafeEqual(await scrypt(this.#pool, password, parsed), parsed.key);
       }
-      return await verifyArgon2(storedHash, password);
-    } catch {
+      return await this.#pool.run<boolean>({ op: 'argon2-verify', hash: storedHash, password });
+    } catch (error) {
+      // The library refusing a hash it cannot read is a "no"; the pool failing is no answer at all.
+      if (error instanceof HashPoolUnavailable) throw error;
       return false;
     }
   }

@@ -1,20 +1,42 @@
+import { changeTags } from '../store/change-feed.js';
 import type { Store } from '../store/connect.js';
 import type { Clock } from './clock.js';
 import { newId } from './ids.js';
 import { BUILTIN_GROUPS, BUILTIN_ROLES } from './privilege-catalog.js';
 import type { Principal } from './sessions.js';
+import type { TaggedCache } from './tagged-cache.js';
 
-/** Groups → roles → privileges. Effective privileges are read from the store on every call, so a change shows at once. */
+/**
+ * Groups → roles → privileges. A principal's effective privileges are cached per process, filed
+ * under every role and group change and under the principal itself (its memberships, a node's
+ * role): a change made by any process is seen by every other within a second, and at once by the
+ * process that made it.
+ */
 export class RbacService {
   readonly #store: Store;
   readonly #clock: Clock;
+  readonly #cache: TaggedCache<readonly string[]> | undefined;
 
-  constructor(store: Store, clock: Clock) {
+  constructor(store: Store, clock: Clock, cache?: TaggedCache<readonly string[]>) {
     this.#store = store;
     this.#clock = clock;
+    this.#cache = cache;
   }
 
-  async privilegesOf(principal: Principal): Promise<string[]> {
+  /**
+   * Sorted; the caller must not change the list (it may be the cached one). A decision that
+   * writes (granting, changing roles and groups) asks for `fresh`: read from the store, not
+   * from a copy that another process's change may not have reached yet.
+   */
+  privilegesOf(principal: Principal, options: { fresh?: boolean } = {}): Promise<readonly string[]> {
+    const tag = principal.kind === 'user' ? changeTags.user(principal.id) : changeTags.node(principal.id);
+    const read = () => this.#readPrivileges(principal);
+    return this.#cache && options.fresh !== true
+      ? this.#cache.read(tag, [changeTags.rbac, tag], read)
+      : read();
+  }
+
+  async #readPrivileges(principal: Principal): Promise<readonly string[]> {
     if (principal.kind === 'user') return this.#store.rbac.privilegesOfUser(principal.id);
     const node = await this.#store.nodes.findById(principal.id);
     return node ? this.#store.rbac.privilegesOfRole(node.role_id) : [];

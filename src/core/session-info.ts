@@ -1,9 +1,11 @@
 import type { Config } from '../config.js';
+import { changeTags } from '../store/change-feed.js';
 import type { Store } from '../store/connect.js';
 import type { UserRow } from '../store/repositories/users.js';
 import type { Clock } from './clock.js';
 import type { RbacService } from './rbac.js';
 import type { AuthContext } from './sessions.js';
+import type { TaggedCache } from './tagged-cache.js';
 import { ENDPOINTS_AUDIENCES, type TokenService } from './tokens.js';
 
 export interface UiSettings {
@@ -64,8 +66,17 @@ export class SessionInfoService {
   readonly #tokens: TokenService;
   readonly #config: Config;
   readonly #clock: Clock;
+  readonly #settingsCache: TaggedCache<UiSettings> | undefined;
 
-  constructor(store: Store, clock: Clock, config: Config, rbac: RbacService, tokens: TokenService) {
+  constructor(
+    store: Store,
+    clock: Clock,
+    config: Config,
+    rbac: RbacService,
+    tokens: TokenService,
+    settingsCache?: TaggedCache<UiSettings>,
+  ) {
+    this.#settingsCache = settingsCache;
     this.#store = store;
     this.#clock = clock;
     this.#config = config;
@@ -75,39 +86,39 @@ export class SessionInfoService {
 
   async describe(auth: AuthContext): Promise<SessionInfo> {
     const { principal, session } = auth;
-    const [privileges, settings] = await Promise.all([
-      this.#rbac.privilegesOf(principal),
-      this.#settingsOf(auth),
-    ]);
-    const held = new Set(privileges);
-    const issue = async (audience: string, privilege: string): Promise<EndpointsToken> => {
-      if (!held.has(privilege)) {
+    // One after the other: both are nearly always cache hits, where a Promise.all costs more.
+    const privileges = await this.#rbac.privilegesOf(principal);
+    const settings = await this.#settingsOf(auth);
+    const endpointsToken = (
+      audience: string,
+      privilege: string,
+    ): EndpointsToken | Promise<EndpointsToken> => {
+      if (!privileges.includes(privilege)) {
         return {
           token: null,
           warning: `Not issued: ${principal.name} does not hold the privilege ${privilege}.`,
         };
       }
       if (!session) return { token: null, warning: 'Not issued: the request has no session.' };
-      return {
-        token: await this.#tokens.signEndpointsToken({
+      return this.#tokens
+        .signEndpointsToken({
           audience,
           subject: principal.id,
           name: principal.name,
           sid: session.id,
           expiresAt: Math.min(this.#clock.now() + this.#config.endpointsTokenLifetimeMs, session.expires_at),
-        }),
-        warning: null,
-      };
+        })
+        .then((token) => ({ token, warning: null }));
     };
-    const [serverManager, organizationAdmin] = await Promise.all([
-      issue(ENDPOINTS_AUDIENCES.serverManager.audience, ENDPOINTS_AUDIENCES.serverManager.privilege),
-      issue(ENDPOINTS_AUDIENCES.organizationAdmin.audience, ENDPOINTS_AUDIENCES.organizationAdmin.privilege),
-    ]);
+    const { serverManager, organizationAdmin } = ENDPOINTS_AUDIENCES;
     return {
       requester: { guid: principal.id, name: principal.name },
       settings,
-      privileges,
-      endpoints: { serverManager, organizationAdmin },
+      privileges: [...privileges],
+      endpoints: {
+        serverManager: await endpointsToken(serverManager.audience, serverManager.privilege),
+        organizationAdmin: await endpointsToken(organizationAdmin.audience, organizationAdmin.privilege),
+      },
       lastSuccessfulLogin: session?.prev_success_at ?? null,
       lastFailedLogin: session?.prev_failed_at ?? null,
       lastFailedLoginIp: session?.prev_failed_ip ?? null,
@@ -157,10 +168,16 @@ export class SessionInfoService {
     };
   }
 
-  async #settingsOf(auth: AuthContext): Promise<UiSettings> {
-    if (auth.principal.kind !== 'user') return DEFAULT_SETTINGS;
-    const user = await this.#store.users.findById(auth.principal.id);
-    return user ? settingsOf(user) : DEFAULT_SETTINGS;
+  /** Cached per user, filed under the user: a change of the settings columns drops it (see the change feed). */
+  #settingsOf(auth: AuthContext): Promise<UiSettings> {
+    const { principal } = auth;
+    if (principal.kind !== 'user') return Promise.resolve(DEFAULT_SETTINGS);
+    const read = async () => {
+      const user = await this.#store.users.findById(principal.id);
+      return user ? settingsOf(user) : DEFAULT_SETTINGS;
+    };
+    const tag = changeTags.user(principal.id);
+    return this.#settingsCache ? this.#settingsCache.read(tag, [tag], read) : read();
   }
 }
 

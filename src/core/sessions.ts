@@ -259,7 +259,7 @@ export class SessionService {
     this.#cache.counted(false);
     const mark = this.#cache.mark();
     const auth = await this.#check(await read(), token);
-    this.#cache.put(key, auth.session, mark);
+    this.#cache.putSession(key, auth.session, mark);
     return auth;
   }
 

@@ -3,6 +3,7 @@ import { createSigner, createVerifier } from 'fast-jwt';
 import { GatehouseError } from '../errors.js';
 import type { Clock } from './clock.js';
 import type { Keyring } from './keyring.js';
+import { Lru } from './lru.js';
 
 /** Claims of the NSE bearer token: the reference's `{username, exp}` plus what revocation needs. */
 export interface SessionTokenClaims {
@@ -28,6 +29,15 @@ export const ENDPOINTS_AUDIENCES = {
  * token: `exp` may be this far past, `nbf` and `iat` this far ahead.
  */
 export const CLOCK_SKEW_SECONDS = 30;
+
+/** Session tokens whose signature and claims were checked lately, kept to skip the HMAC and parsing. */
+const VERIFIED_TOKENS_MAX = 10_000;
+
+interface VerifiedToken {
+  readonly claims: SessionTokenClaims;
+  readonly nbf: number | undefined;
+  readonly kid: string;
+}
 
 // fast-jwt returns synchronous functions when the key is not a callback.
 type SyncSigner = (payload: Record<string, unknown>) => string;
@@ -58,6 +68,12 @@ export class TokenService {
   readonly #issuer: string;
   readonly #signers = new Map<string, SyncSigner>();
   readonly #verifiers = new Map<string, SyncVerifier>();
+  /**
+   * By the whole token text: only the very same bytes hit, so a hit proves what a verification
+   * would (the same signature over the same header and claims). The times are checked again on
+   * every hit, and so is the key: a token whose key was retired is refused at once.
+   */
+  readonly #verified = new Lru<string, VerifiedToken>(VERIFIED_TOKENS_MAX);
 
   constructor(keyring: Keyring, clock: Clock, issuer: string) {
     this.#keyring = keyring;
@@ -94,6 +110,11 @@ export class TokenService {
   }
 
   async verifySessionToken(token: string): Promise<SessionTokenClaims> {
+    const known = this.#verified.get(token);
+    if (known && this.#keyring.sessionKey(known.kid)) {
+      this.#checkTimes(known.claims, known.nbf);
+      return known.claims;
+    }
     const header = decodeHeader(token);
     if (header?.alg !== 'HS256' || typeof header.kid !== 'string') {
       throw new GatehouseError('TOKEN_INVALID', 'The token is not a Gatehouse session token.');
@@ -139,15 +160,21 @@ export class TokenService {
     // A session token has no audience; one with an audience was minted for another service.
     if (aud !== undefined)
       throw new GatehouseError('TOKEN_INVALID', 'The token is meant for another audience.');
+    const claims = { username, sid, gen, iat, exp };
+    this.#checkTimes(claims, nbf);
+    this.#verified.set(token, { claims, nbf, kid: key.kid });
+    return claims;
+  }
+
+  #checkTimes(claims: SessionTokenClaims, nbf: number | undefined): void {
     const nowSeconds = this.#clock.now() / 1000;
-    if (exp + CLOCK_SKEW_SECONDS <= nowSeconds) throw new GatehouseError('TOKEN_EXPIRED');
+    if (claims.exp + CLOCK_SKEW_SECONDS <= nowSeconds) throw new GatehouseError('TOKEN_EXPIRED');
     if (
-      iat - CLOCK_SKEW_SECONDS > nowSeconds ||
-      (typeof nbf === 'number' && nbf - CLOCK_SKEW_SECONDS > nowSeconds)
+      claims.iat - CLOCK_SKEW_SECONDS > nowSeconds ||
+      (nbf !== undefined && nbf - CLOCK_SKEW_SECONDS > nowSeconds)
     ) {
       throw new GatehouseError('TOKEN_INVALID', 'The token is not valid yet.');
     }
-    return { username, sid, gen, iat, exp };
   }
 
   /** A short-lived, audience-scoped ES256 token that a downstream service checks against our JWKS. */

@@ -12,6 +12,10 @@ export const changeTags = {
   user: (id: string) => `user:${id}`,
   node: (id: string) => `node:${id}`,
   apiToken: (id: string) => `api-token:${id}`,
+  /** Any role, group or role-privilege change: every principal's privileges may differ. */
+  rbac: 'rbac',
+  /** Any region or zone change. */
+  catalog: 'catalog',
   all: '*',
 } as const;
 

@@ -1,23 +1,78 @@
 import { type ChangePublisher, changeTags } from './change-feed.js';
 import type { Repositories } from './repositories/index.js';
 
-/** Columns whose change alters what a cached session says about its principal. */
-const PRINCIPAL_COLUMNS = ['active', 'username', 'login', 'password_hash'] as const;
+/**
+ * Columns whose change alters what a cache holds about a principal: its state (sessions), its UI
+ * settings (session info) or, for a node, its role (privileges). Sign-in bookkeeping (last
+ * success, failure counts) is not among them: it changes at every sign-in and nothing caches it.
+ */
+const CACHED_COLUMNS = [
+  'active',
+  'username',
+  'login',
+  'password_hash',
+  'role_id',
+  'language',
+  'ui_time_zone',
+  'ui_console_mode',
+  'page_size',
+  'time_format',
+  'info_tour_enabled',
+] as const;
 
-const altersPrincipal = (patch: object) => PRINCIPAL_COLUMNS.some((column) => column in patch);
+const altersPrincipal = (patch: object) => CACHED_COLUMNS.some((column) => column in patch);
 
 /**
- * The repositories, with every write that ends or alters a session, or the user or node behind
- * one, publishing what it changed to the change feed in the same executor (its transaction, if
- * any): the per-process caches (sessions, HTTP Basic credentials) of every process drop those
- * entries. All such writes are listed here, in one place, so that none is missed: a new method
- * that ends sessions or changes an account's state belongs in this list too.
+ * The repositories, with every write that ends or alters a session, the user or node behind one,
+ * a privilege or the region/zone catalog publishing what it changed to the change feed in the
+ * same executor (its transaction, if any): the per-process caches (src/core/tagged-cache.ts) of
+ * every process drop those entries. All such writes are listed here, in one place, so that none is
+ * missed: a new method that changes what a cache holds belongs in this list too
+ * (test/scale/caches.test.ts checks that every write method of rbac and catalog is).
  */
 export function withInvalidations(repositories: Repositories, publisher: ChangePublisher): Repositories {
-  const { sessions, users, nodes, tenants } = repositories;
+  const { sessions, users, nodes, tenants, rbac, catalog } = repositories;
   const publish = (...tags: string[]) => publisher.publish(tags);
+  /** Runs a write, then tells the caches of every process (only if it changed something). */
+  const then =
+    <A extends unknown[], R>(write: (...args: A) => Promise<R>, tags: (result: R, ...args: A) => string[]) =>
+    async (...args: A): Promise<R> => {
+      const result = await write(...args);
+      await publish(...tags(result, ...args));
+      return result;
+    };
+  const always = () => [changeTags.rbac];
+  const ifChanged = (changed: boolean) => (changed ? [changeTags.rbac] : []);
+  const catalogChanged = () => [changeTags.catalog];
+  const catalogIfChanged = (changed: boolean) => (changed ? [changeTags.catalog] : []);
   return {
     ...repositories,
+    rbac: {
+      ...rbac,
+      insertRole: then(rbac.insertRole, always),
+      insertGroup: then(rbac.insertGroup, always),
+      setRolePrivileges: then(rbac.setRolePrivileges, always),
+      addGroupRole: then(rbac.addGroupRole, always),
+      setGroupRoles: then(rbac.setGroupRoles, always),
+      updateRole: then(rbac.updateRole, ifChanged),
+      updateGroup: then(rbac.updateGroup, ifChanged),
+      deleteRole: then(rbac.deleteRole, ifChanged),
+      deleteGroup: then(rbac.deleteGroup, ifChanged),
+      // A membership changes one user's privileges only.
+      addGroupMember: then(rbac.addGroupMember, (_, _groupId, userId) => [changeTags.user(userId)]),
+      removeGroupMember: then(rbac.removeGroupMember, (removed, _groupId, userId) =>
+        removed ? [changeTags.user(userId)] : [],
+      ),
+    },
+    catalog: {
+      ...catalog,
+      insertRegion: then(catalog.insertRegion, catalogChanged),
+      insertZone: then(catalog.insertZone, catalogChanged),
+      updateRegion: then(catalog.updateRegion, catalogChanged),
+      updateZone: then(catalog.updateZone, catalogChanged),
+      deleteRegion: then(catalog.deleteRegion, catalogIfChanged),
+      deleteZone: then(catalog.deleteZone, catalogIfChanged),
+    },
     sessions: {
       ...sessions,
       async advanceTokenGeneration(id, from, priorValidUntil) {

@@ -61,10 +61,11 @@ function headerValue(request: FastifyRequest, name: string): string | undefined 
  */
 export function addCrossSiteProtection(app: FastifyInstance, allowedOrigins: readonly string[]): void {
   const allowed = new Set(allowedOrigins.map((origin) => origin.toLowerCase()));
-  app.addHook('onRequest', async (request) => {
+  // Callback hooks here and in the other per-request checks: no promise per request.
+  app.addHook('onRequest', (request, _reply, done) => {
     const refusal = crossSiteRefusal(request, allowed);
-    if (refusal === undefined) return;
+    if (refusal === undefined) return done();
     request.log.info({ origin: request.headers.origin }, 'cross-site request refused');
-    throw new GatehouseError('CROSS_SITE_REQUEST', refusal);
+    done(new GatehouseError('CROSS_SITE_REQUEST', refusal));
   });
 }

@@ -38,16 +38,17 @@ export function unstorableTextAt(value: unknown, where: string): string | undefi
  * everywhere) and before validation, so both stores answer the same 400 naming the field.
  */
 export function refuseUnstorableText(app: FastifyInstance): void {
-  app.addHook('preValidation', async (request) => {
+  app.addHook('preValidation', (request, _reply, done) => {
     const where =
       unstorableTextAt(request.params, 'params') ??
       unstorableTextAt(request.query, 'querystring') ??
       unstorableTextAt(request.body, 'body');
-    if (where !== undefined) {
-      throw new GatehouseError(
+    if (where === undefined) return done();
+    done(
+      new GatehouseError(
         'VALIDATION_FAILED',
         `${where} holds a NUL character or a broken surrogate pair; send valid Unicode text`,
-      );
-    }
+      ),
+    );
   });
 }

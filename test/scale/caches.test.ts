@@ -4,6 +4,8 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import { buildApp } from '../../src/app.js';
 import { type Core, createCore } from '../../src/core/index.js';
 import { connectStore, type Store } from '../../src/store/connect.js';
+import { withInvalidations } from '../../src/store/invalidating-repositories.js';
+import { createRepositories } from '../../src/store/repositories/index.js';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { basic, bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
@@ -264,14 +266,178 @@ forEachDialect(
   },
 );
 
-describe('Session cache with the caches turned off', () => {
-  test('GATEHOUSE_SESSION_CACHE_TTL=0 and GATEHOUSE_CREDENTIAL_CACHE_TTL=0: nothing is cached', async () => {
+forEachDialect(
+  'Read caches of privileges, UI settings and the catalog, two processes on one store',
+  (dialect) => {
+    let a: TestContext;
+    let b: Node;
+    let userId = '';
+    let cookie = '';
+
+    const sessionUser = async (node: Pick<Node, 'inject'>) => {
+      const response = await node.inject({
+        method: 'GET',
+        url: '/api/session/user',
+        cookies: { gatehouse_session: cookie },
+      });
+      assert.equal(response.statusCode, 200, response.body);
+      return json(response) as { privileges: string[]; language: string };
+    };
+    const regionNames = async (node: Pick<Node, 'inject'>) => {
+      const response = await node.inject({
+        method: 'GET',
+        url: REGIONS,
+        headers: bearer(cookie), // the session secret is a bearer token of the NSE surface too
+      });
+      assert.equal(response.statusCode, 200, response.body);
+      return (json(response) as { result: { records: { name: string }[] } }).result.records.map(
+        (r) => r.name,
+      );
+    };
+    const hits = (core: Core, cache: 'privileges' | 'settings' | 'catalog') =>
+      core.caches.stats()[cache].hits;
+
+    before(async () => {
+      a = await createTestContext(dialect);
+      await a.core.tenants.create({ code: 'acme', name: 'Acme' });
+      userId = (
+        await a.core.accounts.createUser({
+          username: 'ines',
+          password: PASSWORD,
+          tenantCode: 'acme',
+          role: 'user',
+        })
+      ).id;
+      cookie = await storwareLogin(a, 'ines', PASSWORD);
+      b = await anotherNode(a);
+      await feedLive(a.store);
+      await feedLive(b.store);
+    });
+    after(async () => {
+      await b.close();
+      await a.close();
+    });
+
+    test('a repeated session-info read takes privileges and settings from the cache', async () => {
+      const first = await sessionUser(b);
+      const [privileges, settings] = [hits(b.core, 'privileges'), hits(b.core, 'settings')];
+      assert.deepEqual(await sessionUser(b), first, 'the cached answer is the same');
+      assert.equal(hits(b.core, 'privileges'), privileges + 1, 'privileges from the cache');
+      assert.equal(hits(b.core, 'settings'), settings + 1, 'settings from the cache');
+    });
+
+    test('a group membership given on one process shows on the other within a second, at once on its own', async () => {
+      assert.ok(!(await sessionUser(b)).privileges.includes('ENDPOINTS_SERVER_MANAGE'), 'not held before');
+      await sessionUser(b); // cached now
+      const group = await a.store.rbac.findGroupByName('Global Administrators');
+      assert.ok(group, 'the built-in group exists');
+      await a.store.rbac.addGroupMember(group.id, userId);
+      assert.ok(
+        (await sessionUser(a)).privileges.includes('ENDPOINTS_SERVER_MANAGE'),
+        'seen at once where it was made',
+      );
+      const took = await until(
+        async () => (await sessionUser(b)).privileges.includes('ENDPOINTS_SERVER_MANAGE'),
+        'the other process to see the new privilege',
+      );
+      assert.ok(took < 1000, `seen by the other process after ${Math.round(took)} ms`);
+      await a.store.rbac.removeGroupMember(group.id, userId);
+      await until(
+        async () => !(await sessionUser(b)).privileges.includes('ENDPOINTS_SERVER_MANAGE'),
+        'the other process to see the privilege gone',
+        1000,
+      );
+    });
+
+    test('a role losing a privilege is seen by every holder on the other process within a second', async () => {
+      const role = await a.store.rbac.findRoleByName('Operator');
+      assert.ok(role, 'the built-in role exists');
+      const group = await a.store.rbac.findGroupByName('Operator');
+      assert.ok(group, 'the built-in group exists');
+      await a.store.rbac.addGroupMember(group.id, userId);
+      const held = await a.store.rbac.privilegesOfRole(role.id);
+      const dropped = held[0];
+      assert.ok(dropped, 'the operator role holds privileges');
+      await until(
+        async () => (await sessionUser(b)).privileges.includes(dropped),
+        'the membership on b',
+        1000,
+      );
+      await a.store.rbac.setRolePrivileges(role.id, held.slice(1));
+      try {
+        await until(
+          async () => !(await sessionUser(b)).privileges.includes(dropped),
+          'the other process to see the role change',
+          1000,
+        );
+      } finally {
+        await a.store.rbac.setRolePrivileges(role.id, held);
+        await a.store.rbac.removeGroupMember(group.id, userId);
+      }
+    });
+
+    test('changed UI settings show on the other process within a second', async () => {
+      assert.equal((await sessionUser(b)).language, 'EN');
+      await a.store.users.update(userId, { language: 'DE', updated_at: a.clock.now() });
+      assert.equal((await sessionUser(a)).language, 'DE', 'seen at once where it was made');
+      await until(async () => (await sessionUser(b)).language === 'DE', 'the other process to see DE', 1000);
+    });
+
+    test('a region created or deleted on one process is listed accordingly by the other within a second', async () => {
+      const before = await regionNames(b);
+      const cached = hits(b.core, 'catalog');
+      assert.deepEqual(await regionNames(b), before);
+      assert.equal(hits(b.core, 'catalog'), cached + 1, 'the second listing is a cache hit');
+      await a.core.catalog.createRegion({ name: 'north-cache-test' });
+      assert.ok((await regionNames(a)).includes('north-cache-test'), 'listed at once where it was made');
+      await until(
+        async () => (await regionNames(b)).includes('north-cache-test'),
+        'the new region on b',
+        1000,
+      );
+      await a.core.catalog.deleteRegion('north-cache-test');
+      await until(
+        async () => !(await regionNames(b)).includes('north-cache-test'),
+        'the region gone on b',
+        1000,
+      );
+    });
+  },
+);
+
+test('every write of the rbac and catalog repositories tells the caches', async () => {
+  const ctx = await createTestContext('sqlite');
+  try {
+    const plain = createRepositories(ctx.store.db);
+    const wrapped = withInvalidations(plain, { publish: async () => {} });
+    // Reads by name; anything else changes the store and must be wrapped.
+    const isRead = (name: string) =>
+      /^(find|list|count|privilegesOf|groupsOf|rolesOf|membersOf|lock)/.test(name);
+    for (const repository of ['rbac', 'catalog'] as const) {
+      for (const [name, method] of Object.entries(plain[repository])) {
+        if (isRead(name)) continue;
+        assert.notEqual(
+          (wrapped[repository] as Record<string, unknown>)[name],
+          method,
+          `${repository}.${name} writes but does not publish to the change feed`,
+        );
+      }
+    }
+  } finally {
+    await ctx.close();
+  }
+});
+
+describe('Caches turned off', () => {
+  test('GATEHOUSE_SESSION_CACHE_TTL, GATEHOUSE_CREDENTIAL_CACHE_TTL and GATEHOUSE_READ_CACHE_TTL at 0: nothing is cached', async () => {
     const ctx = await createTestContext('sqlite', {
       GATEHOUSE_SESSION_CACHE_TTL: '0',
       GATEHOUSE_CREDENTIAL_CACHE_TTL: '0',
+      GATEHOUSE_READ_CACHE_TTL: '0',
     });
     try {
       const token = await nseSignIn(ctx);
+      const cookie = await storwareLogin(ctx, 'admin', ADMIN_PASSWORD);
       for (let i = 0; i < 3; i += 1) {
         assert.equal(
           (await ctx.inject({ method: 'GET', url: REGIONS, headers: bearer(token) })).statusCode,
@@ -283,10 +449,20 @@ describe('Session cache with the caches turned off', () => {
           headers: basic('admin', ADMIN_PASSWORD),
         });
         assert.equal(response.statusCode, 200);
+        const info = await ctx.inject({
+          method: 'GET',
+          url: '/api/session/user',
+          cookies: { gatehouse_session: cookie },
+        });
+        assert.equal(info.statusCode, 200);
       }
+      const nothing = { hits: 0, misses: 0, entries: 0 };
       assert.deepEqual(ctx.core.caches.stats(), {
-        sessions: { hits: 0, misses: 0, entries: 0 },
-        credentials: { hits: 0, misses: 0, entries: 0 },
+        sessions: nothing,
+        credentials: nothing,
+        privileges: nothing,
+        settings: nothing,
+        catalog: nothing,
       });
     } finally {
       await ctx.close();

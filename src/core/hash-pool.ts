@@ -1,0 +1,176 @@
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+
+/** What the pool's threads compute: each is a blocking call of the named library, in the thread. */
+export type HashTask =
+  | { readonly op: 'argon2-hash'; readonly password: string; readonly options: Record<string, number> }
+  | { readonly op: 'argon2-verify'; readonly hash: string; readonly password: string }
+  | { readonly op: 'bcrypt-verify'; readonly hash: string; readonly password: string }
+  | {
+      readonly op: 'scrypt';
+      readonly password: string;
+      readonly salt: Uint8Array;
+      readonly keyLength: number;
+      readonly options: { N: number; r: number; p: number; maxmem: number };
+    };
+
+/**
+ * The pool could not compute a task: it is closing, or the thread computing it died. Not an answer
+ * about the password: callers must not count it as a wrong one.
+ */
+export class HashPoolUnavailable extends Error {}
+
+/** How much the pool's threads yield to the event loop: the nice value they run at (Linux). */
+export const HASH_THREAD_NICE = 10;
+
+/**
+ * The body of every pool thread, as CommonJS source (an `eval` worker): it loads the hashing
+ * libraries by the paths resolved here, so it needs no loader and no build step of its own.
+ * It first lowers its own CPU priority: Linux schedules threads one by one, so a thread can nice
+ * itself by its thread id. Elsewhere (or if refused) it runs at the normal priority.
+ */
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { readlinkSync } = require('node:fs');
+const { setPriority } = require('node:os');
+const { scryptSync } = require('node:crypto');
+const argon2 = require(workerData.argon2);
+const bcrypt = require(workerData.bcrypt);
+try {
+  setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), workerData.nice);
+} catch {}
+const run = (task) => {
+  switch (task.op) {
+    case 'argon2-hash': return argon2.hashSync(task.password, task.options);
+    case 'argon2-verify': return argon2.verifySync(task.hash, task.password);
+    case 'bcrypt-verify': return bcrypt.verifySync(task.password, task.hash);
+    case 'scrypt': return scryptSync(task.password, task.salt, task.keyLength, task.options);
+    default: throw new Error('unknown task');
+  }
+};
+parentPort.on('message', ({ id, task }) => {
+  try {
+    parentPort.postMessage({ id, value: run(task) });
+  } catch (error) {
+    parentPort.postMessage({ id, error: String(error && error.message) });
+  }
+});
+`;
+
+interface Pending {
+  readonly task: HashTask;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: Error) => void;
+}
+
+interface Thread {
+  readonly worker: Worker;
+  /** The task it is computing (one at a time: each call blocks the thread). */
+  current: { readonly id: number; readonly pending: Pending } | undefined;
+}
+
+/**
+ * Password hashing off the event loop, on threads of lower CPU priority than the event loop.
+ *
+ * A sign-in storm saturates every core with argon2; on libuv's pool (normal priority) the event
+ * loop then competes for a core with the hashing, and every other request (reads by token or
+ * cookie, which need no hashing) waits behind it. Here the hashing threads run niced
+ * (HASH_THREAD_NICE): they still use every idle cycle, so sign-in throughput is what the cores
+ * give, but the event loop (and the store's processes) get a core the moment they need one.
+ *
+ * Threads start on first use, are kept referenced only while they compute (an idle pool never
+ * holds a process open), and a thread that dies fails its task (HashPoolUnavailable) and is
+ * replaced. Closing lets every task already given finish first: a sign-in in flight when the
+ * server stops gets its real answer, never a made-up failure.
+ */
+export class HashPool {
+  readonly #size: number;
+  readonly #threads: Thread[] = [];
+  readonly #queue: Pending[] = [];
+  readonly #workerData: { argon2: string; bcrypt: string; nice: number };
+  #nextId = 0;
+  #closed = false;
+  /** Resolved when the last task given has finished (set while closing). */
+  #drained: (() => void) | undefined;
+
+  constructor(size: number) {
+    this.#size = Math.max(1, size);
+    const require = createRequire(import.meta.url);
+    this.#workerData = {
+      argon2: require.resolve('@node-rs/argon2'),
+      bcrypt: require.resolve('@node-rs/bcrypt'),
+      nice: HASH_THREAD_NICE,
+    };
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  run<T>(task: HashTask): Promise<T> {
+    if (this.#closed) return Promise.reject(new HashPoolUnavailable('the hash pool is closed'));
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ task, resolve: resolve as (value: unknown) => void, reject });
+      this.#dispatch();
+    });
+  }
+
+  /** Takes no new tasks, waits for those given to finish, then stops the threads. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (!this.#idle()) await new Promise<void>((resolve) => (this.#drained = resolve));
+    await Promise.all(this.#threads.splice(0).map((thread) => thread.worker.terminate()));
+  }
+
+  #idle(): boolean {
+    return this.#queue.length === 0 && this.#threads.every((thread) => thread.current === undefined);
+  }
+
+  #dispatch(): void {
+    if (this.#drained && this.#idle()) this.#drained();
+    while (this.#queue.length > 0) {
+      let thread = this.#threads.find((candidate) => candidate.current === undefined);
+      if (!thread && this.#threads.length < this.#size) thread = this.#spawn();
+      if (!thread) return;
+      const pending = this.#queue.shift();
+      if (!pending) return;
+      const id = this.#nextId++;
+      thread.current = { id, pending };
+      thread.worker.ref();
+      thread.worker.postMessage({ id, task: pending.task });
+    }
+  }
+
+  #spawn(): Thread {
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: this.#workerData });
+    const thread: Thread = { worker, current: undefined };
+    worker.unref();
+    worker.on('message', (message: { id: number; value?: unknown; error?: string }) => {
+      const current = thread.current;
+      if (!current || current.id !== message.id) return;
+      thread.current = undefined;
+      worker.unref();
+      if (message.error !== undefined) current.pending.reject(new Error(message.error));
+      else current.pending.resolve(message.value);
+      this.#dispatch();
+    });
+    const lost = (error: Error) => {
+      const index = this.#threads.indexOf(thread);
+      if (index < 0) return;
+      this.#threads.splice(index, 1);
+      thread.current?.pending.reject(
+        error instanceof HashPoolUnavailable
+          ? error
+          : new HashPoolUnavailable(`a hashing thread failed: ${error.message}`),
+      );
+      thread.current = undefined;
+      this.#dispatch();
+    };
+    worker.on('error', lost);
+    worker.on('exit', (code) =>
+      lost(new HashPoolUnavailable(`a hashing thread stopped (exit code ${code})`)),
+    );
+    this.#threads.push(thread);
+    return thread;
+  }
+}

@@ -1,0 +1,147 @@
+import { type ChangeFeed, changeTags } from '../store/change-feed.js';
+import type { Clock } from './clock.js';
+import { Lru } from './lru.js';
+
+export interface CacheStats {
+  readonly hits: number;
+  readonly misses: number;
+  readonly entries: number;
+}
+
+/** What a lookup tells the metrics: whether the cached entry answered. */
+export type LookupCounter = (hit: boolean) => void;
+
+interface Entry<V> {
+  value: V;
+  readonly cachedAt: number;
+  readonly tags: readonly string[];
+}
+
+/**
+ * This process's copies of values read from the store, each filed under the change-feed tags
+ * whose writes would alter it, so that a hot read costs no store round trip.
+ *
+ * Correctness rests on the store's change feed: every write that alters a cached value publishes
+ * its tags in the write's transaction (src/store/invalidating-repositories.ts), heard by this
+ * process at its commit and by every other within a second; the tags drop the entries filed under
+ * them. While the feed is not live the cache is not used at all; an entry lives at most `ttlMs`
+ * whatever happens (the safety net). A read that started before a change was heard is not cached
+ * (the epoch, see `mark`), since it may predate the change.
+ */
+export class TaggedCache<V> {
+  readonly #feed: ChangeFeed;
+  readonly #clock: Clock;
+  readonly #ttlMs: number;
+  readonly #count: LookupCounter;
+  readonly #entries: Lru<string, Entry<V>>;
+  readonly #byTag = new Map<string, Set<string>>();
+  #epoch = 0;
+  #subscribed = false;
+  #hits = 0;
+  #misses = 0;
+
+  constructor(
+    feed: ChangeFeed,
+    clock: Clock,
+    options: { ttlMs: number; maxEntries: number },
+    count: LookupCounter = () => {},
+  ) {
+    this.#feed = feed;
+    this.#clock = clock;
+    this.#ttlMs = options.ttlMs;
+    this.#count = count;
+    this.#entries = new Lru(options.maxEntries, (key, entry) => {
+      for (const tag of entry.tags) {
+        const keys = this.#byTag.get(tag);
+        keys?.delete(key);
+        if (keys?.size === 0) this.#byTag.delete(tag);
+      }
+    });
+  }
+
+  get enabled(): boolean {
+    return this.#ttlMs > 0;
+  }
+
+  /** The cached value of `key`, if there is a fresh one and the change feed is live. */
+  lookup(key: string): V | undefined {
+    if (!this.enabled) return undefined;
+    if (!this.#subscribed) {
+      // Subscribed on first use: a CLI process, which serves no reads, never opens the feed.
+      this.#subscribed = true;
+      this.#feed.subscribe((tags) => this.invalidate(tags));
+    }
+    const entry = this.#entries.get(key);
+    if (!entry || !this.#feed.isLive()) return undefined;
+    if (this.#clock.now() - entry.cachedAt >= this.#ttlMs) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return entry.value;
+  }
+
+  /** Counts a lookup: hit when the cached value answered, miss when the store had to. */
+  counted(hit: boolean): void {
+    if (!this.enabled) return;
+    if (hit) this.#hits += 1;
+    else this.#misses += 1;
+    this.#count(hit);
+  }
+
+  /** Taken before reading the store for `put`: a change heard after it makes that read too old. */
+  mark(): number {
+    return this.#epoch;
+  }
+
+  put(key: string, value: V, tags: readonly string[], mark: number): void {
+    if (!this.enabled || mark !== this.#epoch || !this.#subscribed || !this.#feed.isLive()) return;
+    this.#entries.set(key, { value, cachedAt: this.#clock.now(), tags });
+    for (const tag of tags) {
+      let keys = this.#byTag.get(tag);
+      if (!keys) {
+        keys = new Set();
+        this.#byTag.set(tag, keys);
+      }
+      keys.add(key);
+    }
+  }
+
+  /**
+   * The value of `key`: the cached one, or `load`'s, which is then cached under `tags`. The
+   * shortcut for values that are only ever read whole; callers that must judge a cached value
+   * before trusting it use lookup, mark and put.
+   */
+  async read(key: string, tags: readonly string[], load: () => Promise<V>): Promise<V> {
+    const cached = this.lookup(key);
+    this.counted(cached !== undefined);
+    if (cached !== undefined) return cached;
+    const mark = this.mark();
+    const value = await load();
+    this.put(key, value, tags, mark);
+    return value;
+  }
+
+  /** Replaces the value of every entry filed under `tag` (a change this process made itself). */
+  updateTagged(tag: string, update: (value: V) => V): void {
+    for (const key of this.#byTag.get(tag) ?? []) {
+      const entry = this.#entries.get(key);
+      if (entry) entry.value = update(entry.value);
+    }
+  }
+
+  /** Drops the entries the tags name (`*`: all); reads in flight are not cached afterwards. */
+  invalidate(tags: readonly string[]): void {
+    this.#epoch += 1;
+    for (const tag of tags) {
+      if (tag === changeTags.all) {
+        this.#entries.clear();
+        return;
+      }
+      for (const key of [...(this.#byTag.get(tag) ?? [])]) this.#entries.delete(key);
+    }
+  }
+
+  stats(): CacheStats {
+    return { hits: this.#hits, misses: this.#misses, entries: this.#entries.size };
+  }
+}

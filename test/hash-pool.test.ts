@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { HASH_THREAD_NICE, HashPool, HashPoolUnavailable } from '../src/core/hash-pool.js';
+import { PasswordHasher } from '../src/core/passwords.js';
+
+const FAST = { memoryKiB: 1024, iterations: 1, parallelism: 1 };
+
+/** The nice value of each thread of this process (Linux: field 19 of /proc/self/task/<tid>/stat). */
+function threadNiceValues(): number[] {
+  return readdirSync('/proc/self/task').map((tid) => {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[16]);
+  });
+}
+
+test('hashing threads run at a lower CPU priority than the event loop', {
+  skip: process.platform !== 'linux' && 'thread priorities are read from /proc (Linux)',
+}, async () => {
+  const hasher = new PasswordHasher(FAST, undefined, 2);
+  try {
+    const before = threadNiceValues().filter((nice) => nice === HASH_THREAD_NICE).length;
+    const hashes = await Promise.all([
+      hasher.hash('Orchid-lantern-5521'),
+      hasher.hash('Orchid-lantern-5522'),
+    ]);
+    assert.equal(await hasher.verify(hashes[0] ?? '', 'Orchid-lantern-5521'), true, 'a hash verifies');
+    assert.equal(await hasher.verify(hashes[0] ?? '', 'Orchid-lantern-5522'), false, 'a wrong one does not');
+    const niced = threadNiceValues().filter((nice) => nice === HASH_THREAD_NICE).length;
+    assert.equal(niced - before, 2, 'two threads at the lowered priority');
+    assert.ok(
+      threadNiceValues().some((nice) => nice === 0),
+      'the event loop keeps the normal priority',
+    );
+  } finally {
+    await hasher.close();
+  }
+});
+
+test('closing lets the tasks already given finish, then refuses new ones', async () => {
+  const pool = new HashPool(1);
+  const task = {
+    op: 'argon2-hash',
+    password: 'Orchid-lantern-5523',
+    options: { memoryCost: 4096, timeCost: 2 },
+  } as const;
+  const running = pool.run<string>(task);
+  const queued = pool.run<string>(task);
+  await pool.close();
+  assert.match(await running, /^\$argon2id\$/, 'the running task finished');
+  assert.match(await queued, /^\$argon2id\$/, 'the queued task finished');
+  await assert.rejects(pool.run(task), HashPoolUnavailable, 'a new task is refused');
+});
+
+test('a pool that cannot answer is an error, never a wrong password', async () => {
+  const hasher = new PasswordHasher(FAST, undefined, 1);
+  const stored = await hasher.hash('Orchid-lantern-5524');
+  await hasher.close();
+  // A sign-in that would count this as a failure could lock its account out during a restart.
+  await assert.rejects(hasher.verify(stored, 'Orchid-lantern-5524'), HashPoolUnavailable);
+  await assert.rejects(hasher.verify(stored, 'a-wrong-password-1'), HashPoolUnavailable);
+});
