@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import { GatehouseError, isGatehouseError } from '../errors.js';
+import { changeTags } from '../store/change-feed.js';
 import type { Store } from '../store/connect.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
 import type { UserRow } from '../store/repositories/users.js';
@@ -213,18 +214,49 @@ export class AuthenticationService {
    * locks. A locked attempt is refused whatever its password (hashed all the same, for the time)
    * and is not counted, so a lock cannot be prolonged by hammering it.
    */
-  verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<UserRow> {
-    // Called from outside only for HTTP Basic; sign-in and password change use the uncounted one.
-    // Basic alone uses the credential cache: it sends the password with every request.
-    return this.#counted('basic', this.#verifyUserPassword(username, password, meta, this.#credentials));
-  }
-
-  async #verifyUserPassword(
+  verifyUserPassword(
     username: string,
     password: string,
     meta: RequestMeta,
-    credentials?: CredentialCache,
-  ): Promise<UserRow> {
+  ): Promise<{ readonly id: string; readonly username: string }> {
+    // Called from outside only for HTTP Basic; sign-in and password change use the uncounted one.
+    // Basic alone uses the credential cache: it sends the password with every request.
+    return this.#counted('basic', this.#verifyBasic(username, password, meta));
+  }
+
+  /** A pair remembered from this address answers at once; any other is checked in full, then remembered. */
+  async #verifyBasic(
+    username: string,
+    password: string,
+    meta: RequestMeta,
+  ): Promise<{ readonly id: string; readonly username: string }> {
+    const credentials = this.#credentials;
+    const cacheKey =
+      credentials.enabled &&
+      username.length > 0 &&
+      username.length <= 256 &&
+      password.length <= PASSWORD_MAX_LENGTH
+        ? credentials.keyOf(username, password, meta.ip)
+        : undefined;
+    if (cacheKey === undefined) return this.#verifyUserPassword(username, password, meta);
+    const known = credentials.lookup(cacheKey);
+    credentials.counted(known !== undefined);
+    if (known) return { id: known.userId, username: known.username };
+    // Taken before the counters and the account are read: a failure announced meanwhile (by any
+    // process) keeps this success from being remembered.
+    const mark = credentials.mark();
+    const user = await this.#verifyUserPassword(username, password, meta);
+    const attempt: SignInAttempt = { kind: 'user', name: username, ip: meta.ip };
+    credentials.put(
+      cacheKey,
+      { userId: user.id, username: user.username },
+      [changeTags.user(user.id), ...this.#throttle.tagsOf(attempt)],
+      mark,
+    );
+    return user;
+  }
+
+  async #verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<UserRow> {
     const attempt: SignInAttempt = { kind: 'user', name: username.slice(0, 1024), ip: meta.ip };
     const admission = await this.#throttle.admit(attempt);
     const user =
@@ -242,25 +274,6 @@ export class AuthenticationService {
         meta,
       );
     }
-    // A pair verified lately against this very stored hash, of an account still active and not
-    // locked (admitted above, on the same counters): the hashing would only say yes again. The
-    // throttle sees it as the success it is; it writes nothing unless the pair had failures.
-    const cacheKey =
-      credentials?.enabled && user?.password_hash ? credentials.keyOf(username, password) : undefined;
-    if (cacheKey !== undefined && credentials && user) {
-      const known = credentials.lookup(cacheKey);
-      const hit =
-        known !== undefined &&
-        known.userId === user.id &&
-        known.passwordHash === user.password_hash &&
-        user.active === 1;
-      credentials.counted(hit);
-      if (hit) {
-        await this.#throttle.succeed(attempt, admission);
-        return user;
-      }
-      if (known) credentials.forget(cacheKey);
-    }
     if (!user?.password_hash) {
       await this.#hasher.verifyDummy(password);
       const locks = await this.#throttle.fail(attempt);
@@ -274,13 +287,9 @@ export class AuthenticationService {
     await this.#throttle.succeed(attempt, admission);
     // An imported or weaker hash becomes argon2id with the current settings (passwords.ts).
     const stored = user.password_hash;
-    const rehashed = await this.#hasher.rehashIfNeeded(stored, password, (next) =>
+    await this.#hasher.rehashIfNeeded(stored, password, (next) =>
       this.#store.users.replacePasswordHash(user.id, stored, next),
     );
-    // Failures are never remembered; after a rehash the next request verifies the new hash once.
-    if (cacheKey !== undefined && !rehashed) {
-      credentials?.remember(cacheKey, { userId: user.id, passwordHash: stored });
-    }
     return user;
   }
 

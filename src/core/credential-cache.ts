@@ -1,18 +1,14 @@
 import { createHmac, randomBytes } from 'node:crypto';
+import type { ChangeFeed } from '../store/change-feed.js';
 import type { Clock } from './clock.js';
-import { Lru } from './lru.js';
+import { addressKey } from './login-throttle.js';
 import { accountKey } from './secrets.js';
-import type { CacheStats, LookupCounter } from './session-cache.js';
+import { type LookupCounter, TaggedCache } from './tagged-cache.js';
 
-/** What a verified HTTP Basic credential was verified against: never the password itself. */
+/** Who a remembered HTTP Basic credential proved to be: never the password itself. */
 export interface VerifiedCredential {
   readonly userId: string;
-  /** The stored hash the password matched: a hit counts only while it is still the stored one. */
-  readonly passwordHash: string;
-}
-
-interface Entry extends VerifiedCredential {
-  readonly cachedAt: number;
+  readonly username: string;
 }
 
 export const CREDENTIAL_CACHE_MAX_ENTRIES = 10_000;
@@ -20,78 +16,41 @@ export const CREDENTIAL_CACHE_MAX_ENTRIES = 10_000;
 /**
  * HTTP Basic sends the password with every request, and verifying it is argon2 (tens of ms of a
  * core). This remembers, for GATEHOUSE_CREDENTIAL_CACHE_TTL, which name and password pairs were
- * verified, so that a repeated request skips the hashing. It never holds the password or an
- * unkeyed hash of it: the key is an HMAC under a random key of this process (lost with it), over
- * the normalized name, a NUL and the password. Only successes are remembered.
+ * verified from which address, so that a repeated request skips the hashing, the sign-in counters
+ * and the account read. It never holds the password or an unkeyed hash of it: the key is an HMAC
+ * under a random key of this process (lost with it) over the normalized name, a NUL and the
+ * password, followed by the client's address as the counters key it. Only successes are
+ * remembered, and only while the change feed is live (see TaggedCache).
  *
- * A hit replaces nothing but the hashing: the caller still runs the brute-force throttle (locks,
- * delay) and reads the account, and accepts only if it is the same account, still active, with the
- * same stored hash, so that a password change, a deactivation or a lock made anywhere, also by
- * another process or the CLI, takes effect on the next request without any notification.
+ * An entry is filed under its account (a password change or set, a deactivation, a rename or a
+ * deletion drops it), and under the sign-in counters of its account and its address: any failed
+ * attempt against the account, or from the address, made on any process, drops it, so a lock is
+ * never answered from here and the next request of the pair is checked in full again.
  */
-export class CredentialCache {
+export class CredentialCache extends TaggedCache<VerifiedCredential> {
   readonly #key = randomBytes(32);
-  readonly #clock: Clock;
-  readonly #ttlMs: number;
-  readonly #count: LookupCounter;
-  readonly #entries: Lru<string, Entry>;
-  #hits = 0;
-  #misses = 0;
 
   constructor(
+    feed: ChangeFeed,
     clock: Clock,
     options: { ttlMs: number; maxEntries?: number },
     count: LookupCounter = () => {},
   ) {
-    this.#clock = clock;
-    this.#ttlMs = options.ttlMs;
-    this.#count = count;
-    this.#entries = new Lru(options.maxEntries ?? CREDENTIAL_CACHE_MAX_ENTRIES);
+    super(
+      feed,
+      clock,
+      { ttlMs: options.ttlMs, maxEntries: options.maxEntries ?? CREDENTIAL_CACHE_MAX_ENTRIES },
+      count,
+    );
   }
 
-  get enabled(): boolean {
-    return this.#ttlMs > 0;
-  }
-
-  /** The cache key of a name and password. */
-  keyOf(username: string, password: string): string {
-    return createHmac('sha256', this.#key)
+  /** The cache key of a name and password sent from `ip`. */
+  keyOf(username: string, password: string, ip: string): string {
+    const proof = createHmac('sha256', this.#key)
       .update(accountKey(username))
       .update('\u0000')
       .update(password)
       .digest('base64url');
-  }
-
-  /** The fresh entry of `key`, if any. */
-  lookup(key: string): VerifiedCredential | undefined {
-    if (!this.enabled) return undefined;
-    const entry = this.#entries.get(key);
-    if (!entry) return undefined;
-    if (this.#clock.now() - entry.cachedAt >= this.#ttlMs) {
-      this.#entries.delete(key);
-      return undefined;
-    }
-    return entry;
-  }
-
-  /** Counts a lookup: hit when the entry spared the hashing, miss otherwise. */
-  counted(hit: boolean): void {
-    if (!this.enabled) return;
-    if (hit) this.#hits += 1;
-    else this.#misses += 1;
-    this.#count(hit);
-  }
-
-  remember(key: string, credential: VerifiedCredential): void {
-    if (!this.enabled) return;
-    this.#entries.set(key, { ...credential, cachedAt: this.#clock.now() });
-  }
-
-  forget(key: string): void {
-    this.#entries.delete(key);
-  }
-
-  stats(): CacheStats {
-    return { hits: this.#hits, misses: this.#misses, entries: this.#entries.size };
+    return `${proof} ${addressKey(ip)}`;
   }
 }

@@ -129,7 +129,7 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     sessions: new SessionCache(store.changes, clock, { ttlMs: config.sessionCacheTtlMs }, (hit) =>
       metrics.recordCacheLookup('session', hit),
     ),
-    credentials: new CredentialCache(clock, { ttlMs: config.credentialCacheTtlMs }, (hit) =>
+    credentials: new CredentialCache(store.changes, clock, { ttlMs: config.credentialCacheTtlMs }, (hit) =>
       metrics.recordCacheLookup('credentials', hit),
     ),
     privileges: readCache('privileges'),

@@ -44,6 +44,7 @@ export async function createLoginDefences(deps: {
       delayMaxMs: config.loginDelayMaxMs,
     },
     subjectKey,
+    (tags) => store.publish(tags),
   );
   return { throttle, rateLimiter: new RateLimiter(counters, clock, config.rateLimits) };
 }

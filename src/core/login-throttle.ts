@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
+import { changeTags } from '../store/change-feed.js';
 import type { CounterKey, CounterState, HitRule } from '../store/repositories/login-throttle.js';
 import { type Clock, sleep } from './clock.js';
 import { accountKey } from './secrets.js';
@@ -111,13 +112,31 @@ export class LoginThrottle {
   readonly #clock: Clock;
   readonly #policy: ThrottlePolicy;
   readonly #subjectKey: Buffer;
+  readonly #announce: (tags: readonly string[]) => Promise<void>;
   #lastPrune = Number.NEGATIVE_INFINITY;
 
-  constructor(backend: CounterBackend, clock: Clock, policy: ThrottlePolicy, subjectKey: Buffer) {
+  /**
+   * `announce` tells the caches of every process of each counted failure (the change feed), so
+   * that credentials remembered for an account or an address are dropped when either fails.
+   */
+  constructor(
+    backend: CounterBackend,
+    clock: Clock,
+    policy: ThrottlePolicy,
+    subjectKey: Buffer,
+    announce: (tags: readonly string[]) => Promise<void> = async () => {},
+  ) {
     this.#backend = backend;
     this.#clock = clock;
     this.#policy = policy;
     this.#subjectKey = subjectKey;
+    this.#announce = announce;
+  }
+
+  /** The change-feed tags of an attempt's counters: its account and its address. */
+  tagsOf(attempt: SignInAttempt): string[] {
+    const keys = this.#keys(attempt);
+    return [changeTags.throttle(keys.account.subject), changeTags.throttle(keys.address.subject)];
   }
 
   get policy(): ThrottlePolicy {
@@ -187,6 +206,10 @@ export class LoginThrottle {
       ['account', accountThreshold, await this.#backend.hit(keys.account, now, rule(accountThreshold))],
       ['address', addressThreshold, await this.#backend.hit(keys.address, now, rule(addressThreshold))],
     ];
+    await this.#announce([
+      changeTags.throttle(keys.account.subject),
+      changeTags.throttle(keys.address.subject),
+    ]);
     await this.#prune(now);
     const placed: PlacedLock[] = [];
     for (const [scope, lockAt, state] of counted) {

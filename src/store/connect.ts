@@ -48,6 +48,11 @@ export interface Store extends Repositories {
    * caches: published by the repositories' writes themselves (invalidating-repositories.ts).
    */
   readonly changes: ChangeFeed;
+  /**
+   * Announces a change kept outside the store's tables (the sign-in counters in Redis, say) to the
+   * caches of every process, as the repositories' writes announce theirs.
+   */
+  publish(tags: readonly string[]): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -107,6 +112,7 @@ export function connectStore(options: StoreOptions): Store {
       observer = next;
     },
     changes: changes.feed,
+    publish: (tags) => changes.publisher(db, changes.dispatchLocal).publish(tags),
     async destroy() {
       await changes.feed.close();
       await db.destroy();

@@ -199,7 +199,7 @@ forEachDialect(
       assert.equal(await status(a, bearer(token)), 200, 'generation 0 within its grace');
     });
 
-    test('HTTP Basic: a verified pair skips the hashing next time; a wrong password is never remembered', async () => {
+    test('HTTP Basic: a verified pair skips the hashing next time; a wrong password is never remembered and makes the right one checked again', async () => {
       const good = basic('hana', PASSWORD);
       assert.equal(await status(a, good), 200);
       const hits = credentialHits(a.core);
@@ -209,13 +209,15 @@ forEachDialect(
       assert.equal(await status(a, basic('hana', `${PASSWORD}x`)), 401, 'a wrong password');
       assert.equal(credentialHits(a.core), hits + 1, 'no hit for the wrong password');
       assert.equal(await status(a, good), 200, 'the right one again');
-      assert.equal(credentialHits(a.core), hits + 2, 'still remembered');
+      assert.equal(credentialHits(a.core), hits + 1, 'checked in full after a failure on the account');
+      assert.equal(await status(a, good), 200);
+      assert.equal(credentialHits(a.core), hits + 2, 'remembered again');
       a.clock.advance(a.config.credentialCacheTtlMs);
       assert.equal(await status(a, good), 200, 'after the lifetime');
       assert.equal(credentialHits(a.core), hits + 2, 'verified again, not a hit');
     });
 
-    test('HTTP Basic: a password change, a lock and a deactivation made on one process refuse remembered credentials on the other at once', async () => {
+    test('HTTP Basic: a password change, a lock and a deactivation made on one process refuse remembered credentials on the other within a second', async () => {
       await make('ines');
       await make('jonas');
       await make('kira');
@@ -237,7 +239,7 @@ forEachDialect(
         payload: { password: NEW_PASSWORD },
       });
       assert.equal(set.statusCode, 200, set.body);
-      assert.equal(await status(b, ines), 401, 'old password refused at once after a password set');
+      assert.ok((await refusedOnB(ines)) < 1000, 'old password refused within a second after a password set');
       assert.equal(await status(b, basic('ines', NEW_PASSWORD)), 200, 'the new one works');
 
       const jonas = await remembered('jonas');
@@ -251,7 +253,7 @@ forEachDialect(
         });
         assert.equal(failed.statusCode, 401);
       }
-      assert.equal(await status(b, jonas), 401, 'a locked account is refused, remembered or not');
+      assert.ok((await refusedOnB(jonas)) < 1000, 'a locked account is refused, remembered or not');
 
       const kira = await remembered('kira');
       const off = await a.inject({
@@ -261,7 +263,7 @@ forEachDialect(
         payload: { active: false },
       });
       assert.equal(off.statusCode, 200, off.body);
-      assert.equal(await status(b, kira), 401, 'a deactivated account is refused at once');
+      assert.ok((await refusedOnB(kira)) < 1000, 'a deactivated account is refused within a second');
     });
   },
 );
