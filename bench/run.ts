@@ -25,6 +25,8 @@ const { values: args } = parseArgs({
     // Writes a V8 CPU profile of each Gatehouse process started into this folder (open it in
     // Chrome DevTools or speedscope): where a scenario's time goes.
     profile: { type: 'string' },
+    // Server processes of Gatehouse (`serve --workers`) and of the bare baseline alike.
+    workers: { type: 'string' },
   },
 });
 
@@ -41,6 +43,8 @@ const IMPORT_HASHED_ROWS = smoke ? 400 : 100_000;
 const ARGON2 = { memoryKiB: 19456, iterations: 2, parallelism: 1 };
 /** Gatehouse's hash pool has a thread per core (GATEHOUSE_HASH_THREADS); the baseline the same. */
 const HASH_THREADS = availableParallelism();
+/** `gatehouse serve`'s default: a process per core. The baseline server runs as many. */
+const WORKERS = Number(args.workers ?? (smoke ? 1 : availableParallelism()));
 const TSX = ['--import', 'tsx'];
 const wanted = (name: string) => only === undefined || only.has(name);
 
@@ -88,18 +92,22 @@ export const BENCH_SETTINGS = {
   argon2: `argon2id m=${ARGON2.memoryKiB} KiB, t=${ARGON2.iterations}, p=${ARGON2.parallelism} (the defaults), ${HASH_THREADS} hashing threads`,
   logLevel: 'warn',
   rateLimits: 'lifted (all load comes from one address)',
+  processes: `${WORKERS} (gatehouse serve --workers ${WORKERS}; the bare baseline as many)`,
 };
 
 async function startGatehouse(env: Record<string, string>): Promise<Child> {
   const profile = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args.profile)}`] : [];
-  const child = spawnNode([...profile, 'dist/main.js'], env);
+  const child = spawnNode([...profile, 'bin/gatehouse.js', 'serve', '--workers', String(WORKERS)], env);
   await waitUntil(httpOk(`http://127.0.0.1:${env.GATEHOUSE_PORT}/readyz`), 'Gatehouse', child);
   return child;
 }
 
 async function startBaseline(sizes: readonly number[]): Promise<{ child: Child; url: string }> {
   const port = await freePort();
-  const child = spawnNode([...TSX, 'bench/baseline-server.ts', String(port), ...sizes.map(String)], {});
+  const child = spawnNode(
+    [...TSX, 'bench/baseline-server.ts', String(port), String(WORKERS), ...sizes.map(String)],
+    {},
+  );
   const url = `http://127.0.0.1:${port}`;
   await waitUntil(httpOk(`${url}/json/0`), 'the baseline server', child);
   return { child, url };
