@@ -19,6 +19,8 @@ export async function runPrimary(
   config: Config,
   workers: number,
   say: (line: string) => void,
+  /** Settings of the workers that differ from the primary's environment. */
+  workerEnv: Record<string, string> = {},
 ): Promise<void> {
   const store = connectStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   try {
@@ -38,7 +40,7 @@ export async function runPrimary(
 
   let stopping = false;
   const started = new Map<Worker, number>();
-  const fork = () => started.set(cluster.fork(), Date.now());
+  const fork = () => started.set(cluster.fork(workerEnv), Date.now());
   serveClusterMetrics();
   for (let i = 0; i < workers; i += 1) fork();
   say(`gatehouse: ${workers} workers serving on ${config.host}:${config.port}`);

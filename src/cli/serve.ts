@@ -26,7 +26,14 @@ export function registerServeCommand(program: Command, io: CliIo): void {
       const workers = options.workers ?? availableParallelism();
       if (cluster.isPrimary && workers > 1) {
         const { runPrimary } = await import('../workers.js');
-        await runPrimary(config, workers, (line) => io.stderr.write(`${line}\n`));
+        // The cores' hashing is shared among the processes unless the operator sized it.
+        const workerEnv: Record<string, string> = {};
+        if (io.env.GATEHOUSE_HASH_THREADS === undefined) {
+          workerEnv.GATEHOUSE_HASH_THREADS = String(
+            Math.max(1, Math.round(availableParallelism() / workers)),
+          );
+        }
+        await runPrimary(config, workers, (line) => io.stderr.write(`${line}\n`), workerEnv);
         return;
       }
       // Loaded on use: the admin commands and `--help` do without the HTTP stack.

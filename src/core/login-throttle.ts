@@ -88,6 +88,11 @@ function ipv6Groups(ip: string): string[] {
   return [...left, ...zeros, ...right].map((group) => Number.parseInt(group, 16).toString(16));
 }
 
+const tagsOfKeys = (keys: { account: CounterKey; address: CounterKey }) => [
+  changeTags.throttle(keys.account.subject),
+  changeTags.throttle(keys.address.subject),
+];
+
 const isLocked = (state: CounterState | undefined, now: number) =>
   state?.lockedUntil != null && state.lockedUntil > now;
 
@@ -135,8 +140,7 @@ export class LoginThrottle {
 
   /** The change-feed tags of an attempt's counters: its account and its address. */
   tagsOf(attempt: SignInAttempt): string[] {
-    const keys = this.#keys(attempt);
-    return [changeTags.throttle(keys.account.subject), changeTags.throttle(keys.address.subject)];
+    return tagsOfKeys(this.#keys(attempt));
   }
 
   get policy(): ThrottlePolicy {
@@ -206,10 +210,7 @@ export class LoginThrottle {
       ['account', accountThreshold, await this.#backend.hit(keys.account, now, rule(accountThreshold))],
       ['address', addressThreshold, await this.#backend.hit(keys.address, now, rule(addressThreshold))],
     ];
-    await this.#announce([
-      changeTags.throttle(keys.account.subject),
-      changeTags.throttle(keys.address.subject),
-    ]);
+    await this.#announce(tagsOfKeys(keys));
     await this.#prune(now);
     const placed: PlacedLock[] = [];
     for (const [scope, lockAt, state] of counted) {
