@@ -332,7 +332,8 @@ async function main(): Promise<void> {
     if (wanted('read-during-storm')) {
       log('read-during-storm: bearer reads alone, then while sign-ins saturate hashing');
       const readers = Math.max(2, Math.floor(connections / 2));
-      if (WARMUP_S > 0) await runLoad({ url: base, connections: readers, durationS: WARMUP_S, requests: [bearerRead] });
+      if (WARMUP_S > 0)
+        await runLoad({ url: base, connections: readers, durationS: WARMUP_S, requests: [bearerRead] });
       const quiet = await runLoad({ url: base, connections: readers, durationS, requests: [bearerRead] });
       const storm = runLoad({
         url: base,
