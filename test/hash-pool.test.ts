@@ -8,11 +8,16 @@ const FAST = { memoryKiB: 1024, iterations: 1, parallelism: 1 };
 
 /** The nice value of each thread of this process (Linux: field 19 of /proc/self/task/<tid>/stat). */
 function threadNiceValues(): number[] {
-  return readdirSync('/proc/self/task').map((tid) => {
-    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+  return readdirSync('/proc/self/task').flatMap((tid) => {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    } catch {
+      return []; // a thread that ended meanwhile
+    }
     // The command name may hold spaces: fields are counted after its closing parenthesis.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[16]);
+    return [Number(fields[16])];
   });
 }
 
@@ -61,4 +66,34 @@ test('a pool that cannot answer is an error, never a wrong password', async () =
   // A sign-in that would count this as a failure could lock its account out during a restart.
   await assert.rejects(hasher.verify(stored, 'Orchid-lantern-5524'), HashPoolUnavailable);
   await assert.rejects(hasher.verify(stored, 'a-wrong-password-1'), HashPoolUnavailable);
+});
+
+test('bulk tasks may use the burst of threads; the pool shrinks back to its size afterwards', {
+  skip: process.platform !== 'linux' && 'threads are counted in /proc (Linux)',
+}, async () => {
+  const niced = () => threadNiceValues().filter((nice) => nice === HASH_THREAD_NICE).length;
+  const before = niced();
+  const pool = new HashPool(1, 3);
+  const task = {
+    op: 'argon2-hash',
+    password: 'Orchid-lantern-5525',
+    options: { memoryCost: 8192, timeCost: 3 },
+  } as const;
+  try {
+    await Promise.all([pool.run(task), pool.run(task), pool.run(task)]);
+    assert.equal(niced() - before, 1, 'ordinary tasks share the one thread of the pool');
+    let most = 0;
+    const bulk = Array.from({ length: 6 }, () =>
+      pool.run(task, { bulk: true }).then(() => {
+        most = Math.max(most, niced() - before);
+      }),
+    );
+    await Promise.all(bulk);
+    assert.equal(most, 3, 'bulk tasks ran on three threads');
+    const deadline = Date.now() + 5000;
+    while (niced() - before > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(niced() - before, 1, 'back to one thread');
+  } finally {
+    await pool.close();
+  }
 });

@@ -107,7 +107,7 @@ export class AccountService {
    * The checks and the hashing of a new user, without writing it: tenancies must come by id (the
    * caller resolved and authorized them). `createUser` and bulk creation (import) both use it.
    */
-  async prepareUser(input: NewUser): Promise<PreparedUser> {
+  async prepareUser(input: NewUser, options: { bulk?: boolean } = {}): Promise<PreparedUser> {
     checkUsername(input.username);
     if (
       input.provider === 'activeDirectory' &&
@@ -139,7 +139,9 @@ export class AccountService {
       throw new GatehouseError('VALIDATION_FAILED', `role must be one of ${ROLES.join(', ')}`);
     }
     const passwordHash =
-      input.password === undefined ? (input.passwordHash ?? null) : await this.#hasher.hash(input.password);
+      input.password === undefined
+        ? (input.passwordHash ?? null)
+        : await this.#hasher.hash(input.password, options);
     const now = this.#clock.now();
     return {
       row: {

@@ -59,6 +59,8 @@ parentPort.on('message', ({ id, task }) => {
 
 interface Pending {
   readonly task: HashTask;
+  /** Part of a bulk job (an import): may use up to the pool's burst of threads. */
+  readonly bulk: boolean;
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: Error) => void;
 }
@@ -78,6 +80,10 @@ interface Thread {
  * (HASH_THREAD_NICE): they still use every idle cycle, so sign-in throughput is what the cores
  * give, but the event loop (and the store's processes) get a core the moment they need one.
  *
+ * A bulk job (an import, hashing thousands of passwords in one process) may use up to `burst`
+ * threads, so that under `serve --workers N` (each process sized cores/N) one import still uses
+ * every core; a thread above `size` stops as soon as no bulk task waits for it.
+ *
  * Threads start on first use, are kept referenced only while they compute (an idle pool never
  * holds a process open), and a thread that dies fails its task (HashPoolUnavailable) and is
  * replaced. Closing lets every task already given finish first: a sign-in in flight when the
@@ -85,6 +91,7 @@ interface Thread {
  */
 export class HashPool {
   readonly #size: number;
+  readonly #burst: number;
   readonly #threads: Thread[] = [];
   readonly #queue: Pending[] = [];
   readonly #workerData: { argon2: string; bcrypt: string; nice: number };
@@ -93,8 +100,9 @@ export class HashPool {
   /** Resolved when the last task given has finished (set while closing). */
   #drained: (() => void) | undefined;
 
-  constructor(size: number) {
+  constructor(size: number, burst = size) {
     this.#size = Math.max(1, size);
+    this.#burst = Math.max(this.#size, burst);
     const require = createRequire(import.meta.url);
     this.#workerData = {
       argon2: require.resolve('@node-rs/argon2'),
@@ -103,14 +111,15 @@ export class HashPool {
     };
   }
 
-  get size(): number {
-    return this.#size;
-  }
-
-  run<T>(task: HashTask): Promise<T> {
+  run<T>(task: HashTask, options: { bulk?: boolean } = {}): Promise<T> {
     if (this.#closed) return Promise.reject(new HashPoolUnavailable('the hash pool is closed'));
     return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ task, resolve: resolve as (value: unknown) => void, reject });
+      this.#queue.push({
+        task,
+        bulk: options.bulk === true,
+        resolve: resolve as (value: unknown) => void,
+        reject,
+      });
       this.#dispatch();
     });
   }
@@ -129,8 +138,9 @@ export class HashPool {
   #dispatch(): void {
     if (this.#drained && this.#idle()) this.#drained();
     while (this.#queue.length > 0) {
+      const limit = this.#queue[0]?.bulk ? this.#burst : this.#size;
       let thread = this.#threads.find((candidate) => candidate.current === undefined);
-      if (!thread && this.#threads.length < this.#size) thread = this.#spawn();
+      if (!thread && this.#threads.length < limit) thread = this.#spawn();
       if (!thread) return;
       const pending = this.#queue.shift();
       if (!pending) return;
@@ -152,6 +162,11 @@ export class HashPool {
       worker.unref();
       if (message.error !== undefined) current.pending.reject(new Error(message.error));
       else current.pending.resolve(message.value);
+      // A burst thread leaves once no bulk task waits: the pool shrinks back to its size.
+      if (this.#threads.length > this.#size && !this.#queue[0]?.bulk) {
+        this.#threads.splice(this.#threads.indexOf(thread), 1);
+        void worker.terminate();
+      }
       this.#dispatch();
     });
     const lost = (error: Error) => {

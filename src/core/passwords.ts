@@ -123,7 +123,8 @@ export class PasswordHasher {
    */
   constructor(settings: Argon2Settings, timer: HashTimer = untimed, threads = availableParallelism()) {
     this.#timed = timer;
-    this.#pool = new HashPool(threads);
+    // Bulk hashing (imports) may use a thread per core whatever this process's share.
+    this.#pool = new HashPool(threads, Math.max(threads, availableParallelism()));
     this.#settings = settings;
     this.#options = {
       algorithm: ARGON2.id,
@@ -139,9 +140,10 @@ export class PasswordHasher {
     };
   }
 
-  hash(password: string): Promise<string> {
+  /** `bulk`: one of many hashes of one job (an import), which may use every core. */
+  hash(password: string, options: { bulk?: boolean } = {}): Promise<string> {
     return this.#timed.timeHash('hash', () =>
-      this.#pool.run<string>({ op: 'argon2-hash', password, options: this.#options }),
+      this.#pool.run<string>({ op: 'argon2-hash', password, options: this.#options }, options),
     );
   }
 

@@ -228,7 +228,7 @@ export class UserAdminService {
           throw new GatehouseError('VALIDATION_FAILED', 'password is required for a local user');
         }
         checkProfile(input);
-        results[index] = await this.#accounts.prepareUser({ ...input, provider: 'local' });
+        results[index] = await this.#accounts.prepareUser({ ...input, provider: 'local' }, { bulk: true });
       } catch (error) {
         if (!isGatehouseError(error)) throw error;
         results[index] = error;

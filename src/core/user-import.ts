@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
@@ -340,7 +341,8 @@ export class UserImportService {
         auth,
         creations.map((c) => c.creation),
         meta,
-        ROWS_IN_FLIGHT_PER_HASH_THREAD * this.#config.hashThreads,
+        // Bulk hashing may use every core (HashPool's burst), whatever this process's share.
+        ROWS_IN_FLIGHT_PER_HASH_THREAD * Math.max(this.#config.hashThreads, availableParallelism()),
       );
       for (const [index, result] of results.entries()) {
         const { row, secrets } = creations[index] ?? { row: 0, secrets: [] };
