@@ -1,17 +1,13 @@
 import { createHmac, randomBytes } from 'node:crypto';
-import type { ChangeFeed } from '../store/change-feed.js';
-import type { Clock } from './clock.js';
 import { addressKey } from './login-throttle.js';
 import { accountKey } from './secrets.js';
-import { type LookupCounter, TaggedCache } from './tagged-cache.js';
+import { TaggedCache } from './tagged-cache.js';
 
 /** Who a remembered HTTP Basic credential proved to be: never the password itself. */
 export interface VerifiedCredential {
   readonly userId: string;
   readonly username: string;
 }
-
-export const CREDENTIAL_CACHE_MAX_ENTRIES = 10_000;
 
 /**
  * HTTP Basic sends the password with every request, and verifying it is argon2 (tens of ms of a
@@ -29,20 +25,6 @@ export const CREDENTIAL_CACHE_MAX_ENTRIES = 10_000;
  */
 export class CredentialCache extends TaggedCache<VerifiedCredential> {
   readonly #key = randomBytes(32);
-
-  constructor(
-    feed: ChangeFeed,
-    clock: Clock,
-    options: { ttlMs: number; maxEntries?: number },
-    count: LookupCounter = () => {},
-  ) {
-    super(
-      feed,
-      clock,
-      { ttlMs: options.ttlMs, maxEntries: options.maxEntries ?? CREDENTIAL_CACHE_MAX_ENTRIES },
-      count,
-    );
-  }
 
   /** The cache key of a name and password sent from `ip`. */
   keyOf(username: string, password: string, ip: string): string {

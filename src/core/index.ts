@@ -43,9 +43,6 @@ export interface Caches {
   stats(): Readonly<Record<'sessions' | 'credentials' | 'privileges' | 'settings' | 'catalog', CacheStats>>;
 }
 
-/** Entries per read cache: a value each for this many principals (or catalog pages) at most. */
-const READ_CACHE_MAX_ENTRIES = 10_000;
-
 export interface Core {
   readonly config: Config;
   readonly store: Store;
@@ -119,11 +116,8 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
   });
   const tokens = new TokenService(keyring, clock, config.issuer);
   const readCache = <V>(name: 'privileges' | 'settings' | 'catalog') =>
-    new TaggedCache<V>(
-      store.changes,
-      clock,
-      { ttlMs: config.readCacheTtlMs, maxEntries: READ_CACHE_MAX_ENTRIES },
-      (hit) => metrics.recordCacheLookup(name, hit),
+    new TaggedCache<V>(store.changes, clock, { ttlMs: config.readCacheTtlMs }, (hit) =>
+      metrics.recordCacheLookup(name, hit),
     );
   const caches: Caches = {
     sessions: new SessionCache(store.changes, clock, { ttlMs: config.sessionCacheTtlMs }, (hit) =>

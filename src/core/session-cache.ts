@@ -1,11 +1,8 @@
-import { type ChangeFeed, changeTags } from '../store/change-feed.js';
+import { changeTags } from '../store/change-feed.js';
 import type { SessionWithPrincipal } from '../store/repositories/sessions.js';
-import type { Clock } from './clock.js';
-import { type LookupCounter, TaggedCache } from './tagged-cache.js';
+import { TaggedCache } from './tagged-cache.js';
 
 export type { CacheStats, LookupCounter } from './tagged-cache.js';
-
-export const SESSION_CACHE_MAX_ENTRIES = 10_000;
 
 /**
  * This process's copies of session rows (with their principal's state) read for authentication,
@@ -16,20 +13,6 @@ export const SESSION_CACHE_MAX_ENTRIES = 10_000;
  * revocation, password change, deactivation, lock) drops it on every process (see TaggedCache).
  */
 export class SessionCache extends TaggedCache<SessionWithPrincipal> {
-  constructor(
-    feed: ChangeFeed,
-    clock: Clock,
-    options: { ttlMs: number; maxEntries?: number },
-    count: LookupCounter = () => {},
-  ) {
-    super(
-      feed,
-      clock,
-      { ttlMs: options.ttlMs, maxEntries: options.maxEntries ?? SESSION_CACHE_MAX_ENTRIES },
-      count,
-    );
-  }
-
   putSession(key: string, session: SessionWithPrincipal, mark: number): void {
     const tags = [changeTags.session(session.id)];
     if (session.user_id !== null) tags.push(changeTags.user(session.user_id));

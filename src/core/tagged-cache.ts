@@ -11,6 +11,9 @@ export interface CacheStats {
 /** What a lookup tells the metrics: whether the cached entry answered. */
 export type LookupCounter = (hit: boolean) => void;
 
+/** Entries per cache unless told otherwise: a value each for this many sessions, principals, pages. */
+export const CACHE_MAX_ENTRIES = 10_000;
+
 interface Entry<V> {
   value: V;
   readonly cachedAt: number;
@@ -43,14 +46,14 @@ export class TaggedCache<V> {
   constructor(
     feed: ChangeFeed,
     clock: Clock,
-    options: { ttlMs: number; maxEntries: number },
+    options: { ttlMs: number; maxEntries?: number },
     count: LookupCounter = () => {},
   ) {
     this.#feed = feed;
     this.#clock = clock;
     this.#ttlMs = options.ttlMs;
     this.#count = count;
-    this.#entries = new Lru(options.maxEntries, (key, entry) => {
+    this.#entries = new Lru(options.maxEntries ?? CACHE_MAX_ENTRIES, (key, entry) => {
       for (const tag of entry.tags) {
         const keys = this.#byTag.get(tag);
         keys?.delete(key);

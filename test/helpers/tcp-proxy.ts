@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { createTestContext, type TestContext } from './context.js';
 
 /**
  * A loopback TCP proxy the test can cut and restore: the store "goes away" and "comes back"
@@ -42,4 +43,39 @@ export class TcpProxy {
     for (const socket of this.#sockets) socket.destroy();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
+}
+
+/**
+ * A PostgreSQL test context whose store (and change feed) connects through a TcpProxy, so that a
+ * test can cut the database away and bring it back. `close` restores the proxy first, so that the
+ * context can drop its database.
+ */
+export async function createProxiedPostgresContext(): Promise<{
+  ctx: TestContext;
+  proxy: TcpProxy;
+  close(): Promise<void>;
+}> {
+  const proxy = new TcpProxy({ host: '127.0.0.1', port: 5432 });
+  await proxy.start();
+  const ctx = await createTestContext(
+    'postgres',
+    {},
+    {
+      routeDatabaseUrl: (url) => {
+        const routed = new URL(url);
+        routed.hostname = '127.0.0.1';
+        routed.port = String(proxy.port);
+        return routed.toString();
+      },
+    },
+  );
+  return {
+    ctx,
+    proxy,
+    async close() {
+      await proxy.start();
+      await ctx.close();
+      await proxy.stop();
+    },
+  };
 }

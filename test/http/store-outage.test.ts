@@ -5,7 +5,7 @@ import SQLite from 'better-sqlite3';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { json, nseSignIn, storwareLogin } from '../helpers/http.js';
 import { postgresUnavailableReason } from '../helpers/postgres.js';
-import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { createProxiedPostgresContext, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 const signin = (ctx: TestContext) =>
   ctx.inject({
@@ -21,27 +21,11 @@ describe('PostgreSQL unreachable: 503 in the right envelope, and service resumes
 }, () => {
   let ctx: TestContext;
   let proxy: TcpProxy;
+  let close: () => Promise<void>;
   before(async () => {
-    proxy = new TcpProxy({ host: '127.0.0.1', port: 5432 });
-    await proxy.start();
-    ctx = await createTestContext(
-      'postgres',
-      {},
-      {
-        routeDatabaseUrl: (url) => {
-          const routed = new URL(url);
-          routed.hostname = '127.0.0.1';
-          routed.port = String(proxy.port);
-          return routed.toString();
-        },
-      },
-    );
+    ({ ctx, proxy, close } = await createProxiedPostgresContext());
   });
-  after(async () => {
-    await proxy.start();
-    await ctx.close();
-    await proxy.stop();
-  });
+  after(() => close());
 
   test('503 on both surfaces and on /readyz while the store is gone; 200 again once it is back', async () => {
     const token = await nseSignIn(ctx);

@@ -10,7 +10,7 @@ import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/
 import { forEachDialect } from '../helpers/dialects.js';
 import { basic, bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
 import { postgresUnavailableReason } from '../helpers/postgres.js';
-import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { createProxiedPostgresContext, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 const PASSWORD = 'Lantern-orchard-2031';
 const NEW_PASSWORD = 'Quarry-lighthouse-88';
@@ -479,27 +479,11 @@ describe('Session cache while the change feed is cut: not trusted [postgres]', {
 }, () => {
   let ctx: TestContext;
   let proxy: TcpProxy;
+  let close: () => Promise<void>;
   before(async () => {
-    proxy = new TcpProxy({ host: '127.0.0.1', port: 5432 });
-    await proxy.start();
-    ctx = await createTestContext(
-      'postgres',
-      {},
-      {
-        routeDatabaseUrl: (url) => {
-          const routed = new URL(url);
-          routed.hostname = '127.0.0.1';
-          routed.port = String(proxy.port);
-          return routed.toString();
-        },
-      },
-    );
+    ({ ctx, proxy, close } = await createProxiedPostgresContext());
   });
-  after(async () => {
-    await proxy.start();
-    await ctx.close();
-    await proxy.stop();
-  });
+  after(() => close());
 
   test('a cached session is not used while the feed is down, and the cache is emptied when it returns', async () => {
     const token = await nseSignIn(ctx);
