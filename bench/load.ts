@@ -5,6 +5,10 @@ export interface LoadRequest {
   readonly path: string;
   readonly headers?: Record<string, string>;
   readonly body?: string;
+  /** Builds each send anew (autocannon's setupRequest), e.g. with the connection's newest token. */
+  readonly setupRequest?: (request: autocannon.Request) => autocannon.Request;
+  /** Hears each answer; state kept here, in a closure of `perConnection`, outlives autocannon's context. */
+  readonly onResponse?: (status: number, body: string) => void;
 }
 
 export interface LoadOptions {

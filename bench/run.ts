@@ -290,34 +290,51 @@ async function main(): Promise<void> {
 
     if (wanted('refresh-nse')) {
       log('refresh-nse: token refresh, each connection following its own line of tokens');
+      // Each connection's newest token, indexed by connection: autocannon resets its per-request
+      // context at every turn of a sequence, so a one-request sequence cannot carry it there.
       const tokens = await Promise.all(
         Array.from({ length: connections }, (_, i) =>
           signIn(seed.usernames[i % seed.usernames.length] ?? user),
         ),
       );
-      let next = 0;
-      const refresh = {
-        method: 'POST' as const,
-        path: '/api/v2.1/auth/refresh',
-        setupRequest: (request: Record<string, unknown>, context: Record<string, unknown>) => {
-          context.token ??= tokens[next++ % tokens.length];
-          return { ...request, headers: { authorization: `Bearer ${String(context.token)}` } };
-        },
-        onResponse: (status: number, body: string, context: Record<string, unknown>) => {
-          if (status === 200) {
-            context.token = (
+      const refreshLine = (index: number): LoadRequest[] => [
+        {
+          method: 'POST',
+          path: '/api/v2.1/auth/refresh',
+          setupRequest: (request) => ({
+            ...request,
+            headers: { authorization: `Bearer ${tokens[index % tokens.length]}` },
+          }),
+          onResponse: (status, body) => {
+            if (status !== 200) return;
+            tokens[index % tokens.length] = (
               JSON.parse(body) as { result: { records: [{ token: string }] } }
             ).result.records[0].token;
-          }
+          },
         },
-      };
+      ];
+      if (WARMUP_S > 0) {
+        await runLoad({
+          url: base,
+          connections,
+          durationS: WARMUP_S,
+          requests: [],
+          perConnection: refreshLine,
+        });
+      }
       const reference = await bare(2, 'POST');
       const measured = await runLoad({
         url: base,
         connections,
         durationS,
-        requests: [refresh as LoadRequest],
+        requests: [],
+        perConnection: refreshLine,
       });
+      // Every line must have moved on: a line stuck on its first token would measure the grace path.
+      const generationOf = (token: string | undefined) =>
+        (JSON.parse(Buffer.from(token?.split('.')[1] ?? '', 'base64url').toString()) as { gen: number }).gen;
+      const stuck = tokens.filter((token) => generationOf(token) === 0).length;
+      if (stuck > 0) throw new Error(`refresh-nse: ${stuck} of ${tokens.length} token lines never rotated`);
       results.push({
         name: 'refresh-nse',
         label: 'POST /api/v2.1/auth/refresh (rotating)',

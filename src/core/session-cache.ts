@@ -4,6 +4,10 @@ import { TaggedCache } from './tagged-cache.js';
 
 export type { CacheStats, LookupCounter } from './tagged-cache.js';
 
+const TOKEN_ADVANCE = 'session-token:';
+/** How many sessions' newest token generation the cache remembers (see #advanced). */
+const ADVANCES_REMEMBERED = 4096;
+
 /**
  * This process's copies of session rows (with their principal's state) read for authentication,
  * so that a hot read costs no store round trip. Only ever used to *accept* a request: the session
@@ -11,9 +15,21 @@ export type { CacheStats, LookupCounter } from './tagged-cache.js';
  * (a newer token generation, a replayed one), and makes every decision that writes on a fresh row.
  * An entry is filed under its session, user, node and API token: a write to any of them (logout,
  * revocation, password change, deactivation, lock) drops it on every process (see TaggedCache).
+ *
+ * A refresh is the one change told with its content (`changeTags.sessionToken`): copies older than
+ * the new generation are dropped, the refreshing process files the row it wrote, and the echo of
+ * its own change leaves that row in place. The next request of a client that refreshes every few
+ * seconds is then a hit instead of a read.
  */
 export class SessionCache extends TaggedCache<SessionWithPrincipal> {
+  /** Per session, the newest token generation heard and when; oldest first. */
+  readonly #advances = new Map<string, { readonly generation: number; readonly epoch: number }>();
+  /** Reads marked before this may have missed an advance that is no longer remembered. */
+  #advanceFloor = 0;
+
   putSession(key: string, session: SessionWithPrincipal, mark: number): void {
+    const advance = this.#advances.get(session.id);
+    if (advance ? advance.generation > session.token_generation : mark < this.#advanceFloor) return;
     const tags = [changeTags.session(session.id)];
     if (session.user_id !== null) tags.push(changeTags.user(session.user_id));
     if (session.node_id !== null) tags.push(changeTags.node(session.node_id));
@@ -24,5 +40,36 @@ export class SessionCache extends TaggedCache<SessionWithPrincipal> {
   /** This process wrote the session's last use: the cached copies follow (not a change to others). */
   touched(sessionId: string, lastSeenAt: number): void {
     this.updateTagged(changeTags.session(sessionId), (session) => ({ ...session, last_seen_at: lastSeenAt }));
+  }
+
+  override invalidate(tags: readonly string[]): void {
+    let others: string[] | undefined;
+    for (const tag of tags) {
+      if (tag.startsWith(TOKEN_ADVANCE)) {
+        const at = tag.lastIndexOf(':');
+        this.#advanced(tag.slice(TOKEN_ADVANCE.length, at), Number(tag.slice(at + 1)));
+      } else {
+        others ??= [];
+        others.push(tag);
+      }
+    }
+    if (others) super.invalidate(others);
+  }
+
+  #advanced(sessionId: string, generation: number): void {
+    const epoch = this.heard();
+    const known = this.#advances.get(sessionId);
+    if (known && known.generation >= generation) return;
+    this.#advances.delete(sessionId);
+    this.#advances.set(sessionId, { generation, epoch });
+    while (this.#advances.size > ADVANCES_REMEMBERED) {
+      const [oldest, { epoch: forgotten }] = this.#advances.entries().next().value as [
+        string,
+        { generation: number; epoch: number },
+      ];
+      this.#advances.delete(oldest);
+      this.#advanceFloor = forgotten;
+    }
+    this.dropTagged(changeTags.session(sessionId), (session) => session.token_generation < generation);
   }
 }

@@ -23,6 +23,8 @@ export interface AuthContext {
   readonly session: SessionWithPrincipal | undefined;
   /** The refresh generation of the bearer JWT the request came with (none for cookies, secrets, Basic). */
   readonly tokenGeneration?: number | undefined;
+  /** The session cache's mark from before `session` was read: a change this request makes may re-file it. */
+  readonly cacheMark?: number | undefined;
 }
 
 export interface RequestMeta {
@@ -183,14 +185,19 @@ export class SessionService {
     const presented = auth.tokenGeneration ?? session.token_generation;
     if (presented === session.token_generation) {
       const now = this.#clock.now();
-      if (
-        await this.#store.sessions.advanceTokenGeneration(
-          session.id,
-          presented,
-          now + this.#config.refreshGraceMs,
-        )
-      ) {
-        return this.#sign(auth.principal, session, presented + 1);
+      const priorValidUntil = now + this.#config.refreshGraceMs;
+      if (await this.#store.sessions.advanceTokenGeneration(session.id, presented, priorValidUntil)) {
+        const advanced = {
+          ...session,
+          token_generation: presented + 1,
+          prior_token_valid_until: priorValidUntil,
+        };
+        // The row as this process wrote it: the client's next request, with the new token, is a hit.
+        // Not if anything else about the session or its principal was heard since it was read.
+        if (auth.cacheMark !== undefined) {
+          this.#cache.putSession(`sid:${session.id}`, advanced, auth.cacheMark);
+        }
+        return this.#sign(auth.principal, advanced, presented + 1);
       }
     }
     // The predecessor within its grace, or another refresh of the same token won: judge the token
@@ -254,13 +261,14 @@ export class SessionService {
     const cached = this.#cache.lookup(key);
     if (cached && this.#accepts(cached, token?.generation, now)) {
       this.#cache.counted(true);
-      return this.#admit(cached, now);
+      const mark = this.#cache.mark();
+      return { ...(await this.#admit(cached, now)), cacheMark: mark };
     }
     this.#cache.counted(false);
     const mark = this.#cache.mark();
     const auth = await this.#check(await read(), token);
     this.#cache.putSession(key, auth.session, mark);
-    return auth;
+    return { ...auth, cacheMark: mark };
   }
 
   #accepts(session: SessionWithPrincipal, generation: number | undefined, now: number): boolean {

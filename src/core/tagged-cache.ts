@@ -14,6 +14,13 @@ export type LookupCounter = (hit: boolean) => void;
 /** Entries per cache unless told otherwise: a value each for this many sessions, principals, pages. */
 export const CACHE_MAX_ENTRIES = 10_000;
 
+/**
+ * How many tags' last change a cache remembers (see `put`). Forgetting the oldest only makes reads
+ * that started before it uncacheable, so the bound trades memory for a few more misses under a
+ * storm of changes to distinct things.
+ */
+const CHANGES_REMEMBERED = 4096;
+
 interface Entry<V> {
   value: V;
   readonly cachedAt: number;
@@ -28,8 +35,9 @@ interface Entry<V> {
  * its tags in the write's transaction (src/store/invalidating-repositories.ts), heard by this
  * process at its commit and by every other within a second; the tags drop the entries filed under
  * them. While the feed is not live the cache is not used at all; an entry lives at most `ttlMs`
- * whatever happens (the safety net). A read that started before a change was heard is not cached
- * (the epoch, see `mark`), since it may predate the change.
+ * whatever happens (the safety net). A read that started before a change to one of its tags was
+ * heard is not cached (see `mark`), since it may predate the change; a change to anything else
+ * does not stop it, so that a hot read keeps being cached while unrelated things change fast.
  */
 export class TaggedCache<V> {
   readonly #feed: ChangeFeed;
@@ -38,7 +46,12 @@ export class TaggedCache<V> {
   readonly #count: LookupCounter;
   readonly #entries: Lru<string, Entry<V>>;
   readonly #byTag = new Map<string, Set<string>>();
+  /** Counts the changes heard: a mark is the count when a read started. */
   #epoch = 0;
+  /** Per tag, the epoch of the last change heard to it, oldest first (at most CHANGES_REMEMBERED). */
+  readonly #changedAt = new Map<string, number>();
+  /** Reads marked before this may have missed a change that is no longer remembered (or `*`). */
+  #floor = 0;
   #subscribed = false;
   #hits = 0;
   #misses = 0;
@@ -91,13 +104,28 @@ export class TaggedCache<V> {
     this.#count(hit);
   }
 
-  /** Taken before reading the store for `put`: a change heard after it makes that read too old. */
+  /** Taken before reading the store for `put`: a change to its tags heard after it makes that read too old. */
   mark(): number {
     return this.#epoch;
   }
 
+  /** Whether a change to one of `tags` (or to everything) was heard after `mark`. */
+  protected changedSince(tags: readonly string[], mark: number): boolean {
+    if (mark < this.#floor) return true;
+    for (const tag of tags) {
+      if ((this.#changedAt.get(tag) ?? Number.NEGATIVE_INFINITY) > mark) return true;
+    }
+    return false;
+  }
+
+  /** Counts a change heard; returns its epoch. */
+  protected heard(): number {
+    this.#epoch += 1;
+    return this.#epoch;
+  }
+
   put(key: string, value: V, tags: readonly string[], mark: number): void {
-    if (!this.enabled || mark !== this.#epoch || !this.#subscribed || !this.#feed.isLive()) return;
+    if (!this.enabled || !this.#subscribed || !this.#feed.isLive() || this.changedSince(tags, mark)) return;
     this.#entries.set(key, { value, cachedAt: this.#clock.now(), tags });
     for (const tag of tags) {
       let keys = this.#byTag.get(tag);
@@ -132,15 +160,34 @@ export class TaggedCache<V> {
     }
   }
 
-  /** Drops the entries the tags name (`*`: all); reads in flight are not cached afterwards. */
+  /** Drops the entries filed under `tag` that `stale` condemns (this process heard how they changed). */
+  protected dropTagged(tag: string, stale: (value: V) => boolean): void {
+    for (const key of [...(this.#byTag.get(tag) ?? [])]) {
+      const entry = this.#entries.get(key);
+      if (entry && stale(entry.value)) this.#entries.delete(key);
+    }
+  }
+
+  /**
+   * Drops the entries the tags name (`*`: all); reads of them in flight are not cached afterwards.
+   */
   invalidate(tags: readonly string[]): void {
-    this.#epoch += 1;
+    const epoch = this.heard();
     for (const tag of tags) {
       if (tag === changeTags.all) {
         this.#entries.clear();
+        this.#changedAt.clear();
+        this.#floor = epoch;
         return;
       }
+      this.#changedAt.delete(tag);
+      this.#changedAt.set(tag, epoch);
       for (const key of [...(this.#byTag.get(tag) ?? [])]) this.#entries.delete(key);
+    }
+    while (this.#changedAt.size > CHANGES_REMEMBERED) {
+      const [oldestTag, oldestEpoch] = this.#changedAt.entries().next().value as [string, number];
+      this.#changedAt.delete(oldestTag);
+      this.#floor = oldestEpoch;
     }
   }
 

@@ -9,6 +9,11 @@ import type { Database } from './schema.js';
  */
 export const changeTags = {
   session: (id: string) => `session:${id}`,
+  /**
+   * A session's token line advanced to `generation` (a refresh): nothing else of it changed, so a
+   * cache drops only copies older than that generation (SessionCache).
+   */
+  sessionToken: (id: string, generation: number) => `session-token:${id}:${generation}`,
   user: (id: string) => `user:${id}`,
   node: (id: string) => `node:${id}`,
   apiToken: (id: string) => `api-token:${id}`,
@@ -60,6 +65,7 @@ const PING = '~ping';
 const SQLITE_RETENTION_MS = 60_000;
 const SQLITE_PRUNE_EVERY_MS = 30_000;
 const SQLITE_BATCH = 1000;
+const SQLITE_BATCHES_PER_POLL = 20;
 
 class Listeners {
   readonly #set = new Set<ChangeListener>();
@@ -335,21 +341,28 @@ class SqliteFeed implements ChangeFeed {
           .executeTakeFirst();
         cursor = Number(row?.seq ?? 0);
       }
-      const rows = await this.#db
-        .selectFrom('cache_invalidations')
-        .select(['seq', 'tag'])
-        .where('seq', '>', cursor)
-        .orderBy('seq')
-        .limit(SQLITE_BATCH)
-        .execute();
-      if (this.#closed) return;
-      const tags = rows.map((row) => row.tag);
-      // Unheard changes (first poll, a gap, or more than one batch behind): drop everything.
-      if (started - this.#lastPolled >= LIVE_WINDOW_MS || rows.length === SQLITE_BATCH) {
-        tags.push(changeTags.all);
+      const tags: string[] = [];
+      let batches = 0;
+      let behind = true;
+      // A busy store (thousands of refreshes a second) writes more than one batch per poll.
+      while (behind && batches < SQLITE_BATCHES_PER_POLL) {
+        const rows = await this.#db
+          .selectFrom('cache_invalidations')
+          .select(['seq', 'tag'])
+          .where('seq', '>', cursor)
+          .orderBy('seq')
+          .limit(SQLITE_BATCH)
+          .execute();
+        for (const row of rows) tags.push(row.tag);
+        cursor = rows.at(-1)?.seq ?? cursor;
+        behind = rows.length === SQLITE_BATCH;
+        batches += 1;
       }
+      if (this.#closed) return;
+      // Unheard changes (first poll, a gap, or still behind after the batches): drop everything.
+      if (started - this.#lastPolled >= LIVE_WINDOW_MS || behind) tags.push(changeTags.all);
       this.#listeners.dispatch(tags);
-      this.#cursor = rows.at(-1)?.seq ?? cursor;
+      this.#cursor = cursor;
       this.#lastPolled = started;
     } catch {
       // Not live until a poll succeeds again; the caches are bypassed meanwhile.

@@ -77,7 +77,7 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
       ...sessions,
       async advanceTokenGeneration(id, from, priorValidUntil) {
         const advanced = await sessions.advanceTokenGeneration(id, from, priorValidUntil);
-        if (advanced) await publish(changeTags.session(id));
+        if (advanced) await publish(changeTags.sessionToken(id, from + 1));
         return advanced;
       },
       async revoke(id, now, reason) {
