@@ -1,6 +1,7 @@
 import type { Insertable } from 'kysely';
 import type { Config } from '../config.js';
 import { GatehouseError } from '../errors.js';
+import { changeTags } from '../store/change-feed.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
 import type { ApiTokenRow } from '../store/repositories/api-tokens.js';
 import type { Repositories } from '../store/repositories/index.js';
@@ -11,6 +12,7 @@ import { isId, newId } from './ids.js';
 import type { LoginThrottle } from './login-throttle.js';
 import { checkPasswordPolicy, type PasswordHasher } from './passwords.js';
 import { API_TOKEN_PREFIX, accountKey, hashSecret, newSecret } from './secrets.js';
+import type { TaggedCache } from './tagged-cache.js';
 
 export const ROLES: readonly Role[] = ['root', 'partner', 'admin', 'user', 'read'];
 
@@ -89,13 +91,22 @@ export class AccountService {
   readonly #config: Config;
   readonly #hasher: PasswordHasher;
   readonly #throttle: LoginThrottle;
+  readonly #profiles: TaggedCache<UserView>;
 
-  constructor(store: Store, clock: Clock, config: Config, hasher: PasswordHasher, throttle: LoginThrottle) {
+  constructor(
+    store: Store,
+    clock: Clock,
+    config: Config,
+    hasher: PasswordHasher,
+    throttle: LoginThrottle,
+    profiles: TaggedCache<UserView>,
+  ) {
     this.#store = store;
     this.#clock = clock;
     this.#config = config;
     this.#hasher = hasher;
     this.#throttle = throttle;
+    this.#profiles = profiles;
   }
 
   /** A password set by an administrator also ends the sign-in locks of the account. */
@@ -248,10 +259,24 @@ export class AccountService {
     return { id: user.id, username: user.username };
   }
 
+  /**
+   * The user as the sign-in, refresh and password answers show it: cached per process under the
+   * user and each of its tenants, whose writes (profile, tenancies, a tenant's name) drop it.
+   */
   async viewUser(userId: string): Promise<UserView> {
+    const cached = this.#profiles.lookup(userId);
+    this.#profiles.counted(cached !== undefined);
+    if (cached) return cached;
+    const mark = this.#profiles.mark();
     const user = await this.#store.users.findById(userId);
     if (!user) throw new GatehouseError('NOT_FOUND', 'no such user');
-    return userView(user, await this.#store.users.tenancies(user.id));
+    const view = userView(user, await this.#store.users.tenancies(user.id));
+    const tags = [
+      changeTags.user(userId),
+      ...view.tenancies.map((tenancy) => changeTags.tenant(tenancy.tenantId)),
+    ];
+    this.#profiles.put(userId, view, tags, mark);
+    return view;
   }
 
   /** `within` runs inside the creating transaction (an audit event that must share its fate). */

@@ -1,7 +1,7 @@
 import type { Config } from '../config.js';
 import type { Store } from '../store/connect.js';
 import { AccessManagementService } from './access-management.js';
-import { AccountService } from './accounts.js';
+import { AccountService, type UserView } from './accounts.js';
 import { ApiTokenAdminService } from './api-token-admin.js';
 import { AuditService } from './audit.js';
 import { AuthenticationService } from './authentication.js';
@@ -40,7 +40,11 @@ export interface Caches {
   readonly settings: TaggedCache<UiSettings>;
   /** Region and zone lists. */
   readonly catalog: TaggedCache<CatalogListing>;
-  stats(): Readonly<Record<'sessions' | 'credentials' | 'privileges' | 'settings' | 'catalog', CacheStats>>;
+  /** Users as the NSE sign-in and refresh answers show them. */
+  readonly profiles: TaggedCache<UserView>;
+  stats(): Readonly<
+    Record<'sessions' | 'credentials' | 'privileges' | 'settings' | 'catalog' | 'profiles', CacheStats>
+  >;
 }
 
 export interface Core {
@@ -115,7 +119,7 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     masterKey: loadMasterKey(config.masterKey, config.dataDir),
   });
   const tokens = new TokenService(keyring, clock, config.issuer);
-  const readCache = <V>(name: 'privileges' | 'settings' | 'catalog') =>
+  const readCache = <V>(name: 'privileges' | 'settings' | 'catalog' | 'profiles') =>
     new TaggedCache<V>(store.changes, clock, { ttlMs: config.readCacheTtlMs }, (hit) =>
       metrics.recordCacheLookup(name, hit),
     );
@@ -129,17 +133,19 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     privileges: readCache('privileges'),
     settings: readCache('settings'),
     catalog: readCache('catalog'),
+    profiles: readCache('profiles'),
     stats: () => ({
       sessions: caches.sessions.stats(),
       credentials: caches.credentials.stats(),
       privileges: caches.privileges.stats(),
       settings: caches.settings.stats(),
       catalog: caches.catalog.stats(),
+      profiles: caches.profiles.stats(),
     }),
   };
   const sessions = new SessionService(store, clock, tokens, config, audit, caches.sessions);
   const rbac = new RbacService(store, clock, caches.privileges);
-  const accounts = new AccountService(store, clock, config, hasher, throttle);
+  const accounts = new AccountService(store, clock, config, hasher, throttle, caches.profiles);
   const jobRunner = new JobRunner(store, clock, { leaseMs: config.jobLeaseMs });
   const tenants = new TenantService(store, clock, audit, jobRunner);
   // Its own UserAdminService: the service holds no state, and the import applies the same rules.
@@ -183,6 +189,7 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     jobRunner,
     close: async () => {
       await jobRunner.drain();
+      await rateLimiter.flush();
       await throttle.close();
       await hasher.close();
     },

@@ -11,8 +11,8 @@ import { accountKey } from './secrets.js';
  */
 export interface CounterBackend {
   read(keys: readonly CounterKey[]): Promise<(CounterState | undefined)[]>;
-  /** Counts one hit atomically; undefined while the counter locks its subject (nothing counted). */
-  hit(key: CounterKey, now: number, rule: HitRule): Promise<CounterState | undefined>;
+  /** Counts `count` (default 1) hits atomically; undefined while the counter locks its subject (nothing counted). */
+  hit(key: CounterKey, now: number, rule: HitRule, count?: number): Promise<CounterState | undefined>;
   clear(keys: readonly CounterKey[]): Promise<void>;
   clearOwned(owner: string): Promise<number>;
   prune(now: number): Promise<number>;

@@ -18,7 +18,7 @@ export type SignInOutcome =
   | 'unsupported_version'
   | 'error';
 
-export type CacheName = 'session' | 'credentials' | 'privileges' | 'settings' | 'catalog';
+export type CacheName = 'session' | 'credentials' | 'privileges' | 'settings' | 'catalog' | 'profiles';
 export type HashOperation = 'hash' | 'verify';
 
 /** The Prometheus text format's content type (`text/plain; version=0.0.4; charset=utf-8`). */

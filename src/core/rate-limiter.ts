@@ -1,5 +1,6 @@
 import type { RateLimit } from '../config.js';
 import { GatehouseError } from '../errors.js';
+import type { CounterState } from '../store/repositories/login-throttle.js';
 import type { Clock } from './clock.js';
 import { addressKey, type CounterBackend } from './login-throttle.js';
 
@@ -15,15 +16,49 @@ function describeWindow(ms: number): string {
 }
 
 /**
+ * A process may admit, on its own, this fraction of what is left of an address's budget before it
+ * reports to the shared counter. One process alone keeps a limit exactly (what it admitted and has
+ * not heard confirmed stays within one share of what is left); with several, the limit may be
+ * passed by what the others admitted on their share and not yet reported: at most 1/LOCAL_SHARE
+ * of the limit each, for at most FLUSH_MS.
+ */
+const LOCAL_SHARE = 16;
+/** Hits admitted on the local share reach the shared counter at most this late. */
+const FLUSH_MS = 100;
+/** Addresses followed locally at once; beyond, requests of new addresses are counted one by one. */
+const MAX_TALLIES = 10_000;
+
+/** An address's count on one route as this process knows it. */
+interface Tally {
+  readonly route: RateLimitedRoute;
+  readonly ip: string;
+  /** The shared count as last heard (this process's reported hits included), and its window. */
+  shared: number;
+  windowStart: number;
+  /** Hits admitted here on the local share, not yet reported. */
+  pending: number;
+  /** Hits being reported right now (their answer not heard yet). */
+  reporting: number;
+}
+
+/**
  * Per-address request limits of the sign-in, password, token and node-login routes: a fixed window
  * per address, counted in the same shared backend as the login throttle, so a limit holds for the
  * whole deployment and not per node. Refused requests answer 429 with `Retry-After` (seconds until
  * the window ends) before any password is hashed.
+ *
+ * A request is counted in the shared backend before it is admitted, except while the address is
+ * far from its limit: then a process admits up to 1/LOCAL_SHARE of what is left on its own and
+ * reports those hits in one write within FLUSH_MS, so that a busy client does not make every
+ * request a write to one hot row. The first request of a window, and every one near the limit,
+ * is counted before it is answered.
  */
 export class RateLimiter {
   readonly #backend: CounterBackend;
   readonly #clock: Clock;
   readonly #limits: Readonly<Record<RateLimitedRoute, RateLimit | undefined>>;
+  readonly #tallies = new Map<string, Tally>();
+  #flushTimer: NodeJS.Timeout | undefined;
   #lastPrune = Number.NEGATIVE_INFINITY;
 
   constructor(
@@ -41,11 +76,30 @@ export class RateLimiter {
     const limit = this.#limits[route];
     if (!limit) return;
     const now = this.#clock.now();
-    const state = await this.#backend.hit({ scope: `rate:${route}`, subject: addressKey(ip) }, now, {
-      windowMs: limit.windowMs,
-      lockAt: 0,
-      lockMs: 0,
-    });
+    const id = `${route} ${ip}`;
+    const tally = this.#tallies.get(id);
+    if (tally && now < tally.windowStart + limit.windowMs) {
+      // Unconfirmed hits (admitted or being reported) stay within one share of what is left.
+      const share = Math.floor((limit.limit - tally.shared) / LOCAL_SHARE);
+      if (tally.pending + tally.reporting < share) {
+        tally.pending += 1;
+        this.#flushSoon();
+        return;
+      }
+    }
+    // Counted before it is answered, with whatever this process admitted meanwhile.
+    const count = (tally?.pending ?? 0) + 1;
+    if (tally) {
+      tally.pending = 0;
+      tally.reporting += count;
+    }
+    let state: CounterState | undefined;
+    try {
+      state = await this.#count(route, ip, now, limit, count);
+    } finally {
+      if (tally) tally.reporting -= count;
+    }
+    if (state) this.#heard(id, route, ip, state);
     if (now - this.#lastPrune >= PRUNE_INTERVAL_MS) {
       this.#lastPrune = now;
       await this.#backend.prune(now);
@@ -58,5 +112,74 @@ export class RateLimiter {
         { 'Retry-After': String(retryAfter) },
       );
     }
+  }
+
+  /** Reports the hits admitted on the local share now (also at shutdown). */
+  async flush(): Promise<void> {
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    const now = this.#clock.now();
+    const reports: Promise<void>[] = [];
+    for (const [id, tally] of this.#tallies) {
+      const limit = this.#limits[tally.route];
+      if (!limit) continue;
+      if (tally.pending === 0) {
+        if (tally.reporting === 0 && now >= tally.windowStart + limit.windowMs) this.#tallies.delete(id);
+        continue;
+      }
+      const count = tally.pending;
+      tally.pending = 0;
+      tally.reporting += count;
+      reports.push(
+        this.#count(tally.route, tally.ip, now, limit, count).then(
+          (state) => {
+            tally.reporting -= count;
+            if (state) this.#heard(id, tally.route, tally.ip, state);
+          },
+          () => {
+            // Not counted yet: reported with the next flush (the store may be back by then).
+            tally.reporting -= count;
+            tally.pending += count;
+            this.#flushSoon();
+          },
+        ),
+      );
+    }
+    await Promise.all(reports);
+  }
+
+  #count(route: RateLimitedRoute, ip: string, now: number, limit: RateLimit, count: number) {
+    return this.#backend.hit(
+      { scope: `rate:${route}`, subject: addressKey(ip) },
+      now,
+      { windowMs: limit.windowMs, lockAt: 0, lockMs: 0 },
+      count,
+    );
+  }
+
+  #heard(id: string, route: RateLimitedRoute, ip: string, state: CounterState): void {
+    const tally = this.#tallies.get(id);
+    if (tally) {
+      tally.shared = state.hits;
+      tally.windowStart = state.windowStart;
+    } else if (this.#tallies.size < MAX_TALLIES) {
+      this.#tallies.set(id, {
+        route,
+        ip,
+        shared: state.hits,
+        windowStart: state.windowStart,
+        pending: 0,
+        reporting: 0,
+      });
+    }
+  }
+
+  #flushSoon(): void {
+    if (this.#flushTimer) return;
+    this.#flushTimer = setTimeout(() => {
+      this.#flushTimer = undefined;
+      void this.flush();
+    }, FLUSH_MS);
+    this.#flushTimer.unref();
   }
 }

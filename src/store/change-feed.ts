@@ -16,6 +16,8 @@ export const changeTags = {
   sessionToken: (id: string, generation: number) => `session-token:${id}:${generation}`,
   user: (id: string) => `user:${id}`,
   node: (id: string) => `node:${id}`,
+  /** A tenant's name or code, or its memberships as a whole (users' profiles list their tenants). */
+  tenant: (id: string) => `tenant:${id}`,
   apiToken: (id: string) => `api-token:${id}`,
   /** Any role, group or role-privilege change: every principal's privileges may differ. */
   rbac: 'rbac',

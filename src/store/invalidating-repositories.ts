@@ -3,8 +3,9 @@ import type { Repositories } from './repositories/index.js';
 
 /**
  * Columns whose change alters what a cache holds about a principal: its state (sessions), its UI
- * settings (session info) or, for a node, its role (privileges). Sign-in bookkeeping (last
- * success, failure counts) is not among them: it changes at every sign-in and nothing caches it.
+ * settings (session info), its profile (the user record of the NSE answers) or, for a node, its
+ * role (privileges). Sign-in bookkeeping (last success, failure counts) is not among them: it
+ * changes at every sign-in and nothing caches it.
  */
 const CACHED_COLUMNS = [
   'active',
@@ -12,6 +13,10 @@ const CACHED_COLUMNS = [
   'login',
   'password_hash',
   'role_id',
+  'first_name',
+  'last_name',
+  'display_name',
+  'email',
   'language',
   'ui_time_zone',
   'ui_console_mode',
@@ -112,6 +117,16 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
         if (deleted) await publish(changeTags.user(id));
         return deleted;
       },
+      // A new user's tenancies (insertMany, addTenancies: the user is created in the same
+      // transaction) and a rehash of the same password (replacePasswordHash) change nothing cached.
+      async addTenancy(row) {
+        await users.addTenancy(row);
+        await publish(changeTags.user(row.user_id));
+      },
+      async replaceTenancies(userId, wanted, now) {
+        await users.replaceTenancies(userId, wanted, now);
+        await publish(changeTags.user(userId));
+      },
     },
     nodes: {
       ...nodes,
@@ -127,10 +142,19 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
     },
     tenants: {
       ...tenants,
+      async update(id, patch) {
+        await tenants.update(id, patch);
+        if ('name' in patch || 'code' in patch) await publish(changeTags.tenant(id));
+      },
+      async delete(id) {
+        const deleted = await tenants.delete(id);
+        if (deleted) await publish(changeTags.tenant(id));
+        return deleted;
+      },
       // Ends the sessions of users left without a tenant, chosen by SQL: rare, so everything goes.
       async removeMemberships(tenantId, now, reason) {
         const removed = await tenants.removeMemberships(tenantId, now, reason);
-        if (removed.sessionsEnded > 0) await publish(changeTags.all);
+        await publish(removed.sessionsEnded > 0 ? changeTags.all : changeTags.tenant(tenantId));
         return removed;
       },
     },

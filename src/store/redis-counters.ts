@@ -8,7 +8,7 @@ import type { CounterKey, CounterState, HitRule } from './repositories/login-thr
  */
 export interface RedisCounters {
   read(keys: readonly CounterKey[]): Promise<(CounterState | undefined)[]>;
-  hit(key: CounterKey, now: number, rule: HitRule): Promise<CounterState | undefined>;
+  hit(key: CounterKey, now: number, rule: HitRule, count?: number): Promise<CounterState | undefined>;
   clear(keys: readonly CounterKey[]): Promise<void>;
   clearOwned(owner: string): Promise<number>;
   prune(now: number): Promise<number>;
@@ -17,7 +17,7 @@ export interface RedisCounters {
 
 /**
  * KEYS[1] the counter, KEYS[2] (optional) the set of counters of its owner.
- * ARGV: now, windowMs, lockAt, lockMs. Returns {hits, windowStart, lockedUntil (0: none)}, or nil
+ * ARGV: now, windowMs, lockAt, lockMs, count (hits to add). Returns {hits, windowStart, lockedUntil (0: none)}, or nil
  * while the counter locks its subject (nothing is counted then). Times come from the caller's
  * clock, as with the store; TTLs are relative, so clocks of Redis and the nodes need not agree.
  */
@@ -26,16 +26,17 @@ local now = tonumber(ARGV[1])
 local windowMs = tonumber(ARGV[2])
 local lockAt = tonumber(ARGV[3])
 local lockMs = tonumber(ARGV[4])
+local count = tonumber(ARGV[5])
 local state = redis.call('HMGET', KEYS[1], 'h', 's', 'l')
 local hits = tonumber(state[1])
 local start = tonumber(state[2])
 local locked = tonumber(state[3]) or 0
 if hits and locked > now then return nil end
 if (not hits) or locked > 0 or start + windowMs <= now then
-  hits = 1
+  hits = count
   start = now
 else
-  hits = hits + 1
+  hits = hits + count
 end
 locked = 0
 if lockAt > 0 and hits >= lockAt then locked = now + lockMs end
@@ -120,13 +121,19 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
         ),
       ),
 
-    hit: (key, now, rule) =>
+    hit: (key, now, rule, count = 1) =>
       guarded(async () => {
         const keys = [counterKey(key)];
         if (key.owner !== undefined) keys.push(ownerKey(key.owner));
         const reply = await client.eval(HIT_SCRIPT, {
           keys,
-          arguments: [String(now), String(rule.windowMs), String(rule.lockAt), String(rule.lockMs)],
+          arguments: [
+            String(now),
+            String(rule.windowMs),
+            String(rule.lockAt),
+            String(rule.lockMs),
+            String(count),
+          ],
         });
         if (!Array.isArray(reply)) return undefined;
         const [hits, start, locked] = reply.map(toNumber);

@@ -362,8 +362,21 @@ forEachDialect(
         (r) => r.name,
       );
     };
-    const hits = (core: Core, cache: 'privileges' | 'settings' | 'catalog') =>
+    const hits = (core: Core, cache: 'privileges' | 'settings' | 'catalog' | 'profiles') =>
       core.caches.stats()[cache].hits;
+    /** The user record of an NSE refresh answer (the session secret refreshes like a bearer token). */
+    const profile = async (node: Pick<Node, 'inject'>) => {
+      const response = await node.inject({
+        method: 'POST',
+        url: '/api/v2.1/auth/refresh',
+        headers: bearer(cookie),
+      });
+      assert.equal(response.statusCode, 200, response.body);
+      return json(response).result.records[0].user as {
+        email: string;
+        tenancies: { name: string; code: string; role: string }[];
+      };
+    };
 
     before(async () => {
       a = await createTestContext(dialect);
@@ -451,6 +464,29 @@ forEachDialect(
       await until(async () => (await sessionUser(b)).language === 'DE', 'the other process to see DE', 1000);
     });
 
+    test('the user record of the sign-in and refresh answers: a profile, tenancy or tenant change shows on the other process within a second', async () => {
+      const before = await profile(b);
+      const cached = hits(b.core, 'profiles');
+      assert.deepEqual(await profile(b), before);
+      assert.equal(hits(b.core, 'profiles'), cached + 1, 'the second answer takes the user from the cache');
+
+      await a.store.users.update(userId, { email: 'ines@example.test', updated_at: a.clock.now() });
+      assert.equal((await profile(a)).email, 'ines@example.test', 'seen at once where it was made');
+      await until(async () => (await profile(b)).email === 'ines@example.test', 'the new email on b', 1000);
+
+      const acme = await a.store.tenants.findByCode('acme');
+      assert.ok(acme, 'the tenant');
+      await a.store.tenants.update(acme.id, { name: 'Acme Renamed' });
+      await until(
+        async () => (await profile(b)).tenancies[0]?.name === 'Acme Renamed',
+        'the renamed tenant on b',
+        1000,
+      );
+
+      await a.store.users.replaceTenancies(userId, [{ tenantId: acme.id, role: 'read' }], a.clock.now());
+      await until(async () => (await profile(b)).tenancies[0]?.role === 'read', 'the new role on b', 1000);
+    });
+
     test('a region created or deleted on one process is listed accordingly by the other within a second', async () => {
       const before = await regionNames(b);
       const cached = hits(b.core, 'catalog');
@@ -473,17 +509,30 @@ forEachDialect(
   },
 );
 
-test('every write of the rbac and catalog repositories tells the caches', async () => {
+test('every write of the rbac, catalog, users and tenants repositories tells the caches', async () => {
   const ctx = await createTestContext('sqlite');
   try {
     const plain = createRepositories(ctx.store.db);
     const wrapped = withInvalidations(plain, { publish: async () => {} });
     // Reads by name; anything else changes the store and must be wrapped.
     const isRead = (name: string) =>
-      /^(find|list|count|privilegesOf|groupsOf|rolesOf|membersOf|lock)/.test(name);
-    for (const repository of ['rbac', 'catalog'] as const) {
+      /^(find|list|count|privilegesOf|groupsOf|rolesOf|membersOf|lock|tenancies|taken)/.test(name);
+    // Writes that cannot alter anything cached: a user is created with its tenancies in one
+    // transaction, a rehash keeps the same password, sign-in bookkeeping is not cached, and a new
+    // tenant has no members yet.
+    const changesNothingCached = new Set([
+      'users.recordFailedAttempt',
+      'users.recordSuccess',
+      'users.recordOtherLogin',
+      'users.insert',
+      'users.insertMany',
+      'users.addTenancies',
+      'users.replacePasswordHash',
+      'tenants.insert',
+    ]);
+    for (const repository of ['rbac', 'catalog', 'users', 'tenants'] as const) {
       for (const [name, method] of Object.entries(plain[repository])) {
-        if (isRead(name)) continue;
+        if (isRead(name) || changesNothingCached.has(`${repository}.${name}`)) continue;
         assert.notEqual(
           (wrapped[repository] as Record<string, unknown>)[name],
           method,
@@ -531,6 +580,7 @@ describe('Caches turned off', () => {
         privileges: nothing,
         settings: nothing,
         catalog: nothing,
+        profiles: nothing,
       });
     } finally {
       await ctx.close();

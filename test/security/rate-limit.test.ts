@@ -4,6 +4,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildApp } from '../../src/app.js';
 import { ConfigError, loadConfig, parseRate } from '../../src/config.js';
 import { type Core, createCore } from '../../src/core/index.js';
+import { addressKey } from '../../src/core/login-throttle.js';
 import { connectStore, type Store } from '../../src/store/connect.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
@@ -173,6 +174,57 @@ forEachDialect('Rate limits per client address', (dialect) => {
         (await on(otherApp)).statusCode,
       ];
       assert.deepEqual(statuses, [200, 200, 200, 200, 429, 429]);
+    } finally {
+      await otherApp.close();
+      await otherCore.close();
+      await otherStore.destroy();
+    }
+  });
+});
+
+forEachDialect('Rate limits far from the limit: counted locally, reported within 100 ms', (dialect) => {
+  let ctx: TestContext;
+  before(async () => {
+    ctx = await createTestContext(dialect, { GATEHOUSE_RATE_LIMIT_REFRESH: '64/min' });
+  });
+  after(() => ctx.close());
+
+  // A refresh without a token is counted, then refused as unauthenticated: 401 until the limit.
+  const refresh = (app: Pick<FastifyInstance, 'inject'>, remoteAddress: string) =>
+    app.inject({ method: 'POST', url: '/api/v2.1/auth/refresh', remoteAddress });
+  const shared = async (address: string) =>
+    (await ctx.store.loginThrottle.read([{ scope: 'rate:refresh', subject: addressKey(address) }]))[0]
+      ?.hits ?? 0;
+
+  test('one process keeps the limit exactly, and its shared count catches up within 100 ms', async () => {
+    const address = '198.51.100.7';
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i++) statuses.push((await refresh(ctx.app, address)).statusCode);
+    assert.deepEqual(new Set(statuses), new Set([401]));
+    const counted = await shared(address);
+    assert.ok(counted < 10, `some of the 10 were admitted on the local share (shared count ${counted})`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    assert.equal(await shared(address), 10, 'all 10 reported');
+    for (let i = 10; i < 70; i++) statuses.push((await refresh(ctx.app, address)).statusCode);
+    assert.equal(statuses.filter((status) => status === 401).length, 64, 'exactly the limit admitted');
+    assert.deepEqual(new Set(statuses.slice(64)), new Set([429]));
+  });
+
+  test('two processes over one store: the limit holds within 1/16 of it per other process', async () => {
+    const otherStore: Store = connectStore({
+      databaseUrl: ctx.config.databaseUrl,
+      dataDir: ctx.config.dataDir,
+    });
+    const otherCore: Core = await createCore({ config: ctx.config, store: otherStore, clock: ctx.clock });
+    const otherApp: FastifyInstance = await buildApp({ core: otherCore });
+    try {
+      const address = '198.51.100.8';
+      const statuses = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => refresh(i % 2 === 0 ? ctx.app : otherApp, address)),
+      );
+      const admitted = statuses.filter((response) => response.statusCode === 401).length;
+      assert.ok(admitted >= 64 && admitted <= 64 + 4, `admitted ${admitted} of 100 with a limit of 64`);
+      assert.equal(statuses.length - admitted, statuses.filter((r) => r.statusCode === 429).length);
     } finally {
       await otherApp.close();
       await otherCore.close();

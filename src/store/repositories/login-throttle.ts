@@ -53,23 +53,24 @@ export function createLoginThrottleRepository(db: Kysely<Database>) {
     },
 
     /**
-     * Counts one hit. A window that has run out, or a lock that has, starts a new count; while the
-     * counter locks its subject nothing is counted and the answer is undefined.
+     * Counts `count` hits (one, unless a rate limiter reports several it admitted). A window that
+     * has run out, or a lock that has, starts a new count; while the counter locks its subject
+     * nothing is counted and the answer is undefined.
      */
-    async hit(key: CounterKey, now: number, rule: HitRule): Promise<CounterState | undefined> {
+    async hit(key: CounterKey, now: number, rule: HitRule, count = 1): Promise<CounterState | undefined> {
       const locking = rule.lockAt > 0;
       // An upper bound of when the row stops mattering; pruning only needs "surely over".
       const expiresAt = now + Math.max(rule.windowMs, locking ? rule.lockMs : 0);
       const fresh = sql<boolean>`(login_throttle.locked_until is not null
         or login_throttle.window_start + ${rule.windowMs} <= ${now})`;
-      const hits = sql<number>`case when ${fresh} then 1 else login_throttle.hits + 1 end`;
+      const hits = sql<number>`case when ${fresh} then ${count} else login_throttle.hits + ${count} end`;
       const row = await db
         .insertInto('login_throttle')
         .values({
           scope: key.scope,
           subject: key.subject,
           owner: key.owner ?? null,
-          hits: 1,
+          hits: count,
           window_start: now,
           locked_until: locking && rule.lockAt <= 1 ? now + rule.lockMs : null,
           expires_at: expiresAt,
