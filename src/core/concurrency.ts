@@ -28,3 +28,45 @@ export async function forEachConcurrently<T>(
     throw failure.error;
   }
 }
+
+/**
+ * Group commit: calls to `run` made while a batch is being written wait and go together in the
+ * next one, so that a hot write (a token refresh) costs one statement per batch instead of one per
+ * request. At most one batch is in flight; one that arrives alone goes at once (on the next turn of
+ * the event loop, so that the requests read off the same socket poll join it). `write` answers
+ * one result per item, in order; its failure fails every item of its batch.
+ */
+export class GroupWriter<T, R> {
+  readonly #write: (items: readonly T[]) => Promise<readonly R[]>;
+  readonly #maxBatch: number;
+  #queue: { item: T; resolve: (result: R) => void; reject: (error: unknown) => void }[] = [];
+  #busy = false;
+
+  constructor(write: (items: readonly T[]) => Promise<readonly R[]>, maxBatch = 256) {
+    this.#write = write;
+    this.#maxBatch = maxBatch;
+  }
+
+  run(item: T): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.#queue.push({ item, resolve, reject });
+      if (!this.#busy) {
+        this.#busy = true;
+        setImmediate(() => void this.#drain());
+      }
+    });
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, this.#maxBatch);
+      try {
+        const results = await this.#write(batch.map((entry) => entry.item));
+        for (const [i, entry] of batch.entries()) entry.resolve(results[i] as R);
+      } catch (error) {
+        for (const entry of batch) entry.reject(error);
+      }
+    }
+    this.#busy = false;
+  }
+}

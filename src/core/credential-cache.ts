@@ -1,7 +1,9 @@
 import { createHmac, randomBytes } from 'node:crypto';
+import type { ChangeFeed } from '../store/change-feed.js';
+import type { Clock } from './clock.js';
 import { addressKey } from './login-throttle.js';
 import { accountKey } from './secrets.js';
-import { TaggedCache } from './tagged-cache.js';
+import { type LookupCounter, TaggedCache } from './tagged-cache.js';
 
 /** Who a remembered HTTP Basic credential proved to be: never the password itself. */
 export interface VerifiedCredential {
@@ -25,6 +27,10 @@ export interface VerifiedCredential {
  */
 export class CredentialCache extends TaggedCache<VerifiedCredential> {
   readonly #key = randomBytes(32);
+
+  constructor(feed: ChangeFeed, clock: Clock, options: { ttlMs: number }, count?: LookupCounter) {
+    super(feed, clock, { ...options, kinds: ['user', 'throttle'] }, count);
+  }
 
   /** The cache key of a name and password sent from `ip`. */
   keyOf(username: string, password: string, ip: string): string {

@@ -25,7 +25,7 @@ import { type CacheStats, SessionCache } from './session-cache.js';
 import { SessionInfoService, type UiSettings } from './session-info.js';
 import { SessionService } from './sessions.js';
 import { SubtenantService } from './subtenants.js';
-import { TaggedCache } from './tagged-cache.js';
+import { TaggedCache, type TagKind } from './tagged-cache.js';
 import { TenantService } from './tenants.js';
 import { TokenService } from './tokens.js';
 import { UserAdminService } from './user-admin.js';
@@ -119,8 +119,11 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     masterKey: loadMasterKey(config.masterKey, config.dataDir),
   });
   const tokens = new TokenService(keyring, clock, config.issuer);
-  const readCache = <V>(name: 'privileges' | 'settings' | 'catalog' | 'profiles') =>
-    new TaggedCache<V>(store.changes, clock, { ttlMs: config.readCacheTtlMs }, (hit) =>
+  const readCache = <V>(
+    name: 'privileges' | 'settings' | 'catalog' | 'profiles',
+    kinds: readonly TagKind[],
+  ) =>
+    new TaggedCache<V>(store.changes, clock, { ttlMs: config.readCacheTtlMs, kinds }, (hit) =>
       metrics.recordCacheLookup(name, hit),
     );
   const caches: Caches = {
@@ -130,10 +133,10 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     credentials: new CredentialCache(store.changes, clock, { ttlMs: config.credentialCacheTtlMs }, (hit) =>
       metrics.recordCacheLookup('credentials', hit),
     ),
-    privileges: readCache('privileges'),
-    settings: readCache('settings'),
-    catalog: readCache('catalog'),
-    profiles: readCache('profiles'),
+    privileges: readCache('privileges', ['rbac', 'user', 'node']),
+    settings: readCache('settings', ['user']),
+    catalog: readCache('catalog', ['catalog']),
+    profiles: readCache('profiles', ['user', 'tenant']),
     stats: () => ({
       sessions: caches.sessions.stats(),
       credentials: caches.credentials.stats(),

@@ -1,6 +1,8 @@
+import type { ChangeFeed } from '../store/change-feed.js';
 import { changeTags } from '../store/change-feed.js';
 import type { SessionWithPrincipal } from '../store/repositories/sessions.js';
-import { TaggedCache } from './tagged-cache.js';
+import type { Clock } from './clock.js';
+import { type LookupCounter, TaggedCache } from './tagged-cache.js';
 
 export type { CacheStats, LookupCounter } from './tagged-cache.js';
 
@@ -26,6 +28,10 @@ export class SessionCache extends TaggedCache<SessionWithPrincipal> {
   readonly #advances = new Map<string, { readonly generation: number; readonly epoch: number }>();
   /** Reads marked before this may have missed an advance that is no longer remembered. */
   #advanceFloor = 0;
+
+  constructor(feed: ChangeFeed, clock: Clock, options: { ttlMs: number }, count?: LookupCounter) {
+    super(feed, clock, { ...options, kinds: ['session', 'user', 'node', 'api-token'] }, count);
+  }
 
   putSession(key: string, session: SessionWithPrincipal, mark: number): void {
     const advance = this.#advances.get(session.id);

@@ -4,6 +4,7 @@ import type { Store } from '../store/connect.js';
 import type { SessionWithPrincipal } from '../store/repositories/sessions.js';
 import type { AuditService } from './audit.js';
 import type { Clock } from './clock.js';
+import { GroupWriter } from './concurrency.js';
 import { newId } from './ids.js';
 import { hashSecret, newSecret, SESSION_SECRET_PREFIX } from './secrets.js';
 import type { SessionCache } from './session-cache.js';
@@ -100,6 +101,8 @@ export class SessionService {
   readonly #cache: SessionCache;
   /** last_seen_at is written at most this often per session, not on every request. */
   readonly #touchIntervalMs: number;
+  /** Refreshes' compare-and-sets, written in groups; each answers its grace end, or undefined if it lost. */
+  readonly #advances: GroupWriter<{ readonly id: string; readonly from: number }, number | undefined>;
 
   constructor(
     store: Store,
@@ -116,6 +119,16 @@ export class SessionService {
     this.#audit = audit;
     this.#cache = cache;
     this.#touchIntervalMs = Math.min(60_000, Math.floor(config.sessionIdleTimeoutMs / 10));
+    this.#advances = new GroupWriter(async (advances) => {
+      // One compare-and-set per session: a second refresh of the same session in this batch
+      // loses, as it would a moment later, and is judged on a fresh read.
+      const first = advances.filter((advance, i) => advances.findIndex((a) => a.id === advance.id) === i);
+      const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
+      const moved = await this.#store.sessions.advanceTokenGenerations(first, priorValidUntil);
+      return advances.map((advance) =>
+        first.includes(advance) && moved.has(advance.id) ? priorValidUntil : undefined,
+      );
+    });
   }
 
   async open(
@@ -184,9 +197,8 @@ export class SessionService {
     const { session } = auth;
     const presented = auth.tokenGeneration ?? session.token_generation;
     if (presented === session.token_generation) {
-      const now = this.#clock.now();
-      const priorValidUntil = now + this.#config.refreshGraceMs;
-      if (await this.#store.sessions.advanceTokenGeneration(session.id, presented, priorValidUntil)) {
+      const priorValidUntil = await this.#advances.run({ id: session.id, from: presented });
+      if (priorValidUntil !== undefined) {
         const advanced = {
           ...session,
           token_generation: presented + 1,

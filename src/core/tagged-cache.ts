@@ -52,6 +52,12 @@ export class TaggedCache<V> {
   readonly #changedAt = new Map<string, number>();
   /** Reads marked before this may have missed a change that is no longer remembered (or `*`). */
   #floor = 0;
+  /**
+   * The kinds of tag (`user`, `session`, `rbac` ...) this cache files entries under, declared when
+   * it is made: changes to other kinds (a storm of token refreshes, for a catalog cache) are not
+   * even remembered.
+   */
+  readonly #kinds: ReadonlySet<string>;
   #subscribed = false;
   #hits = 0;
   #misses = 0;
@@ -59,9 +65,10 @@ export class TaggedCache<V> {
   constructor(
     feed: ChangeFeed,
     clock: Clock,
-    options: { ttlMs: number; maxEntries?: number },
+    options: { ttlMs: number; kinds: readonly TagKind[]; maxEntries?: number },
     count: LookupCounter = () => {},
   ) {
+    this.#kinds = new Set(options.kinds);
     this.#feed = feed;
     this.#clock = clock;
     this.#ttlMs = options.ttlMs;
@@ -125,7 +132,11 @@ export class TaggedCache<V> {
   }
 
   put(key: string, value: V, tags: readonly string[], mark: number): void {
-    if (!this.enabled || !this.#subscribed || !this.#feed.isLive() || this.changedSince(tags, mark)) return;
+    if (!this.enabled || !this.#subscribed || !this.#feed.isLive()) return;
+    for (const tag of tags) {
+      if (!this.#kinds.has(kindOf(tag))) throw new Error(`tag ${kindOf(tag)} is not declared by this cache`);
+    }
+    if (this.changedSince(tags, mark)) return;
     this.#entries.set(key, { value, cachedAt: this.#clock.now(), tags });
     for (const tag of tags) {
       let keys = this.#byTag.get(tag);
@@ -180,9 +191,11 @@ export class TaggedCache<V> {
         this.#floor = epoch;
         return;
       }
+      if (!this.#kinds.has(kindOf(tag))) continue;
       this.#changedAt.delete(tag);
       this.#changedAt.set(tag, epoch);
-      for (const key of [...(this.#byTag.get(tag) ?? [])]) this.#entries.delete(key);
+      const keys = this.#byTag.get(tag);
+      if (keys) for (const key of [...keys]) this.#entries.delete(key);
     }
     while (this.#changedAt.size > CHANGES_REMEMBERED) {
       const [oldestTag, oldestEpoch] = this.#changedAt.entries().next().value as [string, number];
@@ -194,4 +207,12 @@ export class TaggedCache<V> {
   stats(): CacheStats {
     return { hits: this.#hits, misses: this.#misses, entries: this.#entries.size };
   }
+}
+
+/** `user` of `user:<id>`; a tag without an id is its own kind (`rbac`, `catalog`). */
+export type TagKind = 'session' | 'user' | 'node' | 'api-token' | 'tenant' | 'throttle' | 'rbac' | 'catalog';
+
+function kindOf(tag: string): string {
+  const colon = tag.indexOf(':');
+  return colon < 0 ? tag : tag.slice(0, colon);
 }

@@ -80,9 +80,13 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
     },
     sessions: {
       ...sessions,
-      async advanceTokenGeneration(id, from, priorValidUntil) {
-        const advanced = await sessions.advanceTokenGeneration(id, from, priorValidUntil);
-        if (advanced) await publish(changeTags.sessionToken(id, from + 1));
+      async advanceTokenGenerations(advances, priorValidUntil) {
+        const advanced = await sessions.advanceTokenGenerations(advances, priorValidUntil);
+        await publish(
+          ...advances
+            .filter((advance) => advanced.has(advance.id))
+            .map((advance) => changeTags.sessionToken(advance.id, advance.from + 1)),
+        );
         return advanced;
       },
       async revoke(id, now, reason) {

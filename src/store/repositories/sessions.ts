@@ -56,15 +56,33 @@ export function createSessionRepository(db: Kysely<Database>) {
      * `from + 1` only if it is still at `from` and live, so that of two concurrent refreshes of the
      * same token exactly one wins (on both stores: the UPDATE re-checks its WHERE under the row lock).
      */
-    async advanceTokenGeneration(id: string, from: number, priorValidUntil: number): Promise<boolean> {
-      const result = await db
+    /**
+     * Moves each session's token line from generation `from` to `from + 1` if it is still there
+     * and the session live (a compare-and-set per session, in one statement); answers the ids
+     * that moved. Each (id, from) must appear once.
+     */
+    async advanceTokenGenerations(
+      advances: readonly { readonly id: string; readonly from: number }[],
+      priorValidUntil: number,
+    ): Promise<Set<string>> {
+      if (advances.length === 0) return new Set();
+      const rows = await db
         .updateTable('sessions')
-        .set({ token_generation: from + 1, prior_token_valid_until: priorValidUntil })
-        .where('id', '=', id)
-        .where('token_generation', '=', from)
+        .set((eb) => ({
+          token_generation: eb('token_generation', '+', 1),
+          prior_token_valid_until: priorValidUntil,
+        }))
         .where('revoked_at', 'is', null)
-        .executeTakeFirst();
-      return Number(result.numUpdatedRows) > 0;
+        .where((eb) =>
+          eb.or(
+            advances.map((advance) =>
+              eb.and([eb('id', '=', advance.id), eb('token_generation', '=', advance.from)]),
+            ),
+          ),
+        )
+        .returning('id')
+        .execute();
+      return new Set(rows.map((row) => row.id));
     },
     /** Returns true if this call ended the session (false: it had already ended). */
     async revoke(id: string, now: number, reason: string): Promise<boolean> {
