@@ -31,7 +31,8 @@ const MAX_TALLIES = 10_000;
 /** An address's count on one route as this process knows it. */
 interface Tally {
   readonly route: RateLimitedRoute;
-  readonly ip: string;
+  /** The counter's subject: the address, an IPv6 one by its /64. */
+  readonly subject: string;
   /** The shared count as last heard (this process's reported hits included), and its window. */
   shared: number;
   windowStart: number;
@@ -76,7 +77,8 @@ export class RateLimiter {
     const limit = this.#limits[route];
     if (!limit) return;
     const now = this.#clock.now();
-    const id = `${route} ${ip}`;
+    const subject = addressKey(ip);
+    const id = `${route} ${subject}`;
     const tally = this.#tallies.get(id);
     if (tally && now < tally.windowStart + limit.windowMs) {
       // Unconfirmed hits (admitted or being reported) stay within one share of what is left.
@@ -95,11 +97,15 @@ export class RateLimiter {
     }
     let state: CounterState | undefined;
     try {
-      state = await this.#count(route, ip, now, limit, count);
+      state = await this.#count(route, subject, now, limit, count);
+    } catch (error) {
+      // This request is refused (the backend is down); the ones admitted before stay to report.
+      if (tally) tally.pending += count - 1;
+      throw error;
     } finally {
       if (tally) tally.reporting -= count;
     }
-    if (state) this.#heard(id, route, ip, state);
+    if (state) this.#heard(id, route, subject, state);
     if (now - this.#lastPrune >= PRUNE_INTERVAL_MS) {
       this.#lastPrune = now;
       await this.#backend.prune(now);
@@ -131,10 +137,10 @@ export class RateLimiter {
       tally.pending = 0;
       tally.reporting += count;
       reports.push(
-        this.#count(tally.route, tally.ip, now, limit, count).then(
+        this.#count(tally.route, tally.subject, now, limit, count).then(
           (state) => {
             tally.reporting -= count;
-            if (state) this.#heard(id, tally.route, tally.ip, state);
+            if (state) this.#heard(id, tally.route, tally.subject, state);
           },
           () => {
             // Not counted yet: reported with the next flush (the store may be back by then).
@@ -148,16 +154,16 @@ export class RateLimiter {
     await Promise.all(reports);
   }
 
-  #count(route: RateLimitedRoute, ip: string, now: number, limit: RateLimit, count: number) {
+  #count(route: RateLimitedRoute, subject: string, now: number, limit: RateLimit, count: number) {
     return this.#backend.hit(
-      { scope: `rate:${route}`, subject: addressKey(ip) },
+      { scope: `rate:${route}`, subject },
       now,
       { windowMs: limit.windowMs, lockAt: 0, lockMs: 0 },
       count,
     );
   }
 
-  #heard(id: string, route: RateLimitedRoute, ip: string, state: CounterState): void {
+  #heard(id: string, route: RateLimitedRoute, subject: string, state: CounterState): void {
     const tally = this.#tallies.get(id);
     if (tally) {
       tally.shared = state.hits;
@@ -165,7 +171,7 @@ export class RateLimiter {
     } else if (this.#tallies.size < MAX_TALLIES) {
       this.#tallies.set(id, {
         route,
-        ip,
+        subject,
         shared: state.hits,
         windowStart: state.windowStart,
         pending: 0,

@@ -122,11 +122,12 @@ export class SessionService {
     this.#advances = new GroupWriter(async (advances) => {
       // One compare-and-set per session: a second refresh of the same session in this batch
       // loses, as it would a moment later, and is judged on a fresh read.
-      const first = advances.filter((advance, i) => advances.findIndex((a) => a.id === advance.id) === i);
+      const first = new Map<string, { readonly id: string; readonly from: number }>();
+      for (const advance of advances) if (!first.has(advance.id)) first.set(advance.id, advance);
       const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
-      const moved = await this.#store.sessions.advanceTokenGenerations(first, priorValidUntil);
+      const moved = await this.#store.sessions.advanceTokenGenerations([...first.values()], priorValidUntil);
       return advances.map((advance) =>
-        first.includes(advance) && moved.has(advance.id) ? priorValidUntil : undefined,
+        first.get(advance.id) === advance && moved.has(advance.id) ? priorValidUntil : undefined,
       );
     });
   }

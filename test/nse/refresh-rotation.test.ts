@@ -168,6 +168,21 @@ forEachDialect('NSE refresh rotation', (dialect) => {
     nseRefused(await nse(next), 'SESSION_ENDED');
   });
 
+  test('concurrent refreshes of different sessions are written together, and each session rotates once', async () => {
+    const firsts = await Promise.all(Array.from({ length: 5 }, () => nseSignIn(ctx, 'alice', PASSWORD)));
+    const answers = await Promise.all(firsts.map((token) => refresh(token)));
+    const sessions = new Set<string>();
+    for (const [i, response] of answers.entries()) {
+      assert.equal(response.statusCode, 200, response.body);
+      const next = json(response).result.records[0].token as string;
+      assert.equal(claims(next).gen, 1, 'the next generation');
+      assert.equal(claims(next).sid, claims(firsts[i] ?? '').sid, 'of its own session');
+      assert.equal((await row(next)).token_generation, 1, 'written');
+      sessions.add(claims(next).sid);
+    }
+    assert.equal(sessions.size, 5, 'five sessions');
+  });
+
   test('requests in flight with the token being refreshed do not fail', async () => {
     const first = await nseSignIn(ctx, 'alice', PASSWORD);
     const answers = await Promise.all([
