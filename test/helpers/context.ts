@@ -103,3 +103,30 @@ export async function createTestContext(
   await store.migrate();
   return open(store);
 }
+
+/** Another process over the same store as `ctx`: its own connection, core and app (same clock). */
+export interface OtherNode {
+  readonly store: Store;
+  readonly core: Core;
+  readonly app: FastifyInstance;
+  inject(options: InjectOptions): Promise<LightMyRequestResponse>;
+  close(): Promise<void>;
+}
+
+export async function startAnotherNode(ctx: TestContext): Promise<OtherNode> {
+  const store = connectStore({ databaseUrl: ctx.config.databaseUrl, dataDir: ctx.config.dataDir });
+  const core = await createCore({ config: ctx.config, store, clock: ctx.clock });
+  const app = await buildApp({ core });
+  await app.ready();
+  return {
+    store,
+    core,
+    app,
+    inject: (options) => app.inject(options),
+    async close() {
+      await app.close();
+      await core.close();
+      await store.destroy();
+    },
+  };
+}

@@ -1,14 +1,18 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
-import { buildApp } from '../../src/app.js';
-import { type Core, createCore } from '../../src/core/index.js';
+import type { Core } from '../../src/core/index.js';
 import { TaggedCache } from '../../src/core/tagged-cache.js';
 import { changeTags } from '../../src/store/change-feed.js';
-import { connectStore, type Store } from '../../src/store/connect.js';
+import type { Store } from '../../src/store/connect.js';
 import { withInvalidations } from '../../src/store/invalidating-repositories.js';
 import { createRepositories } from '../../src/store/repositories/index.js';
-import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
+import {
+  ADMIN_PASSWORD,
+  createTestContext,
+  type OtherNode,
+  startAnotherNode,
+  type TestContext,
+} from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { basic, bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
 import { postgresUnavailableReason } from '../helpers/postgres.js';
@@ -17,33 +21,6 @@ import { createProxiedPostgresContext, type TcpProxy } from '../helpers/tcp-prox
 const PASSWORD = 'Lantern-orchard-2031';
 const NEW_PASSWORD = 'Quarry-lighthouse-88';
 const REGIONS = '/api/v2.1/auth/regions';
-
-/** A second server process over the same store: its own connection, caches and change feed. */
-interface Node {
-  readonly store: Store;
-  readonly core: Core;
-  readonly app: FastifyInstance;
-  inject(options: InjectOptions): Promise<LightMyRequestResponse>;
-  close(): Promise<void>;
-}
-
-async function anotherNode(ctx: TestContext): Promise<Node> {
-  const store = connectStore({ databaseUrl: ctx.config.databaseUrl, dataDir: ctx.config.dataDir });
-  const core = await createCore({ config: ctx.config, store, clock: ctx.clock });
-  const app = await buildApp({ core });
-  await app.ready();
-  return {
-    store,
-    core,
-    app,
-    inject: (options) => app.inject(options),
-    async close() {
-      await app.close();
-      await core.close();
-      await store.destroy();
-    },
-  };
-}
 
 async function until(probe: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<number> {
   const started = performance.now();
@@ -60,7 +37,7 @@ forEachDialect(
   'Per-process caches of sessions and Basic credentials, two processes on one store',
   (dialect) => {
     let a: TestContext;
-    let b: Node;
+    let b: OtherNode;
     const ids: Record<string, string> = {};
 
     const make = async (username: string, role: 'admin' | 'user' = 'user') => {
@@ -68,7 +45,7 @@ forEachDialect(
         await a.core.accounts.createUser({ username, password: PASSWORD, tenantCode: 'acme', role })
       ).id;
     };
-    const status = async (node: Pick<Node, 'inject'>, headers: Record<string, string>) =>
+    const status = async (node: Pick<OtherNode, 'inject'>, headers: Record<string, string>) =>
       (await node.inject({ method: 'GET', url: REGIONS, headers })).statusCode;
     const sessionHits = (core: Core) => core.caches.stats().sessions.hits;
     const credentialHits = (core: Core) => core.caches.stats().credentials.hits;
@@ -93,7 +70,7 @@ forEachDialect(
       for (const name of ['alice', 'bruno', 'chen', 'dolores', 'emil', 'fatima', 'gus', 'hana'])
         await make(name);
       await make('boss', 'admin');
-      b = await anotherNode(a);
+      b = await startAnotherNode(a);
       await feedLive(a.store);
       await feedLive(b.store);
     });
@@ -341,11 +318,11 @@ forEachDialect(
   'Read caches of privileges, UI settings and the catalog, two processes on one store',
   (dialect) => {
     let a: TestContext;
-    let b: Node;
+    let b: OtherNode;
     let userId = '';
     let cookie = '';
 
-    const sessionUser = async (node: Pick<Node, 'inject'>) => {
+    const sessionUser = async (node: Pick<OtherNode, 'inject'>) => {
       const response = await node.inject({
         method: 'GET',
         url: '/api/session/user',
@@ -354,7 +331,7 @@ forEachDialect(
       assert.equal(response.statusCode, 200, response.body);
       return json(response) as { privileges: string[]; language: string };
     };
-    const regionNames = async (node: Pick<Node, 'inject'>) => {
+    const regionNames = async (node: Pick<OtherNode, 'inject'>) => {
       const response = await node.inject({
         method: 'GET',
         url: REGIONS,
@@ -368,7 +345,7 @@ forEachDialect(
     const hits = (core: Core, cache: 'privileges' | 'settings' | 'catalog' | 'profiles') =>
       core.caches.stats()[cache].hits;
     /** The user record of an NSE refresh answer (the session secret refreshes like a bearer token). */
-    const profile = async (node: Pick<Node, 'inject'>) => {
+    const profile = async (node: Pick<OtherNode, 'inject'>) => {
       const response = await node.inject({
         method: 'POST',
         url: '/api/v2.1/auth/refresh',
@@ -393,7 +370,7 @@ forEachDialect(
         })
       ).id;
       cookie = await storwareLogin(a, 'ines', PASSWORD);
-      b = await anotherNode(a);
+      b = await startAnotherNode(a);
       await feedLive(a.store);
       await feedLive(b.store);
     });

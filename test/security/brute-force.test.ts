@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance, InjectOptions } from 'fastify';
-import { buildApp } from '../../src/app.js';
-import { type Core, createCore } from '../../src/core/index.js';
 import { LoginThrottle } from '../../src/core/login-throttle.js';
-import { connectStore, type Store } from '../../src/store/connect.js';
-import { createTestContext, type TestContext } from '../helpers/context.js';
+import { createTestContext, startAnotherNode, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { json } from '../helpers/http.js';
 
@@ -178,12 +175,8 @@ forEachDialect('Brute force: throttle shared by every node', (dialect) => {
 
   test('a second node over the same database sees the same counts and locks', async () => {
     // Another process: its own connection to the store, its own core, its own app.
-    const otherStore: Store = connectStore({
-      databaseUrl: ctx.config.databaseUrl,
-      dataDir: ctx.config.dataDir,
-    });
-    const otherCore: Core = await createCore({ config: ctx.config, store: otherStore, clock: ctx.clock });
-    const otherApp: FastifyInstance = await buildApp({ core: otherCore });
+    const other = await startAnotherNode(ctx);
+    const otherApp = other.app;
     try {
       await ctx.core.accounts.createUser({ username: 'grace', password: PASSWORD });
       const on = (app: FastifyInstance, options: InjectOptions) => app.inject(options);
@@ -204,9 +197,7 @@ forEachDialect('Brute force: throttle shared by every node', (dialect) => {
       ctx = await ctx.restart();
       assert.equal((await attempt(ctx.app, PASSWORD)).statusCode, 401);
     } finally {
-      await otherApp.close();
-      await otherCore.close();
-      await otherStore.destroy();
+      await other.close();
     }
   });
 

@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
-import { buildApp } from '../../src/app.js';
 import { ConfigError, loadConfig, parseRate } from '../../src/config.js';
-import { type Core, createCore } from '../../src/core/index.js';
 import { addressKey } from '../../src/core/login-throttle.js';
-import { connectStore, type Store } from '../../src/store/connect.js';
-import { createTestContext, type TestContext } from '../helpers/context.js';
+import { createTestContext, startAnotherNode, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { json } from '../helpers/http.js';
 
@@ -150,12 +147,8 @@ forEachDialect('Rate limits per client address', (dialect) => {
   });
 
   test('the limit holds across nodes: two apps over one database share the count', async () => {
-    const otherStore: Store = connectStore({
-      databaseUrl: ctx.config.databaseUrl,
-      dataDir: ctx.config.dataDir,
-    });
-    const otherCore: Core = await createCore({ config: ctx.config, store: otherStore, clock: ctx.clock });
-    const otherApp: FastifyInstance = await buildApp({ core: otherCore });
+    const other = await startAnotherNode(ctx);
+    const otherApp = other.app;
     try {
       const address = '203.0.113.50';
       const on = (app: FastifyInstance) =>
@@ -175,9 +168,7 @@ forEachDialect('Rate limits per client address', (dialect) => {
       ];
       assert.deepEqual(statuses, [200, 200, 200, 200, 429, 429]);
     } finally {
-      await otherApp.close();
-      await otherCore.close();
-      await otherStore.destroy();
+      await other.close();
     }
   });
 });
@@ -211,12 +202,8 @@ forEachDialect('Rate limits far from the limit: counted locally, reported within
   });
 
   test('two processes over one store: the limit holds within 1/16 of it per other process', async () => {
-    const otherStore: Store = connectStore({
-      databaseUrl: ctx.config.databaseUrl,
-      dataDir: ctx.config.dataDir,
-    });
-    const otherCore: Core = await createCore({ config: ctx.config, store: otherStore, clock: ctx.clock });
-    const otherApp: FastifyInstance = await buildApp({ core: otherCore });
+    const other = await startAnotherNode(ctx);
+    const otherApp = other.app;
     try {
       const address = '198.51.100.8';
       const statuses = await Promise.all(
@@ -226,9 +213,7 @@ forEachDialect('Rate limits far from the limit: counted locally, reported within
       assert.ok(admitted >= 64 && admitted <= 64 + 4, `admitted ${admitted} of 100 with a limit of 64`);
       assert.equal(statuses.length - admitted, statuses.filter((r) => r.statusCode === 429).length);
     } finally {
-      await otherApp.close();
-      await otherCore.close();
-      await otherStore.destroy();
+      await other.close();
     }
   });
 });

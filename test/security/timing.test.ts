@@ -10,8 +10,8 @@ const PASSWORD = 'the-real-secret-of-his-1';
 
 /**
  * Same answer, same time: with the production argon2 parameters, a sign-in under an unknown name
- * and one with a wrong password of a real user take the same time on average (within 5 %), so
- * timing does not tell which names exist.
+ * and one with a wrong password of a real user take the same time on average (trimmed means within
+ * 5 %), so timing does not tell which names exist.
  */
 forEachDialect('Sign-in timing does not tell unknown users from wrong passwords', (dialect) => {
   let ctx: TestContext;
@@ -73,7 +73,15 @@ forEachDialect('Sign-in timing does not tell unknown users from wrong passwords'
       unknown.push(times.unknown);
       wrong.push(times.wrong);
     }
-    const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+    // Trimmed means (the fastest and slowest tenth of each kind left out): a path that does more
+    // work for one kind shifts every attempt and shows; a few attempts the scheduler delayed by a
+    // millisecond or two on this shared machine do not decide the comparison.
+    const mean = (values: number[]) => {
+      const sorted = [...values].sort((a, b) => a - b);
+      const cut = Math.floor(sorted.length / 10);
+      const kept = sorted.slice(cut, sorted.length - cut);
+      return kept.reduce((a, b) => a + b, 0) / kept.length;
+    };
     const [u, w] = [mean(unknown), mean(wrong)];
     const difference = Math.abs(u - w) / Math.max(u, w);
     assert.ok(w > 5, `a real argon2 verification takes time (wrong password: ${w.toFixed(1)} ms)`);
