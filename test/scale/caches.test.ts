@@ -252,11 +252,19 @@ forEachDialect(
       assert.equal(credentialHits(a.core), hits + 1, 'no hit for the wrong password');
       assert.equal(await status(a, good), 200, 'the right one again');
       assert.equal(credentialHits(a.core), hits + 1, 'checked in full after a failure on the account');
-      assert.equal(await status(a, good), 200);
-      assert.equal(credentialHits(a.core), hits + 2, 'remembered again');
+      // The failure also comes back through the feed (SQLite polls its own row, PostgreSQL echoes
+      // NOTIFY): a verification in flight when it arrives is rightly not remembered, so "remembered
+      // again" holds once the echo has passed, within the feed bound.
+      await until(async () => {
+        const before = credentialHits(a.core);
+        assert.equal(await status(a, good), 200);
+        assert.equal(await status(a, good), 200);
+        return credentialHits(a.core) > before;
+      }, 'the pair remembered again');
+      const remembered = credentialHits(a.core);
       a.clock.advance(a.config.credentialCacheTtlMs);
       assert.equal(await status(a, good), 200, 'after the lifetime');
-      assert.equal(credentialHits(a.core), hits + 2, 'verified again, not a hit');
+      assert.equal(credentialHits(a.core), remembered, 'verified again, not a hit');
     });
 
     test('HTTP Basic: a password change, a lock and a deactivation made on one process refuse remembered credentials on the other within a second', async () => {
