@@ -274,14 +274,13 @@ export class SessionService {
     const cached = this.#cache.lookup(key);
     if (cached && this.#accepts(cached, token?.generation, now)) {
       this.#cache.counted(true);
-      const mark = this.#cache.mark();
-      return { ...(await this.#admit(cached, now)), cacheMark: mark };
+      return this.#admit(cached, now, this.#cache.mark());
     }
     this.#cache.counted(false);
     const mark = this.#cache.mark();
-    const auth = await this.#check(await read(), token);
+    const auth = await this.#check(await read(), token, mark);
     this.#cache.putSession(key, auth.session, mark);
-    return { ...auth, cacheMark: mark };
+    return auth;
   }
 
   #accepts(session: SessionWithPrincipal, generation: number | undefined, now: number): boolean {
@@ -304,6 +303,7 @@ export class SessionService {
   async #check(
     session: SessionWithPrincipal | undefined,
     token?: { readonly generation: number; readonly meta: RequestMeta | undefined },
+    cacheMark?: number,
   ): Promise<AuthContext & { session: SessionWithPrincipal }> {
     const now = this.#clock.now();
     if (
@@ -321,13 +321,14 @@ export class SessionService {
       }
       if (standing === 'replayed') await this.#endReplayed(session, token.generation, token.meta);
     }
-    return this.#admit(session, now);
+    return this.#admit(session, now, cacheMark);
   }
 
   /** Accepts a request on a live session: its last use is written at most every touch interval. */
   async #admit(
     session: SessionWithPrincipal,
     now: number,
+    cacheMark: number | undefined,
   ): Promise<AuthContext & { session: SessionWithPrincipal }> {
     let current = session;
     if (now - session.last_seen_at >= this.#touchIntervalMs) {
@@ -337,7 +338,7 @@ export class SessionService {
     }
     const kind: PrincipalKind = current.node_id !== null ? 'node' : 'user';
     const id = current.node_id ?? current.user_id ?? '';
-    return { principal: { kind, id, name: current.principal_name ?? '' }, session: current };
+    return { principal: { kind, id, name: current.principal_name ?? '' }, session: current, cacheMark };
   }
 
   async #endReplayed(

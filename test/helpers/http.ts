@@ -18,6 +18,17 @@ export async function nseSignIn(
   return json(response).result.records[0].token as string;
 }
 
+/** Refreshes an NSE bearer token on `node` (any app over the store) and returns the next one. */
+export async function nseRefresh(node: Pick<TestContext, 'inject'>, token: string): Promise<string> {
+  const response = await node.inject({
+    method: 'POST',
+    url: '/api/v2.1/auth/refresh',
+    headers: { authorization: `Bearer ${token}` },
+  });
+  if (response.statusCode !== 200) throw new Error(`refresh failed: ${response.statusCode} ${response.body}`);
+  return json(response).result.records[0].token as string;
+}
+
 /** Logs in on the Storware surface and returns the session cookie value. */
 export async function storwareLogin(
   ctx: TestContext,

@@ -14,7 +14,7 @@ import {
   type TestContext,
 } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
-import { basic, bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
+import { basic, bearer, json, nseRefresh, nseSignIn, storwareLogin } from '../helpers/http.js';
 import { postgresUnavailableReason } from '../helpers/postgres.js';
 import { createProxiedPostgresContext, type TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -143,13 +143,7 @@ forEachDialect(
     test('refresh on one process: the new token works on the other at once, the old one ends the session after the grace', async () => {
       const first = await nseSignIn(a, 'fatima', PASSWORD);
       await warmOnB(bearer(first));
-      const refreshed = await a.inject({
-        method: 'POST',
-        url: '/api/v2.1/auth/refresh',
-        headers: bearer(first),
-      });
-      assert.equal(refreshed.statusCode, 200, refreshed.body);
-      const second = json(refreshed).result.records[0].token as string;
+      const second = await nseRefresh(a, first);
       assert.equal(await status(b, bearer(second)), 200, 'the newer token, at once, whatever b had cached');
       assert.equal(await status(b, bearer(first)), 200, 'the older one within the grace');
       a.clock.advance(a.config.refreshGraceMs + 1000);
@@ -162,13 +156,7 @@ forEachDialect(
       await make('lena');
       const first = await nseSignIn(a, 'lena', PASSWORD);
       assert.equal(await status(a, bearer(first)), 200);
-      const refreshed = await a.inject({
-        method: 'POST',
-        url: '/api/v2.1/auth/refresh',
-        headers: bearer(first),
-      });
-      assert.equal(refreshed.statusCode, 200, refreshed.body);
-      const second = json(refreshed).result.records[0].token as string;
+      const second = await nseRefresh(a, first);
       let hits = sessionHits(a.core);
       assert.equal(await status(a, bearer(second)), 200);
       assert.equal(sessionHits(a.core), hits + 1, 'the new token is answered from the cache');
