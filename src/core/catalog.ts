@@ -292,7 +292,7 @@ export class CatalogService {
   }
 
   async listRegions(query: ListQuery<RegionSortKey>): Promise<Listed<RegionView, RegionSortKey>> {
-    const listing = await this.#cached({ kind: 'regions', query }, async () => {
+    const listing = await this.#cached(listingKey('regions', query, undefined), async () => {
       const page = await this.#store.catalog.listRegions(query);
       return { kind: 'regions', listed: { ...query, records: page.rows.map(regionView), total: page.total } };
     });
@@ -310,7 +310,7 @@ export class CatalogService {
     query: ListQuery<ZoneSortKey>,
     filter: { region?: string | undefined },
   ): Promise<Listed<ZoneView, ZoneSortKey>> {
-    const listing = await this.#cached({ kind: 'zones', query, region: filter.region }, async () => {
+    const listing = await this.#cached(listingKey('zones', query, filter.region), async () => {
       const page = await this.#store.catalog.listZones(query, { regionName: filter.region });
       return { kind: 'zones', listed: { ...query, records: page.rows.map(zoneView), total: page.total } };
     });
@@ -318,9 +318,8 @@ export class CatalogService {
     return listing.listed;
   }
 
-  /** Keyed by everything the listing depends on: its kind, the page and sort asked for, the filter. */
-  #cached(key: object, read: () => Promise<CatalogListing>): Promise<CatalogListing> {
-    return this.#cache ? this.#cache.read(JSON.stringify(key), [changeTags.catalog], read) : read();
+  #cached(key: string, read: () => Promise<CatalogListing>): Promise<CatalogListing> {
+    return this.#cache ? this.#cache.read(key, [changeTags.catalog], read) : read();
   }
 
   /** Root only over HTTP; undefined (the system) for the CLI. Checked before anything else is told. */
@@ -330,6 +329,16 @@ export class CatalogService {
     requireRoot(actor);
     return actor.principal;
   }
+}
+
+/**
+ * A listing's cache key: everything it depends on (its kind, the page and sort asked for, the
+ * region filter). Built by hand, not with JSON.stringify: it is computed on every listing read. The
+ * filter is quoted as JSON, so no region name can make two different listings share a key.
+ */
+function listingKey(kind: 'regions' | 'zones', query: ListQuery<string>, region: string | undefined): string {
+  const filter = region === undefined ? '' : JSON.stringify(region);
+  return `${kind} ${query.offset} ${query.limit} ${query.sortBy} ${query.order} ${filter}`;
 }
 
 const regionTarget = (r: { id: string; name: string }) => ({ type: 'region', id: r.id, name: r.name });

@@ -64,12 +64,16 @@ export class Metrics {
   readonly registry: Registry;
   readonly #httpDuration: Histogram<'method' | 'route' | 'status'>;
   readonly #signIns: Counter<'surface' | 'outcome'>;
-  readonly #cacheRequests: Counter<'cache' | 'result'>;
   readonly #hashDepth: Gauge;
   readonly #hashDuration: Histogram<'operation'>;
   readonly #storeDuration: Histogram<'dialect' | 'statement'>;
   readonly #clock: Clock;
   readonly #countLiveSessions: () => Promise<number>;
+  /**
+   * Cache lookups not yet added to the counter, by cache: added when the counter is read (a scrape),
+   * so that a lookup, several per request, costs an addition and not a label lookup.
+   */
+  readonly #lookupsSinceScrape = new Map<CacheName, { hit: number; miss: number }>();
   #liveSessions: { value: number; at: number } | undefined;
   #counting: Promise<number> | undefined;
 
@@ -121,11 +125,19 @@ export class Metrics {
       buckets: STORE_BUCKETS,
       registers,
     });
-    this.#cacheRequests = new Counter({
+    new Counter({
       name: 'gatehouse_cache_requests_total',
       help: 'Lookups in the in-process caches (session, credentials, privileges, settings, catalog) by result (hit, miss)',
       labelNames: ['cache', 'result'],
       registers,
+      collect() {
+        for (const [cache, counts] of metrics.#lookupsSinceScrape) {
+          if (counts.hit > 0) this.inc({ cache, result: 'hit' }, counts.hit);
+          if (counts.miss > 0) this.inc({ cache, result: 'miss' }, counts.miss);
+          counts.hit = 0;
+          counts.miss = 0;
+        }
+      },
     });
     this.registry = Registry.merge([processMetrics(), own]);
   }
@@ -141,7 +153,13 @@ export class Metrics {
 
   /** One lookup in an in-process cache. */
   recordCacheLookup(cache: CacheName, hit: boolean): void {
-    this.#cacheRequests.inc({ cache, result: hit ? 'hit' : 'miss' });
+    let counts = this.#lookupsSinceScrape.get(cache);
+    if (counts === undefined) {
+      counts = { hit: 0, miss: 0 };
+      this.#lookupsSinceScrape.set(cache, counts);
+    }
+    if (hit) counts.hit += 1;
+    else counts.miss += 1;
   }
 
   /** Runs one password operation, counted in the queue depth while it runs or waits, and timed. */

@@ -10,11 +10,20 @@ const isPlain = (value: object): boolean => {
   return Array.isArray(value) || prototype === null || Object.getPrototypeOf(prototype) === null;
 };
 
+const isEmpty = (value: object): boolean => {
+  for (const _key in value) return false;
+  return true;
+};
+
 /**
  * Where a string (or an object key) inside `value` holds a NUL or a lone surrogate: `body/name`,
  * or undefined. Iterative, so a deeply nested body cannot exhaust the stack.
  */
 export function unstorableTextAt(value: unknown, where: string): string | undefined {
+  // Most requests have no body, no query and no parameters: answered without allocating.
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'string') return UNSTORABLE.test(value) ? where : undefined;
+  if (typeof value === 'object' && isEmpty(value)) return undefined;
   const pending: Array<[unknown, string]> = [[value, where]];
   for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
     const [item, path] = next;
