@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { type LoadRequest, type LoadResult, runLoad } from './load.js';
@@ -42,6 +43,12 @@ const LARGE_USERS = Number(args['large-users'] ?? (smoke ? 400 : 1_000_000));
  * caches of every worker filling) would otherwise weigh on whichever scenario runs first.
  */
 const WARMUP_S = smoke ? 0 : Math.min(3, durationS / 3);
+/**
+ * A scenario and its baseline are measured in turns, A B B A…, each a share of the duration: the
+ * machine's drift during a run (seconds to minutes long) then weighs on both alike, where one
+ * measured after the other would carry all of it.
+ */
+const TURNS = smoke || durationS < 8 ? 2 : 4;
 const IMPORT_CLEAR_ROWS = smoke ? 40 : 10_000;
 const IMPORT_HASHED_ROWS = smoke ? 400 : 100_000;
 /** Production defaults: the sign-in and import baselines hash with the same ones. */
@@ -136,6 +143,40 @@ function argon2Baseline(mode: 'hash' | 'verify', seconds: number): number {
   return (JSON.parse(output.trim().split('\n').at(-1) ?? '{}') as { perSecond: number }).perSecond;
 }
 
+/** The turns of one side as one result: rates and medians averaged (the turns are equally long), the worst p99. */
+function combine(turns: readonly LoadResult[]): LoadResult {
+  const mean = (pick: (turn: LoadResult) => number) =>
+    turns.reduce((total, turn) => total + pick(turn), 0) / turns.length;
+  return {
+    requests: mean((turn) => turn.requests) * turns.length,
+    rps: mean((turn) => turn.rps),
+    p50Ms: mean((turn) => turn.p50Ms),
+    p99Ms: Math.max(...turns.map((turn) => turn.p99Ms)),
+    errors: mean((turn) => turn.errors) * turns.length,
+    unexpected: mean((turn) => turn.unexpected) * turns.length,
+  };
+}
+
+type Side = (seconds: number) => Promise<LoadResult>;
+
+/** Measures a baseline and a scenario in TURNS turns of `seconds / TURNS`, in the order A B B A A B…, each side's turns combined. */
+async function interleave(sides: readonly [Side, Side], seconds: number): Promise<[LoadResult, LoadResult]> {
+  const turns: [LoadResult[], LoadResult[]] = [[], []];
+  for (let round = 0; round < TURNS; round += 1) {
+    const order = round % 2 === 0 ? ([0, 1] as const) : ([1, 0] as const);
+    for (const index of order) turns[index].push(await sides[index](seconds / TURNS));
+  }
+  return [combine(turns[0]), combine(turns[1])];
+}
+
+/** Raw argon2id operations/s as a load result (no latency), to take turns with an HTTP load. */
+const argon2Turn =
+  (mode: 'hash' | 'verify') =>
+  async (seconds: number): Promise<LoadResult> => {
+    const perSecond = argon2Baseline(mode, seconds);
+    return { requests: perSecond * seconds, rps: perSecond, p50Ms: 0, p99Ms: 0, errors: 0, unexpected: 0 };
+  };
+
 const http = (result: LoadResult) => ({
   value: result.rps,
   p50Ms: result.p50Ms,
@@ -162,14 +203,34 @@ async function main(): Promise<void> {
   const results: ScenarioResult[] = [];
   let gatehouse: Child | undefined;
   let baseline: { child: Child; url: string } | undefined;
+  /** Stores of their own for one scenario, each with its Gatehouse once started. */
+  const extraStores: Array<{
+    env: Record<string, string>;
+    url: string;
+    child?: Child;
+    drop(): Promise<void>;
+  }> = [];
+  const openStore = async (label: string) => {
+    const own = dialect === 'postgres' ? await freshPostgres() : undefined;
+    const ownDir = path.join(work, label);
+    mkdirSync(ownDir);
+    const ownPort = await freePort();
+    return {
+      env: gatehouseEnv(ownPort, ownDir, own?.url),
+      url: `http://127.0.0.1:${ownPort}`,
+      drop: async () => {
+        await own?.drop().catch(() => {});
+      },
+    } as (typeof extraStores)[number];
+  };
 
   try {
     log(`seeding a ${dialect} store with ${SMALL_USERS} users ...`);
     const seed: SeedFacts = await seedStore(env, SMALL_USERS, connections);
     gatehouse = await startGatehouse(env);
 
-    const signIn = async (username: string) => {
-      const response = await fetch(`${base}/api/v2.1/auth/signin`, {
+    const signIn = async (username: string, url = base) => {
+      const response = await fetch(`${url}/api/v2.1/auth/signin`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ username, password: seed.password }),
@@ -178,8 +239,8 @@ async function main(): Promise<void> {
       return ((await response.json()) as { result: { records: [{ token: string }] } }).result.records[0]
         .token;
     };
-    const cookieOf = async (username: string) => {
-      const response = await fetch(`${base}/api/session/login`, {
+    const cookieOf = async (username: string, url = base) => {
+      const response = await fetch(`${url}/api/session/login`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ login: username, password: seed.password }),
@@ -205,19 +266,19 @@ async function main(): Promise<void> {
       256,
     ];
     baseline = await startBaseline(sizes);
-    const load = async (
-      url: string,
-      requests: readonly LoadRequest[],
-      extra: Partial<Parameters<typeof runLoad>[0]> = {},
-    ) => {
-      // Sign-ins (per-connection requests) are not warmed: they would only hash for nothing.
-      if (WARMUP_S > 0 && !extra.perConnection) {
-        await runLoad({ url, connections, durationS: WARMUP_S, requests, ...extra });
-      }
-      return runLoad({ url, connections, durationS, requests, ...extra });
+    // Warm-up load, not counted; sign-ins (per-connection requests) are not warmed: they would only hash for nothing.
+    const warm = async (url: string, requests: readonly LoadRequest[]) => {
+      if (WARMUP_S > 0) await runLoad({ url, connections, durationS: WARMUP_S, requests });
     };
-    const bare = (index: number, method: 'GET' | 'POST' = 'GET') =>
-      load(baseline?.url ?? '', [{ method, path: `/json/${index}` }]);
+    /** One side of an interleaved measurement: this load, for as long as its turn lasts. */
+    const loadTurn =
+      (url: string, requests: readonly LoadRequest[], extra: Partial<Parameters<typeof runLoad>[0]> = {}) =>
+      (seconds: number) =>
+        runLoad({ url, connections, durationS: seconds, requests, ...extra });
+    const bareRequests = (index: number, method: 'GET' | 'POST' = 'GET'): LoadRequest[] => [
+      { method, path: `/json/${index}` },
+    ];
+    const bareUrl = baseline.url;
 
     const readScenario = async (
       name: string,
@@ -228,8 +289,12 @@ async function main(): Promise<void> {
     ) => {
       if (!wanted(name)) return;
       log(`${name}: ${label}`);
-      const reference = await bare(baselineIndex);
-      const measured = await load(base, [request]);
+      await warm(bareUrl, bareRequests(baselineIndex));
+      await warm(base, [request]);
+      const [reference, measured] = await interleave(
+        [loadTurn(bareUrl, bareRequests(baselineIndex)), loadTurn(base, [request])],
+        durationS,
+      );
       results.push({
         name,
         label,
@@ -267,13 +332,25 @@ async function main(): Promise<void> {
             },
       ];
     };
-    let verifiesPerSecond: number | undefined;
     for (const surface of ['nse', 'storware'] as const) {
       const name = `signin-${surface}`;
       if (!wanted(name)) continue;
       log(`${name}: password sign-in`);
-      verifiesPerSecond ??= argon2Baseline('verify', durationS);
-      const measured = await load(base, [], { perConnection: (i) => signinRequests(i, surface) });
+      const signIns = loadTurn(base, [], { perConnection: (i) => signinRequests(i, surface) });
+      const [verifications, measured] = await interleave(
+        [
+          argon2Turn('verify'),
+          async (seconds: number) => {
+            const turn = await signIns(seconds);
+            // Sign-ins still in flight when the load stops are hashed after it: let them finish
+            // before the next turn, or they would take cores from the baseline's.
+            await sleep(Math.min(5000, (1000 * connections) / Math.max(1, turn.rps)));
+            return turn;
+          },
+        ],
+        durationS,
+      );
+      const verifiesPerSecond = verifications.rps;
       results.push({
         name,
         label: surface === 'nse' ? 'POST /api/v2.1/auth/signin' : 'POST /api/session/login',
@@ -322,14 +399,11 @@ async function main(): Promise<void> {
           perConnection: refreshLine,
         });
       }
-      const reference = await bare(2, 'POST');
-      const measured = await runLoad({
-        url: base,
-        connections,
+      await warm(bareUrl, bareRequests(2, 'POST'));
+      const [reference, measured] = await interleave(
+        [loadTurn(bareUrl, bareRequests(2, 'POST')), loadTurn(base, [], { perConnection: refreshLine })],
         durationS,
-        requests: [],
-        perConnection: refreshLine,
-      });
+      );
       // Every line must have moved on: a line stuck on its first token would measure the grace path.
       const generationOf = (token: string | undefined) =>
         (JSON.parse(Buffer.from(token?.split('.')[1] ?? '', 'base64url').toString()) as { gen: number }).gen;
@@ -408,8 +482,10 @@ async function main(): Promise<void> {
     };
     if (wanted('import-clear')) {
       log(`import-clear: ${IMPORT_CLEAR_ROWS} users with passwords in clear`);
-      const hashes = argon2Baseline('hash', durationS);
+      // The baseline before and after the import, averaged: drift during the import weighs on both.
+      const hashesBefore = argon2Baseline('hash', durationS / 2);
       const rowsPerSecond = await importRun('clear', IMPORT_CLEAR_ROWS, false);
+      const hashes = (hashesBefore + argon2Baseline('hash', durationS / 2)) / 2;
       results.push({
         name: 'import-clear',
         label: `import of ${IMPORT_CLEAR_ROWS.toLocaleString('en-US')} users, passwords in clear`,
@@ -436,23 +512,41 @@ async function main(): Promise<void> {
     }
 
     if (wanted('large-store')) {
-      const scenarios = [
-        ['read-cookie', cookieRead],
-        ['read-bearer', bearerRead],
-      ] as const;
-      const small = new Map<string, LoadResult>();
-      for (const [name, request] of scenarios) small.set(name, await load(base, [request]));
+      // Two stores beside the one above (which the imports have grown): one seeded with SMALL_USERS,
+      // one grown to LARGE_USERS users with a session each, each served by its own Gatehouse, both
+      // running while the reads take turns between them.
       await gatehouse.stop();
-      log(`large-store: growing the store to ${LARGE_USERS.toLocaleString('en-US')} users and sessions ...`);
-      await growStore(env, LARGE_USERS);
-      gatehouse = await startGatehouse(env);
-      for (const [name, request] of scenarios) {
-        const before = small.get(name);
-        const after = await load(base, [request]);
-        if (!before) continue;
+      gatehouse = undefined;
+      const small = await openStore('small');
+      const large = await openStore('large');
+      extraStores.push(small, large);
+      await seedStore(small.env, SMALL_USERS, connections);
+      await seedStore(large.env, SMALL_USERS, connections);
+      log(`large-store: growing a store to ${LARGE_USERS.toLocaleString('en-US')} users and sessions ...`);
+      await growStore(large.env, LARGE_USERS);
+      small.child = await startGatehouse(small.env);
+      large.child = await startGatehouse(large.env);
+      const readsOn = async (url: string): Promise<Array<[string, LoadRequest]>> => {
+        const token = await signIn(user, url);
+        return [
+          ['read-cookie', { path: '/api/session/user', headers: { cookie: await cookieOf(user, url) } }],
+          ['read-bearer', { path: '/api/v2.1/auth/regions', headers: { authorization: `Bearer ${token}` } }],
+        ];
+      };
+      const smallReads = await readsOn(small.url);
+      const largeReads = await readsOn(large.url);
+      for (const [index, [name, smallRead]] of smallReads.entries()) {
+        const largeRead = largeReads[index]?.[1];
+        if (!largeRead) continue;
+        await warm(small.url, [smallRead]);
+        await warm(large.url, [largeRead]);
+        const [before, after] = await interleave(
+          [loadTurn(small.url, [smallRead]), loadTurn(large.url, [largeRead])],
+          durationS,
+        );
         results.push({
           name: `large-store-${name}`,
-          label: `${request.path}, ${LARGE_USERS.toLocaleString('en-US')} users and sessions`,
+          label: `${largeRead.path}, ${LARGE_USERS.toLocaleString('en-US')} users and sessions`,
           unit: 'req/s',
           ...http(after),
           baseline: {
@@ -468,6 +562,10 @@ async function main(): Promise<void> {
   } finally {
     await baseline?.child.stop();
     await gatehouse?.stop();
+    for (const extra of extraStores) {
+      await extra.child?.stop();
+      await extra.drop();
+    }
     await database?.drop().catch(() => {});
     rmSync(work, { recursive: true, force: true });
   }
