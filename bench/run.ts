@@ -1,12 +1,12 @@
 // `npm run bench`: loads Gatehouse over loopback with autocannon, scenario by scenario, each next to
 // a baseline measured in the same run on the same machine, and writes bench/results/*.json and
 // BENCHMARKS.md. `--smoke` runs every scenario for a moment (npm test does, to keep this working).
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import pg from 'pg';
 import { type LoadRequest, type LoadResult, runLoad } from './load.js';
 import { type Child, freePort, httpOk, ROOT, spawnNode, waitUntil } from './processes.js';
@@ -125,8 +125,12 @@ async function startBaseline(sizes: readonly number[]): Promise<{ child: Child; 
   return { child, url };
 }
 
-function argon2Baseline(mode: 'hash' | 'verify', seconds: number): number {
-  const output = execFileSync(
+/**
+ * Raw argon2id operations/s, in a child process. Not execFileSync: a blocked event loop misses the
+ * server closing an idle keep-alive socket, and the next request goes out on the dead socket.
+ */
+async function argon2Baseline(mode: 'hash' | 'verify', seconds: number): Promise<number> {
+  const { stdout } = await promisify(execFile)(
     process.execPath,
     [
       ...TSX,
@@ -140,7 +144,7 @@ function argon2Baseline(mode: 'hash' | 'verify', seconds: number): number {
     // libuv's pool, which @node-rs/argon2 hashes on, with as many threads as Gatehouse hashes on.
     { cwd: ROOT, encoding: 'utf8', env: { ...process.env, UV_THREADPOOL_SIZE: String(HASH_THREADS) } },
   );
-  return (JSON.parse(output.trim().split('\n').at(-1) ?? '{}') as { perSecond: number }).perSecond;
+  return (JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { perSecond: number }).perSecond;
 }
 
 /** The turns of one side as one result: rates and medians averaged (the turns are equally long), the worst p99. */
@@ -173,7 +177,7 @@ async function interleave(sides: readonly [Side, Side], seconds: number): Promis
 const argon2Turn =
   (mode: 'hash' | 'verify') =>
   async (seconds: number): Promise<LoadResult> => {
-    const perSecond = argon2Baseline(mode, seconds);
+    const perSecond = await argon2Baseline(mode, seconds);
     return { requests: perSecond * seconds, rps: perSecond, p50Ms: 0, p99Ms: 0, errors: 0, unexpected: 0 };
   };
 
@@ -483,9 +487,9 @@ async function main(): Promise<void> {
     if (wanted('import-clear')) {
       log(`import-clear: ${IMPORT_CLEAR_ROWS} users with passwords in clear`);
       // The baseline before and after the import, averaged: drift during the import weighs on both.
-      const hashesBefore = argon2Baseline('hash', durationS / 2);
+      const hashesBefore = await argon2Baseline('hash', durationS / 2);
       const rowsPerSecond = await importRun('clear', IMPORT_CLEAR_ROWS, false);
-      const hashes = (hashesBefore + argon2Baseline('hash', durationS / 2)) / 2;
+      const hashes = (hashesBefore + (await argon2Baseline('hash', durationS / 2))) / 2;
       results.push({
         name: 'import-clear',
         label: `import of ${IMPORT_CLEAR_ROWS.toLocaleString('en-US')} users, passwords in clear`,
