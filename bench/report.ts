@@ -72,7 +72,7 @@ export function tableLines(report: BenchReport): string[] {
         : `${r.p50Ms === undefined ? '–' : milliseconds(r.p50Ms)} / ${milliseconds(r.p99Ms)}`;
     const failures = r.failures ? ` (${r.failures} failed)` : '';
     lines.push(
-      `| ${r.label} | ${number(r.value)} ${r.unit}${failures} | ${latency} | ${r.baseline.label}: ${number(r.baseline.value)}${r.baseline.p99Ms === undefined ? '' : ` (p99 ${r.baseline.p99Ms} ms)`} | ${r.ratio.toFixed(2)} | ${targetText(r)} | ${meetsTarget(r) ? 'yes' : '**no**'} |`,
+      `| ${r.label} | ${number(r.value)} ${r.unit}${failures} | ${latency} | ${r.baseline.label}: ${number(r.baseline.value)}${r.baseline.p99Ms === undefined ? '' : ` (p99 ${milliseconds(r.baseline.p99Ms)} ms)`} | ${r.ratio.toFixed(2)} | ${targetText(r)} | ${meetsTarget(r) ? 'yes' : '**no**'} |`,
     );
   }
   return lines;

@@ -125,12 +125,14 @@ async function startBaseline(sizes: readonly number[]): Promise<{ child: Child; 
   return { child, url };
 }
 
+const execFileAsync = promisify(execFile);
+
 /**
  * Raw argon2id operations/s, in a child process. Not execFileSync: a blocked event loop misses the
  * server closing an idle keep-alive socket, and the next request goes out on the dead socket.
  */
 async function argon2Baseline(mode: 'hash' | 'verify', seconds: number): Promise<number> {
-  const { stdout } = await promisify(execFile)(
+  const { stdout } = await execFileAsync(
     process.execPath,
     [
       ...TSX,
