@@ -528,33 +528,40 @@ function objectRow(parsed: unknown): RowFields | string {
   return row;
 }
 
-/** One CSV line (RFC 4180 quoting, no line breaks inside fields); undefined if quotes do not balance. */
+/**
+ * One CSV line (RFC 4180 quoting, no line breaks inside fields); undefined if quotes do not balance.
+ * A quote opens quoting only at the start of a field; after the closing quote, the rest of the field
+ * up to the next comma is kept as it is. Fields are cut out of the line whole, not built a character
+ * at a time: a string grown by `+=` is a chain of pieces that every later look at it (the hash
+ * format check of an import, say) first has to copy into one.
+ */
 export function splitCsv(line: string): string[] | undefined {
   const fields: string[] = [];
-  let field = '';
-  let quoted = false;
   let index = 0;
-  while (index < line.length) {
-    const char = line[index];
-    if (quoted) {
-      if (char === '"' && line[index + 1] === '"') {
+  for (;;) {
+    let field = '';
+    if (line.charCodeAt(index) === QUOTE) {
+      index += 1;
+      for (;;) {
+        const close = line.indexOf('"', index);
+        if (close === -1) return undefined;
+        field += line.slice(index, close);
+        index = close + 1;
+        // "" inside quotes is one quote; a lone one ends the quoting.
+        if (line.charCodeAt(index) !== QUOTE) break;
         field += '"';
-        index += 2;
-        continue;
+        index += 1;
       }
-      if (char === '"') quoted = false;
-      else field += char;
-    } else if (char === '"' && field === '') quoted = true;
-    else if (char === ',') {
-      fields.push(field);
-      field = '';
-    } else field += char;
-    index += 1;
+    }
+    const comma = line.indexOf(',', index);
+    field += line.slice(index, comma === -1 ? line.length : comma);
+    fields.push(field);
+    if (comma === -1) return fields;
+    index = comma + 1;
   }
-  if (quoted) return undefined;
-  fields.push(field);
-  return fields;
 }
+
+const QUOTE = 0x22;
 
 /** Passes bytes through while hashing them and counting lines that hold something. */
 class LineCounter extends Transform {
