@@ -2,6 +2,7 @@ import type { ChangeFeed } from '../store/change-feed.js';
 import { changeTags } from '../store/change-feed.js';
 import type { SessionWithPrincipal } from '../store/repositories/sessions.js';
 import type { Clock } from './clock.js';
+import { OldestFirst } from './lru.js';
 import { type LookupCounter, TaggedCache } from './tagged-cache.js';
 
 export type { CacheStats, LookupCounter } from './tagged-cache.js';
@@ -26,6 +27,7 @@ const ADVANCES_REMEMBERED = 4096;
 export class SessionCache extends TaggedCache<SessionWithPrincipal> {
   /** Per session, the newest token generation heard and when; oldest first. */
   readonly #advances = new Map<string, { readonly generation: number; readonly epoch: number }>();
+  readonly #oldestAdvance = new OldestFirst(this.#advances);
   /** Reads marked before this may have missed an advance that is no longer remembered. */
   #advanceFloor = 0;
 
@@ -69,11 +71,10 @@ export class SessionCache extends TaggedCache<SessionWithPrincipal> {
     this.#advances.delete(sessionId);
     this.#advances.set(sessionId, { generation, epoch });
     while (this.#advances.size > ADVANCES_REMEMBERED) {
-      const [oldest, { epoch: forgotten }] = this.#advances.entries().next().value as [
+      const [, { epoch: forgotten }] = this.#oldestAdvance.take() as [
         string,
         { generation: number; epoch: number },
       ];
-      this.#advances.delete(oldest);
       this.#advanceFloor = forgotten;
     }
     this.dropTagged(changeTags.session(sessionId), (session) => session.token_generation < generation);

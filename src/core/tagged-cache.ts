@@ -1,6 +1,6 @@
 import { type ChangeFeed, changeTags } from '../store/change-feed.js';
 import type { Clock } from './clock.js';
-import { Lru } from './lru.js';
+import { Lru, OldestFirst } from './lru.js';
 
 export interface CacheStats {
   readonly hits: number;
@@ -50,6 +50,7 @@ export class TaggedCache<V> {
   #epoch = 0;
   /** Per tag, the epoch of the last change heard to it, oldest first (at most CHANGES_REMEMBERED). */
   readonly #changedAt = new Map<string, number>();
+  readonly #oldestChange = new OldestFirst(this.#changedAt);
   /** Reads marked before this may have missed a change that is no longer remembered (or `*`). */
   #floor = 0;
   /**
@@ -198,8 +199,7 @@ export class TaggedCache<V> {
       if (keys) for (const key of [...keys]) this.#entries.delete(key);
     }
     while (this.#changedAt.size > CHANGES_REMEMBERED) {
-      const [oldestTag, oldestEpoch] = this.#changedAt.entries().next().value as [string, number];
-      this.#changedAt.delete(oldestTag);
+      const [, oldestEpoch] = this.#oldestChange.take() as [string, number];
       this.#floor = oldestEpoch;
     }
   }
