@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, type LogEvent, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
+import { Kysely, type LogEvent, Migrator, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { type ChangeFeed, createStoreChanges } from './change-feed.js';
 import { withInvalidations } from './invalidating-repositories.js';
@@ -9,6 +9,7 @@ import { migrations } from './migrations/index.js';
 import { RedisUnavailableError } from './redis-counters.js';
 import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
+import { LockWaitingSqliteDialect, SQLITE_LOCK_WAIT_MS } from './sqlite-lock-wait.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -63,7 +64,7 @@ export function connectStore(options: StoreOptions): Store {
   const db = new Kysely<Database>({
     dialect: options.databaseUrl
       ? new PostgresDialect({ pool: createPgPool(options.databaseUrl, options.poolSize ?? 10) })
-      : new SqliteDialect({ database: withStatementCache(openSqlite(options.dataDir)) }),
+      : new LockWaitingSqliteDialect({ database: withStatementCache(openSqlite(options.dataDir)) }),
     // Kysely times every statement (transactions' begin and commit included) and tells its log.
     log: (event: LogEvent) => {
       observer?.({
@@ -152,12 +153,14 @@ export function statementKind(nodeKind: string, sql: string): StatementKind {
 function openSqlite(dataDir: string): SQLite.Database {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const database = new SQLite(path.join(dataDir, 'gatehouse.db'));
-  // WAL lets readers run beside the writer (and several processes share the file);
-  // busy_timeout makes a second writer wait instead of failing at once.
+  // WAL lets readers run beside the writer (and several processes share the file). Switching to
+  // it may wait for another process opening the file at the same moment: SQLite's busy timeout
+  // covers that; the statements that follow wait for locks off the thread (sqlite-lock-wait.ts).
+  database.pragma(`busy_timeout = ${SQLITE_LOCK_WAIT_MS}`);
   database.pragma('journal_mode = WAL');
-  database.pragma('busy_timeout = 5000');
   database.pragma('synchronous = NORMAL');
   database.pragma('foreign_keys = ON');
+  database.pragma('busy_timeout = 0');
   return database;
 }
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import SQLite from 'better-sqlite3';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { json, nseSignIn, storwareLogin } from '../helpers/http.js';
@@ -84,5 +85,28 @@ describe('SQLite locked by another process: 503, and service resumes [sqlite]', 
       intruder.close();
     }
     assert.equal((await signin(ctx)).statusCode, 200);
+  });
+
+  test('a write waiting for the lock lets the process serve other requests, then goes through', async () => {
+    const intruder = new SQLite(path.join(ctx.config.dataDir, 'gatehouse.db'));
+    intruder.exec('BEGIN IMMEDIATE');
+    let settled = false;
+    const pending = signin(ctx).finally(() => {
+      settled = true;
+    });
+    try {
+      // Time for the sign-in to hash and reach its write. Were that write to wait for the lock on
+      // the event loop's thread (SQLite's own busy timeout), this timer could not fire before the
+      // write had given up, and the sign-in below would be a 503.
+      await sleep(300);
+      const health = await ctx.inject({ method: 'GET', url: '/healthz' });
+      assert.equal(health.statusCode, 200);
+      assert.equal(settled, false, 'the sign-in is still waiting for the lock');
+    } finally {
+      intruder.exec('ROLLBACK');
+      intruder.close();
+    }
+    const response = await pending;
+    assert.equal(response.statusCode, 200, response.body);
   });
 });
