@@ -11,8 +11,9 @@ const MIN_UPTIME_MS = 5000;
  * The primary of `gatehouse serve --workers N`: migrates and bootstraps the store once (so that a
  * generated admin password is printed once, not N times), then runs N server processes that
  * share one port (node:cluster) and one store; on SQLite they share the file (WAL, waiting for the
- * write lock off the event loop: store/sqlite-lock-wait.ts), on PostgreSQL each has its own pool. A worker that crashes is replaced; SIGTERM or SIGINT stops
- * every worker gracefully, then the primary. Resolves when all workers have stopped on request;
+ * write lock without stopping the event loop: store/sqlite-lock-wait.ts), on PostgreSQL each has
+ * its own pool. A worker that crashes is replaced; SIGTERM or SIGINT stops every worker
+ * gracefully, then the primary. Resolves when all workers have stopped on request;
  * rejects when they all stopped by themselves.
  */
 export async function runPrimary(

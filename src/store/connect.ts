@@ -155,7 +155,7 @@ function openSqlite(dataDir: string): SQLite.Database {
   const database = new SQLite(path.join(dataDir, 'gatehouse.db'));
   // WAL lets readers run beside the writer (and several processes share the file). Switching to
   // it may wait for another process opening the file at the same moment: SQLite's busy timeout
-  // covers that; the statements that follow wait for locks off the thread (sqlite-lock-wait.ts).
+  // covers that; the statements that follow wait for locks with the thread free (sqlite-lock-wait.ts).
   database.pragma(`busy_timeout = ${SQLITE_LOCK_WAIT_MS}`);
   database.pragma('journal_mode = WAL');
   database.pragma('synchronous = NORMAL');

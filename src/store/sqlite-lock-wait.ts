@@ -18,8 +18,8 @@ export const SQLITE_LOCK_WAIT_MS = 5000;
  * thread: while one statement waits for another process's write lock (several workers on one
  * file), the whole process stops, for 1 ms at the least, often for several (SQLite sleeps 1, 2,
  * 5, 10 ... ms between tries). This dialect runs SQLite with no busy timeout and waits here
- * instead, off the thread: a statement refused with SQLITE_BUSY is tried again on a later turn of
- * the event loop, and the process serves other requests meanwhile.
+ * instead, with the thread free: a statement refused with SQLITE_BUSY is tried again on a later
+ * turn of the event loop, and the process serves other requests meanwhile.
  *
  * A refused statement has done nothing, so trying it again is safe. Inside a transaction that has
  * read already, another writer's commit makes SQLite answer SQLITE_BUSY_SNAPSHOT instead, which
