@@ -3,11 +3,10 @@ import {
   type CompiledQuery,
   type DatabaseConnection,
   type Driver,
-  type QueryCompiler,
   type QueryResult,
   SqliteDialect,
   type SqliteDialectConfig,
-  type TransactionSettings,
+  SqliteDriver,
 } from 'kysely';
 
 /** How long a statement waits for another process's write lock before it fails (SQLITE_BUSY). */
@@ -26,80 +25,29 @@ export const SQLITE_LOCK_WAIT_MS = 5000;
  * waiting cannot cure: that one fails at once, as it did with the busy timeout.
  */
 export class LockWaitingSqliteDialect extends SqliteDialect {
-  readonly #waitMs: number;
+  readonly #config: SqliteDialectConfig;
 
-  constructor(config: SqliteDialectConfig, waitMs = SQLITE_LOCK_WAIT_MS) {
+  constructor(config: SqliteDialectConfig) {
     super(config);
-    this.#waitMs = waitMs;
+    this.#config = config;
   }
 
   override createDriver(): Driver {
-    return new LockWaitingDriver(super.createDriver(), this.#waitMs);
+    return new LockWaitingSqliteDriver(this.#config);
   }
 }
 
-class LockWaitingDriver implements Driver {
-  readonly #inner: Driver;
-  readonly #waitMs: number;
-  readonly #waiting = new WeakMap<DatabaseConnection, DatabaseConnection>();
+/**
+ * Kysely's SQLite driver, handing out its one connection wrapped. The driver runs begin, commit,
+ * rollback and savepoints through the connection it is handed back, so those wait too.
+ */
+class LockWaitingSqliteDriver extends SqliteDriver {
+  #waiting: DatabaseConnection | undefined;
 
-  constructor(inner: Driver, waitMs: number) {
-    this.#inner = inner;
-    this.#waitMs = waitMs;
-  }
-
-  init(): Promise<void> {
-    return this.#inner.init();
-  }
-
-  async acquireConnection(): Promise<DatabaseConnection> {
-    const connection = await this.#inner.acquireConnection();
-    let waiting = this.#waiting.get(connection);
-    if (!waiting) {
-      waiting = lockWaiting(connection, this.#waitMs);
-      this.#waiting.set(connection, waiting);
-    }
-    return waiting;
-  }
-
-  // The SQLite driver runs begin, commit and rollback through the connection it is handed: the
-  // waiting one, so that a COMMIT refused for a moment is tried again too.
-  beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
-    return this.#inner.beginTransaction(connection, settings);
-  }
-
-  commitTransaction(connection: DatabaseConnection): Promise<void> {
-    return this.#inner.commitTransaction(connection);
-  }
-
-  rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    return this.#inner.rollbackTransaction(connection);
-  }
-
-  savepoint(connection: DatabaseConnection, name: string, compile: QueryCompiler['compileQuery']) {
-    return this.#savepoints('savepoint')(connection, name, compile);
-  }
-
-  rollbackToSavepoint(connection: DatabaseConnection, name: string, compile: QueryCompiler['compileQuery']) {
-    return this.#savepoints('rollbackToSavepoint')(connection, name, compile);
-  }
-
-  releaseSavepoint(connection: DatabaseConnection, name: string, compile: QueryCompiler['compileQuery']) {
-    return this.#savepoints('releaseSavepoint')(connection, name, compile);
-  }
-
-  #savepoints(method: 'savepoint' | 'rollbackToSavepoint' | 'releaseSavepoint') {
-    const delegate = this.#inner[method]?.bind(this.#inner);
-    if (!delegate) throw new Error(`the SQLite driver has no ${method}`);
-    return delegate;
-  }
-
-  releaseConnection(connection: DatabaseConnection): Promise<void> {
-    return this.#inner.releaseConnection(connection);
-  }
-
-  destroy(): Promise<void> {
-    return this.#inner.destroy();
+  override async acquireConnection(): Promise<DatabaseConnection> {
+    const connection = await super.acquireConnection();
+    this.#waiting ??= lockWaiting(connection, SQLITE_LOCK_WAIT_MS);
+    return this.#waiting;
   }
 }
 
