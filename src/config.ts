@@ -13,6 +13,8 @@ export interface Config {
   readonly dataDir: string;
   /** Absent: SQLite in the data dir. */
   readonly databaseUrl: string | undefined;
+  /** PostgreSQL: run the statements that repeat as named prepared statements (off behind a pooler that cannot). */
+  readonly pgPreparedStatements: boolean;
   readonly adminPassword: string | undefined;
   /** 32-byte key that encrypts signing keys at rest; absent: `<dataDir>/master.key`. */
   readonly masterKey: Buffer | undefined;
@@ -123,6 +125,7 @@ export const SETTINGS = [
   'GATEHOUSE_NODE_MIN_VERSION',
   'GATEHOUSE_STORWARE_SESSION_POST_STATUS',
   'GATEHOUSE_BODY_LIMIT',
+  'GATEHOUSE_PG_PREPARED_STATEMENTS',
   'GATEHOUSE_TRUST_PROXY',
   'GATEHOUSE_COOKIE_SECURE',
   'GATEHOUSE_ALLOWED_ORIGINS',
@@ -285,6 +288,9 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
       'GATEHOUSE_DATABASE_URL: expected a postgres:// or postgresql:// URL (leave it unset for SQLite)',
     );
   }
+
+  const pgPreparedStatements =
+    oneOf('GATEHOUSE_PG_PREPARED_STATEMENTS', ['true', 'false'], 'true') === 'true';
 
   const passwordMinLength = integer('GATEHOUSE_PASSWORD_MIN_LENGTH', 12, 8, 128);
   const adminPassword = source.GATEHOUSE_ADMIN_PASSWORD || undefined;
@@ -465,6 +471,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     port,
     dataDir,
     databaseUrl,
+    pgPreparedStatements,
     adminPassword,
     masterKey,
     sessionIdleTimeoutMs,

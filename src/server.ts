@@ -14,7 +14,11 @@ export interface RunningServer {
 
 /** config → store (migrated) → core (bootstrapped) → app → listen. */
 export async function startServer(config: Config): Promise<RunningServer> {
-  const store = connectStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const store = connectStore({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    preparedStatements: config.pgPreparedStatements,
+  });
   try {
     await store.migrate();
     const core = await createCore({ config, store });

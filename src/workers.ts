@@ -23,7 +23,11 @@ export async function runPrimary(
   /** Settings of the workers that differ from the primary's environment. */
   workerEnv: Record<string, string> = {},
 ): Promise<void> {
-  const store = connectStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const store = connectStore({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    preparedStatements: config.pgPreparedStatements,
+  });
   try {
     await store.migrate();
     const core = await createCore({ config, store });

@@ -6,6 +6,7 @@ import pg from 'pg';
 import { type ChangeFeed, createStoreChanges } from './change-feed.js';
 import { withInvalidations } from './invalidating-repositories.js';
 import { migrations } from './migrations/index.js';
+import { preparingPool } from './pg-prepared-statements.js';
 import { RedisUnavailableError } from './redis-counters.js';
 import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
@@ -31,6 +32,8 @@ export interface StoreOptions {
   readonly dataDir: string;
   /** PostgreSQL pool size per process. */
   readonly poolSize?: number;
+  /** PostgreSQL: named prepared statements for the statements that repeat (default: on). */
+  readonly preparedStatements?: boolean;
 }
 
 export interface Store extends Repositories {
@@ -63,7 +66,12 @@ export function connectStore(options: StoreOptions): Store {
   let observer: QueryObserver | undefined;
   const db = new Kysely<Database>({
     dialect: options.databaseUrl
-      ? new PostgresDialect({ pool: createPgPool(options.databaseUrl, options.poolSize ?? 10) })
+      ? new PostgresDialect({
+          pool:
+            options.preparedStatements === false
+              ? createPgPool(options.databaseUrl, options.poolSize ?? 10)
+              : preparingPool(createPgPool(options.databaseUrl, options.poolSize ?? 10)),
+        })
       : new LockWaitingSqliteDialect({ database: withStatementCache(openSqlite(options.dataDir)) }),
     // Kysely times every statement (transactions' begin and commit included) and tells its log.
     log: (event: LogEvent) => {

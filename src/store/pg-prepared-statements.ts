@@ -1,0 +1,110 @@
+import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kysely';
+import type pg from 'pg';
+
+/** Distinct statements this process names (prepares once per connection); the rest run unnamed. */
+export const PREPARED_STATEMENT_LIMIT = 500;
+
+/**
+ * A statement's name once it has been seen twice. Run unnamed, PostgreSQL parses, analyses and
+ * plans a statement on every execution; for the short indexed statements the core runs, that is
+ * most of the server's work (pgbench here: a primary-key select 25,000/s unnamed against
+ * 40,000/s prepared, docs/scaling.md). Named, each connection prepares it once and then only binds
+ * and executes it. A statement seen once (an administrator's list with a rare filter) is not
+ * named, so the servers' memory holds only the shapes that repeat, at most PREPARED_STATEMENT_LIMIT.
+ */
+class StatementNames {
+  readonly #seen = new Map<string, string | null>();
+  #next = 0;
+
+  nameOf(sql: string): string | undefined {
+    const known = this.#seen.get(sql);
+    if (known !== undefined) return known ?? this.#name(sql);
+    // Statements seen once are only remembered: forget them all when there are too many.
+    if (this.#seen.size >= PREPARED_STATEMENT_LIMIT * 4) {
+      for (const [text, name] of this.#seen) if (name === null) this.#seen.delete(text);
+    }
+    this.#seen.set(sql, null);
+    return undefined;
+  }
+
+  /**
+   * Another process changed a table under a prepared statement so that its rows no longer have the
+   * type it was planned for (a migration during a rolling deploy): the connections that prepared
+   * it keep it under the old name, unused; the next use prepares it again under a new one.
+   */
+  rename(sql: string): void {
+    if (this.#seen.get(sql)) this.#seen.set(sql, null);
+  }
+
+  #name(sql: string): string | undefined {
+    if (this.#next >= PREPARED_STATEMENT_LIMIT) return undefined;
+    this.#next += 1;
+    const name = `gatehouse_${this.#next}`;
+    this.#seen.set(sql, name);
+    return name;
+  }
+}
+
+/**
+ * PostgreSQL's answer when a prepared statement's result type changed under it: "cached plan must
+ * not change result type", SQLSTATE 0A000. Judged by the code alone, since the message is in the
+ * server's language; another 0A000 fails the same way when tried again, and is thrown then.
+ */
+function isStalePlan(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '0A000';
+}
+
+const TRANSACTION_START = /^\s*(begin|start\s+transaction)\b/i;
+const TRANSACTION_END = /^\s*(commit|rollback|end|abort)\b/i;
+
+/**
+ * The pool as Kysely takes it, running the statements that repeat as named prepared statements.
+ * Behind a pooler that moves a session's statements between server connections (PgBouncer in
+ * transaction mode before 1.21), turn this off: GATEHOUSE_PG_PREPARED_STATEMENTS=false.
+ */
+export function preparingPool(pool: pg.Pool): PostgresPool {
+  const names = new StatementNames();
+  // Kysely keeps its own state per client object: hand out the same wrapper for the same client.
+  const wrappers = new WeakMap<pg.PoolClient, PostgresPoolClient>();
+  const wrap = (client: pg.PoolClient): PostgresPoolClient => {
+    let inTransaction = false;
+    const run = async (sql: string, parameters: readonly unknown[]) => {
+      const name = names.nameOf(sql);
+      if (name === undefined) return client.query(sql, parameters as unknown[]);
+      try {
+        return await client.query({ name, text: sql, values: parameters as unknown[] });
+      } catch (error) {
+        if (!isStalePlan(error)) throw error;
+        names.rename(sql);
+        // The failed statement did nothing; outside a transaction it can simply run again. Inside
+        // one the transaction is aborted already, and the caller's retry will prepare it afresh.
+        if (inTransaction) throw error;
+        return client.query(sql, parameters as unknown[]);
+      }
+    };
+    return {
+      query: ((sqlOrCursor: unknown, parameters?: readonly unknown[]) => {
+        if (typeof sqlOrCursor !== 'string') return client.query(sqlOrCursor as pg.Submittable);
+        if (TRANSACTION_START.test(sqlOrCursor)) inTransaction = true;
+        else if (TRANSACTION_END.test(sqlOrCursor)) inTransaction = false;
+        return run(sqlOrCursor, parameters ?? []) as Promise<PostgresQueryResult<unknown>>;
+      }) as PostgresPoolClient['query'],
+      release: () => {
+        inTransaction = false;
+        client.release();
+      },
+    };
+  };
+  return {
+    async connect() {
+      const client = await pool.connect();
+      let wrapper = wrappers.get(client);
+      if (!wrapper) {
+        wrapper = wrap(client);
+        wrappers.set(client, wrapper);
+      }
+      return wrapper;
+    },
+    end: () => pool.end(),
+  };
+}

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { connectStore, type Store } from '../../src/store/connect.js';
+import { createFreshDatabase, postgresUnavailableReason } from '../helpers/postgres.js';
+
+const unavailable = await postgresUnavailableReason();
+
+/**
+ * The named statements of the store's one connection (pool size 1: every statement runs on it),
+ * this question itself left out.
+ */
+async function preparedNames(store: Store): Promise<string[]> {
+  const { rows } = await sql<{ name: string }>`
+    select name from pg_prepared_statements where statement not like '%pg_prepared_statements%'
+  `.execute(store.db);
+  return rows.map((row) => row.name);
+}
+
+const TENANT = {
+  code: 'acme',
+  name: 'Acme',
+  description: '',
+  created_at: 1,
+  updated_at: 1,
+};
+
+describe('PostgreSQL prepared statements', {
+  skip: unavailable && `PostgreSQL skipped: ${unavailable}`,
+}, () => {
+  let database: Awaited<ReturnType<typeof createFreshDatabase>>;
+  let dataDir: string;
+  const stores: Store[] = [];
+  const open = async (preparedStatements?: boolean) => {
+    const store = connectStore({ databaseUrl: database.url, dataDir, poolSize: 1, preparedStatements });
+    stores.push(store);
+    return store;
+  };
+
+  before(async () => {
+    database = await createFreshDatabase();
+    dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-prepared-'));
+    const store = await open(false);
+    await store.migrate();
+    await store.tenants.insert({ id: 't1', ...TENANT });
+  });
+
+  after(async () => {
+    for (const store of stores) await store.destroy();
+    await database?.drop();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('a statement that repeats is prepared once per connection; one seen once is not', async () => {
+    const store = await open();
+    await store.tenants.findByCode('acme');
+    assert.deepEqual(await preparedNames(store), [], 'seen once: run unnamed');
+    for (let i = 0; i < 3; i += 1) assert.equal((await store.tenants.findByCode('acme'))?.id, 't1');
+    assert.deepEqual(await preparedNames(store), ['gatehouse_1']);
+  });
+
+  test('GATEHOUSE_PG_PREPARED_STATEMENTS=false: nothing is prepared', async () => {
+    const store = await open(false);
+    for (let i = 0; i < 3; i += 1) await store.tenants.findByCode('acme');
+    assert.deepEqual(await preparedNames(store), []);
+  });
+
+  test('a table changed under a prepared statement (a migration elsewhere) does not fail the next use', async () => {
+    const store = await open();
+    for (let i = 0; i < 3; i += 1) await store.tenants.findByCode('acme');
+    // Another process adds a column: the prepared `select *` no longer has the row type it was
+    // planned for, and PostgreSQL refuses to run it ("cached plan must not change result type").
+    await alterElsewhere(database.url, 'alter table tenants add column added_by_a_later_release text');
+    assert.equal((await store.tenants.findByCode('acme'))?.id, 't1');
+    assert.equal((await store.tenants.findByCode('acme'))?.id, 't1');
+    // Inside a transaction the first use fails (the transaction is aborted by then); the caller's
+    // next attempt prepares it afresh.
+    await alterElsewhere(database.url, 'alter table tenants add column added_later_still text');
+    await assert.rejects(
+      store.transaction((tx) => tx.tenants.findByCode('acme')),
+      /cached plan must not change result type/,
+    );
+    assert.equal((await store.transaction((tx) => tx.tenants.findByCode('acme')))?.id, 't1');
+  });
+});
+
+/** Runs a schema change on a connection of its own, as another process would. */
+async function alterElsewhere(url: string, statement: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
+}
