@@ -2,7 +2,7 @@ import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kyse
 import type pg from 'pg';
 
 /** Distinct statements this process names (prepares once per connection); the rest run unnamed. */
-export const PREPARED_STATEMENT_LIMIT = 500;
+const PREPARED_STATEMENT_LIMIT = 500;
 
 /**
  * A statement's name once it has been seen twice. Run unnamed, PostgreSQL parses, analyses and
