@@ -27,7 +27,13 @@ export interface SeedFacts {
 
 function open(env: Record<string, string>): { store: Store; config: ReturnType<typeof loadConfig> } {
   const config = loadConfig({ ...env, GATEHOUSE_ADMIN_PASSWORD: BENCH_PASSWORD });
-  return { store: connectStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }), config };
+  // The same store stack as the Gatehouse under test, prepared statements included.
+  const store = connectStore({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    preparedStatements: config.pgPreparedStatements,
+  });
+  return { store, config };
 }
 
 /** A user row as the core writes one, for bulk loads. */
