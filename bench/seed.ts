@@ -8,7 +8,7 @@ import { newId } from '../src/core/ids.js';
 import { createCore } from '../src/core/index.js';
 import { PasswordHasher } from '../src/core/passwords.js';
 import { accountKey } from '../src/core/secrets.js';
-import { connectStore, type Store } from '../src/store/connect.js';
+import { connectStore, type Store, storeOptionsOf } from '../src/store/connect.js';
 import type { SessionTable, UserTable } from '../src/store/schema.js';
 
 export const BENCH_PASSWORD = 'Bench-pass-phrase-2026!';
@@ -28,12 +28,7 @@ export interface SeedFacts {
 function open(env: Record<string, string>): { store: Store; config: ReturnType<typeof loadConfig> } {
   const config = loadConfig({ ...env, GATEHOUSE_ADMIN_PASSWORD: BENCH_PASSWORD });
   // The same store stack as the Gatehouse under test, prepared statements included.
-  const store = connectStore({
-    databaseUrl: config.databaseUrl,
-    dataDir: config.dataDir,
-    preparedStatements: config.pgPreparedStatements,
-  });
-  return { store, config };
+  return { store: connectStore(storeOptionsOf(config)), config };
 }
 
 /** A user row as the core writes one, for bulk loads. */

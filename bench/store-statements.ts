@@ -12,7 +12,7 @@ import pg from 'pg';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { createCore } from '../src/core/index.js';
-import { connectStore } from '../src/store/connect.js';
+import { connectStore, storeOptionsOf } from '../src/store/connect.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -124,7 +124,7 @@ const config = loadConfig({
   GATEHOUSE_RATE_LIMIT_SIGNIN: 'off',
   GATEHOUSE_RATE_LIMIT_REFRESH: 'off',
 });
-const store = connectStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+const store = connectStore(storeOptionsOf(config));
 await store.migrate();
 const core = await createCore({ config, store });
 await core.bootstrap();

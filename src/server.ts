@@ -4,7 +4,7 @@ import { buildApp } from './app.js';
 import { clusterMetricsClient } from './cluster-metrics.js';
 import type { Config } from './config.js';
 import { createCore } from './core/index.js';
-import { connectStore } from './store/connect.js';
+import { connectStore, storeOptionsOf } from './store/connect.js';
 
 export interface RunningServer {
   readonly app: FastifyInstance;
@@ -14,11 +14,7 @@ export interface RunningServer {
 
 /** config → store (migrated) → core (bootstrapped) → app → listen. */
 export async function startServer(config: Config): Promise<RunningServer> {
-  const store = connectStore({
-    databaseUrl: config.databaseUrl,
-    dataDir: config.dataDir,
-    preparedStatements: config.pgPreparedStatements,
-  });
+  const store = connectStore(storeOptionsOf(config));
   try {
     await store.migrate();
     const core = await createCore({ config, store });

@@ -2,7 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { serveClusterMetrics } from './cluster-metrics.js';
 import type { Config } from './config.js';
 import { createCore } from './core/index.js';
-import { connectStore } from './store/connect.js';
+import { connectStore, storeOptionsOf } from './store/connect.js';
 
 /** A worker that dies sooner than this after its start is not restarted (it would only die again). */
 const MIN_UPTIME_MS = 5000;
@@ -23,11 +23,7 @@ export async function runPrimary(
   /** Settings of the workers that differ from the primary's environment. */
   workerEnv: Record<string, string> = {},
 ): Promise<void> {
-  const store = connectStore({
-    databaseUrl: config.databaseUrl,
-    dataDir: config.dataDir,
-    preparedStatements: config.pgPreparedStatements,
-  });
+  const store = connectStore(storeOptionsOf(config));
   try {
     await store.migrate();
     const core = await createCore({ config, store });

@@ -30,13 +30,8 @@ export async function withStore<T>(
 ): Promise<T> {
   const config = loadConfig(io.env, io.cwd);
   // Loaded on use: `--help` and usage errors should not pay for the database drivers.
-  const { connectStore } = await import('../store/connect.js');
-  const store = connectStore({
-    databaseUrl: config.databaseUrl,
-    dataDir: config.dataDir,
-    poolSize: 2,
-    preparedStatements: config.pgPreparedStatements,
-  });
+  const { connectStore, storeOptionsOf } = await import('../store/connect.js');
+  const store = connectStore({ ...storeOptionsOf(config), poolSize: 2 });
   let result: T;
   try {
     result = await work(store, config);

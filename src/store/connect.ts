@@ -36,6 +36,22 @@ export interface StoreOptions {
   readonly preparedStatements?: boolean;
 }
 
+/**
+ * The store options a configuration asks for: the server, its workers, the CLI and the bench open
+ * the store the same way, and a new store setting reaches all of them from here.
+ */
+export function storeOptionsOf(config: {
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly pgPreparedStatements: boolean;
+}): StoreOptions {
+  return {
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    preparedStatements: config.pgPreparedStatements,
+  };
+}
+
 export interface Store extends Repositories {
   readonly dialect: Dialect;
   readonly db: Kysely<Database>;
@@ -64,14 +80,10 @@ export interface Store extends Repositories {
 export function connectStore(options: StoreOptions): Store {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
   let observer: QueryObserver | undefined;
+  const pool = options.databaseUrl ? createPgPool(options.databaseUrl, options.poolSize ?? 10) : undefined;
   const db = new Kysely<Database>({
-    dialect: options.databaseUrl
-      ? new PostgresDialect({
-          pool:
-            options.preparedStatements === false
-              ? createPgPool(options.databaseUrl, options.poolSize ?? 10)
-              : preparingPool(createPgPool(options.databaseUrl, options.poolSize ?? 10)),
-        })
+    dialect: pool
+      ? new PostgresDialect({ pool: options.preparedStatements === false ? pool : preparingPool(pool) })
       : new LockWaitingSqliteDialect({ database: withStatementCache(openSqlite(options.dataDir)) }),
     // Kysely times every statement (transactions' begin and commit included) and tells its log.
     log: (event: LogEvent) => {
