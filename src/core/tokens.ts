@@ -99,14 +99,24 @@ export class TokenService {
       this.#signers.set(key.kid, signer);
     }
     const iat = Math.floor(this.#clock.now() / 1000);
-    return signer({
+    const exp = Math.floor(claims.expiresAt / 1000);
+    const token = signer({
       username: claims.username,
       sid: claims.sid,
       gen: claims.generation,
       iat,
-      exp: Math.floor(claims.expiresAt / 1000),
+      exp,
       iss: this.#issuer,
     });
+    // These bytes were signed here, just now, with a key that verifies: a verification would read
+    // back these claims, so the client's next request (often to this process: a refresh line, or a
+    // read after signing in) skips it. Its key and times are still checked on every use.
+    this.#verified.set(token, {
+      claims: { username: claims.username, sid: claims.sid, gen: claims.generation, iat, exp },
+      nbf: undefined,
+      kid: key.kid,
+    });
+    return token;
   }
 
   async verifySessionToken(token: string): Promise<SessionTokenClaims> {

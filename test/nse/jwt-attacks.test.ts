@@ -11,7 +11,7 @@ import {
 import { after, before, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { createCore } from '../../src/core/index.js';
-import { CLOCK_SKEW_SECONDS } from '../../src/core/tokens.js';
+import { CLOCK_SKEW_SECONDS, TokenService } from '../../src/core/tokens.js';
 import { connectStore } from '../../src/store/connect.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
@@ -98,6 +98,27 @@ forEachDialect('JWT attacks on the bearer token', (dialect) => {
   test('a token made here with our session key is accepted (the forgeries below differ in one thing each)', async () => {
     const { claims } = await session();
     await accepted(ours(claims), 'control');
+  });
+
+  test('a token reads back the same claims where it was signed (filed as verified) and where it never was', async () => {
+    const here = new TokenService(ctx.core.keyring, ctx.clock, ctx.config.issuer);
+    const elsewhere = new TokenService(ctx.core.keyring, ctx.clock, ctx.config.issuer);
+    const expiresAt = ctx.clock.now() + 600_000;
+    const token = await here.signSessionToken({ username: 'alice', sid: 'sid-1', generation: 3, expiresAt });
+    const verified = await elsewhere.verifySessionToken(token);
+    assert.deepEqual(await here.verifySessionToken(token), verified);
+    assert.deepEqual(verified, {
+      username: 'alice',
+      sid: 'sid-1',
+      gen: 3,
+      iat: Math.floor(ctx.clock.now() / 1000),
+      exp: Math.floor(expiresAt / 1000),
+    });
+    // Filed or not, its times are checked at every use.
+    ctx.clock.advance(600_000 + (CLOCK_SKEW_SECONDS + 1) * 1000);
+    for (const service of [here, elsewhere]) {
+      await assert.rejects(service.verifySessionToken(token), { code: 'TOKEN_EXPIRED' });
+    }
   });
 
   test('alg none is refused, with or without a signature', async () => {
