@@ -98,24 +98,18 @@ export class TokenService {
       }) as SyncSigner;
       this.#signers.set(key.kid, signer);
     }
-    const iat = Math.floor(this.#clock.now() / 1000);
-    const exp = Math.floor(claims.expiresAt / 1000);
-    const token = signer({
+    const signed: SessionTokenClaims = {
       username: claims.username,
       sid: claims.sid,
       gen: claims.generation,
-      iat,
-      exp,
-      iss: this.#issuer,
-    });
+      iat: Math.floor(this.#clock.now() / 1000),
+      exp: Math.floor(claims.expiresAt / 1000),
+    };
+    const token = signer({ ...signed, iss: this.#issuer });
     // These bytes were signed here, just now, with a key that verifies: a verification would read
     // back these claims, so the client's next request (often to this process: a refresh line, or a
     // read after signing in) skips it. Its key and times are still checked on every use.
-    this.#verified.set(token, {
-      claims: { username: claims.username, sid: claims.sid, gen: claims.generation, iat, exp },
-      nbf: undefined,
-      kid: key.kid,
-    });
+    this.#verified.set(token, { claims: signed, nbf: undefined, kid: key.kid });
     return token;
   }
 
