@@ -15,6 +15,8 @@ export const BENCH_PASSWORD = 'Bench-pass-phrase-2026!';
 /** Accounts the load signs in as, one per connection at most. */
 const LOAD_USERS = 64;
 const BATCH = 500;
+/** Users written per transaction, as the import writes them (ROWS_PER_BATCH in user-import.ts). */
+const USERS_PER_TRANSACTION = 1000;
 
 export interface SeedFacts {
   readonly password: string;
@@ -71,24 +73,18 @@ async function insertUsers(
   tenantId: string,
 ): Promise<string[]> {
   const ids: string[] = [];
-  for (let start = from; start < to; start += BATCH) {
+  for (let start = from; start < to; start += USERS_PER_TRANSACTION) {
     const now = Date.now();
-    const rows = Array.from({ length: Math.min(BATCH, to - start) }, (_, i) =>
+    const rows = Array.from({ length: Math.min(USERS_PER_TRANSACTION, to - start) }, (_, i) =>
       userRow(`${prefix}${start + i}`, passwordHash, now),
     );
-    await store.db.transaction().execute(async (trx) => {
-      await trx.insertInto('users').values(rows).execute();
-      await trx
-        .insertInto('tenancies')
-        .values(
-          rows.map((row) => ({
-            user_id: row.id,
-            tenant_id: tenantId,
-            role: 'user' as const,
-            created_at: now,
-          })),
-        )
-        .execute();
+    // The store's own bulk writes, as the import's: the baseline is the same statements without
+    // the checks, the audit events and the job around them.
+    await store.transaction(async (tx) => {
+      await tx.users.insertMany(rows);
+      await tx.users.addTenancies(
+        rows.map((row) => ({ user_id: row.id, tenant_id: tenantId, role: 'user' as const, created_at: now })),
+      );
     });
     ids.push(...rows.map((row) => row.id));
   }

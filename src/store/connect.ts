@@ -98,7 +98,7 @@ export function connectStore(options: StoreOptions): Store {
 
   const changes = createStoreChanges(dialect, db, options.databaseUrl);
   const repositoriesOf = (executor: Kysely<Database>, committed: (tags: readonly string[]) => void) =>
-    withInvalidations(createRepositories(executor), changes.publisher(executor, committed));
+    withInvalidations(createRepositories(executor, dialect), changes.publisher(executor, committed));
 
   return {
     dialect,

@@ -488,7 +488,7 @@ forEachDialect(
 test('every write of the rbac, catalog, users and tenants repositories tells the caches', async () => {
   const ctx = await createTestContext('sqlite');
   try {
-    const plain = createRepositories(ctx.store.db);
+    const plain = createRepositories(ctx.store.db, ctx.store.dialect);
     const wrapped = withInvalidations(plain, { publish: async () => {} });
     // Reads by name; anything else changes the store and must be wrapped.
     const isRead = (name: string) =>

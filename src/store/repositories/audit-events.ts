@@ -1,5 +1,7 @@
 import type { Expression, ExpressionBuilder, Insertable, Kysely, Selectable, SqlBool } from 'kysely';
+import type { Dialect } from '../connect.js';
 import type { AuditEventTable, Database } from '../schema.js';
+import { insertRows } from './bulk-insert.js';
 import type { Page, PageRequest } from './list-query.js';
 
 export type AuditEventRow = Selectable<AuditEventTable>;
@@ -18,8 +20,24 @@ export interface AuditFilter {
 
 const SORT = { created: 'at', action: 'action' } as const;
 
+const AUDIT_EVENT_COLUMNS = [
+  'id',
+  'at',
+  'actor_type',
+  'actor_id',
+  'actor_name',
+  'action',
+  'target_type',
+  'target_id',
+  'target_name',
+  'tenant_id',
+  'ip',
+  'outcome',
+  'reason',
+] as const satisfies readonly (keyof AuditEventTable)[];
+
 /** Append-only: there is no update and no delete here, on purpose. */
-export function createAuditEventRepository(db: Kysely<Database>) {
+export function createAuditEventRepository(db: Kysely<Database>, dialect: Dialect) {
   const matching = (filter: AuditFilter) => (eb: ExpressionBuilder<Database, 'audit_events'>) => {
     const conditions: Expression<SqlBool>[] = [];
     if (filter.visibleTenantIds !== undefined)
@@ -41,13 +59,9 @@ export function createAuditEventRepository(db: Kysely<Database>) {
     async insert(row: Insertable<AuditEventTable>): Promise<void> {
       await db.insertInto('audit_events').values(row).execute();
     },
-    async insertMany(rows: readonly Insertable<AuditEventTable>[]): Promise<void> {
-      for (let start = 0; start < rows.length; start += 500) {
-        await db
-          .insertInto('audit_events')
-          .values(rows.slice(start, start + 500))
-          .execute();
-      }
+    /** Many events in multi-row statements of 500 (6,500 parameters); every row sets every column. */
+    insertMany(rows: readonly Insertable<AuditEventTable>[]): Promise<void> {
+      return insertRows(db, dialect, 'audit_events', AUDIT_EVENT_COLUMNS, rows, 500);
     },
     async list(page: PageRequest<AuditSortKey>, filter: AuditFilter): Promise<Page<AuditEventRow>> {
       if (filter.visibleTenantIds?.length === 0) return { rows: [], total: 0 };

@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import type { Dialect } from '../connect.js';
 import type { Database } from '../schema.js';
 import { createApiTokenRepository } from './api-tokens.js';
 import { createAuditEventRepository } from './audit-events.js';
@@ -15,10 +16,10 @@ import { createTenantRepository } from './tenants.js';
 import { createUserRepository } from './users.js';
 
 /** The storage facade: the only code that writes SQL. Core sees these methods, never Kysely. */
-export function createRepositories(db: Kysely<Database>) {
+export function createRepositories(db: Kysely<Database>, dialect: Dialect) {
   return {
     tenants: createTenantRepository(db),
-    users: createUserRepository(db),
+    users: createUserRepository(db, dialect),
     rbac: createRbacRepository(db),
     nodes: createNodeRepository(db),
     sessions: createSessionRepository(db),
@@ -26,7 +27,7 @@ export function createRepositories(db: Kysely<Database>) {
     signingKeys: createSigningKeyRepository(db),
     catalog: createCatalogRepository(db),
     jobs: createJobRepository(db),
-    auditEvents: createAuditEventRepository(db),
+    auditEvents: createAuditEventRepository(db, dialect),
     subtenants: createSubtenantRepository(db),
     imports: createImportRepository(db),
     loginThrottle: createLoginThrottleRepository(db),

@@ -7,7 +7,9 @@ import type {
   SqlBool,
   Updateable,
 } from 'kysely';
+import type { Dialect } from '../connect.js';
 import type { Database, TenancyTable, UserTable } from '../schema.js';
+import { insertRows } from './bulk-insert.js';
 import type { Page, PageRequest } from './list-query.js';
 import { createLoginHistory } from './login-history.js';
 
@@ -21,19 +23,22 @@ export interface TenancyView {
   readonly role: Role;
 }
 
-export function createUserRepository(db: Kysely<Database>) {
+export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
   return {
     ...createLoginHistory(db, 'users'),
 
     async insert(row: Insertable<UserTable>): Promise<void> {
       await db.insertInto('users').values(row).execute();
     },
-    /** Many users in multi-row statements (bulk import); chunked under the stores' parameter limits. */
-    async insertMany(rows: readonly Insertable<UserTable>[]): Promise<void> {
-      for (const chunk of chunks(rows, 500)) await db.insertInto('users').values(chunk).execute();
+    /**
+     * Many users in multi-row statements (bulk import), 500 rows (12,000 parameters) each: under
+     * both stores' parameter limits. Every row sets each of NEW_USER_COLUMNS.
+     */
+    insertMany(rows: readonly Insertable<UserTable>[]): Promise<void> {
+      return insertRows(db, dialect, 'users', NEW_USER_COLUMNS, rows, 500);
     },
-    async addTenancies(rows: readonly Insertable<TenancyTable>[]): Promise<void> {
-      for (const chunk of chunks(rows, 1000)) await db.insertInto('tenancies').values(chunk).execute();
+    addTenancies(rows: readonly Insertable<TenancyTable>[]): Promise<void> {
+      return insertRows(db, dialect, 'tenancies', TENANCY_COLUMNS, rows, 1000);
     },
     /** Which of these user name keys are taken already. */
     async takenUsernameKeys(keys: readonly string[]): Promise<Set<string>> {
@@ -235,6 +240,42 @@ function tenancyIn(eb: ExpressionBuilder<Database, 'users'>, tenantIds: readonly
     .whereRef('tenancies.user_id', '=', 'users.id')
     .where('tenancies.tenant_id', 'in', tenantIds);
 }
+
+/** The columns a new user's row sets: all but the counters that start at their default. */
+const NEW_USER_COLUMNS = [
+  'id',
+  'username',
+  'username_key',
+  'first_name',
+  'last_name',
+  'display_name',
+  'email',
+  'phone',
+  'provider',
+  'external_id',
+  'password_hash',
+  'active',
+  'language',
+  'ui_time_zone',
+  'ui_console_mode',
+  'page_size',
+  'time_format',
+  'info_tour_enabled',
+  'last_success_at',
+  'last_failed_at',
+  'last_failed_ip',
+  'locked_until',
+  'password_changed_at',
+  'created_at',
+  'updated_at',
+] as const satisfies readonly (keyof UserTable)[];
+
+const TENANCY_COLUMNS = [
+  'user_id',
+  'tenant_id',
+  'role',
+  'created_at',
+] as const satisfies readonly (keyof TenancyTable)[];
 
 /** `items` in slices of at most `size`: one multi-row statement each. */
 function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {

@@ -1,0 +1,78 @@
+import { CompiledQuery, type Insertable, type Kysely } from 'kysely';
+import type { Dialect } from '../connect.js';
+import type { Database } from '../schema.js';
+
+/** The SQL of a full statement of each shape (dialect, table, columns, rows), built once per process. */
+const statementsByShape = new Map<string, string>();
+
+/**
+ * Writes `rows` in multi-row INSERTs of `rowsPerStatement` rows, each row's `columns` in order (a
+ * value left undefined is written as NULL, not as the column's default: list only the columns
+ * every row sets).
+ *
+ * Kysely builds an operation node for every value and compiles the whole tree again for every
+ * statement: for an import of 100,000 users that is millions of nodes to build, walk and collect
+ * (a V8 profile of one: a fifth of the import's time in the builder and the garbage it leaves).
+ * Here Kysely compiles a full statement of each shape once, and each statement after that is only
+ * its parameters. The SQL is the dialect's own, as Kysely writes it; a last, shorter statement is
+ * compiled as usual.
+ */
+export async function insertRows<T extends keyof Database & string>(
+  db: Kysely<Database>,
+  dialect: Dialect,
+  table: T,
+  columns: readonly (keyof Insertable<Database[T]> & string)[],
+  rows: readonly Insertable<Database[T]>[],
+  rowsPerStatement: number,
+): Promise<void> {
+  for (let start = 0; start < rows.length; start += rowsPerStatement) {
+    const end = Math.min(rows.length, start + rowsPerStatement);
+    const parameters: unknown[] = new Array((end - start) * columns.length);
+    let next = 0;
+    for (let index = start; index < end; index += 1) {
+      const row = rows[index] as Record<string, unknown>;
+      for (const column of columns) parameters[next++] = row[column] ?? null;
+    }
+    const sql =
+      end - start === rowsPerStatement
+        ? statementOf(db, dialect, table, columns, rowsPerStatement)
+        : compileInsert(db, table, columns, end - start);
+    await db.executeQuery(CompiledQuery.raw(sql, parameters));
+  }
+}
+
+function statementOf(
+  db: Kysely<Database>,
+  dialect: Dialect,
+  table: string,
+  columns: readonly string[],
+  rows: number,
+): string {
+  const shape = `${dialect}\0${table}\0${columns.join(',')}\0${rows}`;
+  let sql = statementsByShape.get(shape);
+  if (sql === undefined) {
+    sql = compileInsert(db, table, columns, rows);
+    statementsByShape.set(shape, sql);
+  }
+  return sql;
+}
+
+function compileInsert(
+  db: Kysely<Database>,
+  table: string,
+  columns: readonly string[],
+  rows: number,
+): string {
+  const row = Object.fromEntries(columns.map((column) => [column, null]));
+  const compiled = db
+    .insertInto(table as keyof Database)
+    .values(Array.from({ length: rows }, () => row) as never)
+    .compile();
+  // Every value a parameter, row after row and column after column: the order filled above.
+  if (compiled.parameters.length !== rows * columns.length) {
+    throw new Error(
+      `a ${rows}-row insert into ${table} compiled to ${compiled.parameters.length} parameters`,
+    );
+  }
+  return compiled.sql;
+}
