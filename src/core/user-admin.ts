@@ -204,6 +204,20 @@ export class UserAdminService {
     meta: RequestMeta,
     inFlight: number,
   ): Promise<(CreatedUser | GatehouseError)[]> {
+    return this.writeMany(await this.checkMany(auth, inputs, meta, inFlight));
+  }
+
+  /**
+   * The first half of `createMany`: each input checked against the rules and its password hashed,
+   * nothing written. A caller with several batches may check the next while `writeMany` writes
+   * this one (the import does: on PostgreSQL the server writes while this process checks).
+   */
+  async checkMany(
+    auth: AuthContext,
+    inputs: readonly UserCreation[],
+    meta: RequestMeta,
+    inFlight: number,
+  ): Promise<CheckedUsers> {
     const actor = await actorOf(this.#store, auth);
     const results: (PreparedUser | GatehouseError | undefined)[] = inputs.map(() => undefined);
     const refusals: AuditEntry[] = [];
@@ -245,7 +259,17 @@ export class UserAdminService {
         }
       }
     });
+    return { auth, inputs, meta, results, refusals };
+  }
 
+  /**
+   * The second half of `createMany`: writes the users `checkMany` passed, with their audit events,
+   * and answers for every input. Names are checked against the store here, so that a batch written
+   * meanwhile counts.
+   */
+  async writeMany(checked: CheckedUsers): Promise<(CreatedUser | GatehouseError)[]> {
+    const { auth, inputs, meta, refusals } = checked;
+    const results = [...checked.results];
     const keys = results.flatMap((result) => (isPrepared(result) ? [result.row.username_key] : []));
     const taken = await this.#store.users.takenUsernameKeys(keys);
     const ready: number[] = [];
@@ -632,6 +656,15 @@ function sameTenancies(current: readonly TenancyView[], wanted: readonly Tenancy
     current.length === wanted.length &&
     wanted.every((w) => current.some((c) => c.tenantId === w.tenantId && c.role === w.role))
   );
+}
+
+/** Users checked by `checkMany`, not yet written: what `writeMany` takes. */
+export interface CheckedUsers {
+  readonly auth: AuthContext;
+  readonly inputs: readonly UserCreation[];
+  readonly meta: RequestMeta;
+  readonly results: readonly (PreparedUser | GatehouseError | undefined)[];
+  readonly refusals: readonly AuditEntry[];
 }
 
 /** What `createMany` answers for a user it created. */

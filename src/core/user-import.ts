@@ -316,8 +316,10 @@ export class UserImportService {
     const tenants = new Map<string, string | null>();
     const fail = async (failure: RowFailure) => {
       failed += 1;
-      // Batches run in file order and answer in row order: the first failures are the lowest rows.
-      if (reported.length < REPORTED_FAILURES) reported.push(failure);
+      // A batch's check failures may come in before the batch ahead of it has answered: keep the
+      // lowest rows, cutting the list back now and then rather than sorting on every failure.
+      reported.push(failure);
+      if (reported.length >= 2 * REPORTED_FAILURES) lowestRows(reported);
       pending.push(failure);
       if (pending.length >= FAILURE_BATCH) {
         const batch = pending;
@@ -325,7 +327,9 @@ export class UserImportService {
         await this.#store.imports.addFailures(control.jobId, batch);
       }
     };
-    const importBatch = async (batch: readonly ReadRow[]) => {
+    // A batch's rows are checked (and their passwords hashed) while the batch before is written:
+    // on PostgreSQL the server writes one batch while this process checks the next.
+    const checkBatch = async (batch: readonly ReadRow[]) => {
       const creations: { row: number; secrets: (string | undefined)[]; creation: UserCreation }[] = [];
       for (const { row, fields } of batch) {
         const secrets = typeof fields === 'string' ? [] : [fields.password, fields.password_hash];
@@ -337,26 +341,40 @@ export class UserImportService {
           await fail({ row, reason: withoutSecrets(error.detail || error.userMessage, secrets) });
         }
       }
-      const results = await this.#userAdmin.createMany(
+      const checked = await this.#userAdmin.checkMany(
         auth,
         creations.map((c) => c.creation),
         meta,
         // Bulk hashing may use every core (HashPool's burst), whatever this process's share.
         ROWS_IN_FLIGHT_PER_HASH_THREAD * Math.max(this.#config.hashThreads, availableParallelism()),
       );
+      return { rows: batch.length, creations, checked };
+    };
+    const writeBatch = async ({ rows, creations, checked }: Awaited<ReturnType<typeof checkBatch>>) => {
+      const results = await this.#userAdmin.writeMany(checked);
       for (const [index, result] of results.entries()) {
         const { row, secrets } = creations[index] ?? { row: 0, secrets: [] };
         if (isGatehouseError(result)) {
           await fail({ row, reason: withoutSecrets(result.detail || result.userMessage, secrets) });
         } else imported += 1;
       }
-      // Failures of rows before the creations are counted above; keep the order of the report.
-      reported.sort((a, b) => a.row - b.row);
-      processed += batch.length;
+      processed += rows;
       await control.report(
         `${counted(imported)} of ${counted(total)} users imported`,
         total === 0 ? 100 : (processed / total) * 100,
       );
+    };
+    let writing: Promise<void> = Promise.resolve();
+    const importBatch = async (batch: readonly ReadRow[]) => {
+      // Checked before the previous write is awaited; a failed write stops the import all the same.
+      const checked = await checkBatch(batch).catch(async (error: unknown) => {
+        await writing.catch(() => {});
+        throw error;
+      });
+      await writing;
+      writing = writeBatch(checked);
+      // Never left unobserved between batches: the next importBatch or the end awaits it.
+      writing.catch(() => {});
     };
     let batch: ReadRow[] = [];
     for await (const row of readRows(spooled.file, format)) {
@@ -367,7 +385,9 @@ export class UserImportService {
       }
     }
     if (batch.length > 0) await importBatch(batch);
+    await writing;
     await this.#store.imports.addFailures(control.jobId, pending);
+    lowestRows(reported);
 
     const summary = `${counted(imported)} of ${counted(total)} users imported; ${counted(failed)} rows failed`;
     await this.#audit.record({
@@ -464,6 +484,12 @@ function jsonElements(file: string): AsyncIterable<{ key: number; value: unknown
   const elements = streamArray.withParserAsStream();
   source.on('error', (error) => elements.destroy(error));
   return source.pipe(elements);
+}
+
+/** Cuts `failures` down to the REPORTED_FAILURES of the lowest rows, in row order. */
+function lowestRows(failures: RowFailure[]): void {
+  failures.sort((a, b) => a.row - b.row);
+  failures.length = Math.min(failures.length, REPORTED_FAILURES);
 }
 
 function failedTask(jobId: string, auth: AuthContext, failure: RowFailure): JobTask {

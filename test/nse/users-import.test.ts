@@ -145,6 +145,36 @@ forEachDialect('NSE users import', (dialect) => {
     }
   });
 
+  test('a later batch finds the names an earlier batch took; the lowest 1,000 failed rows are listed', async () => {
+    // Rows go in batches of 1,000, each checked while the one before it is written. A well-formed
+    // bcrypt hash: nothing to hash, so 2,500 rows take no time.
+    const hash = `$2b$04$abcdefghijklmnopqrstuv${'A'.repeat(31)}`;
+    const lines = ['username,password_hash,tenant_code,role'];
+    for (let i = 0; i < 2500; i += 1) {
+      // Data rows are numbered by line: i is row i + 2.
+      if (i < 1000) lines.push(`batch${i},"${hash}",acme,user`);
+      else if (i < 1600) lines.push(`BATCH${i - 1000},"${hash}",acme,user`);
+      else lines.push(`late${i},"${hash}",acme,boss`);
+    }
+    const response = await importUsers('alice', `${lines.join('\n')}\n`);
+    assert.equal(response.statusCode, 202, response.body);
+    const job = await finished('alice', json(response).result.records[0].id);
+    assert.equal(job.status, 'partially_failed');
+    assert.equal(job.status_detail, '1,000 of 2,500 users imported; 1,500 rows failed');
+    assert.match(job.last_error, /1,500 rows failed; the first 1,000 are listed/);
+    // Rows 1002-1601 name users of the first batch (in other case); 1602-2501 have no such role.
+    // The second batch's role failures are found before its names are; the list is by row all the same.
+    const listed = job.job_tasks.map((task: Record<string, any>) => task.status_detail);
+    assert.equal(listed.length, 1000);
+    listed.forEach((detail: string, index: number) => {
+      const row = 1002 + index;
+      assert.ok(detail.startsWith(`row ${row}: `), detail);
+      assert.match(detail, row <= 1601 ? /already exists/ : /role must be one of/);
+    });
+    assert.ok(await userExists('batch999'));
+    assert.equal(await userExists('late1600'), false);
+  });
+
   test('an Idempotency-Key retry answers the first job and imports nothing twice', async () => {
     const body = [1, 2, 3]
       .map((i) =>
