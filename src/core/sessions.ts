@@ -103,6 +103,16 @@ export class SessionService {
   readonly #touchIntervalMs: number;
   /** Refreshes' compare-and-sets, written in groups; each answers its grace end, or undefined if it lost. */
   readonly #advances: GroupWriter<{ readonly id: string; readonly from: number }, number | undefined>;
+  /**
+   * Whether other processes hear of each refresh. A copy of the session read before a refresh
+   * names the replaced token as current, and a process serving from it accepts that token: so does
+   * the row itself while the grace lasts. A copy is filed less than one cache lifetime after its
+   * read began (#authenticate) and served for one lifetime at most: with a grace of two lifetimes
+   * or more, every such copy is gone before the replaced token would be refused, and telling every
+   * process of every refresh (a NOTIFY that wakes every node's listener, on SQLite a row) buys
+   * nothing. A newer token than a copy's is read afresh in any case.
+   */
+  readonly #announceRefreshes: boolean;
 
   constructor(
     store: Store,
@@ -119,13 +129,16 @@ export class SessionService {
     this.#audit = audit;
     this.#cache = cache;
     this.#touchIntervalMs = Math.min(60_000, Math.floor(config.sessionIdleTimeoutMs / 10));
+    this.#announceRefreshes = config.refreshGraceMs < 2 * config.sessionCacheTtlMs;
     this.#advances = new GroupWriter(async (advances) => {
       // One compare-and-set per session: a second refresh of the same session in this batch
       // loses, as it would a moment later, and is judged on a fresh read.
       const first = new Map<string, { readonly id: string; readonly from: number }>();
       for (const advance of advances) if (!first.has(advance.id)) first.set(advance.id, advance);
       const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
-      const moved = await this.#store.sessions.advanceTokenGenerations([...first.values()], priorValidUntil);
+      const moved = await this.#store.sessions.advanceTokenGenerations([...first.values()], priorValidUntil, {
+        announce: this.#announceRefreshes,
+      });
       return advances.map((advance) =>
         first.get(advance.id) === advance && moved.has(advance.id) ? priorValidUntil : undefined,
       );
@@ -215,11 +228,12 @@ export class SessionService {
     }
     // The predecessor within its grace, or another refresh of the same token won: judge the token
     // again against the row as it is now (the one seen may have come from the session cache), which
-    // may find a replay by then and end the session.
-    const fresh = await this.#check(await this.#store.sessions.findById(session.id), {
-      generation: presented,
-      meta,
-    });
+    // may find a replay by then and end the session. A session secret names no generation (the one
+    // tried was a copy's, maybe one refresh behind): the session is judged, and its token handed out.
+    const fresh = await this.#check(
+      await this.#store.sessions.findById(session.id),
+      auth.tokenGeneration === undefined ? undefined : { generation: presented, meta },
+    );
     return this.#sign(fresh.principal, fresh.session, fresh.session.token_generation);
   }
 
@@ -278,8 +292,12 @@ export class SessionService {
     }
     this.#cache.counted(false);
     const mark = this.#cache.mark();
+    const readAt = this.#clock.now();
     const auth = await this.#check(await read(), token, mark);
-    this.#cache.putSession(key, auth.session, mark);
+    // Not a copy whose read began a cache lifetime ago: #announceRefreshes counts on it.
+    if (this.#clock.now() - readAt < this.#config.sessionCacheTtlMs) {
+      this.#cache.putSession(key, auth.session, mark);
+    }
     return auth;
   }
 

@@ -80,8 +80,9 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
     },
     sessions: {
       ...sessions,
-      async advanceTokenGenerations(advances, priorValidUntil) {
+      async advanceTokenGenerations(advances, priorValidUntil, options) {
         const advanced = await sessions.advanceTokenGenerations(advances, priorValidUntil);
+        if (options?.announce === false) return advanced;
         await publish(
           ...advances
             .filter((advance) => advanced.has(advance.id))

@@ -310,6 +310,52 @@ forEachDialect(
   },
 );
 
+forEachDialect('A refresh on one process and the copy of the session on another', (dialect) => {
+  // The session cache keeps a copy 5 s by default. With a grace of two lifetimes or more no copy
+  // outlives the grace, and a refresh is not told to the other processes; with a shorter grace it is.
+  for (const [grace, announced] of [
+    ['30s', false],
+    ['2s', true],
+  ] as const) {
+    describe(`grace ${grace}`, () => {
+      let a: TestContext;
+      let b: OtherNode;
+      before(async () => {
+        a = await createTestContext(dialect, { GATEHOUSE_REFRESH_GRACE: grace });
+        await a.core.tenants.create({ code: 'acme', name: 'Acme' });
+        await a.core.accounts.createUser({
+          username: 'rosa',
+          password: PASSWORD,
+          tenantCode: 'acme',
+          role: 'user',
+        });
+        b = await startAnotherNode(a);
+        await feedLive(a.store);
+        await feedLive(b.store);
+      });
+      after(async () => {
+        await b.close();
+        await a.close();
+      });
+
+      test('the replaced token is accepted on the other process while the grace lasts, and refused after it', async () => {
+        const status = async (token: string) =>
+          (await b.inject({ method: 'GET', url: REGIONS, headers: bearer(token) })).statusCode;
+        const first = await nseSignIn(a, 'rosa', PASSWORD);
+        assert.equal(await status(first), 200, 'b reads the session and keeps a copy');
+        const second = await nseRefresh(a, first);
+        assert.equal(await status(first), 200, 'the replaced token within the grace');
+        a.clock.advance(a.config.refreshGraceMs + 500);
+        // b's copy, read before the refresh, names the replaced token as current: by now it has
+        // either aged out (a grace of two lifetimes) or been dropped when b heard of the refresh.
+        await until(async () => (await status(first)) === 401, 'the replaced token refused on b', 1000);
+        assert.equal(await status(second), 401, 'a replay ends the whole session');
+        if (announced) assert.ok(a.config.refreshGraceMs < a.config.sessionCacheTtlMs);
+      });
+    });
+  }
+});
+
 forEachDialect(
   'Read caches of privileges, UI settings and the catalog, two processes on one store',
   (dialect) => {

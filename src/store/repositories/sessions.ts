@@ -59,11 +59,13 @@ export function createSessionRepository(db: Kysely<Database>) {
     /**
      * Moves each session's token line from generation `from` to `from + 1` if it is still there
      * and the session live (a compare-and-set per session, in one statement); answers the ids
-     * that moved. Each (id, from) must appear once.
+     * that moved. Each (id, from) must appear once. `options.announce: false` keeps the change from
+     * the other processes' caches (read by invalidating-repositories.ts; the default tells them).
      */
     async advanceTokenGenerations(
       advances: readonly { readonly id: string; readonly from: number }[],
       priorValidUntil: number,
+      _options?: { readonly announce: boolean },
     ): Promise<Set<string>> {
       if (advances.length === 0) return new Set();
       const rows = await db
