@@ -1,7 +1,7 @@
 import type { Expression, ExpressionBuilder, Insertable, Kysely, Selectable, SqlBool } from 'kysely';
 import type { Dialect } from '../connect.js';
 import type { AuditEventTable, Database } from '../schema.js';
-import { insertRows } from './bulk-insert.js';
+import { insertRows, type ListsEveryColumn } from './bulk-insert.js';
 import type { Page, PageRequest } from './list-query.js';
 
 export type AuditEventRow = Selectable<AuditEventTable>;
@@ -35,6 +35,7 @@ const AUDIT_EVENT_COLUMNS = [
   'outcome',
   'reason',
 ] as const satisfies readonly (keyof AuditEventTable)[];
+const _everyAuditColumn: ListsEveryColumn<AuditEventTable, typeof AUDIT_EVENT_COLUMNS> = true;
 
 /** Append-only: there is no update and no delete here, on purpose. */
 export function createAuditEventRepository(db: Kysely<Database>, dialect: Dialect) {

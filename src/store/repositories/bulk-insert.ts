@@ -76,3 +76,13 @@ function compileInsert(
   }
   return compiled.sql;
 }
+
+/**
+ * True when `Listed` names every column of `Table` but those in `Defaulted`; a column added to a
+ * table without being added to its list of bulk-insert columns fails to compile where it is used.
+ */
+export type ListsEveryColumn<Table, Listed extends readonly (keyof Table)[], Defaulted = never> = [
+  Exclude<keyof Table, Listed[number] | Defaulted>,
+] extends [never]
+  ? true
+  : false;

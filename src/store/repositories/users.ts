@@ -9,7 +9,7 @@ import type {
 } from 'kysely';
 import type { Dialect } from '../connect.js';
 import type { Database, TenancyTable, UserTable } from '../schema.js';
-import { insertRows } from './bulk-insert.js';
+import { insertRows, type ListsEveryColumn } from './bulk-insert.js';
 import type { Page, PageRequest } from './list-query.js';
 import { createLoginHistory } from './login-history.js';
 
@@ -276,6 +276,9 @@ const TENANCY_COLUMNS = [
   'role',
   'created_at',
 ] as const satisfies readonly (keyof TenancyTable)[];
+
+const _everyUserColumn: ListsEveryColumn<UserTable, typeof NEW_USER_COLUMNS, 'failed_count'> = true;
+const _everyTenancyColumn: ListsEveryColumn<TenancyTable, typeof TENANCY_COLUMNS> = true;
 
 /** `items` in slices of at most `size`: one multi-row statement each. */
 function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
