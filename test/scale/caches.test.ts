@@ -33,6 +33,14 @@ async function until(probe: () => boolean | Promise<boolean>, what: string, ms =
 
 const feedLive = (store: Store) => until(() => store.changes.isLive(), 'the change feed');
 
+/** Another process over `a`'s store, once both hear the change feed. */
+async function liveNodeBeside(a: TestContext): Promise<OtherNode> {
+  const b = await startAnotherNode(a);
+  await feedLive(a.store);
+  await feedLive(b.store);
+  return b;
+}
+
 forEachDialect(
   'Per-process caches of sessions and Basic credentials, two processes on one store',
   (dialect) => {
@@ -70,9 +78,7 @@ forEachDialect(
       for (const name of ['alice', 'bruno', 'chen', 'dolores', 'emil', 'fatima', 'gus', 'hana'])
         await make(name);
       await make('boss', 'admin');
-      b = await startAnotherNode(a);
-      await feedLive(a.store);
-      await feedLive(b.store);
+      b = await liveNodeBeside(a);
     });
     after(async () => {
       await b.close();
@@ -329,9 +335,7 @@ forEachDialect('A refresh on one process and the copy of the session on another'
           tenantCode: 'acme',
           role: 'user',
         });
-        b = await startAnotherNode(a);
-        await feedLive(a.store);
-        await feedLive(b.store);
+        b = await liveNodeBeside(a);
       });
       after(async () => {
         await b.close();
@@ -412,9 +416,7 @@ forEachDialect(
         })
       ).id;
       cookie = await storwareLogin(a, 'ines', PASSWORD);
-      b = await startAnotherNode(a);
-      await feedLive(a.store);
-      await feedLive(b.store);
+      b = await liveNodeBeside(a);
     });
     after(async () => {
       await b.close();

@@ -31,7 +31,7 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
       await db.insertInto('users').values(row).execute();
     },
     /**
-     * Many users in multi-row statements (bulk import), 500 rows (12,000 parameters) each: under
+     * Many users in multi-row statements (bulk import), 500 rows (12,500 parameters) each: under
      * both stores' parameter limits. Every row sets each of NEW_USER_COLUMNS.
      */
     insertMany(rows: readonly Insertable<UserTable>[]): Promise<void> {
@@ -280,7 +280,7 @@ const TENANCY_COLUMNS = [
 const _everyUserColumn: ListsEveryColumn<UserTable, typeof NEW_USER_COLUMNS, 'failed_count'> = true;
 const _everyTenancyColumn: ListsEveryColumn<TenancyTable, typeof TENANCY_COLUMNS> = true;
 
-/** `items` in slices of at most `size`: one multi-row statement each. */
+/** `items` in slices of at most `size`: one statement each (an `in` list of user name keys). */
 function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
   for (let start = 0; start < items.length; start += size) yield items.slice(start, start + size);
 }
