@@ -70,3 +70,31 @@ export class GroupWriter<T, R> {
     this.#busy = false;
   }
 }
+
+/**
+ * Shares out the event loop in a long loop of quick awaited steps (checking an import's rows):
+ * steps whose awaits resolve at once run back to back as microtasks, and nothing else (a request,
+ * a timer, an answer from another thread) runs until the loop ends. `take()` answers at once
+ * until the slice is used up, then makes every caller wait for one turn of the event loop.
+ */
+export class EventLoopTurns {
+  readonly #sliceMs: number;
+  #due: number;
+  #turning: Promise<void> | undefined;
+
+  /** 1 ms: a request waits at most that long behind the loop; a turn costs a few µs. */
+  constructor(sliceMs = 1) {
+    this.#sliceMs = sliceMs;
+    this.#due = performance.now() + sliceMs;
+  }
+
+  take(): Promise<void> | undefined {
+    if (this.#turning) return this.#turning;
+    if (performance.now() < this.#due) return undefined;
+    this.#turning = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      this.#turning = undefined;
+      this.#due = performance.now() + this.#sliceMs;
+    });
+    return this.#turning;
+  }
+}

@@ -22,7 +22,7 @@ import {
   readableTenantIds,
 } from './authorization.js';
 import type { Clock } from './clock.js';
-import { forEachConcurrently } from './concurrency.js';
+import { EventLoopTurns, forEachConcurrently } from './concurrency.js';
 import { isId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
 import { checkPasswordPolicy, type PasswordHasher } from './passwords.js';
@@ -234,7 +234,10 @@ export class UserAdminService {
       }
       return check;
     };
+    // Rows with a hash given resolve at once: without turns, a batch would hold the event loop.
+    const turns = new EventLoopTurns();
     await forEachConcurrently(inputs.entries(), inFlight, async ([index, input]) => {
+      await turns.take();
       try {
         checkTenancyList(input.tenancies, input.primaryTenantId);
         for (const tenancy of input.tenancies) await grantable(tenancy);

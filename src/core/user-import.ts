@@ -16,6 +16,7 @@ import { ROLES } from './accounts.js';
 import type { AuditService } from './audit.js';
 import { type Actor, actorOf, canSeeTenant, managedTenantIds } from './authorization.js';
 import type { Clock } from './clock.js';
+import { EventLoopTurns } from './concurrency.js';
 import type { JobControl, JobOutcome, JobRunner } from './job-runner.js';
 import { type JobTask, type JobView, jobView } from './jobs.js';
 import { accountKey } from './secrets.js';
@@ -331,7 +332,9 @@ export class UserImportService {
     // on PostgreSQL the server writes one batch while this process checks the next.
     const checkBatch = async (batch: readonly ReadRow[]) => {
       const creations: { row: number; secrets: (string | undefined)[]; creation: UserCreation }[] = [];
+      const turns = new EventLoopTurns();
       for (const { row, fields } of batch) {
+        await turns.take();
         const secrets = typeof fields === 'string' ? [] : [fields.password, fields.password_hash];
         try {
           if (typeof fields === 'string') throw new GatehouseError('VALIDATION_FAILED', fields);
