@@ -55,6 +55,8 @@ export interface Config {
   readonly argon2: { readonly memoryKiB: number; readonly iterations: number; readonly parallelism: number };
   /** Threads hashing and verifying passwords, at a lower CPU priority than the event loop. */
   readonly hashThreads: number;
+  /** Password operations (not an import's) that may wait for a hashing thread; more answer SERVICE_BUSY. */
+  readonly hashQueueLimit: number;
   readonly nodeMinVersion: string | undefined;
   readonly storwareSessionPostStatus: 200 | 201;
   readonly bodyLimitBytes: number;
@@ -122,6 +124,7 @@ export const SETTINGS = [
   'GATEHOUSE_ARGON2_ITERATIONS',
   'GATEHOUSE_ARGON2_PARALLELISM',
   'GATEHOUSE_HASH_THREADS',
+  'GATEHOUSE_HASH_QUEUE_LIMIT',
   'GATEHOUSE_NODE_MIN_VERSION',
   'GATEHOUSE_STORWARE_SESSION_POST_STATUS',
   'GATEHOUSE_BODY_LIMIT',
@@ -136,6 +139,9 @@ export const SETTINGS = [
   'GATEHOUSE_METRICS',
   'GATEHOUSE_METRICS_TOKEN',
 ] as const;
+
+/** GATEHOUSE_HASH_QUEUE_LIMIT's default, per hashing thread. */
+export const HASH_QUEUE_PER_THREAD = 256;
 
 const DURATION = /^(\d+)\s*(ms|s|m|h|d)?$/;
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -409,6 +415,12 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     parallelism: integer('GATEHOUSE_ARGON2_PARALLELISM', 1, 1, 16),
   };
   const hashThreads = integer('GATEHOUSE_HASH_THREADS', availableParallelism(), 1, 256);
+  // ~4 s of waiting at the default argon2 settings (~15 ms a verification on a core here): within
+  // the timeouts of the clients, short of an unbounded queue in a storm that does not end.
+  const hashQueueLimit =
+    raw('GATEHOUSE_HASH_QUEUE_LIMIT')?.trim().toLowerCase() === 'off'
+      ? Number.POSITIVE_INFINITY
+      : integer('GATEHOUSE_HASH_QUEUE_LIMIT', HASH_QUEUE_PER_THREAD * hashThreads, 1, 1_000_000);
 
   const nodeMinVersion = raw('GATEHOUSE_NODE_MIN_VERSION');
   if (nodeMinVersion !== undefined && !isVersion(nodeMinVersion)) {
@@ -496,6 +508,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     passwordMinLength,
     argon2: Object.freeze(argon2),
     hashThreads,
+    hashQueueLimit,
     nodeMinVersion,
     storwareSessionPostStatus,
     bodyLimitBytes: bodyLimitBytes ?? 65536,

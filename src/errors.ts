@@ -35,6 +35,7 @@ export const ERROR_CODES = {
     message: 'Too many requests from this address. Try again later.',
   },
   STORE_UNAVAILABLE: { status: 503, message: 'The service is temporarily unavailable. Try again shortly.' },
+  SERVICE_BUSY: { status: 503, message: 'The service is busy checking passwords. Try again shortly.' },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

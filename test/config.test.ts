@@ -98,3 +98,12 @@ test('refresh grace defaults to 30s (at most 5m); key overlap to 24h, never shor
   assert.equal(loadConfig({ GATEHOUSE_KEY_OVERLAP: '2h' }).keyOverlapMs, 7_200_000);
   assert.equal(loadConfig({ GATEHOUSE_TOKEN_LIFETIME: '2d' }).keyOverlapMs, 2 * 86_400_000 + 60_000);
 });
+
+test('the hash queue limit: 256 per hashing thread by default, a number, or off', () => {
+  assert.equal(loadConfig({ GATEHOUSE_HASH_THREADS: '3' }).hashQueueLimit, 768);
+  assert.equal(loadConfig({ GATEHOUSE_HASH_QUEUE_LIMIT: '40' }).hashQueueLimit, 40);
+  assert.equal(loadConfig({ GATEHOUSE_HASH_QUEUE_LIMIT: 'off' }).hashQueueLimit, Number.POSITIVE_INFINITY);
+  for (const bad of ['0', 'many', '-5']) {
+    assert.throws(() => loadConfig({ GATEHOUSE_HASH_QUEUE_LIMIT: bad }), /GATEHOUSE_HASH_QUEUE_LIMIT/);
+  }
+});

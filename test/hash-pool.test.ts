@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { HASH_THREAD_NICE, HashPool, HashPoolUnavailable } from '../src/core/hash-pool.js';
+import { HASH_THREAD_NICE, HashPool, HashPoolBusy, HashPoolUnavailable } from '../src/core/hash-pool.js';
 import { PasswordHasher } from '../src/core/passwords.js';
+import { isGatehouseError } from '../src/errors.js';
 
 const FAST = { memoryKiB: 1024, iterations: 1, parallelism: 1 };
 
@@ -102,5 +103,45 @@ test('bulk tasks may use the burst of threads; the pool shrinks back to its size
     assert.equal(niced() - before, 1, 'back to one thread');
   } finally {
     await pool.close();
+  }
+});
+
+test('past its queue limit the pool refuses a task at once; bulk tasks still wait their turn', async () => {
+  const pool = new HashPool(1, 1, 2);
+  const task = {
+    op: 'argon2-hash',
+    password: 'Orchid-lantern-5526',
+    options: { memoryCost: 8192, timeCost: 4 },
+  } as const;
+  try {
+    const given = [pool.run<string>(task), pool.run<string>(task), pool.run<string>(task)];
+    const refusedAt = performance.now();
+    await assert.rejects(pool.run(task), HashPoolBusy, 'one running and two waiting: a fourth is refused');
+    assert.ok(performance.now() - refusedAt < 50, 'refused at once, not after the queue');
+    const bulk = pool.run<string>(task, { bulk: true });
+    for (const hash of [...(await Promise.all(given)), await bulk]) assert.match(hash, /^\$argon2id\$/);
+    assert.match(await pool.run<string>(task), /^\$argon2id\$/, 'accepted again once the queue ran down');
+  } finally {
+    await pool.close();
+  }
+});
+
+test('a password check refused by a full pool is SERVICE_BUSY with Retry-After, never a wrong password', async () => {
+  const hasher = new PasswordHasher({ memoryKiB: 8192, iterations: 4, parallelism: 1 }, undefined, 1, 1);
+  try {
+    const stored = await hasher.hash('Orchid-lantern-5527');
+    const checks = Array.from({ length: 4 }, () => hasher.verify(stored, 'Orchid-lantern-5527'));
+    const settled = await Promise.allSettled(checks);
+    const answers = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+    const refusals = settled.flatMap((result) => (result.status === 'rejected' ? [result.reason] : []));
+    assert.deepEqual(answers, [true, true], 'the running and the waiting check answer, both right');
+    assert.equal(refusals.length, 2);
+    for (const refusal of refusals) {
+      assert.ok(isGatehouseError(refusal) && refusal.code === 'SERVICE_BUSY', String(refusal));
+      assert.equal(refusal.status, 503);
+      assert.deepEqual(refusal.headers, { 'Retry-After': '1' });
+    }
+  } finally {
+    await hasher.close();
   }
 });

@@ -6,11 +6,16 @@ import type { Repositories } from '../store/repositories/index.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
 import type { UserRow } from '../store/repositories/users.js';
 import type { AuditService } from './audit.js';
-import type { Clock } from './clock.js';
+import { type Clock, sleep } from './clock.js';
 import type { CredentialCache } from './credential-cache.js';
 import type { LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
 import type { Metrics, SignInOutcome, SignInSurface } from './metrics.js';
-import { checkPasswordPolicy, PASSWORD_MAX_LENGTH, type PasswordHasher } from './passwords.js';
+import {
+  BUSY_RETRY_AFTER_S,
+  checkPasswordPolicy,
+  PASSWORD_MAX_LENGTH,
+  type PasswordHasher,
+} from './passwords.js';
 import { API_TOKEN_PREFIX, accountKey, hashSecret } from './secrets.js';
 import type {
   AuthContext,
@@ -105,7 +110,12 @@ export class AuthenticationService {
       this.#metrics.recordSignIn(surface, 'success');
       return result;
     } catch (error) {
-      this.#metrics.recordSignIn(surface, this.#outcomeOf(error));
+      const outcome = this.#outcomeOf(error);
+      this.#metrics.recordSignIn(surface, outcome);
+      // Told only after the Retry-After it gives: a client that tries again at once would otherwise
+      // keep the event loop busy refusing it, and the hashing threads, which yield to the event
+      // loop, would starve (docs/scaling.md: 8 sign-ins/s instead of 100 in such a storm).
+      if (outcome === 'busy') await sleep(this.#clock, BUSY_RETRY_AFTER_S * 1000);
       throw error;
     }
   }
@@ -122,6 +132,8 @@ export class AuthenticationService {
         return 'unsupported_version';
       case 'TOO_MANY_REQUESTS':
         return 'rate_limited';
+      case 'SERVICE_BUSY':
+        return 'busy';
       default:
         return 'error';
     }
@@ -277,6 +289,7 @@ export class AuthenticationService {
   }
 
   async #verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<UserRow> {
+    this.#hasher.refuseIfBusy();
     const attempt: SignInAttempt = { kind: 'user', name: username.slice(0, 1024), ip: meta.ip };
     const admission = await this.#throttle.admit(attempt);
     const user =
@@ -397,6 +410,7 @@ export class AuthenticationService {
         );
       }
     }
+    this.#hasher.refuseIfBusy();
     const attempt: SignInAttempt = { kind: 'node', name: login.slice(0, 1024), ip: meta.ip };
     const admission = await this.#throttle.admit(attempt);
     const node =

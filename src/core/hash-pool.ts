@@ -20,6 +20,13 @@ export type HashTask =
  */
 export class HashPoolUnavailable extends Error {}
 
+/**
+ * The pool refused a task because too many wait already (its `queueLimit`): answered at once,
+ * before any work, so that an overload is told to the caller instead of growing a queue no client
+ * waits out.
+ */
+export class HashPoolBusy extends HashPoolUnavailable {}
+
 /** How much the pool's threads yield to the event loop: the nice value they run at (Linux). */
 export const HASH_THREAD_NICE = 10;
 
@@ -84,6 +91,11 @@ interface Thread {
  * threads, so that under `serve --workers N` (each process sized cores/N) one import still uses
  * every core; a thread above `size` stops as soon as no bulk task waits for it.
  *
+ * Past `queueLimit` tasks waiting (bulk ones not counted), a new task is refused at once
+ * (HashPoolBusy): in a sustained storm each sign-in waits a bounded time or is told to come back,
+ * where an unbounded queue would make every client wait until it gave up, the work spent on it
+ * lost. Bulk tasks are never refused.
+ *
  * Threads start on first use, are kept referenced only while they compute (an idle pool never
  * holds a process open), and a thread that dies fails its task (HashPoolUnavailable) and is
  * replaced. Closing lets every task already given finish first: a sign-in in flight when the
@@ -95,14 +107,19 @@ export class HashPool {
   readonly #threads: Thread[] = [];
   readonly #queue: Pending[] = [];
   readonly #workerData: { argon2: string; bcrypt: string; nice: number };
+  /** Tasks other than bulk ones that may wait for a thread; more are refused (HashPoolBusy). */
+  readonly #queueLimit: number;
+  /** Tasks other than bulk ones waiting for a thread. */
+  #waiting = 0;
   #nextId = 0;
   #closed = false;
   /** Resolved when the last task given has finished (set while closing). */
   #drained: (() => void) | undefined;
 
-  constructor(size: number, burst = size) {
+  constructor(size: number, burst = size, queueLimit = Number.POSITIVE_INFINITY) {
     this.#size = Math.max(1, size);
     this.#burst = Math.max(this.#size, burst);
+    this.#queueLimit = queueLimit;
     const require = createRequire(import.meta.url);
     this.#workerData = {
       argon2: require.resolve('@node-rs/argon2'),
@@ -113,15 +130,21 @@ export class HashPool {
 
   run<T>(task: HashTask, options: { bulk?: boolean } = {}): Promise<T> {
     if (this.#closed) return Promise.reject(new HashPoolUnavailable('the hash pool is closed'));
+    const bulk = options.bulk === true;
+    // A bulk task (an import's) is never refused: its job holds few in flight and waits its turn.
+    if (!bulk && this.full()) {
+      return Promise.reject(new HashPoolBusy(`${this.#waiting} password operations wait already`));
+    }
     return new Promise<T>((resolve, reject) => {
-      this.#queue.push({
-        task,
-        bulk: options.bulk === true,
-        resolve: resolve as (value: unknown) => void,
-        reject,
-      });
+      this.#queue.push({ task, bulk, resolve: resolve as (value: unknown) => void, reject });
+      if (!bulk) this.#waiting += 1;
       this.#dispatch();
     });
+  }
+
+  /** A task other than a bulk one given now would be refused (HashPoolBusy). */
+  full(): boolean {
+    return this.#waiting >= this.#queueLimit;
   }
 
   /** Takes no new tasks, waits for those given to finish, then stops the threads. */
@@ -144,6 +167,7 @@ export class HashPool {
       if (!thread) return;
       const pending = this.#queue.shift();
       if (!pending) return;
+      if (!pending.bulk) this.#waiting -= 1;
       const id = this.#nextId++;
       thread.current = { id, pending };
       thread.worker.ref();

@@ -109,7 +109,7 @@ export async function createCore(deps: { config: Config; store: Store; clock?: C
     audit,
   });
   await keyring.load();
-  const hasher = new PasswordHasher(config.argon2, metrics, config.hashThreads);
+  const hasher = new PasswordHasher(config.argon2, metrics, config.hashThreads, config.hashQueueLimit);
   // Read the password blocklist now: a missing file stops start-up, not the first password change.
   loadCommonPasswords();
   const { throttle, rateLimiter } = await createLoginDefences({

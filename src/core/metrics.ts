@@ -15,6 +15,7 @@ export type SignInOutcome =
   | 'invalid_credentials'
   | 'locked'
   | 'rate_limited'
+  | 'busy'
   | 'unsupported_version'
   | 'error';
 
@@ -167,10 +168,12 @@ export class Metrics {
     this.#hashDepth.inc();
     const start = performance.now();
     try {
-      return await work();
-    } finally {
-      this.#hashDepth.dec();
+      const result = await work();
       this.#hashDuration.observe({ operation }, (performance.now() - start) / 1000);
+      return result;
+    } finally {
+      // A refusal (the pool full or closing) took no time worth the name: not a duration.
+      this.#hashDepth.dec();
     }
   }
 

@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { parseOptions as parseArgon2 } from '@node-rs/argon2';
 import { GatehouseError } from '../errors.js';
-import { HashPool, HashPoolUnavailable } from './hash-pool.js';
+import { HashPool, HashPoolBusy, HashPoolUnavailable } from './hash-pool.js';
 import type { HashOperation } from './metrics.js';
 import { type PasswordPolicy, passwordPolicyProblem } from './password-policy.js';
 
@@ -95,6 +95,29 @@ function scrypt(pool: HashPool, password: string, hashToCheck: ScryptHash): Prom
   });
 }
 
+/** Seconds a caller refused by the full hash pool is asked to wait (Retry-After). */
+export const BUSY_RETRY_AFTER_S = 1;
+
+/**
+ * A refusal of the full pool, as the caller answers it: 503 with Retry-After, the same for every
+ * account (the pool refuses by its queue alone, before any account is looked at in a hash).
+ */
+async function busyAsServiceBusy<T>(operation: Promise<T>): Promise<T> {
+  try {
+    return await operation;
+  } catch (error) {
+    if (!(error instanceof HashPoolBusy)) throw error;
+    throw serviceBusy();
+  }
+}
+
+const serviceBusy = () =>
+  new GatehouseError(
+    'SERVICE_BUSY',
+    'too many password checks are waiting for a hashing thread (GATEHOUSE_HASH_QUEUE_LIMIT)',
+    { 'Retry-After': String(BUSY_RETRY_AFTER_S) },
+  );
+
 /** Runs a password operation; the metrics count it as queued or running while it does, and time it. */
 export interface HashTimer {
   timeHash<T>(operation: HashOperation, work: () => Promise<T>): Promise<T>;
@@ -119,12 +142,19 @@ export class PasswordHasher {
 
   /**
    * `timer` (the metrics) sees every hash and verify: the queue depth and their times. `threads`:
-   * the size of the hash pool (GATEHOUSE_HASH_THREADS).
+   * the size of the hash pool (GATEHOUSE_HASH_THREADS). `queueLimit`: how many operations (other
+   * than an import's) may wait for a thread; one more is refused with SERVICE_BUSY
+   * (GATEHOUSE_HASH_QUEUE_LIMIT).
    */
-  constructor(settings: Argon2Settings, timer: HashTimer = untimed, threads = availableParallelism()) {
+  constructor(
+    settings: Argon2Settings,
+    timer: HashTimer = untimed,
+    threads = availableParallelism(),
+    queueLimit = Number.POSITIVE_INFINITY,
+  ) {
     this.#timed = timer;
     // Bulk hashing (imports) may use a thread per core whatever this process's share.
-    this.#pool = new HashPool(threads, Math.max(threads, availableParallelism()));
+    this.#pool = new HashPool(threads, Math.max(threads, availableParallelism()), queueLimit);
     this.#settings = settings;
     this.#options = {
       algorithm: ARGON2.id,
@@ -142,9 +172,19 @@ export class PasswordHasher {
 
   /** `bulk`: one of many hashes of one job (an import), which may use every core. */
   hash(password: string, options: { bulk?: boolean } = {}): Promise<string> {
-    return this.#timed.timeHash('hash', () =>
-      this.#pool.run<string>({ op: 'argon2-hash', password, options: this.#options }, options),
+    return busyAsServiceBusy(
+      this.#timed.timeHash('hash', () =>
+        this.#pool.run<string>({ op: 'argon2-hash', password, options: this.#options }, options),
+      ),
     );
+  }
+
+  /**
+   * Throws SERVICE_BUSY when a check given now would be refused: a sign-in asks first, so that
+   * in a storm a refusal costs no reads of the store (measured in docs/scaling.md).
+   */
+  refuseIfBusy(): void {
+    if (this.#pool.full()) throw serviceBusy();
   }
 
   /** Stops the hashing threads (they hold no process open while idle anyway). */
@@ -158,7 +198,7 @@ export class PasswordHasher {
    * that would tell accounts apart.
    */
   verify(storedHash: string, password: string): Promise<boolean> {
-    return this.#timed.timeHash('verify', () => this.#verify(storedHash, password));
+    return busyAsServiceBusy(this.#timed.timeHash('verify', () => this.#verify(storedHash, password)));
   }
 
   async #verify(storedHash: string, password: string): Promise<boolean> {
