@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { HASH_THREAD_NICE, HashPool, HashPoolBusy, HashPoolUnavailable } from '../src/core/hash-pool.js';
+import {
+  HASH_THREAD_NICE,
+  HashPool,
+  HashPoolBusy,
+  HashPoolUnavailable,
+  HashTaskAbandoned,
+} from '../src/core/hash-pool.js';
 import { PasswordHasher } from '../src/core/passwords.js';
 import { isGatehouseError } from '../src/errors.js';
 
@@ -144,4 +150,33 @@ test('a password check refused by a full pool is SERVICE_BUSY with Retry-After, 
   } finally {
     await hasher.close();
   }
+});
+
+test('a waiting task whose caller left is dropped when its turn comes, not computed', async () => {
+  const pool = new HashPool(1);
+  const task = {
+    op: 'argon2-hash',
+    password: 'Orchid-lantern-5528',
+    options: { memoryCost: 8192, timeCost: 4 },
+  } as const;
+  let left = false;
+  let asked = 0;
+  const running = pool.run<string>(task, { abandoned: () => left });
+  const waiting = pool.run<string>(task, {
+    abandoned: () => {
+      asked += 1;
+      return left;
+    },
+  });
+  const staying = pool.run<string>(task, { abandoned: () => false });
+  left = true;
+  await assert.rejects(waiting, HashTaskAbandoned, 'dropped at its turn');
+  assert.equal(asked, 1, 'asked once, when a thread was free for it');
+  assert.match(await running, /^\$argon2id\$/, 'a task already running finishes all the same');
+  assert.match(await staying, /^\$argon2id\$/, 'the next one runs');
+  const dropped = [1, 2].map(() =>
+    assert.rejects(pool.run(task, { abandoned: () => true }), HashTaskAbandoned, 'nobody awaits it'),
+  );
+  await pool.close(); // would never end if the pool waited for tasks it dropped
+  await Promise.all(dropped);
 });

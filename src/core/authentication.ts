@@ -134,6 +134,8 @@ export class AuthenticationService {
         return 'rate_limited';
       case 'SERVICE_BUSY':
         return 'busy';
+      case 'CLIENT_CLOSED_REQUEST':
+        return 'abandoned';
       default:
         return 'error';
     }
@@ -204,8 +206,8 @@ export class AuthenticationService {
     reason: string,
     meta: RequestMeta,
   ): Promise<never> {
-    if (passwordHash) await this.#hasher.verify(passwordHash, password);
-    else await this.#hasher.verifyDummy(password);
+    if (passwordHash) await this.#hasher.verify(passwordHash, password, meta.clientGone);
+    else await this.#hasher.verifyDummy(password, meta.clientGone);
     return this.#refuse(kind, target, reason, meta);
   }
 
@@ -308,11 +310,11 @@ export class AuthenticationService {
       );
     }
     if (!user?.password_hash) {
-      await this.#hasher.verifyDummy(password);
+      await this.#hasher.verifyDummy(password, meta.clientGone);
       const locks = await this.#throttle.fail(attempt);
       return this.#refuse('user', undefined, user ? 'no-local-password' : 'unknown-user', meta, locks);
     }
-    if (!(await this.#hasher.verify(user.password_hash, password))) {
+    if (!(await this.#hasher.verify(user.password_hash, password, meta.clientGone))) {
       const locks = await this.#throttle.fail(attempt);
       return this.#refuse('user', account, 'wrong-password', meta, locks);
     }
@@ -429,11 +431,11 @@ export class AuthenticationService {
       );
     }
     if (!node) {
-      await this.#hasher.verifyDummy(password);
+      await this.#hasher.verifyDummy(password, meta.clientGone);
       const locks = await this.#throttle.fail(attempt);
       return this.#refuse('node', undefined, 'unknown-node', meta, locks);
     }
-    if (!(await this.#hasher.verify(node.password_hash, password))) {
+    if (!(await this.#hasher.verify(node.password_hash, password, meta.clientGone))) {
       const locks = await this.#throttle.fail(attempt);
       return this.#refuse('node', account, 'wrong-password', meta, locks);
     }

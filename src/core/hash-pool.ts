@@ -27,6 +27,16 @@ export class HashPoolUnavailable extends Error {}
  */
 export class HashPoolBusy extends HashPoolUnavailable {}
 
+/** The task's caller left (its client closed the connection) before a thread took it: not computed. */
+export class HashTaskAbandoned extends HashPoolUnavailable {}
+
+export interface HashTaskOptions {
+  /** One of many tasks of one job (an import): may use the pool's burst of threads, never refused. */
+  readonly bulk?: boolean;
+  /** Asked when a thread is about to take the task: true if nobody awaits its answer any more. */
+  readonly abandoned?: () => boolean;
+}
+
 /** How much the pool's threads yield to the event loop: the nice value they run at (Linux). */
 export const HASH_THREAD_NICE = 10;
 
@@ -68,6 +78,7 @@ interface Pending {
   readonly task: HashTask;
   /** Part of a bulk job (an import): may use up to the pool's burst of threads. */
   readonly bulk: boolean;
+  readonly abandoned: (() => boolean) | undefined;
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: Error) => void;
 }
@@ -128,7 +139,7 @@ export class HashPool {
     };
   }
 
-  run<T>(task: HashTask, options: { bulk?: boolean } = {}): Promise<T> {
+  run<T>(task: HashTask, options: HashTaskOptions = {}): Promise<T> {
     if (this.#closed) return Promise.reject(new HashPoolUnavailable('the hash pool is closed'));
     const bulk = options.bulk === true;
     // A bulk task (an import's) is never refused: its job holds few in flight and waits its turn.
@@ -136,7 +147,13 @@ export class HashPool {
       return Promise.reject(new HashPoolBusy(`${this.#waiting} password operations wait already`));
     }
     return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ task, bulk, resolve: resolve as (value: unknown) => void, reject });
+      this.#queue.push({
+        task,
+        bulk,
+        abandoned: options.abandoned,
+        resolve: resolve as (value: unknown) => void,
+        reject,
+      });
       if (!bulk) this.#waiting += 1;
       this.#dispatch();
     });
@@ -168,11 +185,19 @@ export class HashPool {
       const pending = this.#queue.shift();
       if (!pending) return;
       if (!pending.bulk) this.#waiting -= 1;
+      // A sign-in whose client gave up waiting costs no hash: in a storm, clients that time out
+      // would otherwise take a thread from those still waiting.
+      if (pending.abandoned?.()) {
+        pending.reject(new HashTaskAbandoned('its caller left before a thread took it'));
+        continue;
+      }
       const id = this.#nextId++;
       thread.current = { id, pending };
       thread.worker.ref();
       thread.worker.postMessage({ id, task: pending.task });
     }
+    // The last tasks may have been abandoned rather than run: closing waits for nothing more.
+    if (this.#drained && this.#idle()) this.#drained();
   }
 
   #spawn(): Thread {

@@ -16,6 +16,7 @@ export type SignInOutcome =
   | 'locked'
   | 'rate_limited'
   | 'busy'
+  | 'abandoned'
   | 'unsupported_version'
   | 'error';
 

@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { parseOptions as parseArgon2 } from '@node-rs/argon2';
 import { GatehouseError } from '../errors.js';
-import { HashPool, HashPoolBusy, HashPoolUnavailable } from './hash-pool.js';
+import { HashPool, HashPoolBusy, HashPoolUnavailable, HashTaskAbandoned } from './hash-pool.js';
 import type { HashOperation } from './metrics.js';
 import { type PasswordPolicy, passwordPolicyProblem } from './password-policy.js';
 
@@ -78,36 +78,48 @@ function schemeOf(storedHash: string): HashScheme | undefined {
   return undefined;
 }
 
-function scrypt(pool: HashPool, password: string, hashToCheck: ScryptHash): Promise<Uint8Array> {
+function scrypt(
+  pool: HashPool,
+  password: string,
+  hashToCheck: ScryptHash,
+  abandoned?: () => boolean,
+): Promise<Uint8Array> {
   const N = 2 ** hashToCheck.log2N;
-  return pool.run({
-    op: 'scrypt',
-    password,
-    salt: hashToCheck.salt,
-    keyLength: hashToCheck.key.length,
-    // OpenSSL needs 128·r·(N+p+2) bytes; the caps keep this at most a little over 256 MiB.
-    options: {
-      N,
-      r: hashToCheck.r,
-      p: hashToCheck.p,
-      maxmem: 128 * hashToCheck.r * (N + hashToCheck.p + 2) + 1024,
+  return pool.run(
+    {
+      op: 'scrypt',
+      password,
+      salt: hashToCheck.salt,
+      keyLength: hashToCheck.key.length,
+      // OpenSSL needs 128·r·(N+p+2) bytes; the caps keep this at most a little over 256 MiB.
+      options: {
+        N,
+        r: hashToCheck.r,
+        p: hashToCheck.p,
+        maxmem: 128 * hashToCheck.r * (N + hashToCheck.p + 2) + 1024,
+      },
     },
-  });
+    { abandoned },
+  );
 }
 
 /** Seconds a caller refused by the full hash pool is asked to wait (Retry-After). */
 export const BUSY_RETRY_AFTER_S = 1;
 
 /**
- * A refusal of the full pool, as the caller answers it: 503 with Retry-After, the same for every
- * account (the pool refuses by its queue alone, before any account is looked at in a hash).
+ * The pool's refusals as the caller answers them. Full: 503 with Retry-After, the same for every
+ * account (the pool refuses by its queue alone, before any account is looked at in a hash). A
+ * task whose client left: an answer nobody reads, kept apart in the logs and metrics.
  */
-async function busyAsServiceBusy<T>(operation: Promise<T>): Promise<T> {
+async function refusalsAsErrors<T>(operation: Promise<T>): Promise<T> {
   try {
     return await operation;
   } catch (error) {
-    if (!(error instanceof HashPoolBusy)) throw error;
-    throw serviceBusy();
+    if (error instanceof HashPoolBusy) throw serviceBusy();
+    if (error instanceof HashTaskAbandoned) {
+      throw new GatehouseError('CLIENT_CLOSED_REQUEST', 'the client left before its password was checked');
+    }
+    throw error;
   }
 }
 
@@ -172,7 +184,7 @@ export class PasswordHasher {
 
   /** `bulk`: one of many hashes of one job (an import), which may use every core. */
   hash(password: string, options: { bulk?: boolean } = {}): Promise<string> {
-    return busyAsServiceBusy(
+    return refusalsAsErrors(
       this.#timed.timeHash('hash', () =>
         this.#pool.run<string>({ op: 'argon2-hash', password, options: this.#options }, options),
       ),
@@ -197,23 +209,31 @@ export class PasswordHasher {
    * an unknown scheme or one past the caps reads as "wrong password" (false), never as an error
    * that would tell accounts apart.
    */
-  verify(storedHash: string, password: string): Promise<boolean> {
-    return busyAsServiceBusy(this.#timed.timeHash('verify', () => this.#verify(storedHash, password)));
+  verify(storedHash: string, password: string, abandoned?: () => boolean): Promise<boolean> {
+    return refusalsAsErrors(
+      this.#timed.timeHash('verify', () => this.#verify(storedHash, password, abandoned)),
+    );
   }
 
-  async #verify(storedHash: string, password: string): Promise<boolean> {
+  async #verify(storedHash: string, password: string, abandoned?: () => boolean): Promise<boolean> {
     try {
       const scheme = schemeOf(storedHash);
       if (scheme === undefined || this.#capProblem(storedHash) !== undefined) return false;
       if (scheme === 'bcrypt') {
-        return await this.#pool.run<boolean>({ op: 'bcrypt-verify', hash: storedHash, password });
+        return await this.#pool.run<boolean>(
+          { op: 'bcrypt-verify', hash: storedHash, password },
+          { abandoned },
+        );
       }
       if (scheme === 'scrypt') {
         const parsed = parseScrypt(storedHash);
         if (!parsed) return false;
-        return timingSafeEqual(await scrypt(this.#pool, password, parsed), parsed.key);
+        return timingSafeEqual(await scrypt(this.#pool, password, parsed, abandoned), parsed.key);
       }
-      return await this.#pool.run<boolean>({ op: 'argon2-verify', hash: storedHash, password });
+      return await this.#pool.run<boolean>(
+        { op: 'argon2-verify', hash: storedHash, password },
+        { abandoned },
+      );
     } catch (error) {
       // The library refusing a hash it cannot read is a "no"; the pool failing is no answer at all.
       if (error instanceof HashPoolUnavailable) throw error;
@@ -222,9 +242,9 @@ export class PasswordHasher {
   }
 
   /** Spends the same work as a real verification, for callers that must not reveal a miss. */
-  async verifyDummy(password: string): Promise<false> {
+  async verifyDummy(password: string, abandoned?: () => boolean): Promise<false> {
     this.#dummyHash ??= this.hash('gatehouse-dummy-password-for-unknown-accounts');
-    await this.verify(await this.#dummyHash, password);
+    await this.verify(await this.#dummyHash, password, abandoned);
     return false;
   }
 

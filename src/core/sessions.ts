@@ -31,6 +31,8 @@ export interface AuthContext {
 export interface RequestMeta {
   readonly ip: string;
   readonly userAgent: string;
+  /** True once the client has closed its connection: work only its answer needed may be skipped. */
+  readonly clientGone?: () => boolean;
 }
 
 export interface LoginHistory {

@@ -3,7 +3,11 @@ import type { RequestMeta } from '../core/sessions.js';
 
 export function requestMeta(request: FastifyRequest): RequestMeta {
   const agent = request.headers['user-agent'];
-  return { ip: request.ip, userAgent: typeof agent === 'string' ? agent : '' };
+  return {
+    ip: request.ip,
+    userAgent: typeof agent === 'string' ? agent : '',
+    clientGone: () => request.raw.socket?.destroyed === true,
+  };
 }
 
 /** The credentials part of an `Authorization: <scheme> <credentials>` header, if the scheme matches. */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
@@ -30,6 +31,19 @@ forEachDialect('Sign-in storms: a bounded queue for the hashing threads', (diale
     await ctx.core.accounts.createUser({ username: 'storm', password: PASSWORD });
   });
   after(() => ctx.close());
+
+  /** A sample of this process's metrics, by its name and labels as printed. */
+  const sample = async (series: string) => {
+    const line = (await ctx.core.metrics.text()).split('\n').find((l) => l.startsWith(`${series} `));
+    return Number(line?.slice(series.length + 1) ?? 0);
+  };
+  const until = async (what: string, holds: () => Promise<boolean>) => {
+    const deadline = Date.now() + 5000;
+    while (!(await holds())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  };
 
   const signIns = async (surface: 'nse' | 'storware') => {
     const metrics = await ctx.core.metrics.text();
@@ -104,5 +118,39 @@ forEachDialect('Sign-in storms: a bounded queue for the hashing threads', (diale
       remoteAddress: STORM_ADDRESS,
     });
     assert.equal(signIn.statusCode, 200, 'the right password from the same address still signs in');
+  });
+
+  test('a sign-in whose client leaves while it waits for a thread is not checked, and counts as abandoned', async () => {
+    const url = new URL(await ctx.app.listen({ host: '127.0.0.1', port: 0 }));
+    const verified = () => sample('gatehouse_password_hash_duration_seconds_count{operation="verify"}');
+    const depth = () => sample('gatehouse_password_hash_queue_depth');
+    const before = { verified: await verified(), ...(await signIns('nse')) };
+
+    // One sign-in takes the thread; another waits behind it, then its client hangs up.
+    const first = fetch(new URL('/api/v2.1/auth/signin', url), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'storm', password: PASSWORD }),
+    });
+    await until('the first sign-in is being checked', async () => (await depth()) >= 1);
+    const body = JSON.stringify({ username: 'storm', password: 'a-wrong-guess-left' });
+    const leaving = net.connect(Number(url.port), url.hostname);
+    leaving.on('error', () => {});
+    leaving.write(
+      `POST /api/v2.1/auth/signin HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    await until('the second sign-in waits for the thread', async () => (await depth()) >= 2);
+    leaving.destroy();
+
+    assert.equal((await first).status, 200, 'the sign-in that stayed is answered');
+    await until('the one that left is settled', async () => ((await signIns('nse')).abandoned ?? 0) > 0);
+    const after = await signIns('nse');
+    assert.equal(after.abandoned, (before.abandoned ?? 0) + 1, 'counted as abandoned');
+    assert.equal(
+      after.invalid_credentials,
+      before.invalid_credentials,
+      'its wrong password was never checked',
+    );
+    assert.equal(await verified(), before.verified + 1, 'one verification ran: the first sign-in');
   });
 });
