@@ -29,6 +29,7 @@ forEachDialect('Sign-in storms: a bounded queue for the hashing threads', (diale
   before(async () => {
     ctx = await createTestContext(dialect, SETTINGS);
     await ctx.core.accounts.createUser({ username: 'storm', password: PASSWORD });
+    await ctx.core.accounts.createNode({ login: 'node-storm', password: PASSWORD });
   });
   after(() => ctx.close());
 
@@ -45,7 +46,7 @@ forEachDialect('Sign-in storms: a bounded queue for the hashing threads', (diale
     }
   };
 
-  const signIns = async (surface: 'nse' | 'storware') => {
+  const signIns = async (surface: 'nse' | 'storware' | 'node') => {
     const metrics = await ctx.core.metrics.text();
     const line = new RegExp(
       `^gatehouse_signins_total\\{surface="${surface}",outcome="(\\w+)"\\} (\\d+)$`,
@@ -152,5 +153,29 @@ forEachDialect('Sign-in storms: a bounded queue for the hashing threads', (diale
       'its wrong password was never checked',
     );
     assert.equal(await verified(), before.verified + 1, 'one verification ran: the first sign-in');
+  });
+
+  test('backup nodes signing in all at once meet the same limit', async () => {
+    const before = await signIns('node');
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, () =>
+        ctx.inject({
+          method: 'POST',
+          url: '/api/session/node/login',
+          payload: { login: 'node-storm', password: PASSWORD, version: '5.1.0' },
+        }),
+      ),
+    );
+    const busy = answers.filter((answer) => answer.statusCode === 503);
+    assert.ok(busy.length >= 6, `most of the burst is refused (${busy.length} of 12)`);
+    for (const answer of busy) {
+      assert.equal(json(answer).errorCode, 'SERVICE_BUSY');
+      assert.equal(answer.headers['retry-after'], '1');
+    }
+    for (const answer of answers.filter((a) => a.statusCode !== 503)) {
+      assert.equal(answer.statusCode, 201, 'the nodes checked sign in');
+    }
+    const after = await signIns('node');
+    assert.equal((after.busy ?? 0) - (before.busy ?? 0), busy.length, 'each refusal counted as busy');
   });
 });
