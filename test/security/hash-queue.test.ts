@@ -55,7 +55,7 @@ forEachDialect('Sign-in storms: a bounded queue for the hashing threads', (diale
     return Object.fromEntries([...metrics.matchAll(line)].map((match) => [match[1], Number(match[2])]));
   };
 
-  test('past the limit a sign-in is answered 503 at once on both surfaces, counted as busy, and counts toward no lock', async () => {
+  test('past the limit a sign-in is refused with 503 on both surfaces after its Retry-After, counted as busy and toward no lock', async () => {
     const attempts = Array.from({ length: 24 }, (_, i) =>
       i % 2 === 0
         ? ctx.inject({
