@@ -143,6 +143,8 @@ export class UserImportService {
       );
     }
     const spooled = await this.#spool(body, format);
+    // The job outlives the request: it keeps who asked and from where, not the request's connection.
+    const jobMeta: RequestMeta = { ip: meta.ip, userAgent: meta.userAgent };
     let handedOver = false;
     try {
       if (idempotencyKey !== undefined) {
@@ -165,7 +167,7 @@ export class UserImportService {
           const file = path.join(path.dirname(spooled.file), `${control.jobId}.${format}`);
           await rename(spooled.file, file);
           try {
-            return await this.#run(control, auth, actor, format, { ...spooled, file }, tenantId, meta);
+            return await this.#run(control, auth, actor, format, { ...spooled, file }, tenantId, jobMeta);
           } finally {
             await rm(file, { force: true });
           }
