@@ -268,68 +268,54 @@ export class UserAdminService {
   /**
    * The second half of `createMany`: writes the users `checkMany` passed, with their audit events,
    * and answers for every input. Names are checked against the store here, so that a batch written
-   * meanwhile counts.
+   * meanwhile counts. `namesInFlight`, shared by the batches of one caller written at once, holds
+   * the names (keys) of those not yet committed: taken for this batch too, as they will be (or were
+   * already) once those commit. This batch's names are in it until its write has settled.
    */
-  async writeMany(checked: CheckedUsers): Promise<(CreatedUser | GatehouseError)[]> {
+  async writeMany(
+    checked: CheckedUsers,
+    namesInFlight: Set<string> = new Set(),
+  ): Promise<(CreatedUser | GatehouseError)[]> {
     const { auth, inputs, meta, refusals } = checked;
     const results = [...checked.results];
     const keys = results.flatMap((result) => (isPrepared(result) ? [result.row.username_key] : []));
     const taken = await this.#store.users.takenUsernameKeys(keys);
     const ready: number[] = [];
+    const claimed: string[] = [];
     results.forEach((result, index) => {
       if (!isPrepared(result)) return;
-      if (taken.has(result.row.username_key)) {
+      const key = result.row.username_key;
+      if (taken.has(key) || namesInFlight.has(key)) {
         results[index] = alreadyExists(result.row.username);
       } else {
-        taken.add(result.row.username_key);
+        taken.add(key);
+        namesInFlight.add(key);
+        claimed.push(key);
         ready.push(index);
       }
     });
-    const created = (index: number) => {
+    const created = ready.map((index) => {
       const prepared = results[index] as PreparedUser;
       const input = inputs[index] as UserCreation;
-      return {
-        prepared,
-        event: {
-          action: 'user.create' as const,
-          actor: auth.principal,
-          target: { type: 'user', id: prepared.row.id, name: prepared.row.username },
-          tenantId: input.primaryTenantId ?? input.tenancies[0]?.tenantId ?? null,
-          meta,
-          outcome: 'success' as const,
-          reason: `local user; tenancies ${describeTenancies(input.tenancies)}${
-            input.passwordHash === undefined ? '' : '; password hash imported'
-          }`,
-        },
+      const event: AuditEntry = {
+        action: 'user.create',
+        actor: auth.principal,
+        target: { type: 'user', id: prepared.row.id, name: prepared.row.username },
+        tenantId: input.primaryTenantId ?? input.tenancies[0]?.tenantId ?? null,
+        meta,
+        outcome: 'success',
+        reason: `local user; tenancies ${describeTenancies(input.tenancies)}${
+          input.passwordHash === undefined ? '' : '; password hash imported'
+        }`,
       };
-    };
+      return { index, prepared, event };
+    });
     try {
-      await this.#store.transaction(async (tx) => {
-        const batch = ready.map(created);
-        await this.#accounts.insertPrepared(
-          tx,
-          batch.map((b) => b.prepared),
-        );
-        await this.#audit.recordMany(
-          batch.map((b) => b.event),
-          tx,
-        );
-      });
-    } catch (error) {
-      if (!isUniqueViolation(error)) throw error;
-      // A name taken between the check and the write: one transaction per user tells which.
-      for (const index of ready) {
-        const { prepared, event } = created(index);
-        try {
-          await this.#store.transaction(async (tx) => {
-            await this.#accounts.insertPrepared(tx, [prepared]);
-            await this.#audit.record(event, tx);
-          });
-        } catch (single) {
-          if (!isUniqueViolation(single)) throw single;
-          results[index] = alreadyExists(prepared.row.username);
-        }
+      for (const index of await this.#insertCreated(created)) {
+        results[index] = alreadyExists((results[index] as PreparedUser).row.username);
       }
+    } finally {
+      for (const key of claimed) namesInFlight.delete(key);
     }
     await this.#audit.recordMany(refusals);
     return results.map((result) =>
@@ -337,6 +323,44 @@ export class UserAdminService {
         ? { id: result.row.id, username: result.row.username }
         : (result ?? new GatehouseError('INTERNAL_ERROR')),
     );
+  }
+
+  /**
+   * Writes new users with their audit events in one transaction of inserts (on SQLite, on the
+   * writer thread while the caller goes on). A name taken since it was checked fails that
+   * transaction: then one transaction per user tells which; returns the indexes of those taken.
+   */
+  async #insertCreated(
+    created: readonly { index: number; prepared: PreparedUser; event: AuditEntry }[],
+  ): Promise<number[]> {
+    try {
+      await this.#store.insertBatch(async (tx) => {
+        await this.#accounts.insertPrepared(
+          tx,
+          created.map((user) => user.prepared),
+        );
+        await this.#audit.recordMany(
+          created.map((user) => user.event),
+          tx,
+        );
+      });
+      return [];
+    } catch (error) {
+      if (!isUniqueViolation(error)) throw error;
+    }
+    const taken: number[] = [];
+    for (const { index, prepared, event } of created) {
+      try {
+        await this.#store.transaction(async (tx) => {
+          await this.#accounts.insertPrepared(tx, [prepared]);
+          await this.#audit.record(event, tx);
+        });
+      } catch (single) {
+        if (!isUniqueViolation(single)) throw single;
+        taken.push(index);
+      }
+    }
+    return taken;
   }
 
   /**

@@ -56,6 +56,11 @@ export const REPORTED_FAILURES = 1000;
  * 1,000 rows are a few multi-row statements per table, well under both stores' parameter limits.
  */
 const ROWS_PER_BATCH = 1000;
+/**
+ * Batches written at once, the next being checked meanwhile. Two keep SQLite's writer thread busy
+ * (it finds the next batch waiting when it commits one); more would only hold more rows in memory.
+ */
+const WRITES_IN_FLIGHT = 2;
 const FAILURE_BATCH = 200;
 /**
  * Passwords hashed at once within a batch, per hashing thread (GATEHOUSE_HASH_THREADS): two, so
@@ -330,8 +335,8 @@ export class UserImportService {
         await this.#store.imports.addFailures(control.jobId, batch);
       }
     };
-    // A batch's rows are checked (and their passwords hashed) while the batch before is written:
-    // on PostgreSQL the server writes one batch while this process checks the next.
+    // A batch's rows are checked (and their passwords hashed) while the batches before are
+    // written: by the PostgreSQL server, or by SQLite on its writer thread (Store.insertBatch).
     const checkBatch = async (batch: readonly ReadRow[]) => {
       const creations: { row: number; secrets: (string | undefined)[]; creation: UserCreation }[] = [];
       const turns = new EventLoopTurns();
@@ -355,8 +360,9 @@ export class UserImportService {
       );
       return { rows: batch.length, creations, checked };
     };
+    const namesInFlight = new Set<string>();
     const writeBatch = async ({ rows, creations, checked }: Awaited<ReturnType<typeof checkBatch>>) => {
-      const results = await this.#userAdmin.writeMany(checked);
+      const results = await this.#userAdmin.writeMany(checked, namesInFlight);
       for (const [index, result] of results.entries()) {
         const { row, secrets } = creations[index] ?? { row: 0, secrets: [] };
         if (isGatehouseError(result)) {
@@ -369,17 +375,27 @@ export class UserImportService {
         total === 0 ? 100 : (processed / total) * 100,
       );
     };
-    let writing: Promise<void> = Promise.resolve();
+    // Up to WRITES_IN_FLIGHT batches are being written while the next is checked: on SQLite the
+    // writer thread finds the next batch waiting when it finishes one.
+    const writes: Promise<void>[] = [];
+    const writesSettled = () => Promise.allSettled(writes);
     const importBatch = async (batch: readonly ReadRow[]) => {
-      // Checked before the previous write is awaited; a failed write stops the import all the same.
       const checked = await checkBatch(batch).catch(async (error: unknown) => {
-        await writing.catch(() => {});
+        await writesSettled();
         throw error;
       });
-      await writing;
-      writing = writeBatch(checked);
-      // Never left unobserved between batches: the next importBatch or the end awaits it.
-      writing.catch(() => {});
+      while (writes.length >= WRITES_IN_FLIGHT) {
+        // A failed write stops the import, once the writes after it have settled.
+        await (writes[0] as Promise<void>).catch(async (error: unknown) => {
+          await writesSettled();
+          throw error;
+        });
+        writes.shift();
+      }
+      const write = writeBatch(checked);
+      // Never left unobserved: a later importBatch or the end awaits it.
+      write.catch(() => {});
+      writes.push(write);
     };
     let batch: ReadRow[] = [];
     for await (const row of readRows(spooled.file, format)) {
@@ -390,7 +406,8 @@ export class UserImportService {
       }
     }
     if (batch.length > 0) await importBatch(batch);
-    await writing;
+    const outcomes = await writesSettled();
+    for (const outcome of outcomes) if (outcome.status === 'rejected') throw outcome.reason;
     await this.#store.imports.addFailures(control.jobId, pending);
     lowestRows(reported);
 

@@ -4,12 +4,14 @@ import SQLite from 'better-sqlite3';
 import { Kysely, type LogEvent, Migrator, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { type ChangeFeed, createStoreChanges } from './change-feed.js';
+import { recordingInserts } from './insert-recorder.js';
 import { withInvalidations } from './invalidating-repositories.js';
 import { migrations } from './migrations/index.js';
 import { preparingPool } from './pg-prepared-statements.js';
 import { RedisUnavailableError } from './redis-counters.js';
 import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
+import { type BatchStatement, SqliteBatchWriter } from './sqlite-batch-writer.js';
 import { LockWaitingSqliteDialect, SQLITE_LOCK_WAIT_MS } from './sqlite-lock-wait.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -57,6 +59,14 @@ export interface Store extends Repositories {
   readonly db: Kysely<Database>;
   /** Runs `work` in one transaction; the repositories it gets write inside it. */
   transaction<T>(work: (tx: Repositories) => Promise<T>): Promise<T>;
+  /**
+   * Runs `work`, which may only insert and never reads what its inserts answer, as one
+   * transaction: an import's batch. On SQLite the inserts are collected as `work` makes them and
+   * written on a thread of their own, so that the event loop serves requests and prepares the next
+   * batch meanwhile; any other statement in `work` throws `NotAnInsertError` and nothing is
+   * written. On PostgreSQL it is `transaction`.
+   */
+  insertBatch(work: (tx: Repositories) => Promise<void>): Promise<void>;
   /** Brings the schema up to date; safe to run from several processes at once. Returns what it applied. */
   migrate(): Promise<string[]>;
   /** Cheap round trip, for readiness. */
@@ -81,6 +91,7 @@ export function connectStore(options: StoreOptions): Store {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
   let observer: QueryObserver | undefined;
   const pool = options.databaseUrl ? createPgPool(options.databaseUrl, options.poolSize ?? 10) : undefined;
+  const writer = pool ? undefined : new SqliteBatchWriter(sqliteFile(options.dataDir), SQLITE_LOCK_WAIT_MS);
   const db = new Kysely<Database>({
     dialect: pool
       ? new PostgresDialect({ pool: options.preparedStatements === false ? pool : preparingPool(pool) })
@@ -115,6 +126,25 @@ export function connectStore(options: StoreOptions): Store {
       changes.dispatchLocal(committed);
       return result;
     },
+    async insertBatch(work) {
+      if (!writer) return this.transaction(work);
+      const batch: BatchStatement[] = [];
+      const committed: string[] = [];
+      const recorder = recordingInserts(batch, (query) => statementKind(query.query.kind, query.sql));
+      await work(repositoriesOf(recorder, (tags) => committed.push(...tags)));
+      if (batch.length > 0) {
+        const started = performance.now();
+        let failed = true;
+        try {
+          await writer.write(batch);
+          failed = false;
+        } finally {
+          // The batch is one transaction on the writer's thread: timed as one, from here.
+          observer?.({ dialect, statement: 'transaction', durationMs: performance.now() - started, failed });
+        }
+      }
+      changes.dispatchLocal(committed);
+    },
     async migrate() {
       const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
       const { error, results = [] } = await migrator.migrateToLatest();
@@ -136,6 +166,7 @@ export function connectStore(options: StoreOptions): Store {
     publish: (tags) => changes.publisher(db, changes.dispatchLocal).publish(tags),
     async destroy() {
       await changes.feed.close();
+      await writer?.close();
       await db.destroy();
     },
   };
@@ -170,9 +201,11 @@ export function statementKind(nodeKind: string, sql: string): StatementKind {
   return (word === undefined ? undefined : FIRST_WORDS.get(word)) ?? 'other';
 }
 
+const sqliteFile = (dataDir: string) => path.join(dataDir, 'gatehouse.db');
+
 function openSqlite(dataDir: string): SQLite.Database {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const database = new SQLite(path.join(dataDir, 'gatehouse.db'));
+  const database = new SQLite(sqliteFile(dataDir));
   // WAL lets readers run beside the writer (and several processes share the file). Switching to
   // it may wait for another process opening the file at the same moment: SQLite's busy timeout
   // covers that; the statements that follow wait for locks with the thread free (sqlite-lock-wait.ts).

@@ -27,11 +27,12 @@ export async function insertRows<T extends keyof Database & string>(
 ): Promise<void> {
   for (let start = 0; start < rows.length; start += rowsPerStatement) {
     const end = Math.min(rows.length, start + rowsPerStatement);
-    const parameters: unknown[] = new Array((end - start) * columns.length);
-    let next = 0;
+    // Filled by push, not preallocated: `new Array(n)` stays holey however it is filled, and V8
+    // copies a holey array to another thread (SQLite's writer) element by element, keys and all.
+    const parameters: unknown[] = [];
     for (let index = start; index < end; index += 1) {
       const row = rows[index] as Record<string, unknown>;
-      for (const column of columns) parameters[next++] = row[column] ?? null;
+      for (const column of columns) parameters.push(row[column] ?? null);
     }
     const sql =
       end - start === rowsPerStatement
