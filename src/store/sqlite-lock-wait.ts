@@ -1,6 +1,6 @@
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import {
-  type CompiledQuery,
+  CompiledQuery,
   type DatabaseConnection,
   type Driver,
   type QueryResult,
@@ -20,9 +20,9 @@ export const SQLITE_LOCK_WAIT_MS = 5000;
  * instead, with the thread free: a statement refused with SQLITE_BUSY is tried again on a later
  * turn of the event loop, and the process serves other requests meanwhile.
  *
- * A refused statement has done nothing, so trying it again is safe. Inside a transaction that has
- * read already, another writer's commit makes SQLite answer SQLITE_BUSY_SNAPSHOT instead, which
- * waiting cannot cure: that one fails at once, as it did with the busy timeout.
+ * A refused statement has done nothing, so trying it again is safe. Transactions begin IMMEDIATE,
+ * so that a refusal comes at their BEGIN: a deferred transaction that had read already would meet
+ * another writer's commit as SQLITE_BUSY_SNAPSHOT, which waiting cannot cure.
  */
 export class LockWaitingSqliteDialect extends SqliteDialect {
   readonly #config: SqliteDialectConfig;
@@ -48,6 +48,16 @@ class LockWaitingSqliteDriver extends SqliteDriver {
     const connection = await super.acquireConnection();
     this.#waiting ??= lockWaiting(connection, SQLITE_LOCK_WAIT_MS);
     return this.#waiting;
+  }
+
+  /**
+   * `BEGIN IMMEDIATE`, not Kysely's deferred `BEGIN`: a deferred transaction that reads, then
+   * writes after another connection (another process, or this one's import writer thread) has
+   * committed, fails with SQLITE_BUSY_SNAPSHOT, which no waiting cures. Taking the write lock at
+   * the start, a refusal comes at BEGIN, before anything was read, and waiting for it is safe.
+   */
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
   }
 }
 

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Insertable } from 'kysely';
 import { connectStore, isUniqueViolation, type Store } from '../../src/store/connect.js';
 import { NotAnInsertError } from '../../src/store/insert-recorder.js';
@@ -62,6 +63,21 @@ forEachDialect('Store.insertBatch (an import batch: inserts only, one transactio
     assert.deepEqual(await codes(), ['alpha', 'beta']);
   });
 
+  test('a transaction that reads, then writes after an import batch committed meanwhile, succeeds', async () => {
+    let batch: Promise<void> | undefined;
+    await store.transaction(async (tx) => {
+      assert.ok(await tx.tenants.findByCode('alpha'));
+      batch = store.insertBatch(async (other) => {
+        await other.tenants.insert(tenant('epsilon'));
+      });
+      // Time for the batch to commit between this transaction's read and its write, if it may.
+      await sleep(100);
+      await tx.tenants.insert(tenant('zeta'));
+    });
+    await batch;
+    assert.deepEqual(await codes(), ['alpha', 'beta', 'epsilon', 'zeta']);
+  });
+
   if (dialect === 'sqlite') {
     test('on SQLite a statement other than an insert is refused and nothing is written', async () => {
       await assert.rejects(
@@ -72,7 +88,7 @@ forEachDialect('Store.insertBatch (an import batch: inserts only, one transactio
         }),
         NotAnInsertError,
       );
-      assert.deepEqual(await codes(), ['alpha', 'beta']);
+      assert.deepEqual(await codes(), ['alpha', 'beta', 'epsilon', 'zeta']);
     });
 
     test('a writer that cannot open its file fails each batch with the reason; the next batch tries again', async () => {
