@@ -74,7 +74,13 @@ export function createSessionRepository(db: Kysely<Database>) {
           token_generation: eb('token_generation', '+', 1),
           prior_token_valid_until: priorValidUntil,
         }))
-        .where('revoked_at', 'is', null)
+        // `(revoked_at is null) is true` holds for the same rows as `revoked_at is null`, but the
+        // planner cannot match it to sessions_live_idx (partial: `where revoked_at is null`).
+        // Without fresh statistics (a young database, a fast-growing table, a restore or an
+        // upgrade before ANALYZE) PostgreSQL costed that index at a few rows and, for a batch of
+        // 10, scanned every live session instead of looking up the 10 keys: 2.7 ms against 0.4
+        // with 5,000 sessions, and growing with them. The refresh's plan must not hang on that.
+        .where((eb) => eb(eb.parens(eb('revoked_at', 'is', null)), 'is', true))
         .where((eb) =>
           eb.or(
             advances.map((advance) =>
