@@ -48,6 +48,15 @@ describe('PostgreSQL plans of the hot session statements', {
       select 's' || n, 'user', 'u1', 'h' || n, 1, 1, 9999999999999
       from generate_series(1, ${LIVE_SESSIONS}::int) as n
     `.execute(store.db);
+    // A second user with a few sessions of their own, among everyone's.
+    await sql`
+      insert into users (id, username, username_key, created_at, updated_at)
+      values ('u2', 'another', 'another', 1, 1)
+    `.execute(store.db);
+    await sql`
+      insert into sessions (id, kind, user_id, secret_hash, created_at, last_seen_at, expires_at)
+      select 'o' || n, 'user', 'u2', 'oh' || n, 1, 1, 9999999999999 from generate_series(1, 3) as n
+    `.execute(store.db);
   });
 
   after(async () => {
@@ -67,6 +76,27 @@ describe('PostgreSQL plans of the hot session statements', {
     assert.ok(
       scansOf('sessions_pkey') >= 1,
       `the primary key was not used: ${JSON.stringify([...afterwards])}`,
+    );
+  });
+
+  test("a user's session list and logout-everywhere read that user's sessions, not every live one", async () => {
+    const bounds = { now: 2, idleBefore: 0 };
+    const before = await sessionIndexScans(store);
+    const listed = await store.sessions.listLive({ userId: 'u2' }, bounds, {
+      limit: 20,
+      offset: 0,
+      sortBy: 'last_seen',
+      order: 'desc',
+    });
+    const ended = await store.sessions.revokeAllOfUser('u2', 3, 'test');
+    const afterwards = await sessionIndexScans(store);
+    assert.equal(listed.total, 3);
+    assert.equal(ended, 3);
+    const scansOf = (name: string) => (afterwards.get(name) ?? 0) - (before.get(name) ?? 0);
+    assert.equal(scansOf('sessions_live_idx'), 0, 'the partial index of live sessions was scanned');
+    assert.ok(
+      scansOf('sessions_user_idx') >= 1,
+      `the user index was not used: ${JSON.stringify([...afterwards])}`,
     );
   });
 });

@@ -1,6 +1,7 @@
 import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
 import type { Database, TenantTable } from '../schema.js';
 import type { Page, PageRequest } from './list-query.js';
+import { notRevoked } from './sessions.js';
 
 export type TenantRow = Selectable<TenantTable>;
 export type TenantSortKey = 'created' | 'name' | 'code';
@@ -87,7 +88,7 @@ export function createTenantRepository(db: Kysely<Database>) {
       const ended = await db
         .updateTable('sessions')
         .set({ revoked_at: now, revoke_reason: reason })
-        .where('revoked_at', 'is', null)
+        .where(notRevoked)
         .where('user_id', 'in', onlyHere)
         .executeTakeFirst();
       const removed = await db.deleteFrom('tenancies').where('tenant_id', '=', tenantId).executeTakeFirst();
