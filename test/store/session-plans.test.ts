@@ -31,6 +31,19 @@ describe('PostgreSQL plans of the hot session statements', {
   let dataDir: string;
   let store: Store;
 
+  /** A user `id` with `count` live sessions, their ids `prefix` followed by 1, 2, ... */
+  const addUserWithSessions = async (id: string, prefix: string, count: number) => {
+    await sql`
+      insert into users (id, username, username_key, created_at, updated_at)
+      values (${id}, ${`user-${id}`}, ${`user-${id}`}, 1, 1)
+    `.execute(store.db);
+    await sql`
+      insert into sessions (id, kind, user_id, secret_hash, created_at, last_seen_at, expires_at)
+      select ${prefix} || n, 'user', ${id}, ${`${prefix}-secret-`} || n, 1, 1, 9999999999999
+      from generate_series(1, ${count}::int) as n
+    `.execute(store.db);
+  };
+
   before(async () => {
     database = await createFreshDatabase();
     dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-plans-'));
@@ -38,25 +51,9 @@ describe('PostgreSQL plans of the hot session statements', {
     store = connectStore({ databaseUrl: database.url, dataDir, poolSize: 1 });
     await store.migrate();
     // Sessions written straight in, and no ANALYZE: the table as a young database, a restore or
-    // an upgrade leaves it until autovacuum comes round.
-    await sql`
-      insert into users (id, username, username_key, created_at, updated_at)
-      values ('u1', 'someone', 'someone', 1, 1)
-    `.execute(store.db);
-    await sql`
-      insert into sessions (id, kind, user_id, secret_hash, created_at, last_seen_at, expires_at)
-      select 's' || n, 'user', 'u1', 'h' || n, 1, 1, 9999999999999
-      from generate_series(1, ${LIVE_SESSIONS}::int) as n
-    `.execute(store.db);
-    // A second user with a few sessions of their own, among everyone's.
-    await sql`
-      insert into users (id, username, username_key, created_at, updated_at)
-      values ('u2', 'another', 'another', 1, 1)
-    `.execute(store.db);
-    await sql`
-      insert into sessions (id, kind, user_id, secret_hash, created_at, last_seen_at, expires_at)
-      select 'o' || n, 'user', 'u2', 'oh' || n, 1, 1, 9999999999999 from generate_series(1, 3) as n
-    `.execute(store.db);
+    // an upgrade leaves it until autovacuum comes round. A second user has a few of their own.
+    await addUserWithSessions('u1', 's', LIVE_SESSIONS);
+    await addUserWithSessions('u2', 'o', 3);
   });
 
   after(async () => {
