@@ -18,8 +18,11 @@ export class SqliteBatchError extends Error {
   }
 }
 
+/** Prepared statements the writer thread keeps: an import uses a handful of shapes. */
+const WRITER_STATEMENT_CACHE = 100;
+
 interface Pending {
-  readonly resolve: (durationMs: number) => void;
+  readonly resolve: () => void;
   readonly reject: (error: Error) => void;
 }
 
@@ -37,7 +40,7 @@ const statements = new Map();
 function prepared(sql) {
   let statement = statements.get(sql);
   if (statement === undefined) {
-    if (statements.size >= ${100}) statements.clear();
+    if (statements.size >= ${WRITER_STATEMENT_CACHE}) statements.clear();
     statement = db.prepare(sql);
     statements.set(sql, statement);
   }
@@ -47,11 +50,10 @@ const writeAll = db.transaction((batch) => {
   for (const { sql, parameters } of batch) prepared(sql).run(parameters);
 });
 parentPort.on('message', ({ id, batch }) => {
-  const started = performance.now();
   try {
     // IMMEDIATE: the write lock is taken before the first statement, never upgraded midway.
     writeAll.immediate(batch);
-    parentPort.postMessage({ id, durationMs: performance.now() - started });
+    parentPort.postMessage({ id });
   } catch (error) {
     parentPort.postMessage({ id, error: { message: String(error && error.message), code: error && error.code } });
   }
@@ -76,7 +78,7 @@ interface Thread {
 
 export class SqliteBatchWriter {
   readonly #workerData: { betterSqlite3: string; file: string; lockWaitMs: number };
-  readonly #inFlight = new Set<Promise<number>>();
+  readonly #inFlight = new Set<Promise<void>>();
   #thread: Thread | undefined;
   #nextId = 0;
   #closed = false;
@@ -88,13 +90,13 @@ export class SqliteBatchWriter {
 
   /**
    * Runs `batch` as one transaction: all of it or, when a statement fails, none of it (the
-   * failure keeps SQLite's code). Resolves with the time the thread spent on it, in ms.
+   * failure keeps SQLite's code).
    */
-  write(batch: readonly BatchStatement[]): Promise<number> {
+  write(batch: readonly BatchStatement[]): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('the SQLite batch writer is closed'));
     const { worker, pending } = this.#started();
     const id = this.#nextId++;
-    const written = new Promise<number>((resolve, reject) => {
+    const written = new Promise<void>((resolve, reject) => {
       pending.set(id, { resolve, reject });
       // Held open only while a batch is in flight: an idle writer keeps no process alive.
       worker.ref();
@@ -120,17 +122,14 @@ export class SqliteBatchWriter {
     const worker = new Worker(WRITER_SOURCE, { eval: true, workerData: this.#workerData });
     const thread: Thread = { worker, pending: new Map() };
     worker.unref();
-    worker.on(
-      'message',
-      (message: { id: number; durationMs?: number; error?: { message: string; code?: string } }) => {
-        const pending = thread.pending.get(message.id);
-        if (!pending) return;
-        thread.pending.delete(message.id);
-        if (thread.pending.size === 0) worker.unref();
-        if (message.error) pending.reject(new SqliteBatchError(message.error.message, message.error.code));
-        else pending.resolve(message.durationMs ?? 0);
-      },
-    );
+    worker.on('message', (message: { id: number; error?: { message: string; code?: string } }) => {
+      const pending = thread.pending.get(message.id);
+      if (!pending) return;
+      thread.pending.delete(message.id);
+      if (thread.pending.size === 0) worker.unref();
+      if (message.error) pending.reject(new SqliteBatchError(message.error.message, message.error.code));
+      else pending.resolve();
+    });
     // A thread that dies takes its batches with it: each is told, and the next write starts another.
     const failAll = (error: Error) => {
       if (this.#thread === thread) this.#thread = undefined;
