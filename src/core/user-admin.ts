@@ -285,10 +285,10 @@ export class UserAdminService {
     results.forEach((result, index) => {
       if (!isPrepared(result)) return;
       const key = result.row.username_key;
+      // namesInFlight holds this batch's names too from here: a second row of a name fails as well.
       if (taken.has(key) || namesInFlight.has(key)) {
         results[index] = alreadyExists(result.row.username);
       } else {
-        taken.add(key);
         namesInFlight.add(key);
         claimed.push(key);
         ready.push(index);
