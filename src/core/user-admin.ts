@@ -80,6 +80,8 @@ interface AttemptRecord {
 }
 
 const PROFILE_LIMITS = { firstName: 255, lastName: 255, displayName: 255, email: 254, phone: 64 } as const;
+/** Listed once: checkProfile runs for every row of an import. */
+const PROFILE_FIELDS = Object.entries(PROFILE_LIMITS) as [keyof typeof PROFILE_LIMITS, number][];
 const CONTROL_CHARACTERS = /\p{Cc}/u;
 const EMAIL = /^[^\s@]+@[^\s@]+$/;
 const PHONE = /^[\d\s+().\-/x]*$/i;
@@ -245,7 +247,7 @@ export class UserAdminService {
           throw new GatehouseError('VALIDATION_FAILED', 'password is required for a local user');
         }
         checkProfile(input);
-        results[index] = await this.#accounts.prepareUser({ ...input, provider: 'local' }, { bulk: true });
+        results[index] = await this.#accounts.prepareUser(input, { bulk: true, provider: 'local' });
       } catch (error) {
         if (!isGatehouseError(error)) throw error;
         results[index] = error;
@@ -640,7 +642,7 @@ function checkTenancyList(tenancies: readonly TenancyRequest[], primaryTenantId:
     throw new GatehouseError('VALIDATION_FAILED', 'body/tenancies must hold at least one tenancy');
   }
   const ids = tenancies.map((t) => t.tenantId);
-  if (new Set(ids).size !== ids.length) {
+  if (ids.length > 1 && new Set(ids).size !== ids.length) {
     throw new GatehouseError('VALIDATION_FAILED', 'body/tenancies names a tenant more than once');
   }
   for (const tenancy of tenancies) {
@@ -657,10 +659,11 @@ function checkTenancyList(tenancies: readonly TenancyRequest[], primaryTenantId:
 }
 
 function checkProfile(profile: UserProfile): void {
-  for (const [field, limit] of Object.entries(PROFILE_LIMITS)) {
-    const value = profile[field as keyof UserProfile];
+  for (const [field, limit] of PROFILE_FIELDS) {
+    const value = profile[field];
     if (value === undefined) continue;
-    if ([...value].length > limit) {
+    // Limits count characters (code points); a string no longer in UTF-16 units has no more of them.
+    if (value.length > limit && [...value].length > limit) {
       throw new GatehouseError('VALIDATION_FAILED', `body/${field} must be at most ${limit} characters`);
     }
     if (CONTROL_CHARACTERS.test(value)) {
