@@ -38,7 +38,9 @@ export async function insertRows<T extends keyof Database & string>(
       end - start === rowsPerStatement
         ? statementOf(db, dialect, table, columns, rowsPerStatement)
         : compileInsert(db, table, columns, end - start);
-    await db.executeQuery(CompiledQuery.raw(sql, parameters));
+    // Not `CompiledQuery.raw(sql, parameters)`: it freezes the array, and V8 copies a frozen array
+    // to another thread element by element, 2.5-3 times slower than a plain one.
+    await db.executeQuery({ ...CompiledQuery.raw(sql), parameters });
   }
 }
 
