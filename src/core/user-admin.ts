@@ -87,6 +87,8 @@ const EMAIL = /^[^\s@]+@[^\s@]+$/;
 const PHONE = /^[\d\s+().\-/x]*$/i;
 /** Refusals worth an audit event: someone tried something they may not do. */
 const AUDITED_REFUSALS = new Set(['FORBIDDEN', 'NOT_FOUND', 'PRECONDITION_FAILED']);
+/** A tenancy `checkMany` may grant; otherwise it keeps the error that refused it. */
+const GRANTED = Symbol('granted');
 
 const view = userView;
 
@@ -223,45 +225,66 @@ export class UserAdminService {
     const actor = await actorOf(this.#store, auth);
     const results: (PreparedUser | GatehouseError | undefined)[] = inputs.map(() => undefined);
     const refusals: AuditEntry[] = [];
-    // One look at each tenant per call, not per row.
-    const grants = new Map<string, Promise<void>>();
-    const grantable = (tenancy: TenancyRequest) => {
-      const key = `${tenancy.tenantId}\0${tenancy.role}`;
-      let check = grants.get(key);
-      if (!check) {
-        check = this.#checkGrantable(actor, [tenancy]);
-        // Read by every row naming the tenancy; none left unobserved.
-        check.catch(() => {});
-        grants.set(key, check);
+    const refuse = (index: number, error: unknown) => {
+      if (!isGatehouseError(error)) throw error;
+      results[index] = error;
+      if (AUDITED_REFUSALS.has(error.code)) {
+        refusals.push({
+          action: 'user.create',
+          actor: auth.principal,
+          target: { type: 'user', id: null, name: (inputs[index] as UserCreation).username.slice(0, 128) },
+          tenantId: null,
+          meta,
+          outcome: 'failure',
+          reason: `${error.code}: ${error.detail}`,
+        });
       }
-      return check;
     };
-    // Rows with a hash given resolve at once: without turns, a batch would hold the event loop.
+    // One look at each tenant per call, not per row: the answer kept, an error or GRANTED.
+    const grants = new Map<string, unknown>();
+    // Rows are checked one after another, awaiting only a tenant's first look; those with a hash
+    // given are prepared at once. Those with a password are hashed after, `inFlight` at a time.
+    // An await per row (and the promises and garbage behind it) cost an import of pre-hashed users
+    // more than its checks. Without turns, a batch would hold the event loop.
+    const toHash: number[] = [];
     const turns = new EventLoopTurns();
-    await forEachConcurrently(inputs.entries(), inFlight, async ([index, input]) => {
-      await turns.take();
+    for (const [index, input] of inputs.entries()) {
+      const turn = turns.take();
+      if (turn) await turn;
       try {
         checkTenancyList(input.tenancies, input.primaryTenantId);
-        for (const tenancy of input.tenancies) await grantable(tenancy);
+        for (const tenancy of input.tenancies) {
+          const key = `${tenancy.tenantId}\0${tenancy.role}`;
+          if (!grants.has(key)) {
+            grants.set(
+              key,
+              await this.#checkGrantable(actor, [tenancy]).then(
+                () => GRANTED,
+                (error: unknown) => error,
+              ),
+            );
+          }
+          const grant = grants.get(key);
+          if (grant !== GRANTED) throw grant;
+        }
         if (input.password === undefined && input.passwordHash === undefined) {
           throw new GatehouseError('VALIDATION_FAILED', 'password is required for a local user');
         }
         checkProfile(input);
+        if (input.password === undefined) {
+          results[index] = this.#accounts.prepareUnhashed(input, { provider: 'local' });
+        } else toHash.push(index);
+      } catch (error) {
+        refuse(index, error);
+      }
+    }
+    await forEachConcurrently(toHash, inFlight, async (index) => {
+      await turns.take();
+      try {
+        const input = inputs[index] as UserCreation;
         results[index] = await this.#accounts.prepareUser(input, { bulk: true, provider: 'local' });
       } catch (error) {
-        if (!isGatehouseError(error)) throw error;
-        results[index] = error;
-        if (AUDITED_REFUSALS.has(error.code)) {
-          refusals.push({
-            action: 'user.create',
-            actor: auth.principal,
-            target: { type: 'user', id: null, name: input.username.slice(0, 128) },
-            tenantId: null,
-            meta,
-            outcome: 'failure',
-            reason: `${error.code}: ${error.detail}`,
-          });
-        }
+        refuse(index, error);
       }
     });
     return { auth, inputs, meta, results, refusals };
