@@ -480,7 +480,8 @@ async function main(): Promise<void> {
           if (job.status !== 'successful') throw new Error(`${name}: ${job.status}: ${job.status_detail}`);
           return rows / ((performance.now() - started) / 1000);
         }
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        // Polled every 20 ms: the end is seen within that; at 100 ms a ~3 s import was timed up to 3 % long.
+        await new Promise((resolve) => setTimeout(resolve, 20));
       }
     };
     if (wanted('import-clear')) {
