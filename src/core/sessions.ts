@@ -258,12 +258,11 @@ export class SessionService {
     if (token.startsWith(SESSION_SECRET_PREFIX)) return this.authenticateSecret(token);
     if (!looksLikeJwt(token)) throw new GatehouseError('TOKEN_INVALID', 'The bearer token is malformed.');
     const claims = await this.#tokens.verifySessionToken(token);
-    const auth = await this.#authenticate(
-      `sid:${claims.sid}`,
-      () => this.#store.sessions.findById(claims.sid),
-      { generation: claims.gen, meta },
-    );
-    return { ...auth, tokenGeneration: claims.gen };
+    // The context carries the token's generation (tokenGeneration) from #admit.
+    return this.#authenticate(`sid:${claims.sid}`, () => this.#store.sessions.findById(claims.sid), {
+      generation: claims.gen,
+      meta,
+    });
   }
 
   async authenticateSecret(secret: string): Promise<AuthContext> {
@@ -290,7 +289,7 @@ export class SessionService {
     const cached = this.#cache.lookup(key);
     if (cached && this.#accepts(cached, token?.generation, now)) {
       this.#cache.counted(true);
-      return this.#admit(cached, now, this.#cache.mark());
+      return this.#admit(cached, now, this.#cache.mark(), token?.generation);
     }
     this.#cache.counted(false);
     const mark = this.#cache.mark();
@@ -341,14 +340,19 @@ export class SessionService {
       }
       if (standing === 'replayed') await this.#endReplayed(session, token.generation, token.meta);
     }
-    return this.#admit(session, now, cacheMark);
+    return this.#admit(session, now, cacheMark, token?.generation);
   }
 
-  /** Accepts a request on a live session: its last use is written at most every touch interval. */
+  /**
+   * Accepts a request on a live session: its last use is written at most every touch interval.
+   * The context is built here whole: a copy with a field added (`{ ...auth, tokenGeneration }`)
+   * takes V8's slow path, ~1 µs a request.
+   */
   async #admit(
     session: SessionWithPrincipal,
     now: number,
     cacheMark: number | undefined,
+    tokenGeneration: number | undefined,
   ): Promise<AuthContext & { session: SessionWithPrincipal }> {
     let current = session;
     if (now - session.last_seen_at >= this.#touchIntervalMs) {
@@ -358,7 +362,12 @@ export class SessionService {
     }
     const kind: PrincipalKind = current.node_id !== null ? 'node' : 'user';
     const id = current.node_id ?? current.user_id ?? '';
-    return { principal: { kind, id, name: current.principal_name ?? '' }, session: current, cacheMark };
+    return {
+      principal: { kind, id, name: current.principal_name ?? '' },
+      session: current,
+      cacheMark,
+      tokenGeneration,
+    };
   }
 
   async #endReplayed(

@@ -105,7 +105,15 @@ export class TokenService {
       iat: Math.floor(this.#clock.now() / 1000),
       exp: Math.floor(claims.expiresAt / 1000),
     };
-    const token = signer({ ...signed, iss: this.#issuer });
+    // Not `{ ...signed, iss }`: a copy with a field added takes V8's slow path (~1 µs).
+    const token = signer({
+      username: signed.username,
+      sid: signed.sid,
+      gen: signed.gen,
+      iat: signed.iat,
+      exp: signed.exp,
+      iss: this.#issuer,
+    });
     // These bytes were signed here, just now, with a key that verifies: a verification would read
     // back these claims, so the client's next request (often to this process: a refresh line, or a
     // read after signing in) skips it. Its key and times are still checked on every use.
