@@ -198,21 +198,8 @@ export class UserAdminService {
   }
 
   /**
-   * Creates many local users with the rules of `create`, one answer per input in its order, and
-   * writes those that pass together in one transaction: the import's path. Passwords are hashed
-   * `inFlight` at a time; user names taken already, or twice in `inputs`, fail as existing.
-   */
-  async createMany(
-    auth: AuthContext,
-    inputs: readonly UserCreation[],
-    meta: RequestMeta,
-    inFlight: number,
-  ): Promise<(CreatedUser | GatehouseError)[]> {
-    return this.writeMany(await this.checkMany(auth, inputs, meta, inFlight));
-  }
-
-  /**
-   * The first half of `createMany`: each input checked against the rules and its password hashed,
+   * Bulk creation (the import's path), first half: each input checked against the rules of
+   * `create` and its password hashed `inFlight` at a time, one answer per input in its order,
    * nothing written. A caller with several batches may check the next while `writeMany` writes
    * this one (the import does: on PostgreSQL the server writes while this process checks).
    */
@@ -291,8 +278,8 @@ export class UserAdminService {
   }
 
   /**
-   * The second half of `createMany`: writes the users `checkMany` passed, with their audit events,
-   * and answers for every input. Names are checked against the store here, so that a batch written
+   * Bulk creation, second half: writes the users `checkMany` passed, with their audit events, in
+   * one transaction, and answers for every input (a name taken already, or twice, fails as existing). Names are checked against the store here, so that a batch written
    * meanwhile counts. `namesInFlight`, shared by the batches of one caller written at once, holds
    * the names (keys) of those not yet committed: taken for this batch too, as they will be (or were
    * already) once those commit. This batch's names are in it until its write has settled.
@@ -720,7 +707,7 @@ export interface CheckedUsers {
   readonly refusals: readonly AuditEntry[];
 }
 
-/** What `createMany` answers for a user it created. */
+/** What `writeMany` answers for a user it created. */
 export interface CreatedUser {
   readonly id: string;
   readonly username: string;

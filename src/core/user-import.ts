@@ -444,7 +444,7 @@ export class UserImportService {
 }
 
 /**
- * A row as `createMany` takes it; the rules of a row alone (tenant, role, password) first.
+ * A row as `checkMany` takes it; the rules of a row alone (tenant, role, password) first.
  * `tenants` holds the visible tenant id (or null) of each code the rows name.
  */
 function creationOf(row: RowFields, tenants: ReadonlyMap<string, string | null>): UserCreation {
