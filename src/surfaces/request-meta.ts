@@ -6,7 +6,12 @@ export function requestMeta(request: FastifyRequest): RequestMeta {
   return {
     ip: request.ip,
     userAgent: typeof agent === 'string' ? agent : '',
-    clientGone: () => request.raw.socket?.destroyed === true,
+    // A client that has sent its FIN is gone too: Node's server (no half-open) ends the socket then,
+    // and no answer reaches it. The socket is destroyed only a loop turn later.
+    clientGone: () => {
+      const socket = request.raw.socket;
+      return socket?.destroyed === true || socket?.readableEnded === true;
+    },
   };
 }
 

@@ -142,9 +142,16 @@ forEachDialect('Sign-in storms: a bounded queue for the hashing threads', (diale
     );
     await until('the second sign-in waits for the thread', async () => (await depth()) >= 2);
     leaving.destroy();
+    // The event loop is held, as in a storm, while the client leaves and the first check ends: both
+    // are news of the same loop turn, and the client's FIN is all the server has seen of its leaving
+    // when the thread comes free (its socket is destroyed only a turn later).
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
 
     assert.equal((await first).status, 200, 'the sign-in that stayed is answered');
-    await until('the one that left is settled', async () => ((await signIns('nse')).abandoned ?? 0) > 0);
+    const settled = (now: Record<string, number>) =>
+      (now.abandoned ?? 0) > (before.abandoned ?? 0) ||
+      (now.invalid_credentials ?? 0) > (before.invalid_credentials ?? 0);
+    await until('the one that left is settled', async () => settled(await signIns('nse')));
     const after = await signIns('nse');
     assert.equal(after.abandoned, (before.abandoned ?? 0) + 1, 'counted as abandoned');
     assert.equal(
