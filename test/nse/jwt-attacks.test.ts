@@ -9,6 +9,7 @@ import {
   verify,
 } from 'node:crypto';
 import { after, before, test } from 'node:test';
+import { createSigner } from 'fast-jwt';
 import type { LightMyRequestResponse } from 'fastify';
 import { createCore } from '../../src/core/index.js';
 import { CLOCK_SKEW_SECONDS, TokenService } from '../../src/core/tokens.js';
@@ -105,6 +106,20 @@ forEachDialect('JWT attacks on the bearer token', (dialect) => {
     const elsewhere = new TokenService(ctx.core.keyring, ctx.clock, ctx.config.issuer);
     const expiresAt = ctx.clock.now() + 600_000;
     const token = await here.signSessionToken({ username: 'alice', sid: 'sid-1', generation: 3, expiresAt });
+    // Session tokens are signed without fast-jwt (tokens.ts, for speed): the bytes are its signer's.
+    const key = sessionKey();
+    const librarySigner = createSigner({ key: key.secret, algorithm: 'HS256', kid: key.kid });
+    assert.equal(
+      token,
+      librarySigner({
+        username: 'alice',
+        sid: 'sid-1',
+        gen: 3,
+        iat: Math.floor(ctx.clock.now() / 1000),
+        exp: Math.floor(expiresAt / 1000),
+        iss: ctx.config.issuer,
+      }),
+    );
     const verified = await elsewhere.verifySessionToken(token);
     assert.deepEqual(await here.verifySessionToken(token), verified);
     assert.deepEqual(verified, {
