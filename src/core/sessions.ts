@@ -31,7 +31,10 @@ export interface AuthContext {
 export interface RequestMeta {
   readonly ip: string;
   readonly userAgent: string;
-  /** True once the client has closed or half-closed its connection: work only its answer needed may be skipped. */
+  /**
+   * True once the client has closed or half-closed its connection: work only its answer needed may
+   * be skipped.
+   */
   readonly clientGone?: () => boolean;
 }
 

@@ -279,10 +279,11 @@ export class UserAdminService {
 
   /**
    * Bulk creation, second half: writes the users `checkMany` passed, with their audit events, in
-   * one transaction, and answers for every input (a name taken already, or twice, fails as existing). Names are checked against the store here, so that a batch written
-   * meanwhile counts. `namesInFlight`, shared by the batches of one caller written at once, holds
-   * the names (keys) of those not yet committed: taken for this batch too, as they will be (or were
-   * already) once those commit. This batch's names are in it until its write has settled.
+   * one transaction, and answers for every input (a name taken already, or twice, fails as
+   * existing). Names are checked against the store here, so that a batch written meanwhile counts.
+   * `namesInFlight`, shared by the batches of one caller written at once, holds the names (keys) of
+   * those not yet committed: taken for this batch too, as they will be (or were already) once those
+   * commit. This batch's names are in it until its write has settled.
    */
   async writeMany(
     checked: CheckedUsers,
