@@ -1,18 +1,18 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, type LogEvent, Migrator, PostgresDialect } from 'kysely';
+import { type CompiledQuery, Kysely, type LogEvent, Migrator, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { type ChangeFeed, createStoreChanges } from './change-feed.js';
-import { recordingInserts } from './insert-recorder.js';
 import { withInvalidations } from './invalidating-repositories.js';
 import { migrations } from './migrations/index.js';
 import { preparingPool } from './pg-prepared-statements.js';
 import { RedisUnavailableError } from './redis-counters.js';
 import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
-import { type BatchStatement, SqliteBatchWriter } from './sqlite-batch-writer.js';
+import { SqliteBatchWriter } from './sqlite-batch-writer.js';
 import { LockWaitingSqliteDialect, SQLITE_LOCK_WAIT_MS } from './sqlite-lock-wait.js';
+import { asOneStatement, recordingStatements } from './statement-recorder.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -63,10 +63,19 @@ export interface Store extends Repositories {
    * Runs `work`, which may only insert and never reads what its inserts answer, as one
    * transaction: an import's batch. On SQLite the inserts are collected as `work` makes them and
    * written on a thread of their own, so that the event loop serves requests and prepares the next
-   * batch meanwhile; any other statement in `work` throws `NotAnInsertError` and nothing is
-   * written. On PostgreSQL it is `transaction`.
+   * batch meanwhile; any other statement in `work` throws `UnrecordedStatementError` and nothing
+   * is written. On PostgreSQL it is `transaction`.
    */
   insertBatch(work: (tx: Repositories) => Promise<void>): Promise<void>;
+  /**
+   * Runs `work`, which may only insert, update and delete, never reads what those answer, and
+   * writes each table at most once, as one transaction: a sign-in's session, audit event and
+   * account history. On PostgreSQL the writes are collected as `work` makes them and sent as one
+   * statement, one round trip where a transaction takes one per statement plus BEGIN and COMMIT
+   * (statement-recorder.ts); anything else in `work` throws and nothing is written. On SQLite,
+   * whose statements cost no round trip, it is `transaction`.
+   */
+  writeTogether<T>(work: (tx: Repositories) => Promise<T>): Promise<T>;
   /** Brings the schema up to date; safe to run from several processes at once. Returns what it applied. */
   migrate(): Promise<string[]>;
   /** Cheap round trip, for readiness. */
@@ -128,15 +137,15 @@ export function connectStore(options: StoreOptions): Store {
     },
     async insertBatch(work) {
       if (!writer) return this.transaction(work);
-      const batch: BatchStatement[] = [];
+      const batch: CompiledQuery[] = [];
       const committed: string[] = [];
-      const recorder = recordingInserts(batch, (query) => statementKind(query.query.kind, query.sql));
+      const recorder = recordingStatements('sqlite', batch, kindOfQuery, INSERTS);
       await work(repositoriesOf(recorder, (tags) => committed.push(...tags)));
       if (batch.length > 0) {
         const started = performance.now();
         let failed = true;
         try {
-          await writer.write(batch);
+          await writer.write(batch.map(({ sql, parameters }) => ({ sql, parameters })));
           failed = false;
         } finally {
           // The batch is one transaction on the writer's thread: timed as one, from here.
@@ -144,6 +153,19 @@ export function connectStore(options: StoreOptions): Store {
         }
       }
       changes.dispatchLocal(committed);
+    },
+    async writeTogether(work) {
+      if (dialect !== 'postgres') return this.transaction(work);
+      const writes: CompiledQuery[] = [];
+      const committed: string[] = [];
+      const result = await work(
+        repositoriesOf(recordingStatements('postgres', writes, kindOfQuery, WRITES), (tags) =>
+          committed.push(...tags),
+        ),
+      );
+      if (writes.length > 0) await db.executeQuery(asOneStatement(writes));
+      changes.dispatchLocal(committed);
+      return result;
     },
     async migrate() {
       const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
@@ -192,6 +214,10 @@ const FIRST_WORDS = new Map<string, StatementKind>([
   ['savepoint', 'transaction'],
   ['release', 'transaction'],
 ]);
+
+const INSERTS: ReadonlySet<string> = new Set(['insert']);
+const WRITES: ReadonlySet<string> = new Set(['insert', 'update', 'delete']);
+const kindOfQuery = (query: CompiledQuery) => statementKind(query.query.kind, query.sql);
 
 /** The kind of a statement: from Kysely's operation node, or for raw SQL from its first word. */
 export function statementKind(nodeKind: string, sql: string): StatementKind {

@@ -6,9 +6,9 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Insertable } from 'kysely';
 import { connectStore, isUniqueViolation, type Store } from '../../src/store/connect.js';
-import { NotAnInsertError } from '../../src/store/insert-recorder.js';
 import type { TenantTable } from '../../src/store/schema.js';
 import { SqliteBatchWriter } from '../../src/store/sqlite-batch-writer.js';
+import { UnrecordedStatementError } from '../../src/store/statement-recorder.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { createFreshDatabase } from '../helpers/postgres.js';
 
@@ -86,7 +86,7 @@ forEachDialect('Store.insertBatch (an import batch: inserts only, one transactio
           // Its answer would be empty whatever the store holds: refused rather than wrong.
           await tx.tenants.findByCode('alpha');
         }),
-        NotAnInsertError,
+        UnrecordedStatementError,
       );
       assert.deepEqual(await codes(), ['alpha', 'beta', 'epsilon', 'zeta']);
     });

@@ -228,6 +228,8 @@ forEachDialect('Storware session: Endpoints tokens, login-with-token, node login
   });
 
   test('node/login with a supported version: 201, requester is the node, privileges of the Backup Node role', async () => {
+    assert.equal((await nodeLogin('node-01', 'not-the-password-1', '5.1.0')).statusCode, 400);
+    assert.equal((await ctx.store.nodes.findByLoginKey('node-01'))?.failed_count, 1);
     const response = await nodeLogin('node-01', 'backup-agent-pass-1', '5.1.0');
     assert.equal(response.statusCode, 201, response.body);
     const body = json(response);
@@ -241,6 +243,9 @@ forEachDialect('Storware session: Endpoints tokens, login-with-token, node login
 
     const node = await ctx.store.nodes.findById(body.requester.guid);
     assert.equal(node?.version, '5.1.0', 'the reported version is recorded');
+    assert.equal(node?.failed_count, 0, 'the failure before it is forgotten');
+    assert.equal(node?.last_success_at, ctx.clock.now());
+    assert.equal(node?.last_seen_at, ctx.clock.now());
 
     const cookie = cookieOf(response);
     assert.equal((await withCookie('GET', '/api/session', cookie)).statusCode, 204);

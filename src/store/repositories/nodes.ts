@@ -21,10 +21,18 @@ export function createNodeRepository(db: Kysely<Database>) {
     findByLoginKey(loginKey: string): Promise<NodeRow | undefined> {
       return db.selectFrom('nodes').selectAll().where('login_key', '=', loginKey).executeTakeFirst();
     },
-    async recordVersion(id: string, version: string, now: number): Promise<void> {
+    /** A node's password sign-in: its failures start again from 0, and the version it reports is kept. */
+    async recordSignIn(id: string, version: string, now: number): Promise<void> {
       await db
         .updateTable('nodes')
-        .set({ version, last_seen_at: now, updated_at: now })
+        .set({
+          failed_count: 0,
+          locked_until: null,
+          last_success_at: now,
+          version,
+          last_seen_at: now,
+          updated_at: now,
+        })
         .where('id', '=', id)
         .execute();
     },

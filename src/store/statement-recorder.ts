@@ -1,0 +1,117 @@
+import {
+  type CompiledQuery,
+  type DatabaseConnection,
+  type Driver,
+  Kysely,
+  PostgresAdapter,
+  PostgresIntrospector,
+  PostgresQueryCompiler,
+  type QueryResult,
+  SqliteAdapter,
+  SqliteIntrospector,
+  SqliteQueryCompiler,
+} from 'kysely';
+import type { Database } from './schema.js';
+
+/** What a statement of a kind the recorder does not take meets (`Store.insertBatch`, `Store.writeTogether`). */
+export class UnrecordedStatementError extends Error {
+  constructor(taken: string, kind: string) {
+    super(`this work may run ${taken} only; it ran a statement of kind ${kind}`);
+    this.name = 'UnrecordedStatementError';
+  }
+}
+
+/**
+ * A Kysely whose statements are compiled for `dialect` and kept in `into` instead of run: the
+ * repositories write through it unchanged, and the caller sends what they wrote at once. Only
+ * writes whose answer nobody reads may be recorded, of the kinds `taken` lists; anything else
+ * throws, since its answer (always empty here) would be a lie. A transaction of its own is refused
+ * too: the caller makes the recorded statements one.
+ */
+export function recordingStatements(
+  dialect: 'sqlite' | 'postgres',
+  into: CompiledQuery[],
+  kindOf: (query: CompiledQuery) => string,
+  taken: ReadonlySet<string>,
+): Kysely<Database> {
+  const takenList = [...taken].join(', ');
+  const connection: DatabaseConnection = {
+    async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
+      const kind = kindOf(query);
+      if (!taken.has(kind)) throw new UnrecordedStatementError(takenList, kind);
+      into.push(query);
+      return { rows: [] };
+    },
+    // biome-ignore lint/correctness/useYield: refuses before the first row
+    async *streamQuery() {
+      throw new UnrecordedStatementError(takenList, 'select');
+    },
+  };
+  const driver: Driver = {
+    init: async () => {},
+    acquireConnection: async () => connection,
+    beginTransaction: async () => {
+      throw new UnrecordedStatementError(takenList, 'transaction');
+    },
+    commitTransaction: async () => {},
+    rollbackTransaction: async () => {},
+    releaseConnection: async () => {},
+    destroy: async () => {},
+  };
+  const postgres = dialect === 'postgres';
+  return new Kysely<Database>({
+    dialect: {
+      createAdapter: () => (postgres ? new PostgresAdapter() : new SqliteAdapter()),
+      createDriver: () => driver,
+      createIntrospector: (db) => (postgres ? new PostgresIntrospector(db) : new SqliteIntrospector(db)),
+      createQueryCompiler: () => (postgres ? new PostgresQueryCompiler() : new SqliteQueryCompiler()),
+    },
+  });
+}
+
+/** The table an insert, update or delete compiled by Kysely writes. */
+const WRITTEN_TABLE = /^\s*(?:insert\s+into|update|delete\s+from)\s+"([^"]+)"/i;
+const PLACEHOLDER = /\$(\d+)/g;
+
+/**
+ * PostgreSQL writes as one statement: every one but the last a data-modifying WITH clause, which
+ * PostgreSQL runs exactly once, to completion, whether or not anything reads it. One statement is
+ * one round trip and commits by itself, where a transaction of the same writes costs a round trip
+ * for each and two more for BEGIN and COMMIT. All the clauses see the tables as they were before
+ * the statement: no two of the writes may touch the same table (an update would not see a row
+ * inserted beside it, and two updates of a row keep only one), so that is refused, as is a
+ * statement with a literal in it, whose `$` the renumbering could mistake for a parameter.
+ */
+export function asOneStatement(statements: readonly CompiledQuery[]): CompiledQuery {
+  const last = statements.at(-1);
+  if (last === undefined) throw new Error('no statements to join');
+  if (statements.length === 1) return last;
+  const tables = new Set<string>();
+  const parameters: unknown[] = [];
+  const parts = statements.map((statement) => {
+    const table = WRITTEN_TABLE.exec(statement.sql)?.[1];
+    if (table === undefined) throw new Error(`not a write of one table: ${statement.sql.slice(0, 60)}`);
+    if (tables.has(table)) throw new Error(`two writes of "${table}" cannot be one statement`);
+    tables.add(table);
+    if (statement.sql.includes("'")) throw new Error(`a literal in "${statement.sql.slice(0, 60)}"`);
+    const offset = parameters.length;
+    let highest = 0;
+    const sql = statement.sql.replace(PLACEHOLDER, (_, index: string) => {
+      highest = Math.max(highest, Number(index));
+      return `$${Number(index) + offset}`;
+    });
+    if (highest !== statement.parameters.length) {
+      throw new Error(`${statement.parameters.length} parameters for placeholders up to $${highest}`);
+    }
+    parameters.push(...statement.parameters);
+    return sql;
+  });
+  const clauses = parts.slice(0, -1).map((sql, index) => `w${index} as (${sql})`);
+  return {
+    // The last statement's node: the statement is timed and counted as its kind.
+    query: last.query,
+    queryId: last.queryId,
+    sql: `with ${clauses.join(', ')} ${parts.at(-1)}`,
+    parameters,
+  };
+}
