@@ -4,7 +4,7 @@ import { changeTags } from '../store/change-feed.js';
 import type { Store } from '../store/connect.js';
 import type { Repositories } from '../store/repositories/index.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
-import type { UserRow } from '../store/repositories/users.js';
+import type { SigningInUser, UserRow } from '../store/repositories/users.js';
 import type { AuditEntry, AuditService } from './audit.js';
 import { type Clock, sleep } from './clock.js';
 import type { CredentialCache } from './credential-cache.js';
@@ -39,6 +39,13 @@ const historyOf = (row: UserRow | NodeRow): LoginHistory => ({
  * so that the time of the answer does not tell whether the name exists.
  */
 const NO_ACCOUNT = '';
+
+/** A refused sign-in's account, and for a user the tenant its events are filed under. */
+interface RefusedAccount {
+  readonly id: string;
+  readonly name: string;
+  readonly tenantId?: string | null;
+}
 
 const LOCK_REASON = {
   pair: 'locked: too many failures of this account from this address',
@@ -150,16 +157,17 @@ export class AuthenticationService {
    * Records a refusal (with its real reason, for operators) and answers as for any refusal. A
    * counted failure (`locks` given: those it placed, often none) also goes into the account's
    * login history, in the same transaction as its events. An unknown name runs the same
-   * statements against NO_ACCOUNT, matching nothing, so that both answers take the same time.
+   * statements against NO_ACCOUNT, matching nothing, so that both answers take the same time. A
+   * user's tenant came with the user (`findSigningIn`): no statement of its own for either.
    */
   async #refuse(
     kind: 'user' | 'node',
-    target: { id: string; name: string } | undefined,
+    target: RefusedAccount | undefined,
     reason: string,
     meta: RequestMeta,
     locks?: readonly PlacedLock[],
   ): Promise<never> {
-    const tenantId = kind === 'user' ? await this.#tenantOf(target?.id ?? NO_ACCOUNT) : null;
+    const tenantId = target?.tenantId ?? null;
     // An unknown name is not written down: people type passwords into the username field.
     const account = target && { type: kind, id: target.id, name: target.name };
     const now = this.#clock.now();
@@ -206,7 +214,7 @@ export class AuthenticationService {
     kind: 'user' | 'node',
     passwordHash: string | null | undefined,
     password: string,
-    target: { id: string; name: string } | undefined,
+    target: RefusedAccount | undefined,
     reason: string,
     meta: RequestMeta,
   ): Promise<never> {
@@ -220,16 +228,17 @@ export class AuthenticationService {
    * (`record`), the audit event and the new session. One commit instead of three (the store's
    * sign-in cost is commit-bound), and never a session without its event or the other way round.
    * None is read back and each writes its own table, so on PostgreSQL they are one statement
-   * (`Store.writeTogether`): one round trip instead of five.
+   * (`Store.writeTogether`): one round trip instead of five. `tenantId` files the event: a user's
+   * first tenancy, none for a node.
    */
-  async #signedIn(
+  #signedIn(
     principal: Principal,
+    tenantId: string | null,
     meta: RequestMeta,
     reason: string,
     session: Parameters<SessionService['open']>[1],
     record: (tx: Repositories) => Promise<void>,
   ): Promise<OpenedSession> {
-    const tenantId = principal.kind === 'user' ? await this.#tenantOf(principal.id) : null;
     return this.#store.writeTogether(async (tx) => {
       await record(tx);
       await this.#audit.record(
@@ -296,15 +305,15 @@ export class AuthenticationService {
     return user;
   }
 
-  async #verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<UserRow> {
+  async #verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<SigningInUser> {
     this.#hasher.refuseIfBusy();
     const attempt: SignInAttempt = { kind: 'user', name: username.slice(0, 1024), ip: meta.ip };
     const admission = await this.#throttle.admit(attempt);
     const user =
       username.length > 0 && username.length <= 256 && password.length <= PASSWORD_MAX_LENGTH * 4
-        ? await this.#store.users.findByUsernameKey(accountKey(username))
+        ? await this.#store.users.findSigningIn(accountKey(username))
         : undefined;
-    const account = user && { id: user.id, name: user.username };
+    const account = user && { id: user.id, name: user.username, tenantId: user.first_tenant_id };
     if (admission.locked) {
       return this.#refusePassword(
         'user',
@@ -349,6 +358,7 @@ export class AuthenticationService {
     const now = this.#clock.now();
     return this.#signedIn(
       userPrincipal(user),
+      user.first_tenant_id,
       meta,
       'password',
       { kind: 'user', history: historyOf(user), meta },
@@ -381,7 +391,7 @@ export class AuthenticationService {
           action: 'password.change',
           actor: userPrincipal(user),
           target: { type: 'user', id: user.id, name: user.username },
-          tenantId: (await tx.users.tenancies(user.id))[0]?.tenantId ?? null,
+          tenantId: user.first_tenant_id,
           meta,
           outcome: 'success',
         },
@@ -454,6 +464,7 @@ export class AuthenticationService {
     const now = this.#clock.now();
     return this.#signedIn(
       principal,
+      null,
       meta,
       `node ${version.slice(0, 64)}`,
       { kind: 'node', history: historyOf(node), meta },
@@ -495,6 +506,7 @@ export class AuthenticationService {
     if (user?.active !== 1) throw new GatehouseError('INVALID_API_TOKEN');
     return this.#signedIn(
       userPrincipal(user),
+      await this.#tenantOf(user.id),
       meta,
       `api token ${row.name}`,
       { kind: 'token', apiTokenId: row.id, notAfter: row.expires_at, history: historyOf(user), meta },

@@ -14,6 +14,8 @@ import type { Page, PageRequest } from './list-query.js';
 import { createLoginHistory } from './login-history.js';
 
 export type UserRow = Selectable<UserTable>;
+/** A user as a sign-in reads it: with the tenant its events are filed under, if any. */
+export type SigningInUser = UserRow & { readonly first_tenant_id: string | null };
 export type Role = TenancyTable['role'];
 
 export interface TenancyView {
@@ -58,6 +60,28 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
     },
     findByUsernameKey(usernameKey: string): Promise<UserRow | undefined> {
       return db.selectFrom('users').selectAll().where('username_key', '=', usernameKey).executeTakeFirst();
+    },
+    /**
+     * A user and the tenant its events are filed under (its first tenancy, as `tenancies()`
+     * orders them) in one statement: a sign-in needs both.
+     */
+    findSigningIn(usernameKey: string): Promise<SigningInUser | undefined> {
+      return db
+        .selectFrom('users')
+        .selectAll('users')
+        .select((eb) =>
+          eb
+            .selectFrom('tenancies')
+            .innerJoin('tenants', 'tenants.id', 'tenancies.tenant_id')
+            .select('tenancies.tenant_id')
+            .whereRef('tenancies.user_id', '=', 'users.id')
+            .orderBy('tenancies.created_at')
+            .orderBy('tenants.code')
+            .limit(1)
+            .as('first_tenant_id'),
+        )
+        .where('username_key', '=', usernameKey)
+        .executeTakeFirst();
     },
     async count(): Promise<number> {
       const row = await db
