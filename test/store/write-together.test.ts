@@ -102,6 +102,25 @@ forEachDialect("Store.writeTogether (a sign-in's writes: one statement on Postgr
     assert.deepEqual(await eventIds(), ['wt-1']);
   });
 
+  test('the store metrics see one insert on PostgreSQL, the statements of a transaction on SQLite', async () => {
+    const kinds: string[] = [];
+    ctx.store.observeQueries((timing) => kinds.push(timing.statement));
+    try {
+      await ctx.store.writeTogether(async (tx) => {
+        await tx.users.recordFailedAttempt(adminId, 6_000, '192.0.2.1');
+        // A multi-row insert of its own making (bulk-insert.ts), not a Kysely builder's.
+        await tx.auditEvents.insertMany([event('wt-7', '198.51.100.9'), event('wt-8', '198.51.100.9')]);
+      });
+    } finally {
+      ctx.store.observeQueries(undefined);
+    }
+    assert.deepEqual(
+      kinds,
+      dialect === 'postgres' ? ['insert'] : ['transaction', 'update', 'insert', 'transaction'],
+    );
+    assert.deepEqual(await eventIds(), ['wt-1', 'wt-7', 'wt-8']);
+  });
+
   if (dialect === 'postgres') {
     test('on PostgreSQL a read is refused, and nothing is written', async () => {
       await assert.rejects(
@@ -112,7 +131,7 @@ forEachDialect("Store.writeTogether (a sign-in's writes: one statement on Postgr
         }),
         UnrecordedStatementError,
       );
-      assert.deepEqual(await eventIds(), ['wt-1']);
+      assert.deepEqual(await eventIds(), ['wt-1', 'wt-7', 'wt-8']);
     });
 
     test('on PostgreSQL two writes of one table are refused, and nothing is written', async () => {
@@ -123,7 +142,7 @@ forEachDialect("Store.writeTogether (a sign-in's writes: one statement on Postgr
         }),
         /two writes of "audit_events"/,
       );
-      assert.deepEqual(await eventIds(), ['wt-1']);
+      assert.deepEqual(await eventIds(), ['wt-1', 'wt-7', 'wt-8']);
     });
 
     test('a statement with a literal is not joined: its text could hold a "$1" that is no parameter', () => {

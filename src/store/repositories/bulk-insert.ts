@@ -1,6 +1,8 @@
-import { CompiledQuery, type Insertable, type Kysely } from 'kysely';
+import { CompiledQuery, type Insertable, InsertQueryNode, type Kysely, TableNode } from 'kysely';
 import type { Dialect } from '../connect.js';
 import type { Database } from '../schema.js';
+
+const insertInto = (table: string) => InsertQueryNode.create(TableNode.create(table));
 
 /** The SQL of a full statement of each shape (dialect, table, columns, rows), built once per process. */
 const statementsByShape = new Map<string, string>();
@@ -39,8 +41,10 @@ export async function insertRows<T extends keyof Database & string>(
         ? statementOf(db, dialect, table, columns, rowsPerStatement)
         : compileInsert(db, table, columns, end - start);
     // Not `CompiledQuery.raw(sql, parameters)`: it freezes the array, and V8 copies a frozen array
-    // to another thread element by element, 2.5-3 times slower than a plain one.
-    await db.executeQuery({ ...CompiledQuery.raw(sql), parameters });
+    // to another thread element by element, 2.5-3 times slower than a plain one. An insert's node,
+    // not a raw one, so that it counts as an insert wherever statements are told apart by kind (the
+    // metrics; a statement it is joined into, statement-recorder.ts).
+    await db.executeQuery({ ...CompiledQuery.raw(sql), parameters, query: insertInto(table) });
   }
 }
 
