@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
+import { hash } from '@node-rs/argon2';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { json } from '../helpers/http.js';
@@ -30,6 +31,13 @@ forEachDialect('Sign-in storms: a bounded queue for the hashing threads', (diale
     ctx = await createTestContext(dialect, SETTINGS);
     await ctx.core.accounts.createUser({ username: 'storm', password: PASSWORD });
     await ctx.core.accounts.createNode({ login: 'node-storm', password: PASSWORD });
+    // An account whose stored hash takes several times longer to check than the settings' (its
+    // own parameters are in it): the check that holds the thread while another waits behind it.
+    await ctx.core.accounts.createUser({ username: 'slow', password: PASSWORD });
+    const slow = await ctx.store.users.findByUsernameKey('slow');
+    assert.ok(slow);
+    const slowHash = await hash(PASSWORD, { algorithm: 2, memoryCost: 65536, timeCost: 10, parallelism: 1 });
+    await ctx.store.users.update(slow.id, { password_hash: slowHash });
   });
   after(() => ctx.close());
 
@@ -127,25 +135,30 @@ forEachDialect('Sign-in storms: a bounded queue for the hashing threads', (diale
     const depth = () => sample('gatehouse_password_hash_queue_depth');
     const before = { verified: await verified(), ...(await signIns('nse')) };
 
-    // One sign-in takes the thread; another waits behind it, then its client hangs up.
+    // One slow sign-in takes the thread; another waits behind it, then its client hangs up.
     const first = fetch(new URL('/api/v2.1/auth/signin', url), {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'storm', password: PASSWORD }),
+      body: JSON.stringify({ username: 'slow', password: PASSWORD }),
     });
     await until('the first sign-in is being checked', async () => (await depth()) >= 1);
     const body = JSON.stringify({ username: 'storm', password: 'a-wrong-guess-left' });
+    const accepted: net.Socket[] = [];
+    ctx.app.server.on('connection', (socket: net.Socket) => accepted.push(socket));
     const leaving = net.connect(Number(url.port), url.hostname);
     leaving.on('error', () => {});
     leaving.write(
       `POST /api/v2.1/auth/signin HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
     );
     await until('the second sign-in waits for the thread', async () => (await depth()) >= 2);
+    // Once the server has read the client's FIN, the event loop is held, as in a storm, past the
+    // end of the slow check: the FIN is then all the server has seen of its leaving when the
+    // thread comes free (its socket is destroyed only a loop turn or more later). Held from the
+    // hang-up instead, the FIN and the thread's news would share a turn, in either order.
+    const serverSide = accepted.find((socket) => socket.remotePort === leaving.localPort);
+    assert.ok(serverSide, "the server's side of the leaving client");
+    serverSide.once('end', () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000));
     leaving.destroy();
-    // The event loop is held, as in a storm, while the client leaves and the first check ends: both
-    // are news of the same loop turn, and the client's FIN is all the server has seen of its leaving
-    // when the thread comes free (its socket is destroyed only a turn later).
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
 
     assert.equal((await first).status, 200, 'the sign-in that stayed is answered');
     const settled = (now: Record<string, number>) =>
