@@ -49,8 +49,7 @@ function kindOf(text: string): Kind | undefined {
   // The change feed's publication: a NOTIFY on PostgreSQL, a row of the feed table on SQLite.
   if (sql.includes('pg_notify') || sql.includes('cache_invalidations')) return 'notify';
   const word = /^([a-z]+)/.exec(sql)?.[1] ?? '';
-  if (word === 'with') return joinedWrites(sql)[0] ?? 'select';
-  if (word === 'select') return 'select';
+  if (word === 'select' || word === 'with') return 'select';
   if (word === 'insert' || word === 'update' || word === 'delete') return word;
   if (['begin', 'commit', 'rollback', 'start', 'savepoint', 'release'].includes(word)) return 'transaction';
   return 'other';

@@ -132,7 +132,7 @@ export class ApiTokenAdminService {
           action: 'token.revoke',
           actor: auth.principal,
           target: { type: 'api_token', id: row.id, name: row.name },
-          tenantId: (await tx.users.tenancies(row.user_id))[0]?.tenantId ?? null,
+          tenantId: await tx.users.findFirstTenantId(row.user_id),
           meta,
           outcome: 'success',
           reason: `of user ${owner?.username ?? row.user_id}; ${ended} session${ended === 1 ? '' : 's'} ended`,

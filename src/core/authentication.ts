@@ -148,11 +148,6 @@ export class AuthenticationService {
     }
   }
 
-  /** The tenant an event about this user is filed under: its first tenancy. */
-  async #tenantOf(userId: string): Promise<string | null> {
-    return (await this.#store.users.tenancies(userId))[0]?.tenantId ?? null;
-  }
-
   /**
    * Records a refusal (with its real reason, for operators) and answers as for any refusal. A
    * counted failure (`locks` given: those it placed, often none) also goes into the account's
@@ -480,7 +475,10 @@ export class AuthenticationService {
         action: 'signout',
         actor: auth.principal,
         target: { type: 'session', id: auth.session.id },
-        tenantId: auth.principal.kind === 'user' ? await this.#tenantOf(auth.principal.id) : null,
+        tenantId:
+          auth.principal.kind === 'user'
+            ? await this.#store.users.findFirstTenantId(auth.principal.id)
+            : null,
         meta,
         outcome: 'success',
       });
@@ -506,7 +504,7 @@ export class AuthenticationService {
     if (user?.active !== 1) throw new GatehouseError('INVALID_API_TOKEN');
     return this.#signedIn(
       userPrincipal(user),
-      await this.#tenantOf(user.id),
+      await this.#store.users.findFirstTenantId(user.id),
       meta,
       `api token ${row.name}`,
       { kind: 'token', apiTokenId: row.id, notAfter: row.expires_at, history: historyOf(user), meta },

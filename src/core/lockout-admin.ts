@@ -74,7 +74,7 @@ export class LockoutAdminService {
       action: 'user.unlock',
       actor: undefined,
       target: { type: 'user', id: row.id, name: row.username },
-      tenantId: (await this.#store.users.tenancies(row.id))[0]?.tenantId ?? null,
+      tenantId: await this.#store.users.findFirstTenantId(row.id),
       outcome: 'success',
       reason: `${describe(outcome)} (command line)`,
     });

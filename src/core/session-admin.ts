@@ -135,10 +135,7 @@ export class SessionAdminService {
           action: 'session.end',
           actor: auth.principal,
           target: { type: 'session', id: session.id, name: session.principal_name ?? '' },
-          tenantId:
-            session.user_id === null
-              ? null
-              : ((await tx.users.tenancies(session.user_id))[0]?.tenantId ?? null),
+          tenantId: session.user_id === null ? null : await tx.users.findFirstTenantId(session.user_id),
           meta,
           outcome: 'success',
         },

@@ -18,6 +18,21 @@ export type UserRow = Selectable<UserTable>;
 export type SigningInUser = UserRow & { readonly first_tenant_id: string | null };
 export type Role = TenancyTable['role'];
 
+/**
+ * The tenant a user's events are filed under: its first tenancy, by when it was made, then by the
+ * tenant's code (the order `tenancies()` lists them in).
+ */
+const firstTenantId = (eb: ExpressionBuilder<Database, 'users'>) =>
+  eb
+    .selectFrom('tenancies')
+    .innerJoin('tenants', 'tenants.id', 'tenancies.tenant_id')
+    .select('tenancies.tenant_id')
+    .whereRef('tenancies.user_id', '=', 'users.id')
+    .orderBy('tenancies.created_at')
+    .orderBy('tenants.code')
+    .limit(1)
+    .as('first_tenant_id');
+
 export interface TenancyView {
   readonly tenantId: string;
   readonly code: string;
@@ -61,27 +76,23 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
     findByUsernameKey(usernameKey: string): Promise<UserRow | undefined> {
       return db.selectFrom('users').selectAll().where('username_key', '=', usernameKey).executeTakeFirst();
     },
-    /**
-     * A user and the tenant its events are filed under (its first tenancy, as `tenancies()`
-     * orders them) in one statement: a sign-in needs both.
-     */
+    /** A user and the tenant its events are filed under, in one statement: a sign-in needs both. */
     findSigningIn(usernameKey: string): Promise<SigningInUser | undefined> {
       return db
         .selectFrom('users')
         .selectAll('users')
-        .select((eb) =>
-          eb
-            .selectFrom('tenancies')
-            .innerJoin('tenants', 'tenants.id', 'tenancies.tenant_id')
-            .select('tenancies.tenant_id')
-            .whereRef('tenancies.user_id', '=', 'users.id')
-            .orderBy('tenancies.created_at')
-            .orderBy('tenants.code')
-            .limit(1)
-            .as('first_tenant_id'),
-        )
+        .select(firstTenantId)
         .where('username_key', '=', usernameKey)
         .executeTakeFirst();
+    },
+    /** The tenant a user's events are filed under; null for no tenancy or no such user. */
+    async findFirstTenantId(userId: string): Promise<string | null> {
+      const row = await db
+        .selectFrom('users')
+        .select(firstTenantId)
+        .where('id', '=', userId)
+        .executeTakeFirst();
+      return row?.first_tenant_id ?? null;
     },
     async count(): Promise<number> {
       const row = await db
