@@ -8,6 +8,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, promisify } from 'node:util';
 import pg from 'pg';
+import { type CpuSplit, pinGatehouse, pinPostgres, pinSelf, splitCpus } from './cpu-pinning.js';
 import { type LoadRequest, type LoadResult, runLoad } from './load.js';
 import { type Child, freePort, httpOk, ROOT, spawnNode, waitUntil } from './processes.js';
 import { type BenchReport, machineFacts, type ScenarioResult, writeReport } from './report.js';
@@ -28,6 +29,9 @@ const { values: args } = parseArgs({
     profile: { type: 'string' },
     // Server processes of Gatehouse (`serve --workers`) and of the bare baseline alike.
     workers: { type: 'string' },
+    // The hashing threads (and the argon2 baseline) on these CPUs, everything else on the others:
+    // the sign-in as on a node whose database and clients run elsewhere (Linux, `taskset`).
+    'hash-cpus': { type: 'string' },
   },
 });
 
@@ -53,10 +57,24 @@ const IMPORT_CLEAR_ROWS = smoke ? 40 : 10_000;
 const IMPORT_HASHED_ROWS = smoke ? 400 : 100_000;
 /** Production defaults: the sign-in and import baselines hash with the same ones. */
 const ARGON2 = { memoryKiB: 19456, iterations: 2, parallelism: 1 };
-/** Gatehouse's hash pool has a thread per core (GATEHOUSE_HASH_THREADS); the baseline the same. */
-const HASH_THREADS = availableParallelism();
 /** `gatehouse serve`'s default: a process per core. The baseline server runs as many. */
 const WORKERS = Number(args.workers ?? (smoke ? 1 : availableParallelism()));
+const SIGN_IN_SCENARIOS = ['signin-nse', 'signin-storware'];
+const split: CpuSplit | undefined =
+  args['hash-cpus'] === undefined ? undefined : splitCpus(args['hash-cpus']);
+if (split && (only === undefined || [...only].some((name) => !SIGN_IN_SCENARIOS.includes(name)))) {
+  // The other scenarios' baselines are not split alike: their ratios would mean nothing.
+  throw new Error(`--hash-cpus measures the sign-in only: add --only ${SIGN_IN_SCENARIOS.join(',')}`);
+}
+/**
+ * Gatehouse's hash pool has a thread per core in all (GATEHOUSE_HASH_THREADS, cores ÷ workers per
+ * process); the baseline as many. Split, the hashing CPUs are the cores shared out.
+ */
+const HASH_THREADS_PER_PROCESS = Math.max(
+  1,
+  Math.round((split ? split.hash.split(',').length : availableParallelism()) / WORKERS),
+);
+const HASH_THREADS = HASH_THREADS_PER_PROCESS * WORKERS;
 const TSX = ['--import', 'tsx'];
 const wanted = (name: string) => only === undefined || only.has(name);
 
@@ -91,6 +109,7 @@ function gatehouseEnv(port: number, dataDir: string, databaseUrl: string | undef
     GATEHOUSE_ARGON2_MEMORY_KIB: String(ARGON2.memoryKiB),
     GATEHOUSE_ARGON2_ITERATIONS: String(ARGON2.iterations),
     GATEHOUSE_ARGON2_PARALLELISM: String(ARGON2.parallelism),
+    GATEHOUSE_HASH_THREADS: String(HASH_THREADS_PER_PROCESS),
     // One client address sends every request here: per-IP limits would measure the limiter.
     GATEHOUSE_RATE_LIMIT_SIGNIN: 'off',
     GATEHOUSE_RATE_LIMIT_REFRESH: '10000000/min',
@@ -101,7 +120,7 @@ function gatehouseEnv(port: number, dataDir: string, databaseUrl: string | undef
 }
 
 export const BENCH_SETTINGS = {
-  argon2: `argon2id m=${ARGON2.memoryKiB} KiB, t=${ARGON2.iterations}, p=${ARGON2.parallelism} (the defaults), ${HASH_THREADS} hashing threads`,
+  argon2: `argon2id m=${ARGON2.memoryKiB} KiB, t=${ARGON2.iterations}, p=${ARGON2.parallelism} (the defaults), ${HASH_THREADS} hashing threads${split ? ` on CPU ${split.hash}, everything else (event loops, PostgreSQL, load generator) on CPU ${split.other}` : ''}`,
   logLevel: 'warn',
   rateLimits: 'lifted (all load comes from one address)',
   processes: `${WORKERS} (gatehouse serve --workers ${WORKERS}; the bare baseline as many)`,
@@ -133,8 +152,9 @@ const execFileAsync = promisify(execFile);
  */
 async function argon2Baseline(mode: 'hash' | 'verify', seconds: number): Promise<number> {
   const { stdout } = await execFileAsync(
-    process.execPath,
+    split ? 'taskset' : process.execPath,
     [
+      ...(split ? ['-c', split.hash, process.execPath] : []),
       ...TSX,
       'bench/argon2-baseline.ts',
       mode,
@@ -199,6 +219,14 @@ async function main(): Promise<void> {
       stdio: 'inherit',
     });
   }
+  // Before anything starts: the processes started from here on inherit the non-hashing CPUs.
+  const unpinPostgres = split && dialect === 'postgres' ? pinPostgres(split) : undefined;
+  // However the run ends (the `finally` below does not cover the setup before it), interrupted too.
+  if (unpinPostgres) {
+    process.once('exit', unpinPostgres);
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(1));
+  }
+  if (split) pinSelf(split);
   const work = mkdtempSync(path.join(tmpdir(), 'gatehouse-bench-'));
   const database = dialect === 'postgres' ? await freshPostgres() : undefined;
   const dataDir = path.join(work, 'data');
@@ -352,6 +380,14 @@ async function main(): Promise<void> {
       };
       // Warmed like every other scenario: a process's first sign-ins run its sign-in code cold.
       if (WARMUP_S > 0) await signInTurn(WARMUP_S);
+      if (split && gatehouse?.process.pid !== undefined) {
+        // The pool's threads start with the first sign-ins, on their creator's CPUs: moved now.
+        if (WARMUP_S === 0) await signInTurn(1);
+        const found = pinGatehouse(gatehouse.process.pid, split);
+        if (found !== HASH_THREADS)
+          throw new Error(`--hash-cpus: found ${found} hashing threads, not ${HASH_THREADS}`);
+        log(`${found} hashing threads on CPU ${split.hash}; the rest on CPU ${split.other}`);
+      }
       const [verifications, measured] = await interleave([argon2Turn('verify'), signInTurn], durationS);
       const verifiesPerSecond = verifications.rps;
       results.push({

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { cpuList } from '../bench/cpu-pinning.js';
 import type { BenchReport } from '../bench/report.js';
 import { forEachDialect } from './helpers/dialects.js';
 
@@ -56,4 +57,87 @@ forEachDialect('npm run bench --smoke', (dialect) => {
       rmSync(out, { recursive: true, force: true });
     }
   });
+});
+
+/**
+ * `--hash-cpus`: the sign-in with its hashing threads on CPUs of their own. Run on SQLite only: on
+ * PostgreSQL the run moves the server's processes to the other CPUs, and the test database server
+ * is shared by the tests running beside this one.
+ */
+const canSplit = process.platform === 'linux' && hasCpus0And1() && hasTaskset();
+
+function hasCpus0And1(): boolean {
+  const allowed = /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+  return allowed !== undefined && cpuList(allowed).includes(0) && cpuList(allowed).includes(1);
+}
+
+function hasTaskset(): boolean {
+  try {
+    execFileSync('taskset', ['-p', String(process.pid)], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('--hash-cpus measures the sign-in with the hashing threads moved to their CPUs', {
+  skip: !canSplit,
+}, async () => {
+  const out = mkdtempSync(path.join(tmpdir(), 'gatehouse-bench-split-'));
+  try {
+    const { stderr } = await run(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'bench/run.ts',
+        '--smoke',
+        '--store',
+        'sqlite',
+        '--only',
+        'signin-nse',
+        '--hash-cpus',
+        '1',
+        '--out',
+        out,
+      ],
+      { cwd: root, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
+    );
+    // The run stops if it does not find every hashing thread to move.
+    assert.match(stderr, /1 hashing threads on CPU 1; the rest on CPU 0/);
+    const [file] = readdirSync(out);
+    assert.ok(file, 'a result file is written');
+    const report = JSON.parse(readFileSync(path.join(out, file), 'utf8')) as BenchReport;
+    assert.deepEqual(
+      report.results.map((r) => r.name),
+      ['signin-nse'],
+    );
+    const [result] = report.results;
+    assert.ok(result && result.value > 0 && result.baseline.value > 0);
+    assert.equal(result.failures ?? 0, 0);
+    assert.match(String(report.settings.argon2), /on CPU 1, everything else .* on CPU 0/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('--hash-cpus refuses scenarios whose baselines it does not split', async () => {
+  await assert.rejects(
+    run(
+      process.execPath,
+      ['--import', 'tsx', 'bench/run.ts', '--smoke', '--hash-cpus', '1', '--only', 'read-bearer'],
+      {
+        cwd: root,
+        timeout: 60_000,
+      },
+    ),
+    (error: { stderr?: string }) => /--hash-cpus measures the sign-in only/.test(error.stderr ?? ''),
+  );
+});
+
+test('a CPU list reads as taskset reads it', () => {
+  assert.deepEqual(cpuList('1'), [1]);
+  assert.deepEqual(cpuList('3,0-1'), [0, 1, 3]);
+  assert.throws(() => cpuList('1-'), /not a CPU list/);
+  assert.throws(() => cpuList('one'), /not a CPU list/);
 });
