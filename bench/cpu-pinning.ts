@@ -1,7 +1,7 @@
 // `npm run bench -- --hash-cpus LIST`: the hashing threads on cores of their own, everything else
 // (Gatehouse's event loops, PostgreSQL, the load generator) on the rest, as on a node whose
 // database and clients live on other machines. Linux only, with `taskset` (util-linux); PostgreSQL's
-// processes are moved back to every core when the run ends.
+// processes get their own CPUs back when the run ends.
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { HASH_THREAD_NICE } from '../src/core/hash-pool.js';
@@ -11,7 +11,7 @@ export interface CpuSplit {
   readonly hash: string;
   /** Every other CPU this process may use: the rest of the work. */
   readonly other: string;
-  /** Every CPU this process could use before the split: where PostgreSQL goes back to. */
+  /** Every CPU this process could use before the split. */
   readonly all: string;
 }
 
@@ -111,24 +111,46 @@ export function pinGatehouse(root: number, split: CpuSplit): number {
   return hashing;
 }
 
+/** The processes of this machine named `postgres` (the server and every backend it forked). */
+function postgresProcesses(): number[] {
+  return numericEntries('/proc')
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres';
+      } catch {
+        return false; // gone meanwhile
+      }
+    })
+    .map(Number);
+}
+
+/** The CPUs a process may run on, as `taskset -c` writes them; undefined if it is gone. */
+function cpusOf(pid: number): string | undefined {
+  try {
+    return /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Moves every PostgreSQL server process of this machine (and the connections it forks from now on)
- * to the non-hashing CPUs; the returned function moves them back to every CPU.
+ * to the non-hashing CPUs; the returned function gives each the CPUs it had (one forked meanwhile,
+ * those of the oldest process found, the server's).
  */
 export function pinPostgres(split: CpuSplit): () => void {
-  const postgres = numericEntries('/proc').filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres';
-    } catch {
-      return false;
-    }
-  });
-  for (const pid of postgres) pin(split.other, Number(pid), true);
+  const before = new Map<number, string>();
+  for (const pid of postgresProcesses()) {
+    const cpus = cpusOf(pid);
+    if (cpus === undefined) continue;
+    before.set(pid, cpus);
+    pin(split.other, pid, true);
+  }
+  const server = before.get(Math.min(...before.keys())) ?? split.all;
   return () => {
-    for (const pid of numericEntries('/proc')) {
+    for (const pid of postgresProcesses()) {
       try {
-        if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres')
-          pin(split.all, Number(pid), true);
+        pin(before.get(pid) ?? server, pid, true);
       } catch {
         // gone meanwhile
       }
