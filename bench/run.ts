@@ -221,11 +221,8 @@ async function main(): Promise<void> {
   }
   // Before anything starts: the processes started from here on inherit the non-hashing CPUs.
   const unpinPostgres = split && dialect === 'postgres' ? pinPostgres(split) : undefined;
-  // However the run ends (the `finally` below does not cover the setup before it), interrupted too.
-  if (unpinPostgres) {
-    process.once('exit', unpinPostgres);
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(1));
-  }
+  // However the run ends (the clean-up below does not cover the setup before it).
+  if (unpinPostgres) process.once('exit', unpinPostgres);
   if (split) pinSelf(split);
   const work = mkdtempSync(path.join(tmpdir(), 'gatehouse-bench-'));
   const database = dialect === 'postgres' ? await freshPostgres() : undefined;
@@ -244,6 +241,27 @@ async function main(): Promise<void> {
     child?: Child;
     drop(): Promise<void>;
   }> = [];
+  /** Stops what the run started and drops its databases: once, at the end or on an interrupt. */
+  let cleaning: Promise<void> | undefined;
+  const cleanUp = () => {
+    cleaning ??= (async () => {
+      await baseline?.child.stop();
+      await gatehouse?.stop();
+      for (const extra of extraStores) {
+        await extra.child?.stop();
+        await extra.drop();
+      }
+      await database?.drop().catch(() => {});
+      rmSync(work, { recursive: true, force: true });
+    })();
+    return cleaning;
+  };
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      log(`${signal}: stopping the servers and dropping the bench's databases ...`);
+      void cleanUp().finally(() => process.exit(130));
+    });
+  }
   const openStore = async (label: string) => {
     const own = dialect === 'postgres' ? await freshPostgres() : undefined;
     const ownDir = path.join(work, label);
@@ -603,14 +621,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    await baseline?.child.stop();
-    await gatehouse?.stop();
-    for (const extra of extraStores) {
-      await extra.child?.stop();
-      await extra.drop();
-    }
-    await database?.drop().catch(() => {});
-    rmSync(work, { recursive: true, force: true });
+    await cleanUp();
   }
 
   const report: BenchReport = {
