@@ -28,13 +28,21 @@ export function cpuList(text: string): number[] {
   return [...cpus].sort((a, b) => a - b);
 }
 
+/** The CPUs a process may run on, as `taskset -c` writes them; undefined if it is gone (or not Linux). */
+function cpusOf(pid: number | 'self'): string | undefined {
+  try {
+    return /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
 /** The CPUs this process may run on, from the kernel (cgroup limits and affinity included). */
-function allowedCpus(): number[] {
-  const line = readFileSync('/proc/self/status', 'utf8')
-    .split('\n')
-    .find((row) => row.startsWith('Cpus_allowed_list:'));
-  if (!line) throw new Error('--hash-cpus needs Linux (/proc/self/status has no Cpus_allowed_list)');
-  return cpuList(line.split(':')[1] ?? '');
+export function allowedCpus(): number[] {
+  const cpus = cpusOf('self');
+  if (cpus === undefined)
+    throw new Error('--hash-cpus needs Linux (/proc/self/status with Cpus_allowed_list)');
+  return cpuList(cpus);
 }
 
 /** Splits this process's CPUs: `hashList` for hashing, the rest for everything else. */
@@ -122,15 +130,6 @@ function postgresProcesses(): number[] {
       }
     })
     .map(Number);
-}
-
-/** The CPUs a process may run on, as `taskset -c` writes them; undefined if it is gone. */
-function cpusOf(pid: number): string | undefined {
-  try {
-    return /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  } catch {
-    return undefined;
-  }
 }
 
 /**

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { cpuList } from '../bench/cpu-pinning.js';
+import { allowedCpus, cpuList } from '../bench/cpu-pinning.js';
 import type { BenchReport } from '../bench/report.js';
 import { forEachDialect } from './helpers/dialects.js';
 
@@ -67,8 +67,8 @@ forEachDialect('npm run bench --smoke', (dialect) => {
 const canSplit = process.platform === 'linux' && hasCpus0And1() && hasTaskset();
 
 function hasCpus0And1(): boolean {
-  const allowed = /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-  return allowed !== undefined && cpuList(allowed).includes(0) && cpuList(allowed).includes(1);
+  const allowed = allowedCpus();
+  return allowed.includes(0) && allowed.includes(1);
 }
 
 function hasTaskset(): boolean {
