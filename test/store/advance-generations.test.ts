@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { Insertable } from 'kysely';
-import type { SessionTable } from '../../src/store/schema.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
+import { sessionRow } from '../helpers/rows.js';
 
 /**
  * The refreshes' compare-and-set (`sessions.advanceTokenGenerations`), whose statement is compiled
@@ -15,30 +14,11 @@ forEachDialect("sessions.advanceTokenGenerations (a batch of refreshes' compare-
   let adminId: string;
   let counter = 0;
 
-  const session = (id: string, generation: number): Insertable<SessionTable> => ({
-    id,
-    kind: 'user',
-    user_id: adminId,
-    node_id: null,
-    api_token_id: null,
-    secret_hash: `hash-${id}`,
-    created_at: 2_000,
-    last_seen_at: 2_000,
-    expires_at: 9_000_000_000_000,
-    revoked_at: null,
-    revoke_reason: null,
-    ip: '192.0.2.7',
-    user_agent: 'test',
-    prev_success_at: null,
-    prev_failed_at: null,
-    prev_failed_ip: null,
-    token_generation: generation,
-    prior_token_valid_until: null,
-  });
-
   /** `size` fresh sessions at generations 0, 3, 6, …: a batch whose every value differs. */
   const freshSessions = async (size: number) => {
-    const rows = Array.from({ length: size }, (_, index) => session(`adv-${counter++}`, 3 * index));
+    const rows = Array.from({ length: size }, (_, index) =>
+      sessionRow(`adv-${counter++}`, adminId, { token_generation: 3 * index }),
+    );
     await ctx.store.db.insertInto('sessions').values(rows).execute();
     return rows.map((row) => ({ id: row.id as string, from: row.token_generation as number }));
   };

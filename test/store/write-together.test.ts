@@ -3,10 +3,11 @@ import { after, before, test } from 'node:test';
 import type { Insertable } from 'kysely';
 import { sql } from 'kysely';
 import { isUniqueViolation } from '../../src/store/connect.js';
-import type { AuditEventTable, SessionTable } from '../../src/store/schema.js';
+import type { AuditEventTable } from '../../src/store/schema.js';
 import { asOneStatement, UnrecordedStatementError } from '../../src/store/statement-recorder.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
+import { sessionRow } from '../helpers/rows.js';
 
 const event = (id: string, ip: string): Insertable<AuditEventTable> => ({
   id,
@@ -27,26 +28,7 @@ const event = (id: string, ip: string): Insertable<AuditEventTable> => ({
 forEachDialect("Store.writeTogether (a sign-in's writes: one statement on PostgreSQL)", (dialect) => {
   let ctx: TestContext;
   let adminId: string;
-  const session = (id: string, userAgent: string): Insertable<SessionTable> => ({
-    id,
-    kind: 'user',
-    user_id: adminId,
-    node_id: null,
-    api_token_id: null,
-    secret_hash: `hash-${id}`,
-    created_at: 2_000,
-    last_seen_at: 2_000,
-    expires_at: 9_000_000_000_000,
-    revoked_at: null,
-    revoke_reason: null,
-    ip: '192.0.2.7',
-    user_agent: userAgent,
-    prev_success_at: null,
-    prev_failed_at: null,
-    prev_failed_ip: null,
-    token_generation: 0,
-    prior_token_valid_until: null,
-  });
+  const session = (id: string, userAgent: string) => sessionRow(id, adminId, { user_agent: userAgent });
   const admin = async () => ctx.store.users.findById(adminId);
   const eventIds = async () =>
     (await ctx.store.db.selectFrom('audit_events').select('id').where('id', 'like', 'wt-%').execute())
