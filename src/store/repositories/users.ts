@@ -4,6 +4,7 @@ import type {
   Insertable,
   Kysely,
   Selectable,
+  SelectQueryBuilder,
   SqlBool,
   Updateable,
 } from 'kysely';
@@ -19,17 +20,21 @@ export type SigningInUser = UserRow & { readonly first_tenant_id: string | null 
 export type Role = TenancyTable['role'];
 
 /**
- * The tenant a user's events are filed under: its first tenancy, by when it was made, then by the
- * tenant's code (the order `tenancies()` lists them in).
+ * A user's tenancies in the order they are listed, first to last: by when each was made, then by
+ * the tenant's code. "First" below means first in this order.
  */
+const inTenancyOrder = <DB extends Pick<Database, 'tenancies' | 'tenants'>, O>(
+  query: SelectQueryBuilder<DB, 'tenancies' | 'tenants', O>,
+) => query.orderBy('tenancies.created_at').orderBy('tenants.code');
+
+/** The tenant a user's events are filed under: its first tenancy. */
 const firstTenantId = (eb: ExpressionBuilder<Database, 'users'>) =>
   eb
     .selectFrom('tenancies')
     .innerJoin('tenants', 'tenants.id', 'tenancies.tenant_id')
     .select('tenancies.tenant_id')
     .whereRef('tenancies.user_id', '=', 'users.id')
-    .orderBy('tenancies.created_at')
-    .orderBy('tenants.code')
+    .$call(inTenancyOrder)
     .limit(1)
     .as('first_tenant_id');
 
@@ -127,8 +132,7 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
         .innerJoin('tenants', 'tenants.id', 'tenancies.tenant_id')
         .select(['tenants.id as tenantId', 'tenants.code', 'tenants.name', 'tenancies.role'])
         .where('tenancies.user_id', '=', userId)
-        .orderBy('tenancies.created_at')
-        .orderBy('tenants.code')
+        .$call(inTenancyOrder)
         .execute();
       return rows;
     },
@@ -180,8 +184,7 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
           'tenancies.role',
         ])
         .where('tenancies.user_id', 'in', userIds)
-        .orderBy('tenancies.created_at')
-        .orderBy('tenants.code')
+        .$call(inTenancyOrder)
         .execute();
       for (const { userId, ...tenancy } of rows) byUser.get(userId)?.push(tenancy);
       return byUser;
