@@ -10,8 +10,6 @@ const NODE_SORT = { created: 'created_at', login: 'login_key', last_seen: 'last_
 
 export function createNodeRepository(db: Kysely<Database>) {
   return {
-    ...createLoginHistory(db, 'nodes'),
-
     async insert(row: Insertable<NodeTable>): Promise<void> {
       await db.insertInto('nodes').values(row).execute();
     },
@@ -74,5 +72,7 @@ export function createNodeRepository(db: Kysely<Database>) {
       const result = await db.deleteFrom('nodes').where('id', '=', id).executeTakeFirst();
       return Number(result.numDeletedRows) > 0;
     },
+    // Last, not first: see createUserRepository.
+    ...createLoginHistory(db, 'nodes'),
   };
 }
