@@ -1,5 +1,9 @@
-import { type Kysely, sql } from 'kysely';
-import type { Database } from '../schema.js';
+import { type Kysely, type Selectable, sql } from 'kysely';
+import type { Database, LoginThrottleTable } from '../schema.js';
+import { type StatementShape, shapeOf, standIn, withValues } from './compiled-once.js';
+
+/** Reads of up to this many counters are compiled once per count; more are built each time. */
+const READS_KEPT = 8;
 
 /** One counter: `scope` says what is counted ("pair", "account", "ip", "rate:signin"), `subject` whose. */
 export interface CounterKey {
@@ -38,14 +42,39 @@ export function createLoginThrottleRepository(db: Kysely<Database>) {
       sql` or `,
     )})`;
 
+  /**
+   * Reads of up to READS_KEPT counters, compiled once per count (compiled-once.ts): every sign-in
+   * reads three. A stand-in's key is its value's place in the keys' scopes and subjects, in turn.
+   */
+  const reads = new Map<number, StatementShape<number>>();
+  const readOf = (count: number): StatementShape<number> => {
+    const known = reads.get(count);
+    if (known) return known;
+    const standIns = Array.from({ length: count }, (_, i) => ({
+      scope: standIn<string, number>(2 * i),
+      subject: standIn<string, number>(2 * i + 1),
+    }));
+    const shape = shapeOf<number>(
+      db
+        .selectFrom('login_throttle')
+        .select(['scope', 'subject', 'hits', 'window_start', 'locked_until'])
+        .where(matching(standIns)),
+    );
+    if (count <= READS_KEPT) reads.set(count, shape);
+    return shape;
+  };
+
   return {
     async read(keys: readonly CounterKey[]): Promise<(CounterState | undefined)[]> {
       if (keys.length === 0) return [];
-      const rows = await db
-        .selectFrom('login_throttle')
-        .select(['scope', 'subject', 'hits', 'window_start', 'locked_until'])
-        .where(matching(keys))
-        .execute();
+      const { rows } = await db.executeQuery<
+        Pick<Selectable<LoginThrottleTable>, 'scope' | 'subject' | 'hits' | 'window_start' | 'locked_until'>
+      >(
+        withValues(readOf(keys.length), (at) => {
+          const key = keys[at >> 1];
+          return at % 2 === 0 ? key?.scope : key?.subject;
+        }),
+      );
       return keys.map((key) => {
         const row = rows.find((r) => r.scope === key.scope && r.subject === key.subject);
         return row && { hits: row.hits, windowStart: row.window_start, lockedUntil: row.locked_until };

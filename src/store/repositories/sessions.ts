@@ -1,12 +1,6 @@
-import {
-  CompiledQuery,
-  type ExpressionBuilder,
-  type Insertable,
-  type Kysely,
-  type RootOperationNode,
-  type Selectable,
-} from 'kysely';
+import type { ExpressionBuilder, Insertable, Kysely, Selectable } from 'kysely';
 import type { Database, SessionTable } from '../schema.js';
+import { type StatementShape, shapeOf, standIn, withValues } from './compiled-once.js';
 import type { Page, PageRequest } from './list-query.js';
 
 export type SessionRow = Selectable<SessionTable>;
@@ -42,63 +36,46 @@ export interface SessionWithPrincipal extends SessionRow {
 export const notRevoked = (eb: ExpressionBuilder<Database, 'sessions'>) =>
   eb(eb.parens(eb('revoked_at', 'is', null)), 'is', true);
 
-/** Where each parameter of a compiled compare-and-set comes from. */
-type AdvanceSlot =
-  | { readonly kind: 'value'; readonly value: unknown }
-  | { readonly kind: 'prior' }
-  | { readonly kind: 'id' | 'from'; readonly index: number };
+/** Which value a stand-in of the compare-and-set stands for. */
+type AdvanceKey = { readonly kind: 'prior' } | { readonly kind: 'id' | 'from'; readonly index: number };
 
 /** Batches up to this size have their compare-and-set compiled once per store; larger ones each time. */
 const ADVANCE_STATEMENTS_KEPT = 64;
 
 export function createSessionRepository(db: Kysely<Database>) {
   /**
-   * The compare-and-set of a batch of refreshes, by batch size. Every refresh goes through one,
-   * and Kysely builds an operation node for each value and compiles the tree again each time:
-   * here a size is built and compiled once, with stand-in values whose places in the parameters
-   * say where each real value goes. A batch of 12 on SQLite, the statement run included: 78-87 µs
-   * of CPU a call built each time, 43-50 compiled once (docs/scaling.md).
+   * The compare-and-set of a batch of refreshes, by batch size. Every refresh goes through one:
+   * each size is built and compiled once (compiled-once.ts). A batch of 12 on SQLite, the
+   * statement run included: 78-87 µs of CPU a call built each time, 43-50 compiled once
+   * (docs/scaling.md).
    */
-  const advanceStatements = new Map<
-    number,
-    { sql: string; node: RootOperationNode; slots: readonly AdvanceSlot[] }
-  >();
-  const advanceStatement = (size: number) => {
+  const advanceStatements = new Map<number, StatementShape<AdvanceKey>>();
+  const advanceStatement = (size: number): StatementShape<AdvanceKey> => {
     const known = advanceStatements.get(size);
     if (known) return known;
     const standIns = Array.from({ length: size }, (_, index) => ({
-      id: `\u0000advance-id-${index}`,
-      from: -1_000_000 - index,
+      id: standIn<string, AdvanceKey>({ kind: 'id', index }),
+      from: standIn<number, AdvanceKey>({ kind: 'from', index }),
     }));
-    const priorStandIn = -999_999;
-    const query = db
-      .updateTable('sessions')
-      .set((eb) => ({
-        token_generation: eb('token_generation', '+', 1),
-        prior_token_valid_until: priorStandIn,
-      }))
-      .where(notRevoked)
-      .where((eb) =>
-        eb.or(
-          standIns.map((advance) =>
-            eb.and([eb('id', '=', advance.id), eb('token_generation', '=', advance.from)]),
+    const shape = shapeOf<AdvanceKey>(
+      db
+        .updateTable('sessions')
+        .set((eb) => ({
+          token_generation: eb('token_generation', '+', 1),
+          prior_token_valid_until: standIn<number, AdvanceKey>({ kind: 'prior' }),
+        }))
+        .where(notRevoked)
+        .where((eb) =>
+          eb.or(
+            standIns.map((advance) =>
+              eb.and([eb('id', '=', advance.id), eb('token_generation', '=', advance.from)]),
+            ),
           ),
-        ),
-      )
-      .returning('id')
-      .compile();
-    const slots = query.parameters.map((value): AdvanceSlot => {
-      if (value === priorStandIn) return { kind: 'prior' };
-      if (typeof value === 'string' && value.startsWith('\u0000advance-id-')) {
-        return { kind: 'id', index: Number(value.slice('\u0000advance-id-'.length)) };
-      }
-      if (typeof value === 'number' && value <= -1_000_000)
-        return { kind: 'from', index: -1_000_000 - value };
-      return { kind: 'value', value };
-    });
-    const statement = { sql: query.sql, node: query.query, slots };
-    if (size <= ADVANCE_STATEMENTS_KEPT) advanceStatements.set(size, statement);
-    return statement;
+        )
+        .returning('id'),
+    );
+    if (size <= ADVANCE_STATEMENTS_KEPT) advanceStatements.set(size, shape);
+    return shape;
   };
 
   const withPrincipal = () =>
@@ -143,22 +120,15 @@ export function createSessionRepository(db: Kysely<Database>) {
       _options?: { readonly announce: boolean },
     ): Promise<Set<string>> {
       if (advances.length === 0) return new Set();
-      const statement = advanceStatement(advances.length);
-      const parameters: unknown[] = [];
-      for (const slot of statement.slots) {
-        if (slot.kind === 'value') parameters.push(slot.value);
-        else if (slot.kind === 'prior') parameters.push(priorValidUntil);
-        else {
-          const advance = advances[slot.index] as (typeof advances)[number];
-          parameters.push(slot.kind === 'id' ? advance.id : advance.from);
-        }
-      }
-      // The update's node, so that the metrics count it as one.
-      const { rows } = await db.executeQuery<{ id: string }>({
-        ...CompiledQuery.raw(statement.sql),
-        parameters,
-        query: statement.node,
-      });
+      const { rows } = await db.executeQuery<{ id: string }>(
+        withValues(advanceStatement(advances.length), (key) =>
+          key.kind === 'prior'
+            ? priorValidUntil
+            : key.kind === 'id'
+              ? advances[key.index]?.id
+              : advances[key.index]?.from,
+        ),
+      );
       return new Set(rows.map((row) => row.id));
     },
     /** Returns true if this call ended the session (false: it had already ended). */

@@ -11,6 +11,7 @@ import type {
 import type { Dialect } from '../connect.js';
 import type { Database, TenancyTable, UserTable } from '../schema.js';
 import { insertRows, type ListsEveryColumn } from './bulk-insert.js';
+import { type StatementShape, shapeOf, standIn, withValues } from './compiled-once.js';
 import type { Page, PageRequest } from './list-query.js';
 import { createLoginHistory } from './login-history.js';
 
@@ -46,6 +47,9 @@ export interface TenancyView {
 }
 
 export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
+  /** Every password sign-in reads the user this way: built and compiled once (compiled-once.ts). */
+  let signingIn: StatementShape | undefined;
+
   return {
     async insert(row: Insertable<UserTable>): Promise<void> {
       await db.insertInto('users').values(row).execute();
@@ -80,13 +84,16 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
       return db.selectFrom('users').selectAll().where('username_key', '=', usernameKey).executeTakeFirst();
     },
     /** A user and the tenant its events are filed under, in one statement: a sign-in needs both. */
-    findSigningIn(usernameKey: string): Promise<SigningInUser | undefined> {
-      return db
-        .selectFrom('users')
-        .selectAll('users')
-        .select(firstTenantId)
-        .where('username_key', '=', usernameKey)
-        .executeTakeFirst();
+    async findSigningIn(usernameKey: string): Promise<SigningInUser | undefined> {
+      signingIn ??= shapeOf(
+        db
+          .selectFrom('users')
+          .selectAll('users')
+          .select(firstTenantId)
+          .where('username_key', '=', standIn<string>('usernameKey')),
+      );
+      const { rows } = await db.executeQuery<SigningInUser>(withValues(signingIn, () => usernameKey));
+      return rows[0];
     },
     /** The tenant a user's events are filed under; null for no tenancy or no such user. */
     async findFirstTenantId(userId: string): Promise<string | null> {
