@@ -121,7 +121,7 @@ export class AuditService {
     await store.auditEvents.insertMany(entries.map((entry) => this.#row(entry, now)));
   }
 
-  #row(entry: AuditEntry, now: number): Insertable<AuditEventTable> {
+  #row(entry: AuditEntry, now: number): Required<Insertable<AuditEventTable>> {
     return {
       id: newId(now),
       at: now,

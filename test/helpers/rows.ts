@@ -1,12 +1,7 @@
-import type { Insertable } from 'kysely';
-import type { SessionTable } from '../../src/store/schema.js';
+import type { NewSessionRow } from '../../src/store/repositories/sessions.js';
 
 /** A live user session row as the store tests write it directly: every column set, `changes` last. */
-export function sessionRow(
-  id: string,
-  userId: string,
-  changes: Partial<Insertable<SessionTable>> = {},
-): Insertable<SessionTable> {
+export function sessionRow(id: string, userId: string, changes: Partial<NewSessionRow> = {}): NewSessionRow {
   return {
     id,
     kind: 'user',

@@ -9,7 +9,7 @@ import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { sessionRow } from '../helpers/rows.js';
 
-const event = (id: string, ip: string): Insertable<AuditEventTable> => ({
+const event = (id: string, ip: string): Required<Insertable<AuditEventTable>> => ({
   id,
   at: 1_000,
   actor_type: 'user',

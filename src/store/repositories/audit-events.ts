@@ -57,8 +57,9 @@ export function createAuditEventRepository(db: Kysely<Database>, dialect: Dialec
   };
 
   return {
-    async insert(row: Insertable<AuditEventTable>): Promise<void> {
-      await db.insertInto('audit_events').values(row).execute();
+    /** Compiled once per store (`insertRows`): every sign-in writes one. Every column is given. */
+    insert(row: Required<Insertable<AuditEventTable>>): Promise<void> {
+      return insertRows(db, dialect, 'audit_events', AUDIT_EVENT_COLUMNS, [row], 1);
     },
     /** Many events in multi-row statements of 500 (6,500 parameters); every row sets every column. */
     insertMany(rows: readonly Insertable<AuditEventTable>[]): Promise<void> {

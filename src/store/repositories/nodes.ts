@@ -1,4 +1,5 @@
 import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
+import type { Dialect } from '../connect.js';
 import type { Database, NodeTable } from '../schema.js';
 import { nullsLowest, type Page, type PageRequest } from './list-query.js';
 import { createLoginHistory } from './login-history.js';
@@ -8,7 +9,7 @@ export type NodeSortKey = 'created' | 'login' | 'last_seen';
 
 const NODE_SORT = { created: 'created_at', login: 'login_key', last_seen: 'last_seen_at' } as const;
 
-export function createNodeRepository(db: Kysely<Database>) {
+export function createNodeRepository(db: Kysely<Database>, dialect: Dialect) {
   return {
     async insert(row: Insertable<NodeTable>): Promise<void> {
       await db.insertInto('nodes').values(row).execute();
@@ -73,6 +74,6 @@ export function createNodeRepository(db: Kysely<Database>) {
       return Number(result.numDeletedRows) > 0;
     },
     // Last, not first: see createUserRepository.
-    ...createLoginHistory(db, 'nodes'),
+    ...createLoginHistory(db, 'nodes', dialect),
   };
 }

@@ -1,5 +1,7 @@
 import type { ExpressionBuilder, Insertable, Kysely, Selectable } from 'kysely';
+import type { Dialect } from '../connect.js';
 import type { Database, SessionTable } from '../schema.js';
+import { insertRows, type ListsEveryColumn } from './bulk-insert.js';
 import { type StatementShape, shapeOf, standIn, withValues } from './compiled-once.js';
 import type { Page, PageRequest } from './list-query.js';
 
@@ -42,7 +44,33 @@ type AdvanceKey = { readonly kind: 'prior' } | { readonly kind: 'id' | 'from'; r
 /** Batches up to this size have their compare-and-set compiled once per store; larger ones each time. */
 const ADVANCE_STATEMENTS_KEPT = 64;
 
-export function createSessionRepository(db: Kysely<Database>) {
+/** Every column of a session: a new session sets each (`insert`). */
+const SESSION_COLUMNS = [
+  'id',
+  'kind',
+  'user_id',
+  'node_id',
+  'api_token_id',
+  'secret_hash',
+  'created_at',
+  'last_seen_at',
+  'expires_at',
+  'revoked_at',
+  'revoke_reason',
+  'ip',
+  'user_agent',
+  'prev_success_at',
+  'prev_failed_at',
+  'prev_failed_ip',
+  'token_generation',
+  'prior_token_valid_until',
+] as const satisfies readonly (keyof SessionTable)[];
+const _everySessionColumn: ListsEveryColumn<SessionTable, typeof SESSION_COLUMNS> = true;
+
+/** A new session: every column given, none left to its default. */
+export type NewSessionRow = Required<Insertable<SessionTable>>;
+
+export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) {
   /**
    * The compare-and-set of a batch of refreshes, by batch size. Every refresh goes through one:
    * each size is built and compiled once (compiled-once.ts). A batch of 12 on SQLite, the
@@ -90,8 +118,9 @@ export function createSessionRepository(db: Kysely<Database>) {
       ]);
 
   return {
-    async insert(row: Insertable<SessionTable>): Promise<void> {
-      await db.insertInto('sessions').values(row).execute();
+    /** Compiled once per store (`insertRows`): every sign-in writes one. */
+    insert(row: NewSessionRow): Promise<void> {
+      return insertRows(db, dialect, 'sessions', SESSION_COLUMNS, [row], 1);
     },
     async findById(id: string): Promise<SessionWithPrincipal | undefined> {
       return (await withPrincipal().where('sessions.id', '=', id).executeTakeFirst()) as
