@@ -15,6 +15,12 @@ export interface ScenarioResult {
   /** Requests that failed or answered an unexpected status. */
   readonly failures?: number;
   readonly baseline: { readonly label: string; readonly value: number; readonly p99Ms?: number };
+  /**
+   * What the machine gives a server doing nothing but the scenario's unavoidable work, in the same
+   * run (the sign-in's: a bare route that only verifies): how far below the baseline any server
+   * answering over HTTP, with the load generator on the same cores, stays.
+   */
+  readonly floor?: { readonly label: string; readonly value: number; readonly failures: number };
   readonly ratio: number;
   readonly target: { readonly ratio?: number; readonly p99Ms?: number };
 }
@@ -71,8 +77,11 @@ export function tableLines(report: BenchReport): string[] {
         ? '–'
         : `${r.p50Ms === undefined ? '–' : milliseconds(r.p50Ms)} / ${milliseconds(r.p99Ms)}`;
     const failures = r.failures ? ` (${r.failures} failed)` : '';
+    const floor = r.floor
+      ? `; floor, ${r.floor.label}: ${number(r.floor.value)} req/s${r.floor.failures ? ` (${r.floor.failures} failed)` : ''}, ${(r.floor.value / r.baseline.value).toFixed(2)} of the baseline`
+      : '';
     lines.push(
-      `| ${r.label} | ${number(r.value)} ${r.unit}${failures} | ${latency} | ${r.baseline.label}: ${number(r.baseline.value)}${r.baseline.p99Ms === undefined ? '' : ` (p99 ${milliseconds(r.baseline.p99Ms)} ms)`} | ${r.ratio.toFixed(2)} | ${targetText(r)} | ${meetsTarget(r) ? 'yes' : '**no**'} |`,
+      `| ${r.label} | ${number(r.value)} ${r.unit}${failures} | ${latency} | ${r.baseline.label}: ${number(r.baseline.value)}${r.baseline.p99Ms === undefined ? '' : ` (p99 ${milliseconds(r.baseline.p99Ms)} ms)`}${floor} | ${r.ratio.toFixed(2)} | ${targetText(r)} | ${meetsTarget(r) ? 'yes' : '**no**'} |`,
     );
   }
   return lines;
@@ -101,6 +110,10 @@ export function chartSvg(report: BenchReport): string {
       `<rect x="${labelWidth}" y="${y + 3}" width="${Math.max(1, x(r.ratio) - labelWidth).toFixed(1)}" height="16" fill="${met ? '#3a7d44' : '#c0392b'}"/>`,
       `<text x="${(x(r.ratio) + 4).toFixed(1)}" y="${y + 15}">${r.ratio.toFixed(2)}</text>`,
     );
+    if (r.floor) {
+      const fx = x(r.floor.value / r.baseline.value).toFixed(1);
+      parts.push(`<line x1="${fx}" x2="${fx}" y1="${y}" y2="${y + 22}" stroke="#888" stroke-width="3"/>`);
+    }
     if (r.target.ratio !== undefined) {
       const tx = x(r.target.ratio).toFixed(1);
       parts.push(
@@ -109,7 +122,7 @@ export function chartSvg(report: BenchReport): string {
     }
   });
   parts.push(
-    `<text x="${labelWidth}" y="${height - 6}" fill="#555">bars: ratio to the baseline; dashed line: target; red: target not met</text>`,
+    `<text x="${labelWidth}" y="${height - 6}" fill="#555">bars: ratio to the baseline; dashed line: target; grey line: the floor's ratio; red: target not met</text>`,
     '</svg>',
   );
   return `${parts.join('\n')}\n`;

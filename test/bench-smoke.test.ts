@@ -53,6 +53,12 @@ forEachDialect('npm run bench --smoke', (dialect) => {
         assert.equal(result.failures ?? 0, 0, `${result.name}: no request failed`);
         assert.ok(Number.isFinite(result.ratio), `${result.name} has a ratio`);
       }
+      // The sign-in's floor: the bare route that only verifies answered every request it was sent.
+      for (const name of ['signin-nse', 'signin-storware']) {
+        const floor = report.results.find((r) => r.name === name)?.floor;
+        assert.ok(floor && floor.value > 0, `${name} has its floor`);
+        assert.equal(floor.failures, 0, `${name}: every floor request was verified`);
+      }
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
