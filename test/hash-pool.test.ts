@@ -12,6 +12,7 @@ import { PasswordHasher } from '../src/core/passwords.js';
 import { isGatehouseError } from '../src/errors.js';
 
 const FAST = { memoryKiB: 1024, iterations: 1, parallelism: 1 };
+const FAST_ARGON2 = { memoryCost: 1024, timeCost: 1 };
 
 /** The nice value of each thread of this process (Linux: field 19 of /proc/self/task/<tid>/stat). */
 function threadNiceValues(): number[] {
@@ -179,4 +180,46 @@ test('a waiting task whose caller left is dropped when its turn comes, not compu
   );
   await pool.close(); // would never end if the pool waited for tasks it dropped
   await Promise.all(dropped);
+});
+
+test('turns to check a password: one more than the threads at once, in order; waiting ones count toward the limit', async () => {
+  const pool = new HashPool(1, 1, 2);
+  try {
+    const first = await pool.turn();
+    const second = await pool.turn();
+    const given: string[] = [];
+    let left = false;
+    const third = pool.turn().then((end) => {
+      given.push('third');
+      return end;
+    });
+    const leaving = pool.turn(() => left);
+    await assert.rejects(pool.turn(), HashPoolBusy, 'two turns out, two waiting: a fifth is refused');
+    assert.ok(pool.full(), 'a task given now would be refused too');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(given, [], 'no third turn while size + 1 are out');
+    first();
+    first(); // ending a turn twice ends it once
+    const endThird = await third;
+    assert.deepEqual(given, ['third']);
+    left = true;
+    second();
+    await assert.rejects(leaving, HashTaskAbandoned, 'its caller left before its turn came');
+    // Closing waits for the turns still out: their checks get their real answers.
+    let closed = false;
+    const closing = pool.close().then(() => {
+      closed = true;
+    });
+    await assert.rejects(pool.turn(), HashPoolUnavailable, 'no new turn once closing');
+    assert.match(
+      await pool.run<string>({ op: 'argon2-hash', password: 'Orchid-lantern-5529', options: FAST_ARGON2 }),
+      /^\$argon2id\$/,
+      'a turn holder still gets its hash while the pool closes',
+    );
+    assert.equal(closed, false);
+    endThird();
+    await closing;
+  } finally {
+    await pool.close();
+  }
 });

@@ -8,7 +8,7 @@ import type { SigningInUser, UserRow } from '../store/repositories/users.js';
 import type { AuditEntry, AuditService } from './audit.js';
 import { type Clock, sleep } from './clock.js';
 import type { CredentialCache } from './credential-cache.js';
-import type { LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
+import type { Admission, LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
 import type { Metrics, SignInOutcome, SignInSurface } from './metrics.js';
 import {
   BUSY_RETRY_AFTER_S,
@@ -300,10 +300,47 @@ export class AuthenticationService {
     return user;
   }
 
-  async #verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<SigningInUser> {
+  /**
+   * Takes a turn to check a password (PasswordHasher.turn), then reads the attempt's counters: a
+   * lock is looked for when a hashing thread is about to be free for this check, not when the
+   * request arrived. Guesses sent all at once are thus checked against the failures of those
+   * before them (at most threads + 1 checks are under way in a process), where counters read on
+   * arrival would let every guess of the burst through. A due delay is waited out without the turn
+   * (a slowed attacker holds up no one else), and the counters are read again after it.
+   */
+  async #admitInTurn(attempt: SignInAttempt, meta: RequestMeta): Promise<[Admission, () => void]> {
     this.#hasher.refuseIfBusy();
+    let endTurn = await this.#hasher.turn(meta.clientGone);
+    try {
+      const first = await this.#throttle.check(attempt);
+      if (first.delayMs === 0) return [first, endTurn];
+      endTurn();
+      await sleep(this.#clock, first.delayMs);
+      endTurn = await this.#hasher.turn(meta.clientGone);
+      return [{ ...(await this.#throttle.check(attempt)), delayMs: first.delayMs }, endTurn];
+    } catch (error) {
+      endTurn();
+      throw error;
+    }
+  }
+
+  async #verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<SigningInUser> {
     const attempt: SignInAttempt = { kind: 'user', name: username.slice(0, 1024), ip: meta.ip };
-    const admission = await this.#throttle.admit(attempt);
+    const [admission, endTurn] = await this.#admitInTurn(attempt, meta);
+    try {
+      return await this.#checkUserPassword(username, password, meta, attempt, admission);
+    } finally {
+      endTurn();
+    }
+  }
+
+  async #checkUserPassword(
+    username: string,
+    password: string,
+    meta: RequestMeta,
+    attempt: SignInAttempt,
+    admission: Admission,
+  ): Promise<SigningInUser> {
     const user =
       username.length > 0 && username.length <= 256 && password.length <= PASSWORD_MAX_LENGTH * 4
         ? await this.#store.users.findSigningIn(accountKey(username))
@@ -423,9 +460,33 @@ export class AuthenticationService {
         );
       }
     }
-    this.#hasher.refuseIfBusy();
     const attempt: SignInAttempt = { kind: 'node', name: login.slice(0, 1024), ip: meta.ip };
-    const admission = await this.#throttle.admit(attempt);
+    const [admission, endTurn] = await this.#admitInTurn(attempt, meta);
+    let node: NodeRow;
+    try {
+      node = await this.#checkNodePassword(login, password, meta, attempt, admission);
+    } finally {
+      endTurn();
+    }
+    const principal: Principal = { kind: 'node', id: node.id, name: node.login };
+    const now = this.#clock.now();
+    return this.#signedIn(
+      principal,
+      null,
+      meta,
+      `node ${version.slice(0, 64)}`,
+      { kind: 'node', history: historyOf(node), meta },
+      (tx) => tx.nodes.recordSignIn(node.id, version.slice(0, 64), now),
+    );
+  }
+
+  async #checkNodePassword(
+    login: string,
+    password: string,
+    meta: RequestMeta,
+    attempt: SignInAttempt,
+    admission: Admission,
+  ): Promise<NodeRow> {
     const node =
       login.length > 0 && login.length <= 256 && password.length <= PASSWORD_MAX_LENGTH * 4
         ? await this.#store.nodes.findByLoginKey(accountKey(login))
@@ -455,16 +516,7 @@ export class AuthenticationService {
     await this.#hasher.rehashIfNeeded(node.password_hash, password, (next) =>
       this.#store.nodes.replacePasswordHash(node.id, node.password_hash, next),
     );
-    const principal: Principal = { kind: 'node', id: node.id, name: node.login };
-    const now = this.#clock.now();
-    return this.#signedIn(
-      principal,
-      null,
-      meta,
-      `node ${version.slice(0, 64)}`,
-      { kind: 'node', history: historyOf(node), meta },
-      (tx) => tx.nodes.recordSignIn(node.id, version.slice(0, 64), now),
-    );
+    return node;
   }
 
   /** Ends the caller's session (logout), on both surfaces at once. */

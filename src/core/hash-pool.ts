@@ -83,6 +83,12 @@ interface Pending {
   readonly reject: (error: Error) => void;
 }
 
+interface TurnWaiter {
+  readonly abandoned: (() => boolean) | undefined;
+  readonly resolve: (end: () => void) => void;
+  readonly reject: (error: Error) => void;
+}
+
 interface Thread {
   readonly worker: Worker;
   /** The task it is computing (one at a time: each call blocks the thread). */
@@ -122,6 +128,14 @@ export class HashPool {
   readonly #queueLimit: number;
   /** Tasks other than bulk ones waiting for a thread. */
   #waiting = 0;
+  /** Turns to check a password (`turn`) given and not yet ended. */
+  #turnsOut = 0;
+  /** Callers waiting for a turn, in order of arrival. */
+  readonly #turnQueue: TurnWaiter[] = [];
+  /** Set by `close`: no new turns. */
+  #turnsClosed = false;
+  /** Resolved when the last turn has ended (set while closing). */
+  #turnsEnded: (() => void) | undefined;
   #nextId = 0;
   #closed = false;
   /** Resolved when the last task given has finished (set while closing). */
@@ -144,7 +158,7 @@ export class HashPool {
     const bulk = options.bulk === true;
     // A bulk task (an import's) is never refused: its job holds few in flight and waits its turn.
     if (!bulk && this.full()) {
-      return Promise.reject(new HashPoolBusy(`${this.#waiting} password operations wait already`));
+      return Promise.reject(this.#busy());
     }
     return new Promise<T>((resolve, reject) => {
       this.#queue.push({
@@ -159,13 +173,64 @@ export class HashPool {
     });
   }
 
-  /** A task other than a bulk one given now would be refused (HashPoolBusy). */
+  /**
+   * Waits for a turn to check a password, and answers the function that ends it (once; later calls
+   * do nothing). At most `size + 1` turns are out at once: a turn's holder reads what decides its
+   * check (the brute-force counters, the account) only when a thread is about to be free for it,
+   * and one turn more than the threads keeps a task waiting whenever a thread finishes one. Waiting
+   * for a turn counts toward `queueLimit` as waiting for a thread does; a caller that left before
+   * its turn came is refused then (HashTaskAbandoned), its turn passed on.
+   */
+  turn(abandoned?: () => boolean): Promise<() => void> {
+    if (this.#turnsClosed) return Promise.reject(new HashPoolUnavailable('the hash pool is closed'));
+    if (this.#turnsOut <= this.#size && this.#turnQueue.length === 0)
+      return Promise.resolve(this.#giveTurn());
+    if (this.full()) {
+      return Promise.reject(this.#busy());
+    }
+    return new Promise((resolve, reject) => this.#turnQueue.push({ abandoned, resolve, reject }));
+  }
+
+  #busy(): HashPoolBusy {
+    return new HashPoolBusy(`${this.#waiting + this.#turnQueue.length} password operations wait already`);
+  }
+
+  #giveTurn(): () => void {
+    this.#turnsOut += 1;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.#turnsOut -= 1;
+      this.#nextTurn();
+    };
+  }
+
+  #nextTurn(): void {
+    while (this.#turnsOut <= this.#size) {
+      const waiter = this.#turnQueue.shift();
+      if (!waiter) break;
+      if (waiter.abandoned?.()) {
+        waiter.reject(new HashTaskAbandoned('its caller left before its turn came'));
+        continue;
+      }
+      waiter.resolve(this.#giveTurn());
+    }
+    if (this.#turnsOut === 0 && this.#turnQueue.length === 0) this.#turnsEnded?.();
+  }
+
+  /** A task other than a bulk one, or a turn, asked for now would be refused (HashPoolBusy). */
   full(): boolean {
-    return this.#waiting >= this.#queueLimit;
+    return this.#waiting + this.#turnQueue.length >= this.#queueLimit;
   }
 
   /** Takes no new tasks, waits for those given to finish, then stops the threads. */
   async close(): Promise<void> {
+    // Checks that have or wait for a turn get their real answer too: no new turn, then theirs end.
+    this.#turnsClosed = true;
+    if (this.#turnsOut > 0 || this.#turnQueue.length > 0) {
+      await new Promise<void>((resolve) => (this.#turnsEnded = resolve));
+    }
     this.#closed = true;
     if (!this.#idle()) await new Promise<void>((resolve) => (this.#drained = resolve));
     await Promise.all(this.#threads.splice(0).map((thread) => thread.worker.terminate()));

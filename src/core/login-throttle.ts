@@ -183,6 +183,13 @@ export class LoginThrottle {
    * for the pair's progressive delay (a timer: other requests go on meanwhile).
    */
   async admit(attempt: SignInAttempt): Promise<Admission> {
+    const admission = await this.check(attempt);
+    await sleep(this.#clock, admission.delayMs);
+    return admission;
+  }
+
+  /** `admit` without the wait: the lock that refuses the attempt, and the delay it is due. */
+  async check(attempt: SignInAttempt): Promise<Admission> {
     const now = this.#clock.now();
     const keys = this.#keys(attempt);
     const [pair, account, address] = await this.#backend.read([keys.pair, keys.account, keys.address]);
@@ -194,9 +201,7 @@ export class LoginThrottle {
           ? 'address'
           : undefined;
     const pairFailures = this.#live(pair, now);
-    const delayMs = this.delayFor(pairFailures);
-    await sleep(this.#clock, delayMs);
-    return { locked, delayMs, pairFailures };
+    return { locked, delayMs: this.delayFor(pairFailures), pairFailures };
   }
 
   /** Counts a failed attempt in its three counters; answers the locks this very failure placed. */

@@ -199,6 +199,15 @@ export class PasswordHasher {
     if (this.#pool.full()) throw serviceBusy();
   }
 
+  /**
+   * Waits for a turn to check a password (HashPool.turn) and answers the function that ends it: a
+   * throttled check reads its counters and account within the turn, when a thread is about to be
+   * free. SERVICE_BUSY past the queue limit; CLIENT_CLOSED_REQUEST if the caller left meanwhile.
+   */
+  turn(abandoned?: () => boolean): Promise<() => void> {
+    return refusalsAsErrors(this.#pool.turn(abandoned));
+  }
+
   /** Stops the hashing threads (they hold no process open while idle anyway). */
   close(): Promise<void> {
     return this.#pool.close();

@@ -68,6 +68,23 @@ forEachDialect('Brute force: throttle shared by every node', (dialect) => {
     assert.equal((await signin('alice', PASSWORD, ATTACKER)).statusCode, 200);
   });
 
+  test('guesses sent all at once are checked against the failures of those before them: the right one late in the burst is refused', async () => {
+    await ctx.core.accounts.createUser({ username: 'heidi', password: PASSWORD });
+    const burst = '203.0.113.99';
+    const guesses = Array.from({ length: 30 }, (_, i) => (i === 29 ? PASSWORD : `burst-guess-${i}-xx`));
+    const answers = await Promise.all(guesses.map((password) => signin('heidi', password, burst)));
+    assert.deepEqual(
+      answers.map((answer) => answer.statusCode),
+      guesses.map(() => 401),
+      'every guess refused, the right one too: the pair was locked before its turn came',
+    );
+    const [lockout, ...others] = await lockouts('heidi');
+    assert.equal(others.length, 0, 'one lockout event');
+    assert.equal(lockout?.reason, '3 consecutive failures');
+    // The real user, from its own address, is not held up by the burst.
+    assert.equal((await signin('heidi', PASSWORD, HOME)).statusCode, 200);
+  });
+
   test('a spread attack (one or two tries from each of many addresses) locks the account for every address', async () => {
     for (let i = 0; i < 8; i++) {
       assert.equal((await signin('bob', `spread-guess-${i}-xx`, `192.0.2.${10 + i}`)).statusCode, 401);
