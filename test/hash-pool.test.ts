@@ -223,3 +223,32 @@ test('turns to check a password: one more than the threads at once, in order; wa
     await pool.close();
   }
 });
+
+test('a check waiting for its turn is counted in the queue depth the metrics show', async () => {
+  let depth = 0;
+  const counted = async <T>(work: () => Promise<T>): Promise<T> => {
+    depth += 1;
+    try {
+      return await work();
+    } finally {
+      depth -= 1;
+    }
+  };
+  const hasher = new PasswordHasher(
+    FAST,
+    { timeHash: (_operation, work) => counted(work), countWaiting: counted },
+    1,
+  );
+  try {
+    const [first, second] = [await hasher.turn(), await hasher.turn()];
+    assert.equal(depth, 0, 'turns given at once are not waiting');
+    const third = hasher.turn();
+    assert.equal(depth, 1, 'the third waits for a turn, counted');
+    first();
+    (await third)();
+    second();
+    assert.equal(depth, 0);
+  } finally {
+    await hasher.close();
+  }
+});

@@ -110,12 +110,12 @@ export class Metrics {
     });
     this.#hashDepth = new Gauge({
       name: 'gatehouse_password_hash_queue_depth',
-      help: 'Password hash and verify operations running or waiting for a thread',
+      help: 'Password hash and verify operations running or waiting for a thread, sign-ins waiting for their turn included',
       registers,
     });
     this.#hashDuration = new Histogram({
       name: 'gatehouse_password_hash_duration_seconds',
-      help: 'Time of a password hash or verify operation, waiting for a thread included',
+      help: "Time of a password hash or verify operation, waiting for a thread included (a sign-in's wait for its turn, before it, is not)",
       labelNames: ['operation'],
       buckets: HASH_BUCKETS,
       registers,
@@ -162,6 +162,16 @@ export class Metrics {
     }
     if (hit) counts.hit += 1;
     else counts.miss += 1;
+  }
+
+  /** A sign-in waiting for its turn to check a password (HashPool.turn): in the queue depth meanwhile. */
+  async countWaiting<T>(wait: () => Promise<T>): Promise<T> {
+    this.#hashDepth.inc();
+    try {
+      return await wait();
+    } finally {
+      this.#hashDepth.dec();
+    }
   }
 
   /** Runs one password operation, counted in the queue depth while it runs or waits, and timed. */

@@ -133,9 +133,11 @@ const serviceBusy = () =>
 /** Runs a password operation; the metrics count it as queued or running while it does, and time it. */
 export interface HashTimer {
   timeHash<T>(operation: HashOperation, work: () => Promise<T>): Promise<T>;
+  /** Counts a wait for a turn to check a password as queued while it lasts (not timed). */
+  countWaiting<T>(wait: () => Promise<T>): Promise<T>;
 }
 
-const untimed: HashTimer = { timeHash: (_operation, work) => work() };
+const untimed: HashTimer = { timeHash: (_operation, work) => work(), countWaiting: (wait) => wait() };
 
 /**
  * New hashes are argon2id through @node-rs/argon2. Every hash and verification runs on the hash
@@ -205,7 +207,7 @@ export class PasswordHasher {
    * free. SERVICE_BUSY past the queue limit; CLIENT_CLOSED_REQUEST if the caller left meanwhile.
    */
   turn(abandoned?: () => boolean): Promise<() => void> {
-    return refusalsAsErrors(this.#pool.turn(abandoned));
+    return refusalsAsErrors(this.#timed.countWaiting(() => this.#pool.turn(abandoned)));
   }
 
   /** Stops the hashing threads (they hold no process open while idle anyway). */
