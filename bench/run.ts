@@ -298,14 +298,14 @@ async function main(): Promise<void> {
     const seed: SeedFacts = await seedStore(env, SMALL_USERS, connections);
     gatehouse = await startGatehouse(env);
 
-    /** The JSON sign-in requests of both APIs for one user: NSE's, then Storware's. */
-    const signInBodies = (username: string) => [
-      {
-        path: '/api/v2.1/auth/signin',
-        body: JSON.stringify({ username, password: seed.password }),
+    /** The JSON sign-in request of each API for one user. */
+    const signInBodies = (username: string) => ({
+      nse: { path: '/api/v2.1/auth/signin', body: JSON.stringify({ username, password: seed.password }) },
+      storware: {
+        path: '/api/session/login',
+        body: JSON.stringify({ login: username, password: seed.password }),
       },
-      { path: '/api/session/login', body: JSON.stringify({ login: username, password: seed.password }) },
-    ];
+    });
     const signIn = async (username: string, url = base) => {
       const response = await fetch(`${url}/api/v2.1/auth/signin`, {
         method: 'POST',
@@ -342,7 +342,7 @@ async function main(): Promise<void> {
       await sizeOf(`${base}${bearerRead.path}`, bearerRead.headers ?? {}),
       256,
       ...(await Promise.all(
-        signInBodies(user).map(async ({ path, body }) => {
+        Object.values(signInBodies(user)).map(async ({ path, body }) => {
           const response = await fetch(`${base}${path}`, {
             method: 'POST',
             headers: { 'content-type': 'application/json' },
@@ -402,9 +402,7 @@ async function main(): Promise<void> {
 
     // Sign-in: each connection signs in as its own user, so no account or pair is throttled.
     const signinRequests = (index: number, surface: 'nse' | 'storware'): LoadRequest[] => {
-      const { path, body } = signInBodies(seed.usernames[index % seed.usernames.length] ?? user)[
-        surface === 'nse' ? 0 : 1
-      ] as { path: string; body: string };
+      const { path, body } = signInBodies(seed.usernames[index % seed.usernames.length] ?? user)[surface];
       return [{ method: 'POST', path, headers: { 'content-type': 'application/json' }, body }];
     };
     /** A load whose requests are hashed: a turn ends when the hashing of its last requests has. */

@@ -324,14 +324,25 @@ export class AuthenticationService {
     }
   }
 
-  async #verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<SigningInUser> {
-    const attempt: SignInAttempt = { kind: 'user', name: username.slice(0, 1024), ip: meta.ip };
+  /** Runs `check` within a turn taken by `#admitInTurn`, with its admission; ends the turn after. */
+  async #checkInTurn<T>(
+    attempt: SignInAttempt,
+    meta: RequestMeta,
+    check: (admission: Admission) => Promise<T>,
+  ): Promise<T> {
     const [admission, endTurn] = await this.#admitInTurn(attempt, meta);
     try {
-      return await this.#checkUserPassword(username, password, meta, attempt, admission);
+      return await check(admission);
     } finally {
       endTurn();
     }
+  }
+
+  #verifyUserPassword(username: string, password: string, meta: RequestMeta): Promise<SigningInUser> {
+    const attempt: SignInAttempt = { kind: 'user', name: username.slice(0, 1024), ip: meta.ip };
+    return this.#checkInTurn(attempt, meta, (admission) =>
+      this.#checkUserPassword(username, password, meta, attempt, admission),
+    );
   }
 
   async #checkUserPassword(
@@ -461,13 +472,9 @@ export class AuthenticationService {
       }
     }
     const attempt: SignInAttempt = { kind: 'node', name: login.slice(0, 1024), ip: meta.ip };
-    const [admission, endTurn] = await this.#admitInTurn(attempt, meta);
-    let node: NodeRow;
-    try {
-      node = await this.#checkNodePassword(login, password, meta, attempt, admission);
-    } finally {
-      endTurn();
-    }
+    const node = await this.#checkInTurn(attempt, meta, (admission) =>
+      this.#checkNodePassword(login, password, meta, attempt, admission),
+    );
     const principal: Principal = { kind: 'node', id: node.id, name: node.login };
     const now = this.#clock.now();
     return this.#signedIn(
