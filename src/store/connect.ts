@@ -107,6 +107,9 @@ export function connectStore(options: StoreOptions): Store {
       : new LockWaitingSqliteDialect({ database: withStatementCache(openSqlite(options.dataDir)) }),
     // Kysely times every statement (transactions' begin and commit included) and tells its log.
     log: (event: LogEvent) => {
+      // Anything but a select may have written (a commit, an auto-committed write): the WAL is
+      // checkpointed on the writer's thread, not in some later commit on this one.
+      if (writer && event.query.query.kind !== 'SelectQueryNode') writer.checkpointSoon();
       observer?.({
         dialect,
         statement: statementKind(event.query.query.kind, event.query.sql),
@@ -239,9 +242,18 @@ function openSqlite(dataDir: string): SQLite.Database {
   database.pragma('journal_mode = WAL');
   database.pragma('synchronous = NORMAL');
   database.pragma('foreign_keys = ON');
+  database.pragma(`wal_autocheckpoint = ${SERVING_WAL_AUTOCHECKPOINT}`);
   database.pragma('busy_timeout = 0');
   return database;
 }
+
+/**
+ * The serving connection's automatic checkpoint, in WAL pages: a safety net only. The writer's
+ * thread checkpoints within a second of any write (`SqliteBatchWriter.checkpointSoon`), so the WAL
+ * reaches this (40 MiB) only if that thread cannot keep up or is gone; SQLite's default, 1,000,
+ * put the copying inside a commit on the event loop.
+ */
+const SERVING_WAL_AUTOCHECKPOINT = 10_000;
 
 /** Distinct statements kept prepared: the code issues a few hundred shapes of query. */
 const SQLITE_STATEMENT_CACHE = 500;

@@ -36,6 +36,16 @@ const db = new SQLite(workerData.file);
 db.pragma('busy_timeout = ' + workerData.lockWaitMs);
 db.pragma('synchronous = NORMAL');
 db.pragma('foreign_keys = ON');
+// Copies the WAL's pages into the database: as many as no reader still needs, without waiting.
+// Another process's thread checkpointing at the same moment makes this one give up: it has the
+// same pages to copy, and the next checkpoint catches up.
+function checkpoint() {
+  try {
+    db.pragma('wal_checkpoint(PASSIVE)');
+  } catch {
+    // A checkpoint that cannot run now is made up by a later one; nothing written is lost.
+  }
+}
 const statements = new Map();
 function prepared(sql) {
   let statement = statements.get(sql);
@@ -50,6 +60,10 @@ const writeAll = db.transaction((batch) => {
   for (const { sql, parameters } of batch) prepared(sql).run(parameters);
 });
 parentPort.on('message', ({ id, batch }) => {
+  if (batch === undefined) {
+    checkpoint();
+    return;
+  }
   try {
     // IMMEDIATE: the write lock is taken before the first statement, never upgraded midway.
     writeAll.immediate(batch);
@@ -58,15 +72,9 @@ parentPort.on('message', ({ id, batch }) => {
     return;
   }
   parentPort.postMessage({ id });
-  try {
-    // The batch's pages copied from the WAL into the database here, on this thread. Left to
-    // SQLite's automatic checkpoint, the copying falls to whichever connection commits when the
-    // WAL passes 1,000 pages: as often as not the event loop's, for the small write (the job's
-    // progress) that follows each batch. After the answer: the caller goes on meanwhile.
-    db.pragma('wal_checkpoint(PASSIVE)');
-  } catch {
-    // A checkpoint that cannot run now is made up by a later one; the batch is written.
-  }
+  // The batch's pages copied into the database here, on this thread, after the answer: the
+  // caller goes on meanwhile.
+  checkpoint();
 });
 `;
 
@@ -75,7 +83,8 @@ parentPort.on('message', ({ id, batch }) => {
  * own with its own connection. better-sqlite3 runs a statement inside the call, on the calling
  * thread: an import's inserts written on the event loop held it for about half of the import, and
  * the next batch could not be checked meanwhile. Here the event loop hands over one message per
- * batch and goes on; the thread writes batches one after another, in the order given.
+ * batch and goes on; the thread writes batches one after another, in the order given. It also
+ * checkpoints the WAL for the serving connection (`checkpointSoon`).
  *
  * One message a batch, not one a statement: a thread answering each statement kept both threads
  * waiting on each other (docs/scaling.md).
@@ -86,12 +95,19 @@ interface Thread {
   readonly pending: Map<number, Pending>;
 }
 
+/**
+ * How long after a write the thread checkpoints the WAL (`checkpointSoon`): the WAL then holds
+ * about this long's writes, a few hundred pages at a hundred sign-ins a second.
+ */
+export const CHECKPOINT_DELAY_MS = 1000;
+
 export class SqliteBatchWriter {
   readonly #workerData: { betterSqlite3: string; file: string; lockWaitMs: number };
   readonly #inFlight = new Set<Promise<void>>();
   #thread: Thread | undefined;
   #nextId = 0;
   #closed = false;
+  #checkpointTimer: NodeJS.Timeout | undefined;
 
   constructor(file: string, lockWaitMs: number) {
     const require = createRequire(import.meta.url);
@@ -118,9 +134,30 @@ export class SqliteBatchWriter {
     return written;
   }
 
+  /**
+   * Has the thread checkpoint the WAL within CHECKPOINT_DELAY_MS: called after the other
+   * connection's writes, which leave SQLite's automatic checkpoint to this thread
+   * (`SERVING_WAL_AUTOCHECKPOINT`). Left to the automatic checkpoint, the copying and its two
+   * fsyncs fall inside the commit that takes the WAL past 1,000 pages, on the event loop:
+   * every hundredth sign-in or so stalled the process for 5–14 ms, and checkpoints were ~60 % of
+   * the commits' time (docs/scaling.md). Timed, not per write: a busy process asks once a delay.
+   */
+  checkpointSoon(): void {
+    if (this.#checkpointTimer !== undefined || this.#closed) return;
+    this.#checkpointTimer = setTimeout(() => {
+      this.#checkpointTimer = undefined;
+      if (this.#closed) return;
+      // No answer comes, so the message holds no process open (the thread is unref'd while idle).
+      this.#started().worker.postMessage({});
+    }, CHECKPOINT_DELAY_MS);
+    this.#checkpointTimer.unref();
+  }
+
   /** Lets the batches given finish, then stops the thread. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearTimeout(this.#checkpointTimer);
+    this.#checkpointTimer = undefined;
     await Promise.allSettled(this.#inFlight);
     const thread = this.#thread;
     this.#thread = undefined;
