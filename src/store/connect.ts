@@ -11,6 +11,7 @@ import { RedisUnavailableError } from './redis-counters.js';
 import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
 import { SqliteBatchWriter } from './sqlite-batch-writer.js';
+import { SqliteCheckpointer, WRITERS_WAL_AUTOCHECKPOINT } from './sqlite-checkpointer.js';
 import { LockWaitingSqliteDialect, SQLITE_LOCK_WAIT_MS } from './sqlite-lock-wait.js';
 import { asOneStatement, recordingStatements } from './statement-recorder.js';
 
@@ -101,6 +102,7 @@ export function connectStore(options: StoreOptions): Store {
   let observer: QueryObserver | undefined;
   const pool = options.databaseUrl ? createPgPool(options.databaseUrl, options.poolSize ?? 10) : undefined;
   const writer = pool ? undefined : new SqliteBatchWriter(sqliteFile(options.dataDir), SQLITE_LOCK_WAIT_MS);
+  const checkpointer = pool ? undefined : new SqliteCheckpointer(sqliteFile(options.dataDir));
   const db = new Kysely<Database>({
     dialect: pool
       ? new PostgresDialect({ pool: options.preparedStatements === false ? pool : preparingPool(pool) })
@@ -108,8 +110,8 @@ export function connectStore(options: StoreOptions): Store {
     // Kysely times every statement (transactions' begin and commit included) and tells its log.
     log: (event: LogEvent) => {
       // Anything but a select may have written (a commit, an auto-committed write): the WAL is
-      // checkpointed on the writer's thread, not in some later commit on this one.
-      if (writer && event.query.query.kind !== 'SelectQueryNode') writer.checkpointSoon();
+      // checkpointed on a thread of its own, not in some later commit on this one.
+      if (checkpointer && event.query.query.kind !== 'SelectQueryNode') checkpointer.soon();
       observer?.({
         dialect,
         statement: statementKind(event.query.query.kind, event.query.sql),
@@ -150,6 +152,8 @@ export function connectStore(options: StoreOptions): Store {
         try {
           await writer.write(batch.map(({ sql, parameters }) => ({ sql, parameters })));
           failed = false;
+          // Copied into the database while the next batch is written.
+          checkpointer?.now();
         } finally {
           // The batch is one transaction on the writer's thread: timed as one, from here.
           observer?.({ dialect, statement: 'transaction', durationMs: performance.now() - started, failed });
@@ -192,6 +196,7 @@ export function connectStore(options: StoreOptions): Store {
     async destroy() {
       await changes.feed.close();
       await writer?.close();
+      await checkpointer?.close();
       await db.destroy();
     },
   };
@@ -242,18 +247,10 @@ function openSqlite(dataDir: string): SQLite.Database {
   database.pragma('journal_mode = WAL');
   database.pragma('synchronous = NORMAL');
   database.pragma('foreign_keys = ON');
-  database.pragma(`wal_autocheckpoint = ${SERVING_WAL_AUTOCHECKPOINT}`);
+  database.pragma(`wal_autocheckpoint = ${WRITERS_WAL_AUTOCHECKPOINT}`);
   database.pragma('busy_timeout = 0');
   return database;
 }
-
-/**
- * The serving connection's automatic checkpoint, in WAL pages: a safety net only. The writer's
- * thread checkpoints within a second of any write (`SqliteBatchWriter.checkpointSoon`), so the WAL
- * reaches this (40 MiB) only if that thread cannot keep up or is gone; SQLite's default, 1,000,
- * put the copying inside a commit on the event loop.
- */
-const SERVING_WAL_AUTOCHECKPOINT = 10_000;
 
 /** Distinct statements kept prepared: the code issues a few hundred shapes of query. */
 const SQLITE_STATEMENT_CACHE = 500;

@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
+import { WRITERS_WAL_AUTOCHECKPOINT } from './sqlite-checkpointer.js';
 
 /** One statement of a batch: its SQL and its positional parameters. */
 export interface BatchStatement {
@@ -36,16 +37,9 @@ const db = new SQLite(workerData.file);
 db.pragma('busy_timeout = ' + workerData.lockWaitMs);
 db.pragma('synchronous = NORMAL');
 db.pragma('foreign_keys = ON');
-// Copies the WAL's pages into the database: as many as no reader still needs, without waiting.
-// Another process's thread checkpointing at the same moment makes this one give up: it has the
-// same pages to copy, and the next checkpoint catches up.
-function checkpoint() {
-  try {
-    db.pragma('wal_checkpoint(PASSIVE)');
-  } catch {
-    // A checkpoint that cannot run now is made up by a later one; nothing written is lost.
-  }
-}
+// The batches' pages are copied into the database by the checkpointer's thread, beside the next
+// batch (sqlite-checkpointer.ts), not by this thread between batches.
+db.pragma('wal_autocheckpoint = ' + workerData.walAutocheckpoint);
 const statements = new Map();
 function prepared(sql) {
   let statement = statements.get(sql);
@@ -60,10 +54,6 @@ const writeAll = db.transaction((batch) => {
   for (const { sql, parameters } of batch) prepared(sql).run(parameters);
 });
 parentPort.on('message', ({ id, batch }) => {
-  if (batch === undefined) {
-    checkpoint();
-    return;
-  }
   try {
     // IMMEDIATE: the write lock is taken before the first statement, never upgraded midway.
     writeAll.immediate(batch);
@@ -72,9 +62,6 @@ parentPort.on('message', ({ id, batch }) => {
     return;
   }
   parentPort.postMessage({ id });
-  // The batch's pages copied into the database here, on this thread, after the answer: the
-  // caller goes on meanwhile.
-  checkpoint();
 });
 `;
 
@@ -83,8 +70,7 @@ parentPort.on('message', ({ id, batch }) => {
  * own with its own connection. better-sqlite3 runs a statement inside the call, on the calling
  * thread: an import's inserts written on the event loop held it for about half of the import, and
  * the next batch could not be checked meanwhile. Here the event loop hands over one message per
- * batch and goes on; the thread writes batches one after another, in the order given. It also
- * checkpoints the WAL for the serving connection (`checkpointSoon`).
+ * batch and goes on; the thread writes batches one after another, in the order given.
  *
  * One message a batch, not one a statement: a thread answering each statement kept both threads
  * waiting on each other (docs/scaling.md).
@@ -95,23 +81,26 @@ interface Thread {
   readonly pending: Map<number, Pending>;
 }
 
-/**
- * How long after a write the thread checkpoints the WAL (`checkpointSoon`): the WAL then holds
- * about this long's writes, a few hundred pages at a hundred sign-ins a second.
- */
-export const CHECKPOINT_DELAY_MS = 1000;
-
 export class SqliteBatchWriter {
-  readonly #workerData: { betterSqlite3: string; file: string; lockWaitMs: number };
+  readonly #workerData: {
+    betterSqlite3: string;
+    file: string;
+    lockWaitMs: number;
+    walAutocheckpoint: number;
+  };
   readonly #inFlight = new Set<Promise<void>>();
   #thread: Thread | undefined;
   #nextId = 0;
   #closed = false;
-  #checkpointTimer: NodeJS.Timeout | undefined;
 
   constructor(file: string, lockWaitMs: number) {
     const require = createRequire(import.meta.url);
-    this.#workerData = { betterSqlite3: require.resolve('better-sqlite3'), file, lockWaitMs };
+    this.#workerData = {
+      betterSqlite3: require.resolve('better-sqlite3'),
+      file,
+      lockWaitMs,
+      walAutocheckpoint: WRITERS_WAL_AUTOCHECKPOINT,
+    };
   }
 
   /**
@@ -134,30 +123,9 @@ export class SqliteBatchWriter {
     return written;
   }
 
-  /**
-   * Has the thread checkpoint the WAL within CHECKPOINT_DELAY_MS: called after the other
-   * connection's writes, which leave SQLite's automatic checkpoint to this thread
-   * (`SERVING_WAL_AUTOCHECKPOINT`). Left to the automatic checkpoint, the copying and its two
-   * fsyncs fall inside the commit that takes the WAL past 1,000 pages, on the event loop:
-   * every hundredth sign-in or so stalled the process for 5–14 ms, and checkpoints were ~60 % of
-   * the commits' time (docs/scaling.md). Timed, not per write: a busy process asks once a delay.
-   */
-  checkpointSoon(): void {
-    if (this.#checkpointTimer !== undefined || this.#closed) return;
-    this.#checkpointTimer = setTimeout(() => {
-      this.#checkpointTimer = undefined;
-      if (this.#closed) return;
-      // No answer comes, so the message holds no process open (the thread is unref'd while idle).
-      this.#started().worker.postMessage({});
-    }, CHECKPOINT_DELAY_MS);
-    this.#checkpointTimer.unref();
-  }
-
   /** Lets the batches given finish, then stops the thread. */
   async close(): Promise<void> {
     this.#closed = true;
-    clearTimeout(this.#checkpointTimer);
-    this.#checkpointTimer = undefined;
     await Promise.allSettled(this.#inFlight);
     const thread = this.#thread;
     this.#thread = undefined;

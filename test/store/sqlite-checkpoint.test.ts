@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectStore, type Store } from '../../src/store/connect.js';
-import { CHECKPOINT_DELAY_MS } from '../../src/store/sqlite-batch-writer.js';
+import { CHECKPOINT_DELAY_MS } from '../../src/store/sqlite-checkpointer.js';
 
 // SQLite only: PostgreSQL checkpoints its own WAL in its own processes.
 let store: Store;
@@ -23,7 +23,7 @@ after(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-test('a commit past 1,000 WAL pages leaves the checkpoint to the writer thread, which runs it within the delay', async () => {
+test('a commit past 1,000 WAL pages leaves the checkpoint to a thread of its own, which runs it within the delay', async () => {
   // Well past SQLite's default automatic checkpoint (1,000 pages, ~4 MiB), in one commit.
   await store.transaction(async (tx) => {
     for (let i = 0; i < 2000; i += 1) {
