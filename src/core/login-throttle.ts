@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import { changeTags } from '../store/change-feed.js';
 import type { CounterKey, CounterState, HitRule } from '../store/repositories/login-throttle.js';
-import { type Clock, sleep } from './clock.js';
+import type { Clock } from './clock.js';
 import { accountKey } from './secrets.js';
 
 /**
@@ -179,16 +179,9 @@ export class LoginThrottle {
   }
 
   /**
-   * Before checking a password: tells whether a lock refuses the attempt, and holds the attempt
-   * for the pair's progressive delay (a timer: other requests go on meanwhile).
+   * Before checking a password: the lock that refuses the attempt, and the pair's progressive
+   * delay it is due (waited out by the caller, AuthenticationService, without its turn).
    */
-  async admit(attempt: SignInAttempt): Promise<Admission> {
-    const admission = await this.check(attempt);
-    await sleep(this.#clock, admission.delayMs);
-    return admission;
-  }
-
-  /** `admit` without the wait: the lock that refuses the attempt, and the delay it is due. */
   async check(attempt: SignInAttempt): Promise<Admission> {
     const now = this.#clock.now();
     const keys = this.#keys(attempt);

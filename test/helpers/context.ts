@@ -21,8 +21,20 @@ export class ManualClock {
   }
   /** Waits the core asked for (the progressive sign-in delay): recorded, not slept, and time stands still. */
   readonly sleeps: number[] = [];
+  #held: (() => void)[] | undefined;
   async sleep(ms: number): Promise<void> {
     this.sleeps.push(ms);
+    const held = this.#held;
+    if (held) await new Promise<void>((resolve) => held.push(resolve));
+  }
+  /** From now on a wait lasts until `releaseSleeps`: a test holds attempts in their delay. */
+  holdSleeps(): void {
+    this.#held ??= [];
+  }
+  releaseSleeps(): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    for (const release of held) release();
   }
 }
 
