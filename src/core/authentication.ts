@@ -301,39 +301,33 @@ export class AuthenticationService {
   }
 
   /**
-   * Takes a turn to check a password (PasswordHasher.turn), then reads the attempt's counters: a
-   * lock is looked for when a hashing thread is about to be free for this check, not when the
-   * request arrived. Guesses sent all at once are thus checked against the failures of those
-   * before them (at most threads + 1 checks are under way in a process), where counters read on
-   * arrival would let every guess of the burst through. A due delay is waited out without the turn
-   * (a slowed attacker holds up no one else), and the counters are read again after it.
+   * Runs `check` within a turn to check a password (PasswordHasher.turn), with the attempt's
+   * counters read once the turn is taken: a lock is looked for when a hashing thread is about to
+   * be free for this check, not when the request arrived. Guesses sent all at once are thus checked
+   * against the failures of those before them (at most threads + 1 checks are under way in a
+   * process), where counters read on arrival would let every guess of the burst through. A due
+   * delay is waited out without the turn (a slowed attacker holds up no one else), and the
+   * counters are read again after it. The turn ends with the check.
    */
-  async #admitInTurn(attempt: SignInAttempt, meta: RequestMeta): Promise<[Admission, () => void]> {
-    this.#hasher.refuseIfBusy();
-    let endTurn = await this.#hasher.turn(meta.clientGone);
-    try {
-      const first = await this.#throttle.check(attempt);
-      if (first.delayMs === 0) return [first, endTurn];
-      endTurn();
-      await sleep(this.#clock, first.delayMs);
-      endTurn = await this.#hasher.turn(meta.clientGone);
-      return [{ ...(await this.#throttle.check(attempt)), delayMs: first.delayMs }, endTurn];
-    } catch (error) {
-      endTurn();
-      throw error;
-    }
-  }
-
-  /** Runs `check` within a turn taken by `#admitInTurn`, with its admission; ends the turn after. */
   async #checkInTurn<T>(
     attempt: SignInAttempt,
     meta: RequestMeta,
     check: (admission: Admission) => Promise<T>,
   ): Promise<T> {
-    const [admission, endTurn] = await this.#admitInTurn(attempt, meta);
+    this.#hasher.refuseIfBusy();
+    let endTurn = await this.#hasher.turn(meta.clientGone);
     try {
+      let admission = await this.#throttle.check(attempt);
+      if (admission.delayMs > 0) {
+        const { delayMs } = admission;
+        endTurn();
+        await sleep(this.#clock, delayMs);
+        endTurn = await this.#hasher.turn(meta.clientGone);
+        admission = { ...(await this.#throttle.check(attempt)), delayMs };
+      }
       return await check(admission);
     } finally {
+      // Ending a turn twice does nothing: a turn not retaken after the delay is not ended again.
       endTurn();
     }
   }

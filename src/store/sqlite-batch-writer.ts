@@ -39,7 +39,7 @@ db.pragma('synchronous = NORMAL');
 db.pragma('foreign_keys = ON');
 // The batches' pages are copied into the database by the checkpointer's thread, beside the next
 // batch (sqlite-checkpointer.ts), not by this thread between batches.
-db.pragma('wal_autocheckpoint = ' + workerData.walAutocheckpoint);
+db.pragma('wal_autocheckpoint = ${WRITERS_WAL_AUTOCHECKPOINT}');
 const statements = new Map();
 function prepared(sql) {
   let statement = statements.get(sql);
@@ -82,12 +82,7 @@ interface Thread {
 }
 
 export class SqliteBatchWriter {
-  readonly #workerData: {
-    betterSqlite3: string;
-    file: string;
-    lockWaitMs: number;
-    walAutocheckpoint: number;
-  };
+  readonly #workerData: { betterSqlite3: string; file: string; lockWaitMs: number };
   readonly #inFlight = new Set<Promise<void>>();
   #thread: Thread | undefined;
   #nextId = 0;
@@ -95,12 +90,7 @@ export class SqliteBatchWriter {
 
   constructor(file: string, lockWaitMs: number) {
     const require = createRequire(import.meta.url);
-    this.#workerData = {
-      betterSqlite3: require.resolve('better-sqlite3'),
-      file,
-      lockWaitMs,
-      walAutocheckpoint: WRITERS_WAL_AUTOCHECKPOINT,
-    };
+    this.#workerData = { betterSqlite3: require.resolve('better-sqlite3'), file, lockWaitMs };
   }
 
   /**
