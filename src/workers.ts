@@ -26,7 +26,7 @@ export async function runPrimary(
   const store = connectStore(storeOptionsOf(config));
   try {
     await store.migrate();
-    const core = await createCore({ config, store });
+    const core = await createCore({ config, store, serving: false });
     const boot = await core.bootstrap();
     if (boot.generatedAdminPassword) {
       // Printed once, straight to the terminal and never through the logger.

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from './helpers/context.js';
@@ -479,6 +480,19 @@ forEachDialect('Metrics of serve --workers 2', (dialect) => {
         'the workers',
         60_000,
       );
+      if (child.pid !== undefined && existsSync(`/proc/${child.pid}/task/${child.pid}/status`)) {
+        // The primary only forks and waits: no process metrics, whose event-loop monitor would
+        // wake it every 10 ms (about 100 context switches a second; its workers' are theirs).
+        const switches = () => {
+          const status = readFileSync(`/proc/${child.pid}/task/${child.pid}/status`, 'utf8');
+          return [...status.matchAll(/ctxt_switches:\s+(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+        };
+        await sleep(300);
+        const before = switches();
+        await sleep(1000);
+        const woken = switches() - before;
+        assert.ok(woken < 20, `the idle primary was switched to ${woken} times in 1 s`);
+      }
       // Each request on its own connection: the primary hands connections to the workers in turn.
       const HEALTH_CHECKS = 10;
       for (let i = 0; i < HEALTH_CHECKS; i += 1) {

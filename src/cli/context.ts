@@ -54,7 +54,7 @@ export async function openCore(
   config: Config,
 ): Promise<{ core: Core; boot: BootstrapResult }> {
   const { createCore } = await import('../core/index.js');
-  const core = await createCore({ config, store });
+  const core = await createCore({ config, store, serving: false });
   const boot = await core.bootstrap();
   if (boot.generatedAdminPassword) {
     // stderr: stdout may be piped into another program (token create), and this is for a person.

@@ -92,11 +92,18 @@ export interface Core {
 }
 
 /** Wires the core services over a migrated store. No HTTP, no SQL. */
-export async function createCore(deps: { config: Config; store: Store; clock?: Clock }): Promise<Core> {
+export async function createCore(deps: {
+  config: Config;
+  store: Store;
+  clock?: Clock;
+  /** The process serves this core (default): its metrics include the process's (Metrics). */
+  serving?: boolean;
+}): Promise<Core> {
   const { config, store } = deps;
   const clock = deps.clock ?? systemClock;
   const metrics = new Metrics({
     clock,
+    processMetrics: deps.serving ?? true,
     // Read on scrape only, after the services below exist: the same rule as a session's own check.
     countLiveSessions: () => store.sessions.countLive(sessions.liveBounds()),
   });

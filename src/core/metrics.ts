@@ -51,6 +51,12 @@ function processMetrics(): Registry {
 
 export interface MetricsOptions {
   readonly clock: Clock;
+  /**
+   * Include the process's metrics (CPU, memory, event-loop lag, GC). Their event-loop monitor wakes
+   * the process every 10 ms until it exits: only a process that serves should start it, not a
+   * primary that only forks and waits, nor a command of the CLI.
+   */
+  readonly processMetrics: boolean;
   /** Live sessions in the store now (one count query); read on scrape, at most every few seconds. */
   readonly countLiveSessions: () => Promise<number>;
 }
@@ -62,7 +68,7 @@ export interface MetricsOptions {
  * done on scrape and cached.
  */
 export class Metrics {
-  /** This core's instruments and the process's default metrics. */
+  /** This core's instruments and, in a serving process, the process's default metrics. */
   readonly registry: Registry;
   readonly #httpDuration: Histogram<'method' | 'route' | 'status'>;
   readonly #signIns: Counter<'surface' | 'outcome'>;
@@ -141,7 +147,7 @@ export class Metrics {
         }
       },
     });
-    this.registry = Registry.merge([processMetrics(), own]);
+    this.registry = options.processMetrics ? Registry.merge([processMetrics(), own]) : own;
   }
 
   /** One answered HTTP request; `route` is the route pattern, or a fixed word such as `not_found`. */
