@@ -441,7 +441,7 @@ test('GATEHOUSE_METRICS and GATEHOUSE_METRICS_TOKEN are validated', () => {
 });
 
 forEachDialect('Metrics of serve --workers 2', (dialect) => {
-  test('a scrape on any worker answers for the whole node: counts summed over both workers', async () => {
+  test('a scrape on any worker answers for the whole node: counts summed over both workers; the primary, serving nothing, sleeps', async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-metrics-cluster-'));
     const database = dialect === 'postgres' ? await createFreshDatabase() : undefined;
     const port = await freePort();
