@@ -33,6 +33,10 @@ export interface Config {
   /** Per-process cache of verified HTTP Basic credentials (keyed hash, never the password): lifetime, 0 = off. */
   readonly credentialCacheTtlMs: number;
   readonly jobLeaseMs: number;
+  /** How long a session's row is kept after its expiry; undefined: kept for ever. */
+  readonly sessionRetentionMs: number | undefined;
+  /** How long a finished job (with an import's failed rows and Idempotency-Key) is kept; undefined: for ever. */
+  readonly jobRetentionMs: number | undefined;
   readonly lockoutThreshold: number;
   readonly lockoutDurationMs: number;
   /** Failures of one account from all addresses together that lock the account itself. */
@@ -108,6 +112,8 @@ export const SETTINGS = [
   'GATEHOUSE_CREDENTIAL_CACHE_TTL',
   'GATEHOUSE_KEY_OVERLAP',
   'GATEHOUSE_JOB_LEASE',
+  'GATEHOUSE_SESSION_RETENTION',
+  'GATEHOUSE_JOB_RETENTION',
   'GATEHOUSE_LOCKOUT_THRESHOLD',
   'GATEHOUSE_LOCKOUT_DURATION',
   'GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD',
@@ -358,6 +364,21 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     problems.push('GATEHOUSE_CREDENTIAL_CACHE_TTL: must not be longer than 15m');
   }
   const jobLeaseMs = duration('GATEHOUSE_JOB_LEASE', '60s', 3000);
+  const retention = (name: string, fallback: string, min: string): number | undefined => {
+    const text = raw(name) ?? fallback;
+    if (text.toLowerCase() === 'off') return undefined;
+    const value = parseDuration(text);
+    if (value === undefined || value < (parseDuration(min) ?? 0)) {
+      problems.push(
+        `${name}: expected a duration such as 12h or 30d (at least ${min}), or off, got "${text}"`,
+      );
+      return parseDuration(fallback);
+    }
+    return value;
+  };
+  const sessionRetentionMs = retention('GATEHOUSE_SESSION_RETENTION', '7d', '0s');
+  // A client polls its job after the 202: a finished job must outlive any sensible polling.
+  const jobRetentionMs = retention('GATEHOUSE_JOB_RETENTION', '30d', '1h');
   const lockoutThreshold = integer('GATEHOUSE_LOCKOUT_THRESHOLD', 5, 1, 1000);
   const lockoutDurationMs = duration('GATEHOUSE_LOCKOUT_DURATION', '15m', 1000);
   // One address adds at most 2·threshold-1 failures to an account within a window (the end of
@@ -496,6 +517,8 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     readCacheTtlMs,
     credentialCacheTtlMs,
     jobLeaseMs,
+    sessionRetentionMs,
+    jobRetentionMs,
     lockoutThreshold,
     lockoutDurationMs,
     lockoutAccountThreshold,

@@ -31,6 +31,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
     );
     const url = await app.listen({ host: config.host, port: config.port });
     core.jobRunner.watch();
+    core.housekeeping.watch({
+      onSweep: (deleted) =>
+        app.log.info({ deleted }, 'housekeeping: expired sessions and finished jobs deleted'),
+      onError: (error) => app.log.warn({ err: error }, 'housekeeping: sweep failed; trying again later'),
+    });
     let closing: Promise<void> | undefined;
     return {
       app,

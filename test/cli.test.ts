@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
+import { firstIdAt } from '../src/core/ids.js';
 import { type Core, createCore } from '../src/core/index.js';
 import { hashSecret } from '../src/core/secrets.js';
 import { isGatehouseError } from '../src/errors.js';
@@ -346,6 +348,53 @@ forEachDialect('CLI', (dialect) => {
     assert.match(weak.stderr, /must not contain the username/);
   });
 
+  test('housekeeping deletes the sessions long expired and says how many; a live session stays', async () => {
+    const { store } = await server();
+    const live = await signin('admin', ADMIN_PASSWORD);
+    assert.equal(live.statusCode, 200);
+    const admin = await store.users.findByUsernameKey('admin');
+    assert.ok(admin);
+    // Signed in 30 days ago: its id carries that time, as the ids of every session do (core/ids.ts).
+    const at = Date.now() - 30 * 24 * 3_600_000;
+    const id = `${firstIdAt(at).slice(0, 14)}7123-8123-${randomBytes(6).toString('hex')}`;
+    await store.sessions.insert({
+      id,
+      kind: 'user',
+      user_id: admin.id,
+      node_id: null,
+      api_token_id: null,
+      secret_hash: hashSecret(`old-session-${id}`),
+      created_at: at,
+      last_seen_at: at,
+      expires_at: at + 12 * 3_600_000,
+      revoked_at: null,
+      revoke_reason: null,
+      ip: '127.0.0.1',
+      user_agent: 'cli test',
+      prev_success_at: null,
+      prev_failed_at: null,
+      prev_failed_ip: null,
+      token_generation: 0,
+      prior_token_valid_until: null,
+    });
+
+    const swept = await run(['housekeeping']);
+    assertOk(swept, 'housekeeping');
+    assert.equal(swept.stdout, 'Sessions: 1 deleted\nJobs: 0 deleted\n');
+    assert.equal(await store.sessions.findById(id), undefined);
+    const token: string = live.json().result.records[0].token;
+    const regions = await (await server()).app.inject({
+      method: 'GET',
+      url: '/api/v2.1/auth/regions',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(regions.statusCode, 200, 'the live session is untouched');
+
+    const off = await gatehouse(['housekeeping'], { ...env, GATEHOUSE_SESSION_RETENTION: 'off' });
+    assertOk(off, 'housekeeping');
+    assert.equal(off.stdout, 'Sessions: kept for ever (GATEHOUSE_SESSION_RETENTION=off)\nJobs: 0 deleted\n');
+  });
+
   test('every change made from the command line is in the audit log, as the system, with no secret', async () => {
     const { store } = await server();
     const events = await store.db
@@ -399,6 +448,7 @@ describe('CLI usage', () => {
       ['node', 'create'],
       ['token'],
       ['token', 'create'],
+      ['housekeeping'],
     ];
     const runs = await Promise.all(commands.map((command) => gatehouse([...command, '--help'], env)));
     commands.forEach((command, i) => {

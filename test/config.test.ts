@@ -107,3 +107,20 @@ test('the hash queue limit: 256 per hashing thread by default, a number, or off'
     assert.throws(() => loadConfig({ GATEHOUSE_HASH_QUEUE_LIMIT: bad }), /GATEHOUSE_HASH_QUEUE_LIMIT/);
   }
 });
+
+test('retention: sessions 7d after expiry and finished jobs 30d by default, a duration, or off', () => {
+  const defaults = loadConfig({});
+  assert.equal(defaults.sessionRetentionMs, 7 * 86_400_000);
+  assert.equal(defaults.jobRetentionMs, 30 * 86_400_000);
+  const set = loadConfig({ GATEHOUSE_SESSION_RETENTION: '0s', GATEHOUSE_JOB_RETENTION: 'OFF' });
+  assert.equal(set.sessionRetentionMs, 0);
+  assert.equal(set.jobRetentionMs, undefined);
+  assert.throws(
+    () => loadConfig({ GATEHOUSE_SESSION_RETENTION: 'a week', GATEHOUSE_JOB_RETENTION: '10m' }),
+    (e: ConfigError) =>
+      e.problems.length === 2 &&
+      /^GATEHOUSE_SESSION_RETENTION: .*or off, got "a week"$/.test(e.problems[0] ?? '') &&
+      // A client polls its job after the 202: one deleted minutes after it ended would vanish.
+      /^GATEHOUSE_JOB_RETENTION: .*\(at least 1h\), or off, got "10m"$/.test(e.problems[1] ?? ''),
+  );
+});

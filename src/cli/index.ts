@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config.js';
 import { isGatehouseError } from '../errors.js';
 import type { CliIo } from './context.js';
+import { registerHousekeepingCommand } from './housekeeping.js';
 import { registerImportCommand } from './import.js';
 import { registerKeysCommands } from './keys.js';
 import { registerMigrateCommand } from './migrate.js';
@@ -53,6 +54,7 @@ function buildProgram(io: CliIo): Command {
   registerTokenCommands(program, io);
   registerKeysCommands(program, io);
   registerImportCommand(program, io);
+  registerHousekeepingCommand(program, io);
   return program;
 }
 

@@ -9,6 +9,7 @@ import { type BootstrapResult, bootstrap } from './bootstrap.js';
 import { type CatalogListing, CatalogService } from './catalog.js';
 import { type Clock, systemClock } from './clock.js';
 import { CredentialCache } from './credential-cache.js';
+import { HousekeepingService } from './housekeeping.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './jobs.js';
 import { Keyring, loadMasterKey } from './keyring.js';
@@ -64,6 +65,8 @@ export interface Core {
   readonly subtenants: SubtenantService;
   /** Runs jobs' work in the background of this process. */
   readonly jobRunner: JobRunner;
+  /** Deletes long-expired sessions and long-finished jobs (the retention settings). */
+  readonly housekeeping: HousekeepingService;
   readonly userAdmin: UserAdminService;
   readonly userImport: UserImportService;
   readonly sessionAdmin: SessionAdminService;
@@ -85,8 +88,8 @@ export interface Core {
   /** Built-ins and, on an empty store, the first admin. */
   bootstrap(): Promise<BootstrapResult>;
   /**
-   * Waits for running jobs to write their outcome and closes the counters' Redis connection; call
-   * it before the store is closed.
+   * Stops the housekeeping, waits for running jobs to write their outcome and closes the
+   * counters' Redis connection; call it before the store is closed.
    */
   close(): Promise<void>;
 }
@@ -167,6 +170,7 @@ export async function createCore(deps: {
     new UserAdminService(store, clock, config, hasher, accounts, audit),
     audit,
   );
+  const housekeeping = new HousekeepingService(store, clock, config, metrics);
   jobRunner.afterRecovery(() => userImport.sweepSpool());
   // Jobs left running by a process that stopped (its lease expired) end as failed, not running for ever.
   await jobRunner.recoverInterrupted();
@@ -197,7 +201,9 @@ export async function createCore(deps: {
     audit,
     subtenants: new SubtenantService(store, clock, audit),
     jobRunner,
+    housekeeping,
     close: async () => {
+      await housekeeping.close();
       await jobRunner.drain();
       await rateLimiter.flush();
       await throttle.close();

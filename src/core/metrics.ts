@@ -75,6 +75,7 @@ export class Metrics {
   readonly #hashDepth: Gauge;
   readonly #hashDuration: Histogram<'operation'>;
   readonly #storeDuration: Histogram<'dialect' | 'statement'>;
+  readonly #deletedRows: Counter<'table'>;
   readonly #clock: Clock;
   readonly #countLiveSessions: () => Promise<number>;
   /**
@@ -133,6 +134,12 @@ export class Metrics {
       buckets: STORE_BUCKETS,
       registers,
     });
+    this.#deletedRows = new Counter({
+      name: 'gatehouse_housekeeping_deleted_rows_total',
+      help: 'Rows deleted by the retention settings, by table (sessions, jobs)',
+      labelNames: ['table'],
+      registers,
+    });
     new Counter({
       name: 'gatehouse_cache_requests_total',
       help: 'Lookups in the in-process caches (session, credentials, privileges, settings, catalog) by result (hit, miss)',
@@ -148,6 +155,11 @@ export class Metrics {
       },
     });
     this.registry = options.processMetrics ? Registry.merge([processMetrics(), own]) : own;
+  }
+
+  /** Rows the housekeeping deleted (long-expired sessions, long-finished jobs). */
+  recordDeletedRows(table: 'sessions' | 'jobs', rows: number): void {
+    if (rows > 0) this.#deletedRows.inc({ table }, rows);
   }
 
   /** One answered HTTP request; `route` is the route pattern, or a fixed word such as `not_found`. */

@@ -33,5 +33,11 @@ export function createImportRepository(db: Kysely<Database>) {
     async addRequest(row: ImportRequestRow): Promise<void> {
       await db.insertInto('import_requests').values(row).execute();
     },
+    /** The failed rows and Idempotency-Keys of these jobs, deleted with the jobs themselves. */
+    async deleteOfJobs(jobIds: readonly string[]): Promise<void> {
+      if (jobIds.length === 0) return;
+      await db.deleteFrom('import_failures').where('job_id', 'in', jobIds).execute();
+      await db.deleteFrom('import_requests').where('job_id', 'in', jobIds).execute();
+    },
   };
 }

@@ -119,6 +119,27 @@ export function createJobRepository(db: Kysely<Database>) {
       return Number(result.numUpdatedRows) > 0;
     },
     /**
+     * Up to `limit` jobs in one of `statuses` that were last changed before `before`, oldest first.
+     * Found through the index on `created_at`: a job is changed no earlier than it was created.
+     */
+    async findEndedBefore(statuses: readonly string[], before: number, limit: number): Promise<string[]> {
+      const rows = await db
+        .selectFrom('jobs')
+        .select('id')
+        .where('created_at', '<', before)
+        .where('updated_at', '<', before)
+        .where('status', 'in', statuses)
+        .orderBy('created_at')
+        .limit(limit)
+        .execute();
+      return rows.map((row) => row.id);
+    },
+    async deleteByIds(ids: readonly string[]): Promise<number> {
+      if (ids.length === 0) return 0;
+      const result = await db.deleteFrom('jobs').where('id', 'in', ids).executeTakeFirst();
+      return Number(result.numDeletedRows);
+    },
+    /**
      * Marks failed every running job whose lease expired before `now` (its process is gone),
      * except those of `exceptOwner`. Jobs without a lease are left alone: no runner holds them.
      */

@@ -160,6 +160,27 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
       );
       return new Set(rows.map((row) => row.id));
     },
+    /**
+     * Deletes up to `limit` sessions that expired before `expiredBefore`, among those whose id is
+     * below `idBelow`; answers how many it deleted. Ids begin with their creation time
+     * (core/ids.ts), so `idBelow` bounds the search to a range of the primary key: the sweep needs
+     * no index on `expires_at`, which every sign-in would pay to write.
+     */
+    async deleteExpired(idBelow: string, expiredBefore: number, limit: number): Promise<number> {
+      const result = await db
+        .deleteFrom('sessions')
+        .where('id', 'in', (eb) =>
+          eb
+            .selectFrom('sessions')
+            .select('id')
+            .where('id', '<', idBelow)
+            .where('expires_at', '<', expiredBefore)
+            .orderBy('id')
+            .limit(limit),
+        )
+        .executeTakeFirst();
+      return Number(result.numDeletedRows);
+    },
     /** Returns true if this call ended the session (false: it had already ended). */
     async revoke(id: string, now: number, reason: string): Promise<boolean> {
       const result = await db
