@@ -45,7 +45,7 @@ export interface HousekeepingOptions {
  * Deletes what the store no longer needs, by the retention settings: sessions long expired
  * (GATEHOUSE_SESSION_RETENTION) and jobs long finished, with an import's failed rows and
  * Idempotency-Key (GATEHOUSE_JOB_RETENTION). Without it both tables grow by every sign-in and job
- * for ever. The audit log is append-only and never swept (docs/security.md).
+ * for ever. The audit log is append-only and never swept (store/repositories/audit-events.ts).
  *
  * Every serving process sweeps on its own timer: a delete is idempotent, so two processes sweeping
  * at once only find less to do, and no process needs to be elected.
@@ -111,36 +111,40 @@ export class HousekeepingService {
       // lifetime): the ids below it are a range of the primary key with nothing but such sessions,
       // as long as the max lifetime has not grown. One that outlives the range is kept by its expiry.
       const idBelow = firstIdAt(expiredBefore - sessionMaxLifetimeMs);
-      sessions = await this.#inSteps('sessions', () =>
-        this.#store.sessions.deleteExpired(idBelow, expiredBefore, SESSIONS_PER_DELETE),
-      );
+      sessions = await this.#inSteps('sessions', async () => {
+        const deleted = await this.#store.sessions.deleteExpired(idBelow, expiredBefore, SESSIONS_PER_DELETE);
+        return { deleted, more: deleted === SESSIONS_PER_DELETE };
+      });
     }
     let jobs = 0;
     if (jobRetentionMs !== undefined) {
       const endedBefore = now - jobRetentionMs;
       jobs = await this.#inSteps('jobs', async () => {
         const ids = await this.#store.jobs.findEndedBefore(ENDED_JOB_STATUSES, endedBefore, JOBS_PER_DELETE);
-        if (ids.length === 0) return 0;
-        await this.#store.transaction(async (tx) => {
+        if (ids.length === 0) return { deleted: 0, more: false };
+        // Another process sweeping at the same moment may have deleted some of them already.
+        const deleted = await this.#store.transaction(async (tx) => {
           await tx.imports.deleteOfJobs(ids);
-          await tx.jobs.deleteByIds(ids);
+          return tx.jobs.deleteByIds(ids);
         });
-        return ids.length;
+        return { deleted, more: ids.length === JOBS_PER_DELETE };
       });
     }
     return { sessions, jobs };
   }
 
-  /** Runs `deleteSome` until it deletes less than a full step, or the service closes. */
-  async #inSteps(table: 'sessions' | 'jobs', deleteSome: () => Promise<number>): Promise<number> {
-    const step = table === 'sessions' ? SESSIONS_PER_DELETE : JOBS_PER_DELETE;
+  /** Runs `deleteSome` while it finds a full step's worth, until the service closes. */
+  async #inSteps(
+    table: 'sessions' | 'jobs',
+    deleteSome: () => Promise<{ deleted: number; more: boolean }>,
+  ): Promise<number> {
     let total = 0;
     while (!this.#closed) {
       const started = performance.now();
-      const deleted = await deleteSome();
+      const { deleted, more } = await deleteSome();
       total += deleted;
       this.#metrics.recordDeletedRows(table, deleted);
-      if (deleted < step) break;
+      if (!more) break;
       const tookMs = performance.now() - started;
       const pauseMs = Math.max(MIN_STEP_MS - tookMs, PAUSE_PER_DELETE_TIME * tookMs);
       await new Promise((resolve) => setTimeout(resolve, pauseMs));
