@@ -15,6 +15,8 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   /** PostgreSQL: run the statements that repeat as named prepared statements (off behind a pooler that cannot). */
   readonly pgPreparedStatements: boolean;
+  /** PostgreSQL: connections each process's pool may open (its change-feed listener is one more). */
+  readonly pgPoolSize: number;
   readonly adminPassword: string | undefined;
   /** 32-byte key that encrypts signing keys at rest; absent: `<dataDir>/master.key`. */
   readonly masterKey: Buffer | undefined;
@@ -135,6 +137,7 @@ export const SETTINGS = [
   'GATEHOUSE_STORWARE_SESSION_POST_STATUS',
   'GATEHOUSE_BODY_LIMIT',
   'GATEHOUSE_PG_PREPARED_STATEMENTS',
+  'GATEHOUSE_PG_POOL_SIZE',
   'GATEHOUSE_TRUST_PROXY',
   'GATEHOUSE_COOKIE_SECURE',
   'GATEHOUSE_ALLOWED_ORIGINS',
@@ -303,6 +306,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
 
   const pgPreparedStatements =
     oneOf('GATEHOUSE_PG_PREPARED_STATEMENTS', ['true', 'false'], 'true') === 'true';
+  const pgPoolSize = integer('GATEHOUSE_PG_POOL_SIZE', 10, 1, 1000);
 
   const passwordMinLength = integer('GATEHOUSE_PASSWORD_MIN_LENGTH', 12, 8, 128);
   const adminPassword = source.GATEHOUSE_ADMIN_PASSWORD || undefined;
@@ -505,6 +509,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     dataDir,
     databaseUrl,
     pgPreparedStatements,
+    pgPoolSize,
     adminPassword,
     masterKey,
     sessionIdleTimeoutMs,

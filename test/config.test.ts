@@ -124,3 +124,16 @@ test('retention: sessions 7d after expiry and finished jobs 30d by default, a du
       /^GATEHOUSE_JOB_RETENTION: .*\(at least 1h\), or off, got "10m"$/.test(e.problems[1] ?? ''),
   );
 });
+
+test('the PostgreSQL pool: 10 connections a process by default, 1 to 1000', () => {
+  assert.equal(loadConfig({}).pgPoolSize, 10);
+  assert.equal(loadConfig({ GATEHOUSE_PG_POOL_SIZE: '2' }).pgPoolSize, 2);
+  for (const bad of ['0', '1001', 'ten']) {
+    assert.throws(
+      () => loadConfig({ GATEHOUSE_PG_POOL_SIZE: bad }),
+      (e: ConfigError) =>
+        e.problems.length === 1 &&
+        e.problems[0] === `GATEHOUSE_PG_POOL_SIZE: expected an integer from 1 to 1000, got "${bad}"`,
+    );
+  }
+});

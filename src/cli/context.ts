@@ -31,7 +31,8 @@ export async function withStore<T>(
   const config = loadConfig(io.env, io.cwd);
   // Loaded on use: `--help` and usage errors should not pay for the database drivers.
   const { connectStore, storeOptionsOf } = await import('../store/connect.js');
-  const store = connectStore({ ...storeOptionsOf(config), poolSize: 2 });
+  // A command runs a statement or two at a time: two connections, whatever the servers use.
+  const store = connectStore({ ...storeOptionsOf(config), poolSize: Math.min(2, config.pgPoolSize) });
   let result: T;
   try {
     result = await work(store, config);

@@ -47,11 +47,13 @@ export function storeOptionsOf(config: {
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
   readonly pgPreparedStatements: boolean;
+  readonly pgPoolSize: number;
 }): StoreOptions {
   return {
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
     preparedStatements: config.pgPreparedStatements,
+    poolSize: config.pgPoolSize,
   };
 }
 

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { loadConfig } from '../../src/config.js';
+import { type RunningServer, startServer } from '../../src/server.js';
+import { ADMIN_PASSWORD } from '../helpers/context.js';
+import { createFreshDatabase, POSTGRES_ADMIN_URL, postgresUnavailableReason } from '../helpers/postgres.js';
+
+const unavailable = await postgresUnavailableReason();
+
+describe('GATEHOUSE_PG_POOL_SIZE bounds the connections of a server process', {
+  skip: unavailable && `PostgreSQL skipped: ${unavailable}`,
+}, () => {
+  let database: Awaited<ReturnType<typeof createFreshDatabase>>;
+  let dataDir: string;
+  let monitor: pg.Client;
+  const servers: RunningServer[] = [];
+
+  const start = async (settings: Record<string, string>) => {
+    const server = await startServer(
+      loadConfig({
+        GATEHOUSE_DATA_DIR: dataDir,
+        GATEHOUSE_DATABASE_URL: database.url,
+        GATEHOUSE_PORT: '0',
+        GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
+        GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
+        GATEHOUSE_ARGON2_ITERATIONS: '1',
+        GATEHOUSE_LOG_LEVEL: 'silent',
+        ...settings,
+      }),
+    );
+    servers.push(server);
+    return server;
+  };
+
+  /** The most connections to the test database seen while 60 list requests run at once. */
+  const peakConnectionsUnderLoad = async (server: RunningServer): Promise<number> => {
+    const signin = await fetch(`${server.url}/api/v2.1/auth/signin`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
+    });
+    const token = ((await signin.json()) as { result: { records: [{ token: string }] } }).result.records[0]
+      .token;
+    const name = new URL(database.url).pathname.slice(1);
+    let peak = 0;
+    let loading = true;
+    const watching = (async () => {
+      while (loading) {
+        const { rows } = await monitor.query<{ n: string }>(
+          'select count(*) as n from pg_stat_activity where datname = $1',
+          [name],
+        );
+        peak = Math.max(peak, Number(rows[0]?.n ?? 0));
+      }
+    })();
+    const answers = await Promise.all(
+      Array.from({ length: 60 }, () =>
+        fetch(`${server.url}/api/v2.1/users?limit=50`, { headers: { authorization: `Bearer ${token}` } }),
+      ),
+    );
+    loading = false;
+    await watching;
+    assert.deepEqual(
+      answers.map((answer) => answer.status),
+      answers.map(() => 200),
+    );
+    return peak;
+  };
+
+  before(async () => {
+    database = await createFreshDatabase();
+    dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-pool-'));
+    monitor = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
+    await monitor.connect();
+  });
+  after(async () => {
+    for (const server of servers) await server.close();
+    await monitor.end();
+    await database.drop();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('two connections and the listener, however many requests wait; the default pool opens more', async () => {
+    const small = await start({ GATEHOUSE_PG_POOL_SIZE: '2' });
+    // The pool's two and the change feed's listener.
+    assert.ok((await peakConnectionsUnderLoad(small)) <= 3);
+    await small.close();
+    servers.length = 0;
+
+    const usual = await start({});
+    assert.ok(
+      (await peakConnectionsUnderLoad(usual)) > 3,
+      'the default pool (10) opens more under the same load',
+    );
+  });
+});
