@@ -27,6 +27,8 @@ export interface AppDeps {
   readonly logger?: FastifyServerOptions['logger'];
   /** The text of `/metrics` when not this process's own (a cluster worker's: the whole node's). */
   readonly metricsText?: () => Promise<string>;
+  /** True once the process is shutting down: `/readyz` answers 503 so that balancers stop sending. */
+  readonly shuttingDown?: () => boolean;
 }
 
 /** Paths and headers that may carry secrets: never logged. */
@@ -112,7 +114,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  await app.register(opsSurface, { core, ...(deps.metricsText ? { metricsText: deps.metricsText } : {}) });
+  await app.register(opsSurface, {
+    core,
+    ...(deps.metricsText ? { metricsText: deps.metricsText } : {}),
+    ...(deps.shuttingDown ? { shuttingDown: deps.shuttingDown } : {}),
+  });
   await app.register(nseSurface, { prefix: NSE_PREFIX, core, allowedMethods });
   await app.register(storwareSurface, { prefix: STORWARE_PREFIX, core, allowedMethods });
 

@@ -66,6 +66,8 @@ export interface Config {
   readonly nodeMinVersion: string | undefined;
   readonly storwareSessionPostStatus: 200 | 201;
   readonly bodyLimitBytes: number;
+  /** After SIGTERM: how long `/readyz` answers 503 while requests are still served, before the drain. */
+  readonly shutdownDelayMs: number;
   readonly trustProxy: boolean;
   /** Secure flag of the session cookie; `auto`: when the request came over HTTPS (see README). */
   readonly cookieSecure: 'auto' | boolean;
@@ -136,6 +138,7 @@ export const SETTINGS = [
   'GATEHOUSE_NODE_MIN_VERSION',
   'GATEHOUSE_STORWARE_SESSION_POST_STATUS',
   'GATEHOUSE_BODY_LIMIT',
+  'GATEHOUSE_SHUTDOWN_DELAY',
   'GATEHOUSE_PG_PREPARED_STATEMENTS',
   'GATEHOUSE_PG_POOL_SIZE',
   'GATEHOUSE_TRUST_PROXY',
@@ -464,6 +467,8 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     );
   }
 
+  const shutdownDelayMs = duration('GATEHOUSE_SHUTDOWN_DELAY', '0s', 0);
+  if (shutdownDelayMs > 5 * 60_000) problems.push('GATEHOUSE_SHUTDOWN_DELAY: must not be longer than 5m');
   const trustProxy = oneOf('GATEHOUSE_TRUST_PROXY', ['true', 'false'], 'false') === 'true';
   const cookieSecureText = oneOf('GATEHOUSE_COOKIE_SECURE', ['auto', 'true', 'false'], 'auto');
   const cookieSecure = cookieSecureText === 'auto' ? 'auto' : cookieSecureText === 'true';
@@ -540,6 +545,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     nodeMinVersion,
     storwareSessionPostStatus,
     bodyLimitBytes: bodyLimitBytes ?? 65536,
+    shutdownDelayMs,
     trustProxy,
     cookieSecure,
     allowedOrigins: Object.freeze(allowedOrigins),

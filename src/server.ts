@@ -1,4 +1,5 @@
 import cluster from 'node:cluster';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { clusterMetricsClient } from './cluster-metrics.js';
@@ -25,10 +26,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
         `\nCreated user "admin" (root of tenant "system") with the generated password:\n\n    ${boot.generatedAdminPassword}\n\nIt is not shown again; change it with \`gatehouse user passwd --username admin\`.\n\n`,
       );
     }
+    let shuttingDown = false;
     // A worker of `serve --workers N` answers /metrics for the whole node, through its primary.
-    const app = await buildApp(
-      cluster.isWorker ? { core, metricsText: clusterMetricsClient(core.metrics.registry) } : { core },
-    );
+    const app = await buildApp({
+      core,
+      shuttingDown: () => shuttingDown,
+      ...(cluster.isWorker ? { metricsText: clusterMetricsClient(core.metrics.registry) } : {}),
+    });
     const url = await app.listen({ host: config.host, port: config.port });
     core.jobRunner.watch();
     core.housekeeping.watch({
@@ -41,9 +45,18 @@ export async function startServer(config: Config): Promise<RunningServer> {
       app,
       url,
       close: () => {
-        // Drain in-flight requests, then running jobs, then release the store.
-        closing ??= app
-          .close()
+        // Readiness fails at once and requests are still served for the delay, so that a load
+        // balancer stops sending before the port closes; then drain in-flight requests, then
+        // running jobs, then release the store.
+        if (!shuttingDown && config.shutdownDelayMs > 0) {
+          app.log.info(
+            { delayMs: config.shutdownDelayMs },
+            'readiness now answers 503; still serving until the shutdown delay has passed',
+          );
+        }
+        shuttingDown = true;
+        closing ??= sleep(config.shutdownDelayMs)
+          .then(() => app.close())
           .then(() => core.close())
           .then(() => store.destroy());
         return closing;

@@ -137,3 +137,12 @@ test('the PostgreSQL pool: 10 connections a process by default, 1 to 1000', () =
     );
   }
 });
+
+test('the shutdown delay: none by default, at most 5m', () => {
+  assert.equal(loadConfig({}).shutdownDelayMs, 0);
+  assert.equal(loadConfig({ GATEHOUSE_SHUTDOWN_DELAY: '15s' }).shutdownDelayMs, 15_000);
+  assert.throws(
+    () => loadConfig({ GATEHOUSE_SHUTDOWN_DELAY: '10m' }),
+    (e: ConfigError) => e.problems.join() === 'GATEHOUSE_SHUTDOWN_DELAY: must not be longer than 5m',
+  );
+});

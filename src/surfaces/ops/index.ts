@@ -43,10 +43,15 @@ export interface OpsOptions {
    * sums every worker's, so that a scrape landing on any worker describes the whole node.
    */
   readonly metricsText?: () => Promise<string>;
+  /** True once the process is shutting down (AppDeps.shuttingDown). */
+  readonly shuttingDown?: () => boolean;
 }
 
 /** Health, readiness, metrics and the public keys of the Endpoints tokens. */
-export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (app, { core, metricsText }) => {
+export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (
+  app,
+  { core, metricsText, shuttingDown = () => false },
+) => {
   // Registered before the app's own handler is set: refusals here get the NSE envelope too.
   app.setErrorHandler(renderNseError);
   const { metrics: metricsSettings } = core.config;
@@ -110,11 +115,13 @@ export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (app, { c
     {
       schema: {
         tags: ['Operations'],
-        summary: 'Readiness: the store answers',
+        summary: 'Readiness: the store answers and the process is not shutting down',
         response: { 200: Health, 503: Health },
       },
     },
     async (request, reply) => {
+      // During GATEHOUSE_SHUTDOWN_DELAY: still serving, but balancers should send no more.
+      if (shuttingDown()) return reply.code(503).send({ status: 'shutting down' });
       try {
         await core.store.ping();
         return { status: 'ready' };

@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { loadConfig } from '../src/config.js';
+import { startServer } from '../src/server.js';
+import { ADMIN_PASSWORD } from './helpers/context.js';
+import { forEachDialect } from './helpers/dialects.js';
+import { createFreshDatabase } from './helpers/postgres.js';
+
+forEachDialect('Shutdown behind a load balancer (GATEHOUSE_SHUTDOWN_DELAY)', (dialect) => {
+  let dataDir: string;
+  let database: Awaited<ReturnType<typeof createFreshDatabase>> | undefined;
+  before(async () => {
+    dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-shutdown-'));
+    database = dialect === 'postgres' ? await createFreshDatabase() : undefined;
+  });
+  after(async () => {
+    await database?.drop();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('readiness fails at once, requests are served until the delay has passed, then the port closes', async () => {
+    const server = await startServer(
+      loadConfig({
+        GATEHOUSE_DATA_DIR: dataDir,
+        ...(database ? { GATEHOUSE_DATABASE_URL: database.url } : {}),
+        GATEHOUSE_PORT: '0',
+        GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
+        GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
+        GATEHOUSE_ARGON2_ITERATIONS: '1',
+        GATEHOUSE_LOG_LEVEL: 'silent',
+        GATEHOUSE_SHUTDOWN_DELAY: '1s',
+      }),
+    );
+    const signIn = () =>
+      fetch(`${server.url}/api/v2.1/auth/signin`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', connection: 'close' },
+        body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
+      });
+    const get = (url: string, headers: Record<string, string> = {}) =>
+      fetch(`${server.url}${url}`, { headers: { connection: 'close', ...headers } });
+
+    assert.equal((await get('/readyz')).status, 200);
+    const before = await signIn();
+    assert.equal(before.status, 200);
+    const token = ((await before.json()) as { result: { records: [{ token: string }] } }).result.records[0]
+      .token;
+
+    const started = performance.now();
+    const closing = server.close();
+    const readiness = await get('/readyz');
+    assert.equal(readiness.status, 503);
+    assert.deepEqual(await readiness.json(), { status: 'shutting down' });
+    assert.equal((await get('/healthz')).status, 200, 'alive while it drains');
+    // New connections and sign-ins are still served: the balancer has not yet seen the 503.
+    assert.equal((await signIn()).status, 200);
+    assert.equal((await get('/api/v2.1/auth/regions', { authorization: `Bearer ${token}` })).status, 200);
+
+    await closing;
+    assert.ok(performance.now() - started >= 990, 'the port stays open for the delay');
+    await assert.rejects(get('/healthz'), 'closed after it');
+  });
+});
