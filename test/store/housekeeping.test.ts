@@ -3,7 +3,7 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SweepResult } from '../../src/core/housekeeping.js';
 import { newId } from '../../src/core/ids.js';
-import { createTestContext, type TestContext } from '../helpers/context.js';
+import { createTestContext, startAnotherNode, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { bearer, json, nseSignIn } from '../helpers/http.js';
 
@@ -160,6 +160,38 @@ forEachDialect('Housekeeping: expired sessions and finished jobs', (dialect) => 
     });
     assert.equal(again.statusCode, 202);
     assert.notEqual(json(again).result.records[0].id, importId);
+  });
+
+  test('two nodes sweeping the same backlog at once leave no expired session, without error', async () => {
+    const admin = await ctx.store.users.findByUsernameKey('admin');
+    assert.ok(admin);
+    for (let i = 0; i < 1000; i += 1) {
+      await ctx.core.sessions.open(
+        { kind: 'user', id: admin.id, name: admin.username },
+        {
+          kind: 'user',
+          history: { lastSuccessAt: null, lastFailedAt: null, lastFailedIp: null },
+          meta: { ip: '127.0.0.1', userAgent: 'housekeeping test' },
+        },
+      );
+    }
+    ctx.clock.advance(12 * HOUR + DAY + 1000);
+    const other = await startAnotherNode(ctx);
+    try {
+      const [here, there] = await Promise.all([
+        ctx.core.housekeeping.sweep(),
+        other.core.housekeeping.sweep(),
+      ]);
+      assert.ok(here.sessions + there.sessions >= 1000, `${here.sessions} + ${there.sessions}`);
+      const left = await ctx.store.db
+        .selectFrom('sessions')
+        .select('id')
+        .where('expires_at', '<', ctx.clock.now() - DAY)
+        .execute();
+      assert.deepEqual(left, []);
+    } finally {
+      await other.close();
+    }
   });
 
   test('a serving process sweeps by itself', async () => {
