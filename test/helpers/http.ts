@@ -46,6 +46,10 @@ export async function storwareLogin(
   return cookie.value;
 }
 
+/** The session id a Gatehouse JWT carries (its `sid` claim). */
+export const sidOf = (jwt: string): string =>
+  JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')).sid as string;
+
 export const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 export const basic = (username: string, password: string) => ({
   authorization: `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`,

@@ -3,7 +3,7 @@ import { createHmac } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
-import { basic, bearer, json, nseSignIn } from '../helpers/http.js';
+import { basic, bearer, json, nseSignIn, sidOf } from '../helpers/http.js';
 
 const signin = (ctx: TestContext, username: string, password: string) =>
   ctx.inject({ method: 'POST', url: '/api/v2.1/auth/signin', payload: { username, password } });
@@ -123,8 +123,7 @@ forEachDialect('NSE auth', (dialect) => {
     assert.equal(response.statusCode, 200);
     const refreshed = json(response).result.records[0].token as string;
     assert.notEqual(refreshed, token);
-    const sid = (t: string) => JSON.parse(Buffer.from(t.split('.')[1]!, 'base64url').toString()).sid;
-    assert.equal(sid(refreshed), sid(token));
+    assert.equal(sidOf(refreshed), sidOf(token));
     assert.equal(json(response).result.records[0].user.username, 'Alice');
     const basicRefresh = await ctx.inject({
       method: 'POST',

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
-import { basic, bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
+import { basic, bearer, json, nseSignIn, sidOf, storwareLogin } from '../helpers/http.js';
 
 const PASSWORDS: Record<string, string> = {
   alice: 'rabbit-hole-wonder-1',
@@ -14,10 +14,6 @@ const PASSWORDS: Record<string, string> = {
 };
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 const UNKNOWN_ID = '01890000-0000-7000-8000-000000000000';
-
-/** The session id a Gatehouse JWT carries. */
-const sidOf = (jwt: string): string =>
-  JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString('utf8')).sid as string;
 
 forEachDialect('NSE sessions', (dialect) => {
   let ctx: TestContext;

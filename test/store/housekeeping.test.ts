@@ -5,14 +5,10 @@ import type { SweepResult } from '../../src/core/housekeeping.js';
 import { newId } from '../../src/core/ids.js';
 import { createTestContext, startAnotherNode, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
-import { bearer, json, nseSignIn } from '../helpers/http.js';
+import { bearer, json, nseSignIn, sidOf } from '../helpers/http.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
-
-/** The id of the session behind an NSE token (its `sid` claim). */
-const sessionIdOf = (token: string): string =>
-  JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()).sid;
 
 /**
  * Ids carry the time they were made, from a clock that never goes back within a process
@@ -27,6 +23,24 @@ function startAfterEveryId(ctx: TestContext): void {
 forEachDialect('Housekeeping: expired sessions and finished jobs', (dialect) => {
   let ctx: TestContext;
   const sessionExists = async (id: string) => (await ctx.store.sessions.findById(id)) !== undefined;
+  /** `count` sessions of the admin, opened now through the core; answers their ids. */
+  const openSessions = async (count: number): Promise<string[]> => {
+    const admin = await ctx.store.users.findByUsernameKey('admin');
+    assert.ok(admin);
+    const ids: string[] = [];
+    for (let i = 0; i < count; i += 1) {
+      const { auth } = await ctx.core.sessions.open(
+        { kind: 'user', id: admin.id, name: admin.username },
+        {
+          kind: 'user',
+          history: { lastSuccessAt: null, lastFailedAt: null, lastFailedIp: null },
+          meta: { ip: '127.0.0.1', userAgent: 'housekeeping test' },
+        },
+      );
+      if (auth.session) ids.push(auth.session.id);
+    }
+    return ids;
+  };
   const regions = (token: string) =>
     ctx.inject({ method: 'GET', url: '/api/v2.1/auth/regions', headers: bearer(token) });
 
@@ -62,10 +76,10 @@ forEachDialect('Housekeeping: expired sessions and finished jobs', (dialect) => 
 
     const swept = await ctx.core.housekeeping.sweep();
     assert.deepEqual(swept, { sessions: 2, jobs: 0 });
-    assert.equal(await sessionExists(sessionIdOf(old)), false);
-    assert.equal(await sessionExists(sessionIdOf(loggedOut)), false, 'a logged-out session goes as well');
-    assert.equal(await sessionExists(sessionIdOf(recent)), true);
-    assert.equal(await sessionExists(sessionIdOf(live)), true);
+    assert.equal(await sessionExists(sidOf(old)), false);
+    assert.equal(await sessionExists(sidOf(loggedOut)), false, 'a logged-out session goes as well');
+    assert.equal(await sessionExists(sidOf(recent)), true);
+    assert.equal(await sessionExists(sidOf(live)), true);
     // The deleted session's token stays refused; the live one keeps working.
     assert.equal((await regions(old)).statusCode, 401);
     assert.equal((await regions(live)).statusCode, 200);
@@ -76,20 +90,7 @@ forEachDialect('Housekeeping: expired sessions and finished jobs', (dialect) => 
   });
 
   test('a backlog larger than one delete is cleared in one sweep', async () => {
-    const admin = await ctx.store.users.findByUsernameKey('admin');
-    assert.ok(admin);
-    const opened: string[] = [];
-    for (let i = 0; i < 1203; i += 1) {
-      const { auth } = await ctx.core.sessions.open(
-        { kind: 'user', id: admin.id, name: admin.username },
-        {
-          kind: 'user',
-          history: { lastSuccessAt: null, lastFailedAt: null, lastFailedIp: null },
-          meta: { ip: '127.0.0.1', userAgent: 'housekeeping test' },
-        },
-      );
-      if (auth.session) opened.push(auth.session.id);
-    }
+    const opened = await openSessions(1203);
     assert.equal(opened.length, 1203);
     ctx.clock.advance(12 * HOUR + DAY + 1000);
     const swept = await ctx.core.housekeeping.sweep();
@@ -163,18 +164,7 @@ forEachDialect('Housekeeping: expired sessions and finished jobs', (dialect) => 
   });
 
   test('two nodes sweeping the same backlog at once leave no expired session, without error', async () => {
-    const admin = await ctx.store.users.findByUsernameKey('admin');
-    assert.ok(admin);
-    for (let i = 0; i < 1000; i += 1) {
-      await ctx.core.sessions.open(
-        { kind: 'user', id: admin.id, name: admin.username },
-        {
-          kind: 'user',
-          history: { lastSuccessAt: null, lastFailedAt: null, lastFailedIp: null },
-          meta: { ip: '127.0.0.1', userAgent: 'housekeeping test' },
-        },
-      );
-    }
+    await openSessions(1000);
     ctx.clock.advance(12 * HOUR + DAY + 1000);
     const other = await startAnotherNode(ctx);
     try {
@@ -203,7 +193,7 @@ forEachDialect('Housekeeping: expired sessions and finished jobs', (dialect) => 
       ctx.core.housekeeping.watch({ intervalMs: 20, onSweep: resolve, onError: reject });
     }).finally(() => clearTimeout(keepAlive));
     assert.ok(result.sessions >= 1);
-    assert.equal(await sessionExists(sessionIdOf(expiring)), false);
+    assert.equal(await sessionExists(sidOf(expiring)), false);
   });
 });
 
@@ -224,7 +214,7 @@ forEachDialect('Housekeeping turned off', (dialect) => {
     const job = await ctx.core.jobs.create({ action: 'maintenance', summary: 'done', status: 'successful' });
     ctx.clock.advance(10_000 * DAY);
     assert.deepEqual(await ctx.core.housekeeping.sweep(), { sessions: 0, jobs: 0 });
-    assert.ok(await ctx.store.sessions.findById(sessionIdOf(token)));
+    assert.ok(await ctx.store.sessions.findById(sidOf(token)));
     assert.ok(await ctx.store.jobs.findById(job.id));
   });
 });
