@@ -1,7 +1,15 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
-import { type CompiledQuery, Kysely, type LogEvent, Migrator, PostgresDialect } from 'kysely';
+import {
+  type CompiledQuery,
+  Kysely,
+  type LogEvent,
+  type MigrationResultSet,
+  Migrator,
+  PostgresDialect,
+  sql,
+} from 'kysely';
 import pg from 'pg';
 import { type ChangeFeed, createStoreChanges } from './change-feed.js';
 import { withInvalidations } from './invalidating-repositories.js';
@@ -12,7 +20,7 @@ import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
 import { SqliteBatchWriter } from './sqlite-batch-writer.js';
 import { SqliteCheckpointer, WRITERS_WAL_AUTOCHECKPOINT } from './sqlite-checkpointer.js';
-import { LockWaitingSqliteDialect, SQLITE_LOCK_WAIT_MS } from './sqlite-lock-wait.js';
+import { isSqliteLockBusy, LockWaitingSqliteDialect, SQLITE_LOCK_WAIT_MS } from './sqlite-lock-wait.js';
 import { asOneStatement, recordingStatements } from './statement-recorder.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -177,8 +185,8 @@ export function connectStore(options: StoreOptions): Store {
       return result;
     },
     async migrate() {
-      const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
-      const { error, results = [] } = await migrator.migrateToLatest();
+      const { error, results = [] } =
+        dialect === 'sqlite' ? await migrateSqliteAlone(db) : await migratorOf(db).migrateToLatest();
       if (error) {
         const failed = results.find((r) => r.status === 'Error')?.migrationName;
         // Keep the original (and its code): a store that is down must still read as unavailable.
@@ -238,6 +246,43 @@ export function statementKind(nodeKind: string, sql: string): StatementKind {
 }
 
 const sqliteFile = (dataDir: string) => path.join(dataDir, 'gatehouse.db');
+
+const migratorOf = (db: Kysely<Database>) =>
+  new Migrator({ db, provider: { getMigrations: async () => migrations } });
+
+/** How long a process starting on SQLite waits for another one's migrations to commit. */
+const SQLITE_MIGRATION_WAIT_MS = 5 * 60_000;
+
+/**
+ * On PostgreSQL Kysely runs the migrations in a transaction under an advisory lock. On SQLite it
+ * runs them with no transaction and no lock (its adapter has none), so two processes starting
+ * at once on a new file both found every migration to run, and the second failed on "table
+ * already exists". Here they run in one IMMEDIATE transaction: another process waits for its
+ * commit and then finds nothing left to run, and a migration that fails leaves nothing behind.
+ */
+async function migrateSqliteAlone(db: Kysely<Database>): Promise<MigrationResultSet> {
+  return db.connection().execute(async (connection) => {
+    const started = performance.now();
+    for (;;) {
+      try {
+        await sql`begin immediate`.execute(connection);
+        break;
+      } catch (error) {
+        // The lock-waiting connection waited SQLITE_LOCK_WAIT_MS already; a migration may take longer.
+        if (!isSqliteLockBusy(error) || performance.now() - started >= SQLITE_MIGRATION_WAIT_MS) throw error;
+      }
+    }
+    let outcome: MigrationResultSet;
+    try {
+      outcome = await migratorOf(connection).migrateToLatest();
+    } catch (error) {
+      await sql`rollback`.execute(connection);
+      throw error;
+    }
+    await sql.raw(outcome.error === undefined ? 'commit' : 'rollback').execute(connection);
+    return outcome;
+  });
+}
 
 function openSqlite(dataDir: string): SQLite.Database {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });

@@ -69,7 +69,7 @@ function lockWaiting(connection: DatabaseConnection, waitMs: number): DatabaseCo
         try {
           return await connection.executeQuery<R>(query);
         } catch (error) {
-          if (!isLockBusy(error) || performance.now() - started >= waitMs) throw error;
+          if (!isSqliteLockBusy(error) || performance.now() - started >= waitMs) throw error;
           // A lock is held for well under a millisecond (one statement or one short transaction):
           // the next turns of the loop first, then growing sleeps for a holder that takes longer.
           if (attempt <= 3) await nextTurn();
@@ -82,7 +82,7 @@ function lockWaiting(connection: DatabaseConnection, waitMs: number): DatabaseCo
 }
 
 /** Another connection holds the lock (or is recovering the WAL): worth trying again. */
-function isLockBusy(error: unknown): boolean {
+export function isSqliteLockBusy(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_RECOVERY';
 }

@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { connectStore, type Store } from '../../src/store/connect.js';
+import { migrations } from '../../src/store/migrations/index.js';
+import { forEachDialect } from '../helpers/dialects.js';
+import { createFreshDatabase } from '../helpers/postgres.js';
+
+/**
+ * Processes starting together on a new store (N replicas, or `gatehouse serve` beside a CLI
+ * command) each migrate it. Every migration must run once, by one of them, and none fail.
+ */
+forEachDialect('Migrations run by several stores at once on one new database', (dialect) => {
+  const stores: Store[] = [];
+  let cleanUp: (() => Promise<void> | void) | undefined;
+  after(async () => {
+    for (const store of stores) await store.destroy();
+    await cleanUp?.();
+  });
+
+  test('each migration is applied once, by one of them, and the schema is whole', async () => {
+    let databaseUrl: string | undefined;
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-migrate-'));
+    if (dialect === 'postgres') {
+      const database = await createFreshDatabase();
+      databaseUrl = database.url;
+      cleanUp = async () => {
+        await database.drop();
+        rmSync(dataDir, { recursive: true, force: true });
+      };
+    } else {
+      cleanUp = () => rmSync(dataDir, { recursive: true, force: true });
+    }
+    for (let i = 0; i < 4; i += 1) stores.push(connectStore({ databaseUrl, dataDir }));
+
+    const applied = await Promise.all(stores.map((store) => store.migrate()));
+
+    assert.deepEqual(applied.flat().sort(), Object.keys(migrations).sort());
+    for (const store of stores) assert.equal(await store.users.count(), 0);
+    assert.deepEqual(await Promise.all(stores.map((store) => store.migrate())), [[], [], [], []]);
+  });
+});
