@@ -4,6 +4,7 @@ import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { Config } from './config.js';
 import type { Core } from './core/index.js';
 import { addCrossSiteProtection } from './surfaces/cross-site.js';
 import { frameworkErrors } from './surfaces/framework-errors.js';
@@ -48,7 +49,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     logger: deps.logger ?? { level: config.logLevel, redact: REDACTED_LOG_PATHS },
     bodyLimit: config.bodyLimitBytes,
     trustProxy: config.trustProxy,
-    ...(config.tls ? { https: { cert: config.tls.cert, key: config.tls.key } } : {}),
+    // Fastify sets no limit on receiving a request, so a client that trickles a body a byte at
+    // a time held its connection for ever: here a request must have arrived within the timeout
+    // (Node answers 408 and closes), checked every second.
+    requestTimeout: config.requestTimeoutMs,
+    ...(config.tls
+      ? { https: { cert: config.tls.cert, key: config.tls.key, ...incompleteRequestChecks(config) } }
+      : { http: incompleteRequestChecks(config) }),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
     return503OnClosing: true,
     frameworkErrors,
@@ -130,3 +137,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   return app;
 }
+
+/** Node's checks of requests still arriving: every second, headers within the timeout or 60 s. */
+const incompleteRequestChecks = (config: Config) => ({
+  connectionsCheckingInterval: 1000,
+  headersTimeout: Math.min(60_000, config.requestTimeoutMs),
+});

@@ -68,6 +68,8 @@ export interface Config {
   readonly bodyLimitBytes: number;
   /** After SIGTERM: how long `/readyz` answers 503 while requests are still served, before the drain. */
   readonly shutdownDelayMs: number;
+  /** A request (its headers and body) must have arrived this long after its first byte, or 408. */
+  readonly requestTimeoutMs: number;
   readonly trustProxy: boolean;
   /** Secure flag of the session cookie; `auto`: when the request came over HTTPS (see README). */
   readonly cookieSecure: 'auto' | boolean;
@@ -139,6 +141,7 @@ export const SETTINGS = [
   'GATEHOUSE_STORWARE_SESSION_POST_STATUS',
   'GATEHOUSE_BODY_LIMIT',
   'GATEHOUSE_SHUTDOWN_DELAY',
+  'GATEHOUSE_REQUEST_TIMEOUT',
   'GATEHOUSE_PG_PREPARED_STATEMENTS',
   'GATEHOUSE_PG_POOL_SIZE',
   'GATEHOUSE_TRUST_PROXY',
@@ -469,6 +472,8 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
 
   const shutdownDelayMs = duration('GATEHOUSE_SHUTDOWN_DELAY', '0s', 0);
   if (shutdownDelayMs > 5 * 60_000) problems.push('GATEHOUSE_SHUTDOWN_DELAY: must not be longer than 5m');
+  const requestTimeoutMs = duration('GATEHOUSE_REQUEST_TIMEOUT', '60s', 1000);
+  if (requestTimeoutMs > 60 * 60_000) problems.push('GATEHOUSE_REQUEST_TIMEOUT: must not be longer than 1h');
   const trustProxy = oneOf('GATEHOUSE_TRUST_PROXY', ['true', 'false'], 'false') === 'true';
   const cookieSecureText = oneOf('GATEHOUSE_COOKIE_SECURE', ['auto', 'true', 'false'], 'auto');
   const cookieSecure = cookieSecureText === 'auto' ? 'auto' : cookieSecureText === 'true';
@@ -546,6 +551,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     storwareSessionPostStatus,
     bodyLimitBytes: bodyLimitBytes ?? 65536,
     shutdownDelayMs,
+    requestTimeoutMs,
     trustProxy,
     cookieSecure,
     allowedOrigins: Object.freeze(allowedOrigins),

@@ -146,3 +146,20 @@ test('the shutdown delay: none by default, at most 5m', () => {
     (e: ConfigError) => e.problems.join() === 'GATEHOUSE_SHUTDOWN_DELAY: must not be longer than 5m',
   );
 });
+
+test('the request timeout: 60s by default, from 1s to 1h', () => {
+  assert.equal(loadConfig({}).requestTimeoutMs, 60_000);
+  assert.equal(loadConfig({ GATEHOUSE_REQUEST_TIMEOUT: '5m' }).requestTimeoutMs, 300_000);
+  for (const [bad, problem] of [
+    [
+      '0s',
+      'GATEHOUSE_REQUEST_TIMEOUT: expected a duration such as 90s, 15m, 12h or 30d (at least 1s), got "0s"',
+    ],
+    ['2h', 'GATEHOUSE_REQUEST_TIMEOUT: must not be longer than 1h'],
+  ] as const) {
+    assert.throws(
+      () => loadConfig({ GATEHOUSE_REQUEST_TIMEOUT: bad }),
+      (e: ConfigError) => e.problems.join() === problem,
+    );
+  }
+});

@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { loadConfig } from '../../src/config.js';
+import { type RunningServer, startServer } from '../../src/server.js';
+import { ADMIN_PASSWORD } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+import { createFreshDatabase } from '../helpers/postgres.js';
+
+/** What a raw connection received until the server closed it, and when it closed. */
+function rawExchange(url: string, send: (socket: net.Socket) => void): Promise<{ text: string; ms: number }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const socket = net.connect(Number(port), hostname);
+    let text = '';
+    socket.on('data', (chunk) => {
+      text += chunk;
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve({ text, ms: performance.now() - started }));
+    socket.on('connect', () => send(socket));
+  });
+}
+
+const SIGNIN_HEAD = (length: number) =>
+  `POST /api/v2.1/auth/signin HTTP/1.1\r\nHost: gatehouse\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ${length}\r\n\r\n`;
+
+forEachDialect('A request that does not arrive within GATEHOUSE_REQUEST_TIMEOUT', (dialect) => {
+  let dataDir: string;
+  let database: Awaited<ReturnType<typeof createFreshDatabase>> | undefined;
+  let server: RunningServer;
+  before(async () => {
+    dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-timeout-'));
+    database = dialect === 'postgres' ? await createFreshDatabase() : undefined;
+    server = await startServer(
+      loadConfig({
+        GATEHOUSE_DATA_DIR: dataDir,
+        ...(database ? { GATEHOUSE_DATABASE_URL: database.url } : {}),
+        GATEHOUSE_PORT: '0',
+        GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
+        GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
+        GATEHOUSE_ARGON2_ITERATIONS: '1',
+        GATEHOUSE_LOG_LEVEL: 'silent',
+        GATEHOUSE_REQUEST_TIMEOUT: '2s',
+      }),
+    );
+  });
+  after(async () => {
+    await server.close();
+    await database?.drop();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('a body trickled a byte at a time is answered 408 and its connection closed', async () => {
+    let trickle: NodeJS.Timeout | undefined;
+    const { text, ms } = await rawExchange(server.url, (socket) => {
+      socket.write(`${SIGNIN_HEAD(200)}{`);
+      // Never idle, never done: only a limit on the whole request ends it.
+      trickle = setInterval(() => socket.write(' '), 200);
+    });
+    clearInterval(trickle);
+    assert.match(text, /^HTTP\/1\.1 408 /);
+    assert.ok(ms >= 2000 && ms < 5000, `closed after ${Math.round(ms)} ms`);
+  });
+
+  test('headers that never end are refused the same way', async () => {
+    let trickle: NodeJS.Timeout | undefined;
+    const { text, ms } = await rawExchange(server.url, (socket) => {
+      socket.write('GET /api/v2.1/auth/regions HTTP/1.1\r\nHost: gatehouse\r\n');
+      trickle = setInterval(() => socket.write('X-Slow: 1\r\n'), 200);
+    });
+    clearInterval(trickle);
+    assert.match(text, /^HTTP\/1\.1 408 /);
+    assert.ok(ms < 5000, `closed after ${Math.round(ms)} ms`);
+  });
+
+  test('a slow request that arrives within the timeout is served', async () => {
+    const body = JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD });
+    const { text } = await rawExchange(server.url, (socket) => {
+      socket.write(SIGNIN_HEAD(Buffer.byteLength(body)));
+      let sent = 0;
+      const parts = 5;
+      const step = Math.ceil(body.length / parts);
+      const trickle = setInterval(() => {
+        socket.write(body.slice(sent, sent + step));
+        sent += step;
+        if (sent >= body.length) clearInterval(trickle);
+      }, 200);
+    });
+    assert.match(text, /^HTTP\/1\.1 200 /);
+    assert.match(text, /"token":"/);
+  });
+});
