@@ -8,7 +8,7 @@ const PREPARED_STATEMENT_LIMIT = 500;
  * A statement's name once it has been seen twice. Run unnamed, PostgreSQL parses, analyses and
  * plans a statement on every execution; for the short indexed statements the core runs, that is
  * most of the server's work (pgbench here: a primary-key select 25,000/s unnamed against
- * 40,000/s prepared, docs/scaling.md). Named, each connection prepares it once and then only binds
+ * 40,000/s prepared, docs/performance-log.md). Named, each connection prepares it once and then only binds
  * and executes it. A statement seen once (an administrator's list with a rare filter) is not
  * named, so the servers' memory holds only the shapes that repeat, at most PREPARED_STATEMENT_LIMIT.
  */

@@ -73,7 +73,7 @@ parentPort.on('message', ({ id, batch }) => {
  * batch and goes on; the thread writes batches one after another, in the order given.
  *
  * One message a batch, not one a statement: a thread answering each statement kept both threads
- * waiting on each other (docs/scaling.md).
+ * waiting on each other (docs/performance-log.md).
  */
 interface Thread {
   readonly worker: Worker;

@@ -37,7 +37,7 @@ parentPort.on('message', () => {
  * with its own connection. Left to SQLite's automatic checkpoint, the copying and its two fsyncs
  * fall inside the commit that takes the WAL past 1,000 pages: on the event loop, every hundredth
  * sign-in or so stalled its process for 5–20 ms, and checkpoints were ~60 % of the commits' time;
- * in an import, the writer thread stopped between batches to copy the last one (docs/scaling.md).
+ * in an import, the writer thread stopped between batches to copy the last one (docs/performance-log.md).
  *
  * The thread is started by the first request and never holds the process open.
  */

@@ -14,7 +14,7 @@ const statementsByShape = new Map<string, string>();
  *
  * Kysely builds an operation node for every value and compiles the whole tree again for every
  * statement: for an import of 100,000 users that is millions of nodes to build, walk and collect
- * (15-19 % of such an import's CPU on SQLite, measured against the builder's way: docs/scaling.md).
+ * (15-19 % of such an import's CPU on SQLite, measured against the builder's way: docs/performance-log.md).
  * Here Kysely compiles a full statement of each shape once, and each statement after that is only
  * its parameters. The SQL is the dialect's own, as Kysely writes it; a last, shorter statement is
  * compiled as usual.

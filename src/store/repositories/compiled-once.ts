@@ -23,7 +23,7 @@ export interface StatementShape<K = string> {
  * Compiles a statement built with stand-ins (`standIn`), once. Kysely builds an operation node for
  * every value and compiles the whole tree on each call: for a statement whose shape never changes
  * that is most of its cost outside the database (a sign-in's user lookup: 16 µs on the built
- * code, docs/scaling.md). The statement must not depend on the values themselves, only on where
+ * code, docs/performance-log.md). The statement must not depend on the values themselves, only on where
  * they go.
  */
 export function shapeOf<K = string>(query: Compilable): StatementShape<K> {

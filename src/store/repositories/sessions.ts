@@ -75,7 +75,7 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
    * The compare-and-set of a batch of refreshes, by batch size. Every refresh goes through one:
    * each size is built and compiled once (compiled-once.ts). A batch of 12 on SQLite, the
    * statement run included: 78-87 µs of CPU a call built each time, 43-50 compiled once
-   * (docs/scaling.md).
+   * (docs/performance-log.md).
    */
   const advanceStatements = new Map<number, StatementShape<AdvanceKey>>();
   const advanceStatement = (size: number): StatementShape<AdvanceKey> => {

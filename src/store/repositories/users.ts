@@ -253,7 +253,7 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
     },
     // Last, not first: in a literal that starts with a spread, V8 defines each later method on its
     // slow path. Built that way this repository took ~22 µs, and the repositories are built for
-    // every transaction (each sign-in's): all thirteen take ~1.5 µs now (docs/scaling.md).
+    // every transaction (each sign-in's): all thirteen take ~1.5 µs now (docs/performance-log.md).
     ...createLoginHistory(db, 'users', dialect),
   };
 }
