@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -76,6 +77,32 @@ forEachDialect('A request that does not arrive within GATEHOUSE_REQUEST_TIMEOUT'
     clearInterval(trickle);
     assert.match(text, /^HTTP\/1\.1 408 /);
     assert.ok(ms < 5000, `closed after ${Math.round(ms)} ms`);
+  });
+
+  test('a keep-alive connection used for longer than the timeout keeps serving: the limit is per request', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const { port } = new URL(server.url);
+    const sockets = new Set<unknown>();
+    const statuses: (number | undefined)[] = [];
+    try {
+      for (let i = 0; i < 4; i += 1) {
+        statuses.push(
+          await new Promise<number | undefined>((resolve, reject) => {
+            const request = http.get({ host: '127.0.0.1', port, path: '/healthz', agent }, (response) => {
+              sockets.add(request.socket);
+              response.resume();
+              response.on('end', () => resolve(response.statusCode));
+            });
+            request.on('error', reject);
+          }),
+        );
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    } finally {
+      agent.destroy();
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 200]);
+    assert.equal(sockets.size, 1, 'one connection for the four requests');
   });
 
   test('a slow request that arrives within the timeout is served', async () => {
