@@ -17,6 +17,8 @@ export interface Config {
   readonly pgPreparedStatements: boolean;
   /** PostgreSQL: connections each process's pool may open (its change-feed listener is one more). */
   readonly pgPoolSize: number;
+  /** PostgreSQL cancels a request's statement past this; no answer by a little later drops the connection. */
+  readonly pgStatementTimeoutMs: number;
   readonly adminPassword: string | undefined;
   /** 32-byte key that encrypts signing keys at rest; absent: `<dataDir>/master.key`. */
   readonly masterKey: Buffer | undefined;
@@ -144,6 +146,7 @@ export const SETTINGS = [
   'GATEHOUSE_REQUEST_TIMEOUT',
   'GATEHOUSE_PG_PREPARED_STATEMENTS',
   'GATEHOUSE_PG_POOL_SIZE',
+  'GATEHOUSE_PG_STATEMENT_TIMEOUT',
   'GATEHOUSE_TRUST_PROXY',
   'GATEHOUSE_COOKIE_SECURE',
   'GATEHOUSE_ALLOWED_ORIGINS',
@@ -313,6 +316,9 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
   const pgPreparedStatements =
     oneOf('GATEHOUSE_PG_PREPARED_STATEMENTS', ['true', 'false'], 'true') === 'true';
   const pgPoolSize = integer('GATEHOUSE_PG_POOL_SIZE', 10, 1, 1000);
+  const pgStatementTimeoutMs = duration('GATEHOUSE_PG_STATEMENT_TIMEOUT', '30s', 1000);
+  if (pgStatementTimeoutMs > 60 * 60_000)
+    problems.push('GATEHOUSE_PG_STATEMENT_TIMEOUT: must not be longer than 1h');
 
   const passwordMinLength = integer('GATEHOUSE_PASSWORD_MIN_LENGTH', 12, 8, 128);
   const adminPassword = source.GATEHOUSE_ADMIN_PASSWORD || undefined;
@@ -520,6 +526,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     databaseUrl,
     pgPreparedStatements,
     pgPoolSize,
+    pgStatementTimeoutMs,
     adminPassword,
     masterKey,
     sessionIdleTimeoutMs,

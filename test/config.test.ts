@@ -163,3 +163,20 @@ test('the request timeout: 60s by default, from 1s to 1h', () => {
     );
   }
 });
+
+test('the PostgreSQL statement timeout: 30s by default, from 1s to 1h', () => {
+  assert.equal(loadConfig({}).pgStatementTimeoutMs, 30_000);
+  assert.equal(loadConfig({ GATEHOUSE_PG_STATEMENT_TIMEOUT: '2m' }).pgStatementTimeoutMs, 120_000);
+  for (const [bad, problem] of [
+    [
+      '500ms',
+      'GATEHOUSE_PG_STATEMENT_TIMEOUT: expected a duration such as 90s, 15m, 12h or 30d (at least 1s), got "500ms"',
+    ],
+    ['90m', 'GATEHOUSE_PG_STATEMENT_TIMEOUT: must not be longer than 1h'],
+  ] as const) {
+    assert.throws(
+      () => loadConfig({ GATEHOUSE_PG_STATEMENT_TIMEOUT: bad }),
+      (e: ConfigError) => e.problems.join() === problem,
+    );
+  }
+});

@@ -10,11 +10,10 @@ import {
   PostgresDialect,
   sql,
 } from 'kysely';
-import pg from 'pg';
 import { type ChangeFeed, createStoreChanges } from './change-feed.js';
 import { withInvalidations } from './invalidating-repositories.js';
 import { migrations } from './migrations/index.js';
-import { preparingPool } from './pg-prepared-statements.js';
+import { createPgPool, kyselyPool, NO_ANSWER_MESSAGE } from './pg-pool.js';
 import { RedisUnavailableError } from './redis-counters.js';
 import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
@@ -45,6 +44,8 @@ export interface StoreOptions {
   readonly poolSize?: number;
   /** PostgreSQL: named prepared statements for the statements that repeat (default: on). */
   readonly preparedStatements?: boolean;
+  /** PostgreSQL: a statement is cancelled past this, and its connection dropped if no answer comes. */
+  readonly statementTimeoutMs?: number;
 }
 
 /**
@@ -56,12 +57,14 @@ export function storeOptionsOf(config: {
   readonly dataDir: string;
   readonly pgPreparedStatements: boolean;
   readonly pgPoolSize: number;
+  readonly pgStatementTimeoutMs: number;
 }): StoreOptions {
   return {
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
     preparedStatements: config.pgPreparedStatements,
     poolSize: config.pgPoolSize,
+    statementTimeoutMs: config.pgStatementTimeoutMs,
   };
 }
 
@@ -110,12 +113,19 @@ export interface Store extends Repositories {
 export function connectStore(options: StoreOptions): Store {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
   let observer: QueryObserver | undefined;
-  const pool = options.databaseUrl ? createPgPool(options.databaseUrl, options.poolSize ?? 10) : undefined;
+  const pool = options.databaseUrl
+    ? createPgPool(options.databaseUrl, {
+        max: options.poolSize ?? 10,
+        statementTimeoutMs: options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+      })
+    : undefined;
   const writer = pool ? undefined : new SqliteBatchWriter(sqliteFile(options.dataDir), SQLITE_LOCK_WAIT_MS);
   const checkpointer = pool ? undefined : new SqliteCheckpointer(sqliteFile(options.dataDir));
   const db = new Kysely<Database>({
     dialect: pool
-      ? new PostgresDialect({ pool: options.preparedStatements === false ? pool : preparingPool(pool) })
+      ? new PostgresDialect({
+          pool: kyselyPool(pool, { preparedStatements: options.preparedStatements !== false }),
+        })
       : new LockWaitingSqliteDialect({ database: withStatementCache(openSqlite(options.dataDir)) }),
     // Kysely times every statement (transactions' begin and commit included) and tells its log.
     log: (event: LogEvent) => {
@@ -186,7 +196,9 @@ export function connectStore(options: StoreOptions): Store {
     },
     async migrate() {
       const { error, results = [] } =
-        dialect === 'sqlite' ? await migrateSqliteAlone(db) : await migratorOf(db).migrateToLatest();
+        dialect === 'sqlite'
+          ? await migrateSqliteAlone(db)
+          : await migratePostgresUntimed(options.databaseUrl as string);
       if (error) {
         const failed = results.find((r) => r.status === 'Error')?.migrationName;
         // Keep the original (and its code): a store that is down must still read as unavailable.
@@ -249,6 +261,21 @@ const sqliteFile = (dataDir: string) => path.join(dataDir, 'gatehouse.db');
 
 const migratorOf = (db: Kysely<Database>) =>
   new Migrator({ db, provider: { getMigrations: async () => migrations } });
+
+/**
+ * PostgreSQL's migrations on a connection of their own with no statement timeout: one may rewrite
+ * or index a large table for longer than any request's statement may take.
+ */
+async function migratePostgresUntimed(databaseUrl: string): Promise<MigrationResultSet> {
+  const db = new Kysely<Database>({
+    dialect: new PostgresDialect({ pool: createPgPool(databaseUrl, { max: 1 }) }),
+  });
+  try {
+    return await migratorOf(db).migrateToLatest();
+  } finally {
+    await db.destroy();
+  }
+}
 
 /** How long a process starting on SQLite waits for another one's migrations to commit. */
 const SQLITE_MIGRATION_WAIT_MS = 5 * 60_000;
@@ -324,27 +351,22 @@ function withStatementCache(database: SQLite.Database) {
   };
 }
 
-function createPgPool(connectionString: string, max: number): pg.Pool {
-  const pool = new pg.Pool({
-    connectionString,
-    max,
-    connectionTimeoutMillis: 3000,
-    // bigint columns hold epoch milliseconds, well inside Number's exact range.
-    types: {
-      getTypeParser: ((oid: number, format?: string) =>
-        oid === pg.types.builtins.INT8
-          ? (value: string) => Number(value)
-          : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
-    },
-  });
-  // A client losing its server (restart, failover) must not crash the process: the query in
-  // flight rejects (and becomes a 503), and the pool replaces the client on the next checkout.
-  pool.on('error', () => {});
-  pool.on('connect', (client) => client.on('error', () => {}));
-  return pool;
-}
+/** PostgreSQL statement timeout when none is configured (the settings' default). */
+const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
 
-const PG_UNAVAILABLE = new Set(['57P01', '57P02', '57P03', '53300', '08000', '08001', '08003', '08006']);
+// 57014: cancelled (the statement timeout); 25P03: a transaction left idle past it.
+const PG_UNAVAILABLE = new Set([
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+  '08000',
+  '08001',
+  '08003',
+  '08006',
+  '57014',
+  '25P03',
+]);
 const NET_UNAVAILABLE = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
@@ -373,6 +395,7 @@ export function isStoreUnavailable(error: unknown): boolean {
   const message = error.message;
   return (
     message.includes('Connection terminated') ||
+    message === NO_ANSWER_MESSAGE ||
     message.includes('timeout exceeded when trying to connect') ||
     message.includes('Client has encountered a connection error')
   );

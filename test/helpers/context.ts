@@ -5,7 +5,7 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import { buildApp } from '../../src/app.js';
 import { type Config, loadConfig } from '../../src/config.js';
 import { type Core, createCore } from '../../src/core/index.js';
-import { connectStore, type Dialect, type Store } from '../../src/store/connect.js';
+import { connectStore, type Dialect, type Store, storeOptionsOf } from '../../src/store/connect.js';
 import { createFreshDatabase } from './postgres.js';
 
 export const ADMIN_PASSWORD = 'Correct-horse-battery-9';
@@ -98,7 +98,7 @@ export async function createTestContext(
         await app.close();
         await core.close();
         await store.destroy();
-        const reopened = connectStore({ databaseUrl: config.databaseUrl, dataDir });
+        const reopened = connectStore(storeOptionsOf(config));
         await reopened.migrate();
         return open(reopened);
       },
@@ -111,7 +111,7 @@ export async function createTestContext(
       },
     };
   };
-  const store = connectStore({ databaseUrl: config.databaseUrl, dataDir });
+  const store = connectStore(storeOptionsOf(config));
   await store.migrate();
   return open(store);
 }
@@ -126,7 +126,7 @@ export interface OtherNode {
 }
 
 export async function startAnotherNode(ctx: TestContext): Promise<OtherNode> {
-  const store = connectStore({ databaseUrl: ctx.config.databaseUrl, dataDir: ctx.config.dataDir });
+  const store = connectStore(storeOptionsOf(ctx.config));
   const core = await createCore({ config: ctx.config, store, clock: ctx.clock });
   const app = await buildApp({ core });
   await app.ready();

@@ -8,6 +8,7 @@ import { createTestContext, type TestContext } from './context.js';
 export class TcpProxy {
   readonly #target: { host: string; port: number };
   readonly #sockets = new Set<net.Socket>();
+  readonly #pairs = new Set<readonly [net.Socket, net.Socket]>();
   #server: net.Server | undefined;
   port = 0;
 
@@ -24,8 +25,13 @@ export class TcpProxy {
         socket.on('close', () => this.#sockets.delete(socket));
         socket.on('error', () => socket.destroy());
       }
+      const pair = [client, upstream] as const;
+      this.#pairs.add(pair);
       client.pipe(upstream).pipe(client);
-      client.on('close', () => upstream.destroy());
+      client.on('close', () => {
+        this.#pairs.delete(pair);
+        upstream.destroy();
+      });
       upstream.on('close', () => client.destroy());
     });
     await new Promise<void>((resolve, reject) => {
@@ -34,6 +40,20 @@ export class TcpProxy {
     });
     this.port = (server.address() as net.AddressInfo).port;
     this.#server = server;
+  }
+
+  /**
+   * The open connections stop carrying anything, either way, but stay open: a server that went
+   * away without a word (a failover, a partition). New connections still reach the target.
+   */
+  freeze(): void {
+    for (const [client, upstream] of this.#pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
+    this.#pairs.clear();
   }
 
   /** Refuses new connections and cuts the open ones. */
@@ -50,25 +70,21 @@ export class TcpProxy {
  * test can cut the database away and bring it back. `close` restores the proxy first, so that the
  * context can drop its database.
  */
-export async function createProxiedPostgresContext(): Promise<{
+export async function createProxiedPostgresContext(settings: Record<string, string> = {}): Promise<{
   ctx: TestContext;
   proxy: TcpProxy;
   close(): Promise<void>;
 }> {
   const proxy = new TcpProxy({ host: '127.0.0.1', port: 5432 });
   await proxy.start();
-  const ctx = await createTestContext(
-    'postgres',
-    {},
-    {
-      routeDatabaseUrl: (url) => {
-        const routed = new URL(url);
-        routed.hostname = '127.0.0.1';
-        routed.port = String(proxy.port);
-        return routed.toString();
-      },
+  const ctx = await createTestContext('postgres', settings, {
+    routeDatabaseUrl: (url) => {
+      const routed = new URL(url);
+      routed.hostname = '127.0.0.1';
+      routed.port = String(proxy.port);
+      return routed.toString();
     },
-  );
+  });
   return {
     ctx,
     proxy,

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import SQLite from 'better-sqlite3';
+import pg from 'pg';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { json, nseSignIn, storwareLogin } from '../helpers/http.js';
 import { postgresUnavailableReason } from '../helpers/postgres.js';
@@ -63,6 +64,81 @@ describe('PostgreSQL unreachable: 503 in the right envelope, and service resumes
       cookies: { gatehouse_session: cookie },
     });
     assert.equal(again.statusCode, 200);
+  });
+});
+
+describe('PostgreSQL connections that stop answering without a word (a failover, a partition) [postgres]', {
+  skip: pgSkip && `PostgreSQL skipped: ${pgSkip}`,
+}, () => {
+  let ctx: TestContext;
+  let proxy: TcpProxy;
+  let close: () => Promise<void>;
+  before(async () => {
+    ({ ctx, proxy, close } = await createProxiedPostgresContext({ GATEHOUSE_PG_STATEMENT_TIMEOUT: '1s' }));
+  });
+  after(() => close());
+
+  test('each request answers within the timeout (503), and new connections serve again', async () => {
+    // Several connections in the pool, all of them then black-holed.
+    const warm = await Promise.all(Array.from({ length: 4 }, () => signin(ctx)));
+    assert.deepEqual(
+      warm.map((r) => r.statusCode),
+      [200, 200, 200, 200],
+    );
+    proxy.freeze();
+
+    const started = performance.now();
+    const statuses: number[] = [];
+    for (;;) {
+      const attempt = performance.now();
+      const answers = await Promise.all(Array.from({ length: 4 }, () => signin(ctx)));
+      // A statement with no answer gives up its connection 1 s after its own timeout at most.
+      assert.ok(
+        performance.now() - attempt < 8000,
+        `answered after ${Math.round(performance.now() - attempt)} ms`,
+      );
+      for (const answer of answers) {
+        statuses.push(answer.statusCode);
+        if (answer.statusCode !== 200) {
+          assert.equal(answer.statusCode, 503);
+          assert.match(json(answer).status.verbose_message, /^STORE_UNAVAILABLE/);
+        }
+      }
+      if (answers.every((a) => a.statusCode === 200)) break;
+      assert.ok(performance.now() - started < 30_000, `still failing after 30 s: ${statuses.join(' ')}`);
+    }
+    assert.ok(statuses.includes(503), 'the black-holed connections were used, and failed');
+  });
+});
+
+describe('A PostgreSQL statement held up past GATEHOUSE_PG_STATEMENT_TIMEOUT [postgres]', {
+  skip: pgSkip && `PostgreSQL skipped: ${pgSkip}`,
+}, () => {
+  let ctx: TestContext;
+  before(async () => {
+    ctx = await createTestContext('postgres', { GATEHOUSE_PG_STATEMENT_TIMEOUT: '1s' });
+  });
+  after(() => ctx.close());
+
+  test('is cancelled by PostgreSQL: 503 after the timeout, not a wait for as long as the lock is held', async () => {
+    assert.equal((await signin(ctx)).statusCode, 200);
+    const holder = new pg.Client({ connectionString: ctx.config.databaseUrl });
+    await holder.connect();
+    try {
+      // Another client (a DBA's maintenance, say) holds the sessions table.
+      await holder.query('begin');
+      await holder.query('lock table sessions in access exclusive mode');
+      const started = performance.now();
+      const held = await signin(ctx);
+      const waited = performance.now() - started;
+      assert.equal(held.statusCode, 503);
+      assert.match(json(held).status.verbose_message, /^STORE_UNAVAILABLE/);
+      assert.ok(waited >= 900 && waited < 5000, `answered after ${Math.round(waited)} ms`);
+      await holder.query('rollback');
+      assert.equal((await signin(ctx)).statusCode, 200);
+    } finally {
+      await holder.end();
+    }
   });
 });
 
