@@ -13,7 +13,7 @@ import {
 import { type ChangeFeed, createStoreChanges } from './change-feed.js';
 import { withInvalidations } from './invalidating-repositories.js';
 import { migrations } from './migrations/index.js';
-import { createPgPool, kyselyPool, NO_ANSWER_MESSAGE } from './pg-pool.js';
+import { createPgPool, kyselyPool } from './pg-pool.js';
 import { RedisUnavailableError } from './redis-counters.js';
 import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
@@ -395,7 +395,6 @@ export function isStoreUnavailable(error: unknown): boolean {
   const message = error.message;
   return (
     message.includes('Connection terminated') ||
-    message === NO_ANSWER_MESSAGE ||
     message.includes('timeout exceeded when trying to connect') ||
     message.includes('Client has encountered a connection error')
   );

@@ -89,9 +89,9 @@ export function preparingPool(pool: pg.Pool): PostgresPool {
         else if (TRANSACTION_END.test(sqlOrCursor)) inTransaction = false;
         return run(sqlOrCursor, parameters ?? []) as Promise<PostgresQueryResult<unknown>>;
       }) as PostgresPoolClient['query'],
-      release: (error?: Error) => {
+      release: () => {
         inTransaction = false;
-        client.release(error);
+        client.release();
       },
     };
   };

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import SQLite from 'better-sqlite3';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { json, nseSignIn, storwareLogin } from '../helpers/http.js';
@@ -139,6 +140,19 @@ describe('A PostgreSQL statement held up past GATEHOUSE_PG_STATEMENT_TIMEOUT [po
     } finally {
       await holder.end();
     }
+  });
+
+  test('a transaction longer than the timeout, each of its statements shorter, is not cut', async () => {
+    // Dead after 2 s (the 1 s timeout and as long again): the check is per statement, not per checkout.
+    const naps = await ctx.store.db.transaction().execute(async (trx) => {
+      let count = 0;
+      for (let i = 0; i < 4; i += 1) {
+        await sql`select pg_sleep(0.7)`.execute(trx);
+        count += 1;
+      }
+      return count;
+    });
+    assert.equal(naps, 4);
   });
 });
 
