@@ -147,36 +147,21 @@ test('the shutdown delay: none by default, at most 5m', () => {
   );
 });
 
-test('the request timeout: 60s by default, from 1s to 1h', () => {
-  assert.equal(loadConfig({}).requestTimeoutMs, 60_000);
-  assert.equal(loadConfig({ GATEHOUSE_REQUEST_TIMEOUT: '5m' }).requestTimeoutMs, 300_000);
-  for (const [bad, problem] of [
-    [
-      '0s',
-      'GATEHOUSE_REQUEST_TIMEOUT: expected a duration such as 90s, 15m, 12h or 30d (at least 1s), got "0s"',
-    ],
-    ['2h', 'GATEHOUSE_REQUEST_TIMEOUT: must not be longer than 1h'],
-  ] as const) {
-    assert.throws(
-      () => loadConfig({ GATEHOUSE_REQUEST_TIMEOUT: bad }),
-      (e: ConfigError) => e.problems.join() === problem,
-    );
-  }
-});
-
-test('the PostgreSQL statement timeout: 30s by default, from 1s to 1h', () => {
-  assert.equal(loadConfig({}).pgStatementTimeoutMs, 30_000);
-  assert.equal(loadConfig({ GATEHOUSE_PG_STATEMENT_TIMEOUT: '2m' }).pgStatementTimeoutMs, 120_000);
-  for (const [bad, problem] of [
-    [
-      '500ms',
-      'GATEHOUSE_PG_STATEMENT_TIMEOUT: expected a duration such as 90s, 15m, 12h or 30d (at least 1s), got "500ms"',
-    ],
-    ['90m', 'GATEHOUSE_PG_STATEMENT_TIMEOUT: must not be longer than 1h'],
-  ] as const) {
-    assert.throws(
-      () => loadConfig({ GATEHOUSE_PG_STATEMENT_TIMEOUT: bad }),
-      (e: ConfigError) => e.problems.join() === problem,
-    );
-  }
-});
+for (const { name, field, defaultMs } of [
+  { name: 'GATEHOUSE_REQUEST_TIMEOUT', field: 'requestTimeoutMs', defaultMs: 60_000 },
+  { name: 'GATEHOUSE_PG_STATEMENT_TIMEOUT', field: 'pgStatementTimeoutMs', defaultMs: 30_000 },
+] as const) {
+  test(`${name}: ${defaultMs / 1000}s by default, from 1s to 1h`, () => {
+    assert.equal(loadConfig({})[field], defaultMs);
+    assert.equal(loadConfig({ [name]: '2m' })[field], 120_000);
+    for (const [bad, problem] of [
+      ['500ms', `${name}: expected a duration such as 90s, 15m, 12h or 30d (at least 1s), got "500ms"`],
+      ['90m', `${name}: must not be longer than 1h`],
+    ]) {
+      assert.throws(
+        () => loadConfig({ [name]: bad }),
+        (e: ConfigError) => e.problems.join() === problem,
+      );
+    }
+  });
+}
