@@ -1,39 +1,18 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { loadConfig } from '../src/config.js';
-import { startServer } from '../src/server.js';
 import { ADMIN_PASSWORD } from './helpers/context.js';
 import { forEachDialect } from './helpers/dialects.js';
-import { createFreshDatabase } from './helpers/postgres.js';
+import { type FreshStore, freshStore, startTestServer } from './helpers/server.js';
 
 forEachDialect('Shutdown behind a load balancer (GATEHOUSE_SHUTDOWN_DELAY)', (dialect) => {
-  let dataDir: string;
-  let database: Awaited<ReturnType<typeof createFreshDatabase>> | undefined;
+  let store: FreshStore;
   before(async () => {
-    dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-shutdown-'));
-    database = dialect === 'postgres' ? await createFreshDatabase() : undefined;
+    store = await freshStore(dialect);
   });
-  after(async () => {
-    await database?.drop();
-    rmSync(dataDir, { recursive: true, force: true });
-  });
+  after(() => store.dispose());
 
   test('readiness fails at once, requests are served until the delay has passed, then the port closes', async () => {
-    const server = await startServer(
-      loadConfig({
-        GATEHOUSE_DATA_DIR: dataDir,
-        ...(database ? { GATEHOUSE_DATABASE_URL: database.url } : {}),
-        GATEHOUSE_PORT: '0',
-        GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
-        GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
-        GATEHOUSE_ARGON2_ITERATIONS: '1',
-        GATEHOUSE_LOG_LEVEL: 'silent',
-        GATEHOUSE_SHUTDOWN_DELAY: '1s',
-      }),
-    );
+    const server = await startTestServer(store, { GATEHOUSE_SHUTDOWN_DELAY: '1s' });
     const signIn = () =>
       fetch(`${server.url}/api/v2.1/auth/signin`, {
         method: 'POST',

@@ -13,7 +13,8 @@ import {
 import { type ChangeFeed, createStoreChanges } from './change-feed.js';
 import { withInvalidations } from './invalidating-repositories.js';
 import { migrations } from './migrations/index.js';
-import { createPgPool, kyselyPool } from './pg-pool.js';
+import { createPgPool } from './pg-pool.js';
+import { preparingPool } from './pg-prepared-statements.js';
 import { RedisUnavailableError } from './redis-counters.js';
 import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
@@ -123,9 +124,7 @@ export function connectStore(options: StoreOptions): Store {
   const checkpointer = pool ? undefined : new SqliteCheckpointer(sqliteFile(options.dataDir));
   const db = new Kysely<Database>({
     dialect: pool
-      ? new PostgresDialect({
-          pool: kyselyPool(pool, { preparedStatements: options.preparedStatements !== false }),
-        })
+      ? new PostgresDialect({ pool: options.preparedStatements === false ? pool : preparingPool(pool) })
       : new LockWaitingSqliteDialect({ database: withStatementCache(openSqlite(options.dataDir)) }),
     // Kysely times every statement (transactions' begin and commit included) and tells its log.
     log: (event: LogEvent) => {

@@ -1,6 +1,4 @@
-import type { PostgresPool } from 'kysely';
 import pg from 'pg';
-import { preparingPool } from './pg-prepared-statements.js';
 
 export interface PgPoolOptions {
   readonly max: number;
@@ -35,11 +33,6 @@ export function createPgPool(connectionString: string, options: PgPoolOptions): 
   pool.on('connect', (client) => client.on('error', () => {}));
   if (timeoutMs !== undefined) closeSilentConnections(pool, timeoutMs + Math.min(timeoutMs, 5000));
   return pool;
-}
-
-/** The pool as Kysely gets it: statements that repeat named, or not. */
-export function kyselyPool(pool: pg.Pool, options: { readonly preparedStatements: boolean }): PostgresPool {
-  return options.preparedStatements ? preparingPool(pool) : pool;
 }
 
 /**

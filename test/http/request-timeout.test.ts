@@ -1,15 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { loadConfig } from '../../src/config.js';
-import { type RunningServer, startServer } from '../../src/server.js';
+import type { RunningServer } from '../../src/server.js';
 import { ADMIN_PASSWORD } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
-import { createFreshDatabase } from '../helpers/postgres.js';
+import { type FreshStore, freshStore, startTestServer } from '../helpers/server.js';
 
 /** What a raw connection received until the server closed it, and when it closed. */
 function rawExchange(url: string, send: (socket: net.Socket) => void): Promise<{ text: string; ms: number }> {
@@ -31,29 +27,15 @@ const SIGNIN_HEAD = (length: number) =>
   `POST /api/v2.1/auth/signin HTTP/1.1\r\nHost: gatehouse\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ${length}\r\n\r\n`;
 
 forEachDialect('A request that does not arrive within GATEHOUSE_REQUEST_TIMEOUT', (dialect) => {
-  let dataDir: string;
-  let database: Awaited<ReturnType<typeof createFreshDatabase>> | undefined;
+  let store: FreshStore;
   let server: RunningServer;
   before(async () => {
-    dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-timeout-'));
-    database = dialect === 'postgres' ? await createFreshDatabase() : undefined;
-    server = await startServer(
-      loadConfig({
-        GATEHOUSE_DATA_DIR: dataDir,
-        ...(database ? { GATEHOUSE_DATABASE_URL: database.url } : {}),
-        GATEHOUSE_PORT: '0',
-        GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
-        GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
-        GATEHOUSE_ARGON2_ITERATIONS: '1',
-        GATEHOUSE_LOG_LEVEL: 'silent',
-        GATEHOUSE_REQUEST_TIMEOUT: '2s',
-      }),
-    );
+    store = await freshStore(dialect);
+    server = await startTestServer(store, { GATEHOUSE_REQUEST_TIMEOUT: '2s' });
   });
   after(async () => {
     await server.close();
-    await database?.drop();
-    rmSync(dataDir, { recursive: true, force: true });
+    await store.dispose();
   });
 
   test('a body trickled a byte at a time is answered 408 and its connection closed', async () => {

@@ -1,37 +1,22 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { loadConfig } from '../../src/config.js';
-import { type RunningServer, startServer } from '../../src/server.js';
+import type { RunningServer } from '../../src/server.js';
 import { ADMIN_PASSWORD } from '../helpers/context.js';
-import { createFreshDatabase, POSTGRES_ADMIN_URL, postgresUnavailableReason } from '../helpers/postgres.js';
+import { POSTGRES_ADMIN_URL, postgresUnavailableReason } from '../helpers/postgres.js';
+import { type FreshStore, freshStore, startTestServer } from '../helpers/server.js';
 
 const unavailable = await postgresUnavailableReason();
 
 describe('GATEHOUSE_PG_POOL_SIZE bounds the connections of a server process', {
   skip: unavailable && `PostgreSQL skipped: ${unavailable}`,
 }, () => {
-  let database: Awaited<ReturnType<typeof createFreshDatabase>>;
-  let dataDir: string;
+  let store: FreshStore;
   let monitor: pg.Client;
   const servers: RunningServer[] = [];
 
   const start = async (settings: Record<string, string>) => {
-    const server = await startServer(
-      loadConfig({
-        GATEHOUSE_DATA_DIR: dataDir,
-        GATEHOUSE_DATABASE_URL: database.url,
-        GATEHOUSE_PORT: '0',
-        GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
-        GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
-        GATEHOUSE_ARGON2_ITERATIONS: '1',
-        GATEHOUSE_LOG_LEVEL: 'silent',
-        ...settings,
-      }),
-    );
+    const server = await startTestServer(store, settings);
     servers.push(server);
     return server;
   };
@@ -45,7 +30,7 @@ describe('GATEHOUSE_PG_POOL_SIZE bounds the connections of a server process', {
     });
     const token = ((await signin.json()) as { result: { records: [{ token: string }] } }).result.records[0]
       .token;
-    const name = new URL(database.url).pathname.slice(1);
+    const name = new URL(store.settings.GATEHOUSE_DATABASE_URL ?? '').pathname.slice(1);
     let peak = 0;
     let loading = true;
     const watching = (async () => {
@@ -72,16 +57,14 @@ describe('GATEHOUSE_PG_POOL_SIZE bounds the connections of a server process', {
   };
 
   before(async () => {
-    database = await createFreshDatabase();
-    dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-pool-'));
+    store = await freshStore('postgres');
     monitor = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
     await monitor.connect();
   });
   after(async () => {
     for (const server of servers) await server.close();
     await monitor.end();
-    await database.drop();
-    rmSync(dataDir, { recursive: true, force: true });
+    await store.dispose();
   });
 
   test('two connections and the listener, however many requests wait; the default pool opens more', async () => {
