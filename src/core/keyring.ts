@@ -131,9 +131,16 @@ export class Keyring {
 
   /** Loads the keys, creating the first of each kind on an empty store. */
   async load(): Promise<void> {
-    const rows = await this.#store.signingKeys.listVerifying(this.#clock.now());
-    for (const purpose of KEY_PURPOSES) {
-      if (!rows.some((r) => r.purpose === purpose)) await this.#insert(this.#store, purpose);
+    const lacking = (rows: readonly SigningKeyRow[]) =>
+      KEY_PURPOSES.filter((purpose) => !rows.some((r) => r.purpose === purpose));
+    if (lacking(await this.#store.signingKeys.listVerifying(this.#clock.now())).length > 0) {
+      // Nodes started together on an empty store would each make a first key, and one node's JWKS
+      // would miss another's until its next reload: one at a time, the others find it made.
+      await this.#store.transactionAlone(async (tx) => {
+        for (const purpose of lacking(await tx.signingKeys.listVerifying(this.#clock.now()))) {
+          await this.#insert(tx, purpose);
+        }
+      });
     }
     await this.#reload();
   }

@@ -75,6 +75,14 @@ export interface Store extends Repositories {
   /** Runs `work` in one transaction; the repositories it gets write inside it. */
   transaction<T>(work: (tx: Repositories) => Promise<T>): Promise<T>;
   /**
+   * `transaction`, run by one process of the deployment at a time: for a read and the write it
+   * decides where no unique key guards the write (the first signing keys of an empty store, which
+   * nodes started together would each make). SQLite's transactions are that already (BEGIN
+   * IMMEDIATE takes the write lock first); on PostgreSQL the transaction first takes an advisory
+   * lock it holds until it ends.
+   */
+  transactionAlone<T>(work: (tx: Repositories) => Promise<T>): Promise<T>;
+  /**
    * Runs `work`, which may only insert and never reads what its inserts answer, as one
    * transaction: an import's batch. On SQLite the inserts are collected as `work` makes them and
    * written on a thread of their own, so that the event loop serves requests and prepares the next
@@ -110,6 +118,9 @@ export interface Store extends Repositories {
   destroy(): Promise<void>;
 }
 
+/** `transactionAlone`'s PostgreSQL advisory lock (Kysely's migrations hold a key of their own). */
+const ALONE_LOCK_KEY = '7301842965533178881';
+
 /** The only place that branches on the dialect. */
 export function connectStore(options: StoreOptions): Store {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
@@ -144,21 +155,25 @@ export function connectStore(options: StoreOptions): Store {
   const repositoriesOf = (executor: Kysely<Database>, committed: (tags: readonly string[]) => void) =>
     withInvalidations(createRepositories(executor, dialect), changes.publisher(executor, committed));
 
+  async function inTransaction<T>(work: (tx: Repositories) => Promise<T>, advisoryLock: boolean): Promise<T> {
+    // This process's caches hear of the transaction's changes once it has committed, not before:
+    // a request reading meanwhile would otherwise cache the row as it was.
+    const committed: string[] = [];
+    const result = await db.transaction().execute(async (trx) => {
+      if (advisoryLock) await sql`select pg_advisory_xact_lock(${ALONE_LOCK_KEY})`.execute(trx);
+      return work(repositoriesOf(trx, (tags) => committed.push(...tags)));
+    });
+    changes.dispatchLocal(committed);
+    return result;
+  }
+
   return {
     dialect,
     db,
     // Outside a transaction each statement commits by itself: tell this process's caches at once.
     ...repositoriesOf(db, changes.dispatchLocal),
-    async transaction(work) {
-      // This process's caches hear of the transaction's changes once it has committed, not before:
-      // a request reading meanwhile would otherwise cache the row as it was.
-      const committed: string[] = [];
-      const result = await db
-        .transaction()
-        .execute((trx) => work(repositoriesOf(trx, (tags) => committed.push(...tags))));
-      changes.dispatchLocal(committed);
-      return result;
-    },
+    transaction: (work) => inTransaction(work, false),
+    transactionAlone: (work) => inTransaction(work, dialect === 'postgres'),
     async insertBatch(work) {
       if (!writer) return this.transaction(work);
       const batch: CompiledQuery[] = [];

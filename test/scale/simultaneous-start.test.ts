@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { connectStore } from '../../src/store/connect.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { createFreshDatabase } from '../helpers/postgres.js';
 import { freePort, type ServerProcess, startServerProcess, waitFor } from '../helpers/server-process.js';
@@ -84,6 +85,29 @@ forEachDialect('Three server processes started at once on one empty store', (dia
         body: JSON.stringify({ username: 'admin', password: shown[0] }),
       });
       assert.equal(response.status, 200, `sign-in on ${base}`);
+    }
+
+    // One first key of each kind, not one per node: every node publishes the same JWKS at once.
+    const store = connectStore({
+      databaseUrl: env.GATEHOUSE_DATABASE_URL,
+      dataDir: env.GATEHOUSE_DATA_DIR ?? '',
+    });
+    try {
+      const keys = await store.signingKeys.listAll();
+      assert.deepEqual(keys.map((k) => k.purpose).sort(), ['endpoints', 'session']);
+      const endpointsKid = keys.find((k) => k.purpose === 'endpoints')?.kid;
+      for (const { base } of started) {
+        const jwks = (await (await fetch(`${base}/.well-known/jwks.json`)).json()) as {
+          keys: { kid: string }[];
+        };
+        assert.deepEqual(
+          jwks.keys.map((k) => k.kid),
+          [endpointsKid],
+          `JWKS of ${base}`,
+        );
+      }
+    } finally {
+      await store.destroy();
     }
   });
 });

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { AuditService } from '../../src/core/audit.js';
+import { systemClock } from '../../src/core/clock.js';
+import { KEY_PURPOSES, Keyring } from '../../src/core/keyring.js';
 import { connectStore, type Store } from '../../src/store/connect.js';
 import { migrations } from '../../src/store/migrations/index.js';
 import { forEachDialect } from '../helpers/dialects.js';
@@ -40,5 +44,28 @@ forEachDialect('Migrations run by several stores at once on one new database', (
     assert.deepEqual(applied.flat().sort(), Object.keys(migrations).sort());
     for (const store of stores) assert.equal(await store.users.count(), 0);
     assert.deepEqual(await Promise.all(stores.map((store) => store.migrate())), [[], [], [], []]);
+  });
+
+  test('the first signing keys are made once, and every keyring signs with them', async () => {
+    const masterKey = randomBytes(32);
+    const keyrings = stores.map(
+      (store) =>
+        new Keyring(store, systemClock, masterKey, {
+          overlapMs: 60_000,
+          audit: new AuditService(store, systemClock),
+        }),
+    );
+
+    await Promise.all(keyrings.map((keyring) => keyring.load()));
+
+    const keys = await stores[0]!.signingKeys.listAll();
+    assert.deepEqual(keys.map((k) => k.purpose).sort(), [...KEY_PURPOSES].sort());
+    for (const keyring of keyrings) {
+      assert.equal(keyring.currentSessionKey.kid, keys.find((k) => k.purpose === 'session')?.kid);
+      assert.deepEqual(
+        keyring.publicJwks().map((jwk) => jwk.kid),
+        keys.filter((k) => k.purpose === 'endpoints').map((k) => k.kid),
+      );
+    }
   });
 });
