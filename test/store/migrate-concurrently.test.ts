@@ -14,9 +14,11 @@ import { createFreshDatabase } from '../helpers/postgres.js';
 
 /**
  * Processes starting together on a new store (N replicas, or `gatehouse serve` beside a CLI
- * command) each migrate it. Every migration must run once, by one of them, and none fail.
+ * command) each migrate it, then each load the signing keys. Every migration must run once, by one
+ * of them, and none fail; the first keys must be made once (the tests run in order, on the store
+ * the first one migrated).
  */
-forEachDialect('Migrations run by several stores at once on one new database', (dialect) => {
+forEachDialect('Several stores at once on one new database: migrations, then the first keys', (dialect) => {
   const stores: Store[] = [];
   let cleanUp: (() => Promise<void> | void) | undefined;
   after(async () => {
