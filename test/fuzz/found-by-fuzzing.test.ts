@@ -102,6 +102,32 @@ forEachDialect('Found by fuzzing', (dialect) => {
     assert.equal(fine.statusCode, 201, fine.body);
   });
 
+  test('the operations routes document the refusals they answer: a NUL in an unused query is a 400 in the NSE envelope', async () => {
+    const document = json(await ctx.inject({ method: 'GET', url: '/openapi.json' })) as {
+      paths: Record<string, Record<string, { tags?: string[]; responses: Record<string, unknown> }>>;
+    };
+    const operations = Object.entries(document.paths).flatMap(([url, methods]) =>
+      Object.values(methods)
+        .filter((operation) => operation.tags?.includes('Operations'))
+        .map((operation) => ({ url, responses: operation.responses })),
+    );
+    assert.deepEqual(operations.map((o) => o.url).sort(), [
+      '/.well-known/jwks.json',
+      '/healthz',
+      '/metrics',
+      '/readyz',
+    ]);
+    for (const { url, responses } of operations) {
+      nseError(
+        await ctx.inject({ method: 'GET', url: `${url}?b1oia=a%00b` }),
+        400,
+        /querystring\/b1oia holds a NUL/,
+      );
+      assert.ok('4XX' in responses || '4xx' in responses, `${url} documents its 4xx answers`);
+      assert.ok('5XX' in responses || '5xx' in responses, `${url} documents its 5xx answers`);
+    }
+  });
+
   test('HTTP Basic credentials holding a NUL are malformed: 401, not a 500', async () => {
     const response = await ctx.inject({
       method: 'GET',

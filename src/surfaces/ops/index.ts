@@ -28,6 +28,22 @@ const plainText = (description: string) => ({
   content: { 'text/plain': { schema: Type.String() } },
 });
 
+/**
+ * Every route here may also refuse a request in the NSE envelope before its handler runs (a query
+ * holding a NUL, too many requests, a malformed URL): documented on each, as clients and the fuzz
+ * oracle read the OpenAPI document.
+ */
+const ERROR_RESPONSES = {
+  '4xx': {
+    description: 'Error in the NSE envelope',
+    content: { 'application/json': { schema: NSE_ERRORS['4xx'] } },
+  },
+  '5xx': {
+    description: 'Error in the NSE envelope',
+    content: { 'application/json': { schema: NSE_ERRORS['5xx'] } },
+  },
+};
+
 const digest = (text: string) => createHash('sha256').update(text).digest();
 
 /** True when the request carries `Authorization: Bearer <token>`; compared in constant time. */
@@ -68,14 +84,7 @@ export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (
           response: {
             200: plainText('Prometheus text exposition format'),
             503: plainText('the metrics of the other worker processes did not arrive'),
-            '4xx': {
-              description: 'Error in the NSE envelope',
-              content: { 'application/json': { schema: NSE_ERRORS['4xx'] } },
-            },
-            '5xx': {
-              description: 'Error in the NSE envelope',
-              content: { 'application/json': { schema: NSE_ERRORS['5xx'] } },
-            },
+            ...ERROR_RESPONSES,
           },
         },
       },
@@ -104,7 +113,7 @@ export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (
       schema: {
         tags: ['Operations'],
         summary: 'Liveness: the process serves requests',
-        response: { 200: Health },
+        response: { 200: Health, ...ERROR_RESPONSES },
       },
     },
     async () => ({ status: 'ok' }),
@@ -116,7 +125,7 @@ export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (
       schema: {
         tags: ['Operations'],
         summary: 'Readiness: the store answers and the process is not shutting down',
-        response: { 200: Health, 503: Health },
+        response: { 200: Health, 503: Health, ...ERROR_RESPONSES },
       },
     },
     async (request, reply) => {
@@ -138,7 +147,7 @@ export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (
       schema: {
         tags: ['Operations'],
         summary: 'Public keys that verify the Endpoints tokens (ES256)',
-        response: { 200: Type.Object({ keys: Type.Array(Jwk) }) },
+        response: { 200: Type.Object({ keys: Type.Array(Jwk) }), ...ERROR_RESPONSES },
       },
     },
     async (_request, reply) => {
