@@ -128,6 +128,16 @@ forEachDialect('Found by fuzzing', (dialect) => {
     }
   });
 
+  test('an audit time filter past any time a Date holds is a 400, not a 500 (PostgreSQL bigint)', async () => {
+    const list = (query: string) =>
+      ctx.inject({ method: 'GET', url: `/api/v2.1/audit-events?${query}`, headers: bearer(token) });
+    nseError(await list('offset=97&to=99999999999999999999999'), 400, /querystring\/to must be/);
+    nseError(await list('from=8640000000000001'), 400, /querystring\/from must be/);
+    const latest = await list('from=0&to=8640000000000000');
+    assert.equal(latest.statusCode, 200, latest.body);
+    assert.ok(json(latest).result.total_records > 0, 'the sign-in of this suite is listed');
+  });
+
   test('HTTP Basic credentials holding a NUL are malformed: 401, not a 500', async () => {
     const response = await ctx.inject({
       method: 'GET',
