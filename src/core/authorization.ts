@@ -64,12 +64,29 @@ export function canSeeUser(actor: Actor, target: { id: string; tenancies: readon
 
 /**
  * A user may be changed by root, or by someone who manages every tenant the user belongs to
- * (changing a user of two tenants touches both). Nobody but root changes a root user.
+ * (changing a user of two tenants touches both) and holds every privilege the user holds (its
+ * Storware groups' roles). Nobody but root changes a root user.
+ *
+ * The privileges matter because managing a user includes setting its password and minting its
+ * API tokens: a tenant admin who could do that to a member of "Global Administrators" could sign
+ * in as that member and hold more than it was given, the escalation that granting roles and
+ * groups already refuses.
  */
-export function canManageUser(actor: Actor, target: { tenancies: readonly TenancyView[] }): boolean {
+export async function mayManageUser(
+  store: Store,
+  actor: Actor,
+  target: { readonly id: string; readonly tenancies: readonly TenancyView[] },
+): Promise<boolean> {
   if (actor.isRoot) return true;
   if (target.tenancies.length === 0 || target.tenancies.some((t) => t.role === 'root')) return false;
-  return target.tenancies.every((t) => canManageTenantObjects(actor, t.tenantId));
+  if (!target.tenancies.every((t) => canManageTenantObjects(actor, t.tenantId))) return false;
+  if (actor.principal.kind === 'user' && actor.principal.id === target.id) return true;
+  const [theirs, held] = await Promise.all([
+    store.rbac.privilegesOfUser(target.id),
+    actor.principal.kind === 'user' ? store.rbac.privilegesOfUser(actor.principal.id) : [],
+  ]);
+  const mine = new Set(held);
+  return theirs.every((privilege) => mine.has(privilege));
 }
 
 export function requireRoot(actor: Actor): void {

@@ -3,7 +3,7 @@ import type { Store } from '../store/connect.js';
 import type { TenancyView, UserRow } from '../store/repositories/users.js';
 import { type UserView, userView } from './accounts.js';
 import type { AuditService } from './audit.js';
-import { actorOf, canManageUser, findVisibleUser } from './authorization.js';
+import { actorOf, findVisibleUser, mayManageUser } from './authorization.js';
 import type { LoginThrottle } from './login-throttle.js';
 import { accountKey } from './secrets.js';
 import type { AuthContext, RequestMeta } from './sessions.js';
@@ -34,8 +34,8 @@ export class LockoutAdminService {
     let target: { row: UserRow; tenancies: TenancyView[] } | undefined;
     try {
       target = await findVisibleUser(this.#store, actor, reference);
-      if (!canManageUser(actor, target)) {
-        throw new GatehouseError('FORBIDDEN', 'your role does not allow unlocking this user');
+      if (!(await mayManageUser(this.#store, actor, { id: target.row.id, tenancies: target.tenancies }))) {
+        throw new GatehouseError('FORBIDDEN', 'your role or privileges do not allow unlocking this user');
       }
     } catch (error) {
       if (isGatehouseError(error)) {

@@ -2,7 +2,7 @@ import { GatehouseError } from '../errors.js';
 import type { Store } from '../store/connect.js';
 import type { SessionOwner, SessionRow, SessionSortKey } from '../store/repositories/sessions.js';
 import type { AuditService } from './audit.js';
-import { type Actor, actorOf, canManageUser, canSeeUser } from './authorization.js';
+import { type Actor, actorOf, canSeeUser, mayManageUser } from './authorization.js';
 import type { Clock } from './clock.js';
 import { isId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
@@ -53,8 +53,11 @@ export async function credentialSubject(
   if (!user || !canSeeUser(actor, { id: user.id, tenancies })) {
     throw new GatehouseError('NOT_FOUND', 'no such user');
   }
-  if (!canManageUser(actor, { tenancies })) {
-    throw new GatehouseError('FORBIDDEN', "only an administrator of all of this user's tenants may do this");
+  if (!(await mayManageUser(store, actor, { id: user.id, tenancies }))) {
+    throw new GatehouseError(
+      'FORBIDDEN',
+      "only an administrator of all of this user's tenants who holds all of its privileges may do this",
+    );
   }
   return { kind: 'user', id: user.id, name: user.username, tenantId: tenancies[0]?.tenantId ?? null };
 }
@@ -66,7 +69,7 @@ export async function credentialSubject(
  */
 export async function mayActOnCredentialsOf(store: Store, actor: Actor, userId: string): Promise<boolean> {
   if (actor.principal.kind === 'user' && actor.principal.id === userId) return true;
-  return canManageUser(actor, { tenancies: await store.users.tenancies(userId) });
+  return mayManageUser(store, actor, { id: userId, tenancies: await store.users.tenancies(userId) });
 }
 
 const ownerOf = (subject: CredentialSubject): SessionOwner =>

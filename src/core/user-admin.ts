@@ -16,9 +16,9 @@ import {
   type Actor,
   actorOf,
   canManageTenantObjects,
-  canManageUser,
   canSeeTenant,
   findVisibleUser,
+  mayManageUser,
   readableTenantIds,
 } from './authorization.js';
 import type { Clock } from './clock.js';
@@ -395,8 +395,8 @@ export class UserAdminService {
         targetName: target.row.username,
         tenantId: target.tenancies[0]?.tenantId ?? null,
       });
-      if (!canManageUser(actor, target)) {
-        throw new GatehouseError('FORBIDDEN', 'your role does not allow changing this user');
+      if (!(await mayManageUser(this.#store, actor, { id: target.row.id, tenancies: target.tenancies }))) {
+        throw new GatehouseError('FORBIDDEN', 'your role or privileges do not allow changing this user');
       }
       const deactivating = change.active === false && target.row.active === 1;
       const activating = change.active === true && target.row.active === 0;
@@ -411,6 +411,14 @@ export class UserAdminService {
       if (change.username !== undefined && change.username !== target.row.username) checkUsername(username);
       checkProfile(change);
       if (change.password !== undefined) {
+        // One's own password changes only with the current one (`/auth/password`): a stolen token
+        // or API token must not be enough to take the account over for good.
+        if (actor.principal.id === target.row.id) {
+          throw new GatehouseError(
+            'FORBIDDEN',
+            'change your own password with POST /api/v2.1/auth/password, which asks for the current one',
+          );
+        }
         if (target.row.provider !== 'local') {
           throw new GatehouseError(
             'VALIDATION_FAILED',
@@ -518,8 +526,8 @@ export class UserAdminService {
         targetName: target.row.username,
         tenantId: target.tenancies[0]?.tenantId ?? null,
       });
-      if (!canManageUser(actor, target)) {
-        throw new GatehouseError('FORBIDDEN', 'your role does not allow deleting this user');
+      if (!(await mayManageUser(this.#store, actor, { id: target.row.id, tenancies: target.tenancies }))) {
+        throw new GatehouseError('FORBIDDEN', 'your role or privileges do not allow deleting this user');
       }
       if (target.tenancies.some((t) => t.role === 'root')) await this.#keepOneRoot(target.row, 'delete');
       await this.#store.transaction(async (tx) => {

@@ -348,6 +348,49 @@ forEachDialect('NSE access management', (dialect) => {
     assert.equal(smallGroup.statusCode, 201, smallGroup.body);
   });
 
+  test('no escalation through another account: a tenant admin cannot set the password of, mint tokens for, end, unlock, deactivate or delete a member of its tenant who holds privileges it does not', async () => {
+    const davePassword = 'underground-caves-4471';
+    const dave = await ctx.core.accounts.createUser({
+      username: 'dave',
+      password: davePassword,
+      tenantCode: 'acme',
+      role: 'user',
+    });
+    const daveSession = await storwareLogin(ctx, 'dave', davePassword);
+    assert.equal((await send('admin', 'POST', `/groups/${globalAdmins}/members/${dave.id}`)).statusCode, 200);
+
+    const attempts = [
+      send('alice', 'PUT', '/users/dave', { password: 'taken-over-by-alice-1' }),
+      send('alice', 'PUT', '/users/dave', { active: false }),
+      send('alice', 'PUT', '/users/dave', { email: 'alice@acme.example' }),
+      send('alice', 'POST', '/tokens', { name: 'a way in', user_id: dave.id }),
+      send('alice', 'DELETE', `/sessions?user_id=${dave.id}`),
+      send('alice', 'POST', '/users/dave/unlock'),
+      send('alice', 'DELETE', '/users/dave'),
+    ];
+    for (const refused of await Promise.all(attempts)) {
+      assert.equal(refused.statusCode, 403, refused.body);
+      assert.match(json(refused).status.verbose_message, /privileges/);
+    }
+    const mine = await send('alice', 'GET', `/sessions?user_id=${dave.id}`);
+    assert.equal(mine.statusCode, 403, mine.body);
+    const listed = await send('admin', 'GET', `/sessions?user_id=${dave.id}`);
+    const daveSessionId = json(listed).result.records[0].id as string;
+    assert.equal((await send('alice', 'DELETE', `/sessions/${daveSessionId}`)).statusCode, 404);
+    // Nothing changed: dave signs in with his own password, his session lives, he is still active.
+    assert.ok((await sessionPrivileges(daveSession)).includes('ACCESS_MANAGEMENT_WRITE'));
+    assert.ok(await nseSignIn(ctx, 'dave', davePassword));
+
+    // Out of the group he is worth no more than alice, who manages him again.
+    assert.equal(
+      (await send('admin', 'DELETE', `/groups/${globalAdmins}/members/${dave.id}`)).statusCode,
+      204,
+    );
+    const reset = await send('alice', 'PUT', '/users/dave', { password: 'reset-by-alice-77x' });
+    assert.equal(reset.statusCode, 200, reset.body);
+    assert.equal((await send('alice', 'DELETE', '/users/dave')).statusCode, 204);
+  });
+
   test('a tenant admin cannot see or add users of a tenant it cannot read', async () => {
     const keymaster = await record(
       await send('admin', 'POST', '/roles', {

@@ -524,17 +524,32 @@ forEachDialect('NSE users', (dialect) => {
     await ctx.store.users.update(fay, { failed_count: 9, locked_until: ctx.clock.now() + 3_600_000 });
     await call('alice', 'PUT', `${USERS}/${fay}`, { password: PASSWORD });
     await nseSignIn(ctx, 'fay', PASSWORD);
-    // A directory user has no password to set.
+    // A directory user has no password to set. (Root sets it: a directory user is an "Operator",
+    // which alice is not, so she does not manage it at all.)
     const dir = await call('alice', 'POST', USERS, {
       username: 'dir-user',
       provider: 'activeDirectory',
       tenancies: [{ tenant_id: acme, role_name: 'user' }],
     });
+    const dirId = json(dir).result.records[0].id;
     isError(
-      await call('alice', 'PUT', `${USERS}/${json(dir).result.records[0].id}`, { password: NEW_PASSWORD }),
+      await call('admin', 'PUT', `${USERS}/${dirId}`, { password: NEW_PASSWORD }),
       400,
       'VALIDATION_FAILED',
     );
+    isError(await call('alice', 'PUT', `${USERS}/${dirId}`, { password: NEW_PASSWORD }), 403, 'FORBIDDEN');
+  });
+
+  test('nobody sets its own password through PUT /users, root included: that takes the current one, at /auth/password', async () => {
+    for (const who of ['admin', 'alice']) {
+      const before = await ctx.store.users.findById(ids[who]!);
+      isError(await call(who, 'PUT', `${USERS}/${who}`, { password: NEW_PASSWORD }), 403, 'FORBIDDEN');
+      assert.equal((await ctx.store.users.findById(ids[who]!))?.password_hash, before?.password_hash);
+      assert.equal((await call(who, 'GET', `${USERS}/${who}`)).statusCode, 200, 'the session lives on');
+    }
+    const refused = await auditRows('user.update', ids.alice);
+    assert.equal(refused.at(-1)?.outcome, 'failure');
+    assert.ok(!JSON.stringify(refused).includes(NEW_PASSWORD));
   });
 
   test('delete: 204 with no body, the sessions end, the user is gone; refused where it must be', async () => {
