@@ -1,6 +1,7 @@
 import { GatehouseError } from '../errors.js';
 import type { Store } from '../store/connect.js';
 import type { JobRow, JobSortKey } from '../store/repositories/jobs.js';
+import { actorOf, readableTenantIds } from './authorization.js';
 import type { Clock } from './clock.js';
 import { isId, newId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
@@ -72,7 +73,10 @@ export const jobView = (row: JobRow): JobView => ({
   job_tasks: JSON.parse(row.tasks_json) as JobTask[],
 });
 
-/** Records of asynchronous operations. A caller sees the jobs of its own tenants; root sees all. */
+/**
+ * Records of asynchronous operations. A caller sees the jobs it started and those of the tenants
+ * it administers or reads; root sees all.
+ */
 export class JobService {
   readonly #store: Store;
   readonly #clock: Clock;
@@ -113,7 +117,11 @@ export class JobService {
     filter: { tenantId?: string | undefined },
   ): Promise<Listed<JobView, JobSortKey>> {
     const visibleTenantIds = await this.#visibleTenants(auth);
-    const page = await this.#store.jobs.list(query, { visibleTenantIds, tenantId: filter.tenantId });
+    const page = await this.#store.jobs.list(query, {
+      visibleTenantIds,
+      ownerId: auth.principal.kind === 'user' ? auth.principal.id : undefined,
+      tenantId: filter.tenantId,
+    });
     return { ...query, records: page.rows.map(jobView), total: page.total };
   }
 
@@ -122,17 +130,18 @@ export class JobService {
     const row = isId(id) ? await this.#store.jobs.findById(id) : undefined;
     if (row) {
       const visible = await this.#visibleTenants(auth);
-      if (visible === undefined || (row.tenant_id !== null && visible.includes(row.tenant_id)))
+      const own = auth.principal.kind === 'user' && row.user_id === auth.principal.id;
+      if (visible === undefined || own || (row.tenant_id !== null && visible.includes(row.tenant_id)))
         return jobView(row);
     }
     throw new GatehouseError('NOT_FOUND', 'no such job');
   }
 
-  /** undefined means every tenant (a root user). */
+  /**
+   * Tenants whose jobs the caller reads (undefined: every tenant, a root user): those where it
+   * administers or reads, as for the tenant's users. A `user` member reads only its own jobs.
+   */
   async #visibleTenants(auth: AuthContext): Promise<string[] | undefined> {
-    if (auth.principal.kind !== 'user') return [];
-    const tenancies = await this.#store.users.tenancies(auth.principal.id);
-    if (tenancies.some((t) => t.role === 'root')) return undefined;
-    return tenancies.map((t) => t.tenantId);
+    return readableTenantIds(await actorOf(this.#store, auth));
   }
 }

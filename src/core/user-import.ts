@@ -156,7 +156,9 @@ export class UserImportService {
         const first = await this.#firstJob(auth, idempotencyKey, spooled.sha256);
         if (first) return first;
       }
-      const tenantId = actor.tenancies[0]?.tenantId ?? null;
+      // Rows may go to several tenants: the job is the importer's (and root's) to read, filed under
+      // no tenant, so that its failed rows never show to members of a tenant they did not go to.
+      const tenantId = null;
       const job = await this.#runner.submit(
         {
           action: 'user.import',
@@ -549,6 +551,11 @@ function readHeader(line: string): (ImportColumn | undefined)[] {
 function csvRow(line: string, header: readonly (ImportColumn | undefined)[]): RowFields | string {
   const fields = splitCsv(line);
   if (!fields) return 'malformed CSV line (unbalanced quotes)';
+  // A comma left unquoted in a password shifts every later field into the wrong column, where a
+  // rule's reason would quote a piece of the password: the row is refused as it stands.
+  if (fields.length !== header.length) {
+    return `${fields.length} fields where the header has ${header.length} (a comma in a value must be quoted)`;
+  }
   const row: RowFields = {};
   header.forEach((column, index) => {
     const value = fields[index];

@@ -11,6 +11,7 @@ forEachDialect('NSE jobs', (dialect) => {
   let acmeJobs: string[];
   let globexJob: string;
   let systemJob: string;
+  let umaId: string;
   const tokens: Record<string, string> = {};
   const get = (who: string, url: string) => ctx.inject({ method: 'GET', url, headers: bearer(tokens[who]!) });
 
@@ -31,6 +32,14 @@ forEachDialect('NSE jobs', (dialect) => {
       role: 'read',
     });
     await ctx.core.accounts.createUser({ username: 'loner', password: 'no-tenant-at-all-1' });
+    umaId = (
+      await ctx.core.accounts.createUser({
+        username: 'uma',
+        password: 'plain-member-of-acme-1',
+        tenantCode: 'acme',
+        role: 'user',
+      })
+    ).id;
     acmeJobs = [];
     for (const name of ['bucket-a', 'bucket-b']) {
       const job = await ctx.core.jobs.create({
@@ -60,6 +69,7 @@ forEachDialect('NSE jobs', (dialect) => {
     tokens.alice = await nseSignIn(ctx, 'alice', 'rabbit-hole-wonder-1');
     tokens.gus = await nseSignIn(ctx, 'gus', 'fring-chicken-88');
     tokens.loner = await nseSignIn(ctx, 'loner', 'no-tenant-at-all-1');
+    tokens.uma = await nseSignIn(ctx, 'uma', 'plain-member-of-acme-1');
   });
   after(() => ctx.close());
 
@@ -82,6 +92,23 @@ forEachDialect('NSE jobs', (dialect) => {
       [globexJob],
     );
     assert.equal(json(await get('loner', '/api/v2.1/jobs')).result.total_records, 0);
+  });
+
+  test("a `user` member of a tenant reads its own jobs only, not the tenant's", async () => {
+    assert.equal(json(await get('uma', '/api/v2.1/jobs')).result.total_records, 0);
+    assert.equal((await get('uma', `/api/v2.1/jobs/${acmeJobs[0]}`)).statusCode, 404);
+    const own = await ctx.core.jobs.create({
+      action: 'user.import',
+      summary: 'Import 1 user (csv)',
+      status: 'successful',
+      userId: umaId,
+    });
+    const listed = json(await get('uma', '/api/v2.1/jobs')).result;
+    assert.equal(listed.total_records, 1);
+    assert.equal(listed.records[0].id, own.id);
+    assert.equal((await get('uma', `/api/v2.1/jobs/${own.id}`)).statusCode, 200);
+    assert.equal((await get('alice', `/api/v2.1/jobs/${own.id}`)).statusCode, 404, 'filed under no tenant');
+    await ctx.store.jobs.deleteByIds([own.id]);
   });
 
   test('root sees every job; tenant_id filters', async () => {

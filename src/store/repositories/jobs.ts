@@ -13,15 +13,23 @@ const JOB_SORT = {
 } as const;
 
 export interface JobScope {
-  /** undefined: every job (root). Otherwise only jobs of these tenants. */
+  /** undefined: every job (root). Otherwise only jobs of these tenants, and those of `ownerId`. */
   readonly visibleTenantIds: readonly string[] | undefined;
+  /** The caller's own jobs are visible whatever their tenant. */
+  readonly ownerId?: string | undefined;
   readonly tenantId?: string | undefined;
 }
 
 export function createJobRepository(db: Kysely<Database>) {
   const inScope = (scope: JobScope) => (eb: ExpressionBuilder<Database, 'jobs'>) => {
     const conditions: Expression<SqlBool>[] = [];
-    if (scope.visibleTenantIds !== undefined) conditions.push(eb('tenant_id', 'in', scope.visibleTenantIds));
+    if (scope.visibleTenantIds !== undefined) {
+      const visible: Expression<SqlBool>[] = [];
+      // "in ()" is not valid SQL.
+      if (scope.visibleTenantIds.length > 0) visible.push(eb('tenant_id', 'in', scope.visibleTenantIds));
+      if (scope.ownerId !== undefined) visible.push(eb('user_id', '=', scope.ownerId));
+      conditions.push(eb.or(visible));
+    }
     if (scope.tenantId !== undefined) conditions.push(eb('tenant_id', '=', scope.tenantId));
     return eb.and(conditions);
   };
@@ -34,8 +42,7 @@ export function createJobRepository(db: Kysely<Database>) {
       return db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
     },
     async list(page: PageRequest<JobSortKey>, scope: JobScope): Promise<Page<JobRow>> {
-      // "in ()" is not valid SQL; a caller with no tenants sees nothing.
-      if (scope.visibleTenantIds?.length === 0) return { rows: [], total: 0 };
+      if (scope.visibleTenantIds?.length === 0 && scope.ownerId === undefined) return { rows: [], total: 0 };
       const [rows, count] = await Promise.all([
         db
           .selectFrom('jobs')
