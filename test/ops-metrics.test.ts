@@ -384,6 +384,7 @@ forEachDialect('Metrics access and settings', (dialect) => {
     for (let i = 0; i < 2; i += 1) assert.equal((await attempt()).statusCode, 429);
     assert.equal(await count('nse', 'rate_limited'), 2);
     assert.equal(await count('nse', 'locked'), 1, 'a rate-limited attempt is not also counted as locked');
+    await guarded.core.accounts.createNode({ login: 'node-x', password: 'Node-password-123' });
     const old = await guarded.inject({
       method: 'POST',
       url: '/api/session/node/login',

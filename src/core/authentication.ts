@@ -202,23 +202,6 @@ export class AuthenticationService {
   }
 
   /**
-   * The end of every refused password check: the same argon2 work whatever the reason (the real
-   * hash when there is one, a dummy otherwise), the same error.
-   */
-  async #refusePassword(
-    kind: 'user' | 'node',
-    passwordHash: string | null | undefined,
-    password: string,
-    target: RefusedAccount | undefined,
-    reason: string,
-    meta: RequestMeta,
-  ): Promise<never> {
-    if (passwordHash) await this.#hasher.verify(passwordHash, password, meta.clientGone);
-    else await this.#hasher.verifyDummy(password, meta.clientGone);
-    return this.#refuse(kind, target, reason, meta);
-  }
-
-  /**
    * The writes of a successful sign-in in one transaction: the account's own bookkeeping
    * (`record`), the audit event and the new session. One commit instead of three (the store's
    * sign-in cost is commit-bound), and never a session without its event or the other way round.
@@ -351,16 +334,10 @@ export class AuthenticationService {
         ? await this.#store.users.findSigningIn(accountKey(username))
         : undefined;
     const account = user && { id: user.id, name: user.username, tenantId: user.first_tenant_id };
-    if (admission.locked) {
-      return this.#refusePassword(
-        'user',
-        user?.password_hash,
-        password,
-        account,
-        LOCK_REASON[admission.locked],
-        meta,
-      );
-    }
+    // A lock is refused without hashing: it falls on unknown names alike, so its quick answer tells
+    // nothing about the account, and a flood of guesses from a locked address (HTTP Basic has no
+    // rate limit of its own) costs no argon2 work once the address lock is reached.
+    if (admission.locked) return this.#refuse('user', account, LOCK_REASON[admission.locked], meta);
     if (!user?.password_hash) {
       await this.#hasher.verifyDummy(password, meta.clientGone);
       const locks = await this.#throttle.fail(attempt);
@@ -370,7 +347,12 @@ export class AuthenticationService {
       const locks = await this.#throttle.fail(attempt);
       return this.#refuse('user', account, 'wrong-password', meta, locks);
     }
-    if (user.active !== 1) return this.#refuse('user', account, 'inactive', meta);
+    if (user.active !== 1) {
+      // Counted like a wrong password: otherwise the missing delay after it would tell that the
+      // password of a deactivated account was right.
+      const locks = await this.#throttle.fail(attempt);
+      return this.#refuse('user', account, 'inactive', meta, locks);
+    }
     await this.#throttle.succeed(attempt, admission);
     // An imported or weaker hash becomes argon2id with the current settings (passwords.ts).
     const stored = user.password_hash;
@@ -438,7 +420,7 @@ export class AuthenticationService {
     });
   }
 
-  /** Backup-node agent sign-in; versions below the configured minimum are refused first. */
+  /** Backup-node agent sign-in; a node of a version below the configured minimum is refused. */
   nodeSignIn(login: string, password: string, version: string, meta: RequestMeta): Promise<OpenedSession> {
     return this.#counted('node', this.#nodeSignIn(login, password, version, meta));
   }
@@ -449,6 +431,11 @@ export class AuthenticationService {
     version: string,
     meta: RequestMeta,
   ): Promise<OpenedSession> {
+    const attempt: SignInAttempt = { kind: 'node', name: login.slice(0, 1024), ip: meta.ip };
+    const node = await this.#checkInTurn(attempt, meta, (admission) =>
+      this.#checkNodePassword(login, password, meta, attempt, admission),
+    );
+    // After the password: only a node that proves itself learns the minimum version.
     const minimum = this.#config.nodeMinVersion;
     if (minimum !== undefined) {
       const comparison = compareVersions(version, minimum);
@@ -465,10 +452,6 @@ export class AuthenticationService {
         );
       }
     }
-    const attempt: SignInAttempt = { kind: 'node', name: login.slice(0, 1024), ip: meta.ip };
-    const node = await this.#checkInTurn(attempt, meta, (admission) =>
-      this.#checkNodePassword(login, password, meta, attempt, admission),
-    );
     const principal: Principal = { kind: 'node', id: node.id, name: node.login };
     const now = this.#clock.now();
     return this.#signedIn(
@@ -493,16 +476,7 @@ export class AuthenticationService {
         ? await this.#store.nodes.findByLoginKey(accountKey(login))
         : undefined;
     const account = node && { id: node.id, name: node.login };
-    if (admission.locked) {
-      return this.#refusePassword(
-        'node',
-        node?.password_hash,
-        password,
-        account,
-        LOCK_REASON[admission.locked],
-        meta,
-      );
-    }
+    if (admission.locked) return this.#refuse('node', account, LOCK_REASON[admission.locked], meta);
     if (!node) {
       await this.#hasher.verifyDummy(password, meta.clientGone);
       const locks = await this.#throttle.fail(attempt);
@@ -512,7 +486,10 @@ export class AuthenticationService {
       const locks = await this.#throttle.fail(attempt);
       return this.#refuse('node', account, 'wrong-password', meta, locks);
     }
-    if (node.active !== 1) return this.#refuse('node', account, 'inactive', meta);
+    if (node.active !== 1) {
+      const locks = await this.#throttle.fail(attempt);
+      return this.#refuse('node', account, 'inactive', meta, locks);
+    }
     await this.#throttle.succeed(attempt, admission);
     await this.#hasher.rehashIfNeeded(node.password_hash, password, (next) =>
       this.#store.nodes.replacePasswordHash(node.id, node.password_hash, next),

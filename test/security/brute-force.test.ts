@@ -158,6 +158,49 @@ forEachDialect('Brute force: throttle shared by every node', (dialect) => {
     );
   });
 
+  test('a locked attempt costs no argon2 work: an HTTP Basic flood of new names from a locked address is refused without hashing', async () => {
+    const verifications = async () =>
+      Number(
+        /^gatehouse_password_hash_duration_seconds_count\{operation="verify"\} (\d+)$/m.exec(
+          await ctx.core.metrics.text(),
+        )?.[1] ?? 0,
+      );
+    const flooder = '203.0.113.151';
+    const basic = (name: string) =>
+      ctx.inject({
+        method: 'GET',
+        url: '/api/v2.1/auth/regions',
+        headers: { authorization: `Basic ${Buffer.from(`${name}:Flood-guess-2024`).toString('base64')}` },
+        remoteAddress: flooder,
+      });
+    const before = await verifications();
+    for (let i = 0; i < 12; i++) assert.equal((await basic(`flood-name-${i}`)).statusCode, 401);
+    assert.equal((await verifications()) - before, 12, 'each failure until the address lock was checked');
+    const locked = await verifications();
+    for (let i = 12; i < 40; i++) assert.equal((await basic(`flood-name-${i}`)).statusCode, 401);
+    assert.equal((await verifications()) - locked, 0, 'no argon2 work once the address is locked');
+    // The right password of a real account from that address is refused the same way.
+    const refused = await ctx.inject({
+      method: 'GET',
+      url: '/api/v2.1/auth/regions',
+      headers: { authorization: `Basic ${Buffer.from(`erin:${PASSWORD}`).toString('base64')}` },
+      remoteAddress: flooder,
+    });
+    assert.equal(refused.statusCode, 401);
+    assert.equal(json(refused).status.verbose_message, 'INVALID_CREDENTIALS');
+  });
+
+  test("a deactivated account's right password is counted as a failure: the next attempt waits as after a wrong one", async () => {
+    const gone = await ctx.core.accounts.createUser({ username: 'gone-away', password: PASSWORD });
+    await ctx.store.users.update(gone.id, { active: 0, updated_at: ctx.clock.now() });
+    const waits = () => ctx.clock.sleeps.splice(0);
+    waits();
+    assert.equal((await signin('gone-away', PASSWORD, '203.0.113.152')).statusCode, 401);
+    assert.equal((await signin('gone-away', 'surely-wrong-guess', '203.0.113.152')).statusCode, 401);
+    assert.deepEqual(waits(), [100]);
+    assert.equal((await ctx.store.users.findById(gone.id))?.failed_count, 2);
+  });
+
   test('node logins are throttled the same way, keyed apart from user names', async () => {
     await ctx.core.accounts.createNode({ login: 'node-7', password: 'agent-seven-passphrase' });
     await ctx.core.accounts.createUser({ username: 'node-7', password: 'a-user-named-like-it-1' });

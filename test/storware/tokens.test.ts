@@ -214,7 +214,16 @@ forEachDialect('Storware session: Endpoints tokens, login-with-token, node login
     );
   });
 
-  test('node/login refuses a version below GATEHOUSE_NODE_MIN_VERSION with a message naming both versions', async () => {
+  test('node/login refuses a version below GATEHOUSE_NODE_MIN_VERSION with a message naming both versions, to a node that proved its password only', async () => {
+    // Without the password, the answer is the one of any failed login: the minimum is not told.
+    for (const [login, password] of [
+      ['node-01', 'not-the-password-1'],
+      ['no-such-node', 'backup-agent-pass-1'],
+    ] as const) {
+      const refused = await nodeLogin(login, password, '4.9.1');
+      assertStorwareError(refused, 400, 'INVALID_CREDENTIALS');
+      assert.doesNotMatch(refused.body, /5\.0\.0/);
+    }
     const response = await nodeLogin('node-01', 'backup-agent-pass-1', '4.9.1');
     assertStorwareError(response, 400, 'NODE_VERSION_UNSUPPORTED');
     assert.match(json(response).message, /4\.9\.1/);
@@ -225,6 +234,8 @@ forEachDialect('Storware session: Endpoints tokens, login-with-token, node login
     );
     const garbage = await nodeLogin('node-01', 'backup-agent-pass-1', 'latest');
     assertStorwareError(garbage, 400, 'NODE_VERSION_UNSUPPORTED');
+    // A sign-in of a supported version clears the failure counted above for the tests after this one.
+    assert.equal((await nodeLogin('node-01', 'backup-agent-pass-1', '5.0.0')).statusCode, 201);
   });
 
   test('node/login with a supported version: 201, requester is the node, privileges of the Backup Node role', async () => {
