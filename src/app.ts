@@ -48,7 +48,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     logger: deps.logger ?? { level: config.logLevel, redact: REDACTED_LOG_PATHS },
     bodyLimit: config.bodyLimitBytes,
-    trustProxy: config.trustProxy,
+    trustProxy: trustedProxies(config.trustProxy),
     // Fastify sets no limit on receiving a request, so a client that trickles a body a byte at
     // a time held its connection for ever: here a request must have arrived within the timeout
     // (Node answers 408 and closes), checked every second.
@@ -143,3 +143,12 @@ const incompleteRequestChecks = (config: Config) => ({
   connectionsCheckingInterval: 1000,
   headersTimeout: Math.min(60_000, config.requestTimeoutMs),
 });
+
+/** Fastify's form of GATEHOUSE_TRUST_PROXY: a hop count as the function Fastify makes of one. */
+function trustedProxies(
+  setting: Config['trustProxy'],
+): false | string | ((address: string, hop: number) => boolean) {
+  if (setting === false) return false;
+  if (typeof setting === 'number') return (_address, hop) => hop < setting;
+  return setting.join(',');
+}

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { passwordPolicyProblem } from './core/password-policy.js';
@@ -72,7 +73,12 @@ export interface Config {
   readonly shutdownDelayMs: number;
   /** A request (its headers and body) must have arrived this long after its first byte, or 408. */
   readonly requestTimeoutMs: number;
-  readonly trustProxy: boolean;
+  /**
+   * Which proxies' `X-Forwarded-*` headers to believe: none (`false`), the nearest N hops, or the
+   * proxies at these addresses or CIDR ranges. Never every hop: the left end of X-Forwarded-For is
+   * whatever the client wrote there.
+   */
+  readonly trustProxy: false | number | readonly string[];
   /** Secure flag of the session cookie; `auto`: when the request came over HTTPS (see README). */
   readonly cookieSecure: 'auto' | boolean;
   /** Origins (`scheme://host[:port]`) of other sites whose pages may send state-changing requests. */
@@ -480,7 +486,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
   if (shutdownDelayMs > 5 * 60_000) problems.push('GATEHOUSE_SHUTDOWN_DELAY: must not be longer than 5m');
   const requestTimeoutMs = duration('GATEHOUSE_REQUEST_TIMEOUT', '60s', 1000);
   if (requestTimeoutMs > 60 * 60_000) problems.push('GATEHOUSE_REQUEST_TIMEOUT: must not be longer than 1h');
-  const trustProxy = oneOf('GATEHOUSE_TRUST_PROXY', ['true', 'false'], 'false') === 'true';
+  const trustProxy = parseTrustProxy(raw('GATEHOUSE_TRUST_PROXY'), problems);
   const cookieSecureText = oneOf('GATEHOUSE_COOKIE_SECURE', ['auto', 'true', 'false'], 'auto');
   const cookieSecure = cookieSecureText === 'auto' ? 'auto' : cookieSecureText === 'true';
   const allowedOrigins: string[] = [];
@@ -567,4 +573,41 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     logLevel,
     metrics: Object.freeze({ enabled: metricsEnabled, token: metricsToken }),
   });
+}
+
+/** proxy-addr's names for ranges, as Fastify takes them. */
+const PROXY_RANGE_NAMES: ReadonlySet<string> = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/**
+ * `GATEHOUSE_TRUST_PROXY`: `false`; `true` (the one proxy in front, as 1); a hop count; or the
+ * proxies' addresses, CIDR ranges and range names, comma-separated.
+ */
+function parseTrustProxy(text: string | undefined, problems: string[]): false | number | readonly string[] {
+  if (text === undefined || text === 'false') return false;
+  if (text === 'true') return 1;
+  if (/^\d+$/.test(text)) {
+    const hops = Number(text);
+    if (hops >= 1 && hops <= 10) return hops;
+  } else {
+    const entries = text.split(',').map((entry) => entry.trim());
+    const bad = entries.filter((entry) => {
+      if (PROXY_RANGE_NAMES.has(entry)) return false;
+      const [address = '', prefix, ...rest] = entry.split('/');
+      const family = isIP(address);
+      if (family === 0 || rest.length > 0) return true;
+      if (prefix === undefined) return false;
+      return !/^\d+$/.test(prefix) || Number(prefix) > (family === 4 ? 32 : 128);
+    });
+    if (bad.length === 0) return entries;
+    problems.push(
+      `GATEHOUSE_TRUST_PROXY: not an address, a CIDR range or loopback/linklocal/uniquelocal: ${bad
+        .map((entry) => `"${entry.slice(0, 64)}"`)
+        .join(', ')}`,
+    );
+    return false;
+  }
+  problems.push(
+    `GATEHOUSE_TRUST_PROXY: expected false, true, a hop count from 1 to 10, or proxy addresses and CIDR ranges, got "${text.slice(0, 64)}"`,
+  );
+  return false;
 }

@@ -257,3 +257,91 @@ describe('Rate-limit and lockout settings', () => {
     );
   });
 });
+
+forEachDialect('GATEHOUSE_TRUST_PROXY: the client address behind a proxy', (dialect) => {
+  const failedSignInFrom = async (
+    ctx: TestContext,
+    remoteAddress: string,
+    forwardedFor: string,
+  ): Promise<string | undefined> => {
+    const response = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/signin',
+      remoteAddress,
+      headers: { 'x-forwarded-for': forwardedFor },
+      payload: { username: 'admin', password: 'Not-the-password-1' },
+    });
+    assert.equal(response.statusCode, 401, response.body);
+    const events = await ctx.store.db
+      .selectFrom('audit_events')
+      .select(['ip', 'id'])
+      .where('action', '=', 'signin')
+      .orderBy('id', 'desc')
+      .limit(1)
+      .execute();
+    return events[0]?.ip;
+  };
+
+  test('true trusts the one proxy in front: an address the client writes at the left of X-Forwarded-For is not believed', async () => {
+    const ctx = await createTestContext(dialect, {
+      GATEHOUSE_TRUST_PROXY: 'true',
+      GATEHOUSE_RATE_LIMIT_SIGNIN: '3/min',
+      GATEHOUSE_LOGIN_DELAY: '0',
+    });
+    try {
+      // The proxy appends the address it saw; whatever the client sent stays at the left.
+      assert.equal(await failedSignInFrom(ctx, '127.0.0.1', '198.51.100.200, 203.0.113.7'), '203.0.113.7');
+      for (let i = 0; i < 2; i++) await failedSignInFrom(ctx, '127.0.0.1', `198.51.100.${i}, 203.0.113.7`);
+      const limited = await ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/auth/signin',
+        remoteAddress: '127.0.0.1',
+        headers: { 'x-forwarded-for': '198.51.100.99, 203.0.113.7' },
+        payload: { username: 'admin', password: 'Not-the-password-1' },
+      });
+      isNse429(limited, 60);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test('a list of proxy addresses and ranges: believed only from them, and only as far as the first address not in it', async () => {
+    const ctx = await createTestContext(dialect, { GATEHOUSE_TRUST_PROXY: '10.0.0.0/8, 192.0.2.1' });
+    try {
+      assert.equal(
+        await failedSignInFrom(ctx, '10.1.2.3', '203.0.113.9, 198.51.100.4, 192.0.2.1'),
+        '198.51.100.4',
+      );
+      assert.equal(await failedSignInFrom(ctx, '198.51.100.77', '203.0.113.9'), '198.51.100.77');
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test('false (the default) believes no header', async () => {
+    const ctx = await createTestContext(dialect);
+    try {
+      assert.equal(await failedSignInFrom(ctx, '198.51.100.78', '203.0.113.9'), '198.51.100.78');
+    } finally {
+      await ctx.close();
+    }
+  });
+});
+
+test('GATEHOUSE_TRUST_PROXY takes false, true, a hop count or addresses and ranges; anything else stops start-up naming it', () => {
+  assert.equal(loadConfig({}).trustProxy, false);
+  assert.equal(loadConfig({ GATEHOUSE_TRUST_PROXY: 'true' }).trustProxy, 1);
+  assert.equal(loadConfig({ GATEHOUSE_TRUST_PROXY: '2' }).trustProxy, 2);
+  assert.deepEqual(loadConfig({ GATEHOUSE_TRUST_PROXY: 'loopback, 10.0.0.0/8,2001:db8::/32' }).trustProxy, [
+    'loopback',
+    '10.0.0.0/8',
+    '2001:db8::/32',
+  ]);
+  for (const bad of ['yes', '0', '11', '10.0.0.0/33', 'proxy.example', '10.0.0.1/8/2']) {
+    assert.throws(
+      () => loadConfig({ GATEHOUSE_TRUST_PROXY: bad }),
+      (e: Error) => e instanceof ConfigError && /GATEHOUSE_TRUST_PROXY/.test(e.message),
+      bad,
+    );
+  }
+});
