@@ -401,6 +401,16 @@ forEachDialect('Session cookie behind a proxy that ends TLS', (dialect) => {
     assert.equal(http.cookie.name, COOKIE);
     assert.equal(http.cookie.secure, undefined);
     assert.equal(http.response.headers['strict-transport-security'], undefined);
+    // Over HTTPS only the __Host- name is taken: a cookie without the prefix may have been planted
+    // by a sibling host or over plain HTTP, to sign the victim into the planter's session.
+    const planted = await ctx.inject({
+      method: 'GET',
+      url: '/api/session/user',
+      headers: { 'x-forwarded-proto': 'https' },
+      cookies: { [COOKIE]: http.cookie.value },
+    });
+    assert.equal(planted.statusCode, 401, 'a cookie without the prefix is not taken over HTTPS');
+    const again = await loginCookie(ctx, { 'x-forwarded-proto': 'https' });
     // The proxy also reports the public host: a same-origin page behind it is recognised.
     const sameOrigin = await ctx.inject({
       method: 'POST',
@@ -411,7 +421,7 @@ forEachDialect('Session cookie behind a proxy that ends TLS', (dialect) => {
         'x-forwarded-proto': 'https',
         origin: `https://${HOST}`,
       },
-      cookies: { [COOKIE]: http.cookie.value },
+      cookies: { [SECURE_COOKIE]: again.cookie.value },
     });
     assert.equal(sameOrigin.statusCode, 201, sameOrigin.body);
   });

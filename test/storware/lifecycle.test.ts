@@ -87,6 +87,33 @@ forEachDialect('Storware session: logout and timeouts', (dialect) => {
     assert.equal((await withBearer('GET', '/api/v2.1/jobs', nse)).statusCode, 200);
   });
 
+  test("a logout by bearer token with a cookie of another session ends the bearer's session and leaves that cookie alone", async () => {
+    const cookie = await storwareLogin(ctx);
+    const token = await nseSignIn(ctx);
+    const response = await ctx.inject({
+      method: 'POST',
+      url: '/api/session/logout',
+      headers: bearer(token),
+      cookies: { [COOKIE]: cookie },
+    });
+    assert.equal(response.statusCode, 201, response.body);
+    assert.equal(
+      response.cookies.find((c) => c.name === COOKIE),
+      undefined,
+      'the cookie of the session still live is not cleared',
+    );
+    assertUnauthorized(await withBearer('GET', '/api/v2.1/jobs', token));
+    assert.equal((await withCookie('GET', '/api/session', cookie)).statusCode, 204);
+    // The cookie's own secret as the bearer: its session ends, and so the cookie goes too.
+    const same = await ctx.inject({
+      method: 'POST',
+      url: '/api/session/logout',
+      headers: bearer(cookie),
+      cookies: { [COOKIE]: cookie },
+    });
+    assert.equal(same.cookies.find((c) => c.name === COOKIE)?.value, '');
+  });
+
   test('a password change on NSE ends the Storware cookie sessions of that user', async () => {
     await ctx.core.accounts.createUser({ username: 'pat', password: 'first-secret-phrase-1' });
     const cookie = await storwareLogin(ctx, 'pat', 'first-secret-phrase-1');

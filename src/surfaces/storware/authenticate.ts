@@ -12,8 +12,26 @@ export const SESSION_COOKIE = 'gatehouse_session';
  */
 export const SECURE_SESSION_COOKIE = `__Host-${SESSION_COOKIE}`;
 
+/** Whether this request's session cookie is the Secure `__Host-` one (GATEHOUSE_COOKIE_SECURE). */
+export function securesCookie(request: FastifyRequest, cookieSecure: 'auto' | boolean): boolean {
+  return cookieSecure === 'auto' ? request.protocol === 'https' : cookieSecure;
+}
+
+/**
+ * The session cookie's value, under the one name this request's cookie would be set with: over
+ * HTTPS a cookie without the `__Host-` prefix is not taken, since any sibling host (or anyone on
+ * the network, over plain HTTP) can plant one and sign its victim into the planter's session.
+ */
+export function sessionCookieValue(
+  request: FastifyRequest,
+  cookieSecure: 'auto' | boolean,
+): string | undefined {
+  return request.cookies[securesCookie(request, cookieSecure) ? SECURE_SESSION_COOKIE : SESSION_COOKIE];
+}
+
 /** A Storware call is authenticated by a bearer token (NSE JWT or session secret) or the session cookie. */
 export function storwareAuthenticator(core: Core) {
+  const { cookieSecure } = core.config;
   return async (request: FastifyRequest): Promise<void> => {
     // An explicit Authorization header wins over a cookie the client may still carry from before.
     const bearer = authorizationCredentials(request, 'bearer');
@@ -21,7 +39,7 @@ export function storwareAuthenticator(core: Core) {
       request.auth = await core.sessions.authenticateBearer(bearer, requestMeta(request));
       return;
     }
-    const cookie = request.cookies[SECURE_SESSION_COOKIE] ?? request.cookies[SESSION_COOKIE];
+    const cookie = sessionCookieValue(request, cookieSecure);
     if (cookie) {
       request.auth = await core.sessions.authenticateSecret(cookie);
       return;

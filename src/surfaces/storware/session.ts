@@ -6,8 +6,14 @@ import type { Core } from '../../core/index.js';
 import type { OpenedSession } from '../../core/sessions.js';
 import { authOf } from '../auth-context.js';
 import { rateLimited } from '../rate-limit.js';
-import { requestMeta } from '../request-meta.js';
-import { SECURE_SESSION_COOKIE, SESSION_COOKIE, storwareAuthenticator } from './authenticate.js';
+import { authorizationCredentials, requestMeta } from '../request-meta.js';
+import {
+  SECURE_SESSION_COOKIE,
+  SESSION_COOKIE,
+  securesCookie,
+  sessionCookieValue,
+  storwareAuthenticator,
+} from './authenticate.js';
 import {
   AppUserDetails,
   SessionInfoResponse,
@@ -31,7 +37,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   // and cross-site.ts), and over HTTPS it never travels in clear (Secure) and stays with this host
   // (the __Host- prefix, which needs Path=/).
   const sessionCookie = (request: FastifyRequest) => {
-    const secure = cookieSecure === 'auto' ? request.protocol === 'https' : cookieSecure;
+    const secure = securesCookie(request, cookieSecure);
     return {
       name: secure ? SECURE_SESSION_COOKIE : SESSION_COOKIE,
       options: { path: secure ? '/' : '/api', httpOnly: true, sameSite: 'strict', secure } as const,
@@ -139,8 +145,13 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
     },
     async (request, reply) => {
       await core.authentication.signOut(authOf(request), requestMeta(request));
-      const cookie = sessionCookie(request);
-      reply.clearCookie(cookie.name, cookie.options);
+      // The cookie goes only with its session: a bearer token named another session, which ended
+      // instead, and dropping the cookie would leave its session live and out of the client's hands.
+      const bearer = authorizationCredentials(request, 'bearer');
+      if (bearer === undefined || bearer === sessionCookieValue(request, cookieSecure)) {
+        const cookie = sessionCookie(request);
+        reply.clearCookie(cookie.name, cookie.options);
+      }
       return reply.code(postStatus).send(undefined);
     },
   );
