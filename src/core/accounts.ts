@@ -234,7 +234,7 @@ export class AccountService {
     return user;
   }
 
-  /** An operator sets a password (CLI): every session of the user ends. */
+  /** An operator sets a password (CLI): every session of the user ends, every API token is revoked. */
   async setPassword(username: string, password: string): Promise<{ id: string; username: string }> {
     const user = await this.#store.users.findByUsernameKey(accountKey(username));
     if (!user) throw new GatehouseError('NOT_FOUND', `no user named "${username}"`);
@@ -250,6 +250,7 @@ export class AccountService {
         locked_until: null,
       });
       await tx.sessions.revokeAllOfUser(user.id, now, 'password-set');
+      await tx.apiTokens.revokeAllOfUser(user.id, now);
     });
     await this.clearLockout('user', user.username);
     return { id: user.id, username: user.username };

@@ -405,6 +405,8 @@ export class AuthenticationService {
       });
       await tx.users.recordSuccess(user.id, now);
       await tx.sessions.revokeAllOfUser(user.id, now, 'password-changed');
+      // Tokens too: one minted by whoever knew the old password must not outlive the change.
+      const tokens = await tx.apiTokens.revokeAllOfUser(user.id, now);
       await this.#audit.record(
         {
           action: 'password.change',
@@ -413,6 +415,7 @@ export class AuthenticationService {
           tenantId: user.first_tenant_id,
           meta,
           outcome: 'success',
+          ...(tokens > 0 ? { reason: `${tokens} API token(s) revoked` } : {}),
         },
         tx,
       );

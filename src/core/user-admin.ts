@@ -496,8 +496,12 @@ export class UserAdminService {
           }
           if (passwordHash !== undefined) {
             const ended = await tx.sessions.revokeAllOfUser(target.row.id, now, 'password-set');
+            const tokens = await tx.apiTokens.revokeAllOfUser(target.row.id, now);
             await this.#audit.record(
-              event('password.set', `set by an administrator; ${ended} session(s) ended`),
+              event(
+                'password.set',
+                `set by an administrator; ${ended} session(s) ended, ${tokens} API token(s) revoked`,
+              ),
               tx,
             );
           }

@@ -272,6 +272,41 @@ forEachDialect('NSE API tokens', (dialect) => {
     assert.equal(byRoot.user_id, ids.gary);
   });
 
+  test("a password change, or a password set by an administrator, revokes the user's API tokens", async () => {
+    const first = 'early-riser-morning-11';
+    await ctx.core.accounts.createUser({
+      username: 'erin',
+      password: first,
+      tenantCode: 'acme',
+      role: 'user',
+    });
+    sessions.erin = await nseSignIn(ctx, 'erin', first);
+    // Minted by whoever held erin's password: gone with the change.
+    const minted = await issue('erin', { name: 'left behind' });
+    assert.equal((await loginWithToken(minted.token)).statusCode, 201);
+    const second = 'changed-by-herself-222';
+    const changed = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/password',
+      payload: { username: 'erin', old_password: first, new_password: second },
+    });
+    assert.equal(changed.statusCode, 200, changed.body);
+    assert.equal((await loginWithToken(minted.token)).statusCode, 400);
+    sessions.erin = json(changed).result.records[0].token;
+    const next = await issue('erin', { name: 'after the change' });
+    assert.equal((await loginWithToken(next.token)).statusCode, 201);
+    const reset = await ctx.inject({
+      method: 'PUT',
+      url: '/api/v2.1/users/erin',
+      headers: bearer(sessions.alice!),
+      payload: { password: 'reset-by-alice-3333' },
+    });
+    assert.equal(reset.statusCode, 200, reset.body);
+    assert.equal((await loginWithToken(next.token)).statusCode, 400);
+    const set = (await auditRows('password.set')).at(-1);
+    assert.match(set?.reason ?? '', /1 API token\(s\) revoked/);
+  });
+
   test("another tenant's admin cannot create, list, read or revoke a user's tokens: 404 as for an unknown one", async () => {
     const record = await issue('bob', { name: 'bob only' });
     const unknownUser = json(await list('gary', `?user_id=${UNKNOWN_ID}`));

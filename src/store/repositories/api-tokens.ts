@@ -49,6 +49,16 @@ export function createApiTokenRepository(db: Kysely<Database>) {
       ]);
       return { rows, total: Number(count.n) };
     },
+    /** Revokes every live token of a user; the number revoked. */
+    async revokeAllOfUser(userId: string, now: number): Promise<number> {
+      const result = await db
+        .updateTable('api_tokens')
+        .set({ revoked_at: now })
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    },
     /** True if this call revoked the token (false: it was revoked already, or is gone). */
     async revoke(id: string, now: number): Promise<boolean> {
       const result = await db
