@@ -89,6 +89,23 @@ export async function mayManageUser(
   return theirs.every((privilege) => mine.has(privilege));
 }
 
+/**
+ * Whether the actor holds every privilege that membership of this group gives (root: always), as
+ * it must to put a user into it: a directory user, for one, starts in "Operator".
+ */
+export async function holdsGroupPrivileges(store: Store, actor: Actor, groupName: string): Promise<boolean> {
+  if (actor.isRoot) return true;
+  const group = await store.rbac.findGroupByName(groupName);
+  if (!group) return false;
+  const roles = await store.rbac.rolesOfGroup(group.id);
+  const [given, held] = await Promise.all([
+    Promise.all(roles.map((role) => store.rbac.privilegesOfRole(role.id))),
+    actor.principal.kind === 'user' ? store.rbac.privilegesOfUser(actor.principal.id) : [],
+  ]);
+  const mine = new Set(held);
+  return given.flat().every((privilege) => mine.has(privilege));
+}
+
 export function requireRoot(actor: Actor): void {
   if (!actor.isRoot) throw new GatehouseError('FORBIDDEN', 'only a root user may do this');
 }

@@ -18,6 +18,7 @@ import {
   canManageTenantObjects,
   canSeeTenant,
   findVisibleUser,
+  holdsGroupPrivileges,
   mayManageUser,
   readableTenantIds,
 } from './authorization.js';
@@ -162,6 +163,15 @@ export class UserAdminService {
         throw new GatehouseError('VALIDATION_FAILED', 'body/password is required for a local user');
       }
       checkProfile(input);
+      if (
+        provider === 'activeDirectory' &&
+        !(await holdsGroupPrivileges(this.#store, actor, BUILTIN_GROUPS.operators.name))
+      ) {
+        throw new GatehouseError(
+          'FORBIDDEN',
+          `a directory user starts in "${BUILTIN_GROUPS.operators.name}", whose privileges you do not all hold`,
+        );
+      }
       const created = await this.#accounts.createUser(
         {
           username: input.username,

@@ -432,4 +432,25 @@ forEachDialect('NSE access management', (dialect) => {
     assert.equal(replaced.statusCode, 200, replaced.body);
     assert.deepEqual(await memberNames(group.id), ['alice', 'bob', 'gus']);
   });
+
+  test('a tenant admin makes a directory user (an "Operator") only while it holds the Operator privileges itself', async () => {
+    const operators = (json(await send('admin', 'GET', '/groups?limit=1000')).result.records as any[]).find(
+      (g) => g.name === 'Operator',
+    ).id as string;
+    const acme = (await ctx.store.tenants.findByCode('acme'))!.id;
+    const directoryUser = (username: string) =>
+      send('alice', 'POST', '/users', {
+        username,
+        provider: 'activeDirectory',
+        tenancies: [{ tenant_id: acme, role_name: 'user' }],
+      });
+    assert.equal((await directoryUser('ad-one@corp.example')).statusCode, 403);
+    assert.equal((await send('admin', 'POST', `/groups/${operators}/members/${ids.alice}`)).statusCode, 200);
+    const made = await directoryUser('ad-two@corp.example');
+    assert.equal(made.statusCode, 201, made.body);
+    assert.equal(
+      (await send('admin', 'DELETE', `/groups/${operators}/members/${ids.alice}`)).statusCode,
+      204,
+    );
+  });
 });

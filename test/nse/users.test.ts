@@ -213,12 +213,18 @@ forEachDialect('NSE users', (dialect) => {
       'user',
     );
 
-    const directory = await call('alice', 'POST', USERS, {
+    const dora = {
       username: 'dora@corp.example',
       provider: 'activeDirectory',
       provider_data: { email: 'dora@corp.example', member_of: 'CN=Storage' },
       tenancies: [{ tenant_id: acme, role_name: 'read' }],
-    });
+    };
+    // A directory user starts as an "Operator": only someone holding those privileges makes one.
+    const refused = await call('alice', 'POST', USERS, dora);
+    isError(refused, 403, 'FORBIDDEN');
+    assert.match(json(refused).status.verbose_message, /Operator/);
+    assert.equal(await ctx.store.users.findByUsernameKey('dora@corp.example'), undefined);
+    const directory = await call('admin', 'POST', USERS, dora);
     assert.equal(directory.statusCode, 201, directory.body);
     const row = await ctx.store.users.findByUsernameKey('dora@corp.example');
     assert.equal(row?.provider, 'activeDirectory');
@@ -229,7 +235,7 @@ forEachDialect('NSE users', (dialect) => {
       payload: { username: 'dora@corp.example', password: '' },
     });
     assert.equal(signin.statusCode, 401);
-    const withPassword = await call('alice', 'POST', USERS, {
+    const withPassword = await call('admin', 'POST', USERS, {
       username: 'dan@corp.example',
       password: PASSWORD,
       provider: 'activeDirectory',
@@ -526,7 +532,7 @@ forEachDialect('NSE users', (dialect) => {
     await nseSignIn(ctx, 'fay', PASSWORD);
     // A directory user has no password to set. (Root sets it: a directory user is an "Operator",
     // which alice is not, so she does not manage it at all.)
-    const dir = await call('alice', 'POST', USERS, {
+    const dir = await call('admin', 'POST', USERS, {
       username: 'dir-user',
       provider: 'activeDirectory',
       tenancies: [{ tenant_id: acme, role_name: 'user' }],
