@@ -193,6 +193,7 @@ export class TenantService {
     }
     const running = await this.#store.jobs.findRunning('delete', 'tenants', tenant.id);
     if (running) return jobView(running);
+    await this.#keepOneRoot(tenant);
     const runner = this.#jobRunner;
     if (!runner) throw new Error('TenantService was built without a job runner');
     return runner.submit(
@@ -219,6 +220,8 @@ export class TenantService {
   ): Promise<string> {
     const audit = this.#requireAudit();
     try {
+      // Again, now: a root of another tenant may have been demoted since the request.
+      await this.#keepOneRoot(tenant);
       const subtenants = await this.#store.subtenants.deleteAllOfTenant(tenant.id);
       await control.report(`Removed ${count(subtenants, 'subtenant')}.`, 30);
 
@@ -267,6 +270,18 @@ export class TenantService {
         .catch(() => {});
       throw error;
     }
+  }
+
+  /**
+   * Deleting a tenant removes its tenancies: if its root users were the only active ones, nobody
+   * could manage the service any more but through the CLI (412, as for deleting the last root user).
+   */
+  async #keepOneRoot(tenant: TenantRow): Promise<void> {
+    if ((await this.#store.users.countActiveWithRoleOutside('root', tenant.id)) > 0) return;
+    throw new GatehouseError(
+      'PRECONDITION_FAILED',
+      `the tenant "${tenant.code}" holds the last active root users; make a user of another tenant root before you delete it`,
+    );
   }
 
   /** The tenant if the actor may see it; otherwise the same 404 as for an unknown id. */

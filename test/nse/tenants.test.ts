@@ -333,6 +333,30 @@ forEachDialect('NSE tenants', (dialect) => {
     isError(await call('admin', 'DELETE', `${TENANTS}/nope`), 404, 'NOT_FOUND');
   });
 
+  test('a tenant holding the last active root users is not deleted (412); with a root elsewhere it is', async () => {
+    const keep = (await ctx.core.tenants.create({ code: 'keep', name: 'Keep' })).id;
+    const systemId = (await ctx.store.tenants.findByCode('system'))!.id;
+    await makeUser('keeper', [[keep, 'root']]);
+    tokens.keeper = await nseSignIn(ctx, 'keeper', PASSWORD);
+    // The built-in admin stops being root: keeper, of `keep`, is the only root left.
+    const demoted = await call('keeper', 'PUT', '/api/v2.1/users/admin', {
+      tenancies: [{ tenant_id: systemId, role_name: 'admin' }],
+    });
+    assert.equal(demoted.statusCode, 200, demoted.body);
+    const refused = isError(await call('keeper', 'DELETE', `${TENANTS}/${keep}`), 412, 'PRECONDITION_FAILED');
+    assert.match(refused.status.verbose_message, /last active root/);
+    assert.ok(await tenantRow(keep));
+    // Root again elsewhere: the tenant goes, and root users are left.
+    const restored = await call('keeper', 'PUT', '/api/v2.1/users/admin', {
+      tenancies: [{ tenant_id: systemId, role_name: 'root' }],
+    });
+    assert.equal(restored.statusCode, 200, restored.body);
+    const accepted = await call('keeper', 'DELETE', `${TENANTS}/${keep}`);
+    assert.equal(accepted.statusCode, 202, accepted.body);
+    assert.equal((await settled(json(accepted).result.records[0].id)).status, 'successful');
+    assert.equal(await tenantRow(keep), undefined);
+  });
+
   test('deleting a tenant is a job: 202, then subtenants, memberships and the sessions of users left without a tenant go', async () => {
     const doomed = (await ctx.core.tenants.create({ code: 'doomed', name: 'Doomed' })).id;
     for (const code of ['north', 'south']) {

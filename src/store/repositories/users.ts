@@ -246,6 +246,18 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
         .executeTakeFirstOrThrow();
       return Number(row.n);
     },
+    /** Active users holding `role` in a tenant other than this one (what deleting it would leave). */
+    async countActiveWithRoleOutside(role: Role, tenantId: string): Promise<number> {
+      const row = await db
+        .selectFrom('users')
+        .innerJoin('tenancies', 'tenancies.user_id', 'users.id')
+        .select((eb) => eb.fn.count<number>('users.id').distinct().as('n'))
+        .where('tenancies.role', '=', role)
+        .where('users.active', '=', 1)
+        .where('tenancies.tenant_id', '!=', tenantId)
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
     /** Deletes the user; its tenancies, group memberships, API tokens and sessions go with it (cascade). */
     async delete(id: string): Promise<boolean> {
       const result = await db.deleteFrom('users').where('id', '=', id).executeTakeFirst();
