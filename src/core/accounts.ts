@@ -337,7 +337,7 @@ export class AccountService {
 
   /** The one place an API token secret is made: for the CLI above and the tokens API. */
   async issueApiToken(
-    input: { userId: string; name: string; expiresAt: number | null },
+    input: { userId: string; name: string; expiresAt: number | null; createdBy?: string | undefined },
     store: Pick<Repositories, 'apiTokens'> = this.#store,
   ): Promise<{ row: ApiTokenRow; token: string }> {
     if (input.name.length < 1 || input.name.length > 128) {
@@ -354,6 +354,7 @@ export class AccountService {
       expires_at: input.expiresAt,
       last_used_at: null,
       revoked_at: null,
+      created_by: input.createdBy ?? null,
     };
     await store.apiTokens.insert(row);
     return { row, token };

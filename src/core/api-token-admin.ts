@@ -18,6 +18,8 @@ export interface ApiTokenView {
   readonly id: string;
   readonly name: string;
   readonly user_id: string;
+  /** Who made it; '' for the CLI's and for tokens made before this was kept. */
+  readonly created_by: string;
   readonly created: string;
   readonly expires: string | null;
   readonly last_used: string | null;
@@ -45,6 +47,7 @@ export const apiTokenView = (row: ApiTokenRow): ApiTokenView => ({
   id: row.id,
   name: row.name,
   user_id: row.user_id,
+  created_by: row.created_by ?? '',
   created: new Date(row.created_at).toISOString(),
   expires: iso(row.expires_at),
   last_used: iso(row.last_used_at),
@@ -83,7 +86,10 @@ export class ApiTokenAdminService {
     const name = input.name.trim();
     const expiresAt = this.#expiry(input);
     return this.#store.transaction(async (tx) => {
-      const issued = await this.#accounts.issueApiToken({ userId: subject.id, name, expiresAt }, tx);
+      const issued = await this.#accounts.issueApiToken(
+        { userId: subject.id, name, expiresAt, createdBy: auth.principal.id },
+        tx,
+      );
       await this.#audit.record(
         {
           action: 'token.create',

@@ -6,6 +6,7 @@ import type { Repositories } from '../store/repositories/index.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
 import type { SigningInUser, UserRow } from '../store/repositories/users.js';
 import type { AuditEntry, AuditService } from './audit.js';
+import { mayManageUser } from './authorization.js';
 import { type Clock, sleep } from './clock.js';
 import type { CredentialCache } from './credential-cache.js';
 import type { Admission, LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
@@ -423,6 +424,26 @@ export class AuthenticationService {
     });
   }
 
+  /**
+   * A token made by an administrator for another user is that administrator's authority, lent:
+   * it works while its maker is active and still manages the user (tenancies and privileges, as
+   * when it was made), not after the maker was demoted or the user raised above the maker.
+   */
+  async #makerStillManages(makerId: string, userId: string): Promise<boolean> {
+    const maker = await this.#store.users.findById(makerId);
+    if (maker?.active !== 1) return false;
+    const tenancies = await this.#store.users.tenancies(maker.id);
+    const actor = {
+      principal: userPrincipal(maker),
+      tenancies,
+      isRoot: tenancies.some((t) => t.role === 'root'),
+    };
+    return mayManageUser(this.#store, actor, {
+      id: userId,
+      tenancies: await this.#store.users.tenancies(userId),
+    });
+  }
+
   /** Backup-node agent sign-in; a node of a version below the configured minimum is refused. */
   nodeSignIn(login: string, password: string, version: string, meta: RequestMeta): Promise<OpenedSession> {
     return this.#counted('node', this.#nodeSignIn(login, password, version, meta));
@@ -535,6 +556,13 @@ export class AuthenticationService {
     const user = await this.#store.users.findById(row.user_id);
     // A password lockout protects the password; it does not stop a token the user issued.
     if (user?.active !== 1) throw new GatehouseError('INVALID_API_TOKEN');
+    if (
+      row.created_by !== null &&
+      row.created_by !== user.id &&
+      !(await this.#makerStillManages(row.created_by, user.id))
+    ) {
+      throw new GatehouseError('INVALID_API_TOKEN');
+    }
     return this.#signedIn(
       userPrincipal(user),
       await this.#store.users.findFirstTenantId(user.id),

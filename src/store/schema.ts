@@ -138,6 +138,8 @@ export interface ApiTokenTable {
   expires_at: EpochMs | null;
   last_used_at: EpochMs | null;
   revoked_at: EpochMs | null;
+  /** The user who made it; null: the CLI, or made before this was kept (migration 0010). */
+  created_by: string | null;
 }
 
 export interface SigningKeyTable {

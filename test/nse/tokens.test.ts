@@ -97,6 +97,7 @@ forEachDialect('NSE API tokens', (dialect) => {
     secrets.push(record.token);
     assert.deepEqual(Object.keys(record).sort(), [
       'created',
+      'created_by',
       'expires',
       'id',
       'last_used',
@@ -305,6 +306,47 @@ forEachDialect('NSE API tokens', (dialect) => {
     assert.equal((await loginWithToken(next.token)).statusCode, 400);
     const set = (await auditRows('password.set')).at(-1);
     assert.match(set?.reason ?? '', /1 API token\(s\) revoked/);
+  });
+
+  test('a token an admin made for a user works only while the admin still manages that user', async () => {
+    const record = await issue('alice', { name: 'lent by alice', user_id: ids.dave });
+    assert.equal(record.created_by, ids.alice);
+    assert.equal((await loginWithToken(record.token)).statusCode, 201);
+    const acme = (await ctx.store.tenants.findByCode('acme'))!.id;
+    const setAlice = (role: string) =>
+      ctx.inject({
+        method: 'PUT',
+        url: `/api/v2.1/users/${ids.alice}`,
+        headers: bearer(sessions.root!),
+        payload: { tenancies: [{ tenant_id: acme, role_name: role }] },
+      });
+    // alice demoted: the token she made for dave stops working.
+    assert.equal((await setAlice('user')).statusCode, 200);
+    assert.equal((await loginWithToken(record.token)).statusCode, 400);
+    assert.equal((await setAlice('admin')).statusCode, 200);
+    assert.equal((await loginWithToken(record.token)).statusCode, 201);
+    // dave raised above alice (a member of Global Administrators): her token is not his way in.
+    const groups = json(
+      await ctx.inject({
+        method: 'GET',
+        url: '/api/v2.1/groups?limit=1000',
+        headers: bearer(sessions.root!),
+      }),
+    ).result.records as { id: string; name: string }[];
+    const globalAdmins = groups.find((g) => g.name === 'Global Administrators')!.id;
+    const member = (method: 'POST' | 'DELETE') =>
+      ctx.inject({
+        method,
+        url: `/api/v2.1/groups/${globalAdmins}/members/${ids.dave}`,
+        headers: bearer(sessions.root!),
+      });
+    assert.equal((await member('POST')).statusCode, 200);
+    assert.equal((await loginWithToken(record.token)).statusCode, 400);
+    assert.equal((await member('DELETE')).statusCode, 204);
+    // A token of one's own is not lent: it does not depend on anyone's role.
+    const own = await issue('dave', { name: 'my own' });
+    assert.equal(own.created_by, ids.dave);
+    assert.equal((await loginWithToken(own.token)).statusCode, 201);
   });
 
   test("another tenant's admin cannot create, list, read or revoke a user's tokens: 404 as for an unknown one", async () => {

@@ -8,6 +8,7 @@ import * as tokenRotation from './0006-token-rotation.js';
 import * as loginThrottle from './0007-login-throttle.js';
 import * as liveSessionsIndex from './0008-live-sessions-index.js';
 import * as cacheInvalidations from './0009-cache-invalidations.js';
+import * as apiTokenCreator from './0010-api-token-creator.js';
 
 /** Every migration in order. Names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -20,4 +21,5 @@ export const migrations: Record<string, Migration> = {
   '0007-login-throttle': loginThrottle,
   '0008-live-sessions-index': liveSessionsIndex,
   '0009-cache-invalidations': cacheInvalidations,
+  '0010-api-token-creator': apiTokenCreator,
 };

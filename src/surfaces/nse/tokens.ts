@@ -22,6 +22,10 @@ const tokenFields = {
   id: Type.String(),
   name: Type.String(),
   user_id: Type.String({ description: 'The user the token signs in as' }),
+  created_by: Type.String({
+    description:
+      "The user who made it ('' for the CLI's). Made for another user, it works while its maker still manages that user",
+  }),
   created: Type.String({ description: 'ISO 8601' }),
   expires: NullableString({ description: 'ISO 8601; null: does not expire' }),
   last_used: NullableString({ description: 'ISO 8601 of the last login-with-token; null: never used' }),
