@@ -125,13 +125,16 @@ export class UserAdminService {
   async list(
     auth: AuthContext,
     query: ListQuery<UserSortKey>,
-    filter: { tenantId?: string | undefined },
+    filter: { tenantId?: string | undefined; id?: string | undefined; username?: string | undefined },
   ): Promise<Listed<UserView, UserSortKey>> {
     const actor = await actorOf(this.#store, auth);
     const page = await this.#store.users.list(query, {
       visibleTenantIds: readableTenantIds(actor),
       selfId: auth.principal.kind === 'user' ? auth.principal.id : undefined,
       tenantId: filter.tenantId,
+      // Ids are stored in lower case; a malformed one matches nobody rather than failing.
+      id: filter.id === undefined ? undefined : isId(filter.id) ? filter.id.toLowerCase() : '',
+      usernameKey: filter.username === undefined ? undefined : accountKey(filter.username),
     });
     const tenancies = await this.#store.users.tenanciesOfUsers(page.rows.map((row) => row.id));
     return {

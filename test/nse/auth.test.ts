@@ -46,7 +46,7 @@ forEachDialect('NSE auth', (dialect) => {
     assert.equal(user.displayName, 'Al');
     assert.equal(user.email, 'alice@example.com');
     assert.equal(user.tenancies.length, 1);
-    assert.deepEqual(Object.keys(user.tenancies[0]).sort(), ['code', 'id', 'name', 'role']);
+    assert.deepEqual(Object.keys(user.tenancies[0]).sort(), ['code', 'id', 'name', 'role', 'role_name']);
     assert.equal(user.tenancies[0].code, 'acme');
     assert.equal(user.tenancies[0].role, 'admin');
     const [header, payload] = token

@@ -125,6 +125,11 @@ forEachDialect('NSE regions and zones', (dialect) => {
     assert.equal(east.result.total_records, 2);
     const none = json(await get('/api/v2.1/auth/zones?region=eu-north1'));
     assert.equal(none.result.total_records, 0);
+    // region_name, the name zone create takes, filters alike.
+    const byCreateName = json(await get('/api/v2.1/auth/zones?region_name=au-east1'));
+    assert.deepEqual(byCreateName.result.records, east.result.records);
+    assert.equal(json(await get('/api/v2.1/zones?region_name=nowhere')).result.total_records, 0);
+    assert.equal((await get('/api/v2.1/zones?region=au-east1&region_name=au-west1')).statusCode, 400);
     const one = json(await get('/api/v2.1/auth/zones/au-west1-a'));
     assert.equal(one.result.records[0].region, 'au-west1');
     assert.equal((await get('/api/v2.1/auth/zones/au-west1-z')).statusCode, 404);

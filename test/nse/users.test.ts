@@ -87,7 +87,7 @@ forEachDialect('NSE users', (dialect) => {
       lastName: '',
       displayName: '',
       email: '',
-      tenancies: [{ id: acme, name: 'Acme', code: 'acme', role: 'admin' }],
+      tenancies: [{ id: acme, name: 'Acme', code: 'acme', role: 'admin', role_name: 'admin' }],
     });
     assert.deepEqual(body.result.records.find((u: any) => u.username === 'loner').tenancies, []);
   });
@@ -119,6 +119,34 @@ forEachDialect('NSE users', (dialect) => {
     assert.equal(filtered.result.total_records, 0);
     assert.deepEqual(filtered.result.records, []);
     assert.equal(json(await call('uma', 'GET', `${USERS}?tenant_id=${globex}`)).result.total_records, 0);
+  });
+
+  test('GET /users?id= and ?username= (the reference\'s "retrieve a user by ID / by user name"): that user or none, within what the caller sees', async () => {
+    const byName = json(await call('alice', 'GET', `${USERS}?username=RITA`));
+    assert.deepEqual(usernames(byName), ['rita']);
+    assert.equal(byName.result.total_records, 1);
+    assert.deepEqual(usernames(json(await call('alice', 'GET', `${USERS}?id=${ids.uma!.toUpperCase()}`))), [
+      'uma',
+    ]);
+    for (const query of [
+      `username=gus`,
+      `id=${ids.gus}`,
+      'username=nobody',
+      'id=not-an-id',
+      `id=${UNKNOWN_ID}`,
+    ]) {
+      const none = json(await call('alice', 'GET', `${USERS}?${query}`));
+      assert.equal(none.result.total_records, 0, query);
+      assert.deepEqual(none.result.records, [], query);
+    }
+    assert.equal(
+      json(await call('admin', 'GET', `${USERS}?username=gus&id=${ids.gus}`)).result.total_records,
+      1,
+    );
+    assert.equal(
+      json(await call('admin', 'GET', `${USERS}?username=gus&id=${ids.alice}`)).result.total_records,
+      0,
+    );
   });
 
   test('a user by id or by user name (case-insensitive)', async () => {
@@ -185,7 +213,9 @@ forEachDialect('NSE users', (dialect) => {
     ]);
     assert.equal(record.username, 'MyUser');
     assert.equal(record.displayName, 'CallMeMyUser');
-    assert.deepEqual(record.tenancies, [{ id: acme, name: 'Acme', code: 'acme', role: 'admin' }]);
+    assert.deepEqual(record.tenancies, [
+      { id: acme, name: 'Acme', code: 'acme', role: 'admin', role_name: 'admin' },
+    ]);
     assert.equal(await userCount(), before + 1);
     const row = await ctx.store.users.findById(record.id);
     assert.equal(row?.phone, '+1 (555) 010-9999');
@@ -360,7 +390,7 @@ forEachDialect('NSE users', (dialect) => {
       lastName: 'Tables',
       displayName: 'Bobby',
       email: 'bob@acme.example',
-      tenancies: [{ id: acme, name: 'Acme', code: 'acme', role: 'user' }],
+      tenancies: [{ id: acme, name: 'Acme', code: 'acme', role: 'user', role_name: 'user' }],
     });
     assert.equal((await ctx.store.users.findById(bob))?.phone, '+44 20 7946 0000');
 
@@ -368,7 +398,7 @@ forEachDialect('NSE users', (dialect) => {
       await call('alice', 'PUT', `${USERS}/bob`, { tenancies: [{ tenant_id: acme, role_name: 'read' }] }),
     );
     assert.deepEqual(promoted.result.records[0].tenancies, [
-      { id: acme, name: 'Acme', code: 'acme', role: 'read' },
+      { id: acme, name: 'Acme', code: 'acme', role: 'read', role_name: 'read' },
     ]);
 
     // Root replaces the whole array: acme dropped, globex added.
@@ -379,7 +409,7 @@ forEachDialect('NSE users', (dialect) => {
       }),
     );
     assert.deepEqual(moved.result.records[0].tenancies, [
-      { id: globex, name: 'Globex', code: 'globex', role: 'user' },
+      { id: globex, name: 'Globex', code: 'globex', role: 'user', role_name: 'user' },
     ]);
     isError(await call('alice', 'GET', `${USERS}/${bob}`), 404, 'NOT_FOUND');
     assert.equal(json(await call('gus', 'GET', `${USERS}/bob`)).result.records[0].id, bob);

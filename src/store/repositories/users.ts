@@ -154,6 +154,9 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
           conditions.push(eb.or(either));
         }
         if (scope.tenantId !== undefined) conditions.push(eb.exists(tenancyIn(eb, [scope.tenantId])));
+        if (scope.id !== undefined) conditions.push(eb('users.id', '=', scope.id));
+        if (scope.usernameKey !== undefined)
+          conditions.push(eb('users.username_key', '=', scope.usernameKey));
         return eb.and(conditions);
       };
       const [rows, count] = await Promise.all([
@@ -281,6 +284,10 @@ export interface UserScope {
   readonly selfId?: string | undefined;
   /** Only users with a tenancy in this tenant. */
   readonly tenantId?: string | undefined;
+  /** Only the user of this id. */
+  readonly id?: string | undefined;
+  /** Only the user of this name (its `accountKey`: case and width folded). */
+  readonly usernameKey?: string | undefined;
 }
 
 function visibleUsers(

@@ -6,7 +6,6 @@ import { authOf } from '../auth-context.js';
 import { requestMeta } from '../request-meta.js';
 import { nseAuthenticator } from './authenticate.js';
 import {
-  fetched,
   ListEnvelope,
   listed,
   listQuerySchema,
@@ -112,7 +111,7 @@ export const accessManagementRoutes: FastifyPluginAsyncTypebox<{ core: Core }> =
         response: { 200: RecordEnvelope(RoleRecord), ...NSE_ERRORS },
       },
     },
-    async (request) => fetched(await access.getRole(authOf(request), request.params.id)),
+    async (request) => single(await access.getRole(authOf(request), request.params.id)),
   );
 
   app.post(
@@ -204,7 +203,7 @@ export const accessManagementRoutes: FastifyPluginAsyncTypebox<{ core: Core }> =
         response: { 200: RecordEnvelope(GroupRecord), ...NSE_ERRORS },
       },
     },
-    async (request) => fetched(await access.getGroup(authOf(request), request.params.id)),
+    async (request) => single(await access.getGroup(authOf(request), request.params.id)),
   );
 
   app.post(

@@ -2,15 +2,16 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { RegionSortKey, ZoneSortKey } from '../../core/catalog.js';
 import type { Core } from '../../core/index.js';
+import { GatehouseError } from '../../errors.js';
 import { nseAuthenticator } from './authenticate.js';
 import {
-  fetched,
   ListEnvelope,
   listed,
   listQuerySchema,
   NSE_ERRORS,
   NSE_SECURITY,
   RecordEnvelope,
+  single,
   toListQuery,
 } from './envelope.js';
 
@@ -84,7 +85,7 @@ export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
           response: { 200: RecordEnvelope(RegionRecord), ...NSE_ERRORS },
         },
       },
-      async (request) => fetched(region(await core.catalog.region(request.params.name))),
+      async (request) => single(region(await core.catalog.region(request.params.name))),
     );
 
     app.get(
@@ -99,13 +100,24 @@ export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
             region: Type.Optional(
               Type.String({ minLength: 1, maxLength: 255, description: 'Only zones of this region' }),
             ),
+            // The name zone create takes, and so a client may filter by it.
+            region_name: Type.Optional(
+              Type.String({ minLength: 1, maxLength: 255, description: 'The same as region' }),
+            ),
           }),
           response: { 200: ListEnvelope(ZoneRecord), ...NSE_ERRORS },
         },
       },
       async (request) => {
+        const { region: byRecordName, region_name: byCreateName } = request.query;
+        if (byRecordName !== undefined && byCreateName !== undefined && byRecordName !== byCreateName) {
+          throw new GatehouseError(
+            'VALIDATION_FAILED',
+            'querystring/region and region_name name different regions',
+          );
+        }
         const list = await core.catalog.listZones(toListQuery(request.query), {
-          region: request.query.region,
+          region: byRecordName ?? byCreateName,
         });
         return listed({ ...list, records: list.records.map(zone) });
       },
@@ -123,7 +135,7 @@ export const catalogRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
           response: { 200: RecordEnvelope(ZoneRecord), ...NSE_ERRORS },
         },
       },
-      async (request) => fetched(zone(await core.catalog.zone(request.params.name))),
+      async (request) => single(zone(await core.catalog.zone(request.params.name))),
     );
   }
 };

@@ -84,15 +84,14 @@ export function ok(code: number, userMessage: string) {
   return { user_message: userMessage, verbose_message: '', code };
 }
 
-/** One record, as the sign-in, create and get-by-id answers carry it. */
+/**
+ * One record, as the sign-in, create, change and get-by-id answers carry it. The reference's
+ * examples show `returned_records` in some of these and `total_records` in others: both, so that a
+ * client reading either finds it.
+ */
 export function single<T>(record: T, userMessage = recordsMessage(1), code = 200) {
-  return { status: ok(code, userMessage), result: { total_records: 1, records: [record] } };
-}
-
-/** One record fetched by name or id: the reference shows `returned_records` there too. */
-export function fetched<T>(record: T) {
   return {
-    status: ok(200, recordsMessage(1)),
+    status: ok(code, userMessage),
     result: { returned_records: 1, total_records: 1, records: [record] },
   };
 }

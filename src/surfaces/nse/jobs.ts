@@ -5,13 +5,13 @@ import type { JobSortKey } from '../../core/jobs.js';
 import { authOf } from '../auth-context.js';
 import { nseAuthenticator } from './authenticate.js';
 import {
-  fetched,
   ListEnvelope,
   listed,
   listQuerySchema,
   NSE_ERRORS,
   NSE_SECURITY,
   RecordEnvelope,
+  single,
   toListQuery,
 } from './envelope.js';
 
@@ -90,6 +90,6 @@ export const jobRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, 
         response: { 200: RecordEnvelope(JobRecord), ...NSE_ERRORS },
       },
     },
-    async (request) => fetched(await core.jobs.get(authOf(request), request.params.id)),
+    async (request) => single(await core.jobs.get(authOf(request), request.params.id)),
   );
 };

@@ -7,7 +7,6 @@ import { requestMeta } from '../request-meta.js';
 import { NullableString } from '../schema-helpers.js';
 import { nseAuthenticator } from './authenticate.js';
 import {
-  fetched,
   ListEnvelope,
   listed,
   listQuerySchema,
@@ -100,7 +99,7 @@ export const nodeRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
         response: { 200: RecordEnvelope(NodeRecord), ...NSE_ERRORS },
       },
     },
-    async (request) => fetched(await core.nodeAdmin.get(authOf(request), request.params.id)),
+    async (request) => single(await core.nodeAdmin.get(authOf(request), request.params.id)),
   );
 
   app.put(

@@ -6,7 +6,6 @@ import { authOf } from '../auth-context.js';
 import { requestMeta } from '../request-meta.js';
 import { nseAuthenticator } from './authenticate.js';
 import {
-  fetched,
   ListEnvelope,
   listed,
   listQuerySchema,
@@ -86,7 +85,7 @@ export const subtenantRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async 
         response: { 200: RecordEnvelope(SubtenantRecord), ...NSE_ERRORS },
       },
     },
-    async (request) => fetched(await core.subtenants.get(authOf(request), request.params.id)),
+    async (request) => single(await core.subtenants.get(authOf(request), request.params.id)),
   );
 
   app.post(
@@ -128,7 +127,7 @@ export const subtenantRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async 
     },
     async (request) => {
       const body = request.body;
-      return fetched(
+      return single(
         await core.subtenants.update(
           authOf(request),
           request.params.id,

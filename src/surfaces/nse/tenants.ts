@@ -6,7 +6,6 @@ import { authOf } from '../auth-context.js';
 import { requestMeta } from '../request-meta.js';
 import { nseAuthenticator } from './authenticate.js';
 import {
-  fetched,
   ListEnvelope,
   listed,
   listQuerySchema,
@@ -81,7 +80,7 @@ export const tenantRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (ap
         response: { 200: RecordEnvelope(TenantRecord), ...NSE_ERRORS },
       },
     },
-    async (request) => fetched(await core.tenants.get(authOf(request), request.params.id)),
+    async (request) => single(await core.tenants.get(authOf(request), request.params.id)),
   );
 
   app.post(
@@ -129,7 +128,7 @@ export const tenantRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (ap
     },
     async (request) => {
       const body = request.body;
-      return fetched(
+      return single(
         await core.tenants.update(
           authOf(request),
           request.params.id,

@@ -7,7 +7,6 @@ import { requestMeta } from '../request-meta.js';
 import { NullableString } from '../schema-helpers.js';
 import { nseAuthenticator } from './authenticate.js';
 import {
-  fetched,
   ListEnvelope,
   listed,
   listQuerySchema,
@@ -126,7 +125,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app
         response: { 200: RecordEnvelope(TokenRecord), ...NSE_ERRORS },
       },
     },
-    async (request) => fetched(await core.apiTokenAdmin.get(authOf(request), request.params.id)),
+    async (request) => single(await core.apiTokenAdmin.get(authOf(request), request.params.id)),
   );
 
   app.delete(

@@ -8,7 +8,6 @@ import { requestMeta } from '../request-meta.js';
 import { StringEnum } from '../schema-helpers.js';
 import { nseAuthenticator } from './authenticate.js';
 import {
-  fetched,
   ListEnvelope,
   listed,
   listQuerySchema,
@@ -105,6 +104,18 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
               description: 'Only users with a tenancy in this tenant',
             }),
           ),
+          // The reference's "Retrieve a user by ID" and "by user name" name the path /v2.1/users
+          // with the parameter `id` or `username`: as filters, they answer that one user or none.
+          id: Type.Optional(
+            Type.String({ minLength: 1, maxLength: 64, description: 'Only the user of this id' }),
+          ),
+          username: Type.Optional(
+            Type.String({
+              minLength: 1,
+              maxLength: 256,
+              description: 'Only the user of this name (case-insensitive)',
+            }),
+          ),
         }),
         response: { 200: ListEnvelope(UserRecord), ...NSE_ERRORS },
       },
@@ -112,6 +123,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
     async (request) => {
       const list = await core.userAdmin.list(authOf(request), toListQuery(request.query), {
         tenantId: request.query.tenant_id,
+        id: request.query.id,
+        username: request.query.username,
       });
       return listed({ ...list, records: list.records.map(userRecord) });
     },
@@ -129,7 +142,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
         response: { 200: RecordEnvelope(UserRecord), ...NSE_ERRORS },
       },
     },
-    async (request) => fetched(userRecord(await core.userAdmin.get(authOf(request), request.params.id))),
+    async (request) => single(userRecord(await core.userAdmin.get(authOf(request), request.params.id))),
   );
 
   app.post(
