@@ -106,7 +106,31 @@ forEachDialect('Bad input', (dialect) => {
     const text = await post('/api/v2.1/auth/signin', 'username=alice', 'application/x-www-form-urlencoded');
     assert.equal(text.statusCode, 415);
     isNseError(json(text), 415, 'UNSUPPORTED_MEDIA_TYPE');
+    // text/plain alike, on both surfaces, even when the text is JSON.
+    const plain = await post('/api/v2.1/auth/signin', JSON.stringify({ username: 'alice' }), 'text/plain');
+    isNseError(json(plain), 415, 'UNSUPPORTED_MEDIA_TYPE');
+    const storwarePlain = await post('/api/session/login', JSON.stringify({ login: 'alice' }), 'text/plain');
+    assert.equal(storwarePlain.statusCode, 415);
+    isStorwareError(json(storwarePlain), 'UNSUPPORTED_MEDIA_TYPE');
     await nothingWritten();
+  });
+
+  test('a call without a body is served whatever content type its client sets (curl -d "" sends a form type)', async () => {
+    const token = json(
+      await post(
+        '/api/v2.1/auth/signin',
+        JSON.stringify({ username: 'alice', password: 'rabbit-hole-wonder-1' }),
+      ),
+    ).result.records[0].token as string;
+    for (const type of ['application/x-www-form-urlencoded', 'text/plain', '*/*', 'application/json']) {
+      const refreshed = await ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/auth/refresh',
+        headers: { authorization: `Bearer ${token}`, 'content-type': type },
+        payload: '',
+      });
+      assert.equal(refreshed.statusCode, 200, `${type}: ${refreshed.body}`);
+    }
   });
 
   test('unknown routes are 404 and wrong methods 405 with Allow, in the envelope of the surface', async () => {

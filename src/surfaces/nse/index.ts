@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Core } from '../../core/index.js';
+import { acceptBodylessRequestsOfAnyType } from '../bodyless-requests.js';
 import { toGatehouseError } from '../http-errors.js';
 import { notFoundOrNotAllowed } from '../route-table.js';
 import { accessManagementRoutes } from './access-management.js';
@@ -31,19 +32,23 @@ export const nseSurface: FastifyPluginAsyncTypebox<{
     throw notFoundOrNotAllowed(request.method, request.url, allowedMethods);
   });
 
-  await app.register(authRoutes, { core });
-  await app.register(catalogRoutes, { core });
-  await app.register(catalogAdminRoutes, { core });
-  await app.register(jobRoutes, { core });
-  await app.register(sessionRoutes, { core });
-  await app.register(tokenRoutes, { core });
-  await app.register(nodeRoutes, { core });
-  await app.register(tenantRoutes, { core });
-  await app.register(subtenantRoutes, { core });
-  await app.register(auditEventRoutes, { core });
-  await app.register(userRoutes, { core });
+  // Every route but the import, which parses its own media types.
+  await app.register(async (scope) => {
+    acceptBodylessRequestsOfAnyType(scope);
+    await scope.register(authRoutes, { core });
+    await scope.register(catalogRoutes, { core });
+    await scope.register(catalogAdminRoutes, { core });
+    await scope.register(jobRoutes, { core });
+    await scope.register(sessionRoutes, { core });
+    await scope.register(tokenRoutes, { core });
+    await scope.register(nodeRoutes, { core });
+    await scope.register(tenantRoutes, { core });
+    await scope.register(subtenantRoutes, { core });
+    await scope.register(auditEventRoutes, { core });
+    await scope.register(userRoutes, { core });
+    await scope.register(accessManagementRoutes, { core });
+  });
   await app.register(userImportRoutes, { core });
-  await app.register(accessManagementRoutes, { core });
 };
 
 /** Renders any error in the NSE envelope; also the handler of paths outside both surfaces. */

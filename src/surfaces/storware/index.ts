@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Core } from '../../core/index.js';
-import { type ErrorCode, GatehouseError } from '../../errors.js';
+import type { ErrorCode } from '../../errors.js';
+import { acceptBodylessRequestsOfAnyType } from '../bodyless-requests.js';
 import { toGatehouseError } from '../http-errors.js';
 import { notFoundOrNotAllowed } from '../route-table.js';
 import { sessionRoutes } from './session.js';
@@ -34,12 +35,8 @@ export const storwareSurface: FastifyPluginAsyncTypebox<{
 }> = async (app, { core, allowedMethods }) => {
   app.setErrorHandler(renderStorwareError);
 
-  // The reference sends the bodiless session calls (logout, ...) with "Content-Type: */*": accept
-  // any content type when the body is empty; a non-empty body must still be JSON.
-  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
-    if (body === '') return done(null, undefined);
-    done(new GatehouseError('UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json'), undefined);
-  });
+  // The reference sends the bodiless session calls (logout, ...) with "Content-Type: */*".
+  acceptBodylessRequestsOfAnyType(app);
 
   app.setNotFoundHandler(async (request) => {
     throw notFoundOrNotAllowed(request.method, request.url, allowedMethods);
