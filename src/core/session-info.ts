@@ -104,6 +104,7 @@ export class SessionInfoService {
         .signEndpointsToken({
           audience,
           subject: principal.id,
+          kind: principal.kind,
           name: principal.name,
           sid: session.id,
           expiresAt: Math.min(this.#clock.now() + this.#config.endpointsTokenLifetimeMs, session.expires_at),

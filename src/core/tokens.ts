@@ -204,7 +204,10 @@ export class TokenService {
   /** A short-lived, audience-scoped ES256 token that a downstream service checks against our JWKS. */
   async signEndpointsToken(claims: {
     audience: string;
+    /** The principal's id: what a downstream service keys on (a user's and a node's names may be alike). */
     subject: string;
+    /** Whether `subject` is a user or a backup node. */
+    kind: 'user' | 'node';
     name: string;
     sid: string;
     /** Epoch ms; never past the session's own end. */
@@ -227,6 +230,7 @@ export class TokenService {
       iss: this.#issuer,
       aud: claims.audience,
       sub: claims.subject,
+      kind: claims.kind,
       name: claims.name,
       sid: claims.sid,
       jti: randomUUID(),

@@ -98,6 +98,7 @@ forEachDialect('Storware session: Endpoints tokens, login-with-token, node login
       const claims = verifyWithJwks(token, jwks);
       assert.equal(claims.aud, audience);
       assert.equal(claims.sub, body.requester.guid);
+      assert.equal(claims.kind, 'user');
       assert.equal(typeof claims.sid, 'string');
       assert.equal(typeof claims.jti, 'string');
       assert.ok(claims.exp > nowSeconds, 'not expired');
@@ -249,6 +250,8 @@ forEachDialect('Storware session: Endpoints tokens, login-with-token, node login
     // Backup Node holds ENDPOINTS_SERVER_MANAGE but not ENDPOINTS_ORGANIZATION_ADMIN.
     const serverManager = verifyWithJwks(body.endpointsTokens.endpointsServerManagerToken, jwks);
     assert.equal(serverManager.aud, 'endpoints-server-manager');
+    assert.equal(serverManager.kind, 'node', 'a node is told apart from a user of the same name');
+    assert.equal(serverManager.sub, body.requester.guid);
     assert.equal(body.endpointsTokens.endpointsOrganizationAdminToken, null);
     assert.match(body.endpointsTokens.endpointsOrganizationAdminWarning, /ENDPOINTS_ORGANIZATION_ADMIN/);
 
