@@ -252,6 +252,19 @@ export class PasswordHasher {
     }
   }
 
+  /**
+   * `verify` for a sign-in, whose failures must take as long as an unknown name's (`verifyDummy`):
+   * a stored hash cheaper than the current settings (imported bcrypt, an argon2id made before the
+   * settings were raised) is followed on a miss by the dummy's work too, so that its quick "no" does
+   * not tell such accounts apart. (A stored hash dearer than the dummy still takes longer; it is
+   * replaced at its user's next sign-in.)
+   */
+  async verifyForSignIn(storedHash: string, password: string, abandoned?: () => boolean): Promise<boolean> {
+    if (await this.verify(storedHash, password, abandoned)) return true;
+    if (this.needsRehash(storedHash)) await this.verifyDummy(password, abandoned);
+    return false;
+  }
+
   /** Spends the same work as a real verification, for callers that must not reveal a miss. */
   async verifyDummy(password: string, abandoned?: () => boolean): Promise<false> {
     this.#dummyHash ??= this.hash('gatehouse-dummy-password-for-unknown-accounts');

@@ -86,6 +86,28 @@ forEachDialect('password hashes are upgraded at sign-in', (dialect) => {
     }
   });
 
+  test('a failed sign-in against a hash cheaper than the settings also does the dummy verification, as an unknown name does', async () => {
+    const verifications = async () =>
+      Number(
+        /^gatehouse_password_hash_duration_seconds_count\{operation="verify"\} (\d+)$/m.exec(
+          await ctx.core.metrics.text(),
+        )?.[1] ?? 0,
+      );
+    const password = 'imported-cheaply-77';
+    const user = await ctx.core.accounts.createUser({ username: 'cheap-import', password });
+    await ctx.store.users.update(user.id, { password_hash: await bcryptHash(password, 4) });
+    const count = async (username: string) => {
+      const before = await verifications();
+      assert.equal(await signInStatus(username, 'surely-not-it-1234'), 401);
+      return (await verifications()) - before;
+    };
+    assert.equal(await count('cheap-import'), 2, 'its own bcrypt and the dummy argon2id');
+    assert.equal(await count('no-such-user-here'), 1, 'the dummy argon2id');
+    const current = await ctx.core.accounts.createUser({ username: 'current-hash', password });
+    assert.ok(current);
+    assert.equal(await count('current-hash'), 1, 'a current hash costs what the dummy does');
+  });
+
   test('a hash stronger than the settings is kept', async () => {
     const password = 'stronger-hash-owner-7';
     const user = await ctx.core.accounts.createUser({ username: 'stronghold', password });
