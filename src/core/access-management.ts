@@ -146,10 +146,12 @@ export class AccessManagementService {
     const description =
       input.description === undefined ? row.description : checkDescription(input.description);
     const privileges = input.privileges === undefined ? undefined : checkPrivileges(input.privileges);
-    if (privileges !== undefined) await this.#mayGrant(auth, actor, privileges);
+    const current = await this.#store.rbac.privilegesOfRole(row.id);
+    // What it takes away counts as what it gives: otherwise an access manager could strip a role
+    // worth more than itself, and then manage (and take over) the users who held it.
+    if (privileges !== undefined) await this.#mayGrant(auth, actor, [...privileges, ...current]);
     if (row.builtin === 1) {
       if (name !== row.name) throw builtinRefusal('role', row.name, 'renamed');
-      const current = await this.#store.rbac.privilegesOfRole(row.id);
       if (privileges !== undefined && !sameSet(current, privileges)) {
         throw builtinRefusal('role', row.name, 'given other privileges');
       }
@@ -180,9 +182,10 @@ export class AccessManagementService {
 
   /** A role still attached to groups is detached from them; the role of a node cannot go. */
   async deleteRole(auth: AuthContext, id: string, meta: RequestMeta): Promise<void> {
-    await this.#actor(auth, 'write');
+    const actor = await this.#actor(auth, 'write');
     const row = await this.#findRole(this.#store, id);
     if (row.builtin === 1) throw builtinRefusal('role', row.name, 'deleted');
+    await this.#mayGrant(auth, actor, await this.#store.rbac.privilegesOfRole(row.id));
     await this.#store.transaction(async (tx) =>
       keepOneAccessManager(tx, async () => {
         const nodes = await tx.rbac.countNodesWithRole(row.id);
@@ -241,13 +244,24 @@ export class AccessManagementService {
     const description =
       input.description === undefined ? row.description : checkDescription(input.description);
     const roleIds = input.roles === undefined ? undefined : await this.#checkRoles(input.roles);
-    if (roleIds !== undefined) await this.#mayGrant(auth, actor, await this.#privilegesOfRoles(roleIds));
+    if (roleIds !== undefined) {
+      // The roles it had count as the roles it gets (see updateRole).
+      await this.#mayGrant(auth, actor, [
+        ...(await this.#privilegesOfRoles(roleIds)),
+        ...(await this.#privilegesOfGroup(row.id)),
+      ]);
+    }
     if (row.builtin === 1) {
       if (name !== row.name) throw builtinRefusal('group', row.name, 'renamed');
       const kept = BUILTIN_GROUP_ROLE.get(row.name);
       const keptRole = kept === undefined ? undefined : await this.#store.rbac.findRoleByName(kept);
-      if (roleIds !== undefined && keptRole && !roleIds.includes(keptRole.id)) {
-        throw builtinRefusal('group', row.name, `left without its built-in role "${keptRole.name}"`);
+      // Exactly its built-in role: a role added to "Operator" would reach every directory user.
+      if (roleIds !== undefined && keptRole && !sameSet(roleIds, [keptRole.id])) {
+        throw builtinRefusal(
+          'group',
+          row.name,
+          `given roles other than its built-in role "${keptRole.name}"`,
+        );
       }
     }
     return this.#unique(name, 'group', () =>
@@ -261,7 +275,7 @@ export class AccessManagementService {
           const reason = [
             name !== row.name ? 'name' : '',
             description !== row.description ? 'description' : '',
-            roleIds !== undefined ? 'roles' : '',
+            roleIds !== undefined ? `roles (${roleIds.join(', ')})` : '',
           ].filter(Boolean);
           await this.#record(
             tx,
@@ -279,12 +293,20 @@ export class AccessManagementService {
   }
 
   async deleteGroup(auth: AuthContext, id: string, meta: RequestMeta): Promise<void> {
-    await this.#actor(auth, 'write');
+    const actor = await this.#actor(auth, 'write');
     const row = await this.#findGroup(this.#store, id);
     if (row.builtin === 1) throw builtinRefusal('group', row.name, 'deleted');
+    await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     await this.#store.transaction(async (tx) =>
       keepOneAccessManager(tx, async () => {
         const members = (await tx.rbac.membersOfGroup(row.id)).length;
+        // As replaceMembers leaves them alone: the caller may not touch members it cannot see.
+        if (!actor.isRoot && (await this.#visibleMembers(tx, actor, row.id)).length < members) {
+          throw new GatehouseError(
+            'FORBIDDEN',
+            'the group has members you cannot see; only root may delete it',
+          );
+        }
         if (!(await tx.rbac.deleteGroup(row.id))) throw new GatehouseError('NOT_FOUND', 'no such group');
         await this.#record(tx, 'group.delete', auth, meta, 'group', row, `had ${members} member(s)`);
       }),
@@ -321,7 +343,7 @@ export class AccessManagementService {
           meta,
           'group',
           row,
-          `added ${added.length}, removed ${removed.length}`,
+          `added ${added.length}${listed(added)}, removed ${removed.length}${listed(removed.map((m) => m.id))}`,
         );
         return this.#groupView(tx, actor, row);
       }),
@@ -344,6 +366,8 @@ export class AccessManagementService {
     const actor = await this.#actor(auth, 'write');
     const row = await this.#findGroup(this.#store, id);
     const member = await this.#visibleUser(actor, userId);
+    // Taking a membership away needs what giving it needs (see updateRole).
+    await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     return this.#store.transaction(async (tx) =>
       keepOneAccessManager(tx, async () => {
         if (!(await tx.rbac.removeGroupMember(row.id, member))) {
@@ -356,8 +380,9 @@ export class AccessManagementService {
   }
 
   /**
-   * No escalation: a caller who is not root may grant only privileges it holds itself, so an
-   * access manager cannot make a role, a group or a membership worth more than it is.
+   * No escalation: a caller who is not root may grant, or take away, only privileges it holds
+   * itself, so an access manager cannot make a role, a group or a membership worth more than it
+   * is, nor strip one that is (and then manage the users who held it).
    */
   async #mayGrant(auth: AuthContext, actor: Actor, privileges: Iterable<string>): Promise<void> {
     if (actor.isRoot) return;
@@ -528,6 +553,11 @@ function checkPrivileges(codes: readonly string[]): string[] {
     );
   }
   return [...new Set(codes)].sort();
+}
+
+/** Ids of users or roles for an audit reason: ` (a, b)`, or nothing for none. */
+function listed(ids: readonly string[]): string {
+  return ids.length === 0 ? '' : ` (${ids.join(', ')})`;
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {

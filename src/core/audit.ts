@@ -136,7 +136,7 @@ export class AuditService {
       tenant_id: entry.tenantId ?? null,
       ip: entry.meta?.ip.slice(0, 64) ?? '',
       outcome: entry.outcome,
-      reason: entry.reason?.slice(0, 200) ?? '',
+      reason: reasonText(entry.reason),
     };
   }
 
@@ -153,4 +153,12 @@ export class AuditService {
     });
     return { ...query, records: page.rows.map(view), total: page.total };
   }
+}
+
+/** Long enough for a role's whole privilege list; a longer reason says that it was cut. */
+const REASON_MAX = 2000;
+
+function reasonText(reason: string | undefined): string {
+  if (reason === undefined) return '';
+  return reason.length <= REASON_MAX ? reason : `${reason.slice(0, REASON_MAX - 1)}…`;
 }

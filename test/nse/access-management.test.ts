@@ -134,12 +134,17 @@ forEachDialect('NSE access management', (dialect) => {
 
   test('built-in roles and groups cannot be deleted, renamed or given other privileges', async () => {
     const before = await record(await send('admin', 'GET', `/roles/${administratorRole}`));
+    const auditorsRole = (
+      await record(await send('admin', 'POST', '/roles', { name: 'Extra for a built-in', privileges: [] }))
+    ).id as string;
     const attempts = [
       await send('admin', 'DELETE', `/roles/${administratorRole}`),
       await send('admin', 'PUT', `/roles/${administratorRole}`, { privileges: ['NODE_READ'] }),
       await send('admin', 'PUT', `/roles/${administratorRole}`, { name: 'Boss' }),
       await send('admin', 'DELETE', `/groups/${globalAdmins}`),
       await send('admin', 'PUT', `/groups/${globalAdmins}`, { roles: [] }),
+      // Nor given more roles: one added to "Operator" would reach every directory user.
+      await send('admin', 'PUT', `/groups/${globalAdmins}`, { roles: [administratorRole, auditorsRole] }),
     ];
     for (const response of attempts) {
       assert.equal(response.statusCode, 412, response.body);
@@ -389,6 +394,86 @@ forEachDialect('NSE access management', (dialect) => {
     const reset = await send('alice', 'PUT', '/users/dave', { password: 'reset-by-alice-77x' });
     assert.equal(reset.statusCode, 200, reset.body);
     assert.equal((await send('alice', 'DELETE', '/users/dave')).statusCode, 204);
+  });
+
+  test('no escalation by taking away: an access manager cannot remove a member from, empty or delete a group, nor strip or delete a role, worth more than itself', async () => {
+    const accessOnly = await record(
+      await send('admin', 'POST', '/roles', {
+        name: 'Access only',
+        privileges: ['ACCESS_MANAGEMENT_READ', 'ACCESS_MANAGEMENT_WRITE'],
+      }),
+    );
+    const accessGroup = await record(
+      await send('admin', 'POST', '/groups', { name: 'Access only', roles: [accessOnly.id] }),
+    );
+    const keeper = await ctx.core.accounts.createUser({
+      username: 'keeper',
+      password: 'watchful-gate-of-acme-9',
+      tenantCode: 'acme',
+      role: 'admin',
+    });
+    const victim = await ctx.core.accounts.createUser({
+      username: 'victim',
+      password: 'powerful-one-of-acme-9',
+      tenantCode: 'acme',
+      role: 'user',
+    });
+    assert.equal(
+      (await send('admin', 'POST', `/groups/${accessGroup.id}/members/${keeper.id}`)).statusCode,
+      200,
+    );
+    assert.equal(
+      (await send('admin', 'POST', `/groups/${globalAdmins}/members/${victim.id}`)).statusCode,
+      200,
+    );
+    const big = await record(
+      await send('admin', 'POST', '/roles', { name: 'Big', privileges: ['NODE_DELETE'] }),
+    );
+    const bigGroup = await record(await send('admin', 'POST', '/groups', { name: 'Big', roles: [big.id] }));
+    const as = async (method: 'PUT' | 'DELETE', url: string, payload?: object) =>
+      ctx.inject({
+        method,
+        url: `/api/v2.1${url}`,
+        headers: bearer(await nseSignIn(ctx, 'keeper', 'watchful-gate-of-acme-9')),
+        ...(payload === undefined ? {} : { payload }),
+      });
+    for (const [method, url, payload] of [
+      ['DELETE', `/groups/${globalAdmins}/members/${victim.id}`],
+      ['PUT', `/roles/${big.id}`, { privileges: [] }],
+      ['DELETE', `/roles/${big.id}`],
+      ['PUT', `/groups/${bigGroup.id}`, { roles: [] }],
+      ['DELETE', `/groups/${bigGroup.id}`],
+    ] as const) {
+      const refused = await as(method, url, payload);
+      assert.equal(refused.statusCode, 403, `${method} ${url}: ${refused.body}`);
+      assert.match(json(refused).status.verbose_message, /do not hold/);
+    }
+    assert.ok((await memberNames(globalAdmins)).includes('victim'));
+    assert.deepEqual((await record(await send('admin', 'GET', `/roles/${big.id}`))).privileges, [
+      'NODE_DELETE',
+    ]);
+    assert.equal((await send('admin', 'GET', `/groups/${bigGroup.id}`)).statusCode, 200);
+    // A group of its own worth, with a member of another tenant it cannot see: not deleted either.
+    const own = await record(
+      await send('admin', 'POST', '/groups', { name: 'Own worth', roles: [accessOnly.id] }),
+    );
+    assert.equal((await send('admin', 'POST', `/groups/${own.id}/members/${ids.gus}`)).statusCode, 200);
+    const hidden = await as('DELETE', `/groups/${own.id}`);
+    assert.equal(hidden.statusCode, 403, hidden.body);
+    assert.match(json(hidden).status.verbose_message, /members you cannot see/);
+    assert.equal((await send('admin', 'DELETE', `/groups/${own.id}/members/${ids.gus}`)).statusCode, 204);
+    assert.equal((await as('DELETE', `/groups/${own.id}`)).statusCode, 204);
+    // Who was put in or taken out is in the audit trail.
+    const replaced = await send('admin', 'PUT', `/groups/${bigGroup.id}/members`, { user_ids: [victim.id] });
+    assert.equal(replaced.statusCode, 200, replaced.body);
+    const events = json(await send('admin', 'GET', '/audit-events?action=group.members&limit=1000')).result
+      .records;
+    assert.ok(
+      events.some((e: { reason: string }) => e.reason === `added 1 (${victim.id}), removed 0`),
+      JSON.stringify(events.map((e: { reason: string }) => e.reason)),
+    );
+    for (const id of [victim.id, keeper.id])
+      assert.equal((await send('admin', 'DELETE', `/users/${id}`)).statusCode, 204);
   });
 
   test('a tenant admin cannot see or add users of a tenant it cannot read', async () => {
