@@ -1,5 +1,6 @@
 import { GatehouseError } from '../errors.js';
 import type { Store } from '../store/connect.js';
+import type { Repositories } from '../store/repositories/index.js';
 import type { Role, TenancyView, UserRow } from '../store/repositories/users.js';
 import { isId } from './ids.js';
 import { accountKey } from './secrets.js';
@@ -105,6 +106,29 @@ export async function holdsGroupPrivileges(store: Store, actor: Actor, groupName
   const mine = new Set(held);
   return given.flat().every((privilege) => mine.has(privilege));
 }
+
+/**
+ * Runs `change` in `tx` and refuses (412, rolling it back) if it left no active root user where
+ * there was one: checked after the change, under a lock, so that two changes at once (each root
+ * deactivating the other) cannot both pass a check made before either. A check before the
+ * transaction can still give the earlier, friendlier refusal.
+ */
+export async function keepOneRoot<T>(
+  tx: Repositories,
+  change: () => Promise<T>,
+  refusal: string,
+): Promise<T> {
+  await tx.tenants.lockForRootChanges();
+  const before = await tx.users.countActiveWithRole('root', NOBODY);
+  const result = await change();
+  if (before > 0 && (await tx.users.countActiveWithRole('root', NOBODY)) === 0) {
+    throw new GatehouseError('PRECONDITION_FAILED', refusal);
+  }
+  return result;
+}
+
+/** No user has this id: `countActiveWithRole` then leaves nobody out. */
+const NOBODY = '';
 
 export function requireRoot(actor: Actor): void {
   if (!actor.isRoot) throw new GatehouseError('FORBIDDEN', 'only a root user may do this');

@@ -2,7 +2,14 @@ import { GatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
 import type { TenantRow, TenantSortKey } from '../store/repositories/tenants.js';
 import type { AuditService } from './audit.js';
-import { type Actor, actorOf, canManageTenantObjects, canSeeTenant, requireRoot } from './authorization.js';
+import {
+  type Actor,
+  actorOf,
+  canManageTenantObjects,
+  canSeeTenant,
+  keepOneRoot,
+  requireRoot,
+} from './authorization.js';
 import { SYSTEM_TENANT_CODE } from './bootstrap.js';
 import type { Clock } from './clock.js';
 import { isId, newId } from './ids.js';
@@ -226,7 +233,11 @@ export class TenantService {
       await control.report(`Removed ${count(subtenants, 'subtenant')}.`, 30);
 
       const first = await this.#store.transaction((tx) =>
-        tx.tenants.removeMemberships(tenant.id, this.#clock.now(), SESSION_END_REASON),
+        keepOneRoot(
+          tx,
+          () => tx.tenants.removeMemberships(tenant.id, this.#clock.now(), SESSION_END_REASON),
+          lastRootsRefusal(tenant),
+        ),
       );
       await control.report(
         `Removed ${count(subtenants, 'subtenant')} and ${count(first.memberships, 'membership')}; ended ${count(first.sessionsEnded, 'session')} of ${count(first.usersLeftWithoutTenant, 'user')} left without a tenant.`,
@@ -235,7 +246,11 @@ export class TenantService {
 
       // Once more with the tenant itself, in one transaction: whoever joined meanwhile is covered.
       const last = await this.#store.transaction(async (tx) => {
-        const removed = await tx.tenants.removeMemberships(tenant.id, this.#clock.now(), SESSION_END_REASON);
+        const removed = await keepOneRoot(
+          tx,
+          () => tx.tenants.removeMemberships(tenant.id, this.#clock.now(), SESSION_END_REASON),
+          lastRootsRefusal(tenant),
+        );
         await tx.subtenants.deleteAllOfTenant(tenant.id);
         await tx.tenants.delete(tenant.id);
         await audit.record(
@@ -278,10 +293,7 @@ export class TenantService {
    */
   async #keepOneRoot(tenant: TenantRow): Promise<void> {
     if ((await this.#store.users.countActiveWithRoleOutside('root', tenant.id)) > 0) return;
-    throw new GatehouseError(
-      'PRECONDITION_FAILED',
-      `the tenant "${tenant.code}" holds the last active root users; make a user of another tenant root before you delete it`,
-    );
+    throw new GatehouseError('PRECONDITION_FAILED', lastRootsRefusal(tenant));
   }
 
   /** The tenant if the actor may see it; otherwise the same 404 as for an unknown id. */
@@ -313,4 +325,8 @@ function checkLength(field: string, value: string, max: number): string {
 
 function count(n: number, noun: string): string {
   return `${n.toLocaleString('en-US')} ${noun}${n === 1 ? '' : 's'}`;
+}
+
+function lastRootsRefusal(tenant: TenantRow): string {
+  return `the tenant "${tenant.code}" holds the last active root users; make a user of another tenant root before you delete it`;
 }

@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import { GatehouseError, isGatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
+import type { Repositories } from '../store/repositories/index.js';
 import type { Role, TenancyView, UserRow, UserSortKey } from '../store/repositories/users.js';
 import { keepOneAccessManager } from './access-management.js';
 import {
@@ -19,6 +20,7 @@ import {
   canSeeTenant,
   findVisibleUser,
   holdsGroupPrivileges,
+  keepOneRoot,
   mayManageUser,
   readableTenantIds,
 } from './authorization.js';
@@ -442,6 +444,7 @@ export class UserAdminService {
       }
       const tenancies = change.tenancies;
       const tenanciesChange = tenancies !== undefined && !sameTenancies(target.tenancies, tenancies);
+      let losesRoot = false;
       if (tenancies !== undefined) checkTenancyList(tenancies, change.primaryTenantId);
       else if (change.primaryTenantId !== undefined) {
         checkTenancyList(
@@ -454,7 +457,7 @@ export class UserAdminService {
         if (!actor.isRoot && actor.principal.id === target.row.id) {
           throw new GatehouseError('FORBIDDEN', 'you may not change your own tenancies or roles');
         }
-        const losesRoot =
+        losesRoot =
           target.tenancies.some((t) => t.role === 'root') && !tenancies.some((t) => t.role === 'root');
         if (losesRoot) await this.#keepOneRoot(target.row, 'take the root role from');
       }
@@ -478,47 +481,59 @@ export class UserAdminService {
         outcome: 'success' as const,
         reason,
       });
+      // Checked again within the transaction: a concurrent change may have taken the other root.
+      const rootGuard =
+        (deactivating && target.tenancies.some((t) => t.role === 'root')) || losesRoot
+          ? <T>(tx: Repositories, run: () => Promise<T>) =>
+              keepOneRoot(
+                tx,
+                run,
+                lastRootRefusal(target.row, deactivating ? 'deactivate' : 'take the root role from'),
+              )
+          : <T>(_: Repositories, run: () => Promise<T>) => run();
       try {
-        await this.#store.transaction(async (tx) => {
-          // Deactivating the last holder of ACCESS_MANAGEMENT_WRITE would leave nobody to undo it.
-          const guarded = deactivating
-            ? keepOneAccessManager
-            : <T>(_: unknown, run: () => Promise<T>) => run();
-          await guarded(tx, () =>
-            tx.users.update(target.row.id, {
-              ...(deactivating || activating ? { active: deactivating ? 0 : 1 } : {}),
-              ...columns,
-              ...(passwordHash === undefined
-                ? {}
-                : {
-                    password_hash: passwordHash,
-                    password_changed_at: now,
-                    failed_count: 0,
-                    locked_until: null,
-                  }),
-              updated_at: now,
-            }),
-          );
-          if (tenanciesChange && tenancies) await tx.users.replaceTenancies(target.row.id, tenancies, now);
-          const ended = deactivating
-            ? await tx.sessions.revokeAllOfUser(target.row.id, now, 'deactivated')
-            : 0;
-          if (changed.length > 0) {
-            const endedNote = deactivating ? `; ${ended} session(s) ended` : '';
-            await this.#audit.record(event('user.update', `changed ${changed.join(', ')}${endedNote}`), tx);
-          }
-          if (passwordHash !== undefined) {
-            const ended = await tx.sessions.revokeAllOfUser(target.row.id, now, 'password-set');
-            const tokens = await tx.apiTokens.revokeAllOfUser(target.row.id, now);
-            await this.#audit.record(
-              event(
-                'password.set',
-                `set by an administrator; ${ended} session(s) ended, ${tokens} API token(s) revoked`,
-              ),
-              tx,
+        await this.#store.transaction((tx) =>
+          rootGuard(tx, async () => {
+            // Deactivating the last holder of ACCESS_MANAGEMENT_WRITE would leave nobody to undo it.
+            const guarded = deactivating
+              ? keepOneAccessManager
+              : <T>(_: unknown, run: () => Promise<T>) => run();
+            await guarded(tx, () =>
+              tx.users.update(target.row.id, {
+                ...(deactivating || activating ? { active: deactivating ? 0 : 1 } : {}),
+                ...columns,
+                ...(passwordHash === undefined
+                  ? {}
+                  : {
+                      password_hash: passwordHash,
+                      password_changed_at: now,
+                      failed_count: 0,
+                      locked_until: null,
+                    }),
+                updated_at: now,
+              }),
             );
-          }
-        });
+            if (tenanciesChange && tenancies) await tx.users.replaceTenancies(target.row.id, tenancies, now);
+            const ended = deactivating
+              ? await tx.sessions.revokeAllOfUser(target.row.id, now, 'deactivated')
+              : 0;
+            if (changed.length > 0) {
+              const endedNote = deactivating ? `; ${ended} session(s) ended` : '';
+              await this.#audit.record(event('user.update', `changed ${changed.join(', ')}${endedNote}`), tx);
+            }
+            if (passwordHash !== undefined) {
+              const ended = await tx.sessions.revokeAllOfUser(target.row.id, now, 'password-set');
+              const tokens = await tx.apiTokens.revokeAllOfUser(target.row.id, now);
+              await this.#audit.record(
+                event(
+                  'password.set',
+                  `set by an administrator; ${ended} session(s) ended, ${tokens} API token(s) revoked`,
+                ),
+                tx,
+              );
+            }
+          }),
+        );
       } catch (error) {
         if (isUniqueViolation(error)) {
           throw new GatehouseError('ALREADY_EXISTS', `a user named "${username}" already exists`);
@@ -546,10 +561,14 @@ export class UserAdminService {
       if (!(await mayManageUser(this.#store, actor, { id: target.row.id, tenancies: target.tenancies }))) {
         throw new GatehouseError('FORBIDDEN', 'your role or privileges do not allow deleting this user');
       }
-      if (target.tenancies.some((t) => t.role === 'root')) await this.#keepOneRoot(target.row, 'delete');
+      const root = target.tenancies.some((t) => t.role === 'root');
+      if (root) await this.#keepOneRoot(target.row, 'delete');
       await this.#store.transaction(async (tx) => {
         // Gone already (a concurrent delete): the same answer as for an unknown user.
-        const deleted = await keepOneAccessManager(tx, () => tx.users.delete(target.row.id));
+        const remove = () => keepOneAccessManager(tx, () => tx.users.delete(target.row.id));
+        const deleted = root
+          ? await keepOneRoot(tx, remove, lastRootRefusal(target.row, 'delete'))
+          : await remove();
         if (!deleted) throw new GatehouseError('NOT_FOUND', 'no such user');
         await this.#audit.record(
           {
@@ -598,10 +617,7 @@ export class UserAdminService {
   /** Refuses to leave the service without an active root user: nobody could manage tenants again. */
   async #keepOneRoot(target: UserRow, doing: string): Promise<void> {
     if ((await this.#store.users.countActiveWithRole('root', target.id)) === 0) {
-      throw new GatehouseError(
-        'PRECONDITION_FAILED',
-        `"${target.username}" is the last active root user; make another user root before you ${doing} it`,
-      );
+      throw new GatehouseError('PRECONDITION_FAILED', lastRootRefusal(target, doing));
     }
   }
 
@@ -749,4 +765,8 @@ function alreadyExists(username: string): GatehouseError {
 
 function describeTenancies(tenancies: readonly { tenantId: string; role: Role }[]): string {
   return tenancies.map((t) => `${t.tenantId}=${t.role}`).join(', ') || 'none';
+}
+
+function lastRootRefusal(target: UserRow, doing: string): string {
+  return `"${target.username}" is the last active root user; make another user root before you ${doing} it`;
 }

@@ -772,3 +772,50 @@ forEachDialect('NSE users', (dialect) => {
     ]);
   });
 });
+
+forEachDialect('The last active root, under concurrent changes', (dialect) => {
+  test('two roots deactivating each other at once (new passwords widening the window): one wins, one is refused, a root is left', async () => {
+    const ctx = await createTestContext(dialect);
+    try {
+      const system = (await ctx.store.tenants.findByCode('system'))!.id;
+      const admin = (await ctx.store.users.findByUsernameKey('admin'))!.id;
+      const other = await ctx.core.accounts.createUser({ username: 'second-root', password: PASSWORD });
+      await ctx.store.users.addTenancy({
+        user_id: other.id,
+        tenant_id: system,
+        role: 'root',
+        created_at: Date.now(),
+      });
+      // Another holder of ACCESS_MANAGEMENT_WRITE, so that only the root rule is at stake here.
+      await ctx.core.accounts.createUser({
+        username: 'access-keeper',
+        password: PASSWORD,
+        tenantCode: 'system',
+        role: 'user',
+        groups: ['Global Administrators'],
+      });
+      const tokens = [await nseSignIn(ctx), await nseSignIn(ctx, 'second-root', PASSWORD)];
+      const [first, second] = await Promise.all([
+        ctx.inject({
+          method: 'PUT',
+          url: `${USERS}/${other.id}`,
+          headers: bearer(tokens[0]!),
+          payload: { active: false, password: 'Fresh-lantern-pass-8812' },
+        }),
+        ctx.inject({
+          method: 'PUT',
+          url: `${USERS}/${admin}`,
+          headers: bearer(tokens[1]!),
+          payload: { active: false, password: 'Fresh-lantern-pass-8813' },
+        }),
+      ]);
+      const statuses = [first.statusCode, second.statusCode].sort();
+      // The loser is refused by the check (412), or finds its own session ended by the winner (401).
+      assert.equal(statuses[0], 200, `${first.body} ${second.body}`);
+      assert.ok(statuses[1] === 412 || statuses[1] === 401, `${first.body} ${second.body}`);
+      assert.equal(await ctx.store.users.countActiveWithRole('root', ''), 1);
+    } finally {
+      await ctx.close();
+    }
+  });
+});

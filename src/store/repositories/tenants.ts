@@ -18,6 +18,18 @@ export interface RemovedMemberships {
 
 export function createTenantRepository(db: Kysely<Database>) {
   return {
+    /**
+     * Serializes the transactions that could take the last active root away (on PostgreSQL; a
+     * SQLite transaction has the database to itself already): a no-op write of the `system`
+     * tenant's row, which cannot be deleted, holds its row lock to the commit.
+     */
+    async lockForRootChanges(): Promise<void> {
+      await db
+        .updateTable('tenants')
+        .set((eb) => ({ code: eb.ref('code') }))
+        .where('code', '=', 'system')
+        .execute();
+    },
     async insert(row: Insertable<TenantTable>): Promise<void> {
       await db.insertInto('tenants').values(row).execute();
     },
