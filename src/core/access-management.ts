@@ -3,7 +3,7 @@ import { isUniqueViolation, type Store } from '../store/connect.js';
 import type { Repositories } from '../store/repositories/index.js';
 import type { AccessSortKey, GroupRow, RoleRow } from '../store/repositories/rbac.js';
 import type { AuditAction, AuditService } from './audit.js';
-import { type Actor, actorOf, canSeeUser } from './authorization.js';
+import { type Actor, actorOf, canSeeUser, readableTenantIds } from './authorization.js';
 import type { Clock } from './clock.js';
 import { isId, newId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
@@ -454,18 +454,16 @@ export class AccessManagementService {
     throw new GatehouseError('NOT_FOUND', `no user with id "${userId.slice(0, 64)}"`);
   }
 
+  /** The members `canSeeUser` lets the actor see, filtered in the query. */
   async #visibleMembers(store: Repositories, actor: Actor, groupId: string) {
-    const members = await store.rbac.membersOfGroup(groupId);
-    const visible: { id: string; username: string }[] = [];
-    for (const member of members) {
-      if (
-        actor.isRoot ||
-        canSeeUser(actor, { id: member.id, tenancies: await store.users.tenancies(member.id) })
-      ) {
-        visible.push({ id: member.id, username: member.username });
-      }
-    }
-    return visible;
+    const members = actor.isRoot
+      ? await store.rbac.membersOfGroup(groupId)
+      : await store.rbac.membersOfGroupVisibleTo(
+          groupId,
+          readableTenantIds(actor) ?? [],
+          actor.principal.kind === 'user' ? actor.principal.id : undefined,
+        );
+    return members.map((member) => ({ id: member.id, username: member.username }));
   }
 
   async #roleView(store: Repositories, row: RoleRow): Promise<RoleView> {

@@ -195,6 +195,39 @@ export function createRbacRepository(db: Kysely<Database>) {
           .execute();
       }
     },
+    /**
+     * The members a caller who is not root sees: those with a tenancy in one of `tenantIds`, and
+     * the caller itself. One query, however many members (a directory's users all join "Operator").
+     */
+    membersOfGroupVisibleTo(
+      groupId: string,
+      tenantIds: readonly string[],
+      selfId: string | undefined,
+    ): Promise<{ id: string; username: string }[]> {
+      return db
+        .selectFrom('group_members')
+        .innerJoin('users', 'users.id', 'group_members.user_id')
+        .select(['users.id', 'users.username'])
+        .where('group_members.group_id', '=', groupId)
+        .where((eb) => {
+          const visible = [];
+          if (tenantIds.length > 0) {
+            visible.push(
+              eb.exists(
+                eb
+                  .selectFrom('tenancies')
+                  .select('tenancies.user_id')
+                  .whereRef('tenancies.user_id', '=', 'users.id')
+                  .where('tenancies.tenant_id', 'in', tenantIds),
+              ),
+            );
+          }
+          if (selfId !== undefined) visible.push(eb('users.id', '=', selfId));
+          return eb.or(visible);
+        })
+        .orderBy('users.username_key')
+        .execute();
+    },
     membersOfGroup(groupId: string): Promise<{ id: string; username: string }[]> {
       return db
         .selectFrom('group_members')
