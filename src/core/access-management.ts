@@ -525,8 +525,18 @@ function checkName(name: string | undefined, kind: 'role' | 'group'): string {
   if (trimmed.length === 0 || trimmed.length > NAME_MAX) {
     throw new GatehouseError('VALIDATION_FAILED', `the ${kind} name must be 1 to ${NAME_MAX} characters`);
   }
+  // Names are shown to people and written into audit events: no line breaks, escapes or invisible
+  // characters that forge a log line or pass for another name ("Global Administrators\u200b").
+  if (INVISIBLE_OR_CONTROL.test(trimmed)) {
+    throw new GatehouseError(
+      'VALIDATION_FAILED',
+      `the ${kind} name must not hold control or invisible characters`,
+    );
+  }
   return trimmed;
 }
+
+const INVISIBLE_OR_CONTROL = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
 
 function checkDescription(description: string | undefined): string {
   const text = description ?? '';

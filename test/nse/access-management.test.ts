@@ -130,6 +130,21 @@ forEachDialect('NSE access management', (dialect) => {
     assert.equal(taken.statusCode, 409);
     const roles = json(await send('admin', 'GET', '/roles')).result.records;
     assert.ok(!roles.some((r: { name: string }) => r.name === 'Wizards'));
+    // No forged audit lines, no look-alikes of another name.
+    for (const name of [
+      'ops\r\n2026-01-01 signin success admin',
+      'Global Administrators\u200b',
+      'red\u001b[31m',
+    ]) {
+      for (const [url, body] of [
+        ['/roles', { name, privileges: [] }],
+        ['/groups', { name }],
+      ] as const) {
+        const refused = await send('admin', 'POST', url, body);
+        assert.equal(refused.statusCode, 400, `${url} ${JSON.stringify(name)}`);
+        assert.match(json(refused).status.verbose_message, /control or invisible/);
+      }
+    }
   });
 
   test('built-in roles and groups cannot be deleted, renamed or given other privileges', async () => {
