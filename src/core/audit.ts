@@ -2,7 +2,7 @@ import type { Insertable } from 'kysely';
 import type { Store } from '../store/connect.js';
 import type { AuditEventRow, AuditFilter, AuditSortKey } from '../store/repositories/audit-events.js';
 import type { AuditEventTable } from '../store/schema.js';
-import { actorOf, readableTenantIds } from './authorization.js';
+import { actorOf, managedTenantIds } from './authorization.js';
 import type { Clock } from './clock.js';
 import { newId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
@@ -140,7 +140,11 @@ export class AuditService {
     };
   }
 
-  /** Events of the tenants the caller may read (root: all); events of no tenant are root's. */
+  /**
+   * Events of the tenants the caller administers (admin, partner; root: all); events of no tenant
+   * are root's. A `read` or `user` member sees none: the trail holds addresses and who failed to
+   * sign in, which reading a tenant's users does not.
+   */
   async list(
     auth: AuthContext,
     query: ListQuery<AuditSortKey>,
@@ -149,7 +153,7 @@ export class AuditService {
     const actor = await actorOf(this.#store, auth);
     const page = await this.#store.auditEvents.list(query, {
       ...filter,
-      visibleTenantIds: readableTenantIds(actor),
+      visibleTenantIds: managedTenantIds(actor),
     });
     return { ...query, records: page.rows.map(view), total: page.total };
   }

@@ -111,12 +111,12 @@ forEachDialect('NSE audit events', (dialect) => {
     }
   });
 
-  test("a tenant admin sees its tenant's events only; a reader of another tenant sees none of them", async () => {
+  test("a tenant admin sees its tenant's events only; a reader sees none, of its own tenant or another", async () => {
     const alice = await events('alice', PASSWORDS.alice, '?limit=1000');
     assert.ok(alice.result.total_records > 0);
     for (const event of alice.result.records) assert.equal(event.tenant_id, acmeId);
     const gus = await events('gus', PASSWORDS.gus, '?limit=1000');
-    for (const event of gus.result.records) assert.notEqual(event.tenant_id, acmeId);
+    assert.equal(gus.result.total_records, 0, 'the trail is its administrators\', not its readers\'');
     const other = await events('gus', PASSWORDS.gus, `?tenant_id=${acmeId}`);
     assert.equal(other.result.total_records, 0);
     const root = await events('admin', ADMIN_PASSWORD, '?limit=1000');
