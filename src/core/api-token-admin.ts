@@ -150,7 +150,7 @@ export class ApiTokenAdminService {
 
   /** A token of the caller or of a user it manages; any other is not found. */
   async #visible(auth: AuthContext, tokenId: string): Promise<ApiTokenRow> {
-    const row = isId(tokenId) ? await this.#store.apiTokens.findById(tokenId) : undefined;
+    const row = isId(tokenId) ? await this.#store.apiTokens.findById(tokenId.toLowerCase()) : undefined;
     if (row && (await mayActOnCredentialsOf(this.#store, await actorOf(this.#store, auth), row.user_id))) {
       return row;
     }

@@ -127,7 +127,7 @@ export class JobService {
 
   async get(auth: AuthContext, id: string): Promise<JobView> {
     // Same answer for a malformed id, an unknown job and another tenant's job.
-    const row = isId(id) ? await this.#store.jobs.findById(id) : undefined;
+    const row = isId(id) ? await this.#store.jobs.findById(id.toLowerCase()) : undefined;
     if (row) {
       const visible = await this.#visibleTenants(auth);
       const own = auth.principal.kind === 'user' && row.user_id === auth.principal.id;

@@ -172,7 +172,7 @@ export class NodeAdminService {
   }
 
   async #find(nodeId: string): Promise<NodeRow> {
-    const row = isId(nodeId) ? await this.#store.nodes.findById(nodeId) : undefined;
+    const row = isId(nodeId) ? await this.#store.nodes.findById(nodeId.toLowerCase()) : undefined;
     if (!row) throw new GatehouseError('NOT_FOUND', 'no such node');
     return row;
   }

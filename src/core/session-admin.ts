@@ -38,7 +38,7 @@ export async function credentialSubject(
   userId: string | undefined,
 ): Promise<CredentialSubject> {
   const { principal } = actor;
-  if (userId === undefined || (principal.kind === 'user' && userId === principal.id)) {
+  if (userId === undefined || (principal.kind === 'user' && userId.toLowerCase() === principal.id)) {
     return principal.kind === 'node'
       ? { kind: 'node', id: principal.id, name: principal.name, tenantId: null }
       : {
@@ -48,7 +48,7 @@ export async function credentialSubject(
           tenantId: actor.tenancies[0]?.tenantId ?? null,
         };
   }
-  const user = isId(userId) ? await store.users.findById(userId) : undefined;
+  const user = isId(userId) ? await store.users.findById(userId.toLowerCase()) : undefined;
   const tenancies = user ? await store.users.tenancies(user.id) : [];
   if (!user || !canSeeUser(actor, { id: user.id, tenancies })) {
     throw new GatehouseError('NOT_FOUND', 'no such user');
@@ -119,7 +119,9 @@ export class SessionAdminService {
    */
   async end(auth: AuthContext, meta: RequestMeta, sessionId: string): Promise<void> {
     const actor = await actorOf(this.#store, auth);
-    const session = isId(sessionId) ? await this.#store.sessions.findById(sessionId) : undefined;
+    const session = isId(sessionId)
+      ? await this.#store.sessions.findById(sessionId.toLowerCase())
+      : undefined;
     const allowed =
       session !== undefined &&
       (session.node_id !== null

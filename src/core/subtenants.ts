@@ -91,7 +91,9 @@ export class SubtenantService {
 
   async create(auth: AuthContext, input: NewSubtenant, meta: RequestMeta): Promise<SubtenantView> {
     const actor = await actorOf(this.#store, auth);
-    const tenant = isId(input.tenantId) ? await this.#store.tenants.findById(input.tenantId) : undefined;
+    const tenant = isId(input.tenantId)
+      ? await this.#store.tenants.findById(input.tenantId.toLowerCase())
+      : undefined;
     // A tenant the caller cannot see answers as one that does not exist.
     if (!tenant || !canSeeTenant(actor, tenant.id)) {
       throw new GatehouseError('NOT_FOUND', 'no such tenant (tenant_id)');
@@ -203,7 +205,7 @@ export class SubtenantService {
 
   /** The subtenant if the actor may read it; otherwise the same 404 as for an unknown id. */
   async #readable(actor: Actor, id: string): Promise<SubtenantWithTenant> {
-    const subtenant = isId(id) ? await this.#store.subtenants.findById(id) : undefined;
+    const subtenant = isId(id) ? await this.#store.subtenants.findById(id.toLowerCase()) : undefined;
     if (!subtenant || !canReadTenantObjects(actor, subtenant.tenant_id)) {
       throw new GatehouseError('NOT_FOUND', 'no such subtenant');
     }

@@ -298,7 +298,7 @@ export class TenantService {
 
   /** The tenant if the actor may see it; otherwise the same 404 as for an unknown id. */
   async #visible(actor: Actor, id: string): Promise<TenantRow> {
-    const tenant = isId(id) ? await this.#store.tenants.findById(id) : undefined;
+    const tenant = isId(id) ? await this.#store.tenants.findById(id.toLowerCase()) : undefined;
     if (!tenant || !canSeeTenant(actor, tenant.id)) throw new GatehouseError('NOT_FOUND', 'no such tenant');
     return tenant;
   }
