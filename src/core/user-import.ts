@@ -21,6 +21,7 @@ import type { JobControl, JobOutcome, JobRunner } from './job-runner.js';
 import { type JobTask, type JobView, jobView } from './jobs.js';
 import { accountKey } from './secrets.js';
 import type { AuthContext, RequestMeta } from './sessions.js';
+import { isUnstorableText } from './unicode-text.js';
 import type { UserAdminService, UserCreation } from './user-admin.js';
 
 /**
@@ -257,7 +258,7 @@ export class UserImportService {
     await mkdir(directory, { recursive: true, mode: 0o700 });
     // Renamed to the job id once the job exists; until then the sweep tells it by this prefix.
     const file = path.join(directory, `upload-${randomUUID()}.${format}`);
-    const counter = new LineCounter(IMPORT_BODY_LIMIT);
+    const counter = new LineCounter(IMPORT_BODY_LIMIT, format);
     try {
       await pipeline(body, counter, createWriteStream(file, { mode: 0o600 }));
     } catch (error) {
@@ -486,7 +487,7 @@ function creationOf(row: RowFields, tenants: ReadonlyMap<string, string | null>)
 async function* readRows(file: string, format: ImportFormat): AsyncGenerator<ReadRow> {
   if (format === 'json') {
     for await (const element of jsonElements(file)) {
-      yield { row: element.key + 1, fields: objectRow(element.value) };
+      yield { row: element.key + 1, fields: storable(objectRow(element.value)) };
     }
     return;
   }
@@ -501,8 +502,33 @@ async function* readRows(file: string, format: ImportFormat): AsyncGenerator<Rea
       header = readHeader(line);
       continue;
     }
-    yield { row: lineNumber, fields: format === 'csv' ? csvRow(line, header ?? []) : jsonRow(line) };
+    // A CSV line is UTF-8 decoded (no lone surrogates can come out of it) and has no escapes: a
+    // NUL can only be there as it is, and one look at the line finds it.
+    yield {
+      row: lineNumber,
+      fields:
+        format === 'csv'
+          ? line.includes('\0')
+            ? 'the line holds a NUL character'
+            : csvRow(line, header ?? [])
+          : storable(jsonRow(line)),
+    };
   }
+}
+
+/**
+ * The row, or why it fails: a field holding a NUL or a broken surrogate pair fails its row before
+ * any rule looks it up in the store (PostgreSQL refuses such text, and that failed the whole job).
+ */
+function storable(fields: RowFields | string): RowFields | string {
+  if (typeof fields === 'string') return fields;
+  for (const column of IMPORT_COLUMNS) {
+    const value = fields[column];
+    if (value !== undefined && isUnstorableText(value)) {
+      return `${column} holds a NUL character or a broken surrogate pair`;
+    }
+  }
+  return fields;
 }
 
 /** The elements of the top-level JSON array in `file`, parsed one at a time. */
@@ -620,18 +646,41 @@ export function splitCsv(line: string): string[] | undefined {
 }
 
 const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+/** JSON's structural bytes and blanks: what ends a literal (a number, true, false, null). */
+const LITERAL_ENDS: ReadonlySet<number> = new Set([...'{}[],: \t\r\n'].map((c) => c.charCodeAt(0)));
 
-/** Passes bytes through while hashing them and counting lines that hold something. */
+/**
+ * The longest line of a CSV or NDJSON import, and the longest string of a JSON one: a user's row
+ * is a few hundred bytes, and the readers build each line (or string) whole, so one line of
+ * hundreds of megabytes would exhaust the process's memory. Longer is refused, whole, while spooling.
+ */
+export const IMPORT_LINE_LIMIT = 64 * 1024;
+
+/**
+ * Passes bytes through while hashing them, counting lines that hold something, and refusing a
+ * line (CSV, NDJSON) or a JSON string longer than IMPORT_LINE_LIMIT.
+ */
 class LineCounter extends Transform {
   lines = 0;
   #bytes = 0;
   #lineHasContent = false;
+  #lineBytes = 0;
+  #lineNumber = 1;
+  // JSON: whether the bytes seen end inside a string, right after a backslash in one, and how long
+  // the string is so far.
+  #inString = false;
+  #escaped = false;
+  #stringBytes = 0;
+  #literalBytes = 0;
   readonly #hash = createHash('sha256');
   readonly #limit: number;
+  readonly #format: ImportFormat;
 
-  constructor(limit: number) {
+  constructor(limit: number, format: ImportFormat) {
     super();
     this.#limit = limit;
+    this.#format = format;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
@@ -648,6 +697,11 @@ class LineCounter extends Transform {
     for (let start = 0; ; ) {
       const newline = chunk.indexOf(0x0a, start);
       const end = newline < 0 ? chunk.length : newline;
+      this.#lineBytes += end - start;
+      if (this.#format !== 'json' && this.#lineBytes > IMPORT_LINE_LIMIT) {
+        done(this.#tooLong(`line ${this.#lineNumber} is longer`));
+        return;
+      }
       for (let index = start; index < end && !this.#lineHasContent; index += 1) {
         const byte = chunk[index];
         if (byte !== 0x0d && byte !== 0x20 && byte !== 0x09) this.#lineHasContent = true;
@@ -655,9 +709,70 @@ class LineCounter extends Transform {
       if (newline < 0) break;
       if (this.#lineHasContent) this.lines += 1;
       this.#lineHasContent = false;
+      this.#lineBytes = 0;
+      this.#lineNumber += 1;
       start = newline + 1;
     }
+    if (this.#format === 'json' && !this.#stringsWithinLimit(chunk)) {
+      done(this.#tooLong('a string or literal is longer'));
+      return;
+    }
     done(null, chunk);
+  }
+
+  /** Follows the JSON strings through `chunk` (quotes and escapes, found with indexOf). */
+  #stringsWithinLimit(chunk: Buffer): boolean {
+    let index = 0;
+    let nextBackslash = -2;
+    while (index < chunk.length) {
+      if (!this.#inString) {
+        const open = chunk.indexOf(QUOTE, index);
+        // Between strings: structure, blanks and literals (numbers, true...), of which no literal
+        // may be long either (the parser builds a number whole too).
+        if (!this.#literalsWithinLimit(chunk, index, open < 0 ? chunk.length : open)) return false;
+        if (open < 0) return true;
+        this.#literalBytes = 0;
+        this.#inString = true;
+        this.#stringBytes = 0;
+        index = open + 1;
+        continue;
+      }
+      if (this.#escaped) {
+        this.#escaped = false;
+        this.#stringBytes += 1;
+        index += 1;
+        continue;
+      }
+      if (nextBackslash < index && nextBackslash !== -1) nextBackslash = chunk.indexOf(BACKSLASH, index);
+      const close = chunk.indexOf(QUOTE, index);
+      const stop = nextBackslash >= 0 && (close < 0 || nextBackslash < close) ? nextBackslash : close;
+      if (stop < 0) {
+        this.#stringBytes += chunk.length - index;
+        return this.#stringBytes <= IMPORT_LINE_LIMIT;
+      }
+      this.#stringBytes += stop - index;
+      if (this.#stringBytes > IMPORT_LINE_LIMIT) return false;
+      if (stop === close) this.#inString = false;
+      else this.#escaped = true;
+      index = stop + 1;
+    }
+    return this.#stringBytes <= IMPORT_LINE_LIMIT || !this.#inString;
+  }
+
+  #literalsWithinLimit(chunk: Buffer, from: number, to: number): boolean {
+    for (let index = from; index < to; index += 1) {
+      const byte = chunk[index] ?? 0;
+      if (LITERAL_ENDS.has(byte)) this.#literalBytes = 0;
+      else if (++this.#literalBytes > IMPORT_LINE_LIMIT) return false;
+    }
+    return true;
+  }
+
+  #tooLong(what: string): GatehouseError {
+    return new GatehouseError(
+      'VALIDATION_FAILED',
+      `${what} than ${IMPORT_LINE_LIMIT} bytes; no user's row needs that many, and the import refuses it whole`,
+    );
   }
 
   override _flush(done: TransformCallback): void {

@@ -1,8 +1,6 @@
 import type { FastifyInstance } from 'fastify';
+import { isUnstorableText } from '../core/unicode-text.js';
 import { GatehouseError } from '../errors.js';
-
-/** A NUL, or half of a surrogate pair without its other half (text that is not valid Unicode). */
-const UNSTORABLE = /\0|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** Parsed JSON, a query or parameters object (null-prototype ones too); not a stream or a buffer. */
 const isPlain = (value: object): boolean => {
@@ -22,17 +20,17 @@ const isEmpty = (value: object): boolean => {
 export function unstorableTextAt(value: unknown, where: string): string | undefined {
   // Most requests have no body, no query and no parameters: answered without allocating.
   if (value === undefined || value === null) return undefined;
-  if (typeof value === 'string') return UNSTORABLE.test(value) ? where : undefined;
+  if (typeof value === 'string') return isUnstorableText(value) ? where : undefined;
   if (typeof value === 'object' && isEmpty(value)) return undefined;
   const pending: Array<[unknown, string]> = [[value, where]];
   for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
     const [item, path] = next;
     if (typeof item === 'string') {
-      if (UNSTORABLE.test(item)) return path;
+      if (isUnstorableText(item)) return path;
     } else if (item !== null && typeof item === 'object' && isPlain(item)) {
       for (const [key, child] of Object.entries(item)) {
         const childPath = `${path}/${key.slice(0, 64)}`;
-        if (UNSTORABLE.test(key)) return childPath;
+        if (isUnstorableText(key)) return childPath;
         pending.push([child, childPath]);
       }
     }

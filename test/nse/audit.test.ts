@@ -116,7 +116,7 @@ forEachDialect('NSE audit events', (dialect) => {
     assert.ok(alice.result.total_records > 0);
     for (const event of alice.result.records) assert.equal(event.tenant_id, acmeId);
     const gus = await events('gus', PASSWORDS.gus, '?limit=1000');
-    assert.equal(gus.result.total_records, 0, 'the trail is its administrators\', not its readers\'');
+    assert.equal(gus.result.total_records, 0, "the trail is its administrators', not its readers'");
     const other = await events('gus', PASSWORDS.gus, `?tenant_id=${acmeId}`);
     assert.equal(other.result.total_records, 0);
     const root = await events('admin', ADMIN_PASSWORD, '?limit=1000');

@@ -182,6 +182,81 @@ forEachDialect('NSE users import', (dialect) => {
     }
   });
 
+  test('a line, JSON string or literal longer than 64 KiB is refused whole before any job (the readers build each whole)', async () => {
+    const long = 'x'.repeat(70 * 1024);
+    const bodies: [string, string][] = [
+      [`${HEADER}\nlongline,${goodPassword(1)},${long},,,,,acme,user\n`, 'text/csv'],
+      [
+        `${JSON.stringify({ username: 'longjson', password: goodPassword(2), firstName: long, tenant_code: 'acme' })}\n`,
+        'application/x-ndjson',
+      ],
+      [
+        JSON.stringify([
+          { username: 'longarray', password: goodPassword(3), displayName: long, tenant_code: 'acme' },
+        ]),
+        'application/json',
+      ],
+      [
+        `[{"username":"longnumber","tenant_code":"acme","password":${'9'.repeat(70 * 1024)}}]`,
+        'application/json',
+      ],
+    ];
+    const jobsBefore = json(
+      await ctx.inject({ method: 'GET', url: '/api/v2.1/jobs', headers: bearer(tokens.admin!) }),
+    ).result.total_records;
+    for (const [body, type] of bodies) {
+      const refused = await importUsers('admin', body, type);
+      assert.equal(refused.statusCode, 400, `${type}: ${refused.body.slice(0, 200)}`);
+      assert.match(json(refused).status.verbose_message, /longer than 65536 bytes/);
+    }
+    const jobsAfter = json(
+      await ctx.inject({ method: 'GET', url: '/api/v2.1/jobs', headers: bearer(tokens.admin!) }),
+    ).result.total_records;
+    assert.equal(jobsAfter, jobsBefore, 'no job started');
+    assert.deepEqual(readdirSync(path.join(ctx.config.dataDir, 'imports')), [], 'no spool file left');
+    // Escaped quotes and backslashes inside strings are followed, not taken for their end.
+    const escaped = JSON.stringify([
+      {
+        username: 'quoted-one',
+        password: goodPassword(4),
+        displayName: 'say "hi" \\ bye',
+        tenant_code: 'acme',
+      },
+    ]);
+    const accepted = await importUsers('admin', escaped, 'application/json');
+    assert.equal(accepted.statusCode, 202, accepted.body);
+    assert.equal((await finished('admin', json(accepted).result.records[0].id)).status, 'successful');
+  });
+
+  test('a row with a NUL or a broken surrogate pair fails alone, on both stores, before any lookup', async () => {
+    const rows = [
+      { username: 'nul-one', password: goodPassword(11), tenant_code: 'acme' },
+      { username: 'nul-two', password: goodPassword(12), tenant_code: 'acme\u0000' },
+      { username: 'nul-three', password: goodPassword(13), tenant_code: 'acme', firstName: '\ud800' },
+      { username: 'nul-four', password: goodPassword(14), tenant_code: 'acme' },
+    ];
+    // JSON.stringify writes the NUL and the lone surrogate as the escapes \u0000 and \ud800.
+    const ndjson = `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`;
+    assert.match(ndjson, /acme\\u0000/);
+    const accepted = await importUsers('admin', ndjson, 'application/x-ndjson');
+    assert.equal(accepted.statusCode, 202, accepted.body);
+    const job = await finished('admin', json(accepted).result.records[0].id);
+    assert.equal(job.status, 'partially_failed', JSON.stringify(job));
+    assert.equal(job.status_detail, '2 of 4 users imported; 2 rows failed');
+    assert.deepEqual(
+      job.job_tasks.map((t: { status_detail: string }) => t.status_detail),
+      [
+        'row 2: tenant_code holds a NUL character or a broken surrogate pair',
+        'row 3: firstName holds a NUL character or a broken surrogate pair',
+      ],
+    );
+    const csv = await importUsers('admin', `${HEADER}\nnul-five,${goodPassword(15)},,,,,,acme\u0000,user\n`);
+    assert.equal(csv.statusCode, 202, csv.body);
+    const csvJob = await finished('admin', json(csv).result.records[0].id);
+    assert.equal(csvJob.status, 'failed');
+    assert.match(csvJob.job_tasks[0].status_detail, /row 2: the line holds a NUL character/);
+  });
+
   test('a later batch finds the names an earlier batch took; the lowest 1,000 failed rows are listed', async () => {
     // Rows go in batches of 1,000, each checked while the one before it is written. A well-formed
     // bcrypt hash: nothing to hash, so 2,500 rows take no time.
