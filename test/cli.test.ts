@@ -241,6 +241,26 @@ forEachDialect('CLI', (dialect) => {
     assert.match(withName.stderr, /must not contain the username/);
     assert.equal(withName.stdout, '');
     assert.equal(await (await server()).store.users.findByUsernameKey('carol'), undefined);
+    // The profile rules of the API hold here too.
+    for (const [flag, value, rule] of [
+      ['--email', 'not-an-email', /e-mail address/],
+      ['--display-name', 'evil\u001b[2J\nline', /control characters/],
+      ['--first-name', 'a'.repeat(300), /at most 255 characters/],
+    ] as const) {
+      const refused = await run([
+        'user',
+        'create',
+        '--username',
+        'carol',
+        '--password',
+        'Long-enough-pw-1',
+        flag,
+        value,
+      ]);
+      assert.equal(refused.code, 1, `${flag}: ${refused.stderr}`);
+      assert.match(refused.stderr, rule);
+    }
+    assert.equal(await (await server()).store.users.findByUsernameKey('carol'), undefined);
   });
 
   test('region create and zone create: the API lists the zone in its region', async () => {
@@ -346,6 +366,20 @@ forEachDialect('CLI', (dialect) => {
     const weak = await run(['user', 'passwd', '--username', 'alice', '--password', 'alice-in-wonderland']);
     assert.equal(weak.code, 1);
     assert.match(weak.stderr, /must not contain the username/);
+
+    // A directory user has no local password, here as in the API.
+    await core.accounts.createUser({ username: 'dir-person', provider: 'activeDirectory' });
+    const directory = await run([
+      'user',
+      'passwd',
+      '--username',
+      'dir-person',
+      '--password',
+      'Directory-pw-123',
+    ]);
+    assert.equal(directory.code, 1);
+    assert.match(directory.stderr, /has no local password/);
+    assert.equal((await core.store.users.findByUsernameKey('dir-person'))?.password_hash, null);
   });
 
   test('housekeeping deletes the sessions long expired and says how many; a live session stays', async () => {

@@ -13,6 +13,7 @@ import type { LoginThrottle } from './login-throttle.js';
 import { checkPasswordPolicy, type PasswordHasher } from './passwords.js';
 import { API_TOKEN_PREFIX, accountKey, hashSecret, newSecret } from './secrets.js';
 import type { TaggedCache } from './tagged-cache.js';
+import { checkProfile } from './user-profile.js';
 
 export const ROLES: readonly Role[] = ['root', 'partner', 'admin', 'user', 'read'];
 
@@ -202,6 +203,7 @@ export class AccountService {
     input: NewUser,
     within?: (tx: Repositories, user: { id: string; username: string }) => Promise<void>,
   ): Promise<UserRow> {
+    checkProfile(input);
     const prepared = await this.prepareUser(input);
     const { id } = prepared.row;
     try {
@@ -238,6 +240,12 @@ export class AccountService {
   async setPassword(username: string, password: string): Promise<{ id: string; username: string }> {
     const user = await this.#store.users.findByUsernameKey(accountKey(username));
     if (!user) throw new GatehouseError('NOT_FOUND', `no user named "${username}"`);
+    if (user.provider !== 'local') {
+      throw new GatehouseError(
+        'VALIDATION_FAILED',
+        'a directory (activeDirectory) user has no local password',
+      );
+    }
     checkPasswordPolicy(password, user.username, { minLength: this.#config.passwordMinLength });
     const passwordHash = await this.#hasher.hash(password);
     const now = this.#clock.now();

@@ -32,6 +32,7 @@ import { checkPasswordPolicy, type PasswordHasher } from './passwords.js';
 import { BUILTIN_GROUPS } from './privilege-catalog.js';
 import { accountKey } from './secrets.js';
 import type { AuthContext, RequestMeta } from './sessions.js';
+import { checkProfile, type UserProfile } from './user-profile.js';
 
 export type { UserSortKey } from '../store/repositories/users.js';
 
@@ -40,14 +41,7 @@ export interface TenancyRequest {
   readonly role: Role;
 }
 
-/** The profile fields an administrator sets; absent fields are left as they are. */
-export interface UserProfile {
-  readonly firstName?: string | undefined;
-  readonly lastName?: string | undefined;
-  readonly displayName?: string | undefined;
-  readonly email?: string | undefined;
-  readonly phone?: string | undefined;
-}
+export type { UserProfile } from './user-profile.js';
 
 export interface UserCreation extends UserProfile {
   readonly username: string;
@@ -82,12 +76,6 @@ interface AttemptRecord {
   tenantId: string | null;
 }
 
-const PROFILE_LIMITS = { firstName: 255, lastName: 255, displayName: 255, email: 254, phone: 64 } as const;
-/** Listed once: checkProfile runs for every row of an import. */
-const PROFILE_FIELDS = Object.entries(PROFILE_LIMITS) as [keyof typeof PROFILE_LIMITS, number][];
-const CONTROL_CHARACTERS = /\p{Cc}/u;
-const EMAIL = /^[^\s@]+@[^\s@]+$/;
-const PHONE = /^[\d\s+().\-/x]*$/i;
 /** Refusals worth an audit event: someone tried something they may not do. */
 const AUDITED_REFUSALS = new Set(['FORBIDDEN', 'NOT_FOUND', 'PRECONDITION_FAILED']);
 /** A tenancy `checkMany` may grant; otherwise it keeps the error that refused it. */
@@ -707,29 +695,6 @@ function checkTenancyList(tenancies: readonly TenancyRequest[], primaryTenantId:
   }
   if (primaryTenantId !== undefined && !ids.includes(primaryTenantId)) {
     throw new GatehouseError('VALIDATION_FAILED', 'body/tenant_id must be one of the tenants in tenancies');
-  }
-}
-
-function checkProfile(profile: UserProfile): void {
-  for (const [field, limit] of PROFILE_FIELDS) {
-    const value = profile[field];
-    if (value === undefined) continue;
-    // Limits count characters (code points); a string no longer in UTF-16 units has no more of them.
-    if (value.length > limit && [...value].length > limit) {
-      throw new GatehouseError('VALIDATION_FAILED', `body/${field} must be at most ${limit} characters`);
-    }
-    if (CONTROL_CHARACTERS.test(value)) {
-      throw new GatehouseError('VALIDATION_FAILED', `body/${field} must not contain control characters`);
-    }
-  }
-  if (profile.email !== undefined && profile.email !== '' && !EMAIL.test(profile.email)) {
-    throw new GatehouseError('VALIDATION_FAILED', 'body/email must be an e-mail address (name@domain)');
-  }
-  if (profile.phone !== undefined && !PHONE.test(profile.phone)) {
-    throw new GatehouseError(
-      'VALIDATION_FAILED',
-      'body/phone may hold only digits, spaces and + ( ) . - / x',
-    );
   }
 }
 
