@@ -171,11 +171,19 @@ const DURATION = /^(\d+)\s*(ms|s|m|h|d)?$/;
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
 /** "90", "90s", "15m", "12h", "30d" → milliseconds. A bare number is seconds. */
+/**
+ * The longest duration taken anywhere (settings, CLI options, `expires_in`): 100 years. Longer ones
+ * are typing mistakes, and a time that far ahead no longer fits a Date (a session lifetime of a
+ * billion days made every session listing a 500).
+ */
+export const MAX_DURATION_MS = 36_500 * 86_400_000;
+
 export function parseDuration(text: string): number | undefined {
   const match = DURATION.exec(text.trim());
   if (!match) return undefined;
   const unit = (match[2] ?? 's') as keyof typeof UNIT_MS;
-  return Number(match[1]) * UNIT_MS[unit];
+  const ms = Number(match[1]) * UNIT_MS[unit];
+  return ms <= MAX_DURATION_MS ? ms : undefined;
 }
 
 const SIZE = /^(\d+)\s*(b|kb|kib|mb|mib)?$/i;
@@ -386,6 +394,8 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     problems.push('GATEHOUSE_CREDENTIAL_CACHE_TTL: must not be longer than 15m');
   }
   const jobLeaseMs = duration('GATEHOUSE_JOB_LEASE', '60s', 3000);
+  // Renewed every third of it by a timer, which Node caps at 24.8 days; nobody waits that long anyway.
+  if (jobLeaseMs > 60 * 60_000) problems.push('GATEHOUSE_JOB_LEASE: must not be longer than 1h');
   const retention = (name: string, fallback: string, min: string): number | undefined => {
     const text = raw(name) ?? fallback;
     if (text.toLowerCase() === 'off') return undefined;

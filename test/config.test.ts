@@ -71,7 +71,19 @@ test('a JSON config file adds settings; the environment wins over it', () => {
   assert.throws(() => loadConfig({ GATEHOUSE_CONFIG_FILE: file }), /unknown setting GATEHOUSE_PROT/);
 });
 
-test('durations accept s, m, h, d and bare seconds', () => {
+test('durations accept s, m, h, d and bare seconds, up to 100 years; a lease up to an hour', () => {
+  assert.equal(parseDuration('36500d'), 36_500 * 86_400_000);
+  assert.equal(parseDuration('36501d'), undefined);
+  assert.equal(parseDuration('999999999999d'), undefined);
+  assert.throws(
+    () => loadConfig({ GATEHOUSE_SESSION_MAX_LIFETIME: '999999999d' }),
+    /GATEHOUSE_SESSION_MAX_LIFETIME/,
+  );
+  assert.throws(
+    () => loadConfig({ GATEHOUSE_JOB_LEASE: '100d' }),
+    /GATEHOUSE_JOB_LEASE: must not be longer than 1h/,
+  );
+  assert.equal(loadConfig({ GATEHOUSE_JOB_LEASE: '1h' }).jobLeaseMs, 3_600_000);
   assert.equal(parseDuration('90'), 90_000);
   assert.equal(parseDuration('15m'), 900_000);
   assert.equal(parseDuration('12h'), 43_200_000);

@@ -1,5 +1,6 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { parseDuration } from '../config.js';
+import { MAX_API_TOKEN_LIFETIME_MS } from '../core/api-token-admin.js';
 import { auditCliChange, type CliIo, withCore } from './context.js';
 
 interface TokenCreateOptions {
@@ -12,6 +13,11 @@ function durationArgument(text: string): number {
   const ms = parseDuration(text);
   if (ms === undefined || ms <= 0) {
     throw new InvalidArgumentError('Expected a duration such as 90s, 15m, 12h or 30d.');
+  }
+  if (ms > MAX_API_TOKEN_LIFETIME_MS) {
+    throw new InvalidArgumentError(
+      'A token may live at most 3650 days; leave --expires-in out for one that does not expire.',
+    );
   }
   return ms;
 }

@@ -37,7 +37,8 @@ export interface NewApiToken {
 }
 
 /** Far enough for any script; near enough that every expiry stays a valid date. */
-const MAX_LIFETIME_MS = 3650 * 86_400_000;
+/** The longest an API token may live, asked for over HTTP or on the command line. */
+export const MAX_API_TOKEN_LIFETIME_MS = 3650 * 86_400_000;
 /** A date, or a date and time with its offset (a time without one would be read in the server's zone). */
 const ISO_TIME = /^\d{4}-\d\d-\d\d(T\d\d:\d\d(:\d\d(\.\d{1,9})?)?(Z|[+-]\d\d:\d\d))?$/;
 
@@ -184,7 +185,7 @@ export class ApiTokenAdminService {
       if (at <= now) throw new GatehouseError('VALIDATION_FAILED', 'expires_at must be in the future');
       expiresAt = at;
     }
-    if (expiresAt !== null && expiresAt - now > MAX_LIFETIME_MS) {
+    if (expiresAt !== null && expiresAt - now > MAX_API_TOKEN_LIFETIME_MS) {
       throw new GatehouseError(
         'VALIDATION_FAILED',
         'a token may live at most 3650 days; leave out expires_in and expires_at for one that does not expire',
