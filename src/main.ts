@@ -14,7 +14,12 @@ async function main(): Promise<void> {
     throw error;
   }
   const server = await startServer(config);
+  let stopping = false;
   const shutdown = (signal: string) => {
+    // A second signal (a second Ctrl-C, an orchestrator repeating itself) must not cut the drain
+    // short and drop the requests in flight: it is ignored, as `gatehouse serve` does; SIGKILL forces.
+    if (stopping) return;
+    stopping = true;
     server.app.log.info({ signal }, 'shutting down');
     server.close().then(
       () => process.exit(0),
@@ -24,8 +29,8 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
 main().catch((error: unknown) => {

@@ -68,8 +68,10 @@ export async function runPrimary(
       say(`gatehouse: ${signal}: stopping the workers`);
       for (const worker of started.keys()) worker.process.kill('SIGTERM');
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    // `on`, not `once`: a repeated signal is ignored (stop returns at once) rather than killing the
+    // primary, and with it the workers, in the middle of their drain.
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
   });
   if (!stoppedOnRequest) throw new Error('every worker stopped; see the messages above');
 }

@@ -577,9 +577,13 @@ describe('CLI usage', () => {
     assert.ok(existsSync(path.join(dataDir, 'gatehouse.db')));
   });
 
-  test('serve --workers 2: two processes on one port over one store; a token from one works on the other; SIGTERM stops all', async () => {
+  test('serve --workers 2: two processes on one port over one store; a token from one works on the other; SIGTERM stops all, a second one during the drain changes nothing', async () => {
     const port = await freePort();
-    const child = startCli(['serve', '--workers', '2'], { ...env, GATEHOUSE_PORT: String(port) });
+    const child = startCli(['serve', '--workers', '2'], {
+      ...env,
+      GATEHOUSE_PORT: String(port),
+      GATEHOUSE_SHUTDOWN_DELAY: '1s',
+    });
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
       stderr += chunk;
@@ -611,6 +615,9 @@ describe('CLI usage', () => {
     } finally {
       child.kill('SIGTERM');
     }
+    // Draining (readiness says so for GATEHOUSE_SHUTDOWN_DELAY): a repeated signal must not kill it.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.kill('SIGTERM');
     assert.equal(await exited, 0, stderr);
     assert.match(stderr, /SIGTERM: stopping the workers/);
   });

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { ADMIN_PASSWORD } from './helpers/context.js';
 import { forEachDialect } from './helpers/dialects.js';
 import { type FreshStore, freshStore, startTestServer } from './helpers/server.js';
+import { freePort, startServerProcess, waitFor } from './helpers/server-process.js';
 
 forEachDialect('Shutdown behind a load balancer (GATEHOUSE_SHUTDOWN_DELAY)', (dialect) => {
   let store: FreshStore;
@@ -42,4 +46,35 @@ forEachDialect('Shutdown behind a load balancer (GATEHOUSE_SHUTDOWN_DELAY)', (di
     assert.ok(performance.now() - started >= 990, 'the port stays open for the delay');
     await assert.rejects(get('/healthz'), 'closed after it');
   });
+});
+
+test('npm start (src/main.ts): a second SIGTERM during the drain is ignored; the process ends it and exits 0', async () => {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-signals-'));
+  const port = await freePort();
+  const server = startServerProcess(
+    {
+      GATEHOUSE_DATA_DIR: dataDir,
+      GATEHOUSE_PORT: String(port),
+      GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      GATEHOUSE_SHUTDOWN_DELAY: '1s',
+      GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
+      GATEHOUSE_ARGON2_ITERATIONS: '1',
+    },
+    dataDir,
+  );
+  try {
+    const url = `http://127.0.0.1:${port}`;
+    await waitFor(
+      async () => ((await fetch(`${url}/readyz`).catch(() => undefined))?.ok ? true : undefined),
+      'ready',
+    );
+    server.child.kill('SIGTERM');
+    await waitFor(async () => ((await fetch(`${url}/readyz`)).status === 503 ? true : undefined), 'draining');
+    server.child.kill('SIGTERM');
+    assert.equal((await fetch(`${url}/healthz`)).status, 200, 'still serving through the delay');
+    assert.equal(await server.exited, 0, server.output());
+  } finally {
+    server.child.kill('SIGKILL');
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
