@@ -64,6 +64,8 @@ export interface Config {
   readonly argon2: { readonly memoryKiB: number; readonly iterations: number; readonly parallelism: number };
   /** Threads hashing and verifying passwords, at a lower CPU priority than the event loop. */
   readonly hashThreads: number;
+  /** Whether GATEHOUSE_HASH_THREADS was set (environment or file): `serve --workers` sizes it otherwise. */
+  readonly hashThreadsSet: boolean;
   /** Password operations (not an import's) that may wait for a hashing thread; more answer SERVICE_BUSY. */
   readonly hashQueueLimit: number;
   readonly nodeMinVersion: string | undefined;
@@ -250,6 +252,10 @@ function mergeSources(env: Source, problems: string[]): Source {
     fromFile = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
   } catch (error) {
     problems.push(`GATEHOUSE_CONFIG_FILE: cannot read ${file} as JSON (${(error as Error).message})`);
+    return env;
+  }
+  if (fromFile === null || typeof fromFile !== 'object' || Array.isArray(fromFile)) {
+    problems.push(`GATEHOUSE_CONFIG_FILE: ${file} must hold a JSON object of settings`);
     return env;
   }
   const merged: Record<string, string | undefined> = {};
@@ -468,6 +474,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     parallelism: integer('GATEHOUSE_ARGON2_PARALLELISM', 1, 1, 16),
   };
   const hashThreads = integer('GATEHOUSE_HASH_THREADS', availableParallelism(), 1, 256);
+  const hashThreadsSet = raw('GATEHOUSE_HASH_THREADS') !== undefined;
   // ~4 s of waiting at the default argon2 settings (~15 ms a verification on a core here): within
   // the timeouts of the clients, short of an unbounded queue in a storm that does not end.
   const hashQueueLimit =
@@ -569,6 +576,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     passwordMinLength,
     argon2: Object.freeze(argon2),
     hashThreads,
+    hashThreadsSet,
     hashQueueLimit,
     nodeMinVersion,
     storwareSessionPostStatus,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, test } from 'node:test';
@@ -70,6 +70,10 @@ forEachDialect('CLI import', (dialect) => {
     assert.match(clean.stdout, /successful: 1 of 1 users imported/);
     writeFileSync(path.join(ctx.config.dataDir, 'users.txt'), 'x');
     assert.equal((await gatehouse(['import', 'users.txt'])).code, 2);
+    mkdirSync(path.join(ctx.config.dataDir, 'folder.csv'));
+    const folder = await gatehouse(['import', 'folder.csv']);
+    assert.equal(folder.code, 2);
+    assert.match(folder.stderr, /folder\.csv is not a file/);
     const nobody = await gatehouse(['import', 'more.jsonl', '--as', 'nobody']);
     assert.equal(nobody.code, 1);
     assert.match(nobody.stderr, /no active user "nobody"/);

@@ -69,6 +69,18 @@ test('a JSON config file adds settings; the environment wins over it', () => {
   assert.equal(config.host, '127.0.0.2');
   writeFileSync(file, JSON.stringify({ GATEHOUSE_PROT: 1 }));
   assert.throws(() => loadConfig({ GATEHOUSE_CONFIG_FILE: file }), /unknown setting GATEHOUSE_PROT/);
+  for (const text of ['null', '[]', '"x"']) {
+    writeFileSync(file, text);
+    assert.throws(
+      () => loadConfig({ GATEHOUSE_CONFIG_FILE: file }),
+      (e: Error) => e instanceof ConfigError && /must hold a JSON object of settings/.test(e.message),
+      text,
+    );
+  }
+  // A setting given in the file counts as given (serve --workers then leaves the hashing threads be).
+  writeFileSync(file, JSON.stringify({ GATEHOUSE_HASH_THREADS: 2 }));
+  assert.equal(loadConfig({ GATEHOUSE_CONFIG_FILE: file }).hashThreadsSet, true);
+  assert.equal(loadConfig({}).hashThreadsSet, false);
 });
 
 test('durations accept s, m, h, d and bare seconds, up to 100 years; a lease up to an hour', () => {

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { type Command, Option } from 'commander';
 import { IMPORT_COLUMNS, type ImportFormat } from '../core/user-import.js';
@@ -43,6 +43,7 @@ export function registerImportCommand(program: Command, io: CliIo): void {
         usageError(command, 'cannot tell the format from the file name: give --format');
       const location = path.resolve(io.cwd, file);
       await access(location).catch(() => usageError(command, `cannot read ${file}`));
+      if (!(await stat(location)).isFile()) usageError(command, `${file} is not a file`);
       const job = await withCore(io, async (core) => {
         const submitted = await core.userImport.submitAs(options.as, createReadStream(location), format);
         // For a person watching, hence stderr: a bar redrawn in place on a terminal, a line per

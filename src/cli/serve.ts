@@ -28,7 +28,7 @@ export function registerServeCommand(program: Command, io: CliIo): void {
         const { runPrimary } = await import('../workers.js');
         // The cores' hashing is shared among the processes unless the operator sized it.
         const workerEnv: Record<string, string> = {};
-        if (io.env.GATEHOUSE_HASH_THREADS === undefined) {
+        if (!config.hashThreadsSet) {
           workerEnv.GATEHOUSE_HASH_THREADS = String(
             Math.max(1, Math.round(availableParallelism() / workers)),
           );
