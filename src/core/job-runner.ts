@@ -22,6 +22,8 @@ export interface JobControl {
    * process's (its lease lapsed and it was marked failed), so that the work stops there.
    */
   report(statusDetail: string, progress: number): Promise<void>;
+  /** Throws as `report` does once the process is stopping: for work about to start a long step. */
+  throwIfStopping(): void;
 }
 
 /**
@@ -161,10 +163,17 @@ export class JobRunner {
   async #run(id: string, work: JobWork): Promise<void> {
     // Let the request that submitted the job answer first.
     await new Promise((resolve) => setImmediate(resolve));
+    // The last progress the work reported, recorded or not: a job interrupted between two
+    // recordings (its writes finishing after the stop) still tells how far it came.
+    let latestDetail: string | undefined;
     const control: JobControl = {
       jobId: id,
       signal: this.#stopping.signal,
+      throwIfStopping: () => {
+        if (this.#stopping.signal.aborted) throw new JobStopped(INTERRUPTED_JOB_ERROR);
+      },
       report: async (statusDetail, progress) => {
+        latestDetail = statusDetail;
         if (this.#stopping.signal.aborted) throw new JobStopped(INTERRUPTED_JOB_ERROR);
         const held = await this.#store.jobs.recordProgress(id, this.owner, {
           status_detail: statusDetail,
@@ -193,6 +202,7 @@ export class JobRunner {
       await this.#store.jobs
         .finish(id, this.owner, {
           status: 'failed',
+          ...(latestDetail === undefined ? {} : { status_detail: latestDetail }),
           last_error: failureText(error),
           updated_at: this.#clock.now(),
         })

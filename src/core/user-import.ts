@@ -387,6 +387,14 @@ export class UserImportService {
     const writes: Promise<void>[] = [];
     const writesSettled = () => Promise.allSettled(writes);
     const importBatch = async (batch: readonly ReadRow[]) => {
+      // Stopping (a shutdown's drain): no new batch is checked and hashed, which takes seconds with
+      // passwords in clear; the batches being written finish and are counted.
+      try {
+        control.throwIfStopping();
+      } catch (error) {
+        await writesSettled();
+        throw error;
+      }
       const checked = await checkBatch(batch).catch(async (error: unknown) => {
         await writesSettled();
         throw error;

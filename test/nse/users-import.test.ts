@@ -38,6 +38,15 @@ forEachDialect('NSE users import', (dialect) => {
     throw new Error('the import job did not finish');
   };
 
+  const waitForProgress = async (id: string) => {
+    for (let attempt = 0; attempt < 2000; attempt += 1) {
+      const job = await ctx.store.jobs.findById(id);
+      if (job && job.progress > 0) return;
+      await sleep(2);
+    }
+    throw new Error('the import job reported no progress');
+  };
+
   const userExists = async (name: string) =>
     (await ctx.inject({ method: 'GET', url: `/api/v2.1/users/${name}`, headers: bearer(tokens.admin!) }))
       .statusCode === 200;
@@ -392,6 +401,35 @@ forEachDialect('NSE users import', (dialect) => {
     assert.equal(job.job_tasks[0].status_detail, 'row 3: no tenant with code "globex"');
     assert.ok(await userExists('acme-ok'));
     assert.equal(await userExists('globex-spy'), false);
+  });
+
+  test('an import stopped by a shutdown ends failed (interrupted) and says how many users it did import', async () => {
+    const hash = `$2b$04$abcdefghijklmnopqrstuv${'A'.repeat(31)}`;
+    const rows = 30_000;
+    const lines = ['username,password_hash,tenant_code,role'];
+    for (let i = 0; i < rows; i += 1) lines.push(`drained${i},"${hash}",acme,user`);
+    const response = await importUsers('admin', `${lines.join('\n')}\n`);
+    assert.equal(response.statusCode, 202, response.body);
+    const id = json(response).result.records[0].id as string;
+    // Stopped once its first batch is recorded, while later ones are being written.
+    await waitForProgress(id);
+    await ctx.core.jobRunner.drain();
+    const job = (await ctx.store.jobs.findById(id))!;
+    const imported = Number(
+      (
+        await ctx.store.db
+          .selectFrom('users')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('username', 'like', 'drained%')
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
+    assert.equal(job.status, 'failed', job.status_detail);
+    assert.equal(job.last_error, INTERRUPTED_JOB_ERROR);
+    assert.ok(imported > 0 && imported < rows, `${imported} imported`);
+    assert.equal(job.status_detail, `${imported.toLocaleString('en-US')} of 30,000 users imported`);
+    ctx = await ctx.restart();
+    tokens.admin = await nseSignIn(ctx);
   });
 
   test('an import cut short by a restart ends failed with the interrupted reason', async () => {
