@@ -655,6 +655,8 @@ export function splitCsv(line: string): string[] | undefined {
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
+const LINE_FEED = 0x0a;
+const CARRIAGE_RETURN = 0x0d;
 /** JSON's structural bytes and blanks: what ends a literal (a number, true, false, null). */
 const LITERAL_ENDS: ReadonlySet<number> = new Set([...'{}[],: \t\r\n'].map((c) => c.charCodeAt(0)));
 
@@ -675,6 +677,8 @@ class LineCounter extends Transform {
   #lineHasContent = false;
   #lineBytes = 0;
   #lineNumber = 1;
+  /** The last chunk ended with a CR: an LF opening this one belongs to that line end. */
+  #afterCarriageReturn = false;
   // JSON: whether the bytes seen end inside a string, right after a backslash in one, and how long
   // the string is so far.
   #inString = false;
@@ -700,11 +704,22 @@ class LineCounter extends Transform {
       return;
     }
     this.#hash.update(chunk);
-    // Newline to newline (indexOf), looking into a line only until its first visible byte: a
+    // Line end to line end (indexOf), looking into a line only until its first visible byte: a
     // 100,000-row upload is tens of megabytes, which a loop over every byte takes long to walk.
-    for (let start = 0; ; ) {
-      const newline = chunk.indexOf(0x0a, start);
-      const end = newline < 0 ? chunk.length : newline;
+    // Lines end as the reader (readline) ends them: at LF, CR LF, or a CR alone (old Mac files).
+    let start = 0;
+    if (this.#afterCarriageReturn) {
+      this.#afterCarriageReturn = false;
+      if (chunk[0] === LINE_FEED) start = 1;
+    }
+    let carriageReturn = -2;
+    for (;;) {
+      const newline = chunk.indexOf(LINE_FEED, start);
+      if (carriageReturn < start && carriageReturn !== -1)
+        carriageReturn = chunk.indexOf(CARRIAGE_RETURN, start);
+      const lineEnd =
+        carriageReturn >= 0 && (newline < 0 || carriageReturn < newline) ? carriageReturn : newline;
+      const end = lineEnd < 0 ? chunk.length : lineEnd;
       this.#lineBytes += end - start;
       if (this.#format !== 'json' && this.#lineBytes > IMPORT_LINE_LIMIT) {
         done(this.#tooLong(`line ${this.#lineNumber} is longer`));
@@ -712,14 +727,19 @@ class LineCounter extends Transform {
       }
       for (let index = start; index < end && !this.#lineHasContent; index += 1) {
         const byte = chunk[index];
-        if (byte !== 0x0d && byte !== 0x20 && byte !== 0x09) this.#lineHasContent = true;
+        if (byte !== 0x20 && byte !== 0x09) this.#lineHasContent = true;
       }
-      if (newline < 0) break;
+      if (lineEnd < 0) break;
       if (this.#lineHasContent) this.lines += 1;
       this.#lineHasContent = false;
       this.#lineBytes = 0;
       this.#lineNumber += 1;
-      start = newline + 1;
+      start = lineEnd + 1;
+      if (lineEnd === carriageReturn) {
+        // CR LF is one line end, also when the LF opens the next chunk.
+        if (start === chunk.length) this.#afterCarriageReturn = true;
+        else if (chunk[start] === LINE_FEED) start += 1;
+      }
     }
     if (this.#format === 'json' && !this.#stringsWithinLimit(chunk)) {
       done(this.#tooLong('a string or literal is longer'));

@@ -237,6 +237,29 @@ forEachDialect('NSE users import', (dialect) => {
     assert.equal((await finished('admin', json(accepted).result.records[0].id)).status, 'successful');
   });
 
+  test('lines ended by a CR alone (old Mac files) are rows as readline reads them, counted alike, however long the file', async () => {
+    const hash = `$2b$04$abcdefghijklmnopqrstuv${'A'.repeat(31)}`;
+    const lines = ['username,password_hash,tenant_code,role'];
+    for (let i = 0; i < 3000; i += 1) lines.push(`mac${i},"${hash}",acme,user`);
+    const body = `${lines.join('\r')}\r`;
+    assert.ok(body.length > 64 * 1024);
+    const accepted = await importUsers('admin', body);
+    assert.equal(accepted.statusCode, 202, accepted.body);
+    assert.equal(json(accepted).result.records[0].status_detail, '0 of 3,000 users imported');
+    const job = await finished('admin', json(accepted).result.records[0].id);
+    assert.equal(job.status_detail, '3,000 of 3,000 users imported; 0 rows failed');
+    // CR LF and LF alike, mixed.
+    const mixed = await importUsers(
+      'admin',
+      `username,password_hash,tenant_code\r\nmix1,"${hash}",acme\nmix2,"${hash}",acme\r\r\n`,
+    );
+    assert.equal(json(mixed).result.records[0].status_detail, '0 of 2 users imported');
+    assert.equal(
+      (await finished('admin', json(mixed).result.records[0].id)).status_detail,
+      '2 of 2 users imported; 0 rows failed',
+    );
+  });
+
   test('a row with a NUL or a broken surrogate pair fails alone, on both stores, before any lookup', async () => {
     const rows = [
       { username: 'nul-one', password: goodPassword(11), tenant_code: 'acme' },
