@@ -6,7 +6,7 @@ import type { Repositories } from '../store/repositories/index.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
 import type { SigningInUser, UserRow } from '../store/repositories/users.js';
 import type { AuditEntry, AuditService } from './audit.js';
-import { mayManageUser } from './authorization.js';
+import { actorOfPrincipal, mayManageUser } from './authorization.js';
 import { type Clock, sleep } from './clock.js';
 import type { CredentialCache } from './credential-cache.js';
 import type { Admission, LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
@@ -432,12 +432,7 @@ export class AuthenticationService {
   async #makerStillManages(makerId: string, userId: string): Promise<boolean> {
     const maker = await this.#store.users.findById(makerId);
     if (maker?.active !== 1) return false;
-    const tenancies = await this.#store.users.tenancies(maker.id);
-    const actor = {
-      principal: userPrincipal(maker),
-      tenancies,
-      isRoot: tenancies.some((t) => t.role === 'root'),
-    };
+    const actor = await actorOfPrincipal(this.#store, userPrincipal(maker));
     return mayManageUser(this.#store, actor, {
       id: userId,
       tenancies: await this.#store.users.tenancies(userId),

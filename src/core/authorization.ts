@@ -24,10 +24,15 @@ export interface Actor {
 const MANAGING_ROLES: ReadonlySet<Role> = new Set(['root', 'admin', 'partner']);
 const READING_ROLES: ReadonlySet<Role> = new Set(['root', 'admin', 'partner', 'read']);
 
-export async function actorOf(store: Store, auth: AuthContext): Promise<Actor> {
+export function actorOf(store: Store, auth: AuthContext): Promise<Actor> {
+  return actorOfPrincipal(store, auth.principal);
+}
+
+/** The actor of a principal outside a request: the maker of an API token, say. */
+export async function actorOfPrincipal(store: Store, principal: Principal): Promise<Actor> {
   // Read on every request, never from the token: a role taken away counts at once.
-  const tenancies = auth.principal.kind === 'user' ? await store.users.tenancies(auth.principal.id) : [];
-  return { principal: auth.principal, tenancies, isRoot: tenancies.some((t) => t.role === 'root') };
+  const tenancies = principal.kind === 'user' ? await store.users.tenancies(principal.id) : [];
+  return { principal, tenancies, isRoot: tenancies.some((t) => t.role === 'root') };
 }
 
 /** Tenants whose objects the actor may read; undefined means every tenant (root). */
@@ -82,12 +87,7 @@ export async function mayManageUser(
   if (target.tenancies.length === 0 || target.tenancies.some((t) => t.role === 'root')) return false;
   if (!target.tenancies.every((t) => canManageTenantObjects(actor, t.tenantId))) return false;
   if (actor.principal.kind === 'user' && actor.principal.id === target.id) return true;
-  const [theirs, held] = await Promise.all([
-    store.rbac.privilegesOfUser(target.id),
-    actor.principal.kind === 'user' ? store.rbac.privilegesOfUser(actor.principal.id) : [],
-  ]);
-  const mine = new Set(held);
-  return theirs.every((privilege) => mine.has(privilege));
+  return holdsAll(store, actor, await store.rbac.privilegesOfUser(target.id));
 }
 
 /**
@@ -99,12 +99,17 @@ export async function holdsGroupPrivileges(store: Store, actor: Actor, groupName
   const group = await store.rbac.findGroupByName(groupName);
   if (!group) return false;
   const roles = await store.rbac.rolesOfGroup(group.id);
-  const [given, held] = await Promise.all([
-    Promise.all(roles.map((role) => store.rbac.privilegesOfRole(role.id))),
-    actor.principal.kind === 'user' ? store.rbac.privilegesOfUser(actor.principal.id) : [],
-  ]);
-  const mine = new Set(held);
-  return given.flat().every((privilege) => mine.has(privilege));
+  const given = await Promise.all(roles.map((role) => store.rbac.privilegesOfRole(role.id)));
+  return holdsAll(store, actor, given.flat());
+}
+
+/** Whether the actor (not root: callers decide that) holds every one of `privileges`, read fresh. */
+async function holdsAll(store: Store, actor: Actor, privileges: readonly string[]): Promise<boolean> {
+  if (privileges.length === 0) return true;
+  const held = new Set(
+    actor.principal.kind === 'user' ? await store.rbac.privilegesOfUser(actor.principal.id) : [],
+  );
+  return privileges.every((privilege) => held.has(privilege));
 }
 
 /**
@@ -119,16 +124,13 @@ export async function keepOneRoot<T>(
   refusal: string,
 ): Promise<T> {
   await tx.tenants.lockForRootChanges();
-  const before = await tx.users.countActiveWithRole('root', NOBODY);
+  const before = await tx.users.countActiveWithRole('root');
   const result = await change();
-  if (before > 0 && (await tx.users.countActiveWithRole('root', NOBODY)) === 0) {
+  if (before > 0 && (await tx.users.countActiveWithRole('root')) === 0) {
     throw new GatehouseError('PRECONDITION_FAILED', refusal);
   }
   return result;
 }
-
-/** No user has this id: `countActiveWithRole` then leaves nobody out. */
-const NOBODY = '';
 
 export function requireRoot(actor: Actor): void {
   if (!actor.isRoot) throw new GatehouseError('FORBIDDEN', 'only a root user may do this');

@@ -292,7 +292,7 @@ export class TenantService {
    * could manage the service any more but through the CLI (412, as for deleting the last root user).
    */
   async #keepOneRoot(tenant: TenantRow): Promise<void> {
-    if ((await this.#store.users.countActiveWithRoleOutside('root', tenant.id)) > 0) return;
+    if ((await this.#store.users.countActiveWithRole('root', { tenantId: tenant.id })) > 0) return;
     throw new GatehouseError('PRECONDITION_FAILED', lastRootsRefusal(tenant));
   }
 

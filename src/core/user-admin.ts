@@ -604,7 +604,7 @@ export class UserAdminService {
 
   /** Refuses to leave the service without an active root user: nobody could manage tenants again. */
   async #keepOneRoot(target: UserRow, doing: string): Promise<void> {
-    if ((await this.#store.users.countActiveWithRole('root', target.id)) === 0) {
+    if ((await this.#store.users.countActiveWithRole('root', { userId: target.id })) === 0) {
       throw new GatehouseError('PRECONDITION_FAILED', lastRootRefusal(target, doing));
     }
   }

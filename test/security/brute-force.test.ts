@@ -4,6 +4,7 @@ import type { FastifyInstance, InjectOptions } from 'fastify';
 import { createTestContext, startAnotherNode, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { json } from '../helpers/http.js';
+import { passwordVerifications } from '../helpers/metrics.js';
 
 const ATTACKER = '203.0.113.66';
 const HOME = '198.51.100.7';
@@ -159,12 +160,7 @@ forEachDialect('Brute force: throttle shared by every node', (dialect) => {
   });
 
   test('a locked attempt costs no argon2 work: an HTTP Basic flood of new names from a locked address is refused without hashing', async () => {
-    const verifications = async () =>
-      Number(
-        /^gatehouse_password_hash_duration_seconds_count\{operation="verify"\} (\d+)$/m.exec(
-          await ctx.core.metrics.text(),
-        )?.[1] ?? 0,
-      );
+    const verifications = () => passwordVerifications(ctx);
     const flooder = '203.0.113.151';
     const basic = (name: string) =>
       ctx.inject({

@@ -6,6 +6,7 @@ import { hash as bcryptHash } from '@node-rs/bcrypt';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { bearer, nseSignIn, storwareLogin } from '../helpers/http.js';
+import { passwordVerifications } from '../helpers/metrics.js';
 
 const ARGON2ID = 2;
 /** The settings of this suite's service: stronger than the test default in iterations. */
@@ -87,12 +88,7 @@ forEachDialect('password hashes are upgraded at sign-in', (dialect) => {
   });
 
   test('a failed sign-in against a hash cheaper than the settings also does the dummy verification, as an unknown name does', async () => {
-    const verifications = async () =>
-      Number(
-        /^gatehouse_password_hash_duration_seconds_count\{operation="verify"\} (\d+)$/m.exec(
-          await ctx.core.metrics.text(),
-        )?.[1] ?? 0,
-      );
+    const verifications = () => passwordVerifications(ctx);
     const password = 'imported-cheaply-77';
     const user = await ctx.core.accounts.createUser({ username: 'cheap-import', password });
     await ctx.store.users.update(user.id, { password_hash: await bcryptHash(password, 4) });

@@ -237,29 +237,23 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
         }
       }
     },
-    /** Active users holding `role` in some tenant, leaving one user out (the one being removed). */
-    async countActiveWithRole(role: Role, exceptUserId: string): Promise<number> {
-      const row = await db
+    /**
+     * Active users holding `role` in some tenant, leaving out one user (the one being removed) or
+     * one tenant (the one being deleted), if named.
+     */
+    async countActiveWithRole(
+      role: Role,
+      leaving: { readonly userId?: string; readonly tenantId?: string } = {},
+    ): Promise<number> {
+      let query = db
         .selectFrom('users')
         .innerJoin('tenancies', 'tenancies.user_id', 'users.id')
         .select((eb) => eb.fn.count<number>('users.id').distinct().as('n'))
         .where('tenancies.role', '=', role)
-        .where('users.active', '=', 1)
-        .where('users.id', '!=', exceptUserId)
-        .executeTakeFirstOrThrow();
-      return Number(row.n);
-    },
-    /** Active users holding `role` in a tenant other than this one (what deleting it would leave). */
-    async countActiveWithRoleOutside(role: Role, tenantId: string): Promise<number> {
-      const row = await db
-        .selectFrom('users')
-        .innerJoin('tenancies', 'tenancies.user_id', 'users.id')
-        .select((eb) => eb.fn.count<number>('users.id').distinct().as('n'))
-        .where('tenancies.role', '=', role)
-        .where('users.active', '=', 1)
-        .where('tenancies.tenant_id', '!=', tenantId)
-        .executeTakeFirstOrThrow();
-      return Number(row.n);
+        .where('users.active', '=', 1);
+      if (leaving.userId !== undefined) query = query.where('users.id', '!=', leaving.userId);
+      if (leaving.tenantId !== undefined) query = query.where('tenancies.tenant_id', '!=', leaving.tenantId);
+      return Number((await query.executeTakeFirstOrThrow()).n);
     },
     /** Deletes the user; its tenancies, group memberships, API tokens and sessions go with it (cascade). */
     async delete(id: string): Promise<boolean> {
