@@ -261,7 +261,8 @@ function mergeSources(env: Source, problems: string[]): Source {
   const merged: Record<string, string | undefined> = {};
   for (const [key, value] of Object.entries(fromFile)) {
     if (!(SETTINGS as readonly string[]).includes(key)) {
-      problems.push(`${file}: unknown setting ${key}`);
+      const nearest = nearestSetting(key);
+      problems.push(`${file}: unknown setting ${key}${nearest ? `; did you mean ${nearest}?` : ''}`);
       continue;
     }
     if (value !== null && typeof value === 'object') {
@@ -273,8 +274,53 @@ function mergeSources(env: Source, problems: string[]): Source {
   return { ...merged, ...Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) };
 }
 
+/** Edits (insertions, deletions, substitutions, swaps of neighbours) between two names. */
+function editDistance(a: string, b: string): number {
+  const rows: number[][] = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
+  const at = (i: number, j: number): number => rows[i]?.[j] ?? Number.POSITIVE_INFINITY;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, at(i - 2, j - 2) + 1);
+      (rows[i] as number[])[j] = best;
+    }
+  }
+  return at(a.length, b.length);
+}
+
+/** The setting a letter or two away from `name` (or `name` in the wrong case), if there is one. */
+function nearestSetting(name: string): string | undefined {
+  const upper = name.toUpperCase();
+  let nearest: string | undefined;
+  let nearestDistance = 3;
+  for (const setting of SETTINGS) {
+    const distance = editDistance(upper, setting);
+    if (distance < nearestDistance) [nearest, nearestDistance] = [setting, distance];
+  }
+  return nearest;
+}
+
+/**
+ * An environment variable a letter or two away from a setting (or a setting in the wrong case) is
+ * a setting mistyped: ignored, it would leave a lockout threshold or a database URL at its default
+ * without a word. Other GATEHOUSE_* names (a deployment's own, the test suite's) are left alone.
+ */
+function misspelledSettings(env: Source, problems: string[]): void {
+  for (const name of Object.keys(env)) {
+    if (env[name] === undefined || (SETTINGS as readonly string[]).includes(name)) continue;
+    if (!name.toUpperCase().startsWith('GATEHOUSE_')) continue;
+    const nearest = nearestSetting(name);
+    if (nearest !== undefined) problems.push(`${name}: not a setting; did you mean ${nearest}?`);
+  }
+}
+
 export function loadConfig(env: Source = process.env, cwd: string = process.cwd()): Config {
   const problems: string[] = [];
+  misspelledSettings(env, problems);
   const source = mergeSources(env, problems);
   const raw = (name: string): string | undefined => {
     const value = source[name];

@@ -83,6 +83,34 @@ test('a JSON config file adds settings; the environment wins over it', () => {
   assert.equal(loadConfig({}).hashThreadsSet, false);
 });
 
+test('a setting mistyped in the environment stops start-up, naming the setting meant', () => {
+  assert.throws(
+    () =>
+      loadConfig({
+        GATEHOUSE_LOCKOUT_TRESHOLD: '3',
+        GATEHOUSE_DATABSE_URL: 'postgres://db/x',
+        gatehouse_port: '1',
+      }),
+    (e: Error) =>
+      e instanceof ConfigError &&
+      e.problems.includes(
+        'GATEHOUSE_LOCKOUT_TRESHOLD: not a setting; did you mean GATEHOUSE_LOCKOUT_THRESHOLD?',
+      ) &&
+      e.problems.includes('GATEHOUSE_DATABSE_URL: not a setting; did you mean GATEHOUSE_DATABASE_URL?') &&
+      e.problems.includes('gatehouse_port: not a setting; did you mean GATEHOUSE_PORT?'),
+  );
+  // Names of a deployment's own (or of this test suite) that are no setting's near miss are left alone.
+  const config = loadConfig({ GATEHOUSE_TEST_POSTGRES_URL: 'postgres://x', GATEHOUSE_VERSION: '1.2.3' });
+  assert.equal(config.port, 8080);
+  const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-config-'));
+  const file = path.join(dir, 'gatehouse.json');
+  writeFileSync(file, JSON.stringify({ GATEHOUSE_METRIC: 'off' }));
+  assert.throws(
+    () => loadConfig({ GATEHOUSE_CONFIG_FILE: file }),
+    /unknown setting GATEHOUSE_METRIC; did you mean GATEHOUSE_METRICS\?/,
+  );
+});
+
 test('durations accept s, m, h, d and bare seconds, up to 100 years; a lease up to an hour', () => {
   assert.equal(parseDuration('36500d'), 36_500 * 86_400_000);
   assert.equal(parseDuration('36501d'), undefined);
