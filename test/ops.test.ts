@@ -43,6 +43,12 @@ forEachDialect('Operations endpoints', (dialect) => {
     assert.ok(routes.length >= 17, `expected every route, got ${routes.length}`);
     for (const route of routes) assert.ok(documented.has(route), `${route} is missing from /openapi.json`);
 
+    // The Storware session POSTs answer 201 by default (GATEHOUSE_STORWARE_SESSION_POST_STATUS), and say so.
+    for (const path of ['/api/session/login', '/api/session/logout']) {
+      const codes = Object.keys(spec.paths[path].post.responses);
+      assert.ok(codes.includes('201') && !codes.includes('200'), `${path}: ${codes}`);
+    }
+
     const docs = await ctx.inject({ method: 'GET', url: '/docs/' });
     assert.equal(docs.statusCode, 200);
     assert.match(docs.body, /swagger/i);

@@ -223,6 +223,14 @@ forEachDialect('Storware session: logout and timeouts', (dialect) => {
   });
 });
 
+const SESSION_POSTS = [
+  '/api/session/login',
+  '/api/session/login-with-token',
+  '/api/session/node/login',
+  '/api/session/logout',
+  '/api/session/refresh-endpoints-tokens',
+];
+
 forEachDialect('Storware session: GATEHOUSE_STORWARE_SESSION_POST_STATUS=200', (dialect) => {
   let ctx: TestContext;
   before(async () => {
@@ -279,6 +287,14 @@ forEachDialect('Storware session: GATEHOUSE_STORWARE_SESSION_POST_STATUS=200', (
       (await ctx.inject({ method: 'GET', url: '/api/session', cookies: { [COOKIE]: cookie } })).statusCode,
       401,
     );
+  });
+
+  test("/openapi.json names 200 as these POSTs' success, and not 201", async () => {
+    const spec = json(await ctx.inject({ method: 'GET', url: '/openapi.json' }));
+    for (const path of SESSION_POSTS) {
+      const codes = Object.keys(spec.paths[path].post.responses);
+      assert.ok(codes.includes('200') && !codes.includes('201'), `${path}: ${codes}`);
+    }
   });
 
   test('the setting changes only the success status: failures stay 400/401 and the session check stays 204', async () => {

@@ -1,7 +1,7 @@
 import type {} from '@fastify/cookie';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { Type } from 'typebox';
+import { type TSchema, Type } from 'typebox';
 import type { Core } from '../../core/index.js';
 import type { OpenedSession } from '../../core/sessions.js';
 import { authOf } from '../auth-context.js';
@@ -32,6 +32,9 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
   const authenticate = storwareAuthenticator(core);
   // The reference shows 201 for these POSTs; the live product answers 200 (a setting).
   const postStatus = core.config.storwareSessionPostStatus;
+  // The OpenAPI document names the one status these POSTs answer. Typed as both, because the
+  // type provider reads the handlers' return types from literal keys, not a computed one.
+  const posted = <T extends TSchema>(schema: T) => ({ [postStatus]: schema }) as { 200: T; 201: T };
   const { cookieSecure } = core.config;
   // Scripts in the page never read it (HttpOnly), other sites' requests never carry it (Strict,
   // and cross-site.ts), and over HTTPS it never travels in clear (Secure) and stays with this host
@@ -73,7 +76,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
         tags: ['Storware session'],
         summary: 'Log in a user; sets the session cookie',
         body: Type.Object({ login: Secret, password: Secret }),
-        response: { 200: SessionInfoResponse, 201: SessionInfoResponse, ...errors },
+        response: { ...posted(SessionInfoResponse), ...errors },
       },
     },
     async (request, reply) =>
@@ -97,7 +100,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
         tags: ['Storware session'],
         summary: 'Log in with an API token; sets the session cookie',
         body: Type.Object({ token: Secret }),
-        response: { 200: SessionInfoResponse, 201: SessionInfoResponse, ...errors },
+        response: { ...posted(SessionInfoResponse), ...errors },
       },
     },
     async (request, reply) =>
@@ -116,7 +119,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
         tags: ['Storware session'],
         summary: 'Log in a backup node; refuses versions below the configured minimum',
         body: Type.Object({ login: Secret, password: Secret, version: Type.String({ maxLength: 128 }) }),
-        response: { 200: SessionInfoResponse, 201: SessionInfoResponse, ...errors },
+        response: { ...posted(SessionInfoResponse), ...errors },
       },
     },
     async (request, reply) =>
@@ -140,7 +143,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
         tags: ['Storware session'],
         summary: 'End the session, on both APIs',
         security: cookieAuth,
-        response: { 200: NoBody('Logged out'), 201: NoBody('Logged out'), ...errors },
+        response: { ...posted(NoBody('Logged out')), ...errors },
       },
     },
     async (request, reply) => {
@@ -164,7 +167,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
         tags: ['Storware session'],
         summary: 'Session info with freshly issued Endpoints tokens',
         security: cookieAuth,
-        response: { 200: SessionInfoResponse, 201: SessionInfoResponse, ...errors },
+        response: { ...posted(SessionInfoResponse), ...errors },
       },
     },
     async (request, reply) => {
