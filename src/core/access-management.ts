@@ -1,7 +1,14 @@
 import { GatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
 import type { Repositories } from '../store/repositories/index.js';
-import type { AccessSortKey, GroupRow, RoleRow } from '../store/repositories/rbac.js';
+import type {
+  AccessSortKey,
+  GroupMember,
+  GroupRow,
+  MemberSortKey,
+  MemberVisibility,
+  RoleRow,
+} from '../store/repositories/rbac.js';
 import type { AuditAction, AuditService } from './audit.js';
 import { type Actor, actorOf, canSeeUser, readableTenantIds } from './authorization.js';
 import type { Clock } from './clock.js';
@@ -11,7 +18,7 @@ import { BUILTIN_GROUPS, BUILTIN_ROLES, PRIVILEGES, type PrivilegeDefinition } f
 import type { RbacService } from './rbac.js';
 import type { AuthContext, RequestMeta } from './sessions.js';
 
-export type { AccessSortKey } from '../store/repositories/rbac.js';
+export type { AccessSortKey, GroupMember, MemberSortKey } from '../store/repositories/rbac.js';
 
 /** The privilege whose holders can always reach access management again. */
 export const ACCESS_MANAGER_PRIVILEGE = 'ACCESS_MANAGEMENT_WRITE';
@@ -34,8 +41,14 @@ export interface GroupView {
   readonly description: string;
   readonly builtin: boolean;
   readonly roles: { id: string; name: string }[];
-  readonly members: { id: string; username: string }[];
+  /** The first MEMBERS_SHOWN members the caller can see, by username; the rest are paged apart. */
+  readonly members: GroupMember[];
+  /** How many members the caller can see. */
+  readonly memberCount: number;
 }
+
+/** A group record shows this many members at most: "Operator" holds every directory user. */
+export const MEMBERS_SHOWN = 100;
 
 export interface RoleInput {
   readonly name?: string | undefined;
@@ -212,6 +225,18 @@ export class AccessManagementService {
     return { ...query, records, total: page.total };
   }
 
+  /** A group's members the caller can see, a page at a time. */
+  async listGroupMembers(
+    auth: AuthContext,
+    id: string,
+    query: ListQuery<MemberSortKey>,
+  ): Promise<Listed<GroupMember, MemberSortKey>> {
+    const actor = await this.#actor(auth, 'read');
+    const row = await this.#findGroup(this.#store, id);
+    const page = await this.#store.rbac.listGroupMembers(row.id, memberVisibility(actor), query);
+    return { ...query, records: page.rows.map(({ id, username }) => ({ id, username })), total: page.total };
+  }
+
   async getGroup(auth: AuthContext, id: string): Promise<GroupView> {
     const actor = await this.#actor(auth, 'read');
     return this.#groupView(this.#store, actor, await this.#findGroup(this.#store, id));
@@ -299,9 +324,9 @@ export class AccessManagementService {
     await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     await this.#store.transaction(async (tx) =>
       keepOneAccessManager(tx, async () => {
-        const members = (await tx.rbac.membersOfGroup(row.id)).length;
+        const members = await tx.rbac.countGroupMembers(row.id);
         // As replaceMembers leaves them alone: the caller may not touch members it cannot see.
-        if (!actor.isRoot && (await this.#visibleMembers(tx, actor, row.id)).length < members) {
+        if (!actor.isRoot && (await tx.rbac.countGroupMembers(row.id, memberVisibility(actor))) < members) {
           throw new GatehouseError(
             'FORBIDDEN',
             'the group has members you cannot see; only root may delete it',
@@ -330,7 +355,7 @@ export class AccessManagementService {
     for (const userId of userIds) wanted.add(await this.#visibleUser(actor, userId));
     return this.#store.transaction(async (tx) =>
       keepOneAccessManager(tx, async () => {
-        const current = await this.#visibleMembers(tx, actor, row.id);
+        const current = await tx.rbac.membersOfGroup(row.id, memberVisibility(actor));
         const currentIds = new Set(current.map((m) => m.id));
         const removed = current.filter((m) => !wanted.has(m.id));
         const added = [...wanted].filter((userId) => !currentIds.has(userId));
@@ -454,18 +479,6 @@ export class AccessManagementService {
     throw new GatehouseError('NOT_FOUND', `no user with id "${userId.slice(0, 64)}"`);
   }
 
-  /** The members `canSeeUser` lets the actor see, filtered in the query. */
-  async #visibleMembers(store: Repositories, actor: Actor, groupId: string) {
-    const members = actor.isRoot
-      ? await store.rbac.membersOfGroup(groupId)
-      : await store.rbac.membersOfGroupVisibleTo(
-          groupId,
-          readableTenantIds(actor) ?? [],
-          actor.principal.kind === 'user' ? actor.principal.id : undefined,
-        );
-    return members.map((member) => ({ id: member.id, username: member.username }));
-  }
-
   async #roleView(store: Repositories, row: RoleRow): Promise<RoleView> {
     return {
       id: row.id,
@@ -477,13 +490,20 @@ export class AccessManagementService {
   }
 
   async #groupView(store: Repositories, actor: Actor, row: GroupRow): Promise<GroupView> {
+    const members = await store.rbac.listGroupMembers(row.id, memberVisibility(actor), {
+      offset: 0,
+      limit: MEMBERS_SHOWN,
+      sortBy: 'username',
+      order: 'asc',
+    });
     return {
       id: row.id,
       name: row.name,
       description: row.description,
       builtin: row.builtin === 1,
       roles: (await store.rbac.rolesOfGroup(row.id)).map((r) => ({ id: r.id, name: r.name })),
-      members: await this.#visibleMembers(store, actor, row.id),
+      members: members.rows,
+      memberCount: members.total,
     };
   }
 
@@ -518,6 +538,15 @@ export class AccessManagementService {
       tx,
     );
   }
+}
+
+/** The members `canSeeUser` lets the actor see, as the store filters them: root all of them. */
+function memberVisibility(actor: Actor): MemberVisibility | undefined {
+  if (actor.isRoot) return undefined;
+  return {
+    tenantIds: readableTenantIds(actor) ?? [],
+    selfId: actor.principal.kind === 'user' ? actor.principal.id : undefined,
+  };
 }
 
 function checkName(name: string | undefined, kind: 'role' | 'group'): string {

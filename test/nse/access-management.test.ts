@@ -533,6 +533,66 @@ forEachDialect('NSE access management', (dialect) => {
     assert.deepEqual(await memberNames(group.id), ['alice', 'bob', 'gus']);
   });
 
+  test('a group record shows its first 100 members and their count; /groups/{id}/members pages through all of them', async () => {
+    const crew = await record(await send('admin', 'POST', '/groups', { name: 'Big crew' }));
+    for (let i = 0; i < 150; i++) {
+      await ctx.core.accounts.createUser({
+        username: `crew-${String(i).padStart(3, '0')}`,
+        password: 'crew-member-password-1',
+        tenantCode: i < 140 ? 'acme' : 'globex',
+        role: 'user',
+        groups: ['Big crew'],
+      });
+    }
+    const whole = await record(await send('admin', 'GET', `/groups/${crew.id}`));
+    assert.equal(whole.member_count, 150);
+    assert.equal(whole.members.length, 100);
+    assert.equal(whole.members[0].username, 'crew-000');
+    assert.equal(whole.members[99].username, 'crew-099');
+    const listedGroup = json(await send('admin', 'GET', '/groups?limit=1000')).result.records.find(
+      (g: { id: string }) => g.id === crew.id,
+    );
+    assert.equal(listedGroup.member_count, 150);
+    assert.equal(listedGroup.members.length, 100);
+
+    const page = json(
+      await send(
+        'admin',
+        'GET',
+        `/groups/${crew.id}/members?sort_by=username&order_by=asc&offset=120&limit=20`,
+      ),
+    ).result;
+    assert.equal(page.total_records, 150);
+    assert.equal(page.returned_records, 20);
+    assert.deepEqual(
+      page.records.map((m: { username: string }) => m.username),
+      Array.from({ length: 20 }, (_, i) => `crew-${120 + i}`),
+    );
+    assert.deepEqual(Object.keys(page.records[0]).sort(), ['id', 'username']);
+    const newest = json(await send('admin', 'GET', `/groups/${crew.id}/members?limit=1`)).result.records;
+    assert.equal(newest[0].username, 'crew-149');
+
+    // alice administers acme: she counts and pages through the acme members only.
+    const hers = await record(await send('alice', 'GET', `/groups/${crew.id}`));
+    assert.equal(hers.member_count, 140);
+    const herPage = json(
+      await send('alice', 'GET', `/groups/${crew.id}/members?sort_by=username&order_by=desc&limit=5`),
+    ).result;
+    assert.equal(herPage.total_records, 140);
+    assert.equal(herPage.records[0].username, 'crew-139');
+
+    // A member without the access-management privileges reads neither the group nor its members.
+    const member = await nseSignIn(ctx, 'crew-000', 'crew-member-password-1');
+    for (const url of [`/groups/${crew.id}`, `/groups/${crew.id}/members`]) {
+      const refused = await ctx.inject({ method: 'GET', url: `/api/v2.1${url}`, headers: bearer(member) });
+      assert.equal(refused.statusCode, 403, url);
+    }
+    assert.equal(
+      (await send('admin', 'GET', '/groups/00000000-0000-7000-8000-000000000000/members')).statusCode,
+      404,
+    );
+  });
+
   test('a tenant admin makes a directory user (an "Operator") only while it holds the Operator privileges itself', async () => {
     const operators = (json(await send('admin', 'GET', '/groups?limit=1000')).result.records as any[]).find(
       (g) => g.name === 'Operator',

@@ -11,7 +11,57 @@ export interface NamedRef {
   readonly name: string;
 }
 
+export type MemberSortKey = 'username' | 'created';
+
+export interface GroupMember {
+  readonly id: string;
+  readonly username: string;
+}
+
+/**
+ * The members a caller who is not root sees: those with a tenancy in one of `tenantIds`, and the
+ * caller itself.
+ */
+export interface MemberVisibility {
+  readonly tenantIds: readonly string[];
+  readonly selfId: string | undefined;
+}
+
 export function createRbacRepository(db: Kysely<Database>) {
+  // One query, however many members (a directory's users all join "Operator").
+  const membersQuery = (groupId: string, visibleTo: MemberVisibility | undefined) => {
+    const members = db
+      .selectFrom('group_members')
+      .innerJoin('users', 'users.id', 'group_members.user_id')
+      .select(['users.id', 'users.username'])
+      .where('group_members.group_id', '=', groupId);
+    if (visibleTo === undefined) return members;
+    return members.where((eb) => {
+      const visible = [];
+      if (visibleTo.tenantIds.length > 0) {
+        visible.push(
+          eb.exists(
+            eb
+              .selectFrom('tenancies')
+              .select('tenancies.user_id')
+              .whereRef('tenancies.user_id', '=', 'users.id')
+              .where('tenancies.tenant_id', 'in', visibleTo.tenantIds),
+          ),
+        );
+      }
+      if (visibleTo.selfId !== undefined) visible.push(eb('users.id', '=', visibleTo.selfId));
+      return eb.or(visible);
+    });
+  };
+
+  const countMembers = async (groupId: string, visibleTo: MemberVisibility | undefined) => {
+    const count = await membersQuery(groupId, visibleTo)
+      .clearSelect()
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
+    return Number(count.n);
+  };
+
   return {
     findRoleByName(name: string): Promise<NamedRef | undefined> {
       return db.selectFrom('roles').select(['id', 'name']).where('name', '=', name).executeTakeFirst();
@@ -195,47 +245,26 @@ export function createRbacRepository(db: Kysely<Database>) {
           .execute();
       }
     },
-    /**
-     * The members a caller who is not root sees: those with a tenancy in one of `tenantIds`, and
-     * the caller itself. One query, however many members (a directory's users all join "Operator").
-     */
-    membersOfGroupVisibleTo(
-      groupId: string,
-      tenantIds: readonly string[],
-      selfId: string | undefined,
-    ): Promise<{ id: string; username: string }[]> {
-      return db
-        .selectFrom('group_members')
-        .innerJoin('users', 'users.id', 'group_members.user_id')
-        .select(['users.id', 'users.username'])
-        .where('group_members.group_id', '=', groupId)
-        .where((eb) => {
-          const visible = [];
-          if (tenantIds.length > 0) {
-            visible.push(
-              eb.exists(
-                eb
-                  .selectFrom('tenancies')
-                  .select('tenancies.user_id')
-                  .whereRef('tenancies.user_id', '=', 'users.id')
-                  .where('tenancies.tenant_id', 'in', tenantIds),
-              ),
-            );
-          }
-          if (selfId !== undefined) visible.push(eb('users.id', '=', selfId));
-          return eb.or(visible);
-        })
-        .orderBy('users.username_key')
-        .execute();
+    /** A group's members, all of them or those `visibleTo` names, by username. */
+    membersOfGroup(groupId: string, visibleTo?: MemberVisibility): Promise<GroupMember[]> {
+      return membersQuery(groupId, visibleTo).orderBy('users.username_key').execute();
     },
-    membersOfGroup(groupId: string): Promise<{ id: string; username: string }[]> {
-      return db
-        .selectFrom('group_members')
-        .innerJoin('users', 'users.id', 'group_members.user_id')
-        .select(['users.id', 'users.username'])
-        .where('group_members.group_id', '=', groupId)
-        .orderBy('users.username_key')
+    /** One page of them, and how many there are in all. */
+    async listGroupMembers(
+      groupId: string,
+      visibleTo: MemberVisibility | undefined,
+      query: PageRequest<MemberSortKey>,
+    ): Promise<Page<GroupMember>> {
+      const rows = await membersQuery(groupId, visibleTo)
+        .orderBy(query.sortBy === 'username' ? 'users.username_key' : 'users.created_at', query.order)
+        .orderBy('users.id', query.order)
+        .offset(query.offset)
+        .limit(query.limit)
         .execute();
+      return { rows, total: await countMembers(groupId, visibleTo) };
+    },
+    countGroupMembers(groupId: string, visibleTo?: MemberVisibility): Promise<number> {
+      return countMembers(groupId, visibleTo);
     },
     async removeGroupMember(groupId: string, userId: string): Promise<boolean> {
       const result = await db

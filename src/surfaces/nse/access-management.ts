@@ -1,6 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { AccessSortKey } from '../../core/access-management.js';
+import {
+  type AccessSortKey,
+  type GroupView,
+  MEMBERS_SHOWN,
+  type MemberSortKey,
+} from '../../core/access-management.js';
 import type { Core } from '../../core/index.js';
 import { authOf } from '../auth-context.js';
 import { requestMeta } from '../request-meta.js';
@@ -31,14 +36,22 @@ const RoleRecord = Type.Object({
   privileges: Type.Array(Type.String()),
 });
 
+const GroupMemberRecord = Type.Object({ id: Type.String(), username: Type.String() });
+
 const GroupRecord = Type.Object({
   id: Type.String(),
   name: Type.String(),
   description: Type.String(),
   builtin: Type.Boolean(),
   roles: Type.Array(Type.Object({ id: Type.String(), name: Type.String() })),
-  members: Type.Array(Type.Object({ id: Type.String(), username: Type.String() })),
+  members: Type.Array(GroupMemberRecord, {
+    description: `The first ${MEMBERS_SHOWN} members the caller can see, by username; all of them at /groups/{id}/members`,
+  }),
+  member_count: Type.Integer({ description: 'How many members the caller can see' }),
 });
+
+/** The wire's names for a group. */
+const groupRecord = ({ memberCount, ...group }: GroupView) => ({ ...group, member_count: memberCount });
 
 const Name = Type.String({ minLength: 1, maxLength: 128 });
 const Description = Type.String({ maxLength: 1024 });
@@ -53,6 +66,7 @@ const MemberParam = Type.Object({
 const NoBody = (description: string) => Type.Unsafe<undefined>({ description });
 
 const SORT: readonly AccessSortKey[] = ['created', 'name'];
+const MEMBER_SORT: readonly MemberSortKey[] = ['created', 'username'];
 const ROLES = ['NSE access management'];
 
 /** Storware-style roles (sets of privileges) and groups (roles bound to users). */
@@ -188,7 +202,10 @@ export const accessManagementRoutes: FastifyPluginAsyncTypebox<{ core: Core }> =
         response: { 200: ListEnvelope(GroupRecord), ...NSE_ERRORS },
       },
     },
-    async (request) => listed(await access.listGroups(authOf(request), toListQuery(request.query))),
+    async (request) => {
+      const list = await access.listGroups(authOf(request), toListQuery(request.query));
+      return listed({ ...list, records: list.records.map(groupRecord) });
+    },
   );
 
   app.get(
@@ -203,7 +220,7 @@ export const accessManagementRoutes: FastifyPluginAsyncTypebox<{ core: Core }> =
         response: { 200: RecordEnvelope(GroupRecord), ...NSE_ERRORS },
       },
     },
-    async (request) => single(await access.getGroup(authOf(request), request.params.id)),
+    async (request) => single(groupRecord(await access.getGroup(authOf(request), request.params.id))),
   );
 
   app.post(
@@ -221,7 +238,7 @@ export const accessManagementRoutes: FastifyPluginAsyncTypebox<{ core: Core }> =
     async (request, reply) => {
       const group = await access.createGroup(authOf(request), request.body, requestMeta(request));
       reply.code(201);
-      return single(group, 'Okay. New resource created.', 201);
+      return single(groupRecord(group), 'Okay. New resource created.', 201);
     },
   );
 
@@ -244,7 +261,9 @@ export const accessManagementRoutes: FastifyPluginAsyncTypebox<{ core: Core }> =
     },
     async (request) =>
       single(
-        await access.updateGroup(authOf(request), request.params.id, request.body, requestMeta(request)),
+        groupRecord(
+          await access.updateGroup(authOf(request), request.params.id, request.body, requestMeta(request)),
+        ),
       ),
   );
 
@@ -281,13 +300,32 @@ export const accessManagementRoutes: FastifyPluginAsyncTypebox<{ core: Core }> =
     },
     async (request) =>
       single(
-        await access.replaceMembers(
-          authOf(request),
-          request.params.id,
-          request.body.user_ids,
-          requestMeta(request),
+        groupRecord(
+          await access.replaceMembers(
+            authOf(request),
+            request.params.id,
+            request.body.user_ids,
+            requestMeta(request),
+          ),
         ),
       ),
+  );
+
+  app.get(
+    '/groups/:id/members',
+    {
+      onRequest: authenticate,
+      schema: {
+        tags: ROLES,
+        summary: 'List the members of a group the caller can see, a page at a time',
+        security: NSE_SECURITY,
+        params: IdParam,
+        querystring: listQuerySchema(MEMBER_SORT),
+        response: { 200: ListEnvelope(GroupMemberRecord), ...NSE_ERRORS },
+      },
+    },
+    async (request) =>
+      listed(await access.listGroupMembers(authOf(request), request.params.id, toListQuery(request.query))),
   );
 
   app.post(
@@ -304,11 +342,13 @@ export const accessManagementRoutes: FastifyPluginAsyncTypebox<{ core: Core }> =
     },
     async (request) =>
       single(
-        await access.addMember(
-          authOf(request),
-          request.params.id,
-          request.params.userId,
-          requestMeta(request),
+        groupRecord(
+          await access.addMember(
+            authOf(request),
+            request.params.id,
+            request.params.userId,
+            requestMeta(request),
+          ),
         ),
         recordsMessage(1),
       ),
