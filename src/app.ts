@@ -3,9 +3,10 @@ import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import type { Config } from './config.js';
 import type { Core } from './core/index.js';
+import { answerClientError } from './surfaces/client-errors.js';
 import { addCrossSiteProtection } from './surfaces/cross-site.js';
 import { frameworkErrors } from './surfaces/framework-errors.js';
 import { NSE_PREFIX, nseSurface, renderNseError } from './surfaces/nse/index.js';
@@ -24,8 +25,8 @@ declare module 'fastify' {
 
 export interface AppDeps {
   readonly core: Core;
-  /** Fastify logger options (tests pass a stream to read what is logged). */
-  readonly logger?: FastifyServerOptions['logger'];
+  /** Where and from which level to log (tests pass a stream to read what is logged); always redacted. */
+  readonly logger?: { readonly level?: string; readonly stream?: { write(line: string): void } };
   /** The text of `/metrics` when not this process's own (a cluster worker's: the whole node's). */
   readonly metricsText?: () => Promise<string>;
   /** True once the process is shutting down: `/readyz` answers 503 so that balancers stop sending. */
@@ -37,6 +38,9 @@ export const REDACTED_LOG_PATHS = [
   'req.headers.authorization',
   'req.headers.cookie',
   'res.headers["set-cookie"]',
+  // A request Node's parser refuses (a bad method, a header too large) is logged at trace by
+  // Fastify with its bytes as received: credentials, cookies and a body's password among them.
+  'err.rawPacket',
 ];
 
 /**
@@ -46,7 +50,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { core } = deps;
   const { config } = core;
   const app = Fastify({
-    logger: deps.logger ?? { level: config.logLevel, redact: REDACTED_LOG_PATHS },
+    logger: { level: config.logLevel, ...deps.logger, redact: REDACTED_LOG_PATHS },
     bodyLimit: config.bodyLimitBytes,
     trustProxy: trustedProxies(config.trustProxy),
     // Fastify sets no limit on receiving a request, so a client that trickles a body a byte at
@@ -59,6 +63,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
     return503OnClosing: true,
     frameworkErrors,
+    clientErrorHandler: answerClientError,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Bodies are validated without type coercion (a number is not a username); query strings and

@@ -4,9 +4,12 @@
  * docs/errors.md, and test/errors-registry.test.ts keeps the two in step.
  */
 export const ERROR_CODES = {
+  MALFORMED_REQUEST: { status: 400, message: 'The request is not valid HTTP.' },
   VALIDATION_FAILED: { status: 400, message: 'The request is not valid.' },
   MALFORMED_JSON: { status: 400, message: 'The request body is not valid JSON.' },
+  REQUEST_TIMEOUT: { status: 408, message: 'The request did not arrive in time.' },
   BODY_TOO_LARGE: { status: 413, message: 'The request body is too large.' },
+  HEADERS_TOO_LARGE: { status: 431, message: 'The request headers are too large.' },
   UNSUPPORTED_MEDIA_TYPE: {
     status: 415,
     message: 'The request body is of a content type this endpoint does not take.',

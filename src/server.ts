@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { clusterMetricsClient } from './cluster-metrics.js';
 import type { Config } from './config.js';
+import { generatedPasswordNotice } from './core/bootstrap.js';
 import { createCore } from './core/index.js';
 import { connectStore, storeOptionsOf } from './store/connect.js';
 
@@ -22,9 +23,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     const boot = await core.bootstrap();
     if (boot.generatedAdminPassword) {
       // Printed once, straight to the terminal and never through the logger.
-      process.stdout.write(
-        `\nCreated user "admin" (root of tenant "system") with the generated password:\n\n    ${boot.generatedAdminPassword}\n\nIt is not shown again; change it with \`gatehouse user passwd --username admin\`.\n\n`,
-      );
+      process.stdout.write(generatedPasswordNotice(boot.generatedAdminPassword));
     }
     let shuttingDown = false;
     // A worker of `serve --workers N` answers /metrics for the whole node, through its primary.

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { serveClusterMetrics } from './cluster-metrics.js';
 import type { Config } from './config.js';
+import { generatedPasswordNotice } from './core/bootstrap.js';
 import { createCore } from './core/index.js';
 import { connectStore, storeOptionsOf } from './store/connect.js';
 
@@ -30,9 +31,7 @@ export async function runPrimary(
     const boot = await core.bootstrap();
     if (boot.generatedAdminPassword) {
       // Printed once, straight to the terminal and never through the logger.
-      process.stdout.write(
-        `\nCreated user "admin" (root of tenant "system") with the generated password:\n\n    ${boot.generatedAdminPassword}\n\nIt is not shown again; change it with \`gatehouse user passwd --username admin\`.\n\n`,
-      );
+      process.stdout.write(generatedPasswordNotice(boot.generatedAdminPassword));
     }
     await core.close();
   } finally {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { sql } from 'kysely';
@@ -98,5 +99,59 @@ forEachDialect('Secrets stay secret', (dialect) => {
       assert.ok(!store.includes(secret), `a secret is in the store in clear: ${secret.slice(0, 6)}…`);
     }
     assert.match(store, /\$argon2id\$/, 'passwords are stored as argon2id hashes');
+  });
+
+  test("a request the HTTP parser refuses is answered in its surface's body, and its bytes (credentials, cookie, password) are not logged", async () => {
+    const address = new URL(await ctx.app.listen({ host: '127.0.0.1', port: 0 }));
+    const exchange = (request: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(Number(address.port), address.hostname);
+        let text = '';
+        socket.on('data', (chunk) => {
+          text += chunk;
+        });
+        socket.on('error', reject);
+        socket.on('close', () => resolve(text));
+        socket.on('connect', () => socket.write(request));
+      });
+    const basic = Buffer.from('admin:parser-sees-this-password-1').toString('base64');
+    const body = JSON.stringify({ username: 'admin', password: 'parser-sees-this-password-2' });
+    const bytes = (line: string, extra = '') =>
+      `${line}\r\nHost: gatehouse\r\nAuthorization: Basic ${basic}\r\nCookie: gatehouse_session=parser-sees-this-cookie\r\n${extra}Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    const badHeader = await exchange(bytes('POST /api/v2.1/auth/signin HTTP/1.1', 'Bad Header: y\r\n'));
+    const badMethod = await exchange(bytes('BREW /api/session/login HTTP/1.1'));
+    const hugeHeader = await exchange(
+      bytes('GET /api/v2.1/auth/regions HTTP/1.1', `X-Big: ${'b'.repeat(20_000)}\r\n`),
+    );
+    const split = (text: string) => {
+      const [head = '', answer = ''] = text.split('\r\n\r\n');
+      return { head, body: JSON.parse(answer) };
+    };
+
+    const nse = split(badHeader);
+    assert.match(nse.head, /^HTTP\/1\.1 400 /);
+    assert.match(nse.head, /\r\nX-Content-Type-Options: nosniff\r\n/);
+    assert.match(nse.head, /\r\nCache-Control: no-store\r\n/);
+    assert.deepEqual(nse.body.status, {
+      user_message: 'The request is not valid HTTP.',
+      verbose_message: 'MALFORMED_REQUEST',
+      code: 400,
+    });
+    const storware = split(badMethod);
+    assert.match(storware.head, /^HTTP\/1\.1 400 /);
+    assert.deepEqual(storware.body, {
+      errorCode: 'MALFORMED_REQUEST',
+      message: 'The request is not valid HTTP.',
+    });
+    const large = split(hugeHeader);
+    assert.match(large.head, /^HTTP\/1\.1 431 /);
+    assert.equal(large.body.status.verbose_message, 'HEADERS_TOO_LARGE');
+
+    assert.match(logs, /refused a request the HTTP parser could not read/);
+    for (const secret of [basic, 'parser-sees-this-password-2', 'parser-sees-this-cookie']) {
+      assert.ok(!logs.includes(secret), `a secret reached the log: ${secret.slice(0, 6)}…`);
+    }
+    // The bytes would be logged as numbers: no log line holds them in any form.
+    assert.ok(!/rawPacket/.test(logs), "a request's raw bytes were logged");
   });
 });

@@ -2,7 +2,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { type Config, loadConfig } from '../config.js';
 import type { AuditAction } from '../core/audit.js';
-import type { BootstrapResult } from '../core/bootstrap.js';
+import { type BootstrapResult, generatedPasswordNotice } from '../core/bootstrap.js';
 import type { Core } from '../core/index.js';
 import type { Store } from '../store/connect.js';
 
@@ -59,9 +59,7 @@ export async function openCore(
   const boot = await core.bootstrap();
   if (boot.generatedAdminPassword) {
     // stderr: stdout may be piped into another program (token create), and this is for a person.
-    io.stderr.write(
-      `\nCreated user "admin" (root of tenant "system") with the generated password:\n\n    ${boot.generatedAdminPassword}\n\nIt is not shown again; change it with \`gatehouse user passwd --username admin --password-stdin\`.\n\n`,
-    );
+    io.stderr.write(generatedPasswordNotice(boot.generatedAdminPassword));
   }
   return { core, boot };
 }

@@ -8,16 +8,26 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
  * Strict-Transport-Security over plain HTTP would be ignored, so it is sent only there.
  */
 export function setSecurityHeaders(request: FastifyRequest, reply: FastifyReply): void {
-  reply.header('X-Content-Type-Options', 'nosniff');
-  reply.header('X-Frame-Options', 'DENY');
-  reply.header('Referrer-Policy', 'no-referrer');
-  reply.header('Cross-Origin-Resource-Policy', 'same-origin');
+  for (const [name, value] of EVERY_ANSWER) reply.header(name, value);
   if (request.protocol === 'https') reply.header('Strict-Transport-Security', 'max-age=31536000');
   if (!request.url.startsWith('/docs')) {
-    reply.header('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'");
+    reply.header(...API_CSP);
     if (!reply.hasHeader('Cache-Control')) reply.header('Cache-Control', 'no-store');
   }
 }
+
+const EVERY_ANSWER = [
+  ['X-Content-Type-Options', 'nosniff'],
+  ['X-Frame-Options', 'DENY'],
+  ['Referrer-Policy', 'no-referrer'],
+  ['Cross-Origin-Resource-Policy', 'same-origin'],
+] as const;
+const API_CSP = ['Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'"] as const;
+
+/** The headers of an API answer, as lines of a response written straight to a socket. */
+export const API_SECURITY_HEADER_LINES = [...EVERY_ANSWER, API_CSP, ['Cache-Control', 'no-store']]
+  .map(([name, value]) => `${name}: ${value}\r\n`)
+  .join('');
 
 export function addSecurityHeaders(app: FastifyInstance): void {
   // A callback hook, not an async one: it runs on every answer, and a promise per answer costs.

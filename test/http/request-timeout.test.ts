@@ -48,6 +48,8 @@ forEachDialect('A request that does not arrive within GATEHOUSE_REQUEST_TIMEOUT'
     clearInterval(trickle);
     assert.match(text, /^HTTP\/1\.1 408 /);
     assert.ok(ms >= 2000 && ms < 5000, `closed after ${Math.round(ms)} ms`);
+    // In the envelope of the surface, as every other error.
+    assert.equal(JSON.parse(text.split('\r\n\r\n')[1] ?? '').status.verbose_message, 'REQUEST_TIMEOUT');
   });
 
   test('headers that never end are refused the same way', async () => {

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Core } from '../../core/index.js';
-import type { ErrorCode } from '../../errors.js';
+import type { ErrorCode, GatehouseError } from '../../errors.js';
 import { acceptBodylessRequestsOfAnyType } from '../bodyless-requests.js';
 import { toGatehouseError } from '../http-errors.js';
 import { notFoundOrNotAllowed } from '../route-table.js';
@@ -19,13 +19,14 @@ const LOGIN_FAILURES: ReadonlySet<ErrorCode> = new Set(['INVALID_CREDENTIALS', '
 export async function renderStorwareError(error: unknown, request: FastifyRequest, reply: FastifyReply) {
   const failure = toGatehouseError(error, request);
   const status = LOGIN_FAILURES.has(failure.code) ? 400 : failure.status;
-  return reply
-    .code(status)
-    .headers(failure.headers)
-    .send({
-      errorCode: failure.code,
-      message: failure.detail ? `${failure.userMessage} (${failure.detail})` : failure.userMessage,
-    });
+  return reply.code(status).headers(failure.headers).send(storwareErrorBody(failure));
+}
+
+export function storwareErrorBody(failure: GatehouseError) {
+  return {
+    errorCode: failure.code,
+    message: failure.detail ? `${failure.userMessage} (${failure.detail})` : failure.userMessage,
+  };
 }
 
 /** The Storware session surface: errors are `{"errorCode","message"}`. */
