@@ -14,6 +14,7 @@ import { ADMIN_PASSWORD, ManualClock } from './helpers/context.js';
 import { forEachDialect } from './helpers/dialects.js';
 import { bearer, json } from './helpers/http.js';
 import { createFreshDatabase } from './helpers/postgres.js';
+import { waitFor } from './helpers/server-process.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DAY_MS = 24 * 3_600_000;
@@ -230,5 +231,25 @@ forEachDialect('CLI keys', (dialect) => {
     const keys = parseList(await ok(['keys', 'list']));
     assert.equal(keys.filter((k) => k.state === 'active').length, 2, 'one active key per purpose');
     assert.equal(keys.length, 6);
+  });
+
+  test('a key rotated by another process reaches this one within a second, with nothing signed in between: a key retired at once verifies no more', async () => {
+    const token = await signIn();
+    const read = async () =>
+      (await app.inject({ method: 'GET', url: '/api/v2.1/jobs', headers: bearer(token) })).statusCode;
+    assert.equal(await read(), 200);
+    const retiredEndpointsKid = core.keyring.currentEndpointsKey.kid;
+    assert.ok((await jwksKids()).includes(retiredEndpointsKid));
+    const rotated = await ok(['keys', 'rotate', '--overlap', '0']);
+    const newEndpointsKid = /^Rotated the endpoints key: (\S+) signs now/m.exec(rotated)?.[1];
+    // The server's clock at least the CLI's, so that "retired at once" is already past for it.
+    clock.advance(Math.max(0, Date.now() - clock.now()) + 1000);
+    const heardAt = Date.now();
+    await waitFor(async () => ((await read()) === 401 ? true : undefined), 'the retired key refused', 1500);
+    assert.ok(Date.now() - heardAt <= 1500);
+    // The JWKS too, without waiting for the minute after which a server reloads anyway.
+    const published = await jwksKids();
+    assert.ok(published.includes(newEndpointsKid ?? ''), `${newEndpointsKid} in ${published}`);
+    assert.ok(!published.includes(retiredEndpointsKid));
   });
 });

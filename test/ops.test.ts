@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { createTestContext, type TestContext } from './helpers/context.js';
 import { forEachDialect } from './helpers/dialects.js';
@@ -85,5 +86,22 @@ forEachDialect('Operations endpoints', (dialect) => {
       assert.match(row.sealed_material, /^v1\./);
       assert.doesNotMatch(row.sealed_material, /PRIVATE KEY/);
     }
+  });
+
+  test('the published public key is derived from the sealed private key: a key written into the store is not published', async () => {
+    const published = json(await ctx.inject({ method: 'GET', url: '/.well-known/jwks.json' })).keys[0];
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const planted = { ...publicKey.export({ format: 'jwk' }), kid: published.kid, alg: 'ES256', use: 'sig' };
+    await ctx.store.db
+      .updateTable('signing_keys')
+      .set({ public_jwk: JSON.stringify(planted) })
+      .where('kid', '=', published.kid)
+      .execute();
+    // Past the keyring's reload interval: it reads the keys again.
+    ctx.clock.advance(61_000);
+    const after = json(await ctx.inject({ method: 'GET', url: '/.well-known/jwks.json' })).keys[0];
+    assert.equal(after.kid, published.kid);
+    assert.equal(after.x, published.x);
+    assert.notEqual(after.x, planted.x);
   });
 });

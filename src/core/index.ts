@@ -119,6 +119,7 @@ export async function createCore(deps: {
     audit,
   });
   await keyring.load();
+  if (deps.serving ?? true) keyring.watch();
   const hasher = new PasswordHasher(config.argon2, metrics, config.hashThreads, config.hashQueueLimit);
   // Read the password blocklist now: a missing file stops start-up, not the first password change.
   loadCommonPasswords();

@@ -9,6 +9,7 @@ import {
 } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { type ChangeFeed, changeTags, FEED_BOUND_MS } from '../store/change-feed.js';
 import type { Store } from '../store/connect.js';
 import type { SigningKeyPurpose, SigningKeyRow } from '../store/repositories/signing-keys.js';
 import type { AuditService } from './audit.js';
@@ -102,6 +103,11 @@ function unseal(masterKey: Buffer, sealed: string, kid: string): Buffer {
   return Buffer.concat([decipher.update(Buffer.from(ciphertext, 'base64url')), decipher.final()]);
 }
 
+function publicJwkOf(privateKeyPem: string, kid: string): JsonWebKey {
+  const jwk = createPublicKey(createPrivateKey(privateKeyPem)).export({ format: 'jwk' });
+  return { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y, kid, alg: 'ES256', use: 'sig' };
+}
+
 export class Keyring {
   readonly #store: Store;
   readonly #clock: Clock;
@@ -115,6 +121,10 @@ export class Keyring {
   #lastReload = 0;
   /** The reload in flight: callers arriving meanwhile wait for it instead of being refused. */
   #reloading: Promise<void> | undefined;
+  /** The change feed this process hears key changes on, once `watch` ran (a serving process). */
+  #feed: ChangeFeed | undefined;
+  /** A key change was heard after the last reload began. */
+  #changed = false;
 
   constructor(
     store: Store,
@@ -160,8 +170,43 @@ export class Keyring {
     return true;
   }
 
-  /** Before signing: picks up a key rotated in elsewhere, at most every KEY_RELOAD_INTERVAL_MS. */
+  /**
+   * Reloads whenever any process (another node, `gatehouse keys rotate`) changes a key, so that a
+   * key retired at once (a leaked one) stops verifying everywhere within FEED_BOUND_MS, as a
+   * logout does. The CLI's processes serve no tokens and never watch.
+   */
+  watch(): void {
+    if (this.#feed) return;
+    this.#feed = this.#store.changes;
+    this.#feed.subscribe((tags) => {
+      if (!tags.includes(changeTags.signingKeys) && !tags.includes(changeTags.all)) return;
+      this.#changed = true;
+      this.freshen().catch(() => {});
+    });
+  }
+
+  /**
+   * Whether the keys in memory must be reloaded before they are trusted: a change was heard since
+   * the last reload began, or the feed that would tell of one is not live and the last reload is
+   * older than the feed's bound. Cheap enough for every verification.
+   */
+  get mayBeStale(): boolean {
+    if (this.#changed) return true;
+    const feed = this.#feed;
+    return feed !== undefined && !feed.isLive() && this.#clock.now() - this.#lastReload >= FEED_BOUND_MS;
+  }
+
+  /** Reloads until no change is heard that the keys in memory might predate. */
+  async freshen(): Promise<void> {
+    while (this.mayBeStale) await (this.#reloading ?? this.#reload());
+  }
+
+  /**
+   * Before signing: picks up a key rotated in elsewhere, heard on the feed or at the latest every
+   * KEY_RELOAD_INTERVAL_MS (the safety net of a process that does not watch).
+   */
   async refreshIfDue(): Promise<void> {
+    if (this.mayBeStale) return this.freshen();
     if (this.#reloading) return this.#reloading;
     if (this.#clock.now() - this.#lastReload >= KEY_RELOAD_INTERVAL_MS) await this.#reload();
   }
@@ -252,6 +297,7 @@ export class Keyring {
       try {
         // Stamped first: a failing store must not be retried by every request.
         this.#lastReload = this.#clock.now();
+        this.#changed = false;
         this.#apply(await this.#store.signingKeys.listVerifying(this.#clock.now()));
       } finally {
         this.#reloading = undefined;
@@ -278,6 +324,7 @@ export class Keyring {
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const pem = privateKey.export({ format: 'pem', type: 'pkcs8' });
     const jwk = { ...publicKey.export({ format: 'jwk' }), kid, alg: 'ES256', use: 'sig' };
+    // Written for people reading the table; the keyring derives the key it publishes (#apply).
     await store.signingKeys.insert({
       kid,
       purpose,
@@ -314,9 +361,10 @@ export class Keyring {
         sessionKid = pick(sessionKid, row, sessionKeys);
       } else if (row.purpose === 'endpoints' && row.algorithm === 'ES256') {
         const privateKeyPem = material.toString('utf8');
-        const publicJwk = row.public_jwk
-          ? (JSON.parse(row.public_jwk) as JsonWebKey)
-          : { ...createPublicKey(createPrivateKey(privateKeyPem)).export({ format: 'jwk' }), kid: row.kid };
+        // Derived from the sealed private key, never read from `public_jwk`: anyone who can write
+        // to the store but lacks the master key could otherwise publish a key of their own for
+        // the downstream services to trust.
+        const publicJwk = publicJwkOf(privateKeyPem, row.kid);
         endpointsKeys.set(row.kid, { kid: row.kid, privateKeyPem, publicJwk, retiresAt: row.retired_at });
         endpointsKid = pick(endpointsKid, row, endpointsKeys);
       }

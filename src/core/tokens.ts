@@ -134,6 +134,8 @@ export class TokenService {
   }
 
   async verifySessionToken(token: string): Promise<SessionTokenClaims> {
+    // A key retired elsewhere (heard on the change feed) is dropped before any token is trusted.
+    if (this.#keyring.mayBeStale) await this.#keyring.freshen();
     const known = this.#verified.get(token);
     if (known && this.#keyring.sessionKey(known.kid)) {
       this.#checkTimes(known.claims, known.nbf);

@@ -23,6 +23,8 @@ export const changeTags = {
   rbac: 'rbac',
   /** Any region or zone change. */
   catalog: 'catalog',
+  /** A signing key made or retired. */
+  signingKeys: 'signing-keys',
   /** A failed sign-in counted against a sign-in counter subject (an account's keyed hash, an address). */
   throttle: (subject: string) => `throttle:${subject}`,
   all: '*',

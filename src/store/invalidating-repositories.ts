@@ -29,14 +29,14 @@ const altersPrincipal = (patch: object) => CACHED_COLUMNS.some((column) => colum
 
 /**
  * The repositories, with every write that ends or alters a session, the user or node behind one,
- * a privilege or the region/zone catalog publishing what it changed to the change feed in the
+ * a privilege, a signing key or the region/zone catalog publishing what it changed to the change feed in the
  * same executor (its transaction, if any): the per-process caches (src/core/tagged-cache.ts) of
  * every process drop those entries. All such writes are listed here, in one place, so that none is
  * missed: a new method that changes what a cache holds belongs in this list too
  * (test/scale/caches.test.ts checks that every write method of rbac and catalog is).
  */
 export function withInvalidations(repositories: Repositories, publisher: ChangePublisher): Repositories {
-  const { sessions, users, nodes, tenants, rbac, catalog } = repositories;
+  const { sessions, users, nodes, tenants, rbac, catalog, signingKeys } = repositories;
   const publish = (...tags: string[]) => publisher.publish(tags);
   /** Runs a write, then tells the caches of every process (only if it changed something). */
   const then =
@@ -50,8 +50,15 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
   const ifChanged = (changed: boolean) => (changed ? [changeTags.rbac] : []);
   const catalogChanged = () => [changeTags.catalog];
   const catalogIfChanged = (changed: boolean) => (changed ? [changeTags.catalog] : []);
+  const keysChanged = () => [changeTags.signingKeys];
   return {
     ...repositories,
+    // Every process reloads its keys: a key retired at once (a leaked one) verifies nowhere.
+    signingKeys: {
+      ...signingKeys,
+      insert: then(signingKeys.insert, keysChanged),
+      scheduleRetirement: then(signingKeys.scheduleRetirement, keysChanged),
+    },
     rbac: {
       ...rbac,
       insertRole: then(rbac.insertRole, always),
