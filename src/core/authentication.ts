@@ -518,20 +518,26 @@ export class AuthenticationService {
 
   /** Ends the caller's session (logout), on both surfaces at once. */
   async signOut(auth: AuthContext, meta: RequestMeta): Promise<void> {
-    if (!auth.session) return;
-    if (await this.#sessions.end(auth.session.id, 'logout')) {
-      await this.#audit.record({
-        action: 'signout',
-        actor: auth.principal,
-        target: { type: 'session', id: auth.session.id },
-        tenantId:
-          auth.principal.kind === 'user'
-            ? await this.#store.users.findFirstTenantId(auth.principal.id)
-            : null,
-        meta,
-        outcome: 'success',
-      });
-    }
+    const session = auth.session;
+    if (!session) return;
+    const tenantId =
+      auth.principal.kind === 'user' ? await this.#store.users.findFirstTenantId(auth.principal.id) : null;
+    // One transaction: the change feed's announcement commits with the revocation, so no process
+    // can keep a logged-out session cached because the announcement alone failed.
+    await this.#store.transaction(async (tx) => {
+      if (!(await tx.sessions.revoke(session.id, this.#clock.now(), 'logout'))) return;
+      await this.#audit.record(
+        {
+          action: 'signout',
+          actor: auth.principal,
+          target: { type: 'session', id: session.id },
+          tenantId,
+          meta,
+          outcome: 'success',
+        },
+        tx,
+      );
+    });
   }
 
   /** Sign-in with a long-lived API token: a session of kind "token" for the token's user. */

@@ -318,11 +318,6 @@ export class SessionService {
     return { now, idleBefore: now - this.#config.sessionIdleTimeoutMs };
   }
 
-  /** Ends one session; true if it was live. */
-  end(sessionId: string, reason: string): Promise<boolean> {
-    return this.#store.sessions.revoke(sessionId, this.#clock.now(), reason);
-  }
-
   async #check(
     session: SessionWithPrincipal | undefined,
     token?: { readonly generation: number; readonly meta: RequestMeta | undefined },

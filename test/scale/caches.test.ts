@@ -533,6 +533,32 @@ forEachDialect(
   },
 );
 
+test('a logout and its announcement to the caches commit together: if the announcement fails, the session is not ended unannounced', async () => {
+  // SQLite's feed is a table written in the change's transaction; taking it away makes the
+  // announcement fail (PostgreSQL's NOTIFY is sent by the same transaction's commit).
+  const ctx = await createTestContext('sqlite');
+  try {
+    const cookies = { gatehouse_session: await storwareLogin(ctx) };
+    const read = async () => (await ctx.inject({ method: 'GET', url: '/api/session', cookies })).statusCode;
+    const logout = () => ctx.inject({ method: 'POST', url: '/api/session/logout', cookies });
+    await ctx.store.db.schema
+      .alterTable('cache_invalidations')
+      .renameTo('cache_invalidations_away')
+      .execute();
+    const refused = await logout();
+    assert.equal(refused.statusCode, 500, refused.body);
+    assert.equal(await read(), 204, 'the session lives on: nothing was ended without being announced');
+    await ctx.store.db.schema
+      .alterTable('cache_invalidations_away')
+      .renameTo('cache_invalidations')
+      .execute();
+    assert.equal((await logout()).statusCode, 201);
+    assert.equal(await read(), 401);
+  } finally {
+    await ctx.close();
+  }
+});
+
 test('every write of the rbac, catalog, users and tenants repositories tells the caches', async () => {
   const ctx = await createTestContext('sqlite');
   try {
