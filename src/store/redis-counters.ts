@@ -51,6 +51,12 @@ end
 return {hits, start, locked}
 `;
 
+/**
+ * An operation with no answer this long fails (503), whatever the connection's state: the
+ * client's own timeout stops counting once a command is written.
+ */
+export const REDIS_COMMAND_TIMEOUT_MS = 2000;
+
 /** Redis cannot be reached: answered as 503 STORE_UNAVAILABLE, as a database that is down. */
 export class RedisUnavailableError extends Error {
   constructor(cause: unknown) {
@@ -72,46 +78,81 @@ const toNumber = (value: unknown): number | undefined => {
  */
 export async function connectRedisCounters(url: string, prefix: string): Promise<RedisCounters> {
   const { createClient } = await import('redis');
-  const client = createClient({
-    url,
-    // Commands fail at once while reconnecting instead of queueing sign-ins behind an outage.
-    disableOfflineQueue: true,
-    socket: { connectTimeout: 3000, reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
-  });
-  // Without a listener an 'error' event would end the process; failures reach callers as rejections.
-  client.on('error', () => {});
-  let connected = false;
-  try {
-    await Promise.race([
-      client.connect().then(() => {
-        connected = true;
-      }),
-      new Promise((_, reject) =>
-        setTimeout(() => reject(new Error(`no answer from ${redactUrl(url)} within 5s`)), 5000).unref(),
-      ),
-    ]);
-  } catch (error) {
-    client.destroy();
-    throw new RedisUnavailableError(error);
-  }
-  if (!connected) throw new RedisUnavailableError(new Error('not connected'));
-
-  const counterKey = (key: CounterKey) => `${prefix}throttle:${key.scope}:${key.subject}`;
-  const ownerKey = (owner: string) => `${prefix}throttle-owner:${owner}`;
-  const guarded = async <T>(work: () => Promise<T>): Promise<T> => {
+  const open = async () => {
+    const fresh = createClient({
+      url,
+      // Commands fail at once while reconnecting instead of queueing sign-ins behind an outage.
+      disableOfflineQueue: true,
+      socket: { connectTimeout: 3000, reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
+    });
+    // Without a listener an 'error' event would end the process; failures reach callers as rejections.
+    fresh.on('error', () => {});
+    let connected = false;
     try {
-      return await work();
+      await Promise.race([
+        fresh.connect().then(() => {
+          connected = true;
+        }),
+        new Promise((_, reject) =>
+          setTimeout(() => reject(new Error(`no answer from ${redactUrl(url)} within 5s`)), 5000).unref(),
+        ),
+      ]);
+    } catch (error) {
+      fresh.destroy();
+      throw new RedisUnavailableError(error);
+    }
+    if (!connected) throw new RedisUnavailableError(new Error('not connected'));
+    return fresh;
+  };
+  let client = await open();
+
+  /**
+   * A connection that went silent without closing (a partition, a failover) holds every command
+   * written to it until TCP gives up, minutes later, and the client's own timeout stops counting
+   * once a command is written. A command unanswered for REDIS_COMMAND_TIMEOUT_MS fails (503) and
+   * its connection is replaced by a new one; the old one is dropped once the new one answers.
+   */
+  let replacing: Promise<void> | undefined;
+  const replace = (silent: typeof client) => {
+    if (client !== silent || replacing) return;
+    replacing = open()
+      .then((fresh) => {
+        client = fresh;
+        silent.destroy();
+      })
+      // Redis unreachable: the old client keeps trying on its own; the next timeout tries again.
+      .catch(() => {})
+      .finally(() => {
+        replacing = undefined;
+      });
+  };
+  const guarded = async <T>(work: (redis: typeof client) => Promise<T>): Promise<T> => {
+    const redis = client;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        replace(redis);
+        reject(new Error(`no answer within ${REDIS_COMMAND_TIMEOUT_MS} ms`));
+      }, REDIS_COMMAND_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([work(redis), timeout]);
     } catch (error) {
       throw new RedisUnavailableError(error);
+    } finally {
+      clearTimeout(timer);
     }
   };
 
+  const counterKey = (key: CounterKey) => `${prefix}throttle:${key.scope}:${key.subject}`;
+  const ownerKey = (owner: string) => `${prefix}throttle-owner:${owner}`;
+
   return {
     read: (keys) =>
-      guarded(() =>
+      guarded((redis) =>
         Promise.all(
           keys.map(async (key) => {
-            const [hits, start, locked] = await client.hmGet(counterKey(key), ['h', 's', 'l']);
+            const [hits, start, locked] = await redis.hmGet(counterKey(key), ['h', 's', 'l']);
             const h = toNumber(hits);
             const s = toNumber(start);
             if (h === undefined || s === undefined) return undefined;
@@ -122,10 +163,10 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
       ),
 
     hit: (key, now, rule, count = 1) =>
-      guarded(async () => {
+      guarded(async (redis) => {
         const keys = [counterKey(key)];
         if (key.owner !== undefined) keys.push(ownerKey(key.owner));
-        const reply = await client.eval(HIT_SCRIPT, {
+        const reply = await redis.eval(HIT_SCRIPT, {
           keys,
           arguments: [
             String(now),
@@ -142,15 +183,15 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
       }),
 
     clear: (keys) =>
-      guarded(async () => {
-        if (keys.length > 0) await client.del(keys.map(counterKey));
+      guarded(async (redis) => {
+        if (keys.length > 0) await redis.del(keys.map(counterKey));
       }),
 
     clearOwned: (owner) =>
-      guarded(async () => {
-        const members = await client.sMembers(ownerKey(owner));
-        const removed = members.length > 0 ? await client.del(members) : 0;
-        await client.del(ownerKey(owner));
+      guarded(async (redis) => {
+        const members = await redis.sMembers(ownerKey(owner));
+        const removed = members.length > 0 ? await redis.del(members) : 0;
+        await redis.del(ownerKey(owner));
         return Number(removed);
       }),
 
@@ -158,7 +199,14 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
     prune: async () => 0,
 
     async close() {
-      if (client.isOpen) await client.close();
+      await replacing;
+      // Gracefully when it answers; a silent connection would never let `close` finish.
+      const closing = client.isOpen ? client.close() : Promise.resolve();
+      const silent = await Promise.race([
+        closing.then(() => false),
+        new Promise<boolean>((resolve) => setTimeout(resolve, REDIS_COMMAND_TIMEOUT_MS, true).unref()),
+      ]);
+      if (silent) client.destroy();
     },
   };
 }

@@ -6,10 +6,15 @@ import type { FastifyInstance } from 'fastify';
 import { createClient } from 'redis';
 import { buildApp } from '../../src/app.js';
 import { type Core, createCore } from '../../src/core/index.js';
-import { connectRedisCounters, RedisUnavailableError } from '../../src/store/redis-counters.js';
+import {
+  connectRedisCounters,
+  REDIS_COMMAND_TIMEOUT_MS,
+  RedisUnavailableError,
+} from '../../src/store/redis-counters.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { json } from '../helpers/http.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 const REDIS_URL = process.env.GATEHOUSE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PASSWORD = 'counted-in-redis-1';
@@ -169,6 +174,44 @@ suite('Counters in Redis (GATEHOUSE_REDIS_URL)', () => {
         await otherApp.close();
       }
     });
+  });
+
+  test('a Redis that goes silent without closing its connection fails a command within the timeout, not when TCP gives up; a new connection takes over', {
+    timeout: 30_000,
+  }, async () => {
+    const { hostname, port } = new URL(REDIS_URL);
+    const proxy = new TcpProxy({ host: hostname, port: Number(port || 6379) });
+    await proxy.start();
+    const counters = await connectRedisCounters(
+      `redis://127.0.0.1:${proxy.port}`,
+      `gatehouse-test:${randomUUID()}:`,
+    );
+    try {
+      const key = { scope: 'address', subject: 'stalled' } as const;
+      assert.deepEqual(await counters.read([key]), [undefined]);
+      proxy.freeze();
+      const started = performance.now();
+      await assert.rejects(counters.read([key]), RedisUnavailableError);
+      const waited = performance.now() - started;
+      assert.ok(
+        waited >= REDIS_COMMAND_TIMEOUT_MS - 100 && waited < REDIS_COMMAND_TIMEOUT_MS + 1500,
+        `${waited} ms`,
+      );
+      // The silent connection is dropped and a new one made: the counters answer again.
+      const deadline = Date.now() + 10_000;
+      let answered = false;
+      while (!answered && Date.now() < deadline) {
+        answered = await counters.read([key]).then(
+          () => true,
+          () => false,
+        );
+        if (!answered) await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      assert.ok(answered, 'Redis answers again on a new connection');
+    } finally {
+      await counters.close().catch(() => {});
+      await proxy.stop();
+    }
   });
 
   test('a Redis that cannot be reached stops the start with a message that names it', async () => {
