@@ -65,6 +65,11 @@ export function passwordPolicyProblem(
   if (length > PASSWORD_MAX_LENGTH)
     return `The password must be at most ${PASSWORD_MAX_LENGTH} characters long.`;
 
+  // U+FFFD is what a decoder puts for bytes that are not UTF-8: as part of a password it would
+  // match any such bytes a client sends in its place.
+  if (password.includes('\uFFFD')) {
+    return 'The password must not contain the replacement character U+FFFD.';
+  }
   // Case and compatibility forms (full-width letters, ligatures) do not make a password different.
   const folded = fold(password);
   const bare = withoutSeparators(folded);

@@ -112,6 +112,38 @@ forEachDialect('NSE auth', (dialect) => {
     assert.equal(json(none).status.verbose_message.split(':')[0], 'AUTHENTICATION_REQUIRED');
   });
 
+  test('HTTP Basic is strict base64 of UTF-8: characters outside the alphabet or bytes that are not UTF-8 are malformed, not skipped or replaced', async () => {
+    const read = (value: string) =>
+      ctx.inject({
+        method: 'GET',
+        url: '/api/v2.1/auth/regions',
+        headers: { authorization: `Basic ${value}` },
+      });
+    const good = Buffer.from('alice:rabbit-hole-wonder-1').toString('base64');
+    assert.equal((await read(good)).statusCode, 200);
+    for (const value of [
+      `${good}!!!`,
+      `${good.slice(0, 8)} ${good.slice(8)}`,
+      Buffer.concat([
+        Buffer.from('alice:rabbit-hole-'),
+        Buffer.from([0xff, 0xc0]),
+        Buffer.from('wonder-1'),
+      ]).toString('base64'),
+    ]) {
+      const refused = await read(value);
+      assert.equal(refused.statusCode, 401, value);
+      assert.equal(
+        json(refused).status.verbose_message,
+        'AUTHENTICATION_REQUIRED: the Basic credentials are malformed',
+      );
+    }
+    // A password holding U+FFFD, which stands for any bytes that are not UTF-8, is not set.
+    await assert.rejects(
+      ctx.core.accounts.createUser({ username: 'frank', password: 'Quartz-\uFFFD\uFFFD-lamp-82' }),
+      (error: Error & { code?: string }) => error.code === 'PASSWORD_POLICY' && /U\+FFFD/.test(error.message),
+    );
+  });
+
   test('refresh gives a new token for the same session; the old one keeps its own expiry', async () => {
     const token = await nseSignIn(ctx, 'alice', 'rabbit-hole-wonder-1');
     ctx.clock.advance(2000);

@@ -17,10 +17,10 @@ export function nseAuthenticator(core: Core) {
     }
     const basic = authorizationCredentials(request, 'basic');
     if (basic !== undefined) {
-      const decoded = Buffer.from(basic, 'base64').toString('utf8');
-      const colon = decoded.indexOf(':');
+      const decoded = decodeBasic(basic);
+      const colon = decoded?.indexOf(':') ?? -1;
       // A NUL is never in a name or password, and PostgreSQL cannot even look it up.
-      if (colon < 0 || decoded.includes('\0'))
+      if (decoded === undefined || colon < 0 || decoded.includes('\0'))
         throw new GatehouseError('AUTHENTICATION_REQUIRED', 'the Basic credentials are malformed');
       const user = await core.authentication.verifyUserPassword(
         decoded.slice(0, colon),
@@ -35,4 +35,21 @@ export function nseAuthenticator(core: Core) {
       'send Authorization: Bearer <token> or HTTP Basic credentials',
     );
   };
+}
+
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The user-pass of HTTP Basic, or undefined if it is not base64 or not UTF-8: decoded leniently,
+ * characters outside the alphabet were skipped and invalid bytes became U+FFFD, so that byte
+ * strings that differ matched one password.
+ */
+function decodeBasic(value: string): string | undefined {
+  if (!BASE64.test(value)) return undefined;
+  try {
+    return UTF8.decode(Buffer.from(value, 'base64'));
+  } catch {
+    return undefined;
+  }
 }
