@@ -174,6 +174,10 @@ export class TokenService {
       typeof exp !== 'number' ||
       typeof iat !== 'number' ||
       (nbf !== undefined && typeof nbf !== 'number') ||
+      // JSON's 1e400 reads as Infinity: a token that never expires.
+      !Number.isFinite(exp) ||
+      !Number.isFinite(iat) ||
+      (nbf !== undefined && !Number.isFinite(nbf)) ||
       typeof gen !== 'number' ||
       !Number.isSafeInteger(gen) ||
       gen < 0
