@@ -251,7 +251,12 @@ function mergeSources(env: Source, problems: string[]): Source {
   try {
     fromFile = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
   } catch (error) {
-    problems.push(`GATEHOUSE_CONFIG_FILE: cannot read ${file} as JSON (${(error as Error).message})`);
+    // Not the parser's message: it quotes the text around the mistake, a secret's value among it.
+    const reason =
+      error instanceof SyntaxError
+        ? 'not valid JSON'
+        : ((error as NodeJS.ErrnoException).code ?? 'unreadable');
+    problems.push(`GATEHOUSE_CONFIG_FILE: cannot read ${file} as JSON (${reason})`);
     return env;
   }
   if (fromFile === null || typeof fromFile !== 'object' || Array.isArray(fromFile)) {

@@ -67,6 +67,12 @@ test('a JSON config file adds settings; the environment wins over it', () => {
   const config = loadConfig({ GATEHOUSE_CONFIG_FILE: file, GATEHOUSE_HOST: '127.0.0.2' });
   assert.equal(config.port, 9090);
   assert.equal(config.host, '127.0.0.2');
+  // A mistake next to a secret: the message does not quote the file.
+  writeFileSync(file, '{"GATEHOUSE_MASTER_KEY": abababababababababab}');
+  assert.throws(
+    () => loadConfig({ GATEHOUSE_CONFIG_FILE: file }),
+    (e: Error) => /cannot read .* as JSON \(not valid JSON\)/.test(e.message) && !/abab/.test(e.message),
+  );
   writeFileSync(file, JSON.stringify({ GATEHOUSE_PROT: 1 }));
   assert.throws(() => loadConfig({ GATEHOUSE_CONFIG_FILE: file }), /unknown setting GATEHOUSE_PROT/);
   for (const text of ['null', '[]', '"x"']) {

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import {
@@ -327,6 +327,10 @@ async function migrateSqliteAlone(db: Kysely<Database>): Promise<MigrationResult
 
 function openSqlite(dataDir: string): SQLite.Database {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  // The file holds the password hashes and the sealed keys: a new one is the owner's alone, whatever
+  // the umask and the directory's mode (an existing one keeps the mode its operator gave it). SQLite
+  // gives its -wal and -shm files the database file's mode.
+  closeSync(openSync(sqliteFile(dataDir), 'a', 0o600));
   const database = new SQLite(sqliteFile(dataDir));
   // WAL lets readers run beside the writer (and several processes share the file). Switching to
   // it may wait for another process opening the file at the same moment: SQLite's busy timeout
