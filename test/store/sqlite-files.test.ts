@@ -12,7 +12,7 @@ test('a new SQLite database and its -wal and -shm files are readable by their ow
   const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-mode-'));
   chmodSync(dataDir, 0o755);
   const previous = process.umask(0o022);
-  const store = connectStore({ dataDir });
+  const store = connectStore({ databaseUrl: undefined, dataDir });
   try {
     await store.migrate();
     for (const file of ['gatehouse.db', 'gatehouse.db-wal', 'gatehouse.db-shm']) {
