@@ -468,7 +468,8 @@ function creationOf(row: RowFields, tenants: ReadonlyMap<string, string | null>)
     throw new GatehouseError('VALIDATION_FAILED', `role must be one of ${ROLES.join(', ')}`);
   }
   const tenantId = tenants.get(code) ?? null;
-  if (tenantId === null) throw new GatehouseError('NOT_FOUND', `no tenant with code "${code.slice(0, 64)}"`);
+  // The value is not quoted: in a file whose columns are out of place it may be a password.
+  if (tenantId === null) throw new GatehouseError('NOT_FOUND', 'no tenant with the tenant_code given');
   const password = row.password || undefined;
   const passwordHash = row.password_hash || undefined;
   if (password === undefined && passwordHash === undefined) {
@@ -570,10 +571,23 @@ function failedTask(jobId: string, auth: AuthContext, failure: RowFailure): JobT
   };
 }
 
-/** A reason must never echo the row's password or password hash, whatever rule produced it. */
+/**
+ * A reason must never echo the row's password or password hash, whatever rule produced it. Rules
+ * quote the values they name in double quotes: a quoted value holding a secret is replaced whole
+ * (masking only the match let a short password show through the gaps it left in the text, "The
+ * pa***word must..."). A secret long enough not to be a piece of the rule's own words, found
+ * outside quotes, replaces the whole reason.
+ */
 function withoutSecrets(reason: string, secrets: readonly (string | undefined)[]): string {
-  return secrets.reduce<string>((text, secret) => (secret ? text.split(secret).join('***') : text), reason);
+  const present = secrets.filter((secret): secret is string => secret !== undefined && secret !== '');
+  const masked = reason.replace(/"[^"]*"/g, (quoted) =>
+    present.some((secret) => quoted.includes(secret)) ? '"***"' : quoted,
+  );
+  return present.some((secret) => secret.length >= UNQUOTED_SECRET_MIN && masked.includes(secret))
+    ? "refused by a rule whose reason would show the row's password"
+    : masked;
 }
+const UNQUOTED_SECRET_MIN = 8;
 
 function readHeader(line: string): (ImportColumn | undefined)[] {
   const fields = splitCsv(line) ?? [];
