@@ -505,6 +505,11 @@ export class UserAdminService {
             const ended = deactivating
               ? await tx.sessions.revokeAllOfUser(target.row.id, now, 'deactivated')
               : 0;
+            // Tokens it made for other users work only while it manages them: their sessions end
+            // with its standing (sign-ins with them are checked again, authentication.ts).
+            if (deactivating || tenanciesChange) {
+              await tx.sessions.revokeOpenedWithTokensLentBy(target.row.id, now, 'token-maker-changed');
+            }
             if (changed.length > 0) {
               const endedNote = deactivating ? `; ${ended} session(s) ended` : '';
               await this.#audit.record(event('user.update', `changed ${changed.join(', ')}${endedNote}`), tx);
@@ -553,7 +558,14 @@ export class UserAdminService {
       if (root) await this.#keepOneRoot(target.row, 'delete');
       await this.#store.transaction(async (tx) => {
         // Gone already (a concurrent delete): the same answer as for an unknown user.
-        const remove = () => keepOneAccessManager(tx, () => tx.users.delete(target.row.id));
+        const remove = async () => {
+          await tx.sessions.revokeOpenedWithTokensLentBy(
+            target.row.id,
+            this.#clock.now(),
+            'token-maker-deleted',
+          );
+          return keepOneAccessManager(tx, () => tx.users.delete(target.row.id));
+        };
         const deleted = root
           ? await keepOneRoot(tx, remove, lastRootRefusal(target.row, 'delete'))
           : await remove();

@@ -311,7 +311,8 @@ forEachDialect('NSE API tokens', (dialect) => {
   test('a token an admin made for a user works only while the admin still manages that user', async () => {
     const record = await issue('alice', { name: 'lent by alice', user_id: ids.dave });
     assert.equal(record.created_by, ids.alice);
-    assert.equal((await loginWithToken(record.token)).statusCode, 201);
+    const opened = cookieOf(await loginWithToken(record.token));
+    assert.equal(await cookieWorks(opened), true);
     const acme = (await ctx.store.tenants.findByCode('acme'))!.id;
     const setAlice = (role: string) =>
       ctx.inject({
@@ -320,10 +321,24 @@ forEachDialect('NSE API tokens', (dialect) => {
         headers: bearer(sessions.root!),
         payload: { tenancies: [{ tenant_id: acme, role_name: role }] },
       });
-    // alice demoted: the token she made for dave stops working.
+    // alice demoted: the token she made for dave stops working, and the session it opened ends.
     assert.equal((await setAlice('user')).statusCode, 200);
     assert.equal((await loginWithToken(record.token)).statusCode, 400);
+    assert.equal(await cookieWorks(opened), false, 'the session opened with the lent token ended');
     assert.equal((await setAlice('admin')).statusCode, 200);
+    // Deactivated, the same: the sessions dave opened with her token end with her.
+    const reopened = cookieOf(await loginWithToken(record.token));
+    const setActive = (active: boolean) =>
+      ctx.inject({
+        method: 'PUT',
+        url: `/api/v2.1/users/${ids.alice}`,
+        headers: bearer(sessions.root!),
+        payload: { active },
+      });
+    assert.equal((await setActive(false)).statusCode, 200);
+    assert.equal(await cookieWorks(reopened), false, 'ended with its maker deactivated');
+    assert.equal((await setActive(true)).statusCode, 200);
+    await signInAll(); // alice's own sessions ended too
     assert.equal((await loginWithToken(record.token)).statusCode, 201);
     // dave raised above alice (a member of Global Administrators): her token is not his way in.
     const groups = json(

@@ -222,6 +222,25 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
       return Number(result.numUpdatedRows);
     },
     /**
+     * The sessions opened with API tokens `makerId` made for other users (a maker deactivated,
+     * demoted or deleted vouches for them no more); answers the tokens whose sessions ended.
+     */
+    async revokeOpenedWithTokensLentBy(makerId: string, now: number, reason: string): Promise<string[]> {
+      const lent = db
+        .selectFrom('api_tokens')
+        .select('id')
+        .where('created_by', '=', makerId)
+        .where('user_id', '!=', makerId);
+      const rows = await db
+        .updateTable('sessions')
+        .set({ revoked_at: now, revoke_reason: reason })
+        .where('api_token_id', 'in', lent)
+        .where(notRevoked)
+        .returning('api_token_id')
+        .execute();
+      return [...new Set(rows.flatMap((row) => (row.api_token_id === null ? [] : [row.api_token_id])))];
+    },
+    /**
      * Live sessions of everyone, for the active-sessions gauge: one count over the partial index
      * of unrevoked sessions (`sessions_live_idx`), not a scan of every session ever opened.
      */
