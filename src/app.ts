@@ -92,11 +92,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (config.metrics.enabled) {
     const { metrics } = core;
     // Timed from the request's arrival to its answer; labelled by route pattern, never the raw
-    // URL (ids and names would make a series per object); anything unrouted is `not_found`.
+    // URL (ids and names would make a series per object); anything unrouted is `not_found`, or
+    // `method_not_allowed` for a path that exists with other methods.
     app.addHook('onResponse', (request, reply, done) => {
       metrics.observeRequest(
         request.method,
-        request.routeOptions.url ?? 'not_found',
+        request.routeOptions.url ?? (reply.statusCode === 405 ? 'method_not_allowed' : 'not_found'),
         reply.statusCode,
         reply.elapsedTime / 1000,
       );

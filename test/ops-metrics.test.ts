@@ -180,6 +180,8 @@ forEachDialect('Metrics (/metrics)', (dialect) => {
     assert.equal(self.statusCode, 200);
     const lost = await ctx.inject({ method: 'GET', url: `/no/such/${WATCHER}/page` });
     assert.equal(lost.statusCode, 404);
+    const wrongMethod = await ctx.inject({ method: 'DELETE', url: '/api/v2.1/auth/regions' });
+    assert.equal(wrongMethod.statusCode, 405);
 
     // Past the 5 s the live-session count is cached for.
     ctx.clock.advance(5_000);
@@ -209,6 +211,7 @@ forEachDialect('Metrics (/metrics)', (dialect) => {
     assert.equal(requests('/api/v2.1/users/:id', '200'), 1, 'the route pattern, not the URL');
     assert.equal(requests('/api/v2.1/auth/signin', '401', 'POST'), 2);
     assert.equal(requests('not_found', '404'), 1);
+    assert.equal(requests('method_not_allowed', '405', 'DELETE'), 1);
     const regionBuckets = exposition.samples.filter(
       (s) =>
         s.name === `${HTTP}_bucket` &&

@@ -142,7 +142,7 @@ export class Metrics {
     });
     new Counter({
       name: 'gatehouse_cache_requests_total',
-      help: 'Lookups in the in-process caches (session, credentials, privileges, settings, catalog) by result (hit, miss)',
+      help: 'Lookups in the in-process caches (session, credentials, privileges, settings, catalog, profiles) by result (hit, miss)',
       labelNames: ['cache', 'result'],
       registers,
       collect() {
