@@ -82,7 +82,9 @@ export function registerUserCommands(program: Command, io: CliIo): void {
 
   user
     .command('passwd')
-    .description("set a user's password; every session of the user ends")
+    .description(
+      "set a user's password; its sessions end, its API tokens are revoked and its sign-in locks cleared",
+    )
     .requiredOption('--username <username>', 'the user')
     .option('--password <password>', PASSWORD_HELP.password)
     .option('--password-stdin', PASSWORD_HELP.passwordStdin)
@@ -92,7 +94,9 @@ export function registerUserCommands(program: Command, io: CliIo): void {
         const user = await core.accounts.setPassword(options.username, password);
         await auditCliChange(core, 'password.set', { type: 'user', id: user.id, name: user.username });
       });
-      io.stdout.write(`Set the password of user ${options.username}; their sessions have ended\n`);
+      io.stdout.write(
+        `Set the password of user ${options.username}; their sessions have ended and their API tokens are revoked\n`,
+      );
     });
 
   user

@@ -76,7 +76,8 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
       onRequest: rateLimited(core, 'signin'),
       schema: {
         tags: ['NSE auth'],
-        summary: "Change the user's password; ends the user's other sessions and returns a new token",
+        summary:
+          "Change the user's password; ends every session of the user and returns the token of a new one",
         body: Type.Object({
           username: Credentials,
           old_password: Credentials,
