@@ -3,6 +3,7 @@ import net from 'node:net';
 import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { sql } from 'kysely';
+import { loggable } from '../src/surfaces/http-errors.js';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from './helpers/context.js';
 import { forEachDialect } from './helpers/dialects.js';
 import { json } from './helpers/http.js';
@@ -153,5 +154,23 @@ forEachDialect('Secrets stay secret', (dialect) => {
     }
     // The bytes would be logged as numbers: no log line holds them in any form.
     assert.ok(!/rawPacket/.test(logs), "a request's raw bytes were logged");
+  });
+
+  test('an unexpected store error is logged without the values it quotes (PostgreSQL: "Failing row contains ...")', async () => {
+    const hash = '$argon2id$v=19$m=19456,t=2,p=1$c2VjcmV0LXNhbHQ$failing-row-secret-hash';
+    const error =
+      await sql`insert into users (id, username, username_key, password_hash, created_at, updated_at)
+      values (${'u-failing'}, ${null}, ${'failing'}, ${hash}, ${0}, ${0})`
+        .execute(ctx.store.db)
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+    assert.ok(error instanceof Error, 'the insert fails');
+    if (dialect === 'postgres')
+      assert.match(JSON.stringify(error), /failing-row-secre/, 'the raw error quotes it');
+    const logged = JSON.stringify(loggable(error), Object.getOwnPropertyNames(loggable(error)));
+    assert.doesNotMatch(logged, /failing-row-secre/);
+    assert.match(logged, /username/, 'what failed is still named');
   });
 });

@@ -62,9 +62,24 @@ export function toGatehouseError(error: unknown, request: FastifyRequest): Gateh
     return new GatehouseError('VALIDATION_FAILED', 'the request could not be read');
   }
   if (isStoreUnavailable(error)) {
-    request.log.warn({ err: error }, 'store unavailable');
+    request.log.warn({ err: loggable(error) }, 'store unavailable');
     return new GatehouseError('STORE_UNAVAILABLE', '', { 'Retry-After': '1' });
   }
-  request.log.error({ err: error }, 'unexpected error');
+  request.log.error({ err: loggable(error) }, 'unexpected error');
   return new GatehouseError('INTERNAL_ERROR');
+}
+
+/** Fields of a PostgreSQL error that quote values: "Failing row contains (...)", a password hash among them. */
+const VALUE_FIELDS = ['detail', 'where', 'internalQuery', 'parameters'];
+
+/** An unexpected error as it may be logged: its code, message, table, constraint, stack; no values. */
+export function loggable(error: unknown): unknown {
+  if (!(error instanceof Error) || !VALUE_FIELDS.some((field) => field in error)) return error;
+  const copy = new Error(error.message);
+  copy.name = error.name;
+  if (error.stack !== undefined) copy.stack = error.stack;
+  for (const [field, value] of Object.entries(error)) {
+    if (!VALUE_FIELDS.includes(field)) Object.assign(copy, { [field]: value });
+  }
+  return copy;
 }
