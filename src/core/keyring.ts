@@ -294,11 +294,16 @@ export class Keyring {
 
   #reload(): Promise<void> {
     this.#reloading ??= (async () => {
+      const heard = this.#changed;
       try {
         // Stamped first: a failing store must not be retried by every request.
         this.#lastReload = this.#clock.now();
         this.#changed = false;
         this.#apply(await this.#store.signingKeys.listVerifying(this.#clock.now()));
+      } catch (error) {
+        // A change heard and not yet read stays unread: the keys are not trusted until it is.
+        if (heard) this.#changed = true;
+        throw error;
       } finally {
         this.#reloading = undefined;
       }
