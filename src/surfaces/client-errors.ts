@@ -4,9 +4,10 @@ import type { ConnectionError, FastifyInstance } from 'fastify';
 import { GatehouseError } from '../errors.js';
 import { errorBody } from './nse/envelope.js';
 import { API_SECURITY_HEADER_LINES } from './security-headers.js';
-import { STORWARE_PREFIX, storwareErrorBody } from './storware/index.js';
+import { isStorwarePath, storwareErrorBody } from './storware/index.js';
 
-const STORWARE_REQUEST_LINE = new RegExp(`^[A-Z]+ ${STORWARE_PREFIX}(?:[/?# ]|$)`);
+/** The path of a request line ("METHOD /path?query HTTP/1.1"), as far as it was read. */
+const REQUEST_PATH = /^[A-Z]+ ([^?#\s]*)/;
 
 /**
  * Requests Node's HTTP parser refuses before Fastify sees them: not sent in time (408), headers
@@ -32,7 +33,7 @@ export function answerClientError(this: FastifyInstance, error: ConnectionError,
     // Node passes the bytes read so far as a Buffer (Fastify's type says otherwise).
     const raw: unknown = error.rawPacket;
     const requestLine = Buffer.isBuffer(raw) ? raw.subarray(0, 256).toString('latin1') : '';
-    const storware = STORWARE_REQUEST_LINE.test(requestLine);
+    const storware = isStorwarePath(REQUEST_PATH.exec(requestLine)?.[1] ?? '');
     const body = JSON.stringify(storware ? storwareErrorBody(failure) : errorBody(failure));
     socket.write(
       `HTTP/1.1 ${failure.status} ${STATUS_CODES[failure.status]}\r\n` +

@@ -2,7 +2,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { GatehouseError } from '../errors.js';
 import { renderNseError } from './nse/index.js';
 import { setSecurityHeaders } from './security-headers.js';
-import { renderStorwareError, STORWARE_PREFIX } from './storware/index.js';
+import { isStorwarePath, renderStorwareError } from './storware/index.js';
 
 /**
  * Errors the router raises before any route is chosen (a URL that is not valid percent-encoding,
@@ -17,8 +17,7 @@ export function frameworkErrors(error: FastifyError, request: FastifyRequest, re
       : error.code === 'FST_ERR_MAX_PARAM_LENGTH'
         ? new GatehouseError('VALIDATION_FAILED', 'a path segment is too long')
         : error;
-  const path = request.url.split('?')[0] ?? '';
-  const storware = path === STORWARE_PREFIX || path.startsWith(`${STORWARE_PREFIX}/`);
+  const storware = isStorwarePath(request.url.split('?')[0] ?? '');
   // The router calls this outside the request lifecycle: no onSend hook will add them.
   setSecurityHeaders(request, reply);
   void (storware ? renderStorwareError : renderNseError)(failure, request, reply);

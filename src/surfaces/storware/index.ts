@@ -9,6 +9,10 @@ import { sessionRoutes } from './session.js';
 
 export const STORWARE_PREFIX = '/api/session';
 
+/** Whether a request's path (without its query) belongs to the Storware surface. */
+export const isStorwarePath = (path: string): boolean =>
+  path === STORWARE_PREFIX || path.startsWith(`${STORWARE_PREFIX}/`);
+
 /**
  * Live Storware answers a failed login with 400 (its own automation accepts only 200 or 400),
  * where the registry's status for these codes is 401.
