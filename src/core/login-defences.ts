@@ -1,6 +1,8 @@
 import { createHmac } from 'node:crypto';
 import type { Config } from '../config.js';
+import { failureTags } from '../store/change-feed.js';
 import type { Store } from '../store/connect.js';
+import type { CounterState } from '../store/repositories/login-throttle.js';
 import type { Clock } from './clock.js';
 import { type CounterBackend, LoginThrottle } from './login-throttle.js';
 import { RateLimiter } from './rate-limiter.js';
@@ -13,9 +15,24 @@ async function openCounters(config: Config, store: Store): Promise<CounterBacken
   if (config.redisUrl !== undefined) {
     // Loaded only when configured: a deployment without Redis never loads the client.
     const { connectRedisCounters } = await import('../store/redis-counters.js');
-    return connectRedisCounters(config.redisUrl, config.redisKeyPrefix);
+    const redis = await connectRedisCounters(config.redisUrl, config.redisKeyPrefix);
+    return {
+      ...redis,
+      // Two systems, two steps: if the announcement fails after the counts, the sign-in fails (503)
+      // and other nodes' remembered credentials of the account run out with their lifetime.
+      async countFailure(hits, now) {
+        const states: (CounterState | undefined)[] = [];
+        for (const { key, rule } of hits) states.push(await redis.hit(key, now, rule));
+        await store.publish(failureTags(hits.map((hit) => hit.key)));
+        return states;
+      },
+    };
   }
-  return { ...store.loginThrottle, close: async () => {} };
+  return {
+    ...store.loginThrottle,
+    countFailure: (hits, now) => store.transaction((tx) => tx.loginThrottle.countFailure(hits, now)),
+    close: async () => {},
+  };
 }
 
 /**
@@ -44,7 +61,6 @@ export async function createLoginDefences(deps: {
       delayMaxMs: config.loginDelayMaxMs,
     },
     subjectKey,
-    (tags) => store.publish(tags),
   );
   return { throttle, rateLimiter: new RateLimiter(counters, clock, config.rateLimits) };
 }

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
-import { changeTags } from '../store/change-feed.js';
-import type { CounterKey, CounterState, HitRule } from '../store/repositories/login-throttle.js';
+import { failureTags } from '../store/change-feed.js';
+import type { CounterKey, CounterState, FailureHit, HitRule } from '../store/repositories/login-throttle.js';
 import type { Clock } from './clock.js';
 import { accountKey } from './secrets.js';
 
@@ -13,6 +13,12 @@ export interface CounterBackend {
   read(keys: readonly CounterKey[]): Promise<(CounterState | undefined)[]>;
   /** Counts `count` (default 1) hits atomically; undefined while the counter locks its subject (nothing counted). */
   hit(key: CounterKey, now: number, rule: HitRule, count?: number): Promise<CounterState | undefined>;
+  /**
+   * Counts a failed sign-in in each of its counters (as `hit`) and announces it to the caches of
+   * every process (the change feed, `failureTags`). On the store both commit in one transaction:
+   * no lock is placed that another node's cached credentials would not hear of.
+   */
+  countFailure(hits: readonly FailureHit[], now: number): Promise<(CounterState | undefined)[]>;
   clear(keys: readonly CounterKey[]): Promise<void>;
   clearOwned(owner: string): Promise<number>;
   prune(now: number): Promise<number>;
@@ -88,11 +94,6 @@ function ipv6Groups(ip: string): string[] {
   return [...left, ...zeros, ...right].map((group) => Number.parseInt(group, 16).toString(16));
 }
 
-const tagsOfKeys = (keys: { account: CounterKey; address: CounterKey }) => [
-  changeTags.throttle(keys.account.subject),
-  changeTags.throttle(keys.address.subject),
-];
-
 const isLocked = (state: CounterState | undefined, now: number) =>
   state?.lockedUntil != null && state.lockedUntil > now;
 
@@ -117,30 +118,22 @@ export class LoginThrottle {
   readonly #clock: Clock;
   readonly #policy: ThrottlePolicy;
   readonly #subjectKey: Buffer;
-  readonly #announce: (tags: readonly string[]) => Promise<void>;
   #lastPrune = Number.NEGATIVE_INFINITY;
 
-  /**
-   * `announce` tells the caches of every process of each counted failure (the change feed), so
-   * that credentials remembered for an account or an address are dropped when either fails.
-   */
-  constructor(
-    backend: CounterBackend,
-    clock: Clock,
-    policy: ThrottlePolicy,
-    subjectKey: Buffer,
-    announce: (tags: readonly string[]) => Promise<void> = async () => {},
-  ) {
+  constructor(backend: CounterBackend, clock: Clock, policy: ThrottlePolicy, subjectKey: Buffer) {
     this.#backend = backend;
     this.#clock = clock;
     this.#policy = policy;
     this.#subjectKey = subjectKey;
-    this.#announce = announce;
   }
 
-  /** The change-feed tags of an attempt's counters: its account and its address. */
+  /**
+   * The change-feed tags of an attempt's counters (its account and its address): each counted
+   * failure announces them, so that credentials remembered under them are dropped everywhere.
+   */
   tagsOf(attempt: SignInAttempt): string[] {
-    return tagsOfKeys(this.#keys(attempt));
+    const { pair, account, address } = this.#keys(attempt);
+    return failureTags([pair, account, address]);
   }
 
   get policy(): ThrottlePolicy {
@@ -203,20 +196,24 @@ export class LoginThrottle {
     const keys = this.#keys(attempt);
     const { pairThreshold, accountThreshold, addressThreshold, lockMs } = this.#policy;
     const rule = (lockAt: number): HitRule => ({ windowMs: lockMs, lockAt, lockMs });
-    const counted: [LockScope, number, CounterState | undefined][] = [
-      ['pair', pairThreshold, await this.#backend.hit(keys.pair, now, rule(pairThreshold))],
-      ['account', accountThreshold, await this.#backend.hit(keys.account, now, rule(accountThreshold))],
-      ['address', addressThreshold, await this.#backend.hit(keys.address, now, rule(addressThreshold))],
+    const counters: [LockScope, FailureHit][] = [
+      ['pair', { key: keys.pair, rule: rule(pairThreshold) }],
+      ['account', { key: keys.account, rule: rule(accountThreshold) }],
+      ['address', { key: keys.address, rule: rule(addressThreshold) }],
     ];
-    await this.#announce(tagsOfKeys(keys));
+    const states = await this.#backend.countFailure(
+      counters.map(([, hit]) => hit),
+      now,
+    );
     await this.#prune(now);
     const placed: PlacedLock[] = [];
-    for (const [scope, lockAt, state] of counted) {
+    counters.forEach(([scope, { rule }], at) => {
+      const state = states[at];
       // The hit that reaches the threshold is the one that placed the lock; later ones are not counted.
-      if (state?.lockedUntil != null && state.hits === lockAt) {
+      if (state?.lockedUntil != null && state.hits === rule.lockAt) {
         placed.push({ scope, failures: state.hits, until: state.lockedUntil });
       }
-    }
+    });
     return placed;
   }
 

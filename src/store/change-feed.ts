@@ -30,6 +30,14 @@ export const changeTags = {
   all: '*',
 } as const;
 
+/**
+ * The tags a failed sign-in announces: its account's and its address's counters. Caches file
+ * what they remember of a sign-in under both (credential-cache.ts); an account+address counter
+ * ("pair") is covered by its account's.
+ */
+export const failureTags = (keys: readonly { readonly scope: string; readonly subject: string }[]) =>
+  keys.filter((key) => key.scope !== 'pair').map((key) => changeTags.throttle(key.subject));
+
 export type ChangeListener = (tags: readonly string[]) => void;
 
 /**

@@ -1,4 +1,4 @@
-import { type ChangePublisher, changeTags } from './change-feed.js';
+import { type ChangePublisher, changeTags, failureTags } from './change-feed.js';
 import type { Repositories } from './repositories/index.js';
 
 /**
@@ -36,7 +36,7 @@ const altersPrincipal = (patch: object) => CACHED_COLUMNS.some((column) => colum
  * (test/scale/caches.test.ts checks that every write method of rbac and catalog is).
  */
 export function withInvalidations(repositories: Repositories, publisher: ChangePublisher): Repositories {
-  const { sessions, users, nodes, tenants, rbac, catalog, signingKeys } = repositories;
+  const { sessions, users, nodes, tenants, rbac, catalog, signingKeys, loginThrottle } = repositories;
   const publish = (...tags: string[]) => publisher.publish(tags);
   /** Runs a write, then tells the caches of every process (only if it changed something). */
   const then =
@@ -58,6 +58,12 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
       ...signingKeys,
       insert: then(signingKeys.insert, keysChanged),
       scheduleRetirement: then(signingKeys.scheduleRetirement, keysChanged),
+    },
+    // A failure drops the credentials remembered for its account and its address everywhere: a
+    // lock it places must refuse them on every node (counted and announced in one transaction).
+    loginThrottle: {
+      ...loginThrottle,
+      countFailure: then(loginThrottle.countFailure, (_, hits) => failureTags(hits.map((hit) => hit.key))),
     },
     rbac: {
       ...rbac,

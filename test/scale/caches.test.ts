@@ -559,6 +559,40 @@ test('a logout and its announcement to the caches commit together: if the announ
   }
 });
 
+test('a failed sign-in is counted and announced to the caches together: if the announcement fails, nothing is counted', async () => {
+  // Counted but unannounced, a lock placed by the failure would leave the credentials other nodes
+  // remember for the account serving for their whole lifetime.
+  const ctx = await createTestContext('sqlite');
+  try {
+    const counters = async () =>
+      (await ctx.store.db.selectFrom('login_throttle').select('scope').execute())
+        .map((row) => row.scope)
+        .filter((scope) => !scope.startsWith('rate:'))
+        .sort();
+    const wrongSignIn = () =>
+      ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/auth/signin',
+        payload: { username: 'admin', password: 'not-the-password' },
+      });
+    await ctx.store.db.schema
+      .alterTable('cache_invalidations')
+      .renameTo('cache_invalidations_away')
+      .execute();
+    const refused = await wrongSignIn();
+    assert.equal(refused.statusCode, 500, refused.body);
+    assert.deepEqual(await counters(), [], 'no failure counted without its announcement');
+    await ctx.store.db.schema
+      .alterTable('cache_invalidations_away')
+      .renameTo('cache_invalidations')
+      .execute();
+    assert.equal((await wrongSignIn()).statusCode, 401);
+    assert.deepEqual(await counters(), ['account', 'ip', 'pair']);
+  } finally {
+    await ctx.close();
+  }
+});
+
 test('every write of the rbac, catalog, users and tenants repositories tells the caches', async () => {
   const ctx = await createTestContext('sqlite');
   try {

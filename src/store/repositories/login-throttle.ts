@@ -21,6 +21,12 @@ export interface CounterState {
   readonly lockedUntil: number | null;
 }
 
+/** One counter a failed sign-in counts in, and its rule. */
+export interface FailureHit {
+  readonly key: CounterKey;
+  readonly rule: HitRule;
+}
+
 export interface HitRule {
   /** Hits count within this long of the first one; then counting starts again. */
   readonly windowMs: number;
@@ -64,6 +70,56 @@ export function createLoginThrottleRepository(db: Kysely<Database>) {
     return shape;
   };
 
+  /**
+   * Counts `count` hits (one, unless a rate limiter reports several it admitted). A window that
+   * has run out, or a lock that has, starts a new count; while the counter locks its subject
+   * nothing is counted and the answer is undefined.
+   */
+  const hit = async (
+    key: CounterKey,
+    now: number,
+    rule: HitRule,
+    count = 1,
+  ): Promise<CounterState | undefined> => {
+    const locking = rule.lockAt > 0;
+    // An upper bound of when the row stops mattering; pruning only needs "surely over".
+    const expiresAt = now + Math.max(rule.windowMs, locking ? rule.lockMs : 0);
+    const fresh = sql<boolean>`(login_throttle.locked_until is not null
+      or login_throttle.window_start + ${rule.windowMs} <= ${now})`;
+    const hits = sql<number>`case when ${fresh} then ${count} else login_throttle.hits + ${count} end`;
+    const row = await db
+      .insertInto('login_throttle')
+      .values({
+        scope: key.scope,
+        subject: key.subject,
+        owner: key.owner ?? null,
+        hits: count,
+        window_start: now,
+        locked_until: locking && rule.lockAt <= 1 ? now + rule.lockMs : null,
+        expires_at: expiresAt,
+      })
+      .onConflict((conflict) =>
+        conflict
+          .columns(['scope', 'subject'])
+          .doUpdateSet({
+            hits,
+            window_start: sql<number>`case when ${fresh} then cast(${now} as bigint)
+              else login_throttle.window_start end`,
+            locked_until: locking
+              ? sql<number | null>`case when (${hits}) >= ${rule.lockAt}
+                  then cast(${now + rule.lockMs} as bigint) else null end`
+              : null,
+            expires_at: expiresAt,
+          })
+          .where(
+            sql<boolean>`(login_throttle.locked_until is null or login_throttle.locked_until <= ${now})`,
+          ),
+      )
+      .returning(['hits', 'window_start', 'locked_until'])
+      .executeTakeFirst();
+    return row && { hits: row.hits, windowStart: row.window_start, lockedUntil: row.locked_until };
+  };
+
   return {
     async read(keys: readonly CounterKey[]): Promise<(CounterState | undefined)[]> {
       if (keys.length === 0) return [];
@@ -81,49 +137,17 @@ export function createLoginThrottleRepository(db: Kysely<Database>) {
       });
     },
 
+    hit,
+
     /**
-     * Counts `count` hits (one, unless a rate limiter reports several it admitted). A window that
-     * has run out, or a lock that has, starts a new count; while the counter locks its subject
-     * nothing is counted and the answer is undefined.
+     * Counts one failed sign-in in each of its counters, in turn. Called within a transaction
+     * (LoginThrottle's store backend), so that the change feed's announcement of the failure
+     * (invalidating-repositories.ts) commits with the counts.
      */
-    async hit(key: CounterKey, now: number, rule: HitRule, count = 1): Promise<CounterState | undefined> {
-      const locking = rule.lockAt > 0;
-      // An upper bound of when the row stops mattering; pruning only needs "surely over".
-      const expiresAt = now + Math.max(rule.windowMs, locking ? rule.lockMs : 0);
-      const fresh = sql<boolean>`(login_throttle.locked_until is not null
-        or login_throttle.window_start + ${rule.windowMs} <= ${now})`;
-      const hits = sql<number>`case when ${fresh} then ${count} else login_throttle.hits + ${count} end`;
-      const row = await db
-        .insertInto('login_throttle')
-        .values({
-          scope: key.scope,
-          subject: key.subject,
-          owner: key.owner ?? null,
-          hits: count,
-          window_start: now,
-          locked_until: locking && rule.lockAt <= 1 ? now + rule.lockMs : null,
-          expires_at: expiresAt,
-        })
-        .onConflict((conflict) =>
-          conflict
-            .columns(['scope', 'subject'])
-            .doUpdateSet({
-              hits,
-              window_start: sql<number>`case when ${fresh} then cast(${now} as bigint)
-                else login_throttle.window_start end`,
-              locked_until: locking
-                ? sql<number | null>`case when (${hits}) >= ${rule.lockAt}
-                    then cast(${now + rule.lockMs} as bigint) else null end`
-                : null,
-              expires_at: expiresAt,
-            })
-            .where(
-              sql<boolean>`(login_throttle.locked_until is null or login_throttle.locked_until <= ${now})`,
-            ),
-        )
-        .returning(['hits', 'window_start', 'locked_until'])
-        .executeTakeFirst();
-      return row && { hits: row.hits, windowStart: row.window_start, lockedUntil: row.locked_until };
+    async countFailure(hits: readonly FailureHit[], now: number): Promise<(CounterState | undefined)[]> {
+      const states: (CounterState | undefined)[] = [];
+      for (const { key, rule } of hits) states.push(await hit(key, now, rule));
+      return states;
     },
 
     async clear(keys: readonly CounterKey[]): Promise<void> {
