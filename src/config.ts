@@ -14,6 +14,8 @@ export interface Config {
   readonly dataDir: string;
   /** Absent: SQLite in the data dir. */
   readonly databaseUrl: string | undefined;
+  /** The change feed's listening connection (default: databaseUrl), e.g. past a transaction-mode pooler. */
+  readonly databaseListenUrl: string | undefined;
   /** PostgreSQL: run the statements that repeat as named prepared statements (off behind a pooler that cannot). */
   readonly pgPreparedStatements: boolean;
   /** PostgreSQL: connections each process's pool may open (its change-feed listener is one more). */
@@ -116,6 +118,7 @@ export const SETTINGS = [
   'GATEHOUSE_PORT',
   'GATEHOUSE_DATA_DIR',
   'GATEHOUSE_DATABASE_URL',
+  'GATEHOUSE_DATABASE_LISTEN_URL',
   'GATEHOUSE_ADMIN_PASSWORD',
   'GATEHOUSE_MASTER_KEY',
   'GATEHOUSE_SESSION_IDLE_TIMEOUT',
@@ -384,6 +387,17 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     );
   }
 
+  // The change feed's listener needs a server session of its own (LISTEN): a pooler in
+  // transaction mode may carry the pool's statements, not the listener's.
+  const databaseListenUrl = raw('GATEHOUSE_DATABASE_LISTEN_URL');
+  if (databaseListenUrl !== undefined) {
+    if (databaseUrl === undefined) {
+      problems.push('GATEHOUSE_DATABASE_LISTEN_URL: only with GATEHOUSE_DATABASE_URL (SQLite needs none)');
+    } else if (!/^postgres(ql)?:\/\//.test(databaseListenUrl)) {
+      problems.push('GATEHOUSE_DATABASE_LISTEN_URL: expected a postgres:// or postgresql:// URL');
+    }
+  }
+
   const pgPreparedStatements =
     oneOf('GATEHOUSE_PG_PREPARED_STATEMENTS', ['true', 'false'], 'true') === 'true';
   const pgPoolSize = integer('GATEHOUSE_PG_POOL_SIZE', 10, 1, 1000);
@@ -598,6 +612,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     port,
     dataDir,
     databaseUrl,
+    databaseListenUrl,
     pgPreparedStatements,
     pgPoolSize,
     pgStatementTimeoutMs,

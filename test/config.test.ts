@@ -53,6 +53,33 @@ test('one message names every bad setting at once', () => {
   }
 });
 
+test('GATEHOUSE_DATABASE_LISTEN_URL: a PostgreSQL URL, only beside GATEHOUSE_DATABASE_URL, not quoted in a refusal', () => {
+  const problems = (settings: Record<string, string>) => {
+    try {
+      loadConfig(settings);
+    } catch (e) {
+      return (e as ConfigError).problems;
+    }
+    return [];
+  };
+  assert.deepEqual(problems({ GATEHOUSE_DATABASE_LISTEN_URL: 'postgres://gatehouse:s3cret@db/gatehouse' }), [
+    'GATEHOUSE_DATABASE_LISTEN_URL: only with GATEHOUSE_DATABASE_URL (SQLite needs none)',
+  ]);
+  assert.deepEqual(
+    problems({
+      GATEHOUSE_DATABASE_URL: 'postgres://db/gatehouse',
+      GATEHOUSE_DATABASE_LISTEN_URL: 'mysql://gatehouse:s3cret@db/gatehouse',
+    }),
+    ['GATEHOUSE_DATABASE_LISTEN_URL: expected a postgres:// or postgresql:// URL'],
+  );
+  const config = loadConfig({
+    GATEHOUSE_DATABASE_URL: 'postgres://pgbouncer:6432/gatehouse',
+    GATEHOUSE_DATABASE_LISTEN_URL: 'postgres://db:5432/gatehouse',
+  });
+  assert.equal(config.databaseListenUrl, 'postgres://db:5432/gatehouse');
+  assert.equal(loadConfig({}).databaseListenUrl, undefined);
+});
+
 test('a short admin password is refused without being echoed', () => {
   assert.throws(
     () => loadConfig({ GATEHOUSE_ADMIN_PASSWORD: 'hunter2' }),

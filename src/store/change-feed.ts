@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { type Kysely, sql } from 'kysely';
 import pg from 'pg';
@@ -73,6 +74,8 @@ const STALL_MS = 3000;
 const MAX_PAYLOAD = 7000;
 const CHANNEL = 'gatehouse_invalidate';
 const PING = '~ping';
+/** Payloads of the feed's own (heartbeat, proof) start with this; no change's tag does. */
+const FEED_OWN = '~';
 /** SQLite feed rows older than this are deleted (a process this far behind is not live anyway). */
 const SQLITE_RETENTION_MS = 60_000;
 const SQLITE_PRUNE_EVERY_MS = 30_000;
@@ -115,7 +118,7 @@ export function createStoreChanges(
   let lastPruned = Number.NEGATIVE_INFINITY;
   const feed =
     dialect === 'postgres' && connectionString
-      ? new PostgresFeed(connectionString, listeners)
+      ? new PostgresFeed(connectionString, listeners, db)
       : new SqliteFeed(db, listeners);
   return {
     feed,
@@ -174,11 +177,20 @@ function payloads(tags: readonly string[]): string[] {
  * HEARTBEAT_MS comes back through the same channel, so "heard lately" proves that notifications
  * are being delivered, not merely that a socket is open. A lost connection is re-opened with
  * back-off; each return to live drops every cached entry.
+ *
+ * The listener may reach PostgreSQL by a URL of its own (GATEHOUSE_DATABASE_LISTEN_URL), and its
+ * heartbeat proves only its own channel: so each new listening connection counts for nothing
+ * until it has heard a notification sent through the pool, the way every change is sent. One
+ * that listens to another database, a replica (NOTIFY is not replicated) or through a pooler in
+ * transaction mode never hears it, and the caches are not trusted.
  */
 class PostgresFeed implements ChangeFeed {
   readonly #connectionString: string;
   readonly #listeners: Listeners;
+  readonly #pool: Kysely<Database>;
   #client: pg.Client | undefined;
+  /** The proof the current connection waits to hear from the pool; undefined once heard. */
+  #proof: string | undefined;
   /** Ends the current connection as lost (and schedules the next). */
   #drop: (() => void) | undefined;
   #connectedAt = Number.NEGATIVE_INFINITY;
@@ -190,14 +202,19 @@ class PostgresFeed implements ChangeFeed {
   #retry: NodeJS.Timeout | undefined;
   #backoffMs = 100;
 
-  constructor(connectionString: string, listeners: Listeners) {
+  constructor(connectionString: string, listeners: Listeners, pool: Kysely<Database>) {
     this.#connectionString = connectionString;
     this.#listeners = listeners;
+    this.#pool = pool;
   }
 
   isLive(): boolean {
     this.#start();
-    return this.#client !== undefined && performance.now() - this.#lastHeard < LIVE_WINDOW_MS;
+    return (
+      this.#client !== undefined &&
+      this.#proof === undefined &&
+      performance.now() - this.#lastHeard < LIVE_WINDOW_MS
+    );
   }
 
   subscribe(listener: ChangeListener): () => void {
@@ -236,11 +253,15 @@ class PostgresFeed implements ChangeFeed {
   }
 
   #heard(payload: string | undefined): void {
+    if (this.#proof !== undefined) {
+      if (payload !== this.#proof) return;
+      this.#proof = undefined;
+    }
     const now = performance.now();
     // Back after a silence: whatever changed meanwhile went unheard, so nothing cached is trusted.
     if (now - this.#lastHeard >= LIVE_WINDOW_MS) this.#listeners.dispatch([changeTags.all]);
     this.#lastHeard = now;
-    if (payload && payload !== PING) this.#listeners.dispatch(payload.split(' '));
+    if (payload && !payload.startsWith(FEED_OWN)) this.#listeners.dispatch(payload.split(' '));
   }
 
   async #connect(): Promise<void> {
@@ -274,11 +295,14 @@ class PostgresFeed implements ChangeFeed {
       await client.end().catch(() => {});
       return;
     }
+    const proof = `${FEED_OWN}proof ${randomUUID()}`;
+    this.#proof = proof;
     this.#client = client;
     this.#drop = onLost;
     this.#connectedAt = performance.now();
     this.#backoffMs = 100;
-    this.#ping(client);
+    // Unheard (or unsent), the connection is dropped as stalled after STALL_MS and tried anew.
+    await sql`select pg_notify(${CHANNEL}, ${proof})`.execute(this.#pool).catch(() => {});
   }
 
   #scheduleReconnect(): void {

@@ -40,6 +40,8 @@ export type QueryObserver = (timing: QueryTiming) => void;
 export interface StoreOptions {
   /** Absent: SQLite file `gatehouse.db` in `dataDir`. */
   readonly databaseUrl: string | undefined;
+  /** PostgreSQL: where the change feed listens (default: `databaseUrl`); the same database. */
+  readonly listenUrl?: string | undefined;
   readonly dataDir: string;
   /** PostgreSQL pool size per process. */
   readonly poolSize?: number;
@@ -55,6 +57,7 @@ export interface StoreOptions {
  */
 export function storeOptionsOf(config: {
   readonly databaseUrl: string | undefined;
+  readonly databaseListenUrl: string | undefined;
   readonly dataDir: string;
   readonly pgPreparedStatements: boolean;
   readonly pgPoolSize: number;
@@ -62,6 +65,7 @@ export function storeOptionsOf(config: {
 }): StoreOptions {
   return {
     databaseUrl: config.databaseUrl,
+    listenUrl: config.databaseListenUrl,
     dataDir: config.dataDir,
     preparedStatements: config.pgPreparedStatements,
     poolSize: config.pgPoolSize,
@@ -151,7 +155,7 @@ export function connectStore(options: StoreOptions): Store {
     },
   });
 
-  const changes = createStoreChanges(dialect, db, options.databaseUrl);
+  const changes = createStoreChanges(dialect, db, options.listenUrl ?? options.databaseUrl);
   const repositoriesOf = (executor: Kysely<Database>, committed: (tags: readonly string[]) => void) =>
     withInvalidations(createRepositories(executor, dialect), changes.publisher(executor, committed));
 

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { loadConfig } from '../../src/config.js';
+import { changeTags } from '../../src/store/change-feed.js';
+import { connectStore, type Store, storeOptionsOf } from '../../src/store/connect.js';
+import { createFreshDatabase, postgresUnavailableReason } from '../helpers/postgres.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+
+const pgSkip = await postgresUnavailableReason();
+
+async function until(probe: () => boolean, what: string, ms = 5000): Promise<void> {
+  const started = performance.now();
+  while (performance.now() - started < ms) {
+    if (probe()) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const throughProxy = (url: string, proxy: TcpProxy) => {
+  const routed = new URL(url);
+  routed.hostname = '127.0.0.1';
+  routed.port = String(proxy.port);
+  return routed.toString();
+};
+
+describe('GATEHOUSE_DATABASE_LISTEN_URL: the change feed listens where it says [postgres]', {
+  skip: pgSkip && `PostgreSQL skipped: ${pgSkip}`,
+}, () => {
+  let database: Awaited<ReturnType<typeof createFreshDatabase>>;
+  let elsewhere: Awaited<ReturnType<typeof createFreshDatabase>>;
+  const stores: Store[] = [];
+  const open = async (settings: Record<string, string>) => {
+    const config = loadConfig({ GATEHOUSE_DATABASE_URL: database.url, ...settings });
+    const store = connectStore(storeOptionsOf(config));
+    stores.push(store);
+    await store.migrate();
+    return store;
+  };
+
+  before(async () => {
+    database = await createFreshDatabase();
+    elsewhere = await createFreshDatabase();
+  });
+  after(async () => {
+    for (const store of stores) await store.destroy();
+    await database.drop();
+    await elsewhere.drop();
+  });
+
+  test('the listener connects by the listen URL and the pool by the database URL; changes reach it', async () => {
+    const proxy = new TcpProxy({ host: '127.0.0.1', port: 5432 });
+    await proxy.start();
+    try {
+      const writer = await open({});
+      const listening = await open({ GATEHOUSE_DATABASE_LISTEN_URL: throughProxy(database.url, proxy) });
+      await until(() => listening.changes.isLive(), 'the feed through the listen URL');
+      const heard: string[] = [];
+      listening.changes.subscribe((tags) => heard.push(...tags));
+      await writer.publish([changeTags.user('u-listen-url')]);
+      await until(() => heard.includes('user:u-listen-url'), "the writer's change");
+
+      await proxy.stop();
+      await until(() => !listening.changes.isLive(), 'the feed down with its listen URL');
+      await listening.ping();
+      assert.equal(listening.changes.isLive(), false, 'the pool does not go by the listen URL');
+      await proxy.start();
+      await until(() => listening.changes.isLive(), 'the feed back', 10_000);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  test('a listener on another database is never trusted: it hears its own heartbeat, not the changes', async () => {
+    const store = await open({ GATEHOUSE_DATABASE_LISTEN_URL: elsewhere.url });
+    const writer = await open({});
+    const heard: string[] = [];
+    store.changes.subscribe((tags) => heard.push(...tags));
+    const started = performance.now();
+    // Three seconds: past many heartbeats (every 200 ms) and the first reconnection.
+    while (performance.now() - started < 3000) {
+      assert.equal(store.changes.isLive(), false, 'live on heartbeats that prove nothing');
+      await writer.publish([changeTags.user('u-elsewhere')]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.deepEqual(heard, []);
+    await store.ping();
+  });
+});
