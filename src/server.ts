@@ -32,6 +32,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       shuttingDown: () => shuttingDown,
       ...(cluster.isWorker ? { metricsText: clusterMetricsClient(core.metrics.registry) } : {}),
     });
+    store.observeWarnings((message) => app.log.warn(message));
     const url = await app.listen({ host: config.host, port: config.port });
     core.jobRunner.watch();
     core.housekeeping.watch({

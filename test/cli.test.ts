@@ -512,6 +512,35 @@ describe('CLI usage', () => {
     assert.deepEqual(readdirSync(dataDir), []);
   });
 
+  test('a pooler that refuses the connection timeouts (PgBouncer) gets advice, not only its words', async () => {
+    // PgBouncer's answer to a startup parameter it does not know, before any authentication.
+    const refuse = (socket: net.Socket) => {
+      const fields = Buffer.from(
+        'SFATAL\0C08P01\0Munsupported startup parameter: statement_timeout\0\0',
+        'latin1',
+      );
+      const header = Buffer.alloc(5);
+      header.write('E', 0, 'latin1');
+      header.writeInt32BE(fields.length + 4, 1);
+      socket.once('data', () => socket.end(Buffer.concat([header, fields])));
+      socket.on('error', () => {});
+    };
+    const pooler = net.createServer(refuse);
+    await new Promise<void>((resolve) => pooler.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = pooler.address() as net.AddressInfo;
+      const result = await gatehouse(['keys', 'list'], {
+        ...env,
+        GATEHOUSE_DATABASE_URL: `postgres://gatehouse@127.0.0.1:${port}/gatehouse`,
+      });
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, /unsupported startup parameter: statement_timeout/);
+      assert.match(result.stderr, /ignore_startup_parameters/);
+    } finally {
+      await new Promise((resolve) => pooler.close(resolve));
+    }
+  });
+
   test('usage errors exit 2 with a message, before touching the store', async () => {
     const cases: [string[], RegExp][] = [
       [

@@ -61,8 +61,11 @@ function buildProgram(io: CliIo): Command {
 async function describeUnexpected(error: unknown): Promise<string> {
   if (!(error instanceof Error)) return String(error);
   const { isStoreUnavailable } = await import('../store/connect.js');
+  const { startupParameterAdvice } = await import('../store/pg-pool.js');
   // A refused TCP connect to localhost is an AggregateError with an empty message.
   const text = error.message || (error as { code?: string }).code || error.name;
+  const advice = startupParameterAdvice(error);
+  if (advice) return `${text}: ${advice}`;
   return isStoreUnavailable(error) ? `cannot reach the store: ${text}` : text;
 }
 

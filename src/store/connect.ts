@@ -110,6 +110,11 @@ export interface Store extends Repositories {
   /** Hands the time of every statement from now on to `observer` (the metrics); replaces the previous one. */
   observeQueries(observer: QueryObserver | undefined): void;
   /**
+   * Hands `listener` what the store has to tell the operator (a setting that does not suit the
+   * server it found), those told before it was given included.
+   */
+  observeWarnings(listener: (message: string) => void): void;
+  /**
    * Changes to sessions and accounts made by any process sharing this store, for the per-process
    * caches: published by the repositories' writes themselves (invalidating-repositories.ts).
    */
@@ -129,6 +134,14 @@ const ALONE_LOCK_KEY = '7301842965533178881';
 export function connectStore(options: StoreOptions): Store {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
   let observer: QueryObserver | undefined;
+  const warnings: string[] = [];
+  let warn = (message: string) => {
+    warnings.push(message);
+  };
+  const lostPreparedStatements = () =>
+    warn(
+      'PostgreSQL: a prepared statement was not found in the session that prepared it (a pooler in transaction mode?); statements run unprepared from now on: set GATEHOUSE_PG_PREPARED_STATEMENTS=false',
+    );
   const pool = options.databaseUrl
     ? createPgPool(options.databaseUrl, {
         max: options.poolSize ?? 10,
@@ -139,7 +152,9 @@ export function connectStore(options: StoreOptions): Store {
   const checkpointer = pool ? undefined : new SqliteCheckpointer(sqliteFile(options.dataDir));
   const db = new Kysely<Database>({
     dialect: pool
-      ? new PostgresDialect({ pool: options.preparedStatements === false ? pool : preparingPool(pool) })
+      ? new PostgresDialect({
+          pool: options.preparedStatements === false ? pool : preparingPool(pool, lostPreparedStatements),
+        })
       : new LockWaitingSqliteDialect({ database: withStatementCache(openSqlite(options.dataDir)) }),
     // Kysely times every statement (transactions' begin and commit included) and tells its log.
     log: (event: LogEvent) => {
@@ -230,6 +245,10 @@ export function connectStore(options: StoreOptions): Store {
     },
     observeQueries(next) {
       observer = next;
+    },
+    observeWarnings(listener) {
+      warn = listener;
+      for (const message of warnings.splice(0)) listener(message);
     },
     changes: changes.feed,
     publish: (tags) => changes.publisher(db, changes.dispatchLocal).publish(tags),

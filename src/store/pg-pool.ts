@@ -10,6 +10,16 @@ export interface PgPoolOptions {
   readonly statementTimeoutMs?: number;
 }
 
+/**
+ * What to do about a connection refused for the timeouts the pool sets at connect (startup
+ * parameters), as PgBouncer refuses parameters it does not know; undefined for any other error.
+ */
+export function startupParameterAdvice(error: unknown): string | undefined {
+  const message = error instanceof Error ? error.message : '';
+  if (!/unsupported startup parameter/i.test(message)) return undefined;
+  return 'a pooler (PgBouncer) refuses the timeouts each connection sets: add statement_timeout and idle_in_transaction_session_timeout to its ignore_startup_parameters and set them on the database role instead (README, PostgreSQL)';
+}
+
 export function createPgPool(connectionString: string, options: PgPoolOptions): pg.Pool {
   const timeoutMs = options.statementTimeoutMs;
   const pool = new pg.Pool({

@@ -15,8 +15,17 @@ const PREPARED_STATEMENT_LIMIT = 500;
 class StatementNames {
   readonly #seen = new Map<string, string | null>();
   #next = 0;
+  #off = false;
+
+  /** No statement is named from now on (see `isLostStatement`); answers whether any was till now. */
+  turnOff(): boolean {
+    const wasOn = !this.#off;
+    this.#off = true;
+    return wasOn;
+  }
 
   nameOf(sql: string): string | undefined {
+    if (this.#off) return undefined;
     const known = this.#seen.get(sql);
     if (known !== undefined) return known ?? this.#name(sql);
     // Statements seen once are only remembered: forget them all when there are too many.
@@ -54,15 +63,28 @@ function isStalePlan(error: unknown): boolean {
   return (error as { code?: unknown } | null)?.code === '0A000';
 }
 
+/**
+ * A prepared statement this connection named is gone ("does not exist", SQLSTATE 26000) or one it
+ * never named is there ("already exists", 42P05): the statements are not reaching the server
+ * session they were prepared in, as behind a pooler in transaction mode (PgBouncer before 1.21, or
+ * later ones without max_prepared_statements). Both fail before anything runs.
+ */
+function isLostStatement(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === '26000' || code === '42P05';
+}
+
 const TRANSACTION_START = /^\s*(begin|start\s+transaction)\b/i;
 const TRANSACTION_END = /^\s*(commit|rollback|end|abort)\b/i;
 
 /**
  * The pool as Kysely takes it, running the statements that repeat as named prepared statements.
  * Behind a pooler that moves a session's statements between server connections (PgBouncer in
- * transaction mode before 1.21), turn this off: GATEHOUSE_PG_PREPARED_STATEMENTS=false.
+ * transaction mode before 1.21), turn this off: GATEHOUSE_PG_PREPARED_STATEMENTS=false. Left on
+ * there, the first statement that misses its preparation turns naming off for the process
+ * (`onLost` tells why, once): a few requests inside transactions fail, not one in ten for good.
  */
-export function preparingPool(pool: pg.Pool): PostgresPool {
+export function preparingPool(pool: pg.Pool, onLost: () => void = () => {}): PostgresPool {
   const names = new StatementNames();
   // Kysely keeps its own state per client object: hand out the same wrapper for the same client.
   const wrappers = new WeakMap<pg.PoolClient, PostgresPoolClient>();
@@ -74,6 +96,11 @@ export function preparingPool(pool: pg.Pool): PostgresPool {
       try {
         return await client.query({ name, text: sql, values: parameters as unknown[] });
       } catch (error) {
+        if (isLostStatement(error)) {
+          if (names.turnOff()) onLost();
+          if (inTransaction) throw error;
+          return client.query(sql, parameters as unknown[]);
+        }
         if (!isStalePlan(error)) throw error;
         names.rename(sql);
         // The failed statement did nothing; outside a transaction it can simply run again. Inside

@@ -63,6 +63,24 @@ describe('PostgreSQL prepared statements', {
     assert.deepEqual(await preparedNames(store), ['gatehouse_1']);
   });
 
+  test('statements that miss their preparation (a pooler in transaction mode) turn naming off, with one warning', async () => {
+    const store = await open();
+    const warnings: string[] = [];
+    store.observeWarnings((message) => warnings.push(message));
+    for (let i = 0; i < 3; i += 1) await store.tenants.findByCode('acme');
+    assert.deepEqual(await preparedNames(store), ['gatehouse_1']);
+    // What a pooler does to a client: its next statement reaches a server session that never
+    // prepared gatehouse_1 (pg, believing it prepared, sends only Bind: "does not exist").
+    await sql`deallocate all`.execute(store.db);
+    assert.equal((await store.tenants.findByCode('acme'))?.id, 't1', 'run again unnamed, not failed');
+    for (let i = 0; i < 3; i += 1) await store.tenants.findByCode('acme');
+    await store.tenants.findById('t1');
+    await store.tenants.findById('t1');
+    assert.deepEqual(await preparedNames(store), [], 'nothing named any more');
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0] ?? '', /GATEHOUSE_PG_PREPARED_STATEMENTS=false/);
+  });
+
   test('GATEHOUSE_PG_PREPARED_STATEMENTS=false: nothing is prepared', async () => {
     const store = await open(false);
     for (let i = 0; i < 3; i += 1) await store.tenants.findByCode('acme');
