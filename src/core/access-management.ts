@@ -10,7 +10,13 @@ import type {
   RoleRow,
 } from '../store/repositories/rbac.js';
 import type { AuditAction, AuditService } from './audit.js';
-import { type Actor, actorOf, canSeeUser, readableTenantIds } from './authorization.js';
+import {
+  type Actor,
+  actorOf,
+  canSeeUser,
+  endSessionsOfUnbackedLentTokens,
+  readableTenantIds,
+} from './authorization.js';
 import type { Clock } from './clock.js';
 import { isId, newId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
@@ -177,6 +183,7 @@ export class AccessManagementService {
           }
           if (privileges !== undefined && row.builtin === 0)
             await tx.rbac.setRolePrivileges(row.id, privileges);
+          await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
           const updated = { ...row, name, description };
           await this.#record(
             tx,
@@ -210,6 +217,7 @@ export class AccessManagementService {
         }
         const groups = await tx.rbac.countGroupsWithRole(row.id);
         if (!(await tx.rbac.deleteRole(row.id))) throw new GatehouseError('NOT_FOUND', 'no such role');
+        await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
         await this.#record(tx, 'role.delete', auth, meta, 'role', row, `detached from ${groups} group(s)`);
       }),
     );
@@ -296,6 +304,7 @@ export class AccessManagementService {
             throw new GatehouseError('NOT_FOUND', 'no such group');
           }
           if (roleIds !== undefined) await tx.rbac.setGroupRoles(row.id, roleIds);
+          await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
           const updated = { ...row, name, description };
           const reason = [
             name !== row.name ? 'name' : '',
@@ -333,6 +342,7 @@ export class AccessManagementService {
           );
         }
         if (!(await tx.rbac.deleteGroup(row.id))) throw new GatehouseError('NOT_FOUND', 'no such group');
+        await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
         await this.#record(tx, 'group.delete', auth, meta, 'group', row, `had ${members} member(s)`);
       }),
     );
@@ -361,6 +371,7 @@ export class AccessManagementService {
         const added = [...wanted].filter((userId) => !currentIds.has(userId));
         for (const member of removed) await tx.rbac.removeGroupMember(row.id, member.id);
         for (const userId of added) await tx.rbac.addGroupMember(row.id, userId);
+        await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
         await this.#record(
           tx,
           'group.members',
@@ -382,6 +393,8 @@ export class AccessManagementService {
     await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     return this.#store.transaction(async (tx) => {
       await tx.rbac.addGroupMember(row.id, member);
+      // A user given more privileges than the maker of a token lent to it holds.
+      await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
       await this.#record(tx, 'group.members', auth, meta, 'group', row, `added user ${member}`);
       return this.#groupView(tx, actor, row);
     });
@@ -398,6 +411,7 @@ export class AccessManagementService {
         if (!(await tx.rbac.removeGroupMember(row.id, member))) {
           throw new GatehouseError('NOT_FOUND', 'the user is not a member of this group');
         }
+        await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
         await this.#record(tx, 'group.members', auth, meta, 'group', row, `removed user ${member}`);
         return this.#groupView(tx, actor, row);
       }),

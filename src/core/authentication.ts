@@ -6,7 +6,7 @@ import type { Repositories } from '../store/repositories/index.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
 import type { SigningInUser, UserRow } from '../store/repositories/users.js';
 import type { AuditEntry, AuditService } from './audit.js';
-import { actorOfPrincipal, mayManageUser } from './authorization.js';
+import { makerStillManages } from './authorization.js';
 import { type Clock, sleep } from './clock.js';
 import type { CredentialCache } from './credential-cache.js';
 import type { Admission, LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
@@ -424,21 +424,6 @@ export class AuthenticationService {
     });
   }
 
-  /**
-   * A token made by an administrator for another user is that administrator's authority, lent:
-   * it works while its maker is active and still manages the user (tenancies and privileges, as
-   * when it was made), not after the maker was demoted or the user raised above the maker.
-   */
-  async #makerStillManages(makerId: string, userId: string): Promise<boolean> {
-    const maker = await this.#store.users.findById(makerId);
-    if (maker?.active !== 1) return false;
-    const actor = await actorOfPrincipal(this.#store, userPrincipal(maker));
-    return mayManageUser(this.#store, actor, {
-      id: userId,
-      tenancies: await this.#store.users.tenancies(userId),
-    });
-  }
-
   /** Backup-node agent sign-in; a node of a version below the configured minimum is refused. */
   nodeSignIn(login: string, password: string, version: string, meta: RequestMeta): Promise<OpenedSession> {
     return this.#counted('node', this.#nodeSignIn(login, password, version, meta));
@@ -560,7 +545,7 @@ export class AuthenticationService {
     if (
       row.created_by !== null &&
       row.created_by !== user.id &&
-      !(await this.#makerStillManages(row.created_by, user.id))
+      !(await makerStillManages(this.#store, row.created_by, user.id))
     ) {
       throw new GatehouseError('INVALID_API_TOKEN');
     }

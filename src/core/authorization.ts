@@ -1,5 +1,4 @@
 import { GatehouseError } from '../errors.js';
-import type { Store } from '../store/connect.js';
 import type { Repositories } from '../store/repositories/index.js';
 import type { Role, TenancyView, UserRow } from '../store/repositories/users.js';
 import { isId } from './ids.js';
@@ -24,12 +23,12 @@ export interface Actor {
 const MANAGING_ROLES: ReadonlySet<Role> = new Set(['root', 'admin', 'partner']);
 const READING_ROLES: ReadonlySet<Role> = new Set(['root', 'admin', 'partner', 'read']);
 
-export function actorOf(store: Store, auth: AuthContext): Promise<Actor> {
+export function actorOf(store: Repositories, auth: AuthContext): Promise<Actor> {
   return actorOfPrincipal(store, auth.principal);
 }
 
 /** The actor of a principal outside a request: the maker of an API token, say. */
-export async function actorOfPrincipal(store: Store, principal: Principal): Promise<Actor> {
+export async function actorOfPrincipal(store: Repositories, principal: Principal): Promise<Actor> {
   // Read on every request, never from the token: a role taken away counts at once.
   const tenancies = principal.kind === 'user' ? await store.users.tenancies(principal.id) : [];
   return { principal, tenancies, isRoot: tenancies.some((t) => t.role === 'root') };
@@ -79,7 +78,7 @@ export function canSeeUser(actor: Actor, target: { id: string; tenancies: readon
  * groups already refuses.
  */
 export async function mayManageUser(
-  store: Store,
+  store: Repositories,
   actor: Actor,
   target: { readonly id: string; readonly tenancies: readonly TenancyView[] },
 ): Promise<boolean> {
@@ -91,10 +90,54 @@ export async function mayManageUser(
 }
 
 /**
+ * A token made by an administrator for another user is that administrator's authority, lent: it
+ * works while its maker is active and still manages the user (tenancies and privileges, as when
+ * it was made), not after the maker was demoted or the user raised above the maker.
+ */
+export async function makerStillManages(
+  store: Repositories,
+  makerId: string,
+  userId: string,
+): Promise<boolean> {
+  const maker = await store.users.findById(makerId);
+  if (maker?.active !== 1) return false;
+  const actor = await actorOfPrincipal(store, { kind: 'user', id: maker.id, name: maker.username });
+  return mayManageUser(store, actor, { id: userId, tenancies: await store.users.tenancies(userId) });
+}
+
+/**
+ * After a change to who manages whom (tenancies, group memberships, roles, privileges, an
+ * account deactivated): ends, in the change's transaction, the sessions opened with lent tokens
+ * whose maker no longer manages their user. Sign-ins with such a token are refused anyway
+ * (AuthenticationService); this ends the sessions already open. Answers the tokens concerned.
+ */
+export async function endSessionsOfUnbackedLentTokens(tx: Repositories, now: number): Promise<number> {
+  const backed = new Map<string, boolean>();
+  let ended = 0;
+  for (const { apiTokenId, userId, makerId } of await tx.sessions.listLentTokensInUse(now)) {
+    const pair = `${makerId} ${userId}`;
+    let stillBacked = backed.get(pair);
+    if (stillBacked === undefined) {
+      stillBacked = await makerStillManages(tx, makerId, userId);
+      backed.set(pair, stillBacked);
+    }
+    if (!stillBacked) {
+      await tx.sessions.revokeAllOfApiToken(apiTokenId, now, 'token-maker-changed');
+      ended += 1;
+    }
+  }
+  return ended;
+}
+
+/**
  * Whether the actor holds every privilege that membership of this group gives (root: always), as
  * it must to put a user into it: a directory user, for one, starts in "Operator".
  */
-export async function holdsGroupPrivileges(store: Store, actor: Actor, groupName: string): Promise<boolean> {
+export async function holdsGroupPrivileges(
+  store: Repositories,
+  actor: Actor,
+  groupName: string,
+): Promise<boolean> {
   if (actor.isRoot) return true;
   const group = await store.rbac.findGroupByName(groupName);
   if (!group) return false;
@@ -104,7 +147,7 @@ export async function holdsGroupPrivileges(store: Store, actor: Actor, groupName
 }
 
 /** Whether the actor (not root: callers decide that) holds every one of `privileges`, read fresh. */
-async function holdsAll(store: Store, actor: Actor, privileges: readonly string[]): Promise<boolean> {
+async function holdsAll(store: Repositories, actor: Actor, privileges: readonly string[]): Promise<boolean> {
   if (privileges.length === 0) return true;
   const held = new Set(
     actor.principal.kind === 'user' ? await store.rbac.privilegesOfUser(actor.principal.id) : [],
@@ -141,7 +184,7 @@ export function requireRoot(actor: Actor): void {
  * NOT_FOUND for an unknown user, one the actor cannot see, and a malformed reference.
  */
 export async function findVisibleUser(
-  store: Store,
+  store: Repositories,
   actor: Actor,
   reference: string,
 ): Promise<{ row: UserRow; tenancies: TenancyView[] }> {

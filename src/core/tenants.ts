@@ -7,6 +7,7 @@ import {
   actorOf,
   canManageTenantObjects,
   canSeeTenant,
+  endSessionsOfUnbackedLentTokens,
   keepOneRoot,
   requireRoot,
 } from './authorization.js';
@@ -253,6 +254,8 @@ export class TenantService {
         );
         await tx.subtenants.deleteAllOfTenant(tenant.id);
         await tx.tenants.delete(tenant.id);
+        // Makers of lent tokens may have lost the tenancies that let them manage their users.
+        await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
         await audit.record(
           {
             action: 'tenant.delete',

@@ -18,6 +18,7 @@ import {
   actorOf,
   canManageTenantObjects,
   canSeeTenant,
+  endSessionsOfUnbackedLentTokens,
   findVisibleUser,
   holdsGroupPrivileges,
   keepOneRoot,
@@ -505,11 +506,10 @@ export class UserAdminService {
             const ended = deactivating
               ? await tx.sessions.revokeAllOfUser(target.row.id, now, 'deactivated')
               : 0;
-            // Tokens it made for other users work only while it manages them: their sessions end
-            // with its standing (sign-ins with them are checked again, authentication.ts).
-            if (deactivating || tenanciesChange) {
-              await tx.sessions.revokeOpenedWithTokensLentBy(target.row.id, now, 'token-maker-changed');
-            }
+            // Tokens lent to or by the user work only while their maker manages their user: the
+            // sessions opened with them end with that standing (sign-ins are checked again,
+            // authentication.ts).
+            if (deactivating || tenanciesChange) await endSessionsOfUnbackedLentTokens(tx, now);
             if (changed.length > 0) {
               const endedNote = deactivating ? `; ${ended} session(s) ended` : '';
               await this.#audit.record(event('user.update', `changed ${changed.join(', ')}${endedNote}`), tx);

@@ -355,8 +355,11 @@ forEachDialect('NSE API tokens', (dialect) => {
         url: `/api/v2.1/groups/${globalAdmins}/members/${ids.dave}`,
         headers: bearer(sessions.root!),
       });
+    const beforeRaise = cookieOf(await loginWithToken(record.token));
+    assert.equal(await cookieWorks(beforeRaise), true);
     assert.equal((await member('POST')).statusCode, 200);
     assert.equal((await loginWithToken(record.token)).statusCode, 400);
+    assert.equal(await cookieWorks(beforeRaise), false, 'the session opened before the raise ended with it');
     assert.equal((await member('DELETE')).statusCode, 204);
     // A token of one's own is not lent: it does not depend on anyone's role.
     const own = await issue('dave', { name: 'my own' });

@@ -225,6 +225,29 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
      * The sessions opened with API tokens `makerId` made for other users (a maker deactivated,
      * demoted or deleted vouches for them no more); answers the tokens whose sessions ended.
      */
+    /**
+     * The API tokens made by one user for another (lent) that have live sessions, with their user
+     * and maker: what to check again when who manages whom may have changed.
+     */
+    async listLentTokensInUse(
+      now: number,
+    ): Promise<{ apiTokenId: string; userId: string; makerId: string }[]> {
+      const rows = await db
+        .selectFrom('sessions')
+        .innerJoin('api_tokens', 'api_tokens.id', 'sessions.api_token_id')
+        .where('sessions.revoked_at', 'is', null)
+        .where('sessions.expires_at', '>', now)
+        .where('api_tokens.created_by', 'is not', null)
+        .whereRef('api_tokens.created_by', '!=', 'api_tokens.user_id')
+        .select([
+          'api_tokens.id as apiTokenId',
+          'api_tokens.user_id as userId',
+          'api_tokens.created_by as makerId',
+        ])
+        .distinct()
+        .execute();
+      return rows.flatMap((row) => (row.makerId === null ? [] : [{ ...row, makerId: row.makerId }]));
+    },
     async revokeOpenedWithTokensLentBy(makerId: string, now: number, reason: string): Promise<string[]> {
       const lent = db
         .selectFrom('api_tokens')
