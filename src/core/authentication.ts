@@ -248,16 +248,9 @@ export class AuthenticationService {
     meta: RequestMeta,
   ): Promise<{ readonly id: string; readonly username: string }> {
     // Called from outside only for HTTP Basic; sign-in and password change use the uncounted one.
-    // Basic alone uses the credential cache: it sends the password with every request.
-    return this.#counted('basic', this.#verifyBasic(username, password, meta));
-  }
-
-  /** A pair remembered from this address answers at once; any other is checked in full, then remembered. */
-  async #verifyBasic(
-    username: string,
-    password: string,
-    meta: RequestMeta,
-  ): Promise<{ readonly id: string; readonly username: string }> {
+    // Basic alone uses the credential cache: it sends the password with every request. A pair
+    // remembered from this address answers at once, and is no sign-in (the cache's metrics count
+    // it); any other is checked in full, counted, then remembered.
     const credentials = this.#credentials;
     const cacheKey =
       credentials.enabled &&
@@ -266,10 +259,21 @@ export class AuthenticationService {
       password.length <= PASSWORD_MAX_LENGTH
         ? credentials.keyOf(username, password, meta.ip)
         : undefined;
-    if (cacheKey === undefined) return this.#verifyUserPassword(username, password, meta);
+    if (cacheKey === undefined)
+      return this.#counted('basic', this.#verifyUserPassword(username, password, meta));
     const known = credentials.lookup(cacheKey);
     credentials.counted(known !== undefined);
-    if (known) return { id: known.userId, username: known.username };
+    if (known) return Promise.resolve({ id: known.userId, username: known.username });
+    return this.#counted('basic', this.#verifyAndRemember(username, password, meta, cacheKey));
+  }
+
+  async #verifyAndRemember(
+    username: string,
+    password: string,
+    meta: RequestMeta,
+    cacheKey: string,
+  ): Promise<{ readonly id: string; readonly username: string }> {
+    const credentials = this.#credentials;
     // Taken before the counters and the account are read: a failure announced meanwhile (by any
     // process) keeps this success from being remembered.
     const mark = credentials.mark();
