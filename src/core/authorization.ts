@@ -109,7 +109,7 @@ export async function makerStillManages(
  * After a change to who manages whom (tenancies, group memberships, roles, privileges, an
  * account deactivated): ends, in the change's transaction, the sessions opened with lent tokens
  * whose maker no longer manages their user. Sign-ins with such a token are refused anyway
- * (AuthenticationService); this ends the sessions already open. Answers the tokens concerned.
+ * (AuthenticationService); this ends the sessions already open. Answers how many tokens lost theirs.
  */
 export async function endSessionsOfUnbackedLentTokens(tx: Repositories, now: number): Promise<number> {
   const backed = new Map<string, boolean>();
