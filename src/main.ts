@@ -1,5 +1,6 @@
 import { ConfigError, loadConfig } from './config.js';
 import { startServer } from './server.js';
+import { startupParameterAdvice } from './store/pg-pool.js';
 
 /** Entry point of `npm start`: listens, and closes gracefully on SIGTERM/SIGINT. */
 async function main(): Promise<void> {
@@ -34,6 +35,9 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`gatehouse: cannot start: ${(error as Error).message}\n`);
+  const advice = startupParameterAdvice(error);
+  process.stderr.write(
+    `gatehouse: cannot start: ${(error as Error).message}${advice ? `: ${advice}` : ''}\n`,
+  );
   process.exit(1);
 });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kysely';
 import type pg from 'pg';
 
@@ -11,10 +12,18 @@ const PREPARED_STATEMENT_LIMIT = 500;
  * 40,000/s prepared, docs/performance-log.md). Named, each connection prepares it once and then only binds
  * and executes it. A statement seen once (an administrator's list with a rare filter) is not
  * named, so the servers' memory holds only the shapes that repeat, at most PREPARED_STATEMENT_LIMIT.
+ *
+ * A name is a digest of the statement's text (and of how often this process had to prepare it
+ * anew, see `rename`), never a counter: the same name means the same statement in every process.
+ * Behind a pooler that hands one server connection to many processes in turn, a statement bound
+ * where another process prepared the name therefore runs that same statement, or fails for want of
+ * it (and `isLostStatement` turns naming off); a counter's `gatehouse_1` would have run whatever
+ * another process had prepared under it.
  */
 class StatementNames {
-  readonly #seen = new Map<string, string | null>();
-  #next = 0;
+  /** Per statement: its name, null while seen once; and how often it was renamed. */
+  readonly #seen = new Map<string, { name: string | null; renamed: number }>();
+  #named = 0;
   #off = false;
 
   /** No statement is named from now on (see `isLostStatement`); answers whether any was till now. */
@@ -27,12 +36,12 @@ class StatementNames {
   nameOf(sql: string): string | undefined {
     if (this.#off) return undefined;
     const known = this.#seen.get(sql);
-    if (known !== undefined) return known ?? this.#name(sql);
+    if (known !== undefined) return known.name ?? this.#name(sql, known);
     // Statements seen once are only remembered: forget them all when there are too many.
     if (this.#seen.size >= PREPARED_STATEMENT_LIMIT * 4) {
-      for (const [text, name] of this.#seen) if (name === null) this.#seen.delete(text);
+      for (const [text, entry] of this.#seen) if (entry.name === null) this.#seen.delete(text);
     }
-    this.#seen.set(sql, null);
+    this.#seen.set(sql, { name: null, renamed: 0 });
     return undefined;
   }
 
@@ -42,14 +51,17 @@ class StatementNames {
    * it keep it under the old name, unused; the next use prepares it again under a new one.
    */
   rename(sql: string): void {
-    if (this.#seen.get(sql)) this.#seen.set(sql, null);
+    const known = this.#seen.get(sql);
+    if (known?.name) this.#seen.set(sql, { name: null, renamed: known.renamed + 1 });
   }
 
-  #name(sql: string): string | undefined {
-    if (this.#next >= PREPARED_STATEMENT_LIMIT) return undefined;
-    this.#next += 1;
-    const name = `gatehouse_${this.#next}`;
-    this.#seen.set(sql, name);
+  #name(sql: string, entry: { renamed: number }): string | undefined {
+    if (this.#named >= PREPARED_STATEMENT_LIMIT) return undefined;
+    this.#named += 1;
+    // 96 bits of SHA-256: PostgreSQL keeps 63 bytes of a name.
+    const digest = createHash('sha256').update(sql).digest('hex').slice(0, 24);
+    const name = `gatehouse_${digest}_${entry.renamed}`;
+    this.#seen.set(sql, { name, renamed: entry.renamed });
     return name;
   }
 }
