@@ -70,6 +70,10 @@ const LIVE_WINDOW_MS = 800;
 const HEARTBEAT_MS = 200;
 /** A listening connection that delivered nothing for this long is dropped and opened anew. */
 const STALL_MS = 3000;
+/** A listener with a URL of its own that has not heard the pool this long is reported, once. */
+const UNPROVEN_WARNING_MS = 10_000;
+/** An unheard proof is sent again this often (every listening process hears each one). */
+const PROOF_RESEND_MS = 1000;
 /** NOTIFY payloads are limited to 8000 bytes. */
 const MAX_PAYLOAD = 7000;
 const CHANNEL = 'gatehouse_invalidate';
@@ -112,13 +116,25 @@ export interface StoreChanges {
 export function createStoreChanges(
   dialect: 'sqlite' | 'postgres',
   db: Kysely<Database>,
-  connectionString: string | undefined,
+  connection: {
+    /** The pool's URL (PostgreSQL). */
+    readonly databaseUrl: string | undefined;
+    /** The listener's, if it has one of its own. */
+    readonly listenUrl?: string | undefined;
+    /** Tells the operator of a listener that does not hear the pool (see PostgresFeed). */
+    readonly warn?: (message: string) => void;
+  },
 ): StoreChanges {
   const listeners = new Listeners();
   let lastPruned = Number.NEGATIVE_INFINITY;
+  const { databaseUrl, listenUrl, warn = () => {} } = connection;
   const feed =
-    dialect === 'postgres' && connectionString
-      ? new PostgresFeed(connectionString, listeners, db)
+    dialect === 'postgres' && databaseUrl
+      ? new PostgresFeed(listenUrl ?? databaseUrl, listeners, {
+          pool: db,
+          proveThroughPool: listenUrl !== undefined && listenUrl !== databaseUrl,
+          warn,
+        })
       : new SqliteFeed(db, listeners);
   return {
     feed,
@@ -178,19 +194,27 @@ function payloads(tags: readonly string[]): string[] {
  * are being delivered, not merely that a socket is open. A lost connection is re-opened with
  * back-off; each return to live drops every cached entry.
  *
- * The listener may reach PostgreSQL by a URL of its own (GATEHOUSE_DATABASE_LISTEN_URL), and its
- * heartbeat proves only its own channel: so each new listening connection counts for nothing
- * until it has heard a notification sent through the pool, the way every change is sent. One
- * that listens to another database, a replica (NOTIFY is not replicated) or through a pooler in
- * transaction mode never hears it, and the caches are not trusted.
+ * The listener may reach PostgreSQL by a URL of its own (GATEHOUSE_DATABASE_LISTEN_URL), and then
+ * its heartbeat proves only its own channel: so each new listening connection counts for nothing
+ * until it has heard a notification sent through the pool, the way every change is sent (sent
+ * again each heartbeat until heard: a busy pool delays it, and the connection is kept meanwhile).
+ * One that listens to another database, a replica (NOTIFY is not replicated) or through a pooler
+ * in transaction mode never hears it: the caches are not trusted, and the operator is told.
  */
 class PostgresFeed implements ChangeFeed {
   readonly #connectionString: string;
   readonly #listeners: Listeners;
   readonly #pool: Kysely<Database>;
+  readonly #proveThroughPool: boolean;
+  readonly #warn: (message: string) => void;
   #client: pg.Client | undefined;
   /** The proof the current connection waits to hear from the pool; undefined once heard. */
   #proof: string | undefined;
+  #proving = false;
+  #lastProofSent = Number.NEGATIVE_INFINITY;
+  #warnedUnproven = false;
+  /** Anything heard on the current connection, its own heartbeat included (for stalls). */
+  #lastHeardAny = Number.NEGATIVE_INFINITY;
   /** Ends the current connection as lost (and schedules the next). */
   #drop: (() => void) | undefined;
   #connectedAt = Number.NEGATIVE_INFINITY;
@@ -202,10 +226,16 @@ class PostgresFeed implements ChangeFeed {
   #retry: NodeJS.Timeout | undefined;
   #backoffMs = 100;
 
-  constructor(connectionString: string, listeners: Listeners, pool: Kysely<Database>) {
+  constructor(
+    connectionString: string,
+    listeners: Listeners,
+    options: { pool: Kysely<Database>; proveThroughPool: boolean; warn: (message: string) => void },
+  ) {
     this.#connectionString = connectionString;
     this.#listeners = listeners;
-    this.#pool = pool;
+    this.#pool = options.pool;
+    this.#proveThroughPool = options.proveThroughPool;
+    this.#warn = options.warn;
   }
 
   isLive(): boolean {
@@ -233,12 +263,36 @@ class PostgresFeed implements ChangeFeed {
   #tick(): void {
     const client = this.#client;
     if (!client) return;
+    const now = performance.now();
     // A connection cut without a word (a partition) raises no error: silence is the sign.
-    if (performance.now() - Math.max(this.#lastHeard, this.#connectedAt) > STALL_MS) {
+    if (now - Math.max(this.#lastHeardAny, this.#connectedAt) > STALL_MS) {
       this.#drop?.();
       return;
     }
     this.#ping(client);
+    if (this.#proof !== undefined) {
+      this.#prove(this.#proof);
+      if (!this.#warnedUnproven && now - this.#connectedAt > UNPROVEN_WARNING_MS) {
+        this.#warnedUnproven = true;
+        this.#warn(
+          `PostgreSQL: the change feed's listener has not heard a notification sent through the pool in ${UNPROVEN_WARNING_MS / 1000} s, so no cache is used: GATEHOUSE_DATABASE_LISTEN_URL must reach the database of GATEHOUSE_DATABASE_URL itself (not a replica, not a pooler in transaction mode)`,
+        );
+      }
+    }
+  }
+
+  /** Sends the proof the current connection waits for through the pool (one at a time, once a second). */
+  #prove(proof: string): void {
+    const now = performance.now();
+    if (this.#proving || now - this.#lastProofSent < PROOF_RESEND_MS) return;
+    this.#proving = true;
+    this.#lastProofSent = now;
+    sql`select pg_notify(${CHANNEL}, ${proof})`
+      .execute(this.#pool)
+      .catch(() => {})
+      .finally(() => {
+        this.#proving = false;
+      });
   }
 
   #ping(client: pg.Client): void {
@@ -253,11 +307,12 @@ class PostgresFeed implements ChangeFeed {
   }
 
   #heard(payload: string | undefined): void {
+    const now = performance.now();
+    this.#lastHeardAny = now;
     if (this.#proof !== undefined) {
       if (payload !== this.#proof) return;
       this.#proof = undefined;
     }
-    const now = performance.now();
     // Back after a silence: whatever changed meanwhile went unheard, so nothing cached is trusted.
     if (now - this.#lastHeard >= LIVE_WINDOW_MS) this.#listeners.dispatch([changeTags.all]);
     this.#lastHeard = now;
@@ -276,6 +331,7 @@ class PostgresFeed implements ChangeFeed {
         this.#drop = undefined;
       }
       this.#lastHeard = Number.NEGATIVE_INFINITY;
+      this.#lastHeardAny = Number.NEGATIVE_INFINITY;
       client.end().catch(() => {});
       this.#scheduleReconnect();
     };
@@ -295,14 +351,14 @@ class PostgresFeed implements ChangeFeed {
       await client.end().catch(() => {});
       return;
     }
-    const proof = `${FEED_OWN}proof ${randomUUID()}`;
-    this.#proof = proof;
+    this.#proof = this.#proveThroughPool ? `${FEED_OWN}proof ${randomUUID()}` : undefined;
+    this.#lastProofSent = Number.NEGATIVE_INFINITY;
     this.#client = client;
     this.#drop = onLost;
     this.#connectedAt = performance.now();
     this.#backoffMs = 100;
-    // Unheard (or unsent), the connection is dropped as stalled after STALL_MS and tried anew.
-    await sql`select pg_notify(${CHANNEL}, ${proof})`.execute(this.#pool).catch(() => {});
+    this.#ping(client);
+    if (this.#proof !== undefined) this.#prove(this.#proof);
   }
 
   #scheduleReconnect(): void {

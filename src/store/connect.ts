@@ -170,7 +170,11 @@ export function connectStore(options: StoreOptions): Store {
     },
   });
 
-  const changes = createStoreChanges(dialect, db, options.listenUrl ?? options.databaseUrl);
+  const changes = createStoreChanges(dialect, db, {
+    databaseUrl: options.databaseUrl,
+    listenUrl: options.listenUrl,
+    warn: (message) => warn(message),
+  });
   const repositoriesOf = (executor: Kysely<Database>, committed: (tags: readonly string[]) => void) =>
     withInvalidations(createRepositories(executor, dialect), changes.publisher(executor, committed));
 
