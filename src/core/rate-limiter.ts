@@ -108,7 +108,8 @@ export class RateLimiter {
     if (state) this.#heard(id, route, subject, state);
     if (now - this.#lastPrune >= PRUNE_INTERVAL_MS) {
       this.#lastPrune = now;
-      await this.#backend.prune(now);
+      // Housekeeping: a prune that fails leaves old rows to the next one, not this request's answer.
+      await this.#backend.prune(now).catch(() => {});
     }
     if (state && state.hits > limit.limit) {
       const retryAfter = Math.max(1, Math.ceil((state.windowStart + limit.windowMs - now) / 1000));

@@ -30,7 +30,7 @@ export function createRepositories(db: Kysely<Database>, dialect: Dialect) {
     auditEvents: createAuditEventRepository(db, dialect),
     subtenants: createSubtenantRepository(db),
     imports: createImportRepository(db),
-    loginThrottle: createLoginThrottleRepository(db),
+    loginThrottle: createLoginThrottleRepository(db, dialect),
   };
 }
 

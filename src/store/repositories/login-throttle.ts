@@ -1,4 +1,5 @@
 import { type Kysely, type Selectable, sql } from 'kysely';
+import type { Dialect } from '../connect.js';
 import type { Database, LoginThrottleTable } from '../schema.js';
 import { type StatementShape, shapeOf, standIn, withValues } from './compiled-once.js';
 
@@ -41,7 +42,7 @@ export interface HitRule {
  * (`insert ... on conflict do update`, the same SQL on SQLite and PostgreSQL), so concurrent
  * requests on any number of nodes never lose a count.
  */
-export function createLoginThrottleRepository(db: Kysely<Database>) {
+export function createLoginThrottleRepository(db: Kysely<Database>, dialect: Dialect) {
   const matching = (keys: readonly CounterKey[]) =>
     sql<boolean>`(${sql.join(
       keys.map((k) => sql`(scope = ${k.scope} and subject = ${k.subject})`),
@@ -161,9 +162,23 @@ export function createLoginThrottleRepository(db: Kysely<Database>) {
       return Number(result.numDeletedRows);
     },
 
-    /** Deletes counters whose window and lock are both over. */
+    /**
+     * Deletes counters whose window and lock are both over. On PostgreSQL it passes over rows a
+     * transaction holds: a failed sign-in's counts lock three rows in turn, and a delete that
+     * waited for one while holding another that transaction wants next would deadlock with it.
+     */
     async prune(now: number): Promise<number> {
-      const result = await db.deleteFrom('login_throttle').where('expires_at', '<=', now).executeTakeFirst();
+      const expired = db
+        .selectFrom('login_throttle')
+        .select(['scope', 'subject'])
+        .where('expires_at', '<=', now);
+      const result = await db
+        .deleteFrom('login_throttle')
+        .where('expires_at', '<=', now)
+        .$if(dialect === 'postgres', (query) =>
+          query.where(sql<boolean>`(scope, subject) in (${expired.forUpdate().skipLocked()})`),
+        )
+        .executeTakeFirst();
       return Number(result.numDeletedRows);
     },
   };
