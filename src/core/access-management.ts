@@ -15,6 +15,7 @@ import {
   actorOf,
   canSeeUser,
   endSessionsOfUnbackedLentTokens,
+  lentTokensConcerned,
   readableTenantIds,
 } from './authorization.js';
 import type { Clock } from './clock.js';
@@ -178,12 +179,14 @@ export class AccessManagementService {
     return this.#unique(name, 'role', () =>
       this.#store.transaction(async (tx) =>
         keepOneAccessManager(tx, async () => {
+          const now = this.#clock.now();
+          const reprivileged = privileges !== undefined && row.builtin === 0;
+          const concerned = reprivileged ? await lentTokensConcerned(tx, now, { role: row.id }) : [];
           if (!(await tx.rbac.updateRole(row.id, { name, description }))) {
             throw new GatehouseError('NOT_FOUND', 'no such role');
           }
-          if (privileges !== undefined && row.builtin === 0)
-            await tx.rbac.setRolePrivileges(row.id, privileges);
-          await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
+          if (reprivileged) await tx.rbac.setRolePrivileges(row.id, privileges);
+          await endSessionsOfUnbackedLentTokens(tx, now, concerned);
           const updated = { ...row, name, description };
           await this.#record(
             tx,
@@ -216,8 +219,10 @@ export class AccessManagementService {
           );
         }
         const groups = await tx.rbac.countGroupsWithRole(row.id);
+        const now = this.#clock.now();
+        const concerned = await lentTokensConcerned(tx, now, { role: row.id });
         if (!(await tx.rbac.deleteRole(row.id))) throw new GatehouseError('NOT_FOUND', 'no such role');
-        await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
+        await endSessionsOfUnbackedLentTokens(tx, now, concerned);
         await this.#record(tx, 'role.delete', auth, meta, 'role', row, `detached from ${groups} group(s)`);
       }),
     );
@@ -300,11 +305,14 @@ export class AccessManagementService {
     return this.#unique(name, 'group', () =>
       this.#store.transaction(async (tx) =>
         keepOneAccessManager(tx, async () => {
+          const now = this.#clock.now();
+          const concerned =
+            roleIds === undefined ? [] : await lentTokensConcerned(tx, now, { groups: [row.id] });
           if (!(await tx.rbac.updateGroup(row.id, { name, description }))) {
             throw new GatehouseError('NOT_FOUND', 'no such group');
           }
           if (roleIds !== undefined) await tx.rbac.setGroupRoles(row.id, roleIds);
-          await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
+          await endSessionsOfUnbackedLentTokens(tx, now, concerned);
           const updated = { ...row, name, description };
           const reason = [
             name !== row.name ? 'name' : '',
@@ -341,8 +349,10 @@ export class AccessManagementService {
             'the group has members you cannot see; only root may delete it',
           );
         }
+        const now = this.#clock.now();
+        const concerned = await lentTokensConcerned(tx, now, { groups: [row.id] });
         if (!(await tx.rbac.deleteGroup(row.id))) throw new GatehouseError('NOT_FOUND', 'no such group');
-        await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
+        await endSessionsOfUnbackedLentTokens(tx, now, concerned);
         await this.#record(tx, 'group.delete', auth, meta, 'group', row, `had ${members} member(s)`);
       }),
     );
@@ -369,9 +379,13 @@ export class AccessManagementService {
         const currentIds = new Set(current.map((m) => m.id));
         const removed = current.filter((m) => !wanted.has(m.id));
         const added = [...wanted].filter((userId) => !currentIds.has(userId));
+        const now = this.#clock.now();
+        const concerned = await lentTokensConcerned(tx, now, {
+          users: [...removed.map((member) => member.id), ...added],
+        });
         for (const member of removed) await tx.rbac.removeGroupMember(row.id, member.id);
         for (const userId of added) await tx.rbac.addGroupMember(row.id, userId);
-        await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
+        await endSessionsOfUnbackedLentTokens(tx, now, concerned);
         await this.#record(
           tx,
           'group.members',
@@ -392,9 +406,11 @@ export class AccessManagementService {
     const member = await this.#visibleUser(actor, userId);
     await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     return this.#store.transaction(async (tx) => {
+      const now = this.#clock.now();
+      const concerned = await lentTokensConcerned(tx, now, { users: [member] });
       await tx.rbac.addGroupMember(row.id, member);
-      // A user given more privileges than the maker of a token lent to it holds.
-      await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
+      // A user may now hold more privileges than the maker of a token lent to it.
+      await endSessionsOfUnbackedLentTokens(tx, now, concerned);
       await this.#record(tx, 'group.members', auth, meta, 'group', row, `added user ${member}`);
       return this.#groupView(tx, actor, row);
     });
@@ -408,10 +424,12 @@ export class AccessManagementService {
     await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     return this.#store.transaction(async (tx) =>
       keepOneAccessManager(tx, async () => {
+        const now = this.#clock.now();
+        const concerned = await lentTokensConcerned(tx, now, { users: [member] });
         if (!(await tx.rbac.removeGroupMember(row.id, member))) {
           throw new GatehouseError('NOT_FOUND', 'the user is not a member of this group');
         }
-        await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
+        await endSessionsOfUnbackedLentTokens(tx, now, concerned);
         await this.#record(tx, 'group.members', auth, meta, 'group', row, `removed user ${member}`);
         return this.#groupView(tx, actor, row);
       }),

@@ -1,5 +1,6 @@
 import { GatehouseError } from '../errors.js';
 import type { Repositories } from '../store/repositories/index.js';
+import type { LentTokenScope } from '../store/repositories/sessions.js';
 import type { Role, TenancyView, UserRow } from '../store/repositories/users.js';
 import { isId } from './ids.js';
 import { accountKey } from './secrets.js';
@@ -105,16 +106,37 @@ export async function makerStillManages(
   return mayManageUser(store, actor, { id: userId, tenancies: await store.users.tenancies(userId) });
 }
 
+/** The lent tokens in use a change may concern, as read before it (see `endSessionsOfUnbackedLentTokens`). */
+export type LentTokensInUse = Awaited<ReturnType<Repositories['sessions']['listLentTokensInUse']>>;
+
+/**
+ * The lent tokens with live sessions that a change to who manages whom may concern: read in the
+ * change's transaction before the change (a deleted group's members are gone after it), and
+ * handed to `endSessionsOfUnbackedLentTokens` after it. No scope: every one.
+ */
+export function lentTokensConcerned(
+  tx: Repositories,
+  now: number,
+  scope?: LentTokenScope,
+): Promise<LentTokensInUse> {
+  return tx.sessions.listLentTokensInUse(now, scope);
+}
+
 /**
  * After a change to who manages whom (tenancies, group memberships, roles, privileges, an
- * account deactivated): ends, in the change's transaction, the sessions opened with lent tokens
- * whose maker no longer manages their user. Sign-ins with such a token are refused anyway
- * (AuthenticationService); this ends the sessions already open. Answers how many tokens lost theirs.
+ * account deactivated): ends, in the change's transaction, the sessions opened with those of
+ * `concerned` whose maker no longer manages their user. Sign-ins with such a token are refused
+ * anyway (AuthenticationService); this ends the sessions already open. Answers how many tokens
+ * lost theirs.
  */
-export async function endSessionsOfUnbackedLentTokens(tx: Repositories, now: number): Promise<number> {
+export async function endSessionsOfUnbackedLentTokens(
+  tx: Repositories,
+  now: number,
+  concerned: LentTokensInUse,
+): Promise<number> {
   const backed = new Map<string, boolean>();
   let ended = 0;
-  for (const { apiTokenId, userId, makerId } of await tx.sessions.listLentTokensInUse(now)) {
+  for (const { apiTokenId, userId, makerId } of concerned) {
     const pair = `${makerId} ${userId}`;
     let stillBacked = backed.get(pair);
     if (stillBacked === undefined) {

@@ -1,5 +1,6 @@
 import { changeTags } from '../store/change-feed.js';
 import type { Store } from '../store/connect.js';
+import { endSessionsOfUnbackedLentTokens, lentTokensConcerned } from './authorization.js';
 import type { Clock } from './clock.js';
 import { newId } from './ids.js';
 import { BUILTIN_GROUPS, BUILTIN_ROLES } from './privilege-catalog.js';
@@ -62,7 +63,16 @@ export class RbacService {
         }
         const existing = await tx.rbac.findRoleByName(role.name);
         if (!existing) throw new Error(`built-in role ${role.name} could not be created`);
-        await tx.rbac.setRolePrivileges(existing.id, role.privileges);
+        const current = new Set(await tx.rbac.privilegesOfRole(existing.id));
+        const changed =
+          current.size !== role.privileges.length || role.privileges.some((code) => !current.has(code));
+        if (changed) {
+          // A release that changes a built-in role may raise its holders above the makers of
+          // tokens lent to them (or lower the makers): those tokens' sessions end.
+          const concerned = await lentTokensConcerned(tx, now, { role: existing.id });
+          await tx.rbac.setRolePrivileges(existing.id, role.privileges);
+          await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+        }
         roleIds.set(key, existing.id);
       }
       for (const group of Object.values(BUILTIN_GROUPS)) {

@@ -9,6 +9,7 @@ import {
   canSeeTenant,
   endSessionsOfUnbackedLentTokens,
   keepOneRoot,
+  lentTokensConcerned,
   requireRoot,
 } from './authorization.js';
 import { SYSTEM_TENANT_CODE } from './bootstrap.js';
@@ -255,7 +256,8 @@ export class TenantService {
         await tx.subtenants.deleteAllOfTenant(tenant.id);
         await tx.tenants.delete(tenant.id);
         // Makers of lent tokens may have lost the tenancies that let them manage their users.
-        await endSessionsOfUnbackedLentTokens(tx, this.#clock.now());
+        const now = this.#clock.now();
+        await endSessionsOfUnbackedLentTokens(tx, now, await lentTokensConcerned(tx, now));
         await audit.record(
           {
             action: 'tenant.delete',

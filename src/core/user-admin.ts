@@ -22,6 +22,7 @@ import {
   findVisibleUser,
   holdsGroupPrivileges,
   keepOneRoot,
+  lentTokensConcerned,
   mayManageUser,
   readableTenantIds,
 } from './authorization.js';
@@ -509,7 +510,10 @@ export class UserAdminService {
             // Tokens lent to or by the user work only while their maker manages their user: the
             // sessions opened with them end with that standing (sign-ins are checked again,
             // authentication.ts).
-            if (deactivating || tenanciesChange) await endSessionsOfUnbackedLentTokens(tx, now);
+            if (deactivating || tenanciesChange) {
+              const concerned = await lentTokensConcerned(tx, now, { users: [target.row.id] });
+              await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+            }
             if (changed.length > 0) {
               const endedNote = deactivating ? `; ${ended} session(s) ended` : '';
               await this.#audit.record(event('user.update', `changed ${changed.join(', ')}${endedNote}`), tx);

@@ -361,6 +361,22 @@ forEachDialect('NSE API tokens', (dialect) => {
     assert.equal((await loginWithToken(record.token)).statusCode, 400);
     assert.equal(await cookieWorks(beforeRaise), false, 'the session opened before the raise ended with it');
     assert.equal((await member('DELETE')).statusCode, 204);
+    // dave raised by a role given to a group he is in: the sessions of alice's token end with it.
+    const asRoot = (method: 'POST' | 'PUT', url: string, payload: object) =>
+      ctx.inject({ method, url: `/api/v2.1${url}`, headers: bearer(sessions.root!), payload });
+    const role = json(
+      await asRoot('POST', '/roles', { name: 'Report readers', privileges: ['REPORTING_REPORT_READ'] }),
+    ).result.records[0];
+    const group = json(await asRoot('POST', '/groups', { name: 'Readers of reports' })).result.records[0];
+    assert.equal((await asRoot('POST', `/groups/${group.id}/members/${ids.dave}`, {})).statusCode, 200);
+    const beforeRole = cookieOf(await loginWithToken(record.token));
+    assert.equal(await cookieWorks(beforeRole), true, 'a group without roles raises no one');
+    const given = await asRoot('PUT', `/groups/${group.id}`, { roles: [role.id] });
+    assert.equal(given.statusCode, 200, given.body);
+    assert.equal(await cookieWorks(beforeRole), false, 'ended with the role given to his group');
+    assert.equal((await loginWithToken(record.token)).statusCode, 400);
+    assert.equal((await asRoot('PUT', `/groups/${group.id}`, { roles: [] })).statusCode, 200);
+    assert.equal((await loginWithToken(record.token)).statusCode, 201);
     // A token of one's own is not lent: it does not depend on anyone's role.
     const own = await issue('dave', { name: 'my own' });
     assert.equal(own.created_by, ids.dave);
@@ -493,5 +509,49 @@ forEachDialect('NSE API tokens', (dialect) => {
       creates.every((e) => e.target_type === 'api_token' && e.outcome === 'success'),
       'token.create events name the token',
     );
+  });
+
+  test('a change of access rights checks only the lent tokens it may concern, not every one in use', async () => {
+    // Twenty users of acme, each with a session opened with a token alice lent them.
+    for (let i = 0; i < 20; i += 1) {
+      const user = await ctx.core.accounts.createUser({
+        username: `lent${i}`,
+        password: 'Borrowed-key-2031',
+        tenantCode: 'acme',
+        role: 'user',
+      });
+      const lent = await issue('alice', { name: `for lent${i}`, user_id: user.id });
+      assert.equal((await loginWithToken(lent.token)).statusCode, 201);
+    }
+    const frank = await ctx.core.accounts.createUser({
+      username: 'frank',
+      password: 'Harbour-gate-2031',
+      tenantCode: 'acme',
+      role: 'user',
+    });
+    const group = json(
+      await ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/groups',
+        headers: bearer(sessions.root!),
+        payload: { name: 'Frank alone' },
+      }),
+    ).result.records[0];
+    let statements = 0;
+    ctx.store.observeQueries(() => {
+      statements += 1;
+    });
+    try {
+      const added = await ctx.inject({
+        method: 'POST',
+        url: `/api/v2.1/groups/${group.id}/members/${frank.id}`,
+        headers: bearer(sessions.root!),
+      });
+      assert.equal(added.statusCode, 200, added.body);
+    } finally {
+      ctx.store.observeQueries(undefined);
+    }
+    // Checking each of the twenty would take four reads apiece.
+    assert.ok(statements < 40, `${statements} statements`);
   });
 });

@@ -70,6 +70,15 @@ const _everySessionColumn: ListsEveryColumn<SessionTable, typeof SESSION_COLUMNS
 /** A new session: every column given, none left to its default. */
 export type NewSessionRow = Required<Insertable<SessionTable>>;
 
+/**
+ * Which lent tokens a change may concern: those whose maker or user is among `users`, a member of
+ * one of `groups`, or a member of a group holding `role`.
+ */
+export type LentTokenScope =
+  | { readonly users: readonly string[] }
+  | { readonly groups: readonly string[] }
+  | { readonly role: string };
+
 export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) {
   /**
    * The compare-and-set of a batch of refreshes, by batch size. Every refresh goes through one:
@@ -231,7 +240,18 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
      */
     async listLentTokensInUse(
       now: number,
+      scope?: LentTokenScope,
     ): Promise<{ apiTokenId: string; userId: string; makerId: string }[]> {
+      if (scope && 'users' in scope && scope.users.length === 0) return [];
+      if (scope && 'groups' in scope && scope.groups.length === 0) return [];
+      const members = (groupIds: readonly string[]) =>
+        db.selectFrom('group_members').select('user_id').where('group_id', 'in', groupIds);
+      const holders = (roleId: string) =>
+        db
+          .selectFrom('group_members')
+          .innerJoin('group_roles', 'group_roles.group_id', 'group_members.group_id')
+          .select('group_members.user_id')
+          .where('group_roles.role_id', '=', roleId);
       const rows = await db
         .selectFrom('sessions')
         .innerJoin('api_tokens', 'api_tokens.id', 'sessions.api_token_id')
@@ -239,6 +259,17 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
         .where('sessions.expires_at', '>', now)
         .where('api_tokens.created_by', 'is not', null)
         .whereRef('api_tokens.created_by', '!=', 'api_tokens.user_id')
+        .$if(scope !== undefined, (query) =>
+          query.where((eb) => {
+            const among =
+              scope === undefined || 'users' in scope
+                ? [...(scope?.users ?? [])]
+                : 'groups' in scope
+                  ? members(scope.groups)
+                  : holders(scope.role);
+            return eb.or([eb('api_tokens.created_by', 'in', among), eb('api_tokens.user_id', 'in', among)]);
+          }),
+        )
         .select([
           'api_tokens.id as apiTokenId',
           'api_tokens.user_id as userId',
