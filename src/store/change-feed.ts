@@ -70,10 +70,10 @@ const LIVE_WINDOW_MS = 800;
 const HEARTBEAT_MS = 200;
 /** A listening connection that delivered nothing for this long is dropped and opened anew. */
 const STALL_MS = 3000;
-/** A listener with a URL of its own that has not heard the pool this long is reported, once. */
+/** A listener must hear a notification sent through the pool this often (see PostgresFeed). */
+const PROOF_EVERY_MS = 5000;
+/** A feed not proven this long is reported (once an episode). */
 const UNPROVEN_WARNING_MS = 10_000;
-/** An unheard proof is sent again this often (every listening process hears each one). */
-const PROOF_RESEND_MS = 1000;
 /** NOTIFY payloads are limited to 8000 bytes. */
 const MAX_PAYLOAD = 7000;
 const CHANNEL = 'gatehouse_invalidate';
@@ -130,11 +130,7 @@ export function createStoreChanges(
   const { databaseUrl, listenUrl, warn = () => {} } = connection;
   const feed =
     dialect === 'postgres' && databaseUrl
-      ? new PostgresFeed(listenUrl ?? databaseUrl, listeners, {
-          pool: db,
-          proveThroughPool: listenUrl !== undefined && listenUrl !== databaseUrl,
-          warn,
-        })
+      ? new PostgresFeed(listenUrl ?? databaseUrl, listeners, { pool: db, warn })
       : new SqliteFeed(db, listeners);
   return {
     feed,
@@ -194,34 +190,51 @@ function payloads(tags: readonly string[]): string[] {
  * are being delivered, not merely that a socket is open. A lost connection is re-opened with
  * back-off; each return to live drops every cached entry.
  *
- * The listener may reach PostgreSQL by a URL of its own (GATEHOUSE_DATABASE_LISTEN_URL), and then
- * its heartbeat proves only its own channel: so each new listening connection counts for nothing
- * until it has heard a notification sent through the pool, the way every change is sent (sent
- * again each heartbeat until heard: a busy pool delays it, and the connection is kept meanwhile).
- * One that listens to another database, a replica (NOTIFY is not replicated) or through a pooler
- * in transaction mode never hears it: the caches are not trusted, and the operator is told.
+ * The heartbeat proves only the listener's own channel. Changes are sent through the pool, maybe
+ * by another URL (GATEHOUSE_DATABASE_LISTEN_URL), maybe through a pooler: so the listener must
+ * also hear a notification sent through the pool (a proof), on connecting (it counts for nothing
+ * until then) and every PROOF_EVERY_MS after, before any heartbeat sent after the proof committed
+ * (PostgreSQL delivers notifications in commit order) and while no heartbeat is under way (a pooler
+ * in transaction mode passes one on only then); and every heartbeat must run in the server
+ * session that LISTENs (its backend's pid). One behind a pooler in transaction mode, whose
+ * notifications the pooler drops while no statement of it is under way, soon misses a proof or
+ * changes session, and is dropped; one on another database or a replica (NOTIFY is not
+ * replicated) never hears a proof. The operator is told, once an episode, when either happens or
+ * the feed has not been proven for UNPROVEN_WARNING_MS. A proof waits for the pool as any
+ * statement does: a busy pool delays it, and fails nothing.
  */
 class PostgresFeed implements ChangeFeed {
   readonly #connectionString: string;
   readonly #listeners: Listeners;
   readonly #pool: Kysely<Database>;
-  readonly #proveThroughPool: boolean;
   readonly #warn: (message: string) => void;
   #client: pg.Client | undefined;
-  /** The proof the current connection waits to hear from the pool; undefined once heard. */
-  #proof: string | undefined;
-  #proving = false;
-  #lastProofSent = Number.NEGATIVE_INFINITY;
-  #warnedUnproven = false;
-  /** Anything heard on the current connection, its own heartbeat included (for stalls). */
-  #lastHeardAny = Number.NEGATIVE_INFINITY;
+  /** The server session (backend pid) the current connection LISTENs in. */
+  #listenPid: number | undefined;
+  /** Whether the current connection has heard a proof sent through the pool. */
+  #proven = false;
+  /**
+   * The proof sent and not heard yet, and the first heartbeat sent after its statement committed
+   * (undefined: not committed yet), which must not be heard before it.
+   */
+  #proof: { readonly payload: string; heardBeforePing: number | undefined } | undefined;
+  #lastProofHeard = Number.NEGATIVE_INFINITY;
+  /** Heartbeats sent on the current connection, numbered. */
+  #pings = 0;
+  #startedAt = Number.NEGATIVE_INFINITY;
+  /** When the feed was last proven and hearing (for the warning). */
+  #provenAt = Number.NEGATIVE_INFINITY;
+  #warned = false;
   /** Ends the current connection as lost (and schedules the next). */
   #drop: (() => void) | undefined;
   #connectedAt = Number.NEGATIVE_INFINITY;
   #pinging = false;
   #started = false;
   #closed = false;
+  /** When a notification of the channel was last heard on a proven connection. */
   #lastHeard = Number.NEGATIVE_INFINITY;
+  /** Anything heard on the current connection, its own heartbeat included (for stalls). */
+  #lastHeardAny = Number.NEGATIVE_INFINITY;
   #heartbeat: NodeJS.Timeout | undefined;
   #retry: NodeJS.Timeout | undefined;
   #backoffMs = 100;
@@ -229,22 +242,17 @@ class PostgresFeed implements ChangeFeed {
   constructor(
     connectionString: string,
     listeners: Listeners,
-    options: { pool: Kysely<Database>; proveThroughPool: boolean; warn: (message: string) => void },
+    options: { pool: Kysely<Database>; warn: (message: string) => void },
   ) {
     this.#connectionString = connectionString;
     this.#listeners = listeners;
     this.#pool = options.pool;
-    this.#proveThroughPool = options.proveThroughPool;
     this.#warn = options.warn;
   }
 
   isLive(): boolean {
     this.#start();
-    return (
-      this.#client !== undefined &&
-      this.#proof === undefined &&
-      performance.now() - this.#lastHeard < LIVE_WINDOW_MS
-    );
+    return this.#client !== undefined && this.#proven && performance.now() - this.#lastHeard < LIVE_WINDOW_MS;
   }
 
   subscribe(listener: ChangeListener): () => void {
@@ -255,64 +263,112 @@ class PostgresFeed implements ChangeFeed {
   #start(): void {
     if (this.#started || this.#closed) return;
     this.#started = true;
+    this.#startedAt = performance.now();
     this.#heartbeat = setInterval(() => this.#tick(), HEARTBEAT_MS);
     this.#heartbeat.unref();
     void this.#connect();
   }
 
   #tick(): void {
+    const now = performance.now();
+    if (!this.#proven && now - Math.max(this.#provenAt, this.#startedAt) > UNPROVEN_WARNING_MS) {
+      this.#tell(`has not heard a notification sent through the pool for ${UNPROVEN_WARNING_MS / 1000} s`);
+    }
     const client = this.#client;
     if (!client) return;
-    const now = performance.now();
     // A connection cut without a word (a partition) raises no error: silence is the sign.
     if (now - Math.max(this.#lastHeardAny, this.#connectedAt) > STALL_MS) {
       this.#drop?.();
       return;
     }
     this.#ping(client);
-    if (this.#proof !== undefined) {
-      this.#prove(this.#proof);
-      if (!this.#warnedUnproven && now - this.#connectedAt > UNPROVEN_WARNING_MS) {
-        this.#warnedUnproven = true;
-        this.#warn(
-          `PostgreSQL: the change feed's listener has not heard a notification sent through the pool in ${UNPROVEN_WARNING_MS / 1000} s, so no cache is used: GATEHOUSE_DATABASE_LISTEN_URL must reach the database of GATEHOUSE_DATABASE_URL itself (not a replica, not a pooler in transaction mode)`,
-        );
-      }
-    }
   }
 
-  /** Sends the proof the current connection waits for through the pool (one at a time, once a second). */
-  #prove(proof: string): void {
-    const now = performance.now();
-    if (this.#proving || now - this.#lastProofSent < PROOF_RESEND_MS) return;
-    this.#proving = true;
-    this.#lastProofSent = now;
-    sql`select pg_notify(${CHANNEL}, ${proof})`
-      .execute(this.#pool)
-      .catch(() => {})
-      .finally(() => {
-        this.#proving = false;
-      });
+  /**
+   * Sends a proof if one is due: unproven (again at once if the last could not be sent), or
+   * PROOF_EVERY_MS after the last. Called as a heartbeat ends, so that the proof arrives between
+   * two of them, not during one (where it would prove nothing and be sent again).
+   */
+  #proveIfDue(): void {
+    if (this.#proof || !this.#client) return;
+    const sinceLast = performance.now() - Math.max(this.#lastProofHeard, this.#connectedAt);
+    if (!this.#proven || sinceLast >= PROOF_EVERY_MS) this.#prove();
+  }
+
+  /** Tells the operator why no cache is used, once until the feed is proven again. */
+  #tell(why: string): void {
+    if (this.#warned) return;
+    this.#warned = true;
+    this.#warn(
+      `PostgreSQL: the change feed's listener ${why} (the database down, or a listen URL that reaches another database, a replica or a pooler in transaction mode): no cache is used meanwhile; GATEHOUSE_DATABASE_LISTEN_URL must reach the database of GATEHOUSE_DATABASE_URL itself, or a pooler in session mode`,
+    );
+  }
+
+  /** Drops a connection that does not hear what the pool sends. */
+  #unfit(why: string): void {
+    this.#tell(why);
+    this.#drop?.();
   }
 
   #ping(client: pg.Client): void {
     if (this.#pinging) return;
     this.#pinging = true;
+    this.#pings += 1;
     client
-      .query('select pg_notify($1, $2)', [CHANNEL, PING])
+      .query<{ pid: number }>('select pg_notify($1, $2), pg_backend_pid() as pid', [
+        CHANNEL,
+        `${PING} ${this.#pings}`,
+      ])
+      .then(({ rows }) => {
+        if (this.#client === client && rows[0]?.pid !== this.#listenPid) {
+          this.#unfit('runs statements in other server sessions than the one that listens');
+        }
+      })
       .catch(() => {})
       .finally(() => {
         this.#pinging = false;
+        if (this.#client === client) this.#proveIfDue();
       });
+  }
+
+  /** Sends a proof through the pool: to be heard before any heartbeat sent after its commit. */
+  #prove(): void {
+    const proof = {
+      payload: `${FEED_OWN}proof ${randomUUID()}`,
+      heardBeforePing: undefined as number | undefined,
+    };
+    this.#proof = proof;
+    sql`select pg_notify(${CHANNEL}, ${proof.payload})`.execute(this.#pool).then(
+      () => {
+        proof.heardBeforePing = this.#pings + 1;
+      },
+      () => {
+        // Not sent (the pool failed): sent anew at the next heartbeat.
+        if (this.#proof === proof) this.#proof = undefined;
+      },
+    );
   }
 
   #heard(payload: string | undefined): void {
     const now = performance.now();
     this.#lastHeardAny = now;
-    if (this.#proof !== undefined) {
-      if (payload !== this.#proof) return;
+    const proof = this.#proof;
+    if (proof !== undefined && payload === proof.payload) {
       this.#proof = undefined;
+      // Heard while a heartbeat was under way, it proves nothing: a pooler in transaction mode
+      // passes a notification on only then. Another proof goes at the next heartbeat.
+      if (this.#pinging) return;
+      this.#proven = true;
+      this.#lastProofHeard = now;
+      this.#warned = false;
+    } else if (proof?.heardBeforePing !== undefined && payload?.startsWith(`${PING} `)) {
+      if (Number(payload.slice(PING.length + 1)) >= proof.heardBeforePing) {
+        this.#unfit('did not hear a notification sent through the pool');
+        return;
+      }
     }
+    if (!this.#proven) return;
+    this.#provenAt = now;
     // Back after a silence: whatever changed meanwhile went unheard, so nothing cached is trusted.
     if (now - this.#lastHeard >= LIVE_WINDOW_MS) this.#listeners.dispatch([changeTags.all]);
     this.#lastHeard = now;
@@ -329,6 +385,8 @@ class PostgresFeed implements ChangeFeed {
       if (this.#client === client) {
         this.#client = undefined;
         this.#drop = undefined;
+        this.#proven = false;
+        this.#proof = undefined;
       }
       this.#lastHeard = Number.NEGATIVE_INFINITY;
       this.#lastHeardAny = Number.NEGATIVE_INFINITY;
@@ -340,9 +398,16 @@ class PostgresFeed implements ChangeFeed {
     client.on('notification', (message) => {
       if (this.#client === client) this.#heard(message.payload);
     });
+    let listenPid: number | undefined;
     try {
       await client.connect();
-      await client.query(`listen ${CHANNEL}`);
+      // One message, so one server session even through a pooler: the pid is the listening one.
+      const results = (await client.query(
+        `listen ${CHANNEL}; select pg_backend_pid() as pid`,
+      )) as unknown as {
+        rows: { pid?: number }[];
+      }[];
+      listenPid = results[1]?.rows[0]?.pid;
     } catch {
       onLost();
       return;
@@ -351,14 +416,15 @@ class PostgresFeed implements ChangeFeed {
       await client.end().catch(() => {});
       return;
     }
-    this.#proof = this.#proveThroughPool ? `${FEED_OWN}proof ${randomUUID()}` : undefined;
-    this.#lastProofSent = Number.NEGATIVE_INFINITY;
     this.#client = client;
+    this.#listenPid = listenPid;
+    this.#proven = false;
+    this.#proof = undefined;
+    this.#pings = 0;
     this.#drop = onLost;
     this.#connectedAt = performance.now();
     this.#backoffMs = 100;
     this.#ping(client);
-    if (this.#proof !== undefined) this.#prove(this.#proof);
   }
 
   #scheduleReconnect(): void {
