@@ -307,7 +307,7 @@ export class AccessManagementService {
         keepOneAccessManager(tx, async () => {
           const now = this.#clock.now();
           const concerned =
-            roleIds === undefined ? [] : await lentTokensConcerned(tx, now, { groups: [row.id] });
+            roleIds === undefined ? [] : await lentTokensConcerned(tx, now, { group: row.id });
           if (!(await tx.rbac.updateGroup(row.id, { name, description }))) {
             throw new GatehouseError('NOT_FOUND', 'no such group');
           }
@@ -350,7 +350,7 @@ export class AccessManagementService {
           );
         }
         const now = this.#clock.now();
-        const concerned = await lentTokensConcerned(tx, now, { groups: [row.id] });
+        const concerned = await lentTokensConcerned(tx, now, { group: row.id });
         if (!(await tx.rbac.deleteGroup(row.id))) throw new GatehouseError('NOT_FOUND', 'no such group');
         await endSessionsOfUnbackedLentTokens(tx, now, concerned);
         await this.#record(tx, 'group.delete', auth, meta, 'group', row, `had ${members} member(s)`);
@@ -380,9 +380,11 @@ export class AccessManagementService {
         const removed = current.filter((m) => !wanted.has(m.id));
         const added = [...wanted].filter((userId) => !currentIds.has(userId));
         const now = this.#clock.now();
-        const concerned = await lentTokensConcerned(tx, now, {
-          users: [...removed.map((member) => member.id), ...added],
-        });
+        // The group's members as they were (however many), and those it gains.
+        const concerned = [
+          ...(await lentTokensConcerned(tx, now, { group: row.id })),
+          ...(await lentTokensConcerned(tx, now, { users: added })),
+        ];
         for (const member of removed) await tx.rbac.removeGroupMember(row.id, member.id);
         for (const userId of added) await tx.rbac.addGroupMember(row.id, userId);
         await endSessionsOfUnbackedLentTokens(tx, now, concerned);

@@ -135,8 +135,11 @@ export async function endSessionsOfUnbackedLentTokens(
   concerned: LentTokensInUse,
 ): Promise<number> {
   const backed = new Map<string, boolean>();
+  const checked = new Set<string>();
   let ended = 0;
   for (const { apiTokenId, userId, makerId } of concerned) {
+    if (checked.has(apiTokenId)) continue;
+    checked.add(apiTokenId);
     const pair = `${makerId} ${userId}`;
     let stillBacked = backed.get(pair);
     if (stillBacked === undefined) {

@@ -1,5 +1,6 @@
 import { GatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
+import type { Repositories } from '../store/repositories/index.js';
 import type { TenantRow, TenantSortKey } from '../store/repositories/tenants.js';
 import type { AuditService } from './audit.js';
 import {
@@ -221,6 +222,19 @@ export class TenantService {
     );
   }
 
+  /**
+   * Removes the tenant's memberships (ending the sessions of members left without a tenant) and,
+   * in the same transaction, the sessions of tokens lent by or to its members whose maker no
+   * longer manages their user for want of the tenancy.
+   */
+  async #removeMemberships(tx: Repositories, tenant: TenantRow) {
+    const now = this.#clock.now();
+    const concerned = await lentTokensConcerned(tx, now, { tenant: tenant.id });
+    const removed = await tx.tenants.removeMemberships(tenant.id, now, SESSION_END_REASON);
+    await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+    return removed;
+  }
+
   async #delete(
     control: JobControl,
     tenant: TenantRow,
@@ -235,11 +249,7 @@ export class TenantService {
       await control.report(`Removed ${count(subtenants, 'subtenant')}.`, 30);
 
       const first = await this.#store.transaction((tx) =>
-        keepOneRoot(
-          tx,
-          () => tx.tenants.removeMemberships(tenant.id, this.#clock.now(), SESSION_END_REASON),
-          lastRootsRefusal(tenant),
-        ),
+        keepOneRoot(tx, () => this.#removeMemberships(tx, tenant), lastRootsRefusal(tenant)),
       );
       await control.report(
         `Removed ${count(subtenants, 'subtenant')} and ${count(first.memberships, 'membership')}; ended ${count(first.sessionsEnded, 'session')} of ${count(first.usersLeftWithoutTenant, 'user')} left without a tenant.`,
@@ -250,14 +260,11 @@ export class TenantService {
       const last = await this.#store.transaction(async (tx) => {
         const removed = await keepOneRoot(
           tx,
-          () => tx.tenants.removeMemberships(tenant.id, this.#clock.now(), SESSION_END_REASON),
+          () => this.#removeMemberships(tx, tenant),
           lastRootsRefusal(tenant),
         );
         await tx.subtenants.deleteAllOfTenant(tenant.id);
         await tx.tenants.delete(tenant.id);
-        // Makers of lent tokens may have lost the tenancies that let them manage their users.
-        const now = this.#clock.now();
-        await endSessionsOfUnbackedLentTokens(tx, now, await lentTokensConcerned(tx, now));
         await audit.record(
           {
             action: 'tenant.delete',

@@ -1,4 +1,4 @@
-import type { ExpressionBuilder, Insertable, Kysely, Selectable } from 'kysely';
+import type { ExpressionBuilder, Insertable, Kysely, Selectable, SelectQueryBuilder } from 'kysely';
 import type { Dialect } from '../connect.js';
 import type { Database, SessionTable } from '../schema.js';
 import { insertRows, type ListsEveryColumn } from './bulk-insert.js';
@@ -72,14 +72,46 @@ export type NewSessionRow = Required<Insertable<SessionTable>>;
 
 /**
  * Which lent tokens a change may concern: those whose maker or user is among `users`, a member of
- * one of `groups`, or a member of a group holding `role`.
+ * the group `group`, a member of a group holding `role`, or a member of `tenant`.
  */
 export type LentTokenScope =
   | { readonly users: readonly string[] }
-  | { readonly groups: readonly string[] }
-  | { readonly role: string };
+  | { readonly group: string }
+  | { readonly role: string }
+  | { readonly tenant: string };
+
+/** Users of a `users` scope per query (each is bound twice). */
+const LENT_SCOPE_USERS_PER_QUERY = 1000;
 
 export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) {
+  /** Lent tokens with live sessions, those whose maker or user is `among` (all if undefined). */
+  const lentTokensInUse = async (
+    now: number,
+    among: readonly string[] | SelectQueryBuilder<Database, keyof Database, { user_id: string }> | undefined,
+  ): Promise<{ apiTokenId: string; userId: string; makerId: string }[]> => {
+    if (Array.isArray(among) && among.length === 0) return [];
+    const rows = await db
+      .selectFrom('sessions')
+      .innerJoin('api_tokens', 'api_tokens.id', 'sessions.api_token_id')
+      .where('sessions.revoked_at', 'is', null)
+      .where('sessions.expires_at', '>', now)
+      .where('api_tokens.created_by', 'is not', null)
+      .whereRef('api_tokens.created_by', '!=', 'api_tokens.user_id')
+      .$if(among !== undefined, (query) =>
+        query.where((eb) => {
+          const set = among as NonNullable<typeof among>;
+          return eb.or([eb('api_tokens.created_by', 'in', set), eb('api_tokens.user_id', 'in', set)]);
+        }),
+      )
+      .select([
+        'api_tokens.id as apiTokenId',
+        'api_tokens.user_id as userId',
+        'api_tokens.created_by as makerId',
+      ])
+      .distinct()
+      .execute();
+    return rows.flatMap((row) => (row.makerId === null ? [] : [{ ...row, makerId: row.makerId }]));
+  };
   /**
    * The compare-and-set of a batch of refreshes, by batch size. Every refresh goes through one:
    * each size is built and compiled once (compiled-once.ts). A batch of 12 on SQLite, the
@@ -242,42 +274,30 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
       now: number,
       scope?: LentTokenScope,
     ): Promise<{ apiTokenId: string; userId: string; makerId: string }[]> {
-      if (scope && 'users' in scope && scope.users.length === 0) return [];
-      if (scope && 'groups' in scope && scope.groups.length === 0) return [];
-      const members = (groupIds: readonly string[]) =>
-        db.selectFrom('group_members').select('user_id').where('group_id', 'in', groupIds);
-      const holders = (roleId: string) =>
-        db
-          .selectFrom('group_members')
-          .innerJoin('group_roles', 'group_roles.group_id', 'group_members.group_id')
-          .select('group_members.user_id')
-          .where('group_roles.role_id', '=', roleId);
-      const rows = await db
-        .selectFrom('sessions')
-        .innerJoin('api_tokens', 'api_tokens.id', 'sessions.api_token_id')
-        .where('sessions.revoked_at', 'is', null)
-        .where('sessions.expires_at', '>', now)
-        .where('api_tokens.created_by', 'is not', null)
-        .whereRef('api_tokens.created_by', '!=', 'api_tokens.user_id')
-        .$if(scope !== undefined, (query) =>
-          query.where((eb) => {
-            const among =
-              scope === undefined || 'users' in scope
-                ? [...(scope?.users ?? [])]
-                : 'groups' in scope
-                  ? members(scope.groups)
-                  : holders(scope.role);
-            return eb.or([eb('api_tokens.created_by', 'in', among), eb('api_tokens.user_id', 'in', among)]);
-          }),
-        )
-        .select([
-          'api_tokens.id as apiTokenId',
-          'api_tokens.user_id as userId',
-          'api_tokens.created_by as makerId',
-        ])
-        .distinct()
-        .execute();
-      return rows.flatMap((row) => (row.makerId === null ? [] : [{ ...row, makerId: row.makerId }]));
+      if (scope && 'users' in scope) {
+        // A long list goes in parts: each id is bound twice, and SQLite binds at most 32,766.
+        const parts: { apiTokenId: string; userId: string; makerId: string }[] = [];
+        for (let at = 0; at < scope.users.length; at += LENT_SCOPE_USERS_PER_QUERY) {
+          parts.push(
+            ...(await lentTokensInUse(now, [...scope.users.slice(at, at + LENT_SCOPE_USERS_PER_QUERY)])),
+          );
+        }
+        const seen = new Set<string>();
+        return parts.filter((row) => !seen.has(row.apiTokenId) && seen.add(row.apiTokenId));
+      }
+      const among =
+        scope === undefined
+          ? undefined
+          : 'group' in scope
+            ? db.selectFrom('group_members').select('user_id').where('group_id', '=', scope.group)
+            : 'role' in scope
+              ? db
+                  .selectFrom('group_members')
+                  .innerJoin('group_roles', 'group_roles.group_id', 'group_members.group_id')
+                  .select('group_members.user_id')
+                  .where('group_roles.role_id', '=', scope.role)
+              : db.selectFrom('tenancies').select('user_id').where('tenant_id', '=', scope.tenant);
+      return lentTokensInUse(now, among);
     },
     async revokeOpenedWithTokensLentBy(makerId: string, now: number, reason: string): Promise<string[]> {
       const lent = db
