@@ -10,14 +10,7 @@ import type {
   RoleRow,
 } from '../store/repositories/rbac.js';
 import type { AuditAction, AuditService } from './audit.js';
-import {
-  type Actor,
-  actorOf,
-  canSeeUser,
-  endSessionsOfUnbackedLentTokens,
-  lentTokensConcerned,
-  readableTenantIds,
-} from './authorization.js';
+import { type Actor, actorOf, canSeeUser, changingAuthority, readableTenantIds } from './authorization.js';
 import type { Clock } from './clock.js';
 import { isId, newId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
@@ -179,14 +172,14 @@ export class AccessManagementService {
     return this.#unique(name, 'role', () =>
       this.#store.transaction(async (tx) =>
         keepOneAccessManager(tx, async () => {
-          const now = this.#clock.now();
-          const reprivileged = privileges !== undefined && row.builtin === 0;
-          const concerned = reprivileged ? await lentTokensConcerned(tx, now, { role: row.id }) : [];
           if (!(await tx.rbac.updateRole(row.id, { name, description }))) {
             throw new GatehouseError('NOT_FOUND', 'no such role');
           }
-          if (reprivileged) await tx.rbac.setRolePrivileges(row.id, privileges);
-          await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+          if (privileges !== undefined && row.builtin === 0) {
+            await changingAuthority(tx, this.#clock.now(), [{ role: row.id }], () =>
+              tx.rbac.setRolePrivileges(row.id, privileges),
+            );
+          }
           const updated = { ...row, name, description };
           await this.#record(
             tx,
@@ -219,10 +212,10 @@ export class AccessManagementService {
           );
         }
         const groups = await tx.rbac.countGroupsWithRole(row.id);
-        const now = this.#clock.now();
-        const concerned = await lentTokensConcerned(tx, now, { role: row.id });
-        if (!(await tx.rbac.deleteRole(row.id))) throw new GatehouseError('NOT_FOUND', 'no such role');
-        await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+        const deleted = await changingAuthority(tx, this.#clock.now(), [{ role: row.id }], () =>
+          tx.rbac.deleteRole(row.id),
+        );
+        if (!deleted) throw new GatehouseError('NOT_FOUND', 'no such role');
         await this.#record(tx, 'role.delete', auth, meta, 'role', row, `detached from ${groups} group(s)`);
       }),
     );
@@ -305,14 +298,14 @@ export class AccessManagementService {
     return this.#unique(name, 'group', () =>
       this.#store.transaction(async (tx) =>
         keepOneAccessManager(tx, async () => {
-          const now = this.#clock.now();
-          const concerned =
-            roleIds === undefined ? [] : await lentTokensConcerned(tx, now, { group: row.id });
           if (!(await tx.rbac.updateGroup(row.id, { name, description }))) {
             throw new GatehouseError('NOT_FOUND', 'no such group');
           }
-          if (roleIds !== undefined) await tx.rbac.setGroupRoles(row.id, roleIds);
-          await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+          if (roleIds !== undefined) {
+            await changingAuthority(tx, this.#clock.now(), [{ group: row.id }], () =>
+              tx.rbac.setGroupRoles(row.id, roleIds),
+            );
+          }
           const updated = { ...row, name, description };
           const reason = [
             name !== row.name ? 'name' : '',
@@ -349,10 +342,10 @@ export class AccessManagementService {
             'the group has members you cannot see; only root may delete it',
           );
         }
-        const now = this.#clock.now();
-        const concerned = await lentTokensConcerned(tx, now, { group: row.id });
-        if (!(await tx.rbac.deleteGroup(row.id))) throw new GatehouseError('NOT_FOUND', 'no such group');
-        await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+        const deleted = await changingAuthority(tx, this.#clock.now(), [{ group: row.id }], () =>
+          tx.rbac.deleteGroup(row.id),
+        );
+        if (!deleted) throw new GatehouseError('NOT_FOUND', 'no such group');
         await this.#record(tx, 'group.delete', auth, meta, 'group', row, `had ${members} member(s)`);
       }),
     );
@@ -379,15 +372,11 @@ export class AccessManagementService {
         const currentIds = new Set(current.map((m) => m.id));
         const removed = current.filter((m) => !wanted.has(m.id));
         const added = [...wanted].filter((userId) => !currentIds.has(userId));
-        const now = this.#clock.now();
         // The group's members as they were (however many), and those it gains.
-        const concerned = [
-          ...(await lentTokensConcerned(tx, now, { group: row.id })),
-          ...(await lentTokensConcerned(tx, now, { users: added })),
-        ];
-        for (const member of removed) await tx.rbac.removeGroupMember(row.id, member.id);
-        for (const userId of added) await tx.rbac.addGroupMember(row.id, userId);
-        await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+        await changingAuthority(tx, this.#clock.now(), [{ group: row.id }, { users: added }], async () => {
+          for (const member of removed) await tx.rbac.removeGroupMember(row.id, member.id);
+          for (const userId of added) await tx.rbac.addGroupMember(row.id, userId);
+        });
         await this.#record(
           tx,
           'group.members',
@@ -408,11 +397,10 @@ export class AccessManagementService {
     const member = await this.#visibleUser(actor, userId);
     await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     return this.#store.transaction(async (tx) => {
-      const now = this.#clock.now();
-      const concerned = await lentTokensConcerned(tx, now, { users: [member] });
-      await tx.rbac.addGroupMember(row.id, member);
       // A user may now hold more privileges than the maker of a token lent to it.
-      await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+      await changingAuthority(tx, this.#clock.now(), [{ users: [member] }], () =>
+        tx.rbac.addGroupMember(row.id, member),
+      );
       await this.#record(tx, 'group.members', auth, meta, 'group', row, `added user ${member}`);
       return this.#groupView(tx, actor, row);
     });
@@ -426,12 +414,10 @@ export class AccessManagementService {
     await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     return this.#store.transaction(async (tx) =>
       keepOneAccessManager(tx, async () => {
-        const now = this.#clock.now();
-        const concerned = await lentTokensConcerned(tx, now, { users: [member] });
-        if (!(await tx.rbac.removeGroupMember(row.id, member))) {
-          throw new GatehouseError('NOT_FOUND', 'the user is not a member of this group');
-        }
-        await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+        const removed = await changingAuthority(tx, this.#clock.now(), [{ users: [member] }], () =>
+          tx.rbac.removeGroupMember(row.id, member),
+        );
+        if (!removed) throw new GatehouseError('NOT_FOUND', 'the user is not a member of this group');
         await this.#record(tx, 'group.members', auth, meta, 'group', row, `removed user ${member}`);
         return this.#groupView(tx, actor, row);
       }),

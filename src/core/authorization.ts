@@ -106,37 +106,25 @@ export async function makerStillManages(
   return mayManageUser(store, actor, { id: userId, tenancies: await store.users.tenancies(userId) });
 }
 
-/** The lent tokens in use a change may concern, as read before it (see `endSessionsOfUnbackedLentTokens`). */
-export type LentTokensInUse = Awaited<ReturnType<Repositories['sessions']['listLentTokensInUse']>>;
-
 /**
- * The lent tokens with live sessions that a change to who manages whom may concern: read in the
- * change's transaction before the change (a deleted group's members are gone after it), and
- * handed to `endSessionsOfUnbackedLentTokens` after it. No scope: every one.
+ * Runs `change`, a change to who manages whom (tenancies, group memberships, group roles, role
+ * privileges, deactivation), in `tx`, and then ends the sessions opened with lent API tokens whose
+ * maker no longer manages their user, in the same transaction: sign-ins with such a token are
+ * refused anyway (AuthenticationService), and this ends those already open. Only the tokens
+ * `scopes` names are checked (their maker or user among the users, the group's or tenant's
+ * members, the role's holders), read before the change, which may remove what a scope reads.
  */
-export function lentTokensConcerned(
+export async function changingAuthority<T>(
   tx: Repositories,
   now: number,
-  scope?: LentTokenScope,
-): Promise<LentTokensInUse> {
-  return tx.sessions.listLentTokensInUse(now, scope);
-}
-
-/**
- * After a change to who manages whom (tenancies, group memberships, roles, privileges, an
- * account deactivated): ends, in the change's transaction, the sessions opened with those of
- * `concerned` whose maker no longer manages their user. Sign-ins with such a token are refused
- * anyway (AuthenticationService); this ends the sessions already open. Answers how many tokens
- * lost theirs.
- */
-export async function endSessionsOfUnbackedLentTokens(
-  tx: Repositories,
-  now: number,
-  concerned: LentTokensInUse,
-): Promise<number> {
+  scopes: readonly LentTokenScope[],
+  change: () => Promise<T>,
+): Promise<T> {
+  const concerned = [];
+  for (const scope of scopes) concerned.push(...(await tx.sessions.listLentTokensInUse(now, scope)));
+  const result = await change();
   const backed = new Map<string, boolean>();
   const checked = new Set<string>();
-  let ended = 0;
   for (const { apiTokenId, userId, makerId } of concerned) {
     if (checked.has(apiTokenId)) continue;
     checked.add(apiTokenId);
@@ -146,12 +134,21 @@ export async function endSessionsOfUnbackedLentTokens(
       stillBacked = await makerStillManages(tx, makerId, userId);
       backed.set(pair, stillBacked);
     }
-    if (!stillBacked) {
-      await tx.sessions.revokeAllOfApiToken(apiTokenId, now, 'token-maker-changed');
-      ended += 1;
-    }
+    if (!stillBacked) await tx.sessions.revokeAllOfApiToken(apiTokenId, now, 'token-maker-changed');
   }
-  return ended;
+  return result;
+}
+
+/**
+ * `changingAuthority` for a change made already, whose scopes it cannot have altered (users named
+ * by id): ends the sessions of the lent tokens they name whose maker no longer manages their user.
+ */
+export function endUnbackedLentSessions(
+  tx: Repositories,
+  now: number,
+  scopes: readonly { readonly users: readonly string[] }[],
+): Promise<void> {
+  return changingAuthority(tx, now, scopes, async () => {});
 }
 
 /**

@@ -1,6 +1,6 @@
 import { changeTags } from '../store/change-feed.js';
 import type { Store } from '../store/connect.js';
-import { endSessionsOfUnbackedLentTokens, lentTokensConcerned } from './authorization.js';
+import { changingAuthority } from './authorization.js';
 import type { Clock } from './clock.js';
 import { newId } from './ids.js';
 import { BUILTIN_GROUPS, BUILTIN_ROLES } from './privilege-catalog.js';
@@ -69,9 +69,9 @@ export class RbacService {
         if (changed) {
           // A release that changes a built-in role may raise its holders above the makers of
           // tokens lent to them (or lower the makers): those tokens' sessions end.
-          const concerned = await lentTokensConcerned(tx, now, { role: existing.id });
-          await tx.rbac.setRolePrivileges(existing.id, role.privileges);
-          await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+          await changingAuthority(tx, now, [{ role: existing.id }], () =>
+            tx.rbac.setRolePrivileges(existing.id, role.privileges),
+          );
         }
         roleIds.set(key, existing.id);
       }

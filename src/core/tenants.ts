@@ -8,9 +8,8 @@ import {
   actorOf,
   canManageTenantObjects,
   canSeeTenant,
-  endSessionsOfUnbackedLentTokens,
+  changingAuthority,
   keepOneRoot,
-  lentTokensConcerned,
   requireRoot,
 } from './authorization.js';
 import { SYSTEM_TENANT_CODE } from './bootstrap.js';
@@ -229,10 +228,9 @@ export class TenantService {
    */
   async #removeMemberships(tx: Repositories, tenant: TenantRow) {
     const now = this.#clock.now();
-    const concerned = await lentTokensConcerned(tx, now, { tenant: tenant.id });
-    const removed = await tx.tenants.removeMemberships(tenant.id, now, SESSION_END_REASON);
-    await endSessionsOfUnbackedLentTokens(tx, now, concerned);
-    return removed;
+    return changingAuthority(tx, now, [{ tenant: tenant.id }], () =>
+      tx.tenants.removeMemberships(tenant.id, now, SESSION_END_REASON),
+    );
   }
 
   async #delete(

@@ -18,11 +18,10 @@ import {
   actorOf,
   canManageTenantObjects,
   canSeeTenant,
-  endSessionsOfUnbackedLentTokens,
+  endUnbackedLentSessions,
   findVisibleUser,
   holdsGroupPrivileges,
   keepOneRoot,
-  lentTokensConcerned,
   mayManageUser,
   readableTenantIds,
 } from './authorization.js';
@@ -511,8 +510,7 @@ export class UserAdminService {
             // sessions opened with them end with that standing (sign-ins are checked again,
             // authentication.ts).
             if (deactivating || tenanciesChange) {
-              const concerned = await lentTokensConcerned(tx, now, { users: [target.row.id] });
-              await endSessionsOfUnbackedLentTokens(tx, now, concerned);
+              await endUnbackedLentSessions(tx, now, [{ users: [target.row.id] }]);
             }
             if (changed.length > 0) {
               const endedNote = deactivating ? `; ${ended} session(s) ended` : '';
