@@ -372,8 +372,9 @@ export class AccessManagementService {
         const currentIds = new Set(current.map((m) => m.id));
         const removed = current.filter((m) => !wanted.has(m.id));
         const added = [...wanted].filter((userId) => !currentIds.has(userId));
-        // The group's members as they were (however many), and those it gains.
-        await changingAuthority(tx, this.#clock.now(), [{ group: row.id }, { users: added }], async () => {
+        // Exactly the members it loses and gains (in parts, however many: the scope reads them so).
+        const changed = [...removed.map((member) => member.id), ...added];
+        await changingAuthority(tx, this.#clock.now(), [{ users: changed }], async () => {
           for (const member of removed) await tx.rbac.removeGroupMember(row.id, member.id);
           for (const userId of added) await tx.rbac.addGroupMember(row.id, userId);
         });

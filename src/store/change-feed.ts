@@ -74,6 +74,8 @@ const STALL_MS = 3000;
 const PROOF_EVERY_MS = 5000;
 /** A feed not proven this long is reported (once an episode). */
 const UNPROVEN_WARNING_MS = 10_000;
+/** The wait before a new listening connection after one found unfit (see PostgresFeed). */
+const UNFIT_RETRY_MS = 30_000;
 /** NOTIFY payloads are limited to 8000 bytes. */
 const MAX_PAYLOAD = 7000;
 const CHANNEL = 'gatehouse_invalidate';
@@ -219,8 +221,9 @@ class PostgresFeed implements ChangeFeed {
    */
   #proof: { readonly payload: string; heardBeforePing: number | undefined } | undefined;
   #lastProofHeard = Number.NEGATIVE_INFINITY;
-  /** Heartbeats sent on the current connection, numbered. */
+  /** Heartbeats sent on the current connection, numbered, and the connection's own mark in them. */
   #pings = 0;
+  #pingMark = '';
   #startedAt = Number.NEGATIVE_INFINITY;
   /** When the feed was last proven and hearing (for the warning). */
   #provenAt = Number.NEGATIVE_INFINITY;
@@ -304,9 +307,13 @@ class PostgresFeed implements ChangeFeed {
     );
   }
 
-  /** Drops a connection that does not hear what the pool sends. */
+  /**
+   * Drops a connection that does not hear what the pool sends, and waits UNFIT_RETRY_MS before the
+   * next: a misconfiguration does not mend itself, and each try costs a server session.
+   */
   #unfit(why: string): void {
     this.#tell(why);
+    this.#backoffMs = Math.max(this.#backoffMs, UNFIT_RETRY_MS);
     this.#drop?.();
   }
 
@@ -317,7 +324,7 @@ class PostgresFeed implements ChangeFeed {
     client
       .query<{ pid: number }>('select pg_notify($1, $2), pg_backend_pid() as pid', [
         CHANNEL,
-        `${PING} ${this.#pings}`,
+        `${PING} ${this.#pingMark} ${this.#pings}`,
       ])
       .then(({ rows }) => {
         if (this.#client === client && rows[0]?.pid !== this.#listenPid) {
@@ -361,8 +368,10 @@ class PostgresFeed implements ChangeFeed {
       this.#proven = true;
       this.#lastProofHeard = now;
       this.#warned = false;
-    } else if (proof?.heardBeforePing !== undefined && payload?.startsWith(`${PING} `)) {
-      if (Number(payload.slice(PING.length + 1)) >= proof.heardBeforePing) {
+      this.#backoffMs = 100;
+    } else if (proof?.heardBeforePing !== undefined && payload?.startsWith(`${PING} ${this.#pingMark} `)) {
+      // Only this connection's own heartbeats: every process's are heard, numbered by each.
+      if (Number(payload.slice(PING.length + this.#pingMark.length + 2)) >= proof.heardBeforePing) {
         this.#unfit('did not hear a notification sent through the pool');
         return;
       }
@@ -421,9 +430,9 @@ class PostgresFeed implements ChangeFeed {
     this.#proven = false;
     this.#proof = undefined;
     this.#pings = 0;
+    this.#pingMark = randomUUID().slice(0, 8);
     this.#drop = onLost;
     this.#connectedAt = performance.now();
-    this.#backoffMs = 100;
     this.#ping(client);
   }
 
@@ -434,7 +443,11 @@ class PostgresFeed implements ChangeFeed {
       void this.#connect();
     }, this.#backoffMs);
     this.#retry.unref();
-    this.#backoffMs = Math.min(this.#backoffMs * 2, 5000);
+    // Doubling to 5 s at most, unless a longer wait was set (an unfit connection's).
+    this.#backoffMs = Math.max(
+      Math.min(this.#backoffMs * 2, 5000),
+      Math.min(this.#backoffMs, UNFIT_RETRY_MS),
+    );
   }
 
   async close(): Promise<void> {

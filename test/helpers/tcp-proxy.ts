@@ -11,6 +11,8 @@ export class TcpProxy {
   readonly #pairs = new Set<readonly [net.Socket, net.Socket]>();
   #server: net.Server | undefined;
   port = 0;
+  /** Connections accepted since the start. */
+  accepted = 0;
 
   constructor(target: { host: string; port: number }) {
     this.#target = target;
@@ -19,6 +21,7 @@ export class TcpProxy {
   async start(): Promise<void> {
     if (this.#server) return;
     const server = net.createServer((client) => {
+      this.accepted += 1;
       const upstream = net.connect(this.#target.port, this.#target.host);
       for (const socket of [client, upstream]) {
         this.#sockets.add(socket);

@@ -72,8 +72,11 @@ describe('GATEHOUSE_DATABASE_LISTEN_URL: the change feed listens where it says [
     }
   });
 
-  test('a listener on another database is never trusted, and the operator is told', async () => {
-    const store = await open({ GATEHOUSE_DATABASE_LISTEN_URL: elsewhere.url });
+  test('a listener on another database is never trusted, the operator is told, and it is not retried at once', async () => {
+    const proxy = new TcpProxy({ host: '127.0.0.1', port: 5432 });
+    await proxy.start();
+    after(() => proxy.stop());
+    const store = await open({ GATEHOUSE_DATABASE_LISTEN_URL: throughProxy(elsewhere.url, proxy) });
     const warnings: string[] = [];
     store.observeWarnings((message) => warnings.push(message));
     const writer = await open({});
@@ -90,6 +93,9 @@ describe('GATEHOUSE_DATABASE_LISTEN_URL: the change feed listens where it says [
     assert.equal(warnings.length, 1, 'told once');
     assert.match(warnings[0] ?? '', /did not hear a notification sent through the pool/);
     assert.match(warnings[0] ?? '', /GATEHOUSE_DATABASE_LISTEN_URL must reach the database/);
+    // Found unfit once, the next listening connection waits 30 s: a misconfiguration does not
+    // mend itself, and each try costs the server a session.
+    assert.equal(proxy.accepted, 1, 'listening connections opened');
     await store.ping();
   });
 
