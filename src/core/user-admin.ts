@@ -18,6 +18,7 @@ import {
   actorOf,
   canManageTenantObjects,
   canSeeTenant,
+  changingAuthority,
   endUnbackedLentSessions,
   findVisibleUser,
   holdsGroupPrivileges,
@@ -560,14 +561,11 @@ export class UserAdminService {
       if (root) await this.#keepOneRoot(target.row, 'delete');
       await this.#store.transaction(async (tx) => {
         // Gone already (a concurrent delete): the same answer as for an unknown user.
-        const remove = async () => {
-          await tx.sessions.revokeOpenedWithTokensLentBy(
-            target.row.id,
-            this.#clock.now(),
-            'token-maker-deleted',
+        // Tokens it lent work no more: the sessions opened with them end with it.
+        const remove = () =>
+          changingAuthority(tx, this.#clock.now(), [{ users: [target.row.id] }], () =>
+            keepOneAccessManager(tx, () => tx.users.delete(target.row.id)),
           );
-          return keepOneAccessManager(tx, () => tx.users.delete(target.row.id));
-        };
         const deleted = root
           ? await keepOneRoot(tx, remove, lastRootRefusal(target.row, 'delete'))
           : await remove();

@@ -118,11 +118,6 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
         if (ended > 0) await publish(changeTags.node(nodeId));
         return ended;
       },
-      async revokeOpenedWithTokensLentBy(makerId, now, reason) {
-        const tokens = await sessions.revokeOpenedWithTokensLentBy(makerId, now, reason);
-        if (tokens.length > 0) await publish(...tokens.map(changeTags.apiToken));
-        return tokens;
-      },
       async revokeAllOfApiToken(apiTokenId, now, reason) {
         const ended = await sessions.revokeAllOfApiToken(apiTokenId, now, reason);
         if (ended > 0) await publish(changeTags.apiToken(apiTokenId));

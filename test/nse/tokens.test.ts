@@ -554,4 +554,25 @@ forEachDialect('NSE API tokens', (dialect) => {
     // Checking each of the twenty would take four reads apiece.
     assert.ok(statements < 40, `${statements} statements`);
   });
+
+  test('the sessions opened with a token end when its maker is deleted', async () => {
+    const maker = await ctx.core.accounts.createUser({
+      username: 'mia',
+      password: 'Lighthouse-key-2031',
+      tenantCode: 'acme',
+      role: 'admin',
+    });
+    sessions.mia = await nseSignIn(ctx, 'mia', 'Lighthouse-key-2031');
+    const lent = await issue('mia', { name: 'for dave, by mia', user_id: ids.dave });
+    const opened = cookieOf(await loginWithToken(lent.token));
+    assert.equal(await cookieWorks(opened), true);
+    const deleted = await ctx.inject({
+      method: 'DELETE',
+      url: `/api/v2.1/users/${maker.id}`,
+      headers: bearer(sessions.root!),
+    });
+    assert.equal(deleted.statusCode, 204, deleted.body);
+    assert.equal(await cookieWorks(opened), false, 'ended with its maker');
+    assert.equal((await loginWithToken(lent.token)).statusCode, 400);
+  });
 });

@@ -299,21 +299,6 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
               : db.selectFrom('tenancies').select('user_id').where('tenant_id', '=', scope.tenant);
       return lentTokensInUse(now, among);
     },
-    async revokeOpenedWithTokensLentBy(makerId: string, now: number, reason: string): Promise<string[]> {
-      const lent = db
-        .selectFrom('api_tokens')
-        .select('id')
-        .where('created_by', '=', makerId)
-        .where('user_id', '!=', makerId);
-      const rows = await db
-        .updateTable('sessions')
-        .set({ revoked_at: now, revoke_reason: reason })
-        .where('api_token_id', 'in', lent)
-        .where(notRevoked)
-        .returning('api_token_id')
-        .execute();
-      return [...new Set(rows.flatMap((row) => (row.api_token_id === null ? [] : [row.api_token_id])))];
-    },
     /**
      * Live sessions of everyone, for the active-sessions gauge: one count over the partial index
      * of unrevoked sessions (`sessions_live_idx`), not a scan of every session ever opened.
