@@ -104,7 +104,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       done();
     });
   }
-  await app.register(fastifyCookie);
+  // No parsing hook: most requests carry no session cookie, and the one reader parses its own
+  // (`sessionCookieValue`); setting and clearing cookies works the same.
+  await app.register(fastifyCookie, { hook: false });
 
   await app.register(fastifySwagger, {
     openapi: {

@@ -133,6 +133,20 @@ export class TokenService {
     return token;
   }
 
+  /**
+   * The claims of a token verified (or signed) here lately, whose key is current and whose times
+   * hold: what `verifySessionToken` would answer, without a promise. Undefined when anything is
+   * to be done or refused first; `verifySessionToken` then does it.
+   */
+  knownSessionToken(token: string): SessionTokenClaims | undefined {
+    if (this.#keyring.mayBeStale) return undefined;
+    const known = this.#verified.get(token);
+    if (!known || !this.#keyring.sessionKey(known.kid) || !this.#timesHold(known.claims, known.nbf)) {
+      return undefined;
+    }
+    return known.claims;
+  }
+
   async verifySessionToken(token: string): Promise<SessionTokenClaims> {
     // A key retired elsewhere (heard on the change feed) is dropped before any token is trusted.
     if (this.#keyring.mayBeStale) await this.#keyring.freshen();
@@ -199,12 +213,14 @@ export class TokenService {
   #checkTimes(claims: SessionTokenClaims, nbf: number | undefined): void {
     const nowSeconds = this.#clock.now() / 1000;
     if (claims.exp + CLOCK_SKEW_SECONDS <= nowSeconds) throw new GatehouseError('TOKEN_EXPIRED');
-    if (
-      claims.iat - CLOCK_SKEW_SECONDS > nowSeconds ||
-      (nbf !== undefined && nbf - CLOCK_SKEW_SECONDS > nowSeconds)
-    ) {
+    if (notYetValid(claims, nbf, nowSeconds)) {
       throw new GatehouseError('TOKEN_INVALID', 'The token is not valid yet.');
     }
+  }
+
+  #timesHold(claims: SessionTokenClaims, nbf: number | undefined): boolean {
+    const nowSeconds = this.#clock.now() / 1000;
+    return claims.exp + CLOCK_SKEW_SECONDS > nowSeconds && !notYetValid(claims, nbf, nowSeconds);
   }
 
   /** A short-lived, audience-scoped ES256 token that a downstream service checks against our JWKS. */
@@ -245,4 +261,11 @@ export class TokenService {
       exp: Math.floor(claims.expiresAt / 1000),
     });
   }
+}
+
+function notYetValid(claims: SessionTokenClaims, nbf: number | undefined, nowSeconds: number): boolean {
+  return (
+    claims.iat - CLOCK_SKEW_SECONDS > nowSeconds ||
+    (nbf !== undefined && nbf - CLOCK_SKEW_SECONDS > nowSeconds)
+  );
 }

@@ -1,6 +1,6 @@
-import type { FastifyRequest } from 'fastify';
 import type { Core } from '../../core/index.js';
 import { GatehouseError } from '../../errors.js';
+import { authenticationHook } from '../auth-context.js';
 import { authorizationCredentials, requestMeta } from '../request-meta.js';
 
 /**
@@ -9,32 +9,38 @@ import { authorizationCredentials, requestMeta } from '../request-meta.js';
  * a pair verified lately: core/credential-cache.ts); it opens no session.
  */
 export function nseAuthenticator(core: Core) {
-  return async (request: FastifyRequest): Promise<void> => {
-    const bearer = authorizationCredentials(request, 'bearer');
-    if (bearer !== undefined) {
-      request.auth = await core.sessions.authenticateBearer(bearer, requestMeta(request));
-      return;
-    }
-    const basic = authorizationCredentials(request, 'basic');
-    if (basic !== undefined) {
-      const decoded = decodeBasic(basic);
-      const colon = decoded?.indexOf(':') ?? -1;
-      // A NUL is never in a name or password, and PostgreSQL cannot even look it up.
-      if (decoded === undefined || colon < 0 || decoded.includes('\0'))
-        throw new GatehouseError('AUTHENTICATION_REQUIRED', 'the Basic credentials are malformed');
-      const user = await core.authentication.verifyUserPassword(
-        decoded.slice(0, colon),
-        decoded.slice(colon + 1),
-        requestMeta(request),
+  return authenticationHook(
+    (request) => {
+      const bearer = authorizationCredentials(request, 'bearer');
+      return bearer === undefined ? undefined : core.sessions.admitCachedBearer(bearer);
+    },
+    async (request) => {
+      const bearer = authorizationCredentials(request, 'bearer');
+      if (bearer !== undefined) {
+        request.auth = await core.sessions.authenticateBearer(bearer, requestMeta(request));
+        return;
+      }
+      const basic = authorizationCredentials(request, 'basic');
+      if (basic !== undefined) {
+        const decoded = decodeBasic(basic);
+        const colon = decoded?.indexOf(':') ?? -1;
+        // A NUL is never in a name or password, and PostgreSQL cannot even look it up.
+        if (decoded === undefined || colon < 0 || decoded.includes('\0'))
+          throw new GatehouseError('AUTHENTICATION_REQUIRED', 'the Basic credentials are malformed');
+        const user = await core.authentication.verifyUserPassword(
+          decoded.slice(0, colon),
+          decoded.slice(colon + 1),
+          requestMeta(request),
+        );
+        request.auth = { principal: { kind: 'user', id: user.id, name: user.username }, session: undefined };
+        return;
+      }
+      throw new GatehouseError(
+        'AUTHENTICATION_REQUIRED',
+        'send Authorization: Bearer <token> or HTTP Basic credentials',
       );
-      request.auth = { principal: { kind: 'user', id: user.id, name: user.username }, session: undefined };
-      return;
-    }
-    throw new GatehouseError(
-      'AUTHENTICATION_REQUIRED',
-      'send Authorization: Bearer <token> or HTTP Basic credentials',
-    );
-  };
+    },
+  );
 }
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;

@@ -2,6 +2,7 @@ import type {} from '@fastify/cookie';
 import type { FastifyRequest } from 'fastify';
 import type { Core } from '../../core/index.js';
 import { GatehouseError } from '../../errors.js';
+import { authenticationHook } from '../auth-context.js';
 import { authorizationCredentials, requestMeta } from '../request-meta.js';
 
 /** Clients replay whatever cookie they get; the name is ours. */
@@ -26,24 +27,37 @@ export function sessionCookieValue(
   request: FastifyRequest,
   cookieSecure: 'auto' | boolean,
 ): string | undefined {
-  return request.cookies[securesCookie(request, cookieSecure) ? SECURE_SESSION_COOKIE : SESSION_COOKIE];
+  // Parsed here, not by a hook on every request: only Storware's authentication reads cookies.
+  const header = request.headers.cookie;
+  if (!header) return undefined;
+  return request.server.parseCookie(header)[
+    securesCookie(request, cookieSecure) ? SECURE_SESSION_COOKIE : SESSION_COOKIE
+  ];
 }
 
 /** A Storware call is authenticated by a bearer token (NSE JWT or session secret) or the session cookie. */
 export function storwareAuthenticator(core: Core) {
   const { cookieSecure } = core.config;
-  return async (request: FastifyRequest): Promise<void> => {
-    // An explicit Authorization header wins over a cookie the client may still carry from before.
-    const bearer = authorizationCredentials(request, 'bearer');
-    if (bearer !== undefined) {
-      request.auth = await core.sessions.authenticateBearer(bearer, requestMeta(request));
-      return;
-    }
-    const cookie = sessionCookieValue(request, cookieSecure);
-    if (cookie) {
-      request.auth = await core.sessions.authenticateSecret(cookie);
-      return;
-    }
-    throw new GatehouseError('AUTHENTICATION_REQUIRED', 'sign in first: POST /api/session/login');
-  };
+  return authenticationHook(
+    (request) => {
+      const bearer = authorizationCredentials(request, 'bearer');
+      if (bearer !== undefined) return core.sessions.admitCachedBearer(bearer);
+      const cookie = sessionCookieValue(request, cookieSecure);
+      return cookie ? core.sessions.admitCachedSecret(cookie) : undefined;
+    },
+    async (request) => {
+      // An explicit Authorization header wins over a cookie the client may still carry from before.
+      const bearer = authorizationCredentials(request, 'bearer');
+      if (bearer !== undefined) {
+        request.auth = await core.sessions.authenticateBearer(bearer, requestMeta(request));
+        return;
+      }
+      const cookie = sessionCookieValue(request, cookieSecure);
+      if (cookie) {
+        request.auth = await core.sessions.authenticateSecret(cookie);
+        return;
+      }
+      throw new GatehouseError('AUTHENTICATION_REQUIRED', 'sign in first: POST /api/session/login');
+    },
+  );
 }
