@@ -257,11 +257,14 @@ export class PasswordHasher {
    * a stored hash cheaper than the current settings (imported bcrypt, an argon2id made before the
    * settings were raised) is followed on a miss by the dummy's work too, so that its quick "no" does
    * not tell such accounts apart. (A stored hash dearer than the dummy still takes longer; it is
-   * replaced at its user's next sign-in.)
+   * replaced at its user's next sign-in.) Only the stored hash's check may be abandoned: once it
+   * has said no, the caller counts the failure after this answer, and a client leaving during the
+   * padding would otherwise take that count with it (guesses without limit, the right one told by
+   * the rehash it leaves behind).
    */
   async verifyForSignIn(storedHash: string, password: string, abandoned?: () => boolean): Promise<boolean> {
     if (await this.verify(storedHash, password, abandoned)) return true;
-    if (this.needsRehash(storedHash)) await this.verifyDummy(password, abandoned);
+    if (this.needsRehash(storedHash)) await this.verifyDummy(password);
     return false;
   }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { hash as bcryptHash } from '@node-rs/bcrypt';
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import { createTestContext, startAnotherNode, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
@@ -195,6 +196,28 @@ forEachDialect('Brute force: throttle shared by every node', (dialect) => {
     assert.equal((await signin('gone-away', 'surely-wrong-guess', '203.0.113.152')).statusCode, 401);
     assert.deepEqual(waits(), [100]);
     assert.equal((await ctx.store.users.findById(gone.id))?.failed_count, 2);
+  });
+
+  test('a wrong guess at an imported hash is counted even when its client leaves during the check', async () => {
+    // A hash due for replacement (bcrypt here) is followed on a miss by the dummy's work, so that
+    // its quicker "no" does not tell the account apart; a client leaving after the stored hash was
+    // checked must not take the count with that padding, or it could guess without limit.
+    const ivy = await ctx.core.accounts.createUser({ username: 'imported-ivy', password: PASSWORD });
+    assert.ok(ivy.password_hash);
+    const imported = await bcryptHash(PASSWORD, 4);
+    assert.ok(await ctx.store.users.replacePasswordHash(ivy.id, ivy.password_hash, imported));
+    const LEAVER = '203.0.113.99';
+    for (let i = 0; i < 3; i++) {
+      let dispatched = 0;
+      // Asked when each hashing task is about to start: there for the stored hash, gone after it.
+      const meta = { ip: LEAVER, userAgent: 'test', clientGone: () => ++dispatched > 1 };
+      await assert.rejects(
+        ctx.core.authentication.signIn('imported-ivy', `wrong-guess-${i}-xx`, meta, 'nse'),
+      );
+      assert.ok(dispatched >= 1, 'the stored hash was checked');
+    }
+    assert.equal((await signin('imported-ivy', PASSWORD, LEAVER)).statusCode, 401, 'the pair is locked');
+    assert.equal((await signin('imported-ivy', PASSWORD, HOME)).statusCode, 200);
   });
 
   test('node logins are throttled the same way, keyed apart from user names', async () => {
