@@ -175,7 +175,8 @@ export class AccessManagementService {
           if (!(await tx.rbac.updateRole(row.id, { name, description }))) {
             throw new GatehouseError('NOT_FOUND', 'no such role');
           }
-          if (privileges !== undefined && row.builtin === 0) {
+          if (privileges !== undefined && row.builtin === 0 && !sameSet(current, privileges)) {
+            await refuseUnseenHolders(tx, actor, { role: row.id }, row.name, 'change its privileges');
             await changingAuthority(tx, this.#clock.now(), [{ role: row.id }], () =>
               tx.rbac.setRolePrivileges(row.id, privileges),
             );
@@ -211,6 +212,7 @@ export class AccessManagementService {
             `role "${row.name}" is the role of ${nodes} node(s)`,
           );
         }
+        await refuseUnseenHolders(tx, actor, { role: row.id }, row.name, 'delete it');
         const groups = await tx.rbac.countGroupsWithRole(row.id);
         const deleted = await changingAuthority(tx, this.#clock.now(), [{ role: row.id }], () =>
           tx.rbac.deleteRole(row.id),
@@ -302,6 +304,10 @@ export class AccessManagementService {
             throw new GatehouseError('NOT_FOUND', 'no such group');
           }
           if (roleIds !== undefined) {
+            const current = (await tx.rbac.rolesOfGroup(row.id)).map((role) => role.id);
+            if (!sameSet(current, roleIds)) {
+              await refuseUnseenHolders(tx, actor, { group: row.id }, row.name, 'change its roles');
+            }
             await changingAuthority(tx, this.#clock.now(), [{ group: row.id }], () =>
               tx.rbac.setGroupRoles(row.id, roleIds),
             );
@@ -335,13 +341,7 @@ export class AccessManagementService {
     await this.#store.transaction(async (tx) =>
       keepOneAccessManager(tx, async () => {
         const members = await tx.rbac.countGroupMembers(row.id);
-        // As replaceMembers leaves them alone: the caller may not touch members it cannot see.
-        if (!actor.isRoot && (await tx.rbac.countGroupMembers(row.id, memberVisibility(actor))) < members) {
-          throw new GatehouseError(
-            'FORBIDDEN',
-            'the group has members you cannot see; only root may delete it',
-          );
-        }
+        await refuseUnseenHolders(tx, actor, { group: row.id }, row.name, 'delete it');
         const deleted = await changingAuthority(tx, this.#clock.now(), [{ group: row.id }], () =>
           tx.rbac.deleteGroup(row.id),
         );
@@ -562,6 +562,32 @@ export class AccessManagementService {
 }
 
 /** The members `canSeeUser` lets the actor see, as the store filters them: root all of them. */
+/**
+ * Refuses a caller who is not root a change to the privileges of users it cannot see (another
+ * tenant's members of a group, the holders of a role through any group): as `replaceMembers`
+ * leaves such members alone, the caller may neither know of them nor change what they may do,
+ * and raising them would put them past their own administrators' reach (`mayManageUser`).
+ */
+async function refuseUnseenHolders(
+  tx: Repositories,
+  actor: Actor,
+  scope: { readonly group: string } | { readonly role: string },
+  name: string,
+  change: string,
+): Promise<void> {
+  if (actor.isRoot) return;
+  const visibility = memberVisibility(actor);
+  const [all, seen] =
+    'group' in scope
+      ? [
+          await tx.rbac.countGroupMembers(scope.group),
+          await tx.rbac.countGroupMembers(scope.group, visibility),
+        ]
+      : [await tx.rbac.countRoleHolders(scope.role), await tx.rbac.countRoleHolders(scope.role, visibility)];
+  const what = 'group' in scope ? `group "${name}" has members` : `role "${name}" is held by users`;
+  if (seen < all) throw new GatehouseError('FORBIDDEN', `${what} you cannot see; only root may ${change}`);
+}
+
 function memberVisibility(actor: Actor): MemberVisibility | undefined {
   if (actor.isRoot) return undefined;
   return {

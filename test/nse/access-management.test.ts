@@ -491,6 +491,71 @@ forEachDialect('NSE access management', (dialect) => {
       assert.equal((await send('admin', 'DELETE', `/users/${id}`)).statusCode, 204);
   });
 
+  test("an access manager cannot change what users it cannot see may do: a group's roles, a role's privileges, a role's deletion", async () => {
+    const wardenRole = await record(
+      await send('admin', 'POST', '/roles', {
+        name: 'Warden',
+        privileges: ['ACCESS_MANAGEMENT_READ', 'ACCESS_MANAGEMENT_WRITE', 'REPORTING_REPORT_READ'],
+      }),
+    );
+    await record(await send('admin', 'POST', '/groups', { name: 'Wardens', roles: [wardenRole.id] }));
+    await ctx.core.accounts.createUser({
+      username: 'warden',
+      password: 'keeper-of-acme-keys-9',
+      tenantCode: 'acme',
+      role: 'admin',
+      groups: ['Wardens'],
+    });
+    const reports = await record(
+      await send('admin', 'POST', '/roles', { name: 'Reports', privileges: ['REPORTING_REPORT_READ'] }),
+    );
+    const readers = await record(
+      await send('admin', 'POST', '/groups', { name: 'Report readers', roles: [reports.id] }),
+    );
+    // bob is of acme, which warden manages; gus is of globex, which warden cannot see.
+    await send('admin', 'PUT', `/groups/${readers.id}/members`, { user_ids: [ids.bob, ids.gus] });
+    const warden = bearer(await nseSignIn(ctx, 'warden', 'keeper-of-acme-keys-9'));
+    const as = (method: 'PUT' | 'DELETE', url: string, payload?: object) =>
+      ctx.inject({
+        method,
+        url: `/api/v2.1${url}`,
+        headers: warden,
+        ...(payload === undefined ? {} : { payload }),
+      });
+
+    for (const [method, url, payload, refusal] of [
+      ['PUT', `/groups/${readers.id}`, { roles: [] }, /group "Report readers" has members you cannot see/],
+      ['PUT', `/roles/${reports.id}`, { privileges: [] }, /role "Reports" is held by users you cannot see/],
+      ['DELETE', `/roles/${reports.id}`, undefined, /role "Reports" is held by users you cannot see/],
+      ['DELETE', `/groups/${readers.id}`, undefined, /members you cannot see/],
+    ] as const) {
+      const refused = await as(method, url, payload);
+      assert.equal(refused.statusCode, 403, `${method} ${url}: ${refused.body}`);
+      assert.match(json(refused).status.verbose_message, refusal);
+    }
+    const unchanged = await record(await send('admin', 'GET', `/groups/${readers.id}`));
+    assert.deepEqual(
+      unchanged.roles.map((r: { id: string }) => r.id),
+      [reports.id],
+    );
+    assert.deepEqual((await record(await send('admin', 'GET', `/roles/${reports.id}`))).privileges, [
+      'REPORTING_REPORT_READ',
+    ]);
+    // What changes nobody's privileges stays open: a description, the same roles again.
+    const described = await as('PUT', `/groups/${readers.id}`, {
+      description: 'Read reports',
+      roles: [reports.id],
+    });
+    assert.equal(described.statusCode, 200, described.body);
+
+    // Once every holder is one it sees, the same changes go through.
+    assert.equal((await send('admin', 'DELETE', `/groups/${readers.id}/members/${ids.gus}`)).statusCode, 204);
+    assert.equal((await as('PUT', `/roles/${reports.id}`, { privileges: [] })).statusCode, 200);
+    assert.equal((await as('PUT', `/groups/${readers.id}`, { roles: [] })).statusCode, 200);
+    assert.equal((await as('DELETE', `/roles/${reports.id}`)).statusCode, 204);
+    assert.equal((await as('DELETE', `/groups/${readers.id}`)).statusCode, 204);
+  });
+
   test('a tenant admin cannot see or add users of a tenant it cannot read', async () => {
     const keymaster = await record(
       await send('admin', 'POST', '/roles', {

@@ -1,4 +1,4 @@
-import type { Kysely, Selectable } from 'kysely';
+import type { ExpressionBuilder, Kysely, Selectable } from 'kysely';
 import type { Database, RoleTable, UserGroupTable } from '../schema.js';
 import type { Page, PageRequest } from './list-query.js';
 
@@ -27,6 +27,24 @@ export interface MemberVisibility {
   readonly selfId: string | undefined;
 }
 
+/** Whether `users.id` is a user the caller can see: one of its tenants' or itself. */
+function visibleUser(eb: ExpressionBuilder<Database, 'users'>, visibleTo: MemberVisibility) {
+  const visible = [];
+  if (visibleTo.tenantIds.length > 0) {
+    visible.push(
+      eb.exists(
+        eb
+          .selectFrom('tenancies')
+          .select('tenancies.user_id')
+          .whereRef('tenancies.user_id', '=', 'users.id')
+          .where('tenancies.tenant_id', 'in', visibleTo.tenantIds),
+      ),
+    );
+  }
+  if (visibleTo.selfId !== undefined) visible.push(eb('users.id', '=', visibleTo.selfId));
+  return eb.or(visible);
+}
+
 export function createRbacRepository(db: Kysely<Database>) {
   // One query, however many members (a directory's users all join "Operator").
   const membersQuery = (groupId: string, visibleTo: MemberVisibility | undefined) => {
@@ -35,23 +53,7 @@ export function createRbacRepository(db: Kysely<Database>) {
       .innerJoin('users', 'users.id', 'group_members.user_id')
       .select(['users.id', 'users.username'])
       .where('group_members.group_id', '=', groupId);
-    if (visibleTo === undefined) return members;
-    return members.where((eb) => {
-      const visible = [];
-      if (visibleTo.tenantIds.length > 0) {
-        visible.push(
-          eb.exists(
-            eb
-              .selectFrom('tenancies')
-              .select('tenancies.user_id')
-              .whereRef('tenancies.user_id', '=', 'users.id')
-              .where('tenancies.tenant_id', 'in', visibleTo.tenantIds),
-          ),
-        );
-      }
-      if (visibleTo.selfId !== undefined) visible.push(eb('users.id', '=', visibleTo.selfId));
-      return eb.or(visible);
-    });
+    return visibleTo === undefined ? members : members.where((eb) => visibleUser(eb, visibleTo));
   };
 
   const countMembers = async (groupId: string, visibleTo: MemberVisibility | undefined) => {
@@ -265,6 +267,27 @@ export function createRbacRepository(db: Kysely<Database>) {
     },
     countGroupMembers(groupId: string, visibleTo?: MemberVisibility): Promise<number> {
       return countMembers(groupId, visibleTo);
+    },
+    /** The users holding a role through any of their groups (each once), or those of them visible. */
+    async countRoleHolders(roleId: string, visibleTo?: MemberVisibility): Promise<number> {
+      const holders = db
+        .selectFrom('users')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where((eb) =>
+          eb.exists(
+            eb
+              .selectFrom('group_members')
+              .innerJoin('group_roles', 'group_roles.group_id', 'group_members.group_id')
+              .select('group_members.user_id')
+              .whereRef('group_members.user_id', '=', 'users.id')
+              .where('group_roles.role_id', '=', roleId),
+          ),
+        );
+      const row = await (visibleTo === undefined
+        ? holders
+        : holders.where((eb) => visibleUser(eb, visibleTo))
+      ).executeTakeFirstOrThrow();
+      return Number(row.n);
     },
     async removeGroupMember(groupId: string, userId: string): Promise<boolean> {
       const result = await db
