@@ -215,6 +215,15 @@ export class UserAdminService {
     inFlight: number,
   ): Promise<CheckedUsers> {
     const actor = await actorOf(this.#store, auth);
+    // A request of a deactivated or deleted account is refused with its sessions; a batch of a
+    // long import acts for its importer just the same, so it stops here (within the batches
+    // already being written).
+    if (
+      auth.principal.kind === 'user' &&
+      (await this.#store.users.findById(auth.principal.id))?.active !== 1
+    ) {
+      throw new GatehouseError('FORBIDDEN', 'the importing account was deactivated or deleted');
+    }
     const results: (PreparedUser | GatehouseError | undefined)[] = inputs.map(() => undefined);
     const refusals: AuditEntry[] = [];
     const refuse = (index: number, error: unknown) => {

@@ -435,6 +435,44 @@ forEachDialect('NSE users import', (dialect) => {
     assert.equal(await userExists('globex-spy'), false);
   });
 
+  test('an import stops when its importer is deactivated: no more users are created in its name', async () => {
+    await ctx.core.accounts.createUser({
+      username: 'impy',
+      password: 'importing-all-day-7',
+      tenantCode: 'acme',
+      role: 'admin',
+    });
+    tokens.impy = await nseSignIn(ctx, 'impy', 'importing-all-day-7');
+    const hash = `$2b$04$abcdefghijklmnopqrstuv${'A'.repeat(31)}`;
+    const rows = 30_000;
+    const lines = ['username,password_hash,tenant_code,role'];
+    for (let i = 0; i < rows; i += 1) lines.push(`impied${i},"${hash}",acme,user`);
+    const response = await importUsers('impy', `${lines.join('\n')}\n`);
+    assert.equal(response.statusCode, 202, response.body);
+    const id = json(response).result.records[0].id as string;
+    await waitForProgress(id);
+    const deactivated = await ctx.inject({
+      method: 'PUT',
+      url: '/api/v2.1/users/impy',
+      headers: bearer(tokens.admin!),
+      payload: { active: false },
+    });
+    assert.equal(deactivated.statusCode, 200, deactivated.body);
+    const job = await finished('admin', id);
+    const imported = Number(
+      (
+        await ctx.store.db
+          .selectFrom('users')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('username', 'like', 'impied%')
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
+    assert.equal(job.status, 'failed', JSON.stringify(job));
+    assert.match(job.last_error, /deactivated/);
+    assert.ok(imported > 0 && imported < rows, `${imported} imported`);
+  });
+
   test('an import stopped by a shutdown ends failed (interrupted) and says how many users it did import', async () => {
     const hash = `$2b$04$abcdefghijklmnopqrstuv${'A'.repeat(31)}`;
     const rows = 30_000;
