@@ -568,6 +568,10 @@ export class UserAdminService {
       }
       const root = target.tenancies.some((t) => t.role === 'root');
       if (root) await this.#keepOneRoot(target.row, 'delete');
+      // As for deactivation: a tenant's only admin would leave it to root alone.
+      if (actor.principal.id === target.row.id) {
+        throw new GatehouseError('FORBIDDEN', 'you may not delete your own account');
+      }
       await this.#store.transaction(async (tx) => {
         // Gone already (a concurrent delete): the same answer as for an unknown user.
         // Tokens it lent work no more: the sessions opened with them end with it.

@@ -666,9 +666,12 @@ forEachDialect('NSE users', (dialect) => {
     await signIn('ida');
     assert.equal((await call('ida', 'GET', `${USERS}/ida`)).statusCode, 200);
 
-    // Nobody deactivates itself; the last holder of ACCESS_MANAGEMENT_WRITE (admin, through
-    // "Global Administrators") stays active even for another root.
+    // Nobody deactivates or deletes itself; the last holder of ACCESS_MANAGEMENT_WRITE (admin,
+    // through "Global Administrators") stays active even for another root.
     isError(await call('alice', 'PUT', `${USERS}/alice`, { active: false }), 403, 'FORBIDDEN');
+    const selfDelete = isError(await call('alice', 'DELETE', `${USERS}/alice`), 403, 'FORBIDDEN');
+    assert.match(selfDelete.status.verbose_message, /your own account/);
+    assert.equal((await call('alice', 'GET', `${USERS}/alice`)).statusCode, 200);
     const deputy = await makeUser('deputy-root', [[system, 'root']]);
     await signIn('deputy-root');
     const guarded = isError(
