@@ -85,6 +85,19 @@ const GRANTED = Symbol('granted');
 
 const view = userView;
 
+/** A tenant id no tenant has: the filter of a caller naming a tenant it cannot see. */
+const UNSEEN_TENANT = '00000000-0000-0000-0000-000000000000';
+
+/**
+ * The tenancies of a user that the caller may know of: all of them for root and for the user
+ * itself, otherwise those in tenants the caller sees. A user of two tenants is visible to the
+ * readers of either, and its record must not tell them of the other tenant.
+ */
+function tenanciesSeenBy(actor: Actor, userId: string, tenancies: readonly TenancyView[]): TenancyView[] {
+  if (actor.isRoot || actor.principal.id === userId) return [...tenancies];
+  return tenancies.filter((tenancy) => canSeeTenant(actor, tenancy.tenantId));
+}
+
 /**
  * The NSE users administration: who may list, read, create, change and delete which users
  * (rules in authorization.ts). Users of tenants the caller cannot read answer 404 exactly as
@@ -123,7 +136,11 @@ export class UserAdminService {
     const page = await this.#store.users.list(query, {
       visibleTenantIds: readableTenantIds(actor),
       selfId: auth.principal.kind === 'user' ? auth.principal.id : undefined,
-      tenantId: filter.tenantId,
+      // A tenant the caller cannot see has no users it may list, as one that does not exist.
+      tenantId:
+        filter.tenantId === undefined || canSeeTenant(actor, filter.tenantId)
+          ? filter.tenantId
+          : UNSEEN_TENANT,
       // Ids are stored in lower case; a malformed one matches nobody rather than failing.
       id: filter.id === undefined ? undefined : isId(filter.id) ? filter.id.toLowerCase() : '',
       usernameKey: filter.username === undefined ? undefined : accountKey(filter.username),
@@ -131,15 +148,16 @@ export class UserAdminService {
     const tenancies = await this.#store.users.tenanciesOfUsers(page.rows.map((row) => row.id));
     return {
       ...query,
-      records: page.rows.map((row) => view(row, tenancies.get(row.id) ?? [])),
+      records: page.rows.map((row) => view(row, tenanciesSeenBy(actor, row.id, tenancies.get(row.id) ?? []))),
       total: page.total,
     };
   }
 
   /** `reference`: a user id (UUID-shaped) or a user name (case-insensitive). */
   async get(auth: AuthContext, reference: string): Promise<UserView> {
-    const target = await this.#find(await actorOf(this.#store, auth), reference);
-    return view(target.row, target.tenancies);
+    const actor = await actorOf(this.#store, auth);
+    const target = await this.#find(actor, reference);
+    return view(target.row, tenanciesSeenBy(actor, target.row.id, target.tenancies));
   }
 
   async create(auth: AuthContext, input: UserCreation, meta: RequestMeta): Promise<UserView> {

@@ -121,6 +121,25 @@ forEachDialect('NSE users', (dialect) => {
     assert.equal(json(await call('uma', 'GET', `${USERS}?tenant_id=${globex}`)).result.total_records, 0);
   });
 
+  test("a user of two tenants shows the readers of one only that tenant's tenancy, and another tenant's filter finds nobody", async () => {
+    const both = await makeUser('bea-both', [
+      [acme, 'user'],
+      [globex, 'user'],
+    ]);
+    const tenantsOf = (record: { tenancies: { id: string }[] }) => record.tenancies.map((t) => t.id).sort();
+    const seenByAlice = json(await call('alice', 'GET', `${USERS}/bea-both`)).result.records[0];
+    assert.deepEqual(tenantsOf(seenByAlice), [acme]);
+    assert.ok(!JSON.stringify(seenByAlice).includes('globex'), JSON.stringify(seenByAlice));
+    const listed = json(await call('alice', 'GET', `${USERS}?username=bea-both`)).result.records[0];
+    assert.deepEqual(tenantsOf(listed), [acme]);
+    // A tenant alice cannot see has no users for her, even one she sees through another tenant.
+    assert.equal(json(await call('alice', 'GET', `${USERS}?tenant_id=${globex}`)).result.total_records, 0);
+    // Root sees both; so would the user itself.
+    const seenByRoot = json(await call('admin', 'GET', `${USERS}/${both}`)).result.records[0];
+    assert.deepEqual(tenantsOf(seenByRoot), [acme, globex].sort());
+    assert.equal((await call('admin', 'DELETE', `${USERS}/${both}`)).statusCode, 204);
+  });
+
   test('GET /users?id= and ?username= (the reference\'s "retrieve a user by ID / by user name"): that user or none, within what the caller sees', async () => {
     const byName = json(await call('alice', 'GET', `${USERS}?username=RITA`));
     assert.deepEqual(usernames(byName), ['rita']);
