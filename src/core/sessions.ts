@@ -244,7 +244,13 @@ export class SessionService {
   }
 
   #sign(principal: Principal, session: SessionWithPrincipal, generation: number): Promise<string> {
-    const expiresAt = Math.min(this.#clock.now() + this.#config.tokenLifetimeMs, session.expires_at);
+    // A token never promises more than its session can keep: clients read `exp` to know when to
+    // refresh, and a session left unused for its idle timeout ends, whatever the token says.
+    const now = this.#clock.now();
+    const expiresAt = Math.min(
+      now + Math.min(this.#config.tokenLifetimeMs, this.#config.sessionIdleTimeoutMs),
+      session.expires_at,
+    );
     return this.#tokens.signSessionToken({
       username: principal.name,
       sid: session.id,

@@ -143,13 +143,14 @@ forEachDialect('Storware session: logout and timeouts', (dialect) => {
 
   test('idle timeout slides: activity within the window keeps the session alive', async () => {
     const cookie = await storwareLogin(ctx);
-    const nseToken = await nseTokenOf(cookie);
     // 9 minutes of silence, then activity, four times over: 36 minutes, far past one idle window.
     for (let i = 0; i < 4; i++) {
       ctx.clock.advance(9 * MINUTE);
       assert.equal((await withCookie('GET', '/api/session', cookie)).statusCode, 204, `round ${i}`);
     }
-    // Activity on the NSE surface counts for the same session.
+    // Activity on the NSE surface counts for the same session (a token lives no longer than the
+    // idle timeout, so it is taken now).
+    const nseToken = await nseTokenOf(cookie);
     ctx.clock.advance(9 * MINUTE);
     assert.equal((await withBearer('GET', '/api/v2.1/jobs', nseToken)).statusCode, 200);
     ctx.clock.advance(9 * MINUTE);
@@ -157,6 +158,27 @@ forEachDialect('Storware session: logout and timeouts', (dialect) => {
     // And then silence past the window.
     ctx.clock.advance(10 * MINUTE + 1000);
     assertStorware401(await withCookie('GET', '/api/session', cookie));
+  });
+
+  test("an NSE token's exp never promises more than its session's idle timeout", async () => {
+    // GATEHOUSE_TOKEN_LIFETIME is 2h here, the idle timeout 10m: a token left unused for its
+    // lifetime would outlive its session, and a client reading exp would hold a dead token.
+    const signin = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/signin',
+      payload: { username: 'admin', password: ADMIN_PASSWORD },
+    });
+    assert.equal(signin.statusCode, 200, signin.body);
+    const token = json(signin).result.records[0].token as string;
+    const claims = (jwt: string) =>
+      JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString()) as {
+        iat: number;
+        exp: number;
+      };
+    assert.equal(claims(token).exp - claims(token).iat, 10 * 60);
+    ctx.clock.advance(10 * MINUTE + 1000);
+    const idle = await ctx.inject({ method: 'GET', url: '/api/v2.1/jobs', headers: bearer(token) });
+    assert.equal(idle.statusCode, 401, 'the session and the token end together');
   });
 
   test('Endpoints tokens never outlive their session', async () => {
