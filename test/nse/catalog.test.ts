@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { createTestContext, type TestContext } from '../helpers/context.js';
+import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { bearer, json, nseSignIn } from '../helpers/http.js';
 
@@ -144,7 +144,35 @@ forEachDialect('NSE regions and zones', (dialect) => {
     ]) {
       const response = await ctx.inject({ method: 'GET', url });
       assert.equal(response.statusCode, 401, url);
-      assert.equal(response.headers['www-authenticate'], 'Bearer realm="gatehouse"');
+      assert.equal(
+        response.headers['www-authenticate'],
+        'Bearer realm="gatehouse", Basic realm="gatehouse", charset="UTF-8"',
+      );
+    }
+  });
+
+  test('a client that sends Basic credentials only when challenged gets the challenge, and then in', async () => {
+    const url = '/api/v2.1/auth/regions';
+    const first = await ctx.inject({ method: 'GET', url });
+    assert.equal(first.statusCode, 401);
+    const challenges = String(first.headers['www-authenticate']);
+    assert.match(challenges, /Basic realm="gatehouse"/);
+    const retried = await ctx.inject({
+      method: 'GET',
+      url,
+      headers: { authorization: `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}` },
+    });
+    assert.equal(retried.statusCode, 200, retried.body);
+    // No Basic challenge where it would do harm: after a Bearer token (the client wants a new
+    // token), to a browser's script (the browser would open its own password dialog).
+    for (const headers of [
+      { authorization: 'Bearer not-a-token' },
+      { 'sec-fetch-mode': 'cors' },
+      { 'sec-fetch-mode': 'same-origin' },
+    ]) {
+      const refused = await ctx.inject({ method: 'GET', url, headers });
+      assert.equal(refused.statusCode, 401, JSON.stringify(headers));
+      assert.equal(refused.headers['www-authenticate'], 'Bearer realm="gatehouse"', JSON.stringify(headers));
     }
   });
 });

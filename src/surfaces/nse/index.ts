@@ -54,6 +54,26 @@ export const nseSurface: FastifyPluginAsyncTypebox<{
 /** Renders any error in the NSE envelope; also the handler of paths outside both surfaces. */
 export async function renderNseError(error: unknown, request: FastifyRequest, reply: FastifyReply) {
   const failure = toGatehouseError(error, request);
-  if (failure.status === 401) reply.header('WWW-Authenticate', 'Bearer realm="gatehouse"');
+  if (failure.status === 401) reply.header('WWW-Authenticate', challengeOf(request));
   return reply.code(failure.status).headers(failure.headers).send(errorBody(failure));
+}
+
+const BEARER_CHALLENGE = 'Bearer realm="gatehouse"';
+const BEARER_OR_BASIC = `${BEARER_CHALLENGE}, Basic realm="gatehouse", charset="UTF-8"`;
+/** The modes of a browser's script requests (fetch, XMLHttpRequest); navigations are `navigate`. */
+const SCRIPT_FETCH_MODES: ReadonlySet<string> = new Set(['cors', 'no-cors', 'same-origin']);
+
+/**
+ * NSE takes HTTP Basic as well as Bearer tokens, and clients that send credentials only once
+ * challenged (.NET's HttpClientHandler.Credentials, Java's Authenticator) need a Basic challenge
+ * to send them. It is left out where it would do harm: a client that came with a Bearer token
+ * wants a new token, not a password, and a browser's script (Sec-Fetch-Mode) would have the
+ * browser open its own password dialog over the page. Elsewhere (/metrics) only Bearer is taken.
+ */
+function challengeOf(request: FastifyRequest): string {
+  if (!request.url.startsWith(`${NSE_PREFIX}/`)) return BEARER_CHALLENGE;
+  const scheme = request.headers.authorization?.trimStart().split(' ', 1)[0]?.toLowerCase();
+  const fetchMode = request.headers['sec-fetch-mode'];
+  const script = typeof fetchMode === 'string' && SCRIPT_FETCH_MODES.has(fetchMode.toLowerCase());
+  return scheme === 'bearer' || script ? BEARER_CHALLENGE : BEARER_OR_BASIC;
 }
