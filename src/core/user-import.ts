@@ -668,6 +668,10 @@ export function splitCsv(line: string): string[] | undefined {
 }
 
 const QUOTE = 0x22;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
 const BACKSLASH = 0x5c;
 const LINE_FEED = 0x0a;
 const CARRIAGE_RETURN = 0x0d;
@@ -683,7 +687,8 @@ export const IMPORT_LINE_LIMIT = 64 * 1024;
 
 /**
  * Passes bytes through while hashing them, counting lines that hold something, and refusing a
- * line (CSV, NDJSON) or a JSON string longer than IMPORT_LINE_LIMIT.
+ * line (CSV, NDJSON), or a JSON string, literal or element of the array, longer than
+ * IMPORT_LINE_LIMIT.
  */
 class LineCounter extends Transform {
   lines = 0;
@@ -699,6 +704,10 @@ class LineCounter extends Transform {
   #escaped = false;
   #stringBytes = 0;
   #literalBytes = 0;
+  // JSON: how deep in arrays and objects the bytes seen end (1 inside the top-level array), and
+  // how long the element of that array being read is so far.
+  #depth = 0;
+  #elementBytes = 0;
   readonly #hash = createHash('sha256');
   readonly #limit: number;
   readonly #format: ImportFormat;
@@ -756,7 +765,13 @@ class LineCounter extends Transform {
       }
     }
     if (this.#format === 'json' && !this.#stringsWithinLimit(chunk)) {
-      done(this.#tooLong('a string or literal is longer'));
+      done(
+        this.#tooLong(
+          this.#elementBytes > IMPORT_LINE_LIMIT
+            ? 'an element of the array is longer'
+            : 'a string or literal is longer',
+        ),
+      );
       return;
     }
     done(null, chunk);
@@ -773,6 +788,7 @@ class LineCounter extends Transform {
         // may be long either (the parser builds a number whole too).
         if (!this.#literalsWithinLimit(chunk, index, open < 0 ? chunk.length : open)) return false;
         if (open < 0) return true;
+        if (!this.#withinElement(1)) return false;
         this.#literalBytes = 0;
         this.#inString = true;
         this.#stringBytes = 0;
@@ -782,6 +798,7 @@ class LineCounter extends Transform {
       if (this.#escaped) {
         this.#escaped = false;
         this.#stringBytes += 1;
+        if (!this.#withinElement(1)) return false;
         index += 1;
         continue;
       }
@@ -790,10 +807,10 @@ class LineCounter extends Transform {
       const stop = nextBackslash >= 0 && (close < 0 || nextBackslash < close) ? nextBackslash : close;
       if (stop < 0) {
         this.#stringBytes += chunk.length - index;
-        return this.#stringBytes <= IMPORT_LINE_LIMIT;
+        return this.#stringBytes <= IMPORT_LINE_LIMIT && this.#withinElement(chunk.length - index);
       }
       this.#stringBytes += stop - index;
-      if (this.#stringBytes > IMPORT_LINE_LIMIT) return false;
+      if (this.#stringBytes > IMPORT_LINE_LIMIT || !this.#withinElement(stop + 1 - index)) return false;
       if (stop === close) this.#inString = false;
       else this.#escaped = true;
       index = stop + 1;
@@ -804,10 +821,28 @@ class LineCounter extends Transform {
   #literalsWithinLimit(chunk: Buffer, from: number, to: number): boolean {
     for (let index = from; index < to; index += 1) {
       const byte = chunk[index] ?? 0;
+      if (byte === OPEN_BRACE || byte === OPEN_BRACKET) this.#depth += 1;
+      if (!this.#withinElement(1)) return false;
+      if (byte === CLOSE_BRACE || byte === CLOSE_BRACKET) {
+        this.#depth -= 1;
+        // The element ended: the next starts from nothing.
+        if (this.#depth <= 1) this.#elementBytes = 0;
+      }
       if (LITERAL_ENDS.has(byte)) this.#literalBytes = 0;
       else if (++this.#literalBytes > IMPORT_LINE_LIMIT) return false;
     }
     return true;
+  }
+
+  /**
+   * Counts `bytes` toward the array element being read, if any: an element is built whole by the
+   * parser, at tens of bytes of memory a byte when it is made of many small parts (`{},{},…`),
+   * so its length is bounded like a line's.
+   */
+  #withinElement(bytes: number): boolean {
+    if (this.#depth < 2) return true;
+    this.#elementBytes += bytes;
+    return this.#elementBytes <= IMPORT_LINE_LIMIT;
   }
 
   #tooLong(what: string): GatehouseError {

@@ -200,7 +200,7 @@ forEachDialect('NSE users import', (dialect) => {
     }
   });
 
-  test('a line, JSON string or literal longer than 64 KiB is refused whole before any job (the readers build each whole)', async () => {
+  test('a line, JSON string, literal or array element longer than 64 KiB is refused whole before any job (the readers build each whole)', async () => {
     const long = 'x'.repeat(70 * 1024);
     const bodies: [string, string][] = [
       [`${HEADER}\nlongline,${goodPassword(1)},${long},,,,,acme,user\n`, 'text/csv'],
@@ -216,6 +216,16 @@ forEachDialect('NSE users import', (dialect) => {
       ],
       [
         `[{"username":"longnumber","tenant_code":"acme","password":${'9'.repeat(70 * 1024)}}]`,
+        'application/json',
+      ],
+      // One element built of short parts: the parser builds it whole, at ~60 bytes of memory a
+      // byte of `{},`, so 16 MiB of them took a gigabyte.
+      [
+        `[{"username":"manyparts","tenant_code":"acme","x":[${'{},'.repeat(25 * 1024)}{}]}]`,
+        'application/json',
+      ],
+      [
+        `[{"username":"manystrings","tenant_code":"acme","x":[${'"ab",'.repeat(15 * 1024)}"ab"]}]`,
         'application/json',
       ],
     ];
