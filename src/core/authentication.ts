@@ -348,8 +348,9 @@ export class AuthenticationService {
       const locks = await this.#throttle.fail(attempt);
       return this.#refuse('user', undefined, user ? 'no-local-password' : 'unknown-user', meta, locks);
     }
-    if (!(await this.#hasher.verifyForSignIn(user.password_hash, password, meta.clientGone))) {
+    if (!(await this.#hasher.verify(user.password_hash, password, meta.clientGone))) {
       const locks = await this.#throttle.fail(attempt);
+      await this.#hasher.padMiss(user.password_hash, password);
       return this.#refuse('user', account, 'wrong-password', meta, locks);
     }
     if (user.active !== 1) {
@@ -490,8 +491,9 @@ export class AuthenticationService {
       const locks = await this.#throttle.fail(attempt);
       return this.#refuse('node', undefined, 'unknown-node', meta, locks);
     }
-    if (!(await this.#hasher.verifyForSignIn(node.password_hash, password, meta.clientGone))) {
+    if (!(await this.#hasher.verify(node.password_hash, password, meta.clientGone))) {
       const locks = await this.#throttle.fail(attempt);
+      await this.#hasher.padMiss(node.password_hash, password);
       return this.#refuse('node', account, 'wrong-password', meta, locks);
     }
     if (node.active !== 1) {

@@ -253,19 +253,18 @@ export class PasswordHasher {
   }
 
   /**
-   * `verify` for a sign-in, whose failures must take as long as an unknown name's (`verifyDummy`):
-   * a stored hash cheaper than the current settings (imported bcrypt, an argon2id made before the
-   * settings were raised) is followed on a miss by the dummy's work too, so that its quick "no" does
-   * not tell such accounts apart. (A stored hash dearer than the dummy still takes longer; it is
-   * replaced at its user's next sign-in.) Only the stored hash's check may be abandoned: once it
-   * has said no, the caller counts the failure after this answer, and a client leaving during the
-   * padding would otherwise take that count with it (guesses without limit, the right one told by
-   * the rehash it leaves behind).
+   * After a sign-in's miss against `storedHash`, so that it takes as long as an unknown name's
+   * (`verifyDummy`): a stored hash cheaper than the current settings (imported bcrypt, an argon2id
+   * made before the settings were raised) is followed by the dummy's work too, so that its quick
+   * "no" does not tell such accounts apart. (A stored hash dearer than the dummy still takes
+   * longer; it is replaced at its user's next sign-in.) The caller counts the failure first: this
+   * is padding, and a pool too busy for it, a client gone, or a closing pool only make the
+   * refusal come sooner. Thrown past the count, they had let a guess go uncounted (answered 503
+   * or not at all) while a right one signed in.
    */
-  async verifyForSignIn(storedHash: string, password: string, abandoned?: () => boolean): Promise<boolean> {
-    if (await this.verify(storedHash, password, abandoned)) return true;
-    if (this.needsRehash(storedHash)) await this.verifyDummy(password);
-    return false;
+  async padMiss(storedHash: string, password: string): Promise<void> {
+    if (!this.needsRehash(storedHash)) return;
+    await this.verifyDummy(password).catch(() => undefined);
   }
 
   /** Spends the same work as a real verification, for callers that must not reveal a miss. */

@@ -315,3 +315,66 @@ forEachDialect('Brute force: throttle shared by every node', (dialect) => {
     );
   });
 });
+
+forEachDialect('Brute force: a wrong guess is counted before the work that pads its refusal', (dialect) => {
+  let ctx: TestContext;
+  before(async () => {
+    // One hashing thread and a queue of one: a few other sign-ins fill it.
+    ctx = await createTestContext(dialect, {
+      ...SETTINGS,
+      GATEHOUSE_HASH_THREADS: '1',
+      GATEHOUSE_HASH_QUEUE_LIMIT: '1',
+      GATEHOUSE_LOCKOUT_IP_THRESHOLD: '1000',
+      GATEHOUSE_LOGIN_DELAY: '0ms',
+    });
+  });
+  after(() => ctx.close());
+
+  test('with the pool too busy for the padding after an imported hash said no, the guess still counts', async () => {
+    const ivy = await ctx.core.accounts.createUser({ username: 'busy-ivy', password: PASSWORD });
+    assert.ok(ivy.password_hash);
+    assert.ok(
+      await ctx.store.users.replacePasswordHash(ivy.id, ivy.password_hash, await bcryptHash(PASSWORD, 10)),
+    );
+    // As many guesses as the pair threshold (3), each checked.
+    for (let i = 0; i < 3; i++) {
+      // Once the stored hash's check has started, other sign-ins keep the pool's queue full.
+      let storming = false;
+      let started = false;
+      const storm: Promise<unknown>[] = [];
+      const pump = () => {
+        if (!storming) return;
+        const n = storm.length;
+        const other = { ip: `198.51.100.${n % 250}`, userAgent: 'test' };
+        storm.push(
+          ctx.core.authentication.signIn(`nobody-${i}-${n}`, 'whatever-xx', other, 'nse').catch(() => {}),
+        );
+        setImmediate(pump);
+      };
+      const meta = {
+        ip: ATTACKER,
+        userAgent: 'test',
+        clientGone: () => {
+          if (!started) {
+            started = true;
+            storming = true;
+            setImmediate(pump);
+          }
+          return false;
+        },
+      };
+      await assert.rejects(ctx.core.authentication.signIn('busy-ivy', `wrong-guess-${i}-xx`, meta, 'nse'));
+      storming = false;
+      await Promise.all(storm);
+      assert.ok(started, 'the stored hash was checked');
+    }
+    // Every checked guess was counted: the pair is locked, the right password refused from there.
+    const right = await ctx.core.authentication
+      .signIn('busy-ivy', PASSWORD, { ip: ATTACKER, userAgent: 'test' }, 'nse')
+      .then(
+        () => 'signed in',
+        (error: { code?: string }) => error.code,
+      );
+    assert.equal(right, 'INVALID_CREDENTIALS');
+  });
+});
