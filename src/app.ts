@@ -89,6 +89,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   addCrossSiteProtection(app, config.allowedOrigins);
   refuseUnstorableText(app);
   app.decorateRequest('auth', null);
+  app.decorateRequest('basicAccepted', false);
   if (config.metrics.enabled) {
     const { metrics } = core;
     // Timed from the request's arrival to its answer; labelled by route pattern, never the raw

@@ -163,6 +163,15 @@ forEachDialect('NSE regions and zones', (dialect) => {
       headers: { authorization: `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}` },
     });
     assert.equal(retried.statusCode, 200, retried.body);
+    // Not where Basic is not taken: the sign-in's credentials are in its body, and a client
+    // answering the challenge would send the same wrong password again.
+    const signin = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/signin',
+      payload: { username: 'admin', password: 'not-the-password-1' },
+    });
+    assert.equal(signin.statusCode, 401);
+    assert.equal(signin.headers['www-authenticate'], 'Bearer realm="gatehouse"');
     // No Basic challenge where it would do harm: after a Bearer token (the client wants a new
     // token), to a browser's script (the browser would open its own password dialog).
     for (const headers of [

@@ -1,3 +1,4 @@
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import type { Core } from '../../core/index.js';
 import { GatehouseError } from '../../errors.js';
 import { authenticationHook } from '../auth-context.js';
@@ -8,8 +9,15 @@ import { authorizationCredentials, requestMeta } from '../request-meta.js';
  * Basic runs the password check, lockout included, on every request (argon2 itself is skipped for
  * a pair verified lately: core/credential-cache.ts); it opens no session.
  */
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set on routes that take HTTP Basic: their 401 challenges Basic too (`renderNseError`). */
+    basicAccepted: boolean;
+  }
+}
+
 export function nseAuthenticator(core: Core) {
-  return authenticationHook(
+  const hook = authenticationHook(
     (request) => {
       const bearer = authorizationCredentials(request, 'bearer');
       return bearer === undefined ? undefined : core.sessions.admitCachedBearer(bearer);
@@ -41,6 +49,10 @@ export function nseAuthenticator(core: Core) {
       );
     },
   );
+  return (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+    request.basicAccepted = true;
+    hook(request, reply, done);
+  };
 }
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;

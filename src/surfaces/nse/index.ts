@@ -64,14 +64,16 @@ const BEARER_OR_BASIC = `${BEARER_CHALLENGE}, Basic realm="gatehouse", charset="
 const SCRIPT_FETCH_MODES: ReadonlySet<string> = new Set(['cors', 'no-cors', 'same-origin']);
 
 /**
- * NSE takes HTTP Basic as well as Bearer tokens, and clients that send credentials only once
- * challenged (.NET's HttpClientHandler.Credentials, Java's Authenticator) need a Basic challenge
- * to send them. It is left out where it would do harm: a client that came with a Bearer token
- * wants a new token, not a password, and a browser's script (Sec-Fetch-Mode) would have the
- * browser open its own password dialog over the page. Elsewhere (/metrics) only Bearer is taken.
+ * NSE's authenticated routes take HTTP Basic as well as Bearer tokens, and clients that send
+ * credentials only once challenged (.NET's HttpClientHandler.Credentials, Java's Authenticator)
+ * need a Basic challenge to send them. It is given only where Basic is taken (not by the sign-in
+ * and password routes, whose credentials are in the body: such a client would send the same
+ * wrong password again, counted twice; nor by /metrics), and left out where it would do harm: a
+ * client that came with a Bearer token wants a new token, not a password, and a browser's script
+ * (Sec-Fetch-Mode) would have the browser open its own password dialog over the page.
  */
 function challengeOf(request: FastifyRequest): string {
-  if (!request.url.startsWith(`${NSE_PREFIX}/`)) return BEARER_CHALLENGE;
+  if (!request.basicAccepted) return BEARER_CHALLENGE;
   const scheme = request.headers.authorization?.trimStart().split(' ', 1)[0]?.toLowerCase();
   const fetchMode = request.headers['sec-fetch-mode'];
   const script = typeof fetchMode === 'string' && SCRIPT_FETCH_MODES.has(fetchMode.toLowerCase());
