@@ -9,7 +9,8 @@ import type { AuditEntry, AuditService } from './audit.js';
 import { makerStillManages } from './authorization.js';
 import { type Clock, sleep } from './clock.js';
 import type { CredentialCache } from './credential-cache.js';
-import type { Admission, LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
+import type { Admission, LockScope, LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
+import { Lru } from './lru.js';
 import type { Metrics, SignInOutcome, SignInSurface } from './metrics.js';
 import {
   BUSY_RETRY_AFTER_S,
@@ -56,6 +57,11 @@ const LOCK_REASON = {
 
 const LOCK_REASONS: ReadonlySet<string> = new Set(Object.values(LOCK_REASON));
 
+/** A refusal under a lock is recorded at most this often per lock and process (`#refuseLocked`). */
+const LOCKED_REFUSAL_RECORD_MS = 60_000;
+/** Locks whose last recorded refusal a process remembers. */
+const LOCKED_REFUSALS_REMEMBERED = 10_000;
+
 /** The audit reason of a lock a failure just placed. */
 function lockoutReason(lock: PlacedLock): string {
   switch (lock.scope) {
@@ -88,6 +94,8 @@ export class AuthenticationService {
   readonly #metrics: Metrics;
   /** The outcome of a refusal for the sign-in counter, by its error: all answer INVALID_CREDENTIALS. */
   readonly #refusals = new WeakMap<object, SignInOutcome>();
+  /** When a refusal under each lock (`LoginThrottle.lockKey`) was last recorded here. */
+  readonly #lockedRecorded = new Lru<string, number>(LOCKED_REFUSALS_REMEMBERED);
 
   constructor(
     store: Store,
@@ -200,6 +208,32 @@ export class AuthenticationService {
     const refusal = new GatehouseError('INVALID_CREDENTIALS');
     this.#refusals.set(refusal, LOCK_REASONS.has(reason) ? 'locked' : 'invalid_credentials');
     throw refusal;
+  }
+
+  /**
+   * A refusal under a lock: its audit event is written once a minute per lock and process, not
+   * once per attempt. The lock's own event says who is locked out, from where and why; an event
+   * per refused attempt let a flood of guesses from a locked address (HTTP Basic has no rate
+   * limit of its own, and a locked attempt costs no hashing) write a row each, without end. Every
+   * refusal is still counted in `gatehouse_signins_total{outcome="locked"}`.
+   */
+  #refuseLocked(
+    kind: 'user' | 'node',
+    target: RefusedAccount | undefined,
+    lock: LockScope,
+    attempt: SignInAttempt,
+    meta: RequestMeta,
+  ): Promise<never> {
+    const key = `${kind} ${this.#throttle.lockKey(attempt, lock)}`;
+    const now = this.#clock.now();
+    const recorded = this.#lockedRecorded.get(key);
+    if (recorded === undefined || now - recorded >= LOCKED_REFUSAL_RECORD_MS) {
+      this.#lockedRecorded.set(key, now);
+      return this.#refuse(kind, target, LOCK_REASON[lock], meta);
+    }
+    const refusal = new GatehouseError('INVALID_CREDENTIALS');
+    this.#refusals.set(refusal, 'locked');
+    return Promise.reject(refusal);
   }
 
   /**
@@ -342,7 +376,7 @@ export class AuthenticationService {
     // A lock is refused without hashing: it falls on unknown names alike, so its quick answer tells
     // nothing about the account, and a flood of guesses from a locked address (HTTP Basic has no
     // rate limit of its own) costs no argon2 work once the address lock is reached.
-    if (admission.locked) return this.#refuse('user', account, LOCK_REASON[admission.locked], meta);
+    if (admission.locked) return this.#refuseLocked('user', account, admission.locked, attempt, meta);
     if (!user?.password_hash) {
       await this.#hasher.verifyDummy(password, meta.clientGone);
       const locks = await this.#throttle.fail(attempt);
@@ -485,7 +519,7 @@ export class AuthenticationService {
         ? await this.#store.nodes.findByLoginKey(accountKey(login))
         : undefined;
     const account = node && { id: node.id, name: node.login };
-    if (admission.locked) return this.#refuse('node', account, LOCK_REASON[admission.locked], meta);
+    if (admission.locked) return this.#refuseLocked('node', account, admission.locked, attempt, meta);
     if (!node) {
       await this.#hasher.verifyDummy(password, meta.clientGone);
       const locks = await this.#throttle.fail(attempt);

@@ -147,6 +147,12 @@ export class LoginThrottle {
       .digest('base64url');
   }
 
+  /** The counter a lock of `scope` on this attempt is held in, as `scope subject` (names keyed). */
+  lockKey(attempt: SignInAttempt, scope: LockScope): string {
+    const key = this.#keys(attempt)[scope];
+    return `${key.scope} ${key.subject}`;
+  }
+
   #keys(attempt: SignInAttempt): { pair: CounterKey; account: CounterKey; address: CounterKey } {
     const account = this.accountSubject(attempt.kind, attempt.name);
     const address = addressKey(attempt.ip);

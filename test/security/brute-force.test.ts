@@ -174,8 +174,22 @@ forEachDialect('Brute force: throttle shared by every node', (dialect) => {
     for (let i = 0; i < 12; i++) assert.equal((await basic(`flood-name-${i}`)).statusCode, 401);
     assert.equal((await verifications()) - before, 12, 'each failure until the address lock was checked');
     const locked = await verifications();
+    const refusalsRecorded = async () =>
+      (
+        await ctx.store.db
+          .selectFrom('audit_events')
+          .select('reason')
+          .where('action', '=', 'signin')
+          .where('ip', '=', flooder)
+          .execute()
+      ).filter((e) => e.reason === 'locked: too many failures from this address').length;
     for (let i = 12; i < 40; i++) assert.equal((await basic(`flood-name-${i}`)).statusCode, 401);
     assert.equal((await verifications()) - locked, 0, 'no argon2 work once the address is locked');
+    // Nor a row each: one refusal under the lock is recorded a minute, not every one of the flood.
+    assert.equal(await refusalsRecorded(), 1);
+    ctx.clock.advance(60_000);
+    assert.equal((await basic('flood-name-40')).statusCode, 401);
+    assert.equal(await refusalsRecorded(), 2);
     // The right password of a real account from that address is refused the same way.
     const refused = await ctx.inject({
       method: 'GET',
