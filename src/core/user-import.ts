@@ -50,7 +50,11 @@ type ImportColumn = (typeof IMPORT_COLUMNS)[number];
 
 /** The largest import body accepted: room for well over 100,000 users. */
 export const IMPORT_BODY_LIMIT = 256 * 1024 * 1024;
-/** Failed rows listed in the job's `job_tasks`; all of them are kept in `import_failures`. */
+/**
+ * Failed rows listed in the job's `job_tasks` (the lowest rows), and kept in `import_failures`
+ * (the first recorded): a 256 MiB body of bad lines is some hundred million failures, and kept
+ * whole they cost the store ~125 bytes for each byte sent, for the jobs' retention period.
+ */
 export const REPORTED_FAILURES = 1000;
 /**
  * Rows checked, hashed and written together (one transaction), and between progress reports:
@@ -331,6 +335,7 @@ export class UserImportService {
       // lowest rows, cutting the list back now and then rather than sorting on every failure.
       reported.push(failure);
       if (reported.length >= 2 * REPORTED_FAILURES) lowestRows(reported);
+      if (failed > REPORTED_FAILURES) return;
       pending.push(failure);
       if (pending.length >= FAILURE_BATCH) {
         const batch = pending;
