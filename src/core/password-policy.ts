@@ -91,11 +91,27 @@ export function passwordPolicyProblem(
   const common = loadCommonPasswords();
   if (common.has(folded)) return 'The password must not be a commonly used or breached password.';
   // "Password123456", "!!summer2024!!": a listed password with only digits or symbols around it.
-  const core = folded.replace(/^[^\p{L}]+|[^\p{L}]+$/gu, '');
+  const core = letterCore(folded);
   if ([...core].length >= MIN_CORE_LENGTH && common.has(core)) {
     return 'The password must not be a commonly used or breached password with only digits or symbols added.';
   }
   return undefined;
+}
+
+const LETTER = /^\p{L}$/u;
+
+/**
+ * The text from its first letter to its last ("!!summer2024!!" → "summer"). Not a regular
+ * expression: `[^\p{L}]+$` tried at every place backtracks in quadratic time over a long run of
+ * non-letters that a letter ends.
+ */
+function letterCore(text: string): string {
+  const chars = [...text];
+  let start = 0;
+  while (start < chars.length && !LETTER.test(chars[start] ?? '')) start += 1;
+  let end = chars.length;
+  while (end > start && !LETTER.test(chars[end - 1] ?? '')) end -= 1;
+  return chars.slice(start, end).join('');
 }
 
 function fold(text: string): string {
@@ -154,11 +170,17 @@ export function isRepetitive(folded: string): boolean {
   const chars = [...folded];
   const n = chars.length;
   if (n === 0) return false;
-  for (let period = 1; period * 2 <= n; period += 1) {
-    let repeats = true;
-    for (let i = period; i < n && repeats; i += 1) repeats = chars[i] === chars[i - period];
-    if (repeats) return true;
+  // One unit over and over: the string's shortest period (from its prefix function, in linear
+  // time; trying each period in turn took quadratic time, 0.1 s for a crafted 4,000 characters)
+  // is at most half its length.
+  const border = new Array<number>(n).fill(0);
+  for (let i = 1; i < n; i += 1) {
+    let k = border[i - 1] ?? 0;
+    while (k > 0 && chars[i] !== chars[k]) k = border[k - 1] ?? 0;
+    if (chars[i] === chars[k]) k += 1;
+    border[i] = k;
   }
+  if ((n - (border[n - 1] ?? 0)) * 2 <= n) return true;
   // longest[m][i]: the length of the run from i that steps by rule m throughout.
   const rules: ((a: string, b: string) => boolean)[] = [(a, b) => a === b];
   for (const sequence of SEQUENCES) {
@@ -172,19 +194,21 @@ export function isRepetitive(folded: string): boolean {
     }
     return run;
   });
-  // covered[k][i]: chars[i..] splits into such runs and at most k other characters.
+  // covered[k][i]: chars[i..] splits into such runs and at most k other characters. A run from i
+  // may stop anywhere from MIN_RUN to its longest, so row[i] holds when the first covered place at
+  // or after i + MIN_RUN (`nextCovered`) is within the longest run: linear, where trying each
+  // length took quadratic time on one long run.
   const covered = Array.from({ length: RUN_EXTRAS + 1 }, () => new Array<boolean>(n + 1).fill(false));
   for (let k = 0; k <= RUN_EXTRAS; k += 1) {
     const row = covered[k] as boolean[];
     const fewer = covered[k - 1];
+    const nextCovered = new Array<number>(n + 1).fill(Number.POSITIVE_INFINITY);
     row[n] = true;
+    nextCovered[n] = n;
     for (let i = n - 1; i >= 0; i -= 1) {
-      row[i] =
-        fewer?.[i + 1] === true ||
-        longest.some((run) => {
-          for (let length = run[i] ?? 1; length >= MIN_RUN; length -= 1) if (row[i + length]) return true;
-          return false;
-        });
+      const next = nextCovered[i + MIN_RUN] ?? Number.POSITIVE_INFINITY;
+      row[i] = fewer?.[i + 1] === true || longest.some((run) => next <= i + (run[i] ?? 1));
+      nextCovered[i] = row[i] ? i : (nextCovered[i + 1] ?? Number.POSITIVE_INFINITY);
     }
   }
   return covered[RUN_EXTRAS]?.[0] === true;
