@@ -561,7 +561,6 @@ export class AccessManagementService {
   }
 }
 
-/** The members `canSeeUser` lets the actor see, as the store filters them: root all of them. */
 /**
  * Refuses a caller who is not root a change to the privileges of users it cannot see (another
  * tenant's members of a group, the holders of a role through any group): as `replaceMembers`
@@ -588,6 +587,7 @@ async function refuseUnseenHolders(
   if (seen < all) throw new GatehouseError('FORBIDDEN', `${what} you cannot see; only root may ${change}`);
 }
 
+/** The members `canSeeUser` lets the actor see, as the store filters them: root all of them. */
 function memberVisibility(actor: Actor): MemberVisibility | undefined {
   if (actor.isRoot) return undefined;
   return {

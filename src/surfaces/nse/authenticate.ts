@@ -4,11 +4,6 @@ import { GatehouseError } from '../../errors.js';
 import { authenticationHook } from '../auth-context.js';
 import { authorizationCredentials, requestMeta } from '../request-meta.js';
 
-/**
- * NSE accepts `Authorization: Bearer <jwt>` and HTTP Basic (the reference says both).
- * Basic runs the password check, lockout included, on every request (argon2 itself is skipped for
- * a pair verified lately: core/credential-cache.ts); it opens no session.
- */
 declare module 'fastify' {
   interface FastifyRequest {
     /** Set on routes that take HTTP Basic: their 401 challenges Basic too (`renderNseError`). */
@@ -16,6 +11,11 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * NSE accepts `Authorization: Bearer <jwt>` and HTTP Basic (the reference says both).
+ * Basic runs the password check, lockout included, on every request (argon2 itself is skipped for
+ * a pair verified lately: core/credential-cache.ts); it opens no session.
+ */
 export function nseAuthenticator(core: Core) {
   const hook = authenticationHook(
     (request) => {
