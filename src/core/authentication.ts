@@ -94,7 +94,7 @@ export class AuthenticationService {
   readonly #metrics: Metrics;
   /** The outcome of a refusal for the sign-in counter, by its error: all answer INVALID_CREDENTIALS. */
   readonly #refusals = new WeakMap<object, SignInOutcome>();
-  /** When a refusal under each lock (`LoginThrottle.lockKey`) was last recorded here. */
+  /** When a refusal under each lock and address (`LoginThrottle.lockKey`) was last recorded here. */
   readonly #lockedRecorded = new Lru<string, number>(LOCKED_REFUSALS_REMEMBERED);
 
   constructor(
@@ -211,8 +211,8 @@ export class AuthenticationService {
   }
 
   /**
-   * A refusal under a lock: its audit event is written once a minute per lock and process, not
-   * once per attempt. The lock's own event says who is locked out, from where and why; an event
+   * A refusal under a lock: its audit event is written once a minute per lock, address and
+   * process, not once per attempt. The lock's own event says who is locked out, from where and why; an event
    * per refused attempt let a flood of guesses from a locked address (HTTP Basic has no rate
    * limit of its own, and a locked attempt costs no hashing) write a row each, without end. Every
    * refusal is still counted in `gatehouse_signins_total{outcome="locked"}`.
@@ -224,7 +224,9 @@ export class AuthenticationService {
     attempt: SignInAttempt,
     meta: RequestMeta,
   ): Promise<never> {
-    const key = `${kind} ${this.#throttle.lockKey(attempt, lock)}`;
+    // Keyed by account and address under an account or pair lock, so that one address's flood
+    // does not hide another's attempts (the real user's among them); by address under its lock.
+    const key = `${kind} ${this.#throttle.lockKey(attempt, lock === 'address' ? 'address' : 'pair')}`;
     const now = this.#clock.now();
     const recorded = this.#lockedRecorded.get(key);
     if (recorded === undefined || now - recorded >= LOCKED_REFUSAL_RECORD_MS) {
@@ -383,8 +385,10 @@ export class AuthenticationService {
       return this.#refuse('user', undefined, user ? 'no-local-password' : 'unknown-user', meta, locks);
     }
     if (!(await this.#hasher.verify(user.password_hash, password, meta.clientGone))) {
-      const locks = await this.#throttle.fail(attempt);
+      // Padded before it is counted, as an unknown name's dummy work is: counted at once, a
+      // quick "no" would show in the delay of the next attempt sent just after it.
       await this.#hasher.padMiss(user.password_hash, password);
+      const locks = await this.#throttle.fail(attempt);
       return this.#refuse('user', account, 'wrong-password', meta, locks);
     }
     if (user.active !== 1) {
@@ -526,8 +530,10 @@ export class AuthenticationService {
       return this.#refuse('node', undefined, 'unknown-node', meta, locks);
     }
     if (!(await this.#hasher.verify(node.password_hash, password, meta.clientGone))) {
-      const locks = await this.#throttle.fail(attempt);
+      // Padded before it is counted, as an unknown name's dummy work is: counted at once, a
+      // quick "no" would show in the delay of the next attempt sent just after it.
       await this.#hasher.padMiss(node.password_hash, password);
+      const locks = await this.#throttle.fail(attempt);
       return this.#refuse('node', account, 'wrong-password', meta, locks);
     }
     if (node.active !== 1) {

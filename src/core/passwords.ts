@@ -257,10 +257,11 @@ export class PasswordHasher {
    * (`verifyDummy`): a stored hash cheaper than the current settings (imported bcrypt, an argon2id
    * made before the settings were raised) is followed by the dummy's work too, so that its quick
    * "no" does not tell such accounts apart. (A stored hash dearer than the dummy still takes
-   * longer; it is replaced at its user's next sign-in.) The caller counts the failure first: this
-   * is padding, and a pool too busy for it, a client gone, or a closing pool only make the
-   * refusal come sooner. Thrown past the count, they had let a guess go uncounted (answered 503
-   * or not at all) while a right one signed in.
+   * longer; it is replaced at its user's next sign-in.) It never throws, and is not abandoned
+   * with its client: it runs before the failure is counted (as the dummy's work of an unknown name
+   * does), and thrown past the count, a pool too busy for it or a client gone had let a guess go
+   * uncounted (answered 503 or not at all) while a right one signed in. A pool too busy for it
+   * only makes the refusal come sooner.
    */
   async padMiss(storedHash: string, password: string): Promise<void> {
     if (!this.needsRehash(storedHash)) return;

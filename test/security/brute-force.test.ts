@@ -201,6 +201,28 @@ forEachDialect('Brute force: throttle shared by every node', (dialect) => {
     assert.equal(json(refused).status.verbose_message, 'INVALID_CREDENTIALS');
   });
 
+  test("under an account lock each address's refusals are recorded: one address's flood hides no other's", async () => {
+    await ctx.core.accounts.createUser({ username: 'frieda', password: PASSWORD });
+    // Failures from eight addresses reach the account threshold: locked for every address.
+    for (let i = 0; i < 8; i++) await signin('frieda', `spread-guess-${i}-xx`, `198.51.100.${200 + i}`);
+    const flooder = '203.0.113.170';
+    const owner = '192.0.2.170';
+    const recorded = async (ip: string) =>
+      (
+        await ctx.store.db
+          .selectFrom('audit_events')
+          .select('reason')
+          .where('action', '=', 'signin')
+          .where('ip', '=', ip)
+          .execute()
+      ).filter((e) => e.reason?.startsWith('locked')).length;
+    for (let i = 0; i < 5; i++)
+      assert.equal((await signin('frieda', `flood-${i}-xx`, flooder)).statusCode, 401);
+    assert.equal((await signin('frieda', PASSWORD, owner)).statusCode, 401, 'the account is locked');
+    assert.equal(await recorded(flooder), 1, "the flood's refusals are recorded once a minute");
+    assert.equal(await recorded(owner), 1, "the owner's refused attempt is recorded all the same");
+  });
+
   test("a deactivated account's right password is counted as a failure: the next attempt waits as after a wrong one", async () => {
     const gone = await ctx.core.accounts.createUser({ username: 'gone-away', password: PASSWORD });
     await ctx.store.users.update(gone.id, { active: 0, updated_at: ctx.clock.now() });
@@ -392,3 +414,46 @@ forEachDialect('Brute force: a wrong guess is counted before the work that pads 
     assert.equal(right, 'INVALID_CREDENTIALS');
   });
 });
+
+forEachDialect(
+  'Brute force: the delay after a miss does not tell an imported hash from an unknown name',
+  (dialect) => {
+    let ctx: TestContext;
+    before(async () => {
+      // Argon2 dear enough (tens of ms) that a second guess sent 15 ms after the first finds it
+      // still hashing, and two threads so that the second takes its turn at once.
+      ctx = await createTestContext(dialect, {
+        ...SETTINGS,
+        GATEHOUSE_LOCKOUT_THRESHOLD: '5',
+        GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD: '20',
+        GATEHOUSE_LOCKOUT_IP_THRESHOLD: '1000',
+        GATEHOUSE_ARGON2_MEMORY_KIB: '65536',
+        GATEHOUSE_ARGON2_ITERATIONS: '3',
+        GATEHOUSE_HASH_THREADS: '2',
+      });
+    });
+    after(() => ctx.close());
+
+    test('a miss against an imported bcrypt hash is counted no sooner than an unknown name’s', async () => {
+      const lee = await ctx.core.accounts.createUser({ username: 'legacy-lee', password: PASSWORD });
+      assert.ok(lee.password_hash);
+      assert.ok(
+        await ctx.store.users.replacePasswordHash(lee.id, lee.password_hash, await bcryptHash(PASSWORD, 4)),
+      );
+      const delayOfSecondGuess = async (name: string, ip: string) => {
+        const meta = { ip, userAgent: 'test' };
+        const first = ctx.core.authentication.signIn(name, 'wrong-guess-a-xx', meta, 'nse').catch(() => {});
+        await new Promise((resolve) => setTimeout(resolve, 15));
+        ctx.clock.sleeps.splice(0);
+        await ctx.core.authentication.signIn(name, 'wrong-guess-b-xx', meta, 'nse').catch(() => {});
+        const delays = ctx.clock.sleeps.splice(0);
+        await first;
+        return delays;
+      };
+      // The bcrypt check says no in a millisecond; counted then, the second guess would wait for the
+      // delay its failure set, where an unknown name's (counted after the dummy's argon2) does not.
+      assert.deepEqual(await delayOfSecondGuess('nobody-here', '198.51.100.71'), []);
+      assert.deepEqual(await delayOfSecondGuess('legacy-lee', '198.51.100.72'), []);
+    });
+  },
+);
