@@ -16,6 +16,8 @@ export interface PasswordPolicy {
  * hashing a megabyte is a DoS.
  */
 export const PASSWORD_MAX_LENGTH = 1024;
+/** The longest a password may grow by NFKC (compatibility characters written as several). */
+const FOLDED_MAX_LENGTH = 2 * PASSWORD_MAX_LENGTH;
 
 /** Context-specific words (NIST: "the name of the service"), refused anywhere in a password. */
 export const SERVICE_NAMES: readonly string[] = ['gatehouse'];
@@ -72,6 +74,11 @@ export function passwordPolicyProblem(
   }
   // Case and compatibility forms (full-width letters, ligatures) do not make a password different.
   const folded = fold(password);
+  // NFKC writes some characters as many (U+FDFA as 18): the checks below take time in proportion
+  // to the folded length, which a password of 1,024 such characters would make 18 times longer.
+  if ([...folded].length > FOLDED_MAX_LENGTH) {
+    return `The password must be at most ${FOLDED_MAX_LENGTH} characters long once normalized (NFKC).`;
+  }
   const bare = withoutSeparators(folded);
   for (const name of usernameForms(fold(username))) {
     if (folded.includes(name) || bare.includes(withoutSeparators(name))) {

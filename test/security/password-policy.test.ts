@@ -21,6 +21,8 @@ function weakPasswords(username: string): [string, RegExp][] {
     ['LeaveMeAlone', /commonly used or breached password\./],
     ['Short-pw-1', /at least 12 characters/],
     [acceptable(1025), /at most 1024 characters/],
+    // U+FDFA is 18 characters once normalized: the checks' time grows with the normalized text.
+    [`${'\uFDFA'.repeat(120)}Zz-9`, /at most 2048 characters long once normalized/],
     [`${capitalized}-2024`, /must not contain the username/],
     // One letter dropped and two characters added: edit distance 3.
     [`${username.slice(0, 4)}${username.slice(5)}!2`, /the username with a few characters changed/],
