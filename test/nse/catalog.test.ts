@@ -172,6 +172,14 @@ forEachDialect('NSE regions and zones', (dialect) => {
     });
     assert.equal(signin.statusCode, 401);
     assert.equal(signin.headers['www-authenticate'], 'Bearer realm="gatehouse"');
+    // Nor on the refresh, which takes a session's token only.
+    const refresh = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/refresh',
+      headers: { authorization: `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}` },
+    });
+    assert.equal(refresh.statusCode, 401);
+    assert.equal(refresh.headers['www-authenticate'], 'Bearer realm="gatehouse"');
     // No Basic challenge where it would do harm: after a Bearer token (the client wants a new
     // token), to a browser's script (the browser would open its own password dialog).
     for (const headers of [

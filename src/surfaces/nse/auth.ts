@@ -15,7 +15,8 @@ const Credentials = Type.String({ maxLength: 4096 });
 
 /** `/auth/signin`, `/auth/refresh`, `/auth/password`: sessions and their bearer tokens. */
 export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app, { core }) => {
-  const authenticate = nseAuthenticator(core);
+  // A session's token only: HTTP Basic opens no session to refresh.
+  const authenticateSession = nseAuthenticator(core, { basic: false });
   const answer = async (auth: AuthContext & { session: SessionWithPrincipal }) => ({
     user: userRecord(await core.accounts.viewUser(auth.principal.id)),
     token: await core.sessions.issueToken(auth),
@@ -47,7 +48,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
   app.post(
     '/auth/refresh',
     {
-      onRequest: [rateLimited(core, 'refresh'), authenticate],
+      onRequest: [rateLimited(core, 'refresh'), authenticateSession],
       schema: {
         tags: ['NSE auth'],
         summary:

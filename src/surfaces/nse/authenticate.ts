@@ -16,7 +16,7 @@ declare module 'fastify' {
  * Basic runs the password check, lockout included, on every request (argon2 itself is skipped for
  * a pair verified lately: core/credential-cache.ts); it opens no session.
  */
-export function nseAuthenticator(core: Core) {
+export function nseAuthenticator(core: Core, options: { readonly basic: boolean } = { basic: true }) {
   const hook = authenticationHook(
     (request) => {
       const bearer = authorizationCredentials(request, 'bearer');
@@ -28,7 +28,7 @@ export function nseAuthenticator(core: Core) {
         request.auth = await core.sessions.authenticateBearer(bearer, requestMeta(request));
         return;
       }
-      const basic = authorizationCredentials(request, 'basic');
+      const basic = options.basic ? authorizationCredentials(request, 'basic') : undefined;
       if (basic !== undefined) {
         const decoded = decodeBasic(basic);
         const colon = decoded?.indexOf(':') ?? -1;
@@ -45,10 +45,13 @@ export function nseAuthenticator(core: Core) {
       }
       throw new GatehouseError(
         'AUTHENTICATION_REQUIRED',
-        'send Authorization: Bearer <token> or HTTP Basic credentials',
+        options.basic
+          ? 'send Authorization: Bearer <token> or HTTP Basic credentials'
+          : 'send Authorization: Bearer <token>',
       );
     },
   );
+  if (!options.basic) return hook;
   return (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
     request.basicAccepted = true;
     hook(request, reply, done);
