@@ -205,9 +205,14 @@ export class AuthenticationService {
       }
       await this.#audit.recordMany(events, tx);
     });
+    throw this.#refusal(LOCK_REASONS.has(reason) ? 'locked' : 'invalid_credentials');
+  }
+
+  /** The one answer of every refusal, marked with its outcome for the sign-in counter. */
+  #refusal(outcome: SignInOutcome): GatehouseError {
     const refusal = new GatehouseError('INVALID_CREDENTIALS');
-    this.#refusals.set(refusal, LOCK_REASONS.has(reason) ? 'locked' : 'invalid_credentials');
-    throw refusal;
+    this.#refusals.set(refusal, outcome);
+    return refusal;
   }
 
   /**
@@ -233,9 +238,7 @@ export class AuthenticationService {
       this.#lockedRecorded.set(key, now);
       return this.#refuse(kind, target, LOCK_REASON[lock], meta);
     }
-    const refusal = new GatehouseError('INVALID_CREDENTIALS');
-    this.#refusals.set(refusal, 'locked');
-    return Promise.reject(refusal);
+    return Promise.reject(this.#refusal('locked'));
   }
 
   /**

@@ -141,7 +141,7 @@ export class TokenService {
   knownSessionToken(token: string): SessionTokenClaims | undefined {
     if (this.#keyring.mayBeStale) return undefined;
     const known = this.#verified.get(token);
-    if (!known || !this.#keyring.sessionKey(known.kid) || !this.#timesHold(known.claims, known.nbf)) {
+    if (!known || !this.#keyring.sessionKey(known.kid) || this.#timesProblem(known.claims, known.nbf)) {
       return undefined;
     }
     return known.claims;
@@ -211,16 +211,21 @@ export class TokenService {
   }
 
   #checkTimes(claims: SessionTokenClaims, nbf: number | undefined): void {
-    const nowSeconds = this.#clock.now() / 1000;
-    if (claims.exp + CLOCK_SKEW_SECONDS <= nowSeconds) throw new GatehouseError('TOKEN_EXPIRED');
-    if (notYetValid(claims, nbf, nowSeconds)) {
-      throw new GatehouseError('TOKEN_INVALID', 'The token is not valid yet.');
-    }
+    const problem = this.#timesProblem(claims, nbf);
+    if (problem) throw problem;
   }
 
-  #timesHold(claims: SessionTokenClaims, nbf: number | undefined): boolean {
+  /** Why the token's times refuse it now, if they do. */
+  #timesProblem(claims: SessionTokenClaims, nbf: number | undefined): GatehouseError | undefined {
     const nowSeconds = this.#clock.now() / 1000;
-    return claims.exp + CLOCK_SKEW_SECONDS > nowSeconds && !notYetValid(claims, nbf, nowSeconds);
+    if (claims.exp + CLOCK_SKEW_SECONDS <= nowSeconds) return new GatehouseError('TOKEN_EXPIRED');
+    if (
+      claims.iat - CLOCK_SKEW_SECONDS > nowSeconds ||
+      (nbf !== undefined && nbf - CLOCK_SKEW_SECONDS > nowSeconds)
+    ) {
+      return new GatehouseError('TOKEN_INVALID', 'The token is not valid yet.');
+    }
+    return undefined;
   }
 
   /** A short-lived, audience-scoped ES256 token that a downstream service checks against our JWKS. */
@@ -261,11 +266,4 @@ export class TokenService {
       exp: Math.floor(claims.expiresAt / 1000),
     });
   }
-}
-
-function notYetValid(claims: SessionTokenClaims, nbf: number | undefined, nowSeconds: number): boolean {
-  return (
-    claims.iat - CLOCK_SKEW_SECONDS > nowSeconds ||
-    (nbf !== undefined && nbf - CLOCK_SKEW_SECONDS > nowSeconds)
-  );
 }
