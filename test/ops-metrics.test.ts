@@ -166,14 +166,21 @@ forEachDialect('Metrics (/metrics)', (dialect) => {
         200,
       );
     }
-    // The second is answered by the credential cache: a cache hit, no sign-in.
-    for (const _ of [1, 2]) {
+    // Once remembered, a Basic pair is answered by the credential cache: a cache hit, no sign-in.
+    // Usually the second request is; on a loaded machine the change feed may drop the caches in
+    // between (a late poll drops everything), and the pair is checked in full again, counted.
+    const credentialHits = () => ctx.core.caches.stats().credentials.hits;
+    const hitsBefore = credentialHits();
+    let basicChecks = 0;
+    for (let attempt = 0; credentialHits() === hitsBefore; attempt += 1) {
+      assert.ok(attempt < 20, 'no Basic request was answered by the credential cache');
       const viaBasic = await ctx.inject({
         method: 'GET',
         url: '/api/v2.1/auth/regions',
         headers: basic(WATCHER, WATCHER_PASSWORD),
       });
       assert.equal(viaBasic.statusCode, 200);
+      if (credentialHits() === hitsBefore) basicChecks += 1;
     }
     const self = await ctx.inject({
       method: 'GET',
@@ -200,7 +207,7 @@ forEachDialect('Metrics (/metrics)', (dialect) => {
     assert.equal(signins('storware', 'success'), 1);
     assert.equal(signins('token', 'invalid_credentials'), 1);
     assert.equal(signins('node', 'invalid_credentials'), 1);
-    assert.equal(signins('basic', 'success'), 1, 'only the Basic request checked in full');
+    assert.equal(signins('basic', 'success'), basicChecks, 'only the Basic requests checked in full');
     assert.equal(
       (sampleValue(exposition, 'gatehouse_cache_requests_total', { cache: 'credentials', result: 'hit' }) ??
         0) -
@@ -209,7 +216,7 @@ forEachDialect('Metrics (/metrics)', (dialect) => {
     );
     assert.equal(
       sumOf(exposition, 'gatehouse_signins_total') - sumOf(before, 'gatehouse_signins_total'),
-      7,
+      6 + basicChecks,
       'nothing else counted as a sign-in',
     );
 
