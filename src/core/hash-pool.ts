@@ -35,6 +35,12 @@ export interface HashTaskOptions {
   readonly bulk?: boolean;
   /** Asked when a thread is about to take the task: true if nobody awaits its answer any more. */
   readonly abandoned?: () => boolean;
+  /**
+   * Given by the holder of a turn (`turn`), which was its admission: never refused for the queue.
+   * A turn's holder has looked at the account by then; refused at this point, one check would be
+   * answered 503 and another, whose task came before the queue filled, 401, by what the account is.
+   */
+  readonly admitted?: boolean;
 }
 
 /** How much the pool's threads yield to the event loop: the nice value they run at (Linux). */
@@ -157,7 +163,8 @@ export class HashPool {
     if (this.#closed) return Promise.reject(new HashPoolUnavailable('the hash pool is closed'));
     const bulk = options.bulk === true;
     // A bulk task (an import's) is never refused: its job holds few in flight and waits its turn.
-    if (!bulk && this.full()) {
+    // Nor is a turn's: at most size + 1 turns are out, each with a task or two.
+    if (!bulk && options.admitted !== true && this.full()) {
       return Promise.reject(this.#busy());
     }
     return new Promise<T>((resolve, reject) => {

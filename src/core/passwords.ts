@@ -2,7 +2,13 @@ import { timingSafeEqual } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { parseOptions as parseArgon2 } from '@node-rs/argon2';
 import { GatehouseError } from '../errors.js';
-import { HashPool, HashPoolBusy, HashPoolUnavailable, HashTaskAbandoned } from './hash-pool.js';
+import {
+  HashPool,
+  HashPoolBusy,
+  HashPoolUnavailable,
+  HashTaskAbandoned,
+  type HashTaskOptions,
+} from './hash-pool.js';
 import type { HashOperation } from './metrics.js';
 import { type PasswordPolicy, passwordPolicyProblem } from './password-policy.js';
 
@@ -82,7 +88,7 @@ function scrypt(
   pool: HashPool,
   password: string,
   hashToCheck: ScryptHash,
-  abandoned?: () => boolean,
+  options: HashTaskOptions,
 ): Promise<Uint8Array> {
   const N = 2 ** hashToCheck.log2N;
   return pool.run(
@@ -99,7 +105,7 @@ function scrypt(
         maxmem: 128 * hashToCheck.r * (N + hashToCheck.p + 2) + 1024,
       },
     },
-    { abandoned },
+    options,
   );
 }
 
@@ -219,32 +225,31 @@ export class PasswordHasher {
    * Whether `storedHash` matches `password`, by the scheme the hash names. A malformed hash, one of
    * an unknown scheme or one past the caps reads as "wrong password" (false), never as an error
    * that would tell accounts apart.
+   *
+   * A verification (and `verifyDummy`, `padMiss`) is a sign-in's check, made within its turn
+   * (`turn`): the turn was its admission, so the pool takes it whatever its queue (refused after
+   * the account was read, an unknown name's dummy was answered 503 where an account whose check
+   * had started was answered 401). SERVICE_BUSY comes from `refuseIfBusy` and `turn` alone.
    */
   verify(storedHash: string, password: string, abandoned?: () => boolean): Promise<boolean> {
     return refusalsAsErrors(
-      this.#timed.timeHash('verify', () => this.#verify(storedHash, password, abandoned)),
+      this.#timed.timeHash('verify', () => this.#verify(storedHash, password, { abandoned, admitted: true })),
     );
   }
 
-  async #verify(storedHash: string, password: string, abandoned?: () => boolean): Promise<boolean> {
+  async #verify(storedHash: string, password: string, options: HashTaskOptions): Promise<boolean> {
     try {
       const scheme = schemeOf(storedHash);
       if (scheme === undefined || this.#capProblem(storedHash) !== undefined) return false;
       if (scheme === 'bcrypt') {
-        return await this.#pool.run<boolean>(
-          { op: 'bcrypt-verify', hash: storedHash, password },
-          { abandoned },
-        );
+        return await this.#pool.run<boolean>({ op: 'bcrypt-verify', hash: storedHash, password }, options);
       }
       if (scheme === 'scrypt') {
         const parsed = parseScrypt(storedHash);
         if (!parsed) return false;
-        return timingSafeEqual(await scrypt(this.#pool, password, parsed, abandoned), parsed.key);
+        return timingSafeEqual(await scrypt(this.#pool, password, parsed, options), parsed.key);
       }
-      return await this.#pool.run<boolean>(
-        { op: 'argon2-verify', hash: storedHash, password },
-        { abandoned },
-      );
+      return await this.#pool.run<boolean>({ op: 'argon2-verify', hash: storedHash, password }, options);
     } catch (error) {
       // The library refusing a hash it cannot read is a "no"; the pool failing is no answer at all.
       if (error instanceof HashPoolUnavailable) throw error;
@@ -270,9 +275,35 @@ export class PasswordHasher {
 
   /** Spends the same work as a real verification, for callers that must not reveal a miss. */
   async verifyDummy(password: string, abandoned?: () => boolean): Promise<false> {
-    this.#dummyHash ??= this.hash('gatehouse-dummy-password-for-unknown-accounts');
-    await this.verify(await this.#dummyHash, password, abandoned);
+    await this.verify(await this.#dummy(), password, abandoned);
     return false;
+  }
+
+  /**
+   * The dummy hash, made on first use within a sign-in's turn (so never refused for the queue). A
+   * failure to make it (a hashing thread lost) is not kept: kept, every unknown name would be
+   * answered with it from then on, and every known account with its real answer.
+   */
+  #dummy(): Promise<string> {
+    if (this.#dummyHash === undefined) {
+      const made = refusalsAsErrors(
+        this.#timed.timeHash('hash', () =>
+          this.#pool.run<string>(
+            {
+              op: 'argon2-hash',
+              password: 'gatehouse-dummy-password-for-unknown-accounts',
+              options: this.#options,
+            },
+            { admitted: true },
+          ),
+        ),
+      );
+      this.#dummyHash = made;
+      made.catch(() => {
+        if (this.#dummyHash === made) this.#dummyHash = undefined;
+      });
+    }
+    return this.#dummyHash;
   }
 
   /**

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { hash } from '@node-rs/argon2';
+import { hash as bcryptHash } from '@node-rs/bcrypt';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { json } from '../helpers/http.js';
@@ -199,3 +200,102 @@ forEachDialect('Sign-in storms: a bounded queue for the hashing threads', (diale
     assert.equal((after.busy ?? 0) - (before.busy ?? 0), busy.length, 'each refusal counted as busy');
   });
 });
+
+forEachDialect('Sign-in storms: a check given its turn is answered, whatever the account', (dialect) => {
+  let ctx: TestContext;
+  before(async () => {
+    // One thread and a queue of one: three sign-ins at once are two turns out and one waiting for
+    // a turn, which fills the queue while the two holding a turn read their accounts.
+    ctx = await createTestContext(dialect, {
+      GATEHOUSE_HASH_THREADS: '1',
+      GATEHOUSE_HASH_QUEUE_LIMIT: '1',
+      GATEHOUSE_LOCKOUT_THRESHOLD: '10',
+      GATEHOUSE_LOCKOUT_ACCOUNT_THRESHOLD: '20',
+      GATEHOUSE_LOCKOUT_IP_THRESHOLD: '40',
+      GATEHOUSE_LOGIN_DELAY: '0ms',
+    });
+    const imported = await ctx.core.accounts.createUser({ username: 'turn-imported', password: PASSWORD });
+    assert.ok(imported.password_hash);
+    assert.ok(
+      await ctx.store.users.replacePasswordHash(
+        imported.id,
+        imported.password_hash,
+        await bcryptHash(PASSWORD, 4),
+      ),
+    );
+    await ctx.core.accounts.createUser({ username: 'turn-current', password: PASSWORD });
+  });
+  after(() => ctx.close());
+
+  /** Signs in with each (name, password) at once, in one tick; each one's error code, or 'signed in'. */
+  const atOnce = (attempts: [string, string][]) =>
+    Promise.all(
+      attempts.map(([name, password], i) =>
+        ctx.core.authentication
+          .signIn(name, password, { ip: `198.51.100.${20 + i}`, userAgent: 'test' }, 'nse')
+          .then(
+            () => 'signed in',
+            (error: { code?: string }) => error.code,
+          ),
+      ),
+    );
+
+  test('unknown names at once, before any dummy hash was made, are each refused as wrong, and so are the next', async () => {
+    // Before: the two given a turn were refused 503 for the queue the third filled, and the dummy
+    // hash whose making was refused stayed a refusal: every unknown name was answered 503 from then
+    // on, while a known account was answered 401.
+    assert.deepEqual(
+      await atOnce([
+        ['nobody-1', 'x-wrong-1'],
+        ['nobody-2', 'x-wrong-2'],
+        ['nobody-3', 'x-wrong-3'],
+      ]),
+      ['INVALID_CREDENTIALS', 'INVALID_CREDENTIALS', 'INVALID_CREDENTIALS'],
+    );
+    assert.deepEqual(await atOnce([['nobody-4', 'x-wrong-4']]), ['INVALID_CREDENTIALS']);
+  });
+
+  test('wrong guesses at once at an imported hash, a current one and an unknown name get the same answer, each counted', async () => {
+    const before = (await signInCounts(ctx)).invalid_credentials ?? 0;
+    const orders: [string, string][][] = [
+      [
+        ['turn-imported', 'guess-a-1'],
+        ['turn-current', 'guess-b-1'],
+        ['nobody-5', 'guess-c-1'],
+      ],
+      [
+        ['nobody-6', 'guess-c-2'],
+        ['turn-imported', 'guess-a-2'],
+        ['turn-current', 'guess-b-2'],
+      ],
+      [
+        ['turn-current', 'guess-b-3'],
+        ['nobody-7', 'guess-c-3'],
+        ['turn-imported', 'guess-a-3'],
+      ],
+    ];
+    for (const attempts of orders) {
+      assert.deepEqual(await atOnce(attempts), [
+        'INVALID_CREDENTIALS',
+        'INVALID_CREDENTIALS',
+        'INVALID_CREDENTIALS',
+      ]);
+    }
+    assert.equal((await signInCounts(ctx)).invalid_credentials, before + 9);
+    assert.deepEqual(
+      await atOnce([
+        ['turn-imported', PASSWORD],
+        ['turn-current', PASSWORD],
+      ]),
+      ['signed in', 'signed in'],
+    );
+  });
+});
+
+/** The NSE sign-ins counted by outcome. */
+async function signInCounts(ctx: TestContext): Promise<Record<string, number>> {
+  const line = /^gatehouse_signins_total\{surface="nse",outcome="(\w+)"\} (\d+)$/gm;
+  return Object.fromEntries(
+    [...(await ctx.core.metrics.text()).matchAll(line)].map((match) => [match[1], Number(match[2])]),
+  );
+}
