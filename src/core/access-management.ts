@@ -10,7 +10,14 @@ import type {
   RoleRow,
 } from '../store/repositories/rbac.js';
 import type { AuditAction, AuditService } from './audit.js';
-import { type Actor, actorOf, canSeeUser, changingAuthority, readableTenantIds } from './authorization.js';
+import {
+  type Actor,
+  actorOf,
+  canSeeUser,
+  changingAuthority,
+  readableTenantIds,
+  seesWholly,
+} from './authorization.js';
 import type { Clock } from './clock.js';
 import { isId, newId } from './ids.js';
 import type { Listed, ListQuery } from './listing.js';
@@ -374,6 +381,7 @@ export class AccessManagementService {
         const added = [...wanted].filter((userId) => !currentIds.has(userId));
         // Exactly the members it loses and gains (in parts, however many: the scope reads them so).
         const changed = [...removed.map((member) => member.id), ...added];
+        await refusePartlySeen(tx, actor, changed);
         await changingAuthority(tx, this.#clock.now(), [{ users: changed }], async () => {
           for (const member of removed) await tx.rbac.removeGroupMember(row.id, member.id);
           for (const userId of added) await tx.rbac.addGroupMember(row.id, userId);
@@ -398,6 +406,7 @@ export class AccessManagementService {
     const member = await this.#visibleUser(actor, userId);
     await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     return this.#store.transaction(async (tx) => {
+      await refusePartlySeen(tx, actor, [member]);
       // A user may now hold more privileges than the maker of a token lent to it.
       await changingAuthority(tx, this.#clock.now(), [{ users: [member] }], () =>
         tx.rbac.addGroupMember(row.id, member),
@@ -415,6 +424,7 @@ export class AccessManagementService {
     await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     return this.#store.transaction(async (tx) =>
       keepOneAccessManager(tx, async () => {
+        await refusePartlySeen(tx, actor, [member]);
         const removed = await changingAuthority(tx, this.#clock.now(), [{ users: [member] }], () =>
           tx.rbac.removeGroupMember(row.id, member),
         );
@@ -575,7 +585,7 @@ async function refuseUnseenHolders(
   change: string,
 ): Promise<void> {
   if (actor.isRoot) return;
-  const visibility = memberVisibility(actor);
+  const visibility = memberVisibility(actor, { wholly: true });
   const [all, seen] =
     'group' in scope
       ? [
@@ -584,15 +594,38 @@ async function refuseUnseenHolders(
         ]
       : [await tx.rbac.countRoleHolders(scope.role), await tx.rbac.countRoleHolders(scope.role, visibility)];
   const what = 'group' in scope ? `group "${name}" has members` : `role "${name}" is held by users`;
-  if (seen < all) throw new GatehouseError('FORBIDDEN', `${what} you cannot see; only root may ${change}`);
+  if (seen < all) {
+    throw new GatehouseError(
+      'FORBIDDEN',
+      `${what} you cannot see, or who belong to tenants you cannot read; only root may ${change}`,
+    );
+  }
 }
 
-/** The members `canSeeUser` lets the actor see, as the store filters them: root all of them. */
-function memberVisibility(actor: Actor): MemberVisibility | undefined {
+/**
+ * Refuses a caller who is not root a change to the groups of a user it sees through one tenant
+ * while the user belongs to others it cannot read (`seesWholly`): the privileges given or taken
+ * would hold in those tenants too.
+ */
+async function refusePartlySeen(tx: Repositories, actor: Actor, userIds: readonly string[]): Promise<void> {
+  if (actor.isRoot) return;
+  for (const id of userIds) {
+    if (!seesWholly(actor, { id, tenancies: await tx.users.tenancies(id) })) {
+      throw new GatehouseError(
+        'FORBIDDEN',
+        `user ${id} belongs to tenants you cannot read; only root may change its groups`,
+      );
+    }
+  }
+}
+
+/** The members `canSeeUser` lets the actor see (`wholly`: those `seesWholly` lets it change), as the store filters them: root all of them. */
+function memberVisibility(actor: Actor, options: { wholly?: boolean } = {}): MemberVisibility | undefined {
   if (actor.isRoot) return undefined;
   return {
     tenantIds: readableTenantIds(actor) ?? [],
     selfId: actor.principal.kind === 'user' ? actor.principal.id : undefined,
+    wholly: options.wholly,
   };
 }
 

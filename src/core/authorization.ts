@@ -69,6 +69,19 @@ export function canSeeUser(actor: Actor, target: { id: string; tenancies: readon
 }
 
 /**
+ * Whether the actor reads every tenant the target belongs to (root always; a user itself always):
+ * what changing the target's privileges through groups and roles needs, since the change reaches
+ * it in each of them, and raised past what a tenant's admins hold it would be past their reach
+ * (`mayManageUser`). A reader of one of its tenants only sees it (`canSeeUser`) but does not change it.
+ */
+export function seesWholly(actor: Actor, target: { id: string; tenancies: readonly TenancyView[] }): boolean {
+  if (actor.isRoot || actor.principal.id === target.id) return true;
+  return (
+    target.tenancies.length > 0 && target.tenancies.every((t) => canReadTenantObjects(actor, t.tenantId))
+  );
+}
+
+/**
  * A user may be changed by root, or by someone who manages every tenant the user belongs to
  * (changing a user of two tenants touches both) and holds every privilege the user holds (its
  * Storware groups' roles). Nobody but root changes a root user.

@@ -556,6 +556,87 @@ forEachDialect('NSE access management', (dialect) => {
     assert.equal((await as('DELETE', `/groups/${readers.id}`)).statusCode, 204);
   });
 
+  test('an access manager cannot change the groups of a user of two tenants it reads only one of, nor what such a member may do', async () => {
+    const keeperRole = await record(
+      await send('admin', 'POST', '/roles', {
+        name: 'Keeper',
+        privileges: ['ACCESS_MANAGEMENT_READ', 'ACCESS_MANAGEMENT_WRITE', 'REPORTING_REPORT_READ'],
+      }),
+    );
+    await record(await send('admin', 'POST', '/groups', { name: 'Keepers', roles: [keeperRole.id] }));
+    await ctx.core.accounts.createUser({
+      username: 'keeper',
+      password: 'warder-of-acme-locks-9',
+      tenantCode: 'acme',
+      role: 'admin',
+      groups: ['Keepers'],
+    });
+    const acme = (await ctx.store.tenants.findByCode('acme'))?.id;
+    const globex = (await ctx.store.tenants.findByCode('globex'))?.id;
+    const created = await send('admin', 'POST', '/users', {
+      username: 'dora-both',
+      password: 'explorer-of-two-lands-7',
+      tenancies: [
+        { tenant_id: acme, role_name: 'user' },
+        { tenant_id: globex, role_name: 'user' },
+      ],
+    });
+    assert.equal(created.statusCode, 201, created.body);
+    const dora = json(created).result.records[0].id;
+    const reports = await record(
+      await send('admin', 'POST', '/roles', { name: 'Dora reports', privileges: ['REPORTING_REPORT_READ'] }),
+    );
+    const readers = await record(
+      await send('admin', 'POST', '/groups', { name: 'Dora readers', roles: [reports.id] }),
+    );
+    const keeper = bearer(await nseSignIn(ctx, 'keeper', 'warder-of-acme-locks-9'));
+    const as = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: object) =>
+      ctx.inject({
+        method,
+        url: `/api/v2.1${url}`,
+        headers: keeper,
+        ...(payload === undefined ? {} : { payload }),
+      });
+    // keeper sees dora (through acme) but not her globex tenancy: it may not give her privileges
+    // that would hold in globex too, where globex's admins could no longer manage her.
+    assert.equal((await as('GET', `/users/${dora}`)).statusCode, 200);
+    for (const [method, url, payload] of [
+      ['POST', `/groups/${readers.id}/members/${dora}`, undefined],
+      ['PUT', `/groups/${readers.id}/members`, { user_ids: [dora] }],
+    ] as const) {
+      const refused = await as(method, url, payload);
+      assert.equal(refused.statusCode, 403, `${method} ${url}: ${refused.body}`);
+      assert.match(json(refused).status.verbose_message, /belongs to tenants you cannot read/);
+      assert.doesNotMatch(refused.body, /globex/i);
+    }
+    assert.deepEqual(await memberNames(readers.id), []);
+
+    // Nor take them away, nor change what a group or role holding her gives.
+    assert.equal((await send('admin', 'POST', `/groups/${readers.id}/members/${dora}`)).statusCode, 200);
+    for (const [method, url, payload] of [
+      ['DELETE', `/groups/${readers.id}/members/${dora}`, undefined],
+      ['PUT', `/groups/${readers.id}/members`, { user_ids: [] }],
+      ['PUT', `/groups/${readers.id}`, { roles: [] }],
+      ['PUT', `/roles/${reports.id}`, { privileges: [] }],
+      ['DELETE', `/roles/${reports.id}`, undefined],
+      ['DELETE', `/groups/${readers.id}`, undefined],
+    ] as const) {
+      const refused = await as(method, url, payload);
+      assert.equal(refused.statusCode, 403, `${method} ${url}: ${refused.body}`);
+    }
+    assert.deepEqual(await memberNames(readers.id), ['dora-both']);
+
+    // Once she is of acme alone, the same changes go through.
+    const moved = await send('admin', 'PUT', `/users/${dora}`, {
+      tenancies: [{ tenant_id: acme, role_name: 'user' }],
+    });
+    assert.equal(moved.statusCode, 200, moved.body);
+    assert.equal((await as('DELETE', `/groups/${readers.id}/members/${dora}`)).statusCode, 204);
+    assert.equal((await as('POST', `/groups/${readers.id}/members/${dora}`)).statusCode, 200);
+    assert.equal((await as('PUT', `/groups/${readers.id}`, { roles: [] })).statusCode, 200);
+    assert.equal((await as('DELETE', `/groups/${readers.id}`)).statusCode, 204);
+  });
+
   test('a tenant admin cannot see or add users of a tenant it cannot read', async () => {
     const keymaster = await record(
       await send('admin', 'POST', '/roles', {

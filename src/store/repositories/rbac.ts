@@ -25,20 +25,27 @@ export interface GroupMember {
 export interface MemberVisibility {
   readonly tenantIds: readonly string[];
   readonly selfId: string | undefined;
+  /**
+   * Only the users all of whose tenants are among `tenantIds` (and the caller): those whose
+   * privileges the caller may change, since a change reaches them in every tenant they belong to.
+   */
+  readonly wholly?: boolean;
 }
 
 /** Whether `users.id` is a user the caller can see: one of its tenants' or itself. */
 function visibleUser(eb: ExpressionBuilder<Database, 'users'>, visibleTo: MemberVisibility) {
   const visible = [];
   if (visibleTo.tenantIds.length > 0) {
+    const tenancies = () =>
+      eb.selectFrom('tenancies').select('tenancies.user_id').whereRef('tenancies.user_id', '=', 'users.id');
+    const seen = eb.exists(tenancies().where('tenancies.tenant_id', 'in', visibleTo.tenantIds));
     visible.push(
-      eb.exists(
-        eb
-          .selectFrom('tenancies')
-          .select('tenancies.user_id')
-          .whereRef('tenancies.user_id', '=', 'users.id')
-          .where('tenancies.tenant_id', 'in', visibleTo.tenantIds),
-      ),
+      visibleTo.wholly === true
+        ? eb.and([
+            seen,
+            eb.not(eb.exists(tenancies().where('tenancies.tenant_id', 'not in', visibleTo.tenantIds))),
+          ])
+        : seen,
     );
   }
   if (visibleTo.selfId !== undefined) visible.push(eb('users.id', '=', visibleTo.selfId));
