@@ -83,7 +83,10 @@ export class HousekeepingService {
           const result = await this.sweep();
           if (result.sessions + result.jobs > 0) options.onSweep?.(result);
         } catch (error) {
-          if (!this.#closed) options.onError?.(error);
+          if (!this.#closed) {
+            this.#metrics.recordHousekeepingFailure('sweep');
+            options.onError?.(error);
+          }
         }
         if (!this.#closed) next(intervalMs * (0.9 + 0.2 * Math.random()));
       }, delayMs);

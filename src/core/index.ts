@@ -128,6 +128,7 @@ export async function createCore(deps: {
     store,
     clock,
     masterKey: loadMasterKey(config.masterKey, config.dataDir),
+    metrics,
   });
   const tokens = new TokenService(keyring, clock, config.issuer);
   const readCache = <V>(

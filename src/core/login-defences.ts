@@ -5,6 +5,7 @@ import type { Store } from '../store/connect.js';
 import type { CounterState } from '../store/repositories/login-throttle.js';
 import type { Clock } from './clock.js';
 import { type CounterBackend, LoginThrottle } from './login-throttle.js';
+import type { Metrics } from './metrics.js';
 import { RateLimiter } from './rate-limiter.js';
 
 /**
@@ -45,9 +46,20 @@ export async function createLoginDefences(deps: {
   store: Store;
   clock: Clock;
   masterKey: Buffer;
+  metrics: Metrics;
 }): Promise<{ throttle: LoginThrottle; rateLimiter: RateLimiter }> {
-  const { config, store, clock, masterKey } = deps;
-  const counters = await openCounters(config, store);
+  const { config, store, clock, masterKey, metrics } = deps;
+  const opened = await openCounters(config, store);
+  const counters: CounterBackend = {
+    ...opened,
+    // The throttle and the rate limiter leave a failed prune to the next one (it is not their
+    // request's answer); counted, so that a table growing for want of one is seen.
+    prune: (now) =>
+      opened.prune(now).catch((error: unknown) => {
+        metrics.recordHousekeepingFailure('counters');
+        throw error;
+      }),
+  };
   const subjectKey = createHmac('sha256', masterKey).update('gatehouse login-throttle subjects v1').digest();
   const throttle = new LoginThrottle(
     counters,

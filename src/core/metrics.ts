@@ -75,6 +75,7 @@ export class Metrics {
   readonly #hashDepth: Gauge;
   readonly #hashDuration: Histogram<'operation'>;
   readonly #storeDuration: Histogram<'dialect' | 'statement'>;
+  readonly #housekeepingFailures: Counter<'task'>;
   readonly #deletedRows: Counter<'table'>;
   readonly #clock: Clock;
   readonly #countLiveSessions: () => Promise<number>;
@@ -140,6 +141,12 @@ export class Metrics {
       labelNames: ['table'],
       registers,
     });
+    this.#housekeepingFailures = new Counter({
+      name: 'gatehouse_housekeeping_failures_total',
+      help: 'Housekeeping that failed and is left to its next run, by task (sweep: expired sessions and finished jobs; counters: old sign-in and rate-limit counters)',
+      labelNames: ['task'],
+      registers,
+    });
     new Counter({
       name: 'gatehouse_cache_requests_total',
       help: 'Lookups in the in-process caches (session, credentials, privileges, settings, catalog, profiles) by result (hit, miss)',
@@ -160,6 +167,11 @@ export class Metrics {
   /** Rows the housekeeping deleted (long-expired sessions, long-finished jobs). */
   recordDeletedRows(table: 'sessions' | 'jobs', rows: number): void {
     if (rows > 0) this.#deletedRows.inc({ table }, rows);
+  }
+
+  /** Housekeeping that failed (the store unreachable, say); its next run tries again. */
+  recordHousekeepingFailure(task: 'sweep' | 'counters'): void {
+    this.#housekeepingFailures.inc({ task });
   }
 
   /** One answered HTTP request; `route` is the route pattern, or a fixed word such as `not_found`. */

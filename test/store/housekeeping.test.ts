@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { sql } from 'kysely';
 import type { SweepResult } from '../../src/core/housekeeping.js';
 import { newId } from '../../src/core/ids.js';
 import { createTestContext, startAnotherNode, type TestContext } from '../helpers/context.js';
@@ -216,5 +217,67 @@ forEachDialect('Housekeeping turned off', (dialect) => {
     assert.deepEqual(await ctx.core.housekeeping.sweep(), { sessions: 0, jobs: 0 });
     assert.ok(await ctx.store.sessions.findById(sidOf(token)));
     assert.ok(await ctx.store.jobs.findById(job.id));
+  });
+});
+
+forEachDialect('Housekeeping that fails is counted and left to its next run', (dialect) => {
+  let ctx: TestContext;
+  before(async () => {
+    ctx = await createTestContext(dialect, {
+      GATEHOUSE_SESSION_RETENTION: '1d',
+      GATEHOUSE_SESSION_MAX_LIFETIME: '12h',
+      GATEHOUSE_LOCKOUT_DURATION: '1m',
+    });
+    startAfterEveryId(ctx);
+  });
+  after(async () => {
+    await ctx.close();
+  });
+
+  const failures = async (task: string) => {
+    const series = `gatehouse_housekeeping_failures_total{task="${task}"} `;
+    const line = (await ctx.core.metrics.text()).split('\n').find((l) => l.startsWith(series));
+    return Number(line?.slice(series.length) ?? 0);
+  };
+  /** Makes every delete from `table` fail, as a store refusing it would (a real refusal, by trigger). */
+  const refuseDeletes = async (table: 'login_throttle' | 'sessions') => {
+    const statements =
+      dialect === 'sqlite'
+        ? [
+            `create trigger refuse_${table} before delete on ${table} begin select raise(abort, 'refused by a test'); end`,
+          ]
+        : [
+            `create function refuse_${table}() returns trigger language plpgsql as $$ begin raise exception 'refused by a test'; end $$`,
+            `create trigger refuse_${table} before delete on ${table} for each statement execute function refuse_${table}()`,
+          ];
+    for (const statement of statements) await sql.raw(statement).execute(ctx.store.db);
+  };
+  const wrongSignIn = () =>
+    ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/signin',
+      payload: { username: 'admin', password: 'not-the-password-1' },
+      remoteAddress: '198.51.100.44',
+    });
+
+  test('a prune of the sign-in counters that fails is counted; the sign-in is answered as ever', async () => {
+    await refuseDeletes('login_throttle');
+    assert.equal((await wrongSignIn()).statusCode, 401);
+    // Past the counters' window and the prunes' interval, the first one has rows to delete.
+    ctx.clock.advance(2 * 60_000 + 1000);
+    assert.equal((await wrongSignIn()).statusCode, 401);
+    assert.ok((await failures('counters')) >= 1, 'the failed prune is counted');
+  });
+
+  test('a sweep that fails is counted and told', async () => {
+    await nseSignIn(ctx);
+    await refuseDeletes('sessions');
+    ctx.clock.advance(12 * HOUR + DAY + 1000);
+    const keepAlive = setTimeout(() => {}, 10_000);
+    const error = await new Promise<unknown>((resolve) => {
+      ctx.core.housekeeping.watch({ intervalMs: 20, onError: resolve });
+    }).finally(() => clearTimeout(keepAlive));
+    assert.match(String(error), /refused by a test/);
+    assert.equal(await failures('sweep'), 1);
   });
 });
