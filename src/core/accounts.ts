@@ -70,8 +70,20 @@ const USERNAME = /^[\p{L}\p{N}._@+-]{1,128}$/u;
 const NODE_LOGIN = /^[\p{L}\p{N}._@-]{1,128}$/u;
 
 /**
+ * The scripts whose letters pass for one another's: a name mixing them ("аdmin" with a Cyrillic
+ * "а") is a look-alike of another name, made to be taken for it in a list or an audit trail. As
+ * UTS #39's "moderately restrictive" level, a name may hold letters of one of them only (with
+ * letters of any other script, and digits and signs, which belong to none).
+ */
+const LOOK_ALIKE_SCRIPTS = [/\p{Script=Latin}/u, /\p{Script=Greek}/u, /\p{Script=Cyrillic}/u];
+
+function mixesLookAlikeScripts(name: string): boolean {
+  return LOOK_ALIKE_SCRIPTS.filter((script) => script.test(name)).length > 1;
+}
+
+/**
  * A name shaped like a user id is refused so that `/users/{id}`, which also takes a user name,
- * never has two readings.
+ * never has two readings. Checked when a name is given (creation, rename), not at sign-in.
  */
 export function checkUsername(username: string): void {
   if (!USERNAME.test(username)) {
@@ -82,6 +94,12 @@ export function checkUsername(username: string): void {
   }
   if (isId(username)) {
     throw new GatehouseError('VALIDATION_FAILED', 'username must not have the form of a user id (a UUID)');
+  }
+  if (mixesLookAlikeScripts(username)) {
+    throw new GatehouseError(
+      'VALIDATION_FAILED',
+      'username must not mix Latin, Greek and Cyrillic letters (names that pass for others)',
+    );
   }
 }
 
@@ -293,6 +311,12 @@ export class AccountService {
       throw new GatehouseError(
         'VALIDATION_FAILED',
         'login must be 1-128 letters, digits or the characters . _ @ -',
+      );
+    }
+    if (mixesLookAlikeScripts(input.login)) {
+      throw new GatehouseError(
+        'VALIDATION_FAILED',
+        'login must not mix Latin, Greek and Cyrillic letters (names that pass for others)',
       );
     }
     checkPasswordPolicy(input.password, input.login, { minLength: this.#config.passwordMinLength });

@@ -320,6 +320,12 @@ forEachDialect('NSE users', (dialect) => {
       [{ username: 'tulip', password: PASSWORD, tenancies }, 'PASSWORD_POLICY', /username/],
       [{ username: 'no spaces', password: PASSWORD, tenancies }, 'VALIDATION_FAILED', /username must be/],
       [{ username: UNKNOWN_ID, password: PASSWORD, tenancies }, 'VALIDATION_FAILED', /form of a user id/],
+      // A Cyrillic "а" (U+0430) in a Latin name: a look-alike of "paypal".
+      [
+        { username: 'p\u0430ypal', password: PASSWORD, tenancies },
+        'VALIDATION_FAILED',
+        /must not mix Latin, Greek and Cyrillic letters/,
+      ],
       [
         { username: 'nt', password: PASSWORD, tenancies, tenant_id: globex },
         'VALIDATION_FAILED',
@@ -354,6 +360,21 @@ forEachDialect('NSE users', (dialect) => {
       assert.ok(!response.body.includes(PASSWORD));
     }
     assert.equal(await userCount(), before);
+  });
+
+  test('a name of one of the look-alike scripts, with letters of other scripts, is taken; renaming to a mixed one is refused', async () => {
+    const tenancies = [{ tenant_id: acme, role_name: 'user' }];
+    for (const username of ['дмитрий', 'müller.jörg', 'tanaka太郎', 'αλέξανδρος']) {
+      const created = await call('admin', 'POST', USERS, { username, password: PASSWORD, tenancies });
+      assert.equal(created.statusCode, 201, `${username}: ${created.body}`);
+    }
+    const renamed = await call('admin', 'PUT', `${USERS}/${encodeURIComponent('дмитрий')}`, {
+      username: 'дмитрий-dmitry',
+    });
+    const body = isError(renamed, 400, 'VALIDATION_FAILED');
+    assert.match(body.status.verbose_message, /must not mix Latin, Greek and Cyrillic letters/);
+    const node = await call('admin', 'POST', '/api/v2.1/nodes', { login: 'n\u043ede-1', password: PASSWORD });
+    assert.match(isError(node, 400, 'VALIDATION_FAILED').status.verbose_message, /must not mix/);
   });
 
   test('cross-tenant and role attempts on create: 404 for a tenant out of sight, 403 for a role that may not; nothing created', async () => {
