@@ -49,6 +49,18 @@ interface RefusedAccount {
   readonly tenantId?: string | null;
 }
 
+const refusedUser = (user: SigningInUser): RefusedAccount => ({
+  id: user.id,
+  name: user.username,
+  tenantId: user.first_tenant_id,
+});
+
+/**
+ * The refusal's reason when the password was right but the account changed while it was checked
+ * (a password set, a deactivation: #signedIn). Not counted toward a lock.
+ */
+const CHANGED_MEANWHILE = 'changed-during-sign-in';
+
 const LOCK_REASON = {
   pair: 'locked: too many failures of this account from this address',
   account: 'locked: too many failures of this account from several addresses',
@@ -243,11 +255,17 @@ export class AuthenticationService {
 
   /**
    * The writes of a successful sign-in in one transaction: the account's own bookkeeping
-   * (`record`), the audit event and the new session. One commit instead of three (the store's
-   * sign-in cost is commit-bound), and never a session without its event or the other way round.
-   * None is read back and each writes its own table, so on PostgreSQL they are one statement
-   * (`Store.writeTogether`): one round trip instead of five. `tenantId` files the event: a user's
-   * first tenancy, none for a node.
+   * (`record`), the audit event and the new session. One commit instead of three, and never a
+   * session without its event or the other way round. `tenantId` files the event: a user's first
+   * tenancy, none for a node.
+   *
+   * `record` runs first and answers whether the account still stands as it was checked (active,
+   * the same password, the token not revoked); its update holds the account's row until the
+   * session commits. A password set, a deactivation or a revocation made while the password was
+   * being checked (each updates that row before ending the sessions) thus either came first, and
+   * nothing is written (undefined), or waits for this session and ends it too. Written without
+   * that check (in one statement, as they were until 2026-12-06), a sign-in in flight during a
+   * password reset kept its session, found by review: 27 of 296 on three nodes of one PostgreSQL.
    */
   #signedIn(
     principal: Principal,
@@ -255,10 +273,10 @@ export class AuthenticationService {
     meta: RequestMeta,
     reason: string,
     session: Parameters<SessionService['open']>[1],
-    record: (tx: Repositories) => Promise<void>,
-  ): Promise<OpenedSession> {
-    return this.#store.writeTogether(async (tx) => {
-      await record(tx);
+    record: (tx: Repositories) => Promise<boolean>,
+  ): Promise<OpenedSession | undefined> {
+    return this.#store.transaction(async (tx) => {
+      if (!(await record(tx))) return undefined;
       await this.#audit.record(
         {
           action: 'signin',
@@ -422,14 +440,15 @@ export class AuthenticationService {
   async #signIn(username: string, password: string, meta: RequestMeta): Promise<OpenedSession> {
     const user = await this.#verifyUserPassword(username, password, meta);
     const now = this.#clock.now();
-    return this.#signedIn(
+    const opened = await this.#signedIn(
       userPrincipal(user),
       user.first_tenant_id,
       meta,
       'password',
       { kind: 'user', history: historyOf(user), meta },
-      (tx) => tx.users.recordSuccess(user.id, now),
+      (tx) => tx.users.recordPasswordSignIn(user.id, now, user.password_changed_at),
     );
+    return opened ?? this.#refuse('user', refusedUser(user), CHANGED_MEANWHILE, meta);
   }
 
   /**
@@ -444,13 +463,15 @@ export class AuthenticationService {
     checkPasswordPolicy(input.newPassword, user.username, { minLength: this.#config.passwordMinLength });
     const passwordHash = await this.#hasher.hash(input.newPassword);
     const now = this.#clock.now();
-    return this.#store.transaction(async (tx) => {
+    const opened = await this.#store.transaction(async (tx) => {
+      // First, as a sign-in's (#signedIn): a password set or a deactivation made while the old
+      // password was checked wins over this change, which would otherwise undo a reset.
+      if (!(await tx.users.recordPasswordSignIn(user.id, now, user.password_changed_at))) return undefined;
       await tx.users.update(user.id, {
         password_hash: passwordHash,
         password_changed_at: now,
         updated_at: now,
       });
-      await tx.users.recordSuccess(user.id, now);
       await tx.sessions.revokeAllOfUser(user.id, now, 'password-changed');
       // Tokens too: one minted by whoever knew the old password must not outlive the change.
       const tokens = await tx.apiTokens.revokeAllOfUser(user.id, now);
@@ -468,6 +489,7 @@ export class AuthenticationService {
       );
       return this.#sessions.open(userPrincipal(user), { kind: 'user', history: historyOf(user), meta }, tx);
     });
+    return opened ?? this.#refuse('user', refusedUser(user), CHANGED_MEANWHILE, meta);
   }
 
   /** Backup-node agent sign-in; a node of a version below the configured minimum is refused. */
@@ -504,14 +526,15 @@ export class AuthenticationService {
     }
     const principal: Principal = { kind: 'node', id: node.id, name: node.login };
     const now = this.#clock.now();
-    return this.#signedIn(
+    const opened = await this.#signedIn(
       principal,
       null,
       meta,
       `node ${version.slice(0, 64)}`,
       { kind: 'node', history: historyOf(node), meta },
-      (tx) => tx.nodes.recordSignIn(node.id, version.slice(0, 64), now),
+      (tx) => tx.nodes.recordSignIn(node.id, version.slice(0, 64), now, node.password_hash),
     );
+    return opened ?? this.#refuse('node', { id: node.id, name: node.login }, CHANGED_MEANWHILE, meta);
   }
 
   async #checkNodePassword(
@@ -544,10 +567,11 @@ export class AuthenticationService {
       return this.#refuse('node', account, 'inactive', meta, locks);
     }
     await this.#throttle.succeed(attempt, admission);
-    await this.#hasher.rehashIfNeeded(node.password_hash, password, (next) =>
+    // The hash as now stored: the sign-in's write checks it is still the one (#signedIn).
+    const passwordHash = await this.#hasher.rehashIfNeeded(node.password_hash, password, (next) =>
       this.#store.nodes.replacePasswordHash(node.id, node.password_hash, next),
     );
-    return node;
+    return { ...node, password_hash: passwordHash };
   }
 
   /** Ends the caller's session (logout), on both surfaces at once. */
@@ -598,17 +622,18 @@ export class AuthenticationService {
     ) {
       throw new GatehouseError('INVALID_API_TOKEN');
     }
-    return this.#signedIn(
+    const opened = await this.#signedIn(
       userPrincipal(user),
       await this.#store.users.findFirstTenantId(user.id),
       meta,
       `api token ${row.name}`,
       { kind: 'token', apiTokenId: row.id, notAfter: row.expires_at, history: historyOf(user), meta },
-      async (tx) => {
-        await tx.apiTokens.markUsed(row.id, now);
-        await tx.users.recordOtherLogin(user.id, now);
-      },
+      // The user's row first, as a password set takes it before the tokens' (no deadlock).
+      async (tx) =>
+        (await tx.users.recordOtherLogin(user.id, now)) && (await tx.apiTokens.markUsed(row.id, now)),
     );
+    if (!opened) throw new GatehouseError('INVALID_API_TOKEN');
+    return opened;
   }
 }
 

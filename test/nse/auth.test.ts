@@ -75,10 +75,10 @@ forEachDialect('NSE auth', (dialect) => {
     }
     assert.equal(json(answers[0]!).status.verbose_message, 'INVALID_CREDENTIALS');
     // The failure above counts: reset it for the tests that follow.
-    await ctx.store.users.recordSuccess(
-      (await ctx.store.users.findByUsernameKey('alice'))!.id,
-      ctx.clock.now(),
-    );
+    await ctx.store.users.update((await ctx.store.users.findByUsernameKey('alice'))!.id, {
+      failed_count: 0,
+      last_success_at: ctx.clock.now(),
+    });
   });
 
   test('Bearer and HTTP Basic both authenticate; a bad Basic password is refused', async () => {
@@ -103,10 +103,10 @@ forEachDialect('NSE auth', (dialect) => {
       headers: basic('alice', 'nope-nope-nope'),
     });
     assert.equal(refused.statusCode, 401);
-    await ctx.store.users.recordSuccess(
-      (await ctx.store.users.findByUsernameKey('alice'))!.id,
-      ctx.clock.now(),
-    );
+    await ctx.store.users.update((await ctx.store.users.findByUsernameKey('alice'))!.id, {
+      failed_count: 0,
+      last_success_at: ctx.clock.now(),
+    });
     const none = await ctx.inject({ method: 'GET', url: '/api/v2.1/auth/regions' });
     assert.equal(none.statusCode, 401);
     assert.equal(json(none).status.verbose_message.split(':')[0], 'AUTHENTICATION_REQUIRED');

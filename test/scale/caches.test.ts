@@ -606,7 +606,7 @@ test('every write of the rbac, catalog, users and tenants repositories tells the
     // tenant has no members yet.
     const changesNothingCached = new Set([
       'users.recordFailedAttempt',
-      'users.recordSuccess',
+      'users.recordPasswordSignIn',
       'users.recordOtherLogin',
       'users.insert',
       'users.insertMany',

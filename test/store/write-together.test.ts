@@ -46,7 +46,7 @@ forEachDialect("Store.writeTogether (a sign-in's writes: one statement on Postgr
 
   test('writes of three tables all land, each value in its place, and the answer of the work comes back', async () => {
     const answer = await ctx.store.writeTogether(async (tx) => {
-      await tx.users.recordSuccess(adminId, 3_000);
+      await tx.users.update(adminId, { failed_count: 0, locked_until: null, last_success_at: 3_000 });
       await tx.auditEvents.insert(event('wt-1', '198.51.100.9'));
       await tx.sessions.insert(session('wt-session-1', 'agent/1.0'));
       return 'opened';
@@ -71,7 +71,7 @@ forEachDialect("Store.writeTogether (a sign-in's writes: one statement on Postgr
     await ctx.store.users.recordFailedAttempt(adminId, 4_000, '192.0.2.1');
     const failed = await ctx.store
       .writeTogether(async (tx) => {
-        await tx.users.recordSuccess(adminId, 5_000);
+        await tx.users.update(adminId, { failed_count: 0, locked_until: null, last_success_at: 5_000 });
         await tx.auditEvents.insert(event('wt-2', '198.51.100.9'));
         await tx.sessions.insert(session('wt-session-1', 'agent/2.0'));
       })

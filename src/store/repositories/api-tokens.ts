@@ -20,8 +20,15 @@ export function createApiTokenRepository(db: Kysely<Database>) {
     findBySecretHash(secretHash: string): Promise<ApiTokenRow | undefined> {
       return db.selectFrom('api_tokens').selectAll().where('secret_hash', '=', secretHash).executeTakeFirst();
     },
-    async markUsed(id: string, now: number): Promise<void> {
-      await db.updateTable('api_tokens').set({ last_used_at: now }).where('id', '=', id).execute();
+    /** A sign-in with the token, only while it is not revoked: false, and nothing written, otherwise. */
+    async markUsed(id: string, now: number): Promise<boolean> {
+      const result = await db
+        .updateTable('api_tokens')
+        .set({ last_used_at: now })
+        .where('id', '=', id)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
     },
     findById(id: string): Promise<ApiTokenRow | undefined> {
       return db.selectFrom('api_tokens').selectAll().where('id', '=', id).executeTakeFirst();

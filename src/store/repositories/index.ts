@@ -21,7 +21,7 @@ export function createRepositories(db: Kysely<Database>, dialect: Dialect) {
     tenants: createTenantRepository(db),
     users: createUserRepository(db, dialect),
     rbac: createRbacRepository(db),
-    nodes: createNodeRepository(db, dialect),
+    nodes: createNodeRepository(db),
     sessions: createSessionRepository(db, dialect),
     apiTokens: createApiTokenRepository(db),
     signingKeys: createSigningKeyRepository(db),

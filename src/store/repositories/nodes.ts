@@ -1,5 +1,4 @@
 import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
-import type { Dialect } from '../connect.js';
 import type { Database, NodeTable } from '../schema.js';
 import { nullsLowest, type Page, type PageRequest } from './list-query.js';
 import { createLoginHistory } from './login-history.js';
@@ -9,7 +8,7 @@ export type NodeSortKey = 'created' | 'login' | 'last_seen';
 
 const NODE_SORT = { created: 'created_at', login: 'login_key', last_seen: 'last_seen_at' } as const;
 
-export function createNodeRepository(db: Kysely<Database>, dialect: Dialect) {
+export function createNodeRepository(db: Kysely<Database>) {
   return {
     async insert(row: Insertable<NodeTable>): Promise<void> {
       await db.insertInto('nodes').values(row).execute();
@@ -20,9 +19,14 @@ export function createNodeRepository(db: Kysely<Database>, dialect: Dialect) {
     findByLoginKey(loginKey: string): Promise<NodeRow | undefined> {
       return db.selectFrom('nodes').selectAll().where('login_key', '=', loginKey).executeTakeFirst();
     },
-    /** A node's password sign-in: its failures start again from 0, and the version it reports is kept. */
-    async recordSignIn(id: string, version: string, now: number): Promise<void> {
-      await db
+    /**
+     * A node's password sign-in: its failures start again from 0, and the version it reports is
+     * kept; only while the node is active and its stored hash is still `passwordHash`, the one
+     * checked (or its rehash): false, and nothing written, otherwise. Run first in the sign-in's
+     * transaction, as users' `recordPasswordSignIn` and for the same reason.
+     */
+    async recordSignIn(id: string, version: string, now: number, passwordHash: string): Promise<boolean> {
+      const result = await db
         .updateTable('nodes')
         .set({
           failed_count: 0,
@@ -33,7 +37,10 @@ export function createNodeRepository(db: Kysely<Database>, dialect: Dialect) {
           updated_at: now,
         })
         .where('id', '=', id)
-        .execute();
+        .where('active', '=', 1)
+        .where('password_hash', '=', passwordHash)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
     },
     async list(page: PageRequest<NodeSortKey>): Promise<Page<NodeRow>> {
       const [rows, count] = await Promise.all([
@@ -74,6 +81,6 @@ export function createNodeRepository(db: Kysely<Database>, dialect: Dialect) {
       return Number(result.numDeletedRows) > 0;
     },
     // Last, not first: see createUserRepository.
-    ...createLoginHistory(db, 'nodes', dialect),
+    ...createLoginHistory(db, 'nodes'),
   };
 }

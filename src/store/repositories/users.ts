@@ -255,6 +255,24 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
       if (leaving.tenantId !== undefined) query = query.where('tenancies.tenant_id', '!=', leaving.tenantId);
       return Number((await query.executeTakeFirstOrThrow()).n);
     },
+    /**
+     * A password sign-in's history (its failures start again from 0), written only while the user is active and
+     * its password is still the one checked, set at `passwordChangedAt`: false, and nothing
+     * written, otherwise. Run first in the sign-in's transaction, it holds the row until the
+     * session commits: a password set or a deactivation (each of which updates the row before
+     * ending the user's sessions) either came first, and this finds it, or waits for the new
+     * session and ends it too.
+     */
+    async recordPasswordSignIn(id: string, now: number, passwordChangedAt: number | null): Promise<boolean> {
+      const result = await db
+        .updateTable('users')
+        .set({ failed_count: 0, locked_until: null, last_success_at: now })
+        .where('id', '=', id)
+        .where('active', '=', 1)
+        .where('password_changed_at', passwordChangedAt === null ? 'is' : '=', passwordChangedAt)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    },
     /** Deletes the user; its tenancies, group memberships, API tokens and sessions go with it (cascade). */
     async delete(id: string): Promise<boolean> {
       const result = await db.deleteFrom('users').where('id', '=', id).executeTakeFirst();
@@ -263,7 +281,7 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
     // Last, not first: in a literal that starts with a spread, V8 defines each later method on its
     // slow path. Built that way this repository took ~22 µs, and the repositories are built for
     // every transaction (each sign-in's): all thirteen take ~1.5 µs now (docs/performance-log.md).
-    ...createLoginHistory(db, 'users', dialect),
+    ...createLoginHistory(db, 'users'),
   };
 }
 

@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { RequestMeta } from '../../src/core/sessions.js';
+import { createTestContext, type TestContext } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+
+const PASSWORD = 'correct-horse-staple-9';
+/** What an administrator's password set stores (never checked here: no sign-in uses it). */
+const OTHER_HASH =
+  '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g';
+
+/**
+ * A sign-in (or a password change) whose password is being checked while another process changes
+ * the account: argon2 dear enough (tens of ms) that the change, made the moment a hashing thread
+ * takes the check, commits long before the check ends.
+ */
+forEachDialect('Sign-ins racing a change to their account', (dialect) => {
+  let ctx: TestContext;
+  before(async () => {
+    ctx = await createTestContext(dialect, {
+      GATEHOUSE_ARGON2_MEMORY_KIB: '65536',
+      GATEHOUSE_ARGON2_ITERATIONS: '3',
+      GATEHOUSE_HASH_THREADS: '1',
+    });
+  });
+  after(() => ctx.close());
+
+  /**
+   * Request metadata whose `clientGone` (asked when a hashing thread takes the check, after the
+   * account was read) starts `change` once; `changed` settles when it has committed.
+   */
+  const changingDuringCheck = (change: () => Promise<unknown>) => {
+    let started: Promise<unknown> | undefined;
+    const meta: RequestMeta = {
+      ip: '198.51.100.61',
+      userAgent: 'race test',
+      clientGone: () => {
+        started ??= change();
+        return false;
+      },
+    };
+    return { meta, changed: () => started };
+  };
+  /** As the administrator's password set does, from another process: the row, then the sessions. */
+  const setPasswordElsewhere = (userId: string) =>
+    ctx.store.transaction(async (tx) => {
+      const now = ctx.clock.now() + 1;
+      await tx.users.update(userId, { password_hash: OTHER_HASH, password_changed_at: now, updated_at: now });
+      await tx.sessions.revokeAllOfUser(userId, now, 'password-set');
+    });
+  const deactivateElsewhere = (userId: string) =>
+    ctx.store.transaction(async (tx) => {
+      const now = ctx.clock.now() + 1;
+      await tx.users.update(userId, { active: 0, updated_at: now });
+      await tx.sessions.revokeAllOfUser(userId, now, 'deactivated');
+    });
+  const liveSessions = async (userId: string) =>
+    (
+      await ctx.store.db
+        .selectFrom('sessions')
+        .select('id')
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .execute()
+    ).length;
+  const outcome = (work: Promise<unknown>) =>
+    work.then(
+      () => 'signed in',
+      (error: { code?: string }) => error.code,
+    );
+
+  for (const [what, change] of [
+    ['a password set', setPasswordElsewhere],
+    ['a deactivation', deactivateElsewhere],
+  ] as const) {
+    test(`a sign-in whose password was being checked during ${what} is refused and leaves no session`, async () => {
+      const username = `racer-${what.split(' ')[1]}`;
+      const user = await ctx.core.accounts.createUser({ username, password: PASSWORD });
+      const { meta, changed } = changingDuringCheck(() => change(user.id));
+      const answer = await outcome(ctx.core.authentication.signIn(username, PASSWORD, meta, 'nse'));
+      await changed();
+      assert.ok(changed(), 'the change was made while the password was checked');
+      // Before: the session was written after the change had ended the user's sessions, and lived.
+      assert.equal(answer, 'INVALID_CREDENTIALS');
+      assert.equal(await liveSessions(user.id), 0);
+      const events = await ctx.store.db
+        .selectFrom('audit_events')
+        .select(['outcome', 'reason'])
+        .where('action', '=', 'signin')
+        .where('target_id', '=', user.id)
+        .execute();
+      assert.deepEqual(events, [{ outcome: 'failure', reason: 'changed-during-sign-in' }]);
+    });
+  }
+
+  test('a password change whose old password was being checked during a password set is refused: the set stands', async () => {
+    const user = await ctx.core.accounts.createUser({ username: 'racer-change', password: PASSWORD });
+    const { meta, changed } = changingDuringCheck(() => setPasswordElsewhere(user.id));
+    const answer = await outcome(
+      ctx.core.authentication.changePassword(
+        { username: 'racer-change', oldPassword: PASSWORD, newPassword: 'a-brand-new-secret-77' },
+        meta,
+      ),
+    );
+    await changed();
+    // Before: the change overwrote the administrator's reset with a password chosen by whoever
+    // knew the old one, and opened a session with it.
+    assert.equal(answer, 'INVALID_CREDENTIALS');
+    assert.equal((await ctx.store.users.findById(user.id))?.password_hash, OTHER_HASH);
+    assert.equal(await liveSessions(user.id), 0);
+  });
+
+  test('a node sign-in whose password was being checked during a password set is refused and leaves no session', async () => {
+    const node = await ctx.core.accounts.createNode({ login: 'racer-node', password: PASSWORD });
+    const { meta, changed } = changingDuringCheck(() =>
+      ctx.store.transaction(async (tx) => {
+        const now = ctx.clock.now() + 1;
+        await tx.nodes.update(node.id, { password_hash: OTHER_HASH, updated_at: now });
+        await tx.sessions.revokeAllOfNode(node.id, now, 'password-set');
+      }),
+    );
+    const answer = await outcome(ctx.core.authentication.nodeSignIn('racer-node', PASSWORD, '7.0.0', meta));
+    await changed();
+    assert.equal(answer, 'INVALID_CREDENTIALS');
+    const live = await ctx.store.db
+      .selectFrom('sessions')
+      .select('id')
+      .where('node_id', '=', node.id)
+      .where('revoked_at', 'is', null)
+      .execute();
+    assert.deepEqual(live, []);
+  });
+
+  test('without a change the same sign-ins go through', async () => {
+    await ctx.core.accounts.createUser({ username: 'racer-calm', password: PASSWORD });
+    const { meta } = changingDuringCheck(async () => {});
+    assert.equal(
+      await outcome(ctx.core.authentication.signIn('racer-calm', PASSWORD, meta, 'nse')),
+      'signed in',
+    );
+    assert.equal(
+      await outcome(ctx.core.authentication.nodeSignIn('racer-node-calm', PASSWORD, '7.0.0', meta)),
+      'INVALID_CREDENTIALS',
+    );
+    await ctx.core.accounts.createNode({ login: 'racer-node-calm', password: PASSWORD });
+    assert.equal(
+      await outcome(ctx.core.authentication.nodeSignIn('racer-node-calm', PASSWORD, '7.0.0', meta)),
+      'signed in',
+    );
+  });
+});
