@@ -130,6 +130,27 @@ forEachDialect('CLI', (dialect) => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
+  test('before migrate, a command on a store that is not there exits 1 naming where it looked, and makes no store', async () => {
+    for (const args of [
+      ['user', 'create', '--username', 'dave', '--password', 'Winter-Orchard-Lamp-77'],
+      ['keys', 'rotate', '--overlap', '0'],
+      ['tenant', 'create', '--code', 'acme', '--name', 'Acme'],
+    ]) {
+      const refused = await run(args);
+      assert.equal(refused.code, 1, `${args.join(' ')}: ${refused.stderr}`);
+      assert.match(
+        refused.stderr,
+        dialect === 'sqlite'
+          ? /^gatehouse: no Gatehouse store in SQLite database .*gatehouse\.db: run the command where the server runs/
+          : /^gatehouse: no Gatehouse store in PostgreSQL database gatehouse_test_\w+ on 127\.0\.0\.1:5432:/,
+      );
+      assert.equal(refused.stdout, '');
+    }
+    if (dialect === 'sqlite')
+      assert.ok(!existsSync(path.join(dataDir, 'gatehouse.db')), 'no SQLite file made');
+    // The next test's migrate finds the store empty: it applies every migration and makes the admin.
+  });
+
   test('migrate creates the schema and the admin once; a second run changes nothing', async () => {
     const first = await run(['migrate']);
     assertOk(first, 'migrate');

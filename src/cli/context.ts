@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { type Config, loadConfig } from '../config.js';
@@ -85,9 +87,39 @@ export function auditCliChange(
   });
 }
 
-/** Config → store → migrations → core → bootstrap → `work` → store closed. */
+/** Where the data lives, without the credentials a database URL may carry. */
+export function describeStore(config: Config): string {
+  if (!config.databaseUrl) return `SQLite database ${path.join(config.dataDir, 'gatehouse.db')}`;
+  const url = new URL(config.databaseUrl);
+  return `PostgreSQL database ${url.pathname.replace(/^\//, '')} on ${url.host}`;
+}
+
+/**
+ * A command other than `migrate` (and `serve`) works on a store that exists. `GATEHOUSE_DATA_DIR`
+ * is relative to the directory the command runs in: run from another one (or with a mistyped
+ * database URL), a command made a new store with a new admin and reported success for a change
+ * the real store never saw, a password reset or an emergency key rotation among them (found by
+ * review).
+ */
+class NoStoreHere extends Error {
+  constructor(config: Config) {
+    super(
+      `no Gatehouse store in ${describeStore(config)}: run the command where the server runs ` +
+        '(GATEHOUSE_DATA_DIR is relative to the current directory) or with its GATEHOUSE_DATABASE_URL; ' +
+        '`gatehouse migrate` makes a new store on purpose',
+    );
+  }
+}
+
+/** Config → store (one that exists) → migrations → core → bootstrap → `work` → store closed. */
 export function withCore<T>(io: CliIo, work: (core: Core) => Promise<T>): Promise<T> {
+  // Checked before connecting: opening a SQLite file that is not there creates it.
+  const config = loadConfig(io.env, io.cwd);
+  if (!config.databaseUrl && !existsSync(path.join(config.dataDir, 'gatehouse.db'))) {
+    return Promise.reject(new NoStoreHere(config));
+  }
   return withStore(io, async (store, config) => {
+    if (!(await store.initialized())) throw new NoStoreHere(config);
     await store.migrate();
     const { core } = await openCore(io, store, config);
     try {

@@ -1,14 +1,5 @@
-import path from 'node:path';
 import type { Command } from 'commander';
-import type { Config } from '../config.js';
-import { type CliIo, openCore, withStore } from './context.js';
-
-/** Where the data lives, without the credentials a database URL may carry. */
-function describeStore(config: Config): string {
-  if (!config.databaseUrl) return `SQLite database ${path.join(config.dataDir, 'gatehouse.db')}`;
-  const url = new URL(config.databaseUrl);
-  return `PostgreSQL database ${url.pathname.replace(/^\//, '')} on ${url.host}`;
-}
+import { type CliIo, describeStore, openCore, withStore } from './context.js';
 
 export function registerMigrateCommand(program: Command, io: CliIo): void {
   program

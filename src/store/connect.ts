@@ -107,6 +107,8 @@ export interface Store extends Repositories {
   migrate(): Promise<string[]>;
   /** Cheap round trip, for readiness. */
   ping(): Promise<void>;
+  /** Whether a schema was ever made here (a migration applied): false for an empty database. */
+  initialized(): Promise<boolean>;
   /** Hands the time of every statement from now on to `observer` (the metrics); replaces the previous one. */
   observeQueries(observer: QueryObserver | undefined): void;
   /**
@@ -246,6 +248,11 @@ export function connectStore(options: StoreOptions): Store {
     },
     async ping() {
       await db.selectFrom('tenants').select('id').limit(1).execute();
+    },
+    async initialized() {
+      // Kysely's migrator keeps its record in this table (its default name), on either dialect.
+      const tables = await db.introspection.getTables({ withInternalKyselyTables: true });
+      return tables.some((table) => table.name === 'kysely_migration');
     },
     observeQueries(next) {
       observer = next;
