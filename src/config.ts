@@ -326,6 +326,16 @@ function misspelledSettings(env: Source, problems: string[]): void {
   }
 }
 
+/**
+ * The shortest overlap that lets every token signed by a replaced key live out its lifetime: the
+ * longest token lifetime plus a minute for the processes to hear of the new key.
+ */
+export function minimumKeyOverlapMs(
+  config: Pick<Config, 'tokenLifetimeMs' | 'endpointsTokenLifetimeMs'>,
+): number {
+  return Math.max(config.tokenLifetimeMs, config.endpointsTokenLifetimeMs) + 60_000;
+}
+
 export function loadConfig(env: Source = process.env, cwd: string = process.cwd()): Config {
   const problems: string[] = [];
   misspelledSettings(env, problems);
@@ -443,7 +453,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
   }
   // Every token a replaced key signed must outlive its key's overlap, counting the minute other
   // nodes may take to start signing with the new key (KEY_RELOAD_INTERVAL_MS in core/keyring.ts).
-  const minKeyOverlapMs = Math.max(tokenLifetimeMs, endpointsTokenLifetimeMs) + 60_000;
+  const minKeyOverlapMs = minimumKeyOverlapMs({ tokenLifetimeMs, endpointsTokenLifetimeMs });
   const keyOverlapMs =
     raw('GATEHOUSE_KEY_OVERLAP') === undefined
       ? Math.max(parseDuration('24h') ?? 0, minKeyOverlapMs)

@@ -252,4 +252,41 @@ forEachDialect('CLI keys', (dialect) => {
     assert.ok(published.includes(newEndpointsKid ?? ''), `${newEndpointsKid} in ${published}`);
     assert.ok(!published.includes(retiredEndpointsKid));
   });
+
+  test('keys rotate --overlap 0 retires the keys replaced by earlier rotations too: their tokens are refused at once', async () => {
+    const token = await signIn();
+    const leakedKid = kidOf(token);
+    const read = async () =>
+      (await app.inject({ method: 'GET', url: '/api/v2.1/jobs', headers: bearer(token) })).statusCode;
+    // A routine rotation: the key verifies for a day more.
+    assert.match(
+      await ok(['keys', 'rotate', '--purpose', 'session']),
+      new RegExp(`${leakedKid} verifies until`),
+    );
+    clock.advance(Math.max(0, Date.now() - clock.now()) + 1000);
+    assert.equal(await read(), 200);
+    // Then the leak is found: every key but the new one must stop verifying, the one replaced
+    // yesterday too. Before, only the key signing at that moment was retired.
+    const stdout = await ok(['keys', 'rotate', '--purpose', 'session', '--overlap', '0']);
+    assert.match(stdout, new RegExp(`${leakedKid} is retired`));
+    clock.advance(Math.max(0, Date.now() - clock.now()) + 1000);
+    await waitFor(
+      async () => ((await read()) === 401 ? true : undefined),
+      'the key replaced earlier refused',
+      1500,
+    );
+    const keys = parseList(await ok(['keys', 'list']));
+    assert.match(keys.find((k) => k.kid === leakedKid)?.state ?? '', /^retired \d{4}-/);
+    assert.deepEqual(
+      keys.filter((k) => k.purpose === 'session' && k.state !== 'active' && !k.state.startsWith('retired')),
+      [],
+      'no session key but the new one verifies',
+    );
+  });
+
+  test('keys rotate --overlap shorter than the tokens live (but not 0) is a usage error', async () => {
+    const short = await run(['keys', 'rotate', '--overlap', '5m']);
+    assert.equal(short.code, 2, short.stderr);
+    assert.match(short.stderr, /--overlap: 0 .* or at least 1h1m/);
+  });
 });

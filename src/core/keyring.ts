@@ -253,17 +253,22 @@ export class Keyring {
         const previous = await tx.signingKeys.activeKids(purpose);
         const kid = await this.#insert(tx, purpose);
         await tx.signingKeys.scheduleRetirement(previous, retiresAt);
+        // Keys replaced by earlier rotations verify no longer than the ones replaced now: with
+        // `--overlap 0` after a leak, a key replaced yesterday (and maybe the leaked one) would
+        // otherwise verify until its own date, up to a day more.
+        const earlier = await tx.signingKeys.retireReplacedBy(purpose, retiresAt);
+        const replaced = [...previous, ...earlier];
         await this.#audit.record(
           {
             action: 'key.rotate',
             actor: undefined,
             target: { type: 'signing-key', id: kid, name: purpose },
             outcome: 'success',
-            reason: `replaces ${previous.join(', ') || 'none'}; they verify until ${new Date(retiresAt).toISOString()}`,
+            reason: `replaces ${replaced.join(', ') || 'none'}; they verify until ${new Date(retiresAt).toISOString()}`,
           },
           tx,
         );
-        return { purpose, kid, replaced: previous.map((k) => ({ kid: k, retiresAt })) };
+        return { purpose, kid, replaced: replaced.map((k) => ({ kid: k, retiresAt })) };
       });
       rotated.push(done);
     }

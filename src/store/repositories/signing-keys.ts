@@ -37,6 +37,23 @@ export function createSigningKeyRepository(db: Kysely<Database>) {
       return rows.map((r) => r.kid);
     },
     /**
+     * Brings forward to `at` the retirement of the keys of one purpose replaced earlier and still
+     * verifying past `at`; answers their kids. A key without a date (one that signs) is untouched.
+     */
+    async retireReplacedBy(purpose: SigningKeyPurpose, at: number): Promise<string[]> {
+      const rows = await db
+        .selectFrom('signing_keys')
+        .select('kid')
+        .where('purpose', '=', purpose)
+        .where('retired_at', '>', at)
+        .execute();
+      const kids = rows.map((r) => r.kid);
+      if (kids.length > 0) {
+        await db.updateTable('signing_keys').set({ retired_at: at }).where('kid', 'in', kids).execute();
+      }
+      return kids;
+    },
+    /**
      * Sets the retirement date of exactly these keys, unless they already have one (a key replaced
      * twice keeps the earlier date).
      */
