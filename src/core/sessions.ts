@@ -344,12 +344,17 @@ export class SessionService {
     return auth;
   }
 
+  /**
+   * Whether a cached copy may answer for the row. Only for the current generation: a token in its
+   * grace may have become a replay since the copy was read (refreshed again on another process),
+   * and the grace is for requests in flight during a refresh, few enough to be read afresh. Taken
+   * from a copy, a token two refreshes old was accepted where the store ends the session over it
+   * (found by review).
+   */
   #accepts(session: SessionWithPrincipal, generation: number | undefined, now: number): boolean {
     if (!isSessionLive(session, this.liveBounds(now))) return false;
     if (session.principal_active !== 1 || session.principal_name === null) return false;
-    if (generation === undefined) return true;
-    const standing = tokenStanding(session, generation, now);
-    return standing === 'current' || standing === 'grace';
+    return generation === undefined || tokenStanding(session, generation, now) === 'current';
   }
 
   liveBounds(now: number = this.#clock.now()): LiveSessionBounds {

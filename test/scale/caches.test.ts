@@ -356,6 +356,19 @@ forEachDialect('A refresh on one process and the copy of the session on another'
         assert.equal(await status(second), 401, 'a replay ends the whole session');
         if (announced) assert.ok(a.config.refreshGraceMs < a.config.sessionCacheTtlMs);
       });
+
+      test('a token two refreshes old is a replay on the process that made the first refresh, though its copy had it in grace', async () => {
+        const statusOn = async (node: Pick<OtherNode, 'inject'>, token: string) =>
+          (await node.inject({ method: 'GET', url: REGIONS, headers: bearer(token) })).statusCode;
+        const first = await nseSignIn(a, 'rosa', PASSWORD);
+        const second = await nseRefresh(a, first);
+        assert.equal(await statusOn(a, first), 200, 'the replaced token within the grace');
+        // a's copy, filed by its refresh, has the first token in its grace. Another refresh, on b,
+        // makes it two generations old: a replay, whatever a's copy says.
+        const third = await nseRefresh(b, second);
+        assert.equal(await statusOn(a, first), 401, 'refused where the copy had it in grace');
+        assert.equal(await statusOn(a, third), 401, 'and the replay ended the session');
+      });
     });
   }
 });
