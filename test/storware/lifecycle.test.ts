@@ -3,7 +3,7 @@ import { after, before, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
-import { bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
+import { bearer, json, nseRefresh, nseSignIn, storwareLogin } from '../helpers/http.js';
 
 const COOKIE = 'gatehouse_session';
 const MINUTE = 60_000;
@@ -112,6 +112,19 @@ forEachDialect('Storware session: logout and timeouts', (dialect) => {
       cookies: { [COOKIE]: cookie },
     });
     assert.equal(same.cookies.find((c) => c.name === COOKIE)?.value, '');
+    // The JWT of the cookie's own session (from a refresh with the cookie) as the bearer: the
+    // session ends, so its cookie goes too (before, only the very same string cleared it).
+    const login = await storwareLogin(ctx);
+    const jwt = await nseRefresh(ctx, login);
+    const byJwt = await ctx.inject({
+      method: 'POST',
+      url: '/api/session/logout',
+      headers: bearer(jwt),
+      cookies: { [COOKIE]: login },
+    });
+    assert.equal(byJwt.statusCode, 201, byJwt.body);
+    assert.equal(byJwt.cookies.find((c) => c.name === COOKIE)?.value, '', 'the dead cookie is cleared');
+    assertStorware401(await withCookie('GET', '/api/session', login));
   });
 
   test('a password change on NSE ends the Storware cookie sessions of that user', async () => {

@@ -148,10 +148,20 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (a
     },
     async (request, reply) => {
       await core.authentication.signOut(authOf(request), requestMeta(request));
-      // The cookie goes only with its session: a bearer token named another session, which ended
-      // instead, and dropping the cookie would leave its session live and out of the client's hands.
+      // The cookie goes unless it holds another session still live: a bearer token (or the
+      // session's JWT) named the one that ended, and dropping the cookie of a live one would leave
+      // it out of the client's hands. One of the ended session, or of none, is cleared.
       const bearer = authorizationCredentials(request, 'bearer');
-      if (bearer === undefined || bearer === sessionCookieValue(request, cookieSecure)) {
+      const cookieValue = sessionCookieValue(request, cookieSecure);
+      const othersLive =
+        bearer !== undefined &&
+        cookieValue !== undefined &&
+        bearer !== cookieValue &&
+        (await core.sessions.authenticateSecret(cookieValue).then(
+          () => true,
+          () => false,
+        ));
+      if (!othersLive) {
         const cookie = sessionCookie(request);
         reply.clearCookie(cookie.name, cookie.options);
       }
