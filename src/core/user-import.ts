@@ -17,7 +17,7 @@ import type { AuditService } from './audit.js';
 import { type Actor, actorOf, canSeeTenant, managedTenantIds } from './authorization.js';
 import type { Clock } from './clock.js';
 import { EventLoopTurns } from './concurrency.js';
-import type { JobControl, JobOutcome, JobRunner } from './job-runner.js';
+import { INTERRUPTED_JOB_ERROR, type JobControl, type JobOutcome, type JobRunner } from './job-runner.js';
 import { type JobTask, type JobView, jobView } from './jobs.js';
 import { accountKey } from './secrets.js';
 import type { AuthContext, RequestMeta } from './sessions.js';
@@ -130,6 +130,9 @@ export class UserImportService {
   /**
    * Spools `body` and starts the import job. With an `idempotencyKey` the caller used before for
    * the same body, answers that first job instead; for a different body, IDEMPOTENCY_KEY_REUSED.
+   * A first job that a stopping server interrupted is run again (its message says to send the
+   * request again, and a client retrying with its key should not get the dead job back), and the
+   * key names the new one from then on.
    */
   async submit(
     auth: AuthContext,
@@ -157,10 +160,9 @@ export class UserImportService {
     const jobMeta: RequestMeta = { ip: meta.ip, userAgent: meta.userAgent };
     let handedOver = false;
     try {
-      if (idempotencyKey !== undefined) {
-        const first = await this.#firstJob(auth, idempotencyKey, spooled.sha256);
-        if (first) return first;
-      }
+      const first =
+        idempotencyKey === undefined ? undefined : await this.#firstJob(auth, idempotencyKey, spooled.sha256);
+      if (first && first.last_error !== INTERRUPTED_JOB_ERROR) return first;
       // Rows may go to several tenants: the job is the importer's (and root's) to read, filed under
       // no tenant, so that its failed rows never show to members of a tenant they did not go to.
       const tenantId = null;
@@ -186,7 +188,10 @@ export class UserImportService {
         },
       );
       handedOver = true;
-      if (idempotencyKey !== undefined) {
+      if (idempotencyKey !== undefined && first) {
+        // Two retries raced: both run, and later retries find the one that moved the key.
+        await this.#store.imports.moveRequest(auth.principal.id, idempotencyKey, first.id, job.id);
+      } else if (idempotencyKey !== undefined) {
         await this.#store.imports
           .addRequest({
             user_id: auth.principal.id,

@@ -491,12 +491,13 @@ forEachDialect('NSE users import', (dialect) => {
     assert.ok(imported > 0 && imported < rows, `${imported} imported`);
   });
 
-  test('an import stopped by a shutdown ends failed (interrupted) and says how many users it did import', async () => {
+  test('an import stopped by a shutdown ends failed (interrupted) and says how many users it did import; the same request with its Idempotency-Key runs again', async () => {
     const hash = `$2b$04$abcdefghijklmnopqrstuv${'A'.repeat(31)}`;
     const rows = 30_000;
     const lines = ['username,password_hash,tenant_code,role'];
     for (let i = 0; i < rows; i += 1) lines.push(`drained${i},"${hash}",acme,user`);
-    const response = await importUsers('admin', `${lines.join('\n')}\n`);
+    const body = `${lines.join('\n')}\n`;
+    const response = await importUsers('admin', body, 'text/csv', 'drained-import');
     assert.equal(response.statusCode, 202, response.body);
     const id = json(response).result.records[0].id as string;
     // Stopped once its first batch is recorded, while later ones are being written.
@@ -518,6 +519,21 @@ forEachDialect('NSE users import', (dialect) => {
     assert.equal(job.status_detail, `${imported.toLocaleString('en-US')} of 30,000 users imported`);
     ctx = await ctx.restart();
     tokens.admin = await nseSignIn(ctx);
+
+    // As the job's message says, the request is sent again, with its key: it runs again (before,
+    // the key answered the dead job for as long as it was kept), and the key names the new job.
+    const again = await importUsers('admin', body, 'text/csv', 'drained-import');
+    assert.equal(again.statusCode, 202, again.body);
+    const againId = json(again).result.records[0].id as string;
+    assert.notEqual(againId, id);
+    const rerun = await finished('admin', againId);
+    assert.equal(rerun.status, 'partially_failed', rerun.status_detail);
+    assert.equal(
+      rerun.status_detail,
+      `${(rows - imported).toLocaleString('en-US')} of 30,000 users imported; ${imported.toLocaleString('en-US')} rows failed`,
+    );
+    const third = await importUsers('admin', body, 'text/csv', 'drained-import');
+    assert.equal(json(third).result.records[0].id, againId);
   });
 
   test('an import cut short by a restart ends failed with the interrupted reason', async () => {

@@ -33,6 +33,17 @@ export function createImportRepository(db: Kysely<Database>) {
     async addRequest(row: ImportRequestRow): Promise<void> {
       await db.insertInto('import_requests').values(row).execute();
     },
+    /** Points an Idempotency-Key at the job that runs its request again, if it still names `fromJobId`. */
+    async moveRequest(userId: string, key: string, fromJobId: string, toJobId: string): Promise<boolean> {
+      const result = await db
+        .updateTable('import_requests')
+        .set({ job_id: toJobId })
+        .where('user_id', '=', userId)
+        .where('idempotency_key', '=', key)
+        .where('job_id', '=', fromJobId)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    },
     /** The failed rows and Idempotency-Keys of these jobs, deleted with the jobs themselves. */
     async deleteOfJobs(jobIds: readonly string[]): Promise<void> {
       if (jobIds.length === 0) return;
