@@ -279,7 +279,12 @@ function mergeSources(env: Source, problems: string[]): Source {
     }
     merged[key] = value === null ? undefined : String(value);
   }
-  return { ...merged, ...Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) };
+  // A blank variable is an unset one, as everywhere else here (`raw`): it must not hide the file's
+  // value (`VAR=${UNSET}` in a compose file would otherwise switch the store or drop a token).
+  return {
+    ...merged,
+    ...Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== '')),
+  };
 }
 
 /** Edits (insertions, deletions, substitutions, swaps of neighbours) between two names. */

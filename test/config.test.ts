@@ -94,6 +94,13 @@ test('a JSON config file adds settings; the environment wins over it', () => {
   const config = loadConfig({ GATEHOUSE_CONFIG_FILE: file, GATEHOUSE_HOST: '127.0.0.2' });
   assert.equal(config.port, 9090);
   assert.equal(config.host, '127.0.0.2');
+  // A variable set to nothing (`VAR=${UNSET}` in a compose file) is unset: the file's value holds,
+  // where it gave the built-in default before.
+  assert.equal(
+    loadConfig({ GATEHOUSE_CONFIG_FILE: file, GATEHOUSE_PORT: '', GATEHOUSE_HOST: ' ' }).port,
+    9090,
+  );
+  assert.equal(loadConfig({ GATEHOUSE_CONFIG_FILE: file, GATEHOUSE_HOST: '' }).host, '0.0.0.0');
   // A mistake next to a secret: the message does not quote the file.
   writeFileSync(file, '{"GATEHOUSE_MASTER_KEY": abababababababababab}');
   assert.throws(
