@@ -240,6 +240,14 @@ export function connectStore(options: StoreOptions): Store {
           : await migratePostgresUntimed(options.databaseUrl as string);
       if (error) {
         const failed = results.find((r) => r.status === 'Error')?.migrationName;
+        // Kysely's words for a store a newer release migrated ("corrupted migrations") mislead.
+        const unknown = /previously executed migration (\S+) is missing/.exec((error as Error).message)?.[1];
+        if (unknown !== undefined) {
+          throw new Error(
+            `the store was migrated by a newer Gatehouse (migration ${unknown} is not one this release knows): run that release or a newer one; there is no downgrade`,
+            { cause: error },
+          );
+        }
         // Keep the original (and its code): a store that is down must still read as unavailable.
         if (!failed) throw error;
         throw new Error(`migration ${failed} failed: ${(error as Error).message}`, { cause: error });

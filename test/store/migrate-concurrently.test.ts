@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { sql } from 'kysely';
 import { AuditService } from '../../src/core/audit.js';
 import { systemClock } from '../../src/core/clock.js';
 import { KEY_PURPOSES, Keyring } from '../../src/core/keyring.js';
@@ -46,6 +47,23 @@ forEachDialect('Several stores at once on one new database: migrations, then the
     assert.deepEqual(applied.flat().sort(), Object.keys(migrations).sort());
     for (const store of stores) assert.equal(await store.users.count(), 0);
     assert.deepEqual(await Promise.all(stores.map((store) => store.migrate())), [[], [], [], []]);
+  });
+
+  test('a store a newer release migrated is refused by name, not as "corrupted"', async () => {
+    const [store] = stores;
+    assert.ok(store);
+    await sql`insert into kysely_migration (name, timestamp) values ('9999-from-a-newer-release', '2026-12-06T00:00:00.000Z')`.execute(
+      store.db,
+    );
+    try {
+      await assert.rejects(
+        store.migrate(),
+        /^Error: the store was migrated by a newer Gatehouse \(migration 9999-from-a-newer-release is not one this release knows\): run that release or a newer one; there is no downgrade$/,
+      );
+    } finally {
+      await sql`delete from kysely_migration where name = '9999-from-a-newer-release'`.execute(store.db);
+    }
+    assert.deepEqual(await store.migrate(), []);
   });
 
   test('the first signing keys are made once, and every keyring signs with them', async () => {
