@@ -5,15 +5,22 @@ import { generatedPasswordNotice } from './core/bootstrap.js';
 import { createCore } from './core/index.js';
 import { connectStore, storeOptionsOf } from './store/connect.js';
 
-/** A worker that dies sooner than this after its start is not restarted (it would only die again). */
+/**
+ * A worker that dies sooner than this after its start failed at start: it is started again after
+ * a wait that doubles each time (RETRY_FIRST_MS up to RETRY_MAX_MS) while another worker serves,
+ * since what stopped it may pass (the store down for a moment); not at all once none does.
+ */
 const MIN_UPTIME_MS = 5000;
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 60_000;
 
 /**
  * The primary of `gatehouse serve --workers N`: migrates and bootstraps the store once (so that a
  * generated admin password is printed once, not N times), then runs N server processes that
  * share one port (node:cluster) and one store; on SQLite they share the file (WAL, waiting for the
  * write lock without stopping the event loop: store/sqlite-lock-wait.ts), on PostgreSQL each has
- * its own pool. A worker that crashes is replaced; SIGTERM or SIGINT stops every worker
+ * its own pool. A worker that crashes is replaced (one that fails at start, after a wait, while
+ * another serves); SIGTERM or SIGINT stops every worker
  * gracefully, then the primary. Resolves when all workers have stopped on request;
  * rejects when they all stopped by themselves.
  */
@@ -41,6 +48,8 @@ export async function runPrimary(
   let stopping = false;
   const started = new Map<Worker, number>();
   const fork = () => started.set(cluster.fork(workerEnv), Date.now());
+  const retries = new Set<NodeJS.Timeout>();
+  let retryMs = RETRY_FIRST_MS;
   serveClusterMetrics();
   for (let i = 0; i < workers; i += 1) fork();
   say(`gatehouse: ${workers} workers serving on ${config.host}:${config.port}`);
@@ -50,20 +59,32 @@ export async function runPrimary(
       const since = started.get(worker) ?? 0;
       started.delete(worker);
       if (!stopping && (code !== 0 || signal !== null)) {
+        const failed = `gatehouse: worker ${worker.process.pid} failed at start (${signal ?? code})`;
         if (Date.now() - since >= MIN_UPTIME_MS) {
           say(`gatehouse: worker ${worker.process.pid} stopped (${signal ?? code}); starting another`);
+          retryMs = RETRY_FIRST_MS;
           fork();
+        } else if (started.size > 0) {
+          say(`${failed}; trying again in ${retryMs / 1000}s`);
+          const retry = setTimeout(() => {
+            retries.delete(retry);
+            if (!stopping) fork();
+          }, retryMs);
+          retries.add(retry);
+          retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
         } else {
-          say(
-            `gatehouse: worker ${worker.process.pid} failed at start (${signal ?? code}); not restarting it`,
-          );
+          say(`${failed}; no worker serves: not restarting it`);
         }
       }
-      if (started.size === 0) resolve(stopping);
+      if (started.size === 0) {
+        for (const retry of retries) clearTimeout(retry);
+        resolve(stopping);
+      }
     });
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) return;
       stopping = true;
+      for (const retry of retries) clearTimeout(retry);
       say(`gatehouse: ${signal}: stopping the workers`);
       for (const worker of started.keys()) worker.process.kill('SIGTERM');
     };

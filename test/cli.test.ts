@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -670,6 +670,54 @@ describe('CLI usage', () => {
     child.kill('SIGTERM');
     assert.equal(await exited, 0, stderr);
     assert.match(stderr, /SIGTERM: stopping the workers/);
+  });
+
+  test('serve --workers 2: a worker that dies at start is started again after a wait while the other serves', async () => {
+    const port = await freePort();
+    const child = startCli(['serve', '--workers', '2'], { ...env, GATEHOUSE_PORT: String(port) });
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    /** The primary's worker processes (Linux: the kernel lists a process's children). */
+    const workers = () =>
+      readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean);
+    const until = async (what: string, holds: () => boolean) => {
+      const deadline = Date.now() + 20_000;
+      while (!holds()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}:\n${stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    try {
+      await poll(`http://127.0.0.1:${port}/readyz`, 30_000);
+      await until('two workers run', () => workers().length === 2);
+      // Killed once, a worker is replaced at once (or, if it was young, after a wait); the
+      // replacement, killed the moment it shows, has surely failed at start.
+      const original = workers();
+      const victim = original[0] ?? '';
+      process.kill(Number(victim), 'SIGKILL');
+      await until('a replacement runs', () => workers().some((pid) => !original.includes(pid)));
+      const replacement = workers().find((pid) => !original.includes(pid)) ?? '';
+      process.kill(Number(replacement), 'SIGKILL');
+      await until('the failure at start is told', () =>
+        new RegExp(`worker ${replacement} failed at start \\(SIGKILL\\); trying again in \\d+s`).test(stderr),
+      );
+      // Before, such a worker was never started again: the node stayed at one worker, ready all the same.
+      await until(
+        'a worker is started again',
+        () => workers().length === 2 && !workers().includes(victim) && !workers().includes(replacement),
+      );
+      const read = await fetch(`http://127.0.0.1:${port}/readyz`);
+      assert.equal(read.status, 200);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0, stderr);
   });
 });
 
