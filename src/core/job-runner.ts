@@ -165,7 +165,7 @@ export class JobRunner {
     await new Promise((resolve) => setImmediate(resolve));
     // The last progress the work reported, recorded or not: a job interrupted between two
     // recordings (its writes finishing after the stop) still tells how far it came.
-    let latestDetail: string | undefined;
+    let latest: { readonly status_detail: string; readonly progress: number } | undefined;
     const control: JobControl = {
       jobId: id,
       signal: this.#stopping.signal,
@@ -173,11 +173,10 @@ export class JobRunner {
         if (this.#stopping.signal.aborted) throw new JobStopped(INTERRUPTED_JOB_ERROR);
       },
       report: async (statusDetail, progress) => {
-        latestDetail = statusDetail;
+        latest = { status_detail: statusDetail, progress: Math.max(0, Math.min(100, Math.round(progress))) };
         if (this.#stopping.signal.aborted) throw new JobStopped(INTERRUPTED_JOB_ERROR);
         const held = await this.#store.jobs.recordProgress(id, this.owner, {
-          status_detail: statusDetail,
-          progress: Math.max(0, Math.min(100, Math.round(progress))),
+          ...latest,
           updated_at: this.#clock.now(),
         });
         if (!held) throw new JobStopped(undefined);
@@ -202,7 +201,8 @@ export class JobRunner {
       await this.#store.jobs
         .finish(id, this.owner, {
           status: 'failed',
-          ...(latestDetail === undefined ? {} : { status_detail: latestDetail }),
+          // The detail and the progress of one report: "2,000 of 4,000" beside 50, not 25.
+          ...latest,
           last_error: failureText(error),
           updated_at: this.#clock.now(),
         })
