@@ -1,3 +1,4 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
@@ -332,6 +333,28 @@ function misspelledSettings(env: Source, problems: string[]): void {
 }
 
 /**
+ * What is wrong with a TLS certificate and key read from their files, named by setting, before
+ * the server starts: swapped or mismatched, OpenSSL's own words at start named neither.
+ */
+function certificateAndKeyProblem(cert: Buffer, key: Buffer): string | undefined {
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(cert);
+  } catch {
+    return 'GATEHOUSE_TLS_CERT: not a PEM certificate';
+  }
+  let privateKey: ReturnType<typeof createPrivateKey>;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch {
+    return 'GATEHOUSE_TLS_KEY: not a PEM private key (without a passphrase)';
+  }
+  return certificate.checkPrivateKey(privateKey)
+    ? undefined
+    : "GATEHOUSE_TLS_KEY: not the private key of GATEHOUSE_TLS_CERT's certificate";
+}
+
+/**
  * The shortest overlap that lets every token signed by a replaced key live out its lifetime: the
  * longest token lifetime plus a minute for the processes to hear of the new key.
  */
@@ -606,6 +629,8 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
   if ((raw('GATEHOUSE_TLS_CERT') === undefined) !== (raw('GATEHOUSE_TLS_KEY') === undefined)) {
     problems.push('GATEHOUSE_TLS_CERT and GATEHOUSE_TLS_KEY: set both or neither');
   }
+  const tlsProblem = cert && key ? certificateAndKeyProblem(cert, key) : undefined;
+  if (tlsProblem) problems.push(tlsProblem);
 
   const logLevel = oneOf(
     'GATEHOUSE_LOG_LEVEL',

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -257,3 +259,38 @@ for (const { name, field, defaultMs } of [
     }
   });
 }
+
+test('a TLS certificate and key are checked at start, by setting: swapped or not a pair is one of the problems listed', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-tls-'));
+  execFileSync(
+    'openssl',
+    [
+      ...'req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost'.split(
+        ' ',
+      ),
+      ...['-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')],
+    ],
+    { stdio: 'ignore' },
+  );
+  const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({
+    type: 'pkcs8',
+    format: 'pem',
+  });
+  writeFileSync(path.join(dir, 'other-key.pem'), other);
+  const tls = (cert: string, key: string) => ({ GATEHOUSE_TLS_CERT: cert, GATEHOUSE_TLS_KEY: key });
+  assert.ok(loadConfig(tls('cert.pem', 'key.pem'), dir).tls);
+  // Before, a swapped pair stopped the start on OpenSSL's "no start line", naming neither setting.
+  assert.throws(
+    () => loadConfig({ ...tls('key.pem', 'cert.pem'), GATEHOUSE_PORT: 'x' }, dir),
+    (e: Error) =>
+      /GATEHOUSE_TLS_CERT: not a PEM certificate/.test(e.message) && /GATEHOUSE_PORT/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig(tls('cert.pem', 'cert.pem'), dir),
+    /GATEHOUSE_TLS_KEY: not a PEM private key/,
+  );
+  assert.throws(
+    () => loadConfig(tls('cert.pem', 'other-key.pem'), dir),
+    /GATEHOUSE_TLS_KEY: not the private key of GATEHOUSE_TLS_CERT's certificate/,
+  );
+});
