@@ -32,9 +32,11 @@ test('a long loop of quick steps lets the event loop turn within its slice when 
 });
 
 test('every caller waiting on one due turn goes on after the same turn', async () => {
-  const turns = new EventLoopTurns(5);
+  // A slice long enough that the take after the turn falls within it even on a loaded machine (a
+  // 5 ms slice failed there: the process was off the core between the turn and the take).
+  const turns = new EventLoopTurns(100);
   assert.equal(turns.take(), undefined, 'within the slice: no turn');
-  const busyUntil = performance.now() + 6;
+  const busyUntil = performance.now() + 101;
   while (performance.now() < busyUntil) {}
   const first = turns.take();
   const second = turns.take();
