@@ -268,15 +268,10 @@ export class AccountService {
     const passwordHash = await this.#hasher.hash(password);
     const now = this.#clock.now();
     await this.#store.transaction(async (tx) => {
-      await tx.users.update(user.id, {
-        password_hash: passwordHash,
-        password_changed_at: now,
-        updated_at: now,
-        failed_count: 0,
-        locked_until: null,
-      });
-      await tx.sessions.revokeAllOfUser(user.id, now, 'password-set');
+      await tx.users.setPassword(user.id, passwordHash, now);
+      // The tokens before the sessions: the lock order (sessions repository, revokeAllOfUser).
       await tx.apiTokens.revokeAllOfUser(user.id, now);
+      await tx.sessions.revokeAllOfUser(user.id, now, 'password-set');
     });
     await this.clearLockout('user', user.username);
     return { id: user.id, username: user.username };
@@ -340,6 +335,7 @@ export class AccountService {
           last_failed_at: null,
           last_failed_ip: null,
           locked_until: null,
+          password_changed_at: now,
           created_at: now,
           updated_at: now,
         });

@@ -61,6 +61,9 @@ const refusedUser = (user: SigningInUser): RefusedAccount => ({
  */
 const CHANGED_MEANWHILE = 'changed-during-sign-in';
 
+/** Thrown within a sign-in's transaction to roll it back when the account changed (#signedIn). */
+class AccountChanged extends Error {}
+
 const LOCK_REASON = {
   pair: 'locked: too many failures of this account from this address',
   account: 'locked: too many failures of this account from several addresses',
@@ -275,22 +278,29 @@ export class AuthenticationService {
     session: Parameters<SessionService['open']>[1],
     record: (tx: Repositories) => Promise<boolean>,
   ): Promise<OpenedSession | undefined> {
-    return this.#store.transaction(async (tx) => {
-      if (!(await record(tx))) return undefined;
-      await this.#audit.record(
-        {
-          action: 'signin',
-          actor: principal,
-          target: { type: principal.kind, id: principal.id, name: principal.name },
-          tenantId,
-          meta,
-          outcome: 'success',
-          reason,
-        },
-        tx,
-      );
-      return this.#sessions.open(principal, session, tx);
-    });
+    return this.#store
+      .transaction(async (tx) => {
+        // Thrown, not returned: whatever `record` wrote before its check failed (a token sign-in's
+        // history, say) is rolled back with the rest.
+        if (!(await record(tx))) throw new AccountChanged('the account changed while it was checked');
+        await this.#audit.record(
+          {
+            action: 'signin',
+            actor: principal,
+            target: { type: principal.kind, id: principal.id, name: principal.name },
+            tenantId,
+            meta,
+            outcome: 'success',
+            reason,
+          },
+          tx,
+        );
+        return this.#sessions.open(principal, session, tx);
+      })
+      .catch((error: unknown) => {
+        if (error instanceof AccountChanged) return undefined;
+        throw error;
+      });
   }
 
   /**
@@ -467,14 +477,11 @@ export class AuthenticationService {
       // First, as a sign-in's (#signedIn): a password set or a deactivation made while the old
       // password was checked wins over this change, which would otherwise undo a reset.
       if (!(await tx.users.recordPasswordSignIn(user.id, now, user.password_changed_at))) return undefined;
-      await tx.users.update(user.id, {
-        password_hash: passwordHash,
-        password_changed_at: now,
-        updated_at: now,
-      });
-      await tx.sessions.revokeAllOfUser(user.id, now, 'password-changed');
-      // Tokens too: one minted by whoever knew the old password must not outlive the change.
+      await tx.users.setPassword(user.id, passwordHash, now);
+      // Tokens too: one minted by whoever knew the old password must not outlive the change. Before
+      // the sessions: the lock order (sessions repository, revokeAllOfUser).
       const tokens = await tx.apiTokens.revokeAllOfUser(user.id, now);
+      await tx.sessions.revokeAllOfUser(user.id, now, 'password-changed');
       await this.#audit.record(
         {
           action: 'password.change',
@@ -532,7 +539,7 @@ export class AuthenticationService {
       meta,
       `node ${version.slice(0, 64)}`,
       { kind: 'node', history: historyOf(node), meta },
-      (tx) => tx.nodes.recordSignIn(node.id, version.slice(0, 64), now, node.password_hash),
+      (tx) => tx.nodes.recordSignIn(node.id, version.slice(0, 64), now, node.password_changed_at),
     );
     return opened ?? this.#refuse('node', { id: node.id, name: node.login }, CHANGED_MEANWHILE, meta);
   }
@@ -567,11 +574,10 @@ export class AuthenticationService {
       return this.#refuse('node', account, 'inactive', meta, locks);
     }
     await this.#throttle.succeed(attempt, admission);
-    // The hash as now stored: the sign-in's write checks it is still the one (#signedIn).
-    const passwordHash = await this.#hasher.rehashIfNeeded(node.password_hash, password, (next) =>
+    await this.#hasher.rehashIfNeeded(node.password_hash, password, (next) =>
       this.#store.nodes.replacePasswordHash(node.id, node.password_hash, next),
     );
-    return { ...node, password_hash: passwordHash };
+    return node;
   }
 
   /** Ends the caller's session (logout), on both surfaces at once. */

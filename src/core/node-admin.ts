@@ -115,11 +115,9 @@ export class NodeAdminService {
     await this.#store.transaction(async (tx) => {
       await tx.nodes.update(node.id, {
         ...(changes.active === undefined ? {} : { active: changes.active ? 1 : 0 }),
-        ...(passwordHash === undefined
-          ? {}
-          : { password_hash: passwordHash, failed_count: 0, locked_until: null }),
         updated_at: now,
       });
+      if (passwordHash !== undefined) await tx.nodes.setPassword(node.id, passwordHash, now);
       let ended = 0;
       if (changes.active === false || passwordHash !== undefined) {
         ended = await tx.sessions.revokeAllOfNode(

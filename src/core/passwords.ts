@@ -330,21 +330,19 @@ export class PasswordHasher {
    * After `password` verified against `storedHash`: if the hash is due for replacement, hashes the
    * password with the current settings and hands the new hash to `save` (which should replace the
    * stored hash only if it is still `storedHash`, so that a password changed meanwhile wins, and
-   * answer whether it did). Answers the hash stored after it, as far as this call knows: the new
-   * one if saved, `storedHash` otherwise. A failure is swallowed: the old hash still works, and
-   * the next sign-in tries again; the sign-in itself must not fail over it.
+   * answer whether it did). Answers whether it saved one. A failure is swallowed: the old hash
+   * still works, and the next sign-in tries again; the sign-in itself must not fail over it.
    */
   async rehashIfNeeded(
     storedHash: string,
     password: string,
     save: (newHash: string) => Promise<boolean>,
-  ): Promise<string> {
-    if (!this.needsRehash(storedHash)) return storedHash;
+  ): Promise<boolean> {
+    if (!this.needsRehash(storedHash)) return false;
     try {
-      const next = await this.hash(password);
-      return (await save(next)) ? next : storedHash;
+      return await save(await this.hash(password));
     } catch {
-      return storedHash;
+      return false;
     }
   }
 

@@ -519,18 +519,14 @@ export class UserAdminService {
               tx.users.update(target.row.id, {
                 ...(deactivating || activating ? { active: deactivating ? 0 : 1 } : {}),
                 ...columns,
-                ...(passwordHash === undefined
-                  ? {}
-                  : {
-                      password_hash: passwordHash,
-                      password_changed_at: now,
-                      failed_count: 0,
-                      locked_until: null,
-                    }),
                 updated_at: now,
               }),
             );
+            if (passwordHash !== undefined) await tx.users.setPassword(target.row.id, passwordHash, now);
             if (tenanciesChange && tenancies) await tx.users.replaceTenancies(target.row.id, tenancies, now);
+            // The tokens before any session: the lock order (sessions repository, revokeAllOfUser).
+            const tokensRevoked =
+              passwordHash === undefined ? 0 : await tx.apiTokens.revokeAllOfUser(target.row.id, now);
             const ended = deactivating
               ? await tx.sessions.revokeAllOfUser(target.row.id, now, 'deactivated')
               : 0;
@@ -546,11 +542,10 @@ export class UserAdminService {
             }
             if (passwordHash !== undefined) {
               const ended = await tx.sessions.revokeAllOfUser(target.row.id, now, 'password-set');
-              const tokens = await tx.apiTokens.revokeAllOfUser(target.row.id, now);
               await this.#audit.record(
                 event(
                   'password.set',
-                  `set by an administrator; ${ended} session(s) ended, ${tokens} API token(s) revoked`,
+                  `set by an administrator; ${ended} session(s) ended, ${tokensRevoked} API token(s) revoked`,
                 ),
                 tx,
               );

@@ -130,6 +130,10 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
         await users.update(id, patch);
         if (altersPrincipal(patch)) await publish(changeTags.user(id));
       },
+      async setPassword(id, passwordHash, now) {
+        await users.setPassword(id, passwordHash, now);
+        await publish(changeTags.user(id));
+      },
       async delete(id) {
         const deleted = await users.delete(id);
         if (deleted) await publish(changeTags.user(id));
@@ -151,6 +155,10 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
       async update(id, patch) {
         await nodes.update(id, patch);
         if (altersPrincipal(patch)) await publish(changeTags.node(id));
+      },
+      async setPassword(id, passwordHash, now) {
+        await nodes.setPassword(id, passwordHash, now);
+        await publish(changeTags.node(id));
       },
       async delete(id) {
         const deleted = await nodes.delete(id);

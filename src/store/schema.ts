@@ -100,6 +100,8 @@ export interface NodeTable {
   last_failed_ip: string | null;
   failed_count: ColumnType<number, number | undefined, number>;
   locked_until: EpochMs | null;
+  /** Null for nodes made before migration 0011. */
+  password_changed_at: EpochMs | null;
   created_at: EpochMs;
   updated_at: EpochMs;
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { hash as argon2Hash } from '@node-rs/argon2';
 import type { RequestMeta } from '../../src/core/sessions.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
@@ -41,11 +42,15 @@ forEachDialect('Sign-ins racing a change to their account', (dialect) => {
     };
     return { meta, changed: () => started };
   };
-  /** As the administrator's password set does, from another process: the row, then the sessions. */
+  /**
+   * As the administrator's password set does, from another process: the row, then the sessions.
+   * In the same millisecond as the user's creation (the test clock stands still): the set's time
+   * must still differ from the one the sign-in read.
+   */
   const setPasswordElsewhere = (userId: string) =>
     ctx.store.transaction(async (tx) => {
-      const now = ctx.clock.now() + 1;
-      await tx.users.update(userId, { password_hash: OTHER_HASH, password_changed_at: now, updated_at: now });
+      const now = ctx.clock.now();
+      await tx.users.setPassword(userId, OTHER_HASH, now);
       await tx.sessions.revokeAllOfUser(userId, now, 'password-set');
     });
   const deactivateElsewhere = (userId: string) =>
@@ -114,8 +119,8 @@ forEachDialect('Sign-ins racing a change to their account', (dialect) => {
     const node = await ctx.core.accounts.createNode({ login: 'racer-node', password: PASSWORD });
     const { meta, changed } = changingDuringCheck(() =>
       ctx.store.transaction(async (tx) => {
-        const now = ctx.clock.now() + 1;
-        await tx.nodes.update(node.id, { password_hash: OTHER_HASH, updated_at: now });
+        const now = ctx.clock.now();
+        await tx.nodes.setPassword(node.id, OTHER_HASH, now);
         await tx.sessions.revokeAllOfNode(node.id, now, 'password-set');
       }),
     );
@@ -129,6 +134,29 @@ forEachDialect('Sign-ins racing a change to their account', (dialect) => {
       .where('revoked_at', 'is', null)
       .execute();
     assert.deepEqual(live, []);
+  });
+
+  test('two sign-ins at once of a node whose hash is due for replacement both go through: a rehash is no change', async () => {
+    const node = await ctx.core.accounts.createNode({ login: 'racer-node-rehash', password: PASSWORD });
+    const stored = (await ctx.store.nodes.findById(node.id))?.password_hash ?? '';
+    // Made with weaker settings than the service's: the first sign-in to check it replaces it.
+    const weaker = await argon2Hash(PASSWORD, {
+      algorithm: 2,
+      memoryCost: 19456,
+      timeCost: 2,
+      parallelism: 1,
+    });
+    assert.ok(await ctx.store.nodes.replacePasswordHash(node.id, stored, weaker));
+    const calm = { ip: '198.51.100.62', userAgent: 'race test' };
+    // Before, the one whose rehash lost found the hash changed and was refused.
+    assert.deepEqual(
+      await Promise.all([
+        outcome(ctx.core.authentication.nodeSignIn('racer-node-rehash', PASSWORD, '7.0.0', calm)),
+        outcome(ctx.core.authentication.nodeSignIn('racer-node-rehash', PASSWORD, '7.0.0', calm)),
+      ]),
+      ['signed in', 'signed in'],
+    );
+    assert.notEqual((await ctx.store.nodes.findById(node.id))?.password_hash, weaker, 'rehashed');
   });
 
   test('without a change the same sign-ins go through', async () => {

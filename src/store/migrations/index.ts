@@ -9,6 +9,7 @@ import * as loginThrottle from './0007-login-throttle.js';
 import * as liveSessionsIndex from './0008-live-sessions-index.js';
 import * as cacheInvalidations from './0009-cache-invalidations.js';
 import * as apiTokenCreator from './0010-api-token-creator.js';
+import * as nodePasswordChanged from './0011-node-password-changed.js';
 
 /** Every migration in order. Names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -22,4 +23,5 @@ export const migrations: Record<string, Migration> = {
   '0008-live-sessions-index': liveSessionsIndex,
   '0009-cache-invalidations': cacheInvalidations,
   '0010-api-token-creator': apiTokenCreator,
+  '0011-node-password-changed': nodePasswordChanged,
 };

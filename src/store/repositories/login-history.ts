@@ -25,6 +25,26 @@ export function createLoginHistory(db: Kysely<Database>, table: AccountTable) {
     },
 
     /**
+     * A password set: the hash, the time of the change and the failures cleared. The time is after
+     * any the row holds already (by a millisecond if the clocks say otherwise), so that a sign-in
+     * that read the row before the set can tell, however close the two (users'
+     * `recordPasswordSignIn`, nodes' `recordSignIn`).
+     */
+    async setPassword(id: string, passwordHash: string, now: number): Promise<void> {
+      await db
+        .updateTable(t)
+        .set({
+          password_hash: passwordHash,
+          password_changed_at: sql<number>`case when password_changed_at >= ${now} then password_changed_at + 1 else ${now} end`,
+          failed_count: 0,
+          locked_until: null,
+          updated_at: now,
+        })
+        .where('id', '=', id)
+        .execute();
+    },
+
+    /**
      * A sign-in that did not prove the password (API token): history only, the count stays; only
      * while the account is active: false, and nothing written, otherwise.
      */

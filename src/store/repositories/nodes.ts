@@ -21,11 +21,17 @@ export function createNodeRepository(db: Kysely<Database>) {
     },
     /**
      * A node's password sign-in: its failures start again from 0, and the version it reports is
-     * kept; only while the node is active and its stored hash is still `passwordHash`, the one
-     * checked (or its rehash): false, and nothing written, otherwise. Run first in the sign-in's
-     * transaction, as users' `recordPasswordSignIn` and for the same reason.
+     * kept; only while the node is active and its password is still the one checked, set at
+     * `passwordChangedAt` (a rehash of it does not count): false, and nothing written, otherwise.
+     * Run first in the sign-in's transaction, as users' `recordPasswordSignIn` and for the same
+     * reason.
      */
-    async recordSignIn(id: string, version: string, now: number, passwordHash: string): Promise<boolean> {
+    async recordSignIn(
+      id: string,
+      version: string,
+      now: number,
+      passwordChangedAt: number | null,
+    ): Promise<boolean> {
       const result = await db
         .updateTable('nodes')
         .set({
@@ -38,7 +44,7 @@ export function createNodeRepository(db: Kysely<Database>) {
         })
         .where('id', '=', id)
         .where('active', '=', 1)
-        .where('password_hash', '=', passwordHash)
+        .where('password_changed_at', passwordChangedAt === null ? 'is' : '=', passwordChangedAt)
         .executeTakeFirst();
       return Number(result.numUpdatedRows) > 0;
     },
