@@ -47,9 +47,16 @@ export async function runPrimary(
 
   let stopping = false;
   const started = new Map<Worker, number>();
-  const fork = () => started.set(cluster.fork(workerEnv), Date.now());
   const retries = new Set<NodeJS.Timeout>();
   let retryMs = RETRY_FIRST_MS;
+  const fork = () => {
+    const worker = cluster.fork(workerEnv);
+    started.set(worker, Date.now());
+    // One that lives past its start ends the backoff: the next failure waits from the start again.
+    setTimeout(() => {
+      if (started.has(worker)) retryMs = RETRY_FIRST_MS;
+    }, MIN_UPTIME_MS).unref();
+  };
   serveClusterMetrics();
   for (let i = 0; i < workers; i += 1) fork();
   say(`gatehouse: ${workers} workers serving on ${config.host}:${config.port}`);
@@ -62,7 +69,6 @@ export async function runPrimary(
         const failed = `gatehouse: worker ${worker.process.pid} failed at start (${signal ?? code})`;
         if (Date.now() - since >= MIN_UPTIME_MS) {
           say(`gatehouse: worker ${worker.process.pid} stopped (${signal ?? code}); starting another`);
-          retryMs = RETRY_FIRST_MS;
           fork();
         } else if (started.size > 0) {
           say(`${failed}; trying again in ${retryMs / 1000}s`);
