@@ -278,6 +278,7 @@ forEachDialect('Housekeeping that fails is counted and left to its next run', (d
       ctx.core.housekeeping.watch({ intervalMs: 20, onError: resolve });
     }).finally(() => clearTimeout(keepAlive));
     assert.match(String(error), /refused by a test/);
-    assert.equal(await failures('sweep'), 1);
+    // At least one: the watch goes on sweeping (and failing) every 20 ms while the metrics are read.
+    assert.ok((await failures('sweep')) >= 1);
   });
 });
