@@ -170,6 +170,19 @@ forEachDialect('CLI', (dialect) => {
     assert.equal((await signin('admin', ADMIN_PASSWORD)).statusCode, 200);
   });
 
+  test('a reader that closes the pipe early does not crash the command: it finishes and exits 0', async () => {
+    const child = startCli(['migrate'], env);
+    // As `gatehouse migrate | head -0` does: nothing of the output is read.
+    child.stdout?.destroy();
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, stderr);
+    assert.doesNotMatch(stderr, /EPIPE|Unhandled/);
+  });
+
   test('tenant create makes the tenant; the same code again exits 1 saying it exists', async () => {
     const created = await run(['tenant', 'create', '--code', 'acme', '--name', 'Acme Corp']);
     assertOk(created, 'tenant create');

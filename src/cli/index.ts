@@ -98,6 +98,14 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
 
 /** The process entry: `bin/gatehouse.js`, or this file run directly. */
 export async function main(): Promise<void> {
+  // A reader that stops early (`gatehouse migrate | head -1`) closes the pipe: the command still
+  // finishes its work (a migration stopped half-way helps nobody), and what it would have printed
+  // goes nowhere, instead of the process dying on EPIPE with a stack trace.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+    });
+  }
   const code = await runCli(process.argv.slice(2), {
     stdin: process.stdin,
     stdout: process.stdout,
