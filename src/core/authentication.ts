@@ -55,6 +55,8 @@ const refusedUser = (user: SigningInUser): RefusedAccount => ({
   tenantId: user.first_tenant_id,
 });
 
+const refusedNode = (node: NodeRow): RefusedAccount => ({ id: node.id, name: node.login });
+
 /**
  * The refusal's reason when the password was right but the account changed while it was checked
  * (a password set, a deactivation: #signedIn). Not counted toward a lock.
@@ -405,7 +407,7 @@ export class AuthenticationService {
       username.length > 0 && username.length <= 256 && password.length <= PASSWORD_MAX_LENGTH * 4
         ? await this.#store.users.findSigningIn(accountKey(username))
         : undefined;
-    const account = user && { id: user.id, name: user.username, tenantId: user.first_tenant_id };
+    const account = user && refusedUser(user);
     // A lock is refused without hashing: it falls on unknown names alike, so its quick answer tells
     // nothing about the account, and a flood of guesses from a locked address (HTTP Basic has no
     // rate limit of its own) costs no argon2 work once the address lock is reached.
@@ -541,7 +543,7 @@ export class AuthenticationService {
       { kind: 'node', history: historyOf(node), meta },
       (tx) => tx.nodes.recordSignIn(node.id, version.slice(0, 64), now, node.password_changed_at),
     );
-    return opened ?? this.#refuse('node', { id: node.id, name: node.login }, CHANGED_MEANWHILE, meta);
+    return opened ?? this.#refuse('node', refusedNode(node), CHANGED_MEANWHILE, meta);
   }
 
   async #checkNodePassword(
@@ -555,7 +557,7 @@ export class AuthenticationService {
       login.length > 0 && login.length <= 256 && password.length <= PASSWORD_MAX_LENGTH * 4
         ? await this.#store.nodes.findByLoginKey(accountKey(login))
         : undefined;
-    const account = node && { id: node.id, name: node.login };
+    const account = node && refusedNode(node);
     if (admission.locked) return this.#refuseLocked('node', account, admission.locked, attempt, meta);
     if (!node) {
       await this.#hasher.verifyDummy(password, meta.clientGone);

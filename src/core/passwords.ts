@@ -190,8 +190,11 @@ export class PasswordHasher {
     };
   }
 
-  /** `bulk`: one of many hashes of one job (an import), which may use every core. */
-  hash(password: string, options: { bulk?: boolean } = {}): Promise<string> {
+  /**
+   * `bulk`: one of many hashes of one job (an import), which may use every core; `admitted`: made
+   * within a sign-in's turn (the dummy), never refused for the queue.
+   */
+  hash(password: string, options: Pick<HashTaskOptions, 'bulk' | 'admitted'> = {}): Promise<string> {
     return refusalsAsErrors(
       this.#timed.timeHash('hash', () =>
         this.#pool.run<string>({ op: 'argon2-hash', password, options: this.#options }, options),
@@ -265,8 +268,8 @@ export class PasswordHasher {
    * longer; it is replaced at its user's next sign-in.) It never throws, and is not abandoned
    * with its client: it runs before the failure is counted (as the dummy's work of an unknown name
    * does), and thrown past the count, a pool too busy for it or a client gone had let a guess go
-   * uncounted (answered 503 or not at all) while a right one signed in. A pool too busy for it
-   * only makes the refusal come sooner.
+   * uncounted (answered 503 or not at all) while a right one signed in. Made within the turn, it
+   * is not refused for the queue; a hashing thread lost only makes the refusal come sooner.
    */
   async padMiss(storedHash: string, password: string): Promise<void> {
     if (!this.needsRehash(storedHash)) return;
@@ -286,18 +289,7 @@ export class PasswordHasher {
    */
   #dummy(): Promise<string> {
     if (this.#dummyHash === undefined) {
-      const made = refusalsAsErrors(
-        this.#timed.timeHash('hash', () =>
-          this.#pool.run<string>(
-            {
-              op: 'argon2-hash',
-              password: 'gatehouse-dummy-password-for-unknown-accounts',
-              options: this.#options,
-            },
-            { admitted: true },
-          ),
-        ),
-      );
+      const made = this.hash('gatehouse-dummy-password-for-unknown-accounts', { admitted: true });
       this.#dummyHash = made;
       made.catch(() => {
         if (this.#dummyHash === made) this.#dummyHash = undefined;
