@@ -1,7 +1,7 @@
 import type { Config } from '../config.js';
 import { GatehouseError, isGatehouseError } from '../errors.js';
 import { changeTags } from '../store/change-feed.js';
-import type { Store } from '../store/connect.js';
+import { GuardFailed, type Store } from '../store/connect.js';
 import type { Repositories } from '../store/repositories/index.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
 import type { SigningInUser, UserRow } from '../store/repositories/users.js';
@@ -62,9 +62,6 @@ const refusedNode = (node: NodeRow): RefusedAccount => ({ id: node.id, name: nod
  * (a password set, a deactivation: #signedIn). Not counted toward a lock.
  */
 const CHANGED_MEANWHILE = 'changed-during-sign-in';
-
-/** Thrown within a sign-in's transaction to roll it back when the account changed (#signedIn). */
-class AccountChanged extends Error {}
 
 const LOCK_REASON = {
   pair: 'locked: too many failures of this account from this address',
@@ -259,18 +256,19 @@ export class AuthenticationService {
   }
 
   /**
-   * The writes of a successful sign-in in one transaction: the account's own bookkeeping
-   * (`record`), the audit event and the new session. One commit instead of three, and never a
-   * session without its event or the other way round. `tenantId` files the event: a user's first
-   * tenancy, none for a node.
+   * The writes of a successful sign-in, all or none: the account's own bookkeeping (`record`),
+   * the audit event and the new session. Never a session without its event or the other way
+   * round; on PostgreSQL one statement (`Store.writeGuarded`), one round trip where a transaction
+   * of the same writes takes five. `tenantId` files the event: a user's first tenancy, none for a
+   * node.
    *
-   * `record` runs first and answers whether the account still stands as it was checked (active,
+   * `record` comes first and answers whether the account still stands as it was checked (active,
    * the same password, the token not revoked); its update holds the account's row until the
    * session commits. A password set, a deactivation or a revocation made while the password was
    * being checked (each updates that row before ending the sessions) thus either came first, and
    * nothing is written (undefined), or waits for this session and ends it too. Written without
-   * that check (in one statement, as they were until 2026-12-06), a sign-in in flight during a
-   * password reset kept its session, found by review: 27 of 296 on three nodes of one PostgreSQL.
+   * that check (as they were until 2026-12-06), a sign-in in flight during a password reset kept
+   * its session, found by review: 27 of 296 on three nodes of one PostgreSQL.
    */
   #signedIn(
     principal: Principal,
@@ -280,29 +278,22 @@ export class AuthenticationService {
     session: Parameters<SessionService['open']>[1],
     record: (tx: Repositories) => Promise<boolean>,
   ): Promise<OpenedSession | undefined> {
-    return this.#store
-      .transaction(async (tx) => {
-        // Thrown, not returned: whatever `record` wrote before its check failed (a token sign-in's
-        // history, say) is rolled back with the rest.
-        if (!(await record(tx))) throw new AccountChanged('the account changed while it was checked');
-        await this.#audit.record(
-          {
-            action: 'signin',
-            actor: principal,
-            target: { type: principal.kind, id: principal.id, name: principal.name },
-            tenantId,
-            meta,
-            outcome: 'success',
-            reason,
-          },
-          tx,
-        );
-        return this.#sessions.open(principal, session, tx);
-      })
-      .catch((error: unknown) => {
-        if (error instanceof AccountChanged) return undefined;
-        throw error;
-      });
+    return this.#store.writeGuarded(async (tx) => {
+      if (!(await record(tx))) throw new GuardFailed('the account changed while it was checked');
+      await this.#audit.record(
+        {
+          action: 'signin',
+          actor: principal,
+          target: { type: principal.kind, id: principal.id, name: principal.name },
+          tenantId,
+          meta,
+          outcome: 'success',
+          reason,
+        },
+        tx,
+      );
+      return this.#sessions.open(principal, session, tx);
+    });
   }
 
   /**

@@ -21,7 +21,7 @@ import type { Database } from './schema.js';
 import { SqliteBatchWriter } from './sqlite-batch-writer.js';
 import { SqliteCheckpointer, WRITERS_WAL_AUTOCHECKPOINT } from './sqlite-checkpointer.js';
 import { isSqliteLockBusy, LockWaitingSqliteDialect, SQLITE_LOCK_WAIT_MS } from './sqlite-lock-wait.js';
-import { asOneStatement, recordingStatements } from './statement-recorder.js';
+import { asGuardedStatement, asOneStatement, recordingStatements } from './statement-recorder.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -103,6 +103,16 @@ export interface Store extends Repositories {
    * whose statements cost no round trip, it is `transaction`.
    */
   writeTogether<T>(work: (tx: Repositories) => Promise<T>): Promise<T>;
+  /**
+   * Runs `work` as `writeTogether` does, its first write an update, and every update a guard: the
+   * writes after an update happen only if it changed a row, and if one changed none, nothing is
+   * written and the answer is undefined. `work` throws `GuardFailed` when an update answers that
+   * it changed nothing (on SQLite, a transaction, where it learns so at once); on PostgreSQL every
+   * update answers that it changed a row, and the one statement they make finds out
+   * (`asGuardedStatement`). A sign-in's writes: the account's row, as it was checked, then the
+   * audit event and the session.
+   */
+  writeGuarded<T>(work: (tx: Repositories) => Promise<T>): Promise<T | undefined>;
   /** Brings the schema up to date; safe to run from several processes at once. Returns what it applied. */
   migrate(): Promise<string[]>;
   /** Cheap round trip, for readiness. */
@@ -232,6 +242,24 @@ export function connectStore(options: StoreOptions): Store {
       if (writes.length > 0) await db.executeQuery(asOneStatement(writes));
       changes.dispatchLocal(committed);
       return result;
+    },
+    async writeGuarded(work) {
+      try {
+        if (dialect !== 'postgres') return await this.transaction(work);
+        const writes: CompiledQuery[] = [];
+        const committed: string[] = [];
+        const recorder = recordingStatements('postgres', writes, kindOfQuery, WRITES, {
+          updatesChangeARow: true,
+        });
+        const result = await work(repositoriesOf(recorder, (tags) => committed.push(...tags)));
+        const { rows } = await db.executeQuery<{ guarded: number }>(asGuardedStatement(writes));
+        if (!(rows[0]?.guarded ?? 0)) return undefined;
+        changes.dispatchLocal(committed);
+        return result;
+      } catch (error) {
+        if (error instanceof GuardFailed) return undefined;
+        throw error;
+      }
     },
     async migrate() {
       const { error, results = [] } =
@@ -470,4 +498,15 @@ export function isUniqueViolation(error: unknown): boolean {
 export function isForeignKeyViolation(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return code === '23503' || code === 'SQLITE_CONSTRAINT_FOREIGNKEY';
+}
+
+/**
+ * Thrown by the work of `Store.writeGuarded` when a guard (an update) answers that it changed
+ * nothing: the writes so far are undone and the write answers undefined.
+ */
+export class GuardFailed extends Error {
+  constructor(what: string) {
+    super(`a guarded write's condition no longer holds: ${what}`);
+    this.name = 'GuardFailed';
+  }
 }

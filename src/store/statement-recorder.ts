@@ -26,13 +26,15 @@ export class UnrecordedStatementError extends Error {
  * repositories write through it unchanged, and the caller sends what they wrote at once. Only
  * writes whose answer nobody reads may be recorded, of the kinds `taken` lists; anything else
  * throws, since its answer (always empty here) would be a lie. A transaction of its own is refused
- * too: the caller makes the recorded statements one.
+ * too: the caller makes the recorded statements one. With `updatesChangeARow`, an update answers
+ * that it changed one row: a guard (`asGuardedStatement`), whose real answer the statement gives.
  */
 export function recordingStatements(
   dialect: 'sqlite' | 'postgres',
   into: CompiledQuery[],
   kindOf: (query: CompiledQuery) => string,
   taken: ReadonlySet<string>,
+  options: { readonly updatesChangeARow?: boolean } = {},
 ): Kysely<Database> {
   const takenList = [...taken].join(', ');
   const connection: DatabaseConnection = {
@@ -40,7 +42,10 @@ export function recordingStatements(
       const kind = kindOf(query);
       if (!taken.has(kind)) throw new UnrecordedStatementError(takenList, kind);
       into.push(query);
-      return { rows: [] };
+      // A guard's answer (`asGuardedStatement`): taken as holding; the statement finds out.
+      return options.updatesChangeARow && kind === 'update'
+        ? { rows: [], numAffectedRows: 1n }
+        : { rows: [] };
     },
     // biome-ignore lint/correctness/useYield: refuses before the first row
     async *streamQuery() {
@@ -73,19 +78,8 @@ export function recordingStatements(
 const WRITTEN_TABLE = /^\s*(?:insert\s+into|update|delete\s+from)\s+"([^"]+)"/i;
 const PLACEHOLDER = /\$(\d+)/g;
 
-/**
- * PostgreSQL writes as one statement: every one but the last a data-modifying WITH clause, which
- * PostgreSQL runs exactly once, to completion, whether or not anything reads it. One statement is
- * one round trip and commits by itself, where a transaction of the same writes costs a round trip
- * for each and two more for BEGIN and COMMIT. All the clauses see the tables as they were before
- * the statement: no two of the writes may touch the same table (an update would not see a row
- * inserted beside it, and two updates of a row keep only one), so that is refused, as is a
- * statement with a literal in it, whose `$` the renumbering could mistake for a parameter.
- */
-export function asOneStatement(statements: readonly CompiledQuery[]): CompiledQuery {
-  const last = statements.at(-1);
-  if (last === undefined) throw new Error('no statements to join');
-  if (statements.length === 1) return last;
+/** The statements' SQL, checked as `asOneStatement` says, with their parameters numbered as one list. */
+function renumbered(statements: readonly CompiledQuery[]): { parts: string[]; parameters: unknown[] } {
   const tables = new Set<string>();
   const parameters: unknown[] = [];
   const parts = statements.map((statement) => {
@@ -106,12 +100,83 @@ export function asOneStatement(statements: readonly CompiledQuery[]): CompiledQu
     parameters.push(...statement.parameters);
     return sql;
   });
+  return { parts, parameters };
+}
+
+/**
+ * PostgreSQL writes as one statement: every one but the last a data-modifying WITH clause, which
+ * PostgreSQL runs exactly once, to completion, whether or not anything reads it. One statement is
+ * one round trip and commits by itself, where a transaction of the same writes costs a round trip
+ * for each and two more for BEGIN and COMMIT. All the clauses see the tables as they were before
+ * the statement: no two of the writes may touch the same table (an update would not see a row
+ * inserted beside it, and two updates of a row keep only one), so that is refused, as is a
+ * statement with a literal in it, whose `$` the renumbering could mistake for a parameter.
+ */
+export function asOneStatement(statements: readonly CompiledQuery[]): CompiledQuery {
+  const last = statements.at(-1);
+  if (last === undefined) throw new Error('no statements to join');
+  if (statements.length === 1) return last;
+  const { parts, parameters } = renumbered(statements);
   const clauses = parts.slice(0, -1).map((sql, index) => `w${index} as (${sql})`);
   return {
     // The last statement's node: the statement is timed and counted as its kind.
     query: last.query,
     queryId: last.queryId,
     sql: `with ${clauses.join(', ')} ${parts.at(-1)}`,
+    parameters,
+  };
+}
+
+/** An update of one table by plain conditions: its `where` clause, the only one (no subquery). */
+const PLAIN_UPDATE = /^\s*update\s+"[^"]+"\s+set\s[\s\S]*?\swhere\s([\s\S]+)$/i;
+/** An insert of one row of parameters: its head (table and columns) and its values. */
+const ONE_ROW_INSERT =
+  /^(\s*insert\s+into\s+"[^"]+"\s*\([^()]*\))\s*values\s*\(((?:\s*\$\d+\s*,)*\s*\$\d+\s*)\)\s*$/i;
+const SUBQUERY_OR_ANSWER = /\b(?:select|returning|where\s[\s\S]*\swhere)\b/i;
+
+/**
+ * PostgreSQL writes as one statement, as `asOneStatement`, in which every update is a guard: each
+ * is written only if the guard before it changed a row, each insert only if the last guard before
+ * it did, and the statement answers `guarded`, the number of rows the last guard changed: 0 when
+ * any guard changed nothing, and then nothing was written. The first statement must be a guard.
+ *
+ * What makes it a guard: an update that finds its row locked by another transaction waits, then
+ * checks its condition again on the row as that transaction left it (READ COMMITTED), and the row
+ * stays locked until this statement commits. A change to the row (a password set) thus either
+ * commits first, and the guard fails, or waits for everything written here. Only plain shapes are
+ * taken, so that the rewriting stays exact: updates with no subquery or `returning`, inserts of
+ * one row of parameters (`insert … select $1, … where exists …` types its parameters from the
+ * columns as `values` does); no deletes.
+ */
+export function asGuardedStatement(statements: readonly CompiledQuery[]): CompiledQuery {
+  const last = statements.at(-1);
+  if (last === undefined) throw new Error('no statements to join');
+  const { parts, parameters } = renumbered(statements);
+  let guard: string | undefined;
+  const clauses = parts.map((sql, index) => {
+    const name = `w${index}`;
+    const after = guard === undefined ? undefined : `exists (select 1 from ${guard})`;
+    const update = PLAIN_UPDATE.exec(sql);
+    if (update?.[1] !== undefined && !SUBQUERY_OR_ANSWER.test(sql)) {
+      const conditions = update[1];
+      const head = sql.slice(0, sql.length - conditions.length);
+      guard = name;
+      return `${name} as (${head}${after === undefined ? conditions : `(${conditions}) and ${after}`} returning 1)`;
+    }
+    const insert = ONE_ROW_INSERT.exec(sql);
+    if (insert?.[1] !== undefined && insert[2] !== undefined && after !== undefined) {
+      return `${name} as (${insert[1]} select ${insert[2].trim()} where ${after})`;
+    }
+    throw new Error(
+      after === undefined
+        ? `the first write of a guarded statement must be a plain update: ${sql.slice(0, 60)}`
+        : `not a plain update or a one-row insert: ${sql.slice(0, 60)}`,
+    );
+  });
+  return {
+    query: last.query,
+    queryId: last.queryId,
+    sql: `with ${clauses.join(', ')} select count(*)::int as guarded from ${guard}`,
     parameters,
   };
 }

@@ -2,9 +2,13 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Insertable } from 'kysely';
 import { sql } from 'kysely';
-import { isUniqueViolation } from '../../src/store/connect.js';
+import { GuardFailed, isUniqueViolation } from '../../src/store/connect.js';
 import type { AuditEventTable } from '../../src/store/schema.js';
-import { asOneStatement, UnrecordedStatementError } from '../../src/store/statement-recorder.js';
+import {
+  asGuardedStatement,
+  asOneStatement,
+  UnrecordedStatementError,
+} from '../../src/store/statement-recorder.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { sessionRow } from '../helpers/rows.js';
@@ -138,3 +142,149 @@ forEachDialect("Store.writeTogether (a sign-in's writes: one statement on Postgr
     });
   }
 });
+
+forEachDialect(
+  "Store.writeGuarded (a sign-in's writes, only while the account stands as it was checked)",
+  (dialect) => {
+    let ctx: TestContext;
+    let userId: string;
+    const HASH =
+      '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g';
+    /** A sign-in's writes as `#signedIn` makes them: the guard, the event, the session. */
+    const signIn = (sessionId: string, passwordChangedAt: number | null) =>
+      ctx.store.writeGuarded(async (tx) => {
+        if (!(await tx.users.recordPasswordSignIn(userId, 7_000, passwordChangedAt)))
+          throw new GuardFailed('changed');
+        await tx.auditEvents.insert(event(`wg-${sessionId}`, '198.51.100.10'));
+        await tx.sessions.insert(sessionRow(sessionId, userId));
+        return 'opened';
+      });
+    const checkedAt = async () => (await ctx.store.users.findById(userId))?.password_changed_at ?? null;
+    const written = async (sessionId: string) => ({
+      /** 'none', or when the session was revoked (null: live). */
+      session: await ctx.store.sessions.findById(sessionId).then((row) => (row ? row.revoked_at : 'none')),
+      event: (
+        await ctx.store.db
+          .selectFrom('audit_events')
+          .select('id')
+          .where('id', '=', `wg-${sessionId}`)
+          .execute()
+      ).length,
+    });
+
+    before(async () => {
+      ctx = await createTestContext(dialect);
+      const user = await ctx.core.accounts.createUser({
+        username: 'guarded',
+        password: 'a-long-enough-secret-1',
+      });
+      userId = user.id;
+    });
+    after(() => ctx.close());
+
+    test('while the guard holds, every write lands and the answer of the work comes back', async () => {
+      await ctx.store.users.recordFailedAttempt(userId, 6_000, '192.0.2.1');
+      assert.equal(await signIn('wg-1', await checkedAt()), 'opened');
+      assert.deepEqual(await written('wg-1'), { session: null, event: 1 });
+      const user = await ctx.store.users.findById(userId);
+      assert.equal(user?.failed_count, 0);
+      assert.equal(user?.last_success_at, 7_000);
+    });
+
+    test('when the guard finds the account changed, nothing is written and the answer is undefined', async () => {
+      const before = await checkedAt();
+      await ctx.store.users.setPassword(userId, HASH, 8_000);
+      await ctx.store.users.recordFailedAttempt(userId, 8_500, '192.0.2.1');
+      assert.equal(await signIn('wg-2', before), undefined);
+      assert.deepEqual(await written('wg-2'), { session: 'none', event: 0 });
+      // The guard's own update did not land either: the failure count stands.
+      assert.equal((await ctx.store.users.findById(userId))?.failed_count, 1);
+    });
+
+    test('a change holding the row when the sign-in writes: the sign-in waits for it, then writes nothing', async () => {
+      const before = await checkedAt();
+      let holding!: () => void;
+      const held = new Promise<void>((resolve) => {
+        holding = resolve;
+      });
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const change = ctx.store.transaction(async (tx) => {
+        await tx.users.setPassword(userId, HASH, 9_000);
+        holding();
+        await released;
+      });
+      await held;
+      const signedIn = signIn('wg-3', before);
+      await waiting(1);
+      release();
+      await change;
+      assert.equal(await signedIn, undefined);
+      assert.deepEqual(await written('wg-3'), { session: 'none', event: 0 });
+    });
+
+    if (dialect === 'postgres') {
+      test('a change that comes while the sign-in holds the row waits, and ends the new session', async () => {
+        // The sign-in made to wait after its guard: another transaction inserts its session's id first.
+        let holding!: () => void;
+        const held = new Promise<void>((resolve) => {
+          holding = resolve;
+        });
+        let release!: () => void;
+        const released = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        const blocker = ctx.store
+          .transaction(async (tx) => {
+            await tx.sessions.insert(sessionRow('wg-4', userId));
+            holding();
+            await released;
+            throw new Error('rolled back');
+          })
+          .catch(() => undefined);
+        await held;
+        const signedIn = signIn('wg-4', await checkedAt());
+        await waiting(1);
+        const change = ctx.store.transaction(async (tx) => {
+          await tx.users.setPassword(userId, HASH, 10_000);
+          await tx.sessions.revokeAllOfUser(userId, 10_000, 'password-set');
+        });
+        await waiting(2);
+        release();
+        await blocker;
+        assert.equal(await signedIn, 'opened');
+        await change;
+        assert.deepEqual(await written('wg-4'), { session: 10_000, event: 1 });
+      });
+
+      test('its shapes are checked: the first write a plain update, no delete', () => {
+        const insert = ctx.store.db
+          .insertInto('audit_events')
+          .values(event('wg-5', '198.51.100.9'))
+          .compile();
+        const update = ctx.store.db
+          .updateTable('users')
+          .set({ failed_count: 0 })
+          .where('id', '=', userId)
+          .compile();
+        const remove = ctx.store.db.deleteFrom('sessions').where('id', '=', 'wg-5').compile();
+        assert.throws(() => asGuardedStatement([insert, update]), /first write .* must be a plain update/);
+        assert.throws(() => asGuardedStatement([update, remove]), /not a plain update or a one-row insert/);
+      });
+    }
+
+    /** Until `count` statements of this database wait for a lock (PostgreSQL), or a moment (SQLite). */
+    async function waiting(count: number) {
+      if (dialect !== 'postgres') return new Promise((resolve) => setTimeout(resolve, 50));
+      for (let tries = 0; tries < 200; tries += 1) {
+        const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+        where datname = current_database() and wait_event_type = 'Lock'`.execute(ctx.store.db);
+        if ((rows[0]?.n ?? 0) >= count) return;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      throw new Error(`${count} statement(s) never waited for a lock`);
+    }
+  },
+);
