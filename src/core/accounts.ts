@@ -383,6 +383,7 @@ export class AccountService {
       last_used_at: null,
       revoked_at: null,
       created_by: input.createdBy ?? null,
+      authority_version: 0,
     };
     await store.apiTokens.insert(row);
     return { row, token };

@@ -629,7 +629,8 @@ export class AuthenticationService {
       { kind: 'token', apiTokenId: row.id, notAfter: row.expires_at, history: historyOf(user), meta },
       // The user's row first, as a password set takes it before the tokens' (no deadlock).
       async (tx) =>
-        (await tx.users.recordOtherLogin(user.id, now)) && (await tx.apiTokens.markUsed(row.id, now)),
+        (await tx.users.recordOtherLogin(user.id, now)) &&
+        (await tx.apiTokens.markUsed(row.id, now, row.authority_version)),
     );
     if (!opened) throw new GatehouseError('INVALID_API_TOKEN');
     return opened;

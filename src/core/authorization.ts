@@ -126,6 +126,8 @@ export async function makerStillManages(
  * refused anyway (AuthenticationService), and this ends those already open. Only the tokens
  * `scopes` names are checked (their maker or user among the users, the group's or tenant's
  * members, the role's holders), read before the change, which may remove what a scope reads.
+ * Those tokens' authority version moves first (`markLentAuthorityChanging`): a sign-in with one,
+ * checked before this change and written after it, would otherwise keep its session.
  */
 export async function changingAuthority<T>(
   tx: Repositories,
@@ -133,6 +135,8 @@ export async function changingAuthority<T>(
   scopes: readonly LentTokenScope[],
   change: () => Promise<T>,
 ): Promise<T> {
+  // First: a token sign-in checked before the change then fails, and one being written is waited for.
+  for (const scope of scopes) await tx.sessions.markLentAuthorityChanging(scope);
   const concerned = [];
   for (const scope of scopes) concerned.push(...(await tx.sessions.listLentTokensInUse(now, scope)));
   const result = await change();

@@ -142,6 +142,11 @@ export interface ApiTokenTable {
   revoked_at: EpochMs | null;
   /** The user who made it; null: the CLI, or made before this was kept (migration 0010). */
   created_by: string | null;
+  /**
+   * Moved by every change to who manages whom that concerns a lent token (its maker's or its
+   * user's): a sign-in with it is written only while this is what it read (migration 0012).
+   */
+  authority_version: ColumnType<number, number | undefined, number>;
 }
 
 export interface SigningKeyTable {

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { type Kysely, sql } from 'kysely';
 import pg from 'pg';
+import type { Database } from '../../src/store/schema.js';
 
 /** The server the PostgreSQL half of the suite runs on; each test context gets a fresh database in it. */
 export const POSTGRES_ADMIN_URL =
@@ -46,4 +48,18 @@ export async function createFreshDatabase(): Promise<{ url: string; drop: () => 
     drop: () =>
       withAdmin((client) => client.query(`drop database if exists ${name} with (force)`)).then(() => {}),
   };
+}
+
+/**
+ * Until `count` statements of the database `db` reaches wait for a lock held by another
+ * transaction: how a test knows that a statement it started has reached the row it must wait for.
+ */
+export async function untilWaitingForLocks(db: Kysely<Database>, count: number): Promise<void> {
+  for (let tries = 0; tries < 500; tries += 1) {
+    const { rows } = await sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity
+      where datname = current_database() and wait_event_type = 'Lock'`.execute(db);
+    if ((rows[0]?.waiting ?? 0) >= count) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`${count} statement(s) never waited for a lock`);
 }

@@ -4,6 +4,8 @@ import { hash as argon2Hash } from '@node-rs/argon2';
 import type { RequestMeta } from '../../src/core/sessions.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
+import { bearer, json, nseSignIn } from '../helpers/http.js';
+import { untilWaitingForLocks } from '../helpers/postgres.js';
 
 const PASSWORD = 'correct-horse-staple-9';
 /** What an administrator's password set stores (never checked here: no sign-in uses it). */
@@ -158,6 +160,73 @@ forEachDialect('Sign-ins racing a change to their account', (dialect) => {
     );
     assert.notEqual((await ctx.store.nodes.findById(node.id))?.password_hash, weaker, 'rehashed');
   });
+
+  if (dialect === 'postgres') {
+    test("a lent API token's sign-in checked before its maker's demotion and written after it is refused", async () => {
+      // On PostgreSQL, where the interleaving can be made by locks: the sign-in reads the token and
+      // checks its maker, then its write waits on the user's row, held meanwhile by another
+      // transaction, while the maker is demoted.
+      const tenant = await ctx.core.tenants.create({ code: 'lenders', name: 'Lenders' });
+      await ctx.core.accounts.createUser({
+        username: 'lender',
+        password: PASSWORD,
+        tenantCode: 'lenders',
+        role: 'admin',
+      });
+      const borrower = await ctx.core.accounts.createUser({
+        username: 'borrower',
+        password: PASSWORD,
+        tenantCode: 'lenders',
+        role: 'user',
+      });
+      const lenderJwt = await nseSignIn(ctx, 'lender', PASSWORD);
+      const made = await ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/tokens',
+        headers: bearer(lenderJwt),
+        payload: { name: 'lent', user_id: borrower.id },
+      });
+      assert.equal(made.statusCode, 201, made.body);
+      const token = json(made).result.records[0].token as string;
+      const lenderId = (await ctx.store.users.findByUsernameKey('lender'))?.id ?? '';
+
+      let holding!: () => void;
+      const held = new Promise<void>((resolve) => {
+        holding = resolve;
+      });
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const holder = ctx.store.transaction(async (tx) => {
+        await tx.users.update(borrower.id, { updated_at: ctx.clock.now() });
+        holding();
+        await released;
+      });
+      await held;
+      const signIn = ctx.inject({ method: 'POST', url: '/api/session/login-with-token', payload: { token } });
+      await untilWaitingForLocks(ctx.store.db, 1);
+      const demoted = await ctx.inject({
+        method: 'PUT',
+        url: `/api/v2.1/users/${lenderId}`,
+        headers: bearer(await nseSignIn(ctx)),
+        payload: { tenancies: [{ tenant_id: tenant.id, role_name: 'user' }] },
+      });
+      assert.equal(demoted.statusCode, 200, demoted.body);
+      release();
+      await holder;
+      // Before: 201, and the session lived on, its maker's authority gone.
+      assert.equal((await signIn).statusCode, 400);
+      const live = await ctx.store.db
+        .selectFrom('sessions')
+        .select('id')
+        .where('user_id', '=', borrower.id)
+        .where('api_token_id', 'is not', null)
+        .where('revoked_at', 'is', null)
+        .execute();
+      assert.deepEqual(live, []);
+    });
+  }
 
   test('without a change the same sign-ins go through', async () => {
     await ctx.core.accounts.createUser({ username: 'racer-calm', password: PASSWORD });

@@ -11,6 +11,7 @@ import {
 } from '../../src/store/statement-recorder.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
+import { untilWaitingForLocks } from '../helpers/postgres.js';
 import { sessionRow } from '../helpers/rows.js';
 
 const event = (id: string, ip: string): Required<Insertable<AuditEventTable>> => ({
@@ -172,6 +173,12 @@ forEachDialect(
       ).length,
     });
 
+    /** Until `count` statements wait for a lock (PostgreSQL), or a moment (SQLite, whose writers queue). */
+    const waiting = (count: number) =>
+      dialect === 'postgres'
+        ? untilWaitingForLocks(ctx.store.db, count)
+        : new Promise((resolve) => setTimeout(resolve, 50));
+
     before(async () => {
       ctx = await createTestContext(dialect);
       const user = await ctx.core.accounts.createUser({
@@ -273,18 +280,6 @@ forEachDialect(
         assert.throws(() => asGuardedStatement([insert, update]), /first write .* must be a plain update/);
         assert.throws(() => asGuardedStatement([update, remove]), /not a plain update or a one-row insert/);
       });
-    }
-
-    /** Until `count` statements of this database wait for a lock (PostgreSQL), or a moment (SQLite). */
-    async function waiting(count: number) {
-      if (dialect !== 'postgres') return new Promise((resolve) => setTimeout(resolve, 50));
-      for (let tries = 0; tries < 200; tries += 1) {
-        const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
-        where datname = current_database() and wait_event_type = 'Lock'`.execute(ctx.store.db);
-        if ((rows[0]?.n ?? 0) >= count) return;
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      throw new Error(`${count} statement(s) never waited for a lock`);
     }
   },
 );

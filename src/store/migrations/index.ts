@@ -10,6 +10,7 @@ import * as liveSessionsIndex from './0008-live-sessions-index.js';
 import * as cacheInvalidations from './0009-cache-invalidations.js';
 import * as apiTokenCreator from './0010-api-token-creator.js';
 import * as nodePasswordChanged from './0011-node-password-changed.js';
+import * as apiTokenAuthority from './0012-api-token-authority.js';
 
 /** Every migration in order. Names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -24,4 +25,5 @@ export const migrations: Record<string, Migration> = {
   '0009-cache-invalidations': cacheInvalidations,
   '0010-api-token-creator': apiTokenCreator,
   '0011-node-password-changed': nodePasswordChanged,
+  '0012-api-token-authority': apiTokenAuthority,
 };

@@ -20,13 +20,19 @@ export function createApiTokenRepository(db: Kysely<Database>) {
     findBySecretHash(secretHash: string): Promise<ApiTokenRow | undefined> {
       return db.selectFrom('api_tokens').selectAll().where('secret_hash', '=', secretHash).executeTakeFirst();
     },
-    /** A sign-in with the token, only while it is not revoked: false, and nothing written, otherwise. */
-    async markUsed(id: string, now: number): Promise<boolean> {
+    /**
+     * A sign-in with the token, only while it is not revoked and its maker's authority unchanged
+     * since it was read (`authorityVersion`): false, and nothing written, otherwise. Run in the
+     * sign-in's guarded write, it holds the row until the session commits, so that a change of
+     * authority (`sessions.markLentAuthorityChanging`) waits for the session and then finds it.
+     */
+    async markUsed(id: string, now: number, authorityVersion: number): Promise<boolean> {
       const result = await db
         .updateTable('api_tokens')
         .set({ last_used_at: now })
         .where('id', '=', id)
         .where('revoked_at', 'is', null)
+        .where('authority_version', '=', authorityVersion)
         .executeTakeFirst();
       return Number(result.numUpdatedRows) > 0;
     },

@@ -158,6 +158,18 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
         eb.fn.coalesce('users.username', 'nodes.login').as('principal_name'),
       ]);
 
+  /** The users a group, role or tenant scope names, as a subquery. */
+  const usersOfScope = (scope: Exclude<LentTokenScope, { readonly users: readonly string[] }>) =>
+    'group' in scope
+      ? db.selectFrom('group_members').select('user_id').where('group_id', '=', scope.group)
+      : 'role' in scope
+        ? db
+            .selectFrom('group_members')
+            .innerJoin('group_roles', 'group_roles.group_id', 'group_members.group_id')
+            .select('group_members.user_id')
+            .where('group_roles.role_id', '=', scope.role)
+        : db.selectFrom('tenancies').select('user_id').where('tenant_id', '=', scope.tenant);
+
   return {
     /** Compiled once per store (`insertRows`): every sign-in writes one. */
     insert(row: NewSessionRow): Promise<void> {
@@ -277,6 +289,30 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
      * The API tokens made by one user for another (lent) that have live sessions, with their user
      * and maker: what to check again when who manages whom may have changed.
      */
+    /**
+     * Moves the authority version of every unrevoked lent token whose maker or user is in `scope`,
+     * in use or not, before a change to who manages whom: a token sign-in that checked the maker's
+     * authority before the change then fails its guard (`apiTokens.markUsed`), and one whose guard
+     * holds the token's row is waited for, so that its session is there for `listLentTokensInUse`
+     * to find afterwards.
+     */
+    async markLentAuthorityChanging(scope: LentTokenScope): Promise<void> {
+      const bump = async (among: readonly string[] | ReturnType<typeof usersOfScope>) => {
+        if (Array.isArray(among) && among.length === 0) return;
+        await db
+          .updateTable('api_tokens')
+          .set((eb) => ({ authority_version: eb('authority_version', '+', 1) }))
+          .where('revoked_at', 'is', null)
+          .where('created_by', 'is not', null)
+          .whereRef('created_by', '!=', 'user_id')
+          .where((eb) => eb.or([eb('created_by', 'in', among), eb('user_id', 'in', among)]))
+          .execute();
+      };
+      if (!('users' in scope)) return bump(usersOfScope(scope));
+      for (let at = 0; at < scope.users.length; at += LENT_SCOPE_USERS_PER_QUERY) {
+        await bump(scope.users.slice(at, at + LENT_SCOPE_USERS_PER_QUERY));
+      }
+    },
     async listLentTokensInUse(
       now: number,
       scope?: LentTokenScope,
@@ -292,18 +328,7 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
         const seen = new Set<string>();
         return parts.filter((row) => !seen.has(row.apiTokenId) && seen.add(row.apiTokenId));
       }
-      const among =
-        scope === undefined
-          ? undefined
-          : 'group' in scope
-            ? db.selectFrom('group_members').select('user_id').where('group_id', '=', scope.group)
-            : 'role' in scope
-              ? db
-                  .selectFrom('group_members')
-                  .innerJoin('group_roles', 'group_roles.group_id', 'group_members.group_id')
-                  .select('group_members.user_id')
-                  .where('group_roles.role_id', '=', scope.role)
-              : db.selectFrom('tenancies').select('user_id').where('tenant_id', '=', scope.tenant);
+      const among = scope === undefined ? undefined : usersOfScope(scope);
       return lentTokensInUse(now, among);
     },
     /**
