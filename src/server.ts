@@ -33,7 +33,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
       ...(cluster.isWorker ? { metricsText: clusterMetricsClient(core.metrics.registry) } : {}),
     });
     store.observeWarnings((message) => app.log.warn(message));
-    const url = await app.listen({ host: config.host, port: config.port });
+    const url = await app.listen({ host: config.host, port: config.port }).catch(async (error: unknown) => {
+      await app.close().catch(() => {});
+      await core.close().catch(() => {});
+      throw listenError(config, error);
+    });
     core.jobRunner.watch();
     core.housekeeping.watch({
       onSweep: (deleted) =>
@@ -66,4 +70,20 @@ export async function startServer(config: Config): Promise<RunningServer> {
     await store.destroy().catch(() => {});
     throw error;
   }
+}
+
+const LISTEN_FAILURES: Record<string, string> = {
+  EADDRINUSE: 'another program holds that port',
+  EACCES: 'not permitted (a port below 1024 needs privileges)',
+  EADDRNOTAVAIL: 'this machine has no such address',
+};
+
+/** Why the server cannot listen, in the operator's terms and naming the settings to change. */
+function listenError(config: Config, error: unknown): unknown {
+  const reason = LISTEN_FAILURES[(error as NodeJS.ErrnoException | null)?.code ?? ''];
+  if (reason === undefined) return error;
+  return new Error(
+    `cannot listen on ${config.host}:${config.port}: ${reason} (GATEHOUSE_HOST, GATEHOUSE_PORT)`,
+    { cause: error },
+  );
 }

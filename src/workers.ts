@@ -58,8 +58,14 @@ export async function runPrimary(
     }, MIN_UPTIME_MS).unref();
   };
   serveClusterMetrics();
+  // Said once every worker listens, not when they are started: one that cannot listen (the port
+  // taken) says so and stops, and "serving" before that was a false report.
+  let listening = 0;
+  cluster.on('listening', () => {
+    listening += 1;
+    if (listening === workers) say(`gatehouse: ${workers} workers serving on ${config.host}:${config.port}`);
+  });
   for (let i = 0; i < workers; i += 1) fork();
-  say(`gatehouse: ${workers} workers serving on ${config.host}:${config.port}`);
 
   const stoppedOnRequest = await new Promise<boolean>((resolve) => {
     cluster.on('exit', (worker, code, signal) => {

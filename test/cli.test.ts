@@ -655,7 +655,11 @@ describe('CLI usage', () => {
     const base = `http://127.0.0.1:${port}`;
     try {
       await poll(`${base}/readyz`, 30_000);
-      assert.match(stderr, /2 workers serving/);
+      // Said once both listen: the second may still be starting when the first answers.
+      for (const deadline = Date.now() + 20_000; !/2 workers serving/.test(stderr); ) {
+        assert.ok(Date.now() < deadline, `never said serving:\n${stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
       // New connections are spread over the workers: a token issued by either works on both.
       const tokens: string[] = [];
       for (let i = 0; i < 6; i += 1) {
@@ -683,6 +687,30 @@ describe('CLI usage', () => {
     child.kill('SIGTERM');
     assert.equal(await exited, 0, stderr);
     assert.match(stderr, /SIGTERM: stopping the workers/);
+  });
+
+  test('serve --workers 2 on a port another program holds: says why, never that it serves, and exits 1', async () => {
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const { port } = holder.address() as net.AddressInfo;
+    try {
+      const child = startCli(['serve', '--workers', '2'], {
+        ...env,
+        GATEHOUSE_HOST: '127.0.0.1',
+        GATEHOUSE_PORT: String(port),
+      });
+      let stderr = '';
+      child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+        stderr += chunk;
+      });
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, /cannot listen on 127\.0\.0\.1:\d+: another program holds that port/);
+      // Before: "2 workers serving" came first, said as the workers were started.
+      assert.doesNotMatch(stderr, /serving/);
+    } finally {
+      holder.close();
+    }
   });
 
   test('serve --workers 2: a worker that dies at start is started again after a wait while the other serves', async () => {
