@@ -12,7 +12,7 @@ forEachDialect('CLI import', (dialect) => {
   let ctx: TestContext;
 
   /** Runs `gatehouse <args>` in this process over the test context's store. */
-  const gatehouse = async (args: readonly string[]) => {
+  const gatehouse = async (args: readonly string[], onStderr?: (soFar: string) => void) => {
     const stdout = new PassThrough();
     const stderr = new PassThrough();
     let out = '';
@@ -22,6 +22,7 @@ forEachDialect('CLI import', (dialect) => {
     });
     stderr.on('data', (chunk: Buffer) => {
       err += chunk.toString();
+      onStderr?.(err);
     });
     const code = await runCli(args, {
       stdin: new PassThrough(),
@@ -58,6 +59,36 @@ forEachDialect('CLI import', (dialect) => {
     assert.match(run.stderr, /row 32: no tenant with the tenant_code given/);
     assert.doesNotMatch(run.stdout + run.stderr, /Strong-pass-phrase/);
     await nseSignIn(ctx, 'cli30', 'Strong-pass-phrase-30');
+  });
+
+  test('Ctrl-C stops the import at its next batch: the job ends failed, saying how far it came, not left running', async () => {
+    const rows = ['username,password,tenant_code,role'];
+    for (let i = 1; i <= 5_000; i += 1) rows.push(`sig${i},Strong-pass-phrase-${i},acme,user`);
+    writeFileSync(path.join(ctx.config.dataDir, 'many.csv'), `${rows.join('\n')}\n`);
+    // As a terminal's Ctrl-C reaches the process, once the import shows its first progress.
+    let signalled = false;
+    const run = await gatehouse(['import', 'many.csv'], (stderr) => {
+      if (!signalled && /of 5,000 users imported/.test(stderr)) {
+        signalled = true;
+        process.emit('SIGINT', 'SIGINT');
+      }
+    });
+    assert.ok(signalled);
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, /SIGINT: stopping the import/);
+    assert.match(run.stdout, /job \S+: failed: [\d,]+ of 5,000 users imported/);
+    const jobs = await ctx.store.db.selectFrom('jobs').select(['status', 'last_error']).execute();
+    // Before: the process's SIGINT ended it with the job still running, for a server to fail later.
+    assert.deepEqual(
+      jobs.filter((job) => job.status === 'running'),
+      [],
+    );
+    const imported = await ctx.store.db
+      .selectFrom('users')
+      .select((eb) => eb.fn.countAll<number | string>().as('n'))
+      .where('username', 'like', 'sig%')
+      .executeTakeFirstOrThrow();
+    assert.ok(Number(imported.n) < 5_000, `stopped before the end: ${imported.n}`);
   });
 
   test('a clean file exits 0; unknown format and unknown --as user are refused', async () => {

@@ -49,12 +49,31 @@ export function registerImportCommand(program: Command, io: CliIo): void {
         // For a person watching, hence stderr: a bar redrawn in place on a terminal, a line per
         // step of progress when the output goes to a file or a pipe.
         const terminal = (io.stderr as { isTTY?: boolean }).isTTY === true;
-        const done = await core.userImport.follow(submitted.id, (job) => {
-          const bar = progressBar(job.progress, job.status_detail);
-          io.stderr.write(terminal ? `\r${bar}` : `${bar}\n`);
-        });
-        if (terminal) io.stderr.write('\n');
-        return done;
+        // Ctrl-C (or a SIGTERM) stops the job at its next batch, which records how far it came, and
+        // the command reports it as it would any end: killed outright, it left the job running
+        // until a server's recovery failed it a lease later. A second one gives up waiting.
+        let interrupted = false;
+        const interrupt = (signal: NodeJS.Signals) => {
+          if (interrupted) process.exit(130);
+          interrupted = true;
+          io.stderr.write(
+            `\ngatehouse: ${signal}: stopping the import after the rows in hand (again to quit now)\n`,
+          );
+          void core.jobRunner.drain();
+        };
+        process.on('SIGINT', interrupt);
+        process.on('SIGTERM', interrupt);
+        try {
+          const done = await core.userImport.follow(submitted.id, (job) => {
+            const bar = progressBar(job.progress, job.status_detail);
+            io.stderr.write(terminal ? `\r${bar}` : `${bar}\n`);
+          });
+          if (terminal) io.stderr.write('\n');
+          return done;
+        } finally {
+          process.off('SIGINT', interrupt);
+          process.off('SIGTERM', interrupt);
+        }
       });
       for (const task of job.job_tasks.slice(0, PRINTED_FAILURES)) io.stderr.write(`${task.status_detail}\n`);
       if (job.job_tasks.length > PRINTED_FAILURES) {

@@ -9,7 +9,7 @@ import { type JobTask, type JobView, jobView, type NewJob } from './jobs.js';
 
 /** What a job whose process stopped (crash, restart, shutdown) ends with. */
 export const INTERRUPTED_JOB_ERROR =
-  'interrupted: the server stopped while the job was running; run the request again';
+  'interrupted: the process running the job stopped before it ended; run the request again';
 
 /** What the work of a job gets: where to report progress, and when to stop. */
 export interface JobControl {
