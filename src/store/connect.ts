@@ -96,8 +96,8 @@ export interface Store extends Repositories {
   insertBatch(work: (tx: Repositories) => Promise<void>): Promise<void>;
   /**
    * Runs `work`, which may only insert, update and delete, never reads what those answer, and
-   * writes each table at most once, as one transaction: a sign-in's session, audit event and
-   * account history. On PostgreSQL the writes are collected as `work` makes them and sent as one
+   * writes each table at most once, as one transaction: a refused sign-in's failure count and
+   * audit events. On PostgreSQL the writes are collected as `work` makes them and sent as one
    * statement, one round trip where a transaction takes one per statement plus BEGIN and COMMIT
    * (statement-recorder.ts); anything else in `work` throws and nothing is written. On SQLite,
    * whose statements cost no round trip, it is `transaction`.
@@ -402,16 +402,38 @@ function openSqlite(dataDir: string): SQLite.Database {
   // gives its -wal and -shm files the database file's mode.
   closeSync(openSync(sqliteFile(dataDir), 'a', 0o600));
   const database = new SQLite(sqliteFile(dataDir));
-  // WAL lets readers run beside the writer (and several processes share the file). Switching to
-  // it may wait for another process opening the file at the same moment: SQLite's busy timeout
-  // covers that; the statements that follow wait for locks with the thread free (sqlite-lock-wait.ts).
-  database.pragma(`busy_timeout = ${SQLITE_LOCK_WAIT_MS}`);
-  database.pragma('journal_mode = WAL');
-  database.pragma('synchronous = NORMAL');
-  database.pragma('foreign_keys = ON');
-  database.pragma(`wal_autocheckpoint = ${WRITERS_WAL_AUTOCHECKPOINT}`);
-  database.pragma('busy_timeout = 0');
+  try {
+    // WAL lets readers run beside the writer (and several processes share the file). Switching to
+    // it may wait for another process opening the file at the same moment: SQLite's busy timeout
+    // covers that; the statements that follow wait for locks with the thread free (sqlite-lock-wait.ts).
+    database.pragma(`busy_timeout = ${SQLITE_LOCK_WAIT_MS}`);
+    database.pragma('journal_mode = WAL');
+    database.pragma('synchronous = NORMAL');
+    database.pragma('foreign_keys = ON');
+    database.pragma(`wal_autocheckpoint = ${WRITERS_WAL_AUTOCHECKPOINT}`);
+    database.pragma('busy_timeout = 0');
+  } catch (error) {
+    database.close();
+    throw unopenedSqlite(dataDir, error);
+  }
   return database;
+}
+
+/**
+ * SQLite's own words name no file ("unable to open database file": the directory is read-only,
+ * so the -wal and -shm files cannot be made beside the database); the operator needs the path.
+ * The code is kept: a store that cannot be opened reads as unavailable.
+ */
+function unopenedSqlite(dataDir: string, error: unknown): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return error;
+  return Object.assign(
+    new Error(
+      `cannot open the SQLite store ${sqliteFile(dataDir)}: ${(error as Error).message} (Gatehouse writes the file and makes its -wal and -shm files beside it: the directory must be writable; GATEHOUSE_DATA_DIR)`,
+      { cause: error },
+    ),
+    { code },
+  );
 }
 
 /** Distinct statements kept prepared: the code issues a few hundred shapes of query. */
