@@ -277,8 +277,21 @@ export class AuthenticationService {
     reason: string,
     session: Parameters<SessionService['open']>[1],
     record: (tx: Repositories) => Promise<boolean>,
+    /**
+     * `several`: `record` updates more than one row (a token sign-in: the user's, then the
+     * token's). Those writes are a transaction: in one statement, the first row's update would
+     * stand when the second found its row changed (found by review).
+     */
+    guards: 'one' | 'several' = 'one',
   ): Promise<OpenedSession | undefined> {
-    return this.#store.writeGuarded(async (tx) => {
+    const write = <T>(work: (tx: Repositories) => Promise<T>): Promise<T | undefined> =>
+      guards === 'one'
+        ? this.#store.writeGuarded(work)
+        : this.#store.transaction(work).catch((error: unknown) => {
+            if (error instanceof GuardFailed) return undefined;
+            throw error;
+          });
+    return write(async (tx) => {
       if (!(await record(tx))) throw new GuardFailed('the account changed while it was checked');
       await this.#audit.record(
         {
@@ -631,6 +644,7 @@ export class AuthenticationService {
       async (tx) =>
         (await tx.users.recordOtherLogin(user.id, now)) &&
         (await tx.apiTokens.markUsed(row.id, now, row.authority_version)),
+      'several',
     );
     if (!opened) throw new GatehouseError('INVALID_API_TOKEN');
     return opened;

@@ -1,6 +1,6 @@
 import { GatehouseError } from '../errors.js';
+import type { LentToken, LentTokenScope } from '../store/repositories/api-tokens.js';
 import type { Repositories } from '../store/repositories/index.js';
-import type { LentTokenScope } from '../store/repositories/sessions.js';
 import type { Role, TenancyView, UserRow } from '../store/repositories/users.js';
 import { isId } from './ids.js';
 import { accountKey } from './secrets.js';
@@ -126,8 +126,12 @@ export async function makerStillManages(
  * refused anyway (AuthenticationService), and this ends those already open. Only the tokens
  * `scopes` names are checked (their maker or user among the users, the group's or tenant's
  * members, the role's holders), read before the change, which may remove what a scope reads.
- * Those tokens' authority version moves first (`markLentAuthorityChanging`): a sign-in with one,
- * checked before this change and written after it, would otherwise keep its session.
+ *
+ * After the change those tokens' authority version moves (`apiTokens.moveAuthority`): a sign-in
+ * with one, checked before the change and written after it, is refused by its guard, and one
+ * being written is waited for, so that the sessions in use, read next, include its session.
+ * Moved before the change, a user's deletion took the token's row before the user's, the other
+ * way round from a sign-in, and the two could deadlock (found by review).
  */
 export async function changingAuthority<T>(
   tx: Repositories,
@@ -135,16 +139,17 @@ export async function changingAuthority<T>(
   scopes: readonly LentTokenScope[],
   change: () => Promise<T>,
 ): Promise<T> {
-  // First: a token sign-in checked before the change then fails, and one being written is waited for.
-  for (const scope of scopes) await tx.sessions.markLentAuthorityChanging(scope);
-  const concerned = [];
-  for (const scope of scopes) concerned.push(...(await tx.sessions.listLentTokensInUse(now, scope)));
+  const lent = new Map<string, LentToken>();
+  for (const scope of scopes) {
+    for (const token of await tx.apiTokens.listLent(scope, now)) lent.set(token.apiTokenId, token);
+  }
   const result = await change();
+  if (lent.size === 0) return result;
+  await tx.apiTokens.moveAuthority([...lent.keys()]);
+  const inUse = await tx.sessions.apiTokensInUse([...lent.keys()], now);
   const backed = new Map<string, boolean>();
-  const checked = new Set<string>();
-  for (const { apiTokenId, userId, makerId } of concerned) {
-    if (checked.has(apiTokenId)) continue;
-    checked.add(apiTokenId);
+  for (const { apiTokenId, userId, makerId } of lent.values()) {
+    if (!inUse.has(apiTokenId)) continue;
     const pair = `${makerId} ${userId}`;
     let stillBacked = backed.get(pair);
     if (stillBacked === undefined) {

@@ -104,13 +104,13 @@ export interface Store extends Repositories {
    */
   writeTogether<T>(work: (tx: Repositories) => Promise<T>): Promise<T>;
   /**
-   * Runs `work` as `writeTogether` does, its first write an update, and every update a guard: the
-   * writes after an update happen only if it changed a row, and if one changed none, nothing is
-   * written and the answer is undefined. `work` throws `GuardFailed` when an update answers that
-   * it changed nothing (on SQLite, a transaction, where it learns so at once); on PostgreSQL every
-   * update answers that it changed a row, and the one statement they make finds out
-   * (`asGuardedStatement`). A sign-in's writes: the account's row, as it was checked, then the
-   * audit event and the session.
+   * Runs `work` as `writeTogether` does, its first write an update that is a guard, the others
+   * one-row inserts: they are written only if the update changed a row, and if it changed none,
+   * nothing is written and the answer is undefined. `work` throws `GuardFailed` when the update
+   * answers that it changed nothing (on SQLite, a transaction, where it learns so at once); on
+   * PostgreSQL the update answers that it changed a row, and the one statement the writes make
+   * finds out (`asGuardedStatement`). A sign-in's writes: the account's row, as it was checked,
+   * then the audit event and the session. Work with two guards is a `transaction`.
    */
   writeGuarded<T>(work: (tx: Repositories) => Promise<T>): Promise<T | undefined>;
   /** Brings the schema up to date; safe to run from several processes at once. Returns what it applied. */
@@ -421,16 +421,22 @@ function openSqlite(dataDir: string): SQLite.Database {
 
 /**
  * SQLite's own words name no file ("unable to open database file": the directory is read-only,
- * so the -wal and -shm files cannot be made beside the database); the operator needs the path.
- * The code is kept: a store that cannot be opened reads as unavailable.
+ * so the -wal and -shm files cannot be made beside the database); the operator needs the path, and
+ * where the file or its directory could not be written, what to change. The code is kept: a store
+ * that cannot be opened reads as unavailable.
  */
 function unopenedSqlite(dataDir: string, error: unknown): unknown {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return error;
+  const unwritable = /^SQLITE_(CANTOPEN|READONLY|PERM|AUTH)/.test(code)
+    ? ' (Gatehouse writes the file and makes its -wal and -shm files beside it: the directory must be writable; GATEHOUSE_DATA_DIR)'
+    : '';
   return Object.assign(
     new Error(
-      `cannot open the SQLite store ${sqliteFile(dataDir)}: ${(error as Error).message} (Gatehouse writes the file and makes its -wal and -shm files beside it: the directory must be writable; GATEHOUSE_DATA_DIR)`,
-      { cause: error },
+      `cannot open the SQLite store ${sqliteFile(dataDir)}: ${(error as Error).message}${unwritable}`,
+      {
+        cause: error,
+      },
     ),
     { code },
   );

@@ -135,48 +135,42 @@ const ONE_ROW_INSERT =
 const SUBQUERY_OR_ANSWER = /\b(?:select|returning|where\s[\s\S]*\swhere)\b/i;
 
 /**
- * PostgreSQL writes as one statement, as `asOneStatement`, in which every update is a guard: each
- * is written only if the guard before it changed a row, each insert only if the last guard before
- * it did, and the statement answers `guarded`, the number of rows the last guard changed: 0 when
- * any guard changed nothing, and then nothing was written. The first statement must be a guard.
+ * PostgreSQL writes as one statement, as `asOneStatement`, whose first write, an update, is a
+ * guard: every write after it, each a one-row insert, is made only if the guard changed a row, and
+ * the statement answers `guarded`, the number of rows the guard changed: 0, and nothing was written.
  *
  * What makes it a guard: an update that finds its row locked by another transaction waits, then
  * checks its condition again on the row as that transaction left it (READ COMMITTED), and the row
  * stays locked until this statement commits. A change to the row (a password set) thus either
- * commits first, and the guard fails, or waits for everything written here. Only plain shapes are
- * taken, so that the rewriting stays exact: updates with no subquery or `returning`, inserts of
- * one row of parameters (`insert … select $1, … where exists …` types its parameters from the
- * columns as `values` does); no deletes.
+ * commits first, and the guard fails, or waits for everything written here. One guard only: a
+ * second update's row could be found changed after the first update was made, and the statement
+ * cannot undo it (a transaction can). Only plain shapes are taken, so that the rewriting stays
+ * exact: the update with no subquery or `returning`, inserts of one row of parameters (`insert …
+ * select $1, … where exists …` types its parameters from the columns as `values` does).
  */
 export function asGuardedStatement(statements: readonly CompiledQuery[]): CompiledQuery {
   const last = statements.at(-1);
   if (last === undefined) throw new Error('no statements to join');
   const { parts, parameters } = renumbered(statements);
-  let guard: string | undefined;
-  const clauses = parts.map((sql, index) => {
-    const name = `w${index}`;
-    const after = guard === undefined ? undefined : `exists (select 1 from ${guard})`;
-    const update = PLAIN_UPDATE.exec(sql);
-    if (update?.[1] !== undefined && !SUBQUERY_OR_ANSWER.test(sql)) {
-      const conditions = update[1];
-      const head = sql.slice(0, sql.length - conditions.length);
-      guard = name;
-      return `${name} as (${head}${after === undefined ? conditions : `(${conditions}) and ${after}`} returning 1)`;
-    }
+  const [guard = '', ...writes] = parts;
+  const conditions = PLAIN_UPDATE.exec(guard)?.[1];
+  if (conditions === undefined || SUBQUERY_OR_ANSWER.test(guard)) {
+    throw new Error(`the first write of a guarded statement must be a plain update: ${guard.slice(0, 60)}`);
+  }
+  const clauses = [`w0 as (${guard} returning 1)`];
+  writes.forEach((sql, index) => {
     const insert = ONE_ROW_INSERT.exec(sql);
-    if (insert?.[1] !== undefined && insert[2] !== undefined && after !== undefined) {
-      return `${name} as (${insert[1]} select ${insert[2].trim()} where ${after})`;
+    if (insert?.[1] === undefined || insert[2] === undefined) {
+      throw new Error(`after the guard, only one-row inserts: ${sql.slice(0, 60)}`);
     }
-    throw new Error(
-      after === undefined
-        ? `the first write of a guarded statement must be a plain update: ${sql.slice(0, 60)}`
-        : `not a plain update or a one-row insert: ${sql.slice(0, 60)}`,
+    clauses.push(
+      `w${index + 1} as (${insert[1]} select ${insert[2].trim()} where exists (select 1 from w0))`,
     );
   });
   return {
     query: last.query,
     queryId: last.queryId,
-    sql: `with ${clauses.join(', ')} select count(*)::int as guarded from ${guard}`,
+    sql: `with ${clauses.join(', ')} select count(*)::int as guarded from w0`,
     parameters,
   };
 }

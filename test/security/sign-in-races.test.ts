@@ -162,69 +162,123 @@ forEachDialect('Sign-ins racing a change to their account', (dialect) => {
   });
 
   if (dialect === 'postgres') {
-    test("a lent API token's sign-in checked before its maker's demotion and written after it is refused", async () => {
-      // On PostgreSQL, where the interleaving can be made by locks: the sign-in reads the token and
-      // checks its maker, then its write waits on the user's row, held meanwhile by another
-      // transaction, while the maker is demoted.
-      const tenant = await ctx.core.tenants.create({ code: 'lenders', name: 'Lenders' });
-      await ctx.core.accounts.createUser({
-        username: 'lender',
+    // On PostgreSQL, where the interleavings can be made by locks: a transaction holds a row the
+    // sign-in's write needs while the change is made, and `untilWaitingForLocks` tells when the
+    // statements started have reached the rows they wait for.
+
+    /** A tenant with an admin ("lender-N") who made an API token for a user ("borrower-N"). */
+    const lentToken = async (n: number) => {
+      const tenant = await ctx.core.tenants.create({ code: `lenders${n}`, name: `Lenders ${n}` });
+      const lender = await ctx.core.accounts.createUser({
+        username: `lender-${n}`,
         password: PASSWORD,
-        tenantCode: 'lenders',
+        tenantCode: tenant.code,
         role: 'admin',
       });
       const borrower = await ctx.core.accounts.createUser({
-        username: 'borrower',
+        username: `borrower-${n}`,
         password: PASSWORD,
-        tenantCode: 'lenders',
+        tenantCode: tenant.code,
         role: 'user',
       });
-      const lenderJwt = await nseSignIn(ctx, 'lender', PASSWORD);
       const made = await ctx.inject({
         method: 'POST',
         url: '/api/v2.1/tokens',
-        headers: bearer(lenderJwt),
+        headers: bearer(await nseSignIn(ctx, `lender-${n}`, PASSWORD)),
         payload: { name: 'lent', user_id: borrower.id },
       });
       assert.equal(made.statusCode, 201, made.body);
-      const token = json(made).result.records[0].token as string;
-      const lenderId = (await ctx.store.users.findByUsernameKey('lender'))?.id ?? '';
-
-      let holding!: () => void;
-      const held = new Promise<void>((resolve) => {
-        holding = resolve;
+      return { tenant, lender, borrower, token: json(made).result.records[0].token as string };
+    };
+    /** Runs `hold` in a transaction kept open until `release` is called. */
+    const holding = async (
+      hold: (tx: Parameters<Parameters<typeof ctx.store.transaction>[0]>[0]) => Promise<unknown>,
+    ) => {
+      let held!: () => void;
+      const heldNow = new Promise<void>((resolve) => {
+        held = resolve;
       });
       let release!: () => void;
       const released = new Promise<void>((resolve) => {
         release = resolve;
       });
-      const holder = ctx.store.transaction(async (tx) => {
-        await tx.users.update(borrower.id, { updated_at: ctx.clock.now() });
-        holding();
+      const done = ctx.store.transaction(async (tx) => {
+        await hold(tx);
+        held();
         await released;
       });
-      await held;
-      const signIn = ctx.inject({ method: 'POST', url: '/api/session/login-with-token', payload: { token } });
+      await heldNow;
+      return async () => {
+        release();
+        await done;
+      };
+    };
+    const tokenSignIn = (token: string) =>
+      ctx.inject({ method: 'POST', url: '/api/session/login-with-token', payload: { token } });
+    const liveTokenSessions = async (userId: string) =>
+      ctx.store.db
+        .selectFrom('sessions')
+        .select('id')
+        .where('user_id', '=', userId)
+        .where('api_token_id', 'is not', null)
+        .where('revoked_at', 'is', null)
+        .execute();
+
+    test("a lent API token's sign-in checked before its maker's demotion and written after it is refused", async () => {
+      const { tenant, lender, borrower, token } = await lentToken(1);
+      // The sign-in reads the token and checks its maker; its write waits on the user's row.
+      const release = await holding((tx) => tx.users.update(borrower.id, { updated_at: ctx.clock.now() }));
+      const signIn = tokenSignIn(token);
       await untilWaitingForLocks(ctx.store.db, 1);
       const demoted = await ctx.inject({
         method: 'PUT',
-        url: `/api/v2.1/users/${lenderId}`,
+        url: `/api/v2.1/users/${lender.id}`,
         headers: bearer(await nseSignIn(ctx)),
         payload: { tenancies: [{ tenant_id: tenant.id, role_name: 'user' }] },
       });
       assert.equal(demoted.statusCode, 200, demoted.body);
-      release();
-      await holder;
+      await release();
       // Before: 201, and the session lived on, its maker's authority gone.
       assert.equal((await signIn).statusCode, 400);
-      const live = await ctx.store.db
-        .selectFrom('sessions')
-        .select('id')
-        .where('user_id', '=', borrower.id)
-        .where('api_token_id', 'is not', null)
-        .where('revoked_at', 'is', null)
-        .execute();
-      assert.deepEqual(live, []);
+      assert.deepEqual(await liveTokenSessions(borrower.id), []);
+    });
+
+    test("a lent token's user deleted while the token signs in: no deadlock, the user and the session gone", async () => {
+      const { borrower, token } = await lentToken(2);
+      const release = await holding((tx) => tx.users.update(borrower.id, { updated_at: ctx.clock.now() }));
+      const signIn = tokenSignIn(token);
+      await untilWaitingForLocks(ctx.store.db, 1);
+      const deleted = ctx.inject({
+        method: 'DELETE',
+        url: `/api/v2.1/users/${borrower.id}`,
+        headers: bearer(await nseSignIn(ctx)),
+      });
+      await untilWaitingForLocks(ctx.store.db, 2);
+      await release();
+      // Before: the deletion took the token's row, then waited for the user's, which the sign-in
+      // held while it waited for the token's: PostgreSQL ended one of them, the sign-in a 500.
+      assert.equal((await deleted).statusCode, 204);
+      assert.equal((await signIn).statusCode, 201);
+      assert.deepEqual(await liveTokenSessions(borrower.id), []);
+      assert.equal(await ctx.store.users.findById(borrower.id), undefined);
+    });
+
+    test("a token sign-in refused because the token was revoked meanwhile leaves the user's login history as it was", async () => {
+      const user = await ctx.core.accounts.createUser({ username: 'racer-token', password: PASSWORD });
+      const { row, token } = await ctx.core.accounts.issueApiToken({
+        userId: user.id,
+        name: 'own',
+        expiresAt: null,
+      });
+      // The revocation holds the token's row; the sign-in takes the user's row, then waits for it.
+      const release = await holding((tx) => tx.apiTokens.revoke(row.id, ctx.clock.now()));
+      const signIn = tokenSignIn(token);
+      await untilWaitingForLocks(ctx.store.db, 1);
+      await release();
+      assert.equal((await signIn).statusCode, 400);
+      // Before (one statement): the user's update stood, a success recorded for a refused sign-in.
+      assert.equal((await ctx.store.users.findById(user.id))?.last_success_at, null);
+      assert.deepEqual(await liveTokenSessions(user.id), []);
     });
   }
 

@@ -278,7 +278,14 @@ forEachDialect(
           .compile();
         const remove = ctx.store.db.deleteFrom('sessions').where('id', '=', 'wg-5').compile();
         assert.throws(() => asGuardedStatement([insert, update]), /first write .* must be a plain update/);
-        assert.throws(() => asGuardedStatement([update, remove]), /not a plain update or a one-row insert/);
+        assert.throws(() => asGuardedStatement([update, remove]), /after the guard, only one-row inserts/);
+        // A second guard's row found changed could not undo the first guard's update.
+        const second = ctx.store.db
+          .updateTable('api_tokens')
+          .set({ last_used_at: 1 })
+          .where('id', '=', 'wg-5')
+          .compile();
+        assert.throws(() => asGuardedStatement([update, second]), /after the guard, only one-row inserts/);
       });
     }
   },

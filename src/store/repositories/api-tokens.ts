@@ -12,8 +12,88 @@ const API_TOKEN_SORT = {
   last_used: 'last_used_at',
 } as const;
 
+/**
+ * Which lent tokens a change may concern: those whose maker or user is among `users`, a member of
+ * the group `group`, a member of a group holding `role`, or a member of `tenant`.
+ */
+export type LentTokenScope =
+  | { readonly users: readonly string[] }
+  | { readonly group: string }
+  | { readonly role: string }
+  | { readonly tenant: string };
+
+/** A token one user made for another: the maker's authority, lent. */
+export interface LentToken {
+  readonly apiTokenId: string;
+  readonly userId: string;
+  readonly makerId: string;
+}
+
+/** Ids bound per statement where a list may be long (SQLite binds at most 32,766 values). */
+const IDS_PER_QUERY = 1000;
+
 export function createApiTokenRepository(db: Kysely<Database>) {
+  /** The users a group, role or tenant scope names, as a subquery. */
+  const usersOfScope = (scope: Exclude<LentTokenScope, { readonly users: readonly string[] }>) =>
+    'group' in scope
+      ? db.selectFrom('group_members').select('user_id').where('group_id', '=', scope.group)
+      : 'role' in scope
+        ? db
+            .selectFrom('group_members')
+            .innerJoin('group_roles', 'group_roles.group_id', 'group_members.group_id')
+            .select('group_members.user_id')
+            .where('group_roles.role_id', '=', scope.role)
+        : db.selectFrom('tenancies').select('user_id').where('tenant_id', '=', scope.tenant);
+  /** Live lent tokens whose maker or user is `among`. */
+  const lentAmong = async (
+    among: readonly string[] | ReturnType<typeof usersOfScope>,
+    now: number,
+  ): Promise<LentToken[]> => {
+    if (Array.isArray(among) && among.length === 0) return [];
+    const rows = await db
+      .selectFrom('api_tokens')
+      .select(['id as apiTokenId', 'user_id as userId', 'created_by as makerId'])
+      .where('revoked_at', 'is', null)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+      .where('created_by', 'is not', null)
+      .whereRef('created_by', '!=', 'user_id')
+      .where((eb) => eb.or([eb('created_by', 'in', among), eb('user_id', 'in', among)]))
+      .execute();
+    return rows.flatMap((row) => (row.makerId === null ? [] : [{ ...row, makerId: row.makerId }]));
+  };
+
   return {
+    /**
+     * The live (unrevoked, unexpired) lent tokens a change to who manages whom may concern (see
+     * `LentTokenScope`), each once: read before the change, which may remove what a scope reads.
+     */
+    async listLent(scope: LentTokenScope, now: number): Promise<LentToken[]> {
+      if (!('users' in scope)) return lentAmong(usersOfScope(scope), now);
+      // A long list (a large group's members) goes in parts; each id is bound twice.
+      const found = new Map<string, LentToken>();
+      for (let at = 0; at < scope.users.length; at += IDS_PER_QUERY) {
+        for (const token of await lentAmong(scope.users.slice(at, at + IDS_PER_QUERY), now)) {
+          found.set(token.apiTokenId, token);
+        }
+      }
+      return [...found.values()];
+    },
+    /**
+     * Moves the authority version of the tokens `ids`, after a change to who manages whom: a
+     * sign-in with one that checked the maker's authority before the change then fails its guard
+     * (`markUsed`), and one whose guard holds the token's row is waited for, so that its session
+     * is there to be found afterwards. After the change, not before: the change may lock a user's
+     * row, which a sign-in takes before its token's.
+     */
+    async moveAuthority(ids: readonly string[]): Promise<void> {
+      for (let at = 0; at < ids.length; at += IDS_PER_QUERY) {
+        await db
+          .updateTable('api_tokens')
+          .set((eb) => ({ authority_version: eb('authority_version', '+', 1) }))
+          .where('id', 'in', ids.slice(at, at + IDS_PER_QUERY))
+          .execute();
+      }
+    },
     async insert(row: Insertable<ApiTokenTable>): Promise<void> {
       await db.insertInto('api_tokens').values(row).execute();
     },
@@ -24,7 +104,7 @@ export function createApiTokenRepository(db: Kysely<Database>) {
      * A sign-in with the token, only while it is not revoked and its maker's authority unchanged
      * since it was read (`authorityVersion`): false, and nothing written, otherwise. Run in the
      * sign-in's guarded write, it holds the row until the session commits, so that a change of
-     * authority (`sessions.markLentAuthorityChanging`) waits for the session and then finds it.
+     * authority (`moveAuthority`) waits for the session and then finds it.
      */
     async markUsed(id: string, now: number, authorityVersion: number): Promise<boolean> {
       const result = await db

@@ -1,4 +1,4 @@
-import type { ExpressionBuilder, Insertable, Kysely, Selectable, SelectQueryBuilder } from 'kysely';
+import type { ExpressionBuilder, Insertable, Kysely, Selectable } from 'kysely';
 import type { Dialect } from '../connect.js';
 import type { Database, SessionTable } from '../schema.js';
 import { insertRows, type ListsEveryColumn } from './bulk-insert.js';
@@ -70,48 +70,10 @@ const _everySessionColumn: ListsEveryColumn<SessionTable, typeof SESSION_COLUMNS
 /** A new session: every column given, none left to its default. */
 export type NewSessionRow = Required<Insertable<SessionTable>>;
 
-/**
- * Which lent tokens a change may concern: those whose maker or user is among `users`, a member of
- * the group `group`, a member of a group holding `role`, or a member of `tenant`.
- */
-export type LentTokenScope =
-  | { readonly users: readonly string[] }
-  | { readonly group: string }
-  | { readonly role: string }
-  | { readonly tenant: string };
-
-/** Users of a `users` scope per query (each is bound twice). */
-const LENT_SCOPE_USERS_PER_QUERY = 1000;
+/** Ids bound per statement where a list may be long. */
+const IDS_PER_QUERY = 1000;
 
 export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) {
-  /** Lent tokens with live sessions, those whose maker or user is `among` (all if undefined). */
-  const lentTokensInUse = async (
-    now: number,
-    among: readonly string[] | SelectQueryBuilder<Database, keyof Database, { user_id: string }> | undefined,
-  ): Promise<{ apiTokenId: string; userId: string; makerId: string }[]> => {
-    if (Array.isArray(among) && among.length === 0) return [];
-    const rows = await db
-      .selectFrom('sessions')
-      .innerJoin('api_tokens', 'api_tokens.id', 'sessions.api_token_id')
-      .where('sessions.revoked_at', 'is', null)
-      .where('sessions.expires_at', '>', now)
-      .where('api_tokens.created_by', 'is not', null)
-      .whereRef('api_tokens.created_by', '!=', 'api_tokens.user_id')
-      .$if(among !== undefined, (query) =>
-        query.where((eb) => {
-          const set = among as NonNullable<typeof among>;
-          return eb.or([eb('api_tokens.created_by', 'in', set), eb('api_tokens.user_id', 'in', set)]);
-        }),
-      )
-      .select([
-        'api_tokens.id as apiTokenId',
-        'api_tokens.user_id as userId',
-        'api_tokens.created_by as makerId',
-      ])
-      .distinct()
-      .execute();
-    return rows.flatMap((row) => (row.makerId === null ? [] : [{ ...row, makerId: row.makerId }]));
-  };
   /**
    * The compare-and-set of a batch of refreshes, by batch size. Every refresh goes through one:
    * each size is built and compiled once (compiled-once.ts). A batch of 12 on SQLite, the
@@ -157,18 +119,6 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
         eb.fn.coalesce('users.active', 'nodes.active').as('principal_active'),
         eb.fn.coalesce('users.username', 'nodes.login').as('principal_name'),
       ]);
-
-  /** The users a group, role or tenant scope names, as a subquery. */
-  const usersOfScope = (scope: Exclude<LentTokenScope, { readonly users: readonly string[] }>) =>
-    'group' in scope
-      ? db.selectFrom('group_members').select('user_id').where('group_id', '=', scope.group)
-      : 'role' in scope
-        ? db
-            .selectFrom('group_members')
-            .innerJoin('group_roles', 'group_roles.group_id', 'group_members.group_id')
-            .select('group_members.user_id')
-            .where('group_roles.role_id', '=', scope.role)
-        : db.selectFrom('tenancies').select('user_id').where('tenant_id', '=', scope.tenant);
 
   return {
     /** Compiled once per store (`insertRows`): every sign-in writes one. */
@@ -282,54 +232,24 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
       return Number(result.numUpdatedRows);
     },
     /**
-     * The sessions opened with API tokens `makerId` made for other users (a maker deactivated,
-     * demoted or deleted vouches for them no more); answers the tokens whose sessions ended.
+     * Of the API tokens `ids`, those with a live session: what a change to who manages whom checks
+     * again (core/authorization.ts, `changingAuthority`).
      */
-    /**
-     * The API tokens made by one user for another (lent) that have live sessions, with their user
-     * and maker: what to check again when who manages whom may have changed.
-     */
-    /**
-     * Moves the authority version of every unrevoked lent token whose maker or user is in `scope`,
-     * in use or not, before a change to who manages whom: a token sign-in that checked the maker's
-     * authority before the change then fails its guard (`apiTokens.markUsed`), and one whose guard
-     * holds the token's row is waited for, so that its session is there for `listLentTokensInUse`
-     * to find afterwards.
-     */
-    async markLentAuthorityChanging(scope: LentTokenScope): Promise<void> {
-      const bump = async (among: readonly string[] | ReturnType<typeof usersOfScope>) => {
-        if (Array.isArray(among) && among.length === 0) return;
-        await db
-          .updateTable('api_tokens')
-          .set((eb) => ({ authority_version: eb('authority_version', '+', 1) }))
+    async apiTokensInUse(ids: readonly string[], now: number): Promise<Set<string>> {
+      const inUse = new Set<string>();
+      // In parts: SQLite binds at most 32,766 values in a statement.
+      for (let at = 0; at < ids.length; at += IDS_PER_QUERY) {
+        const rows = await db
+          .selectFrom('sessions')
+          .select('api_token_id')
+          .distinct()
+          .where('api_token_id', 'in', ids.slice(at, at + IDS_PER_QUERY))
           .where('revoked_at', 'is', null)
-          .where('created_by', 'is not', null)
-          .whereRef('created_by', '!=', 'user_id')
-          .where((eb) => eb.or([eb('created_by', 'in', among), eb('user_id', 'in', among)]))
+          .where('expires_at', '>', now)
           .execute();
-      };
-      if (!('users' in scope)) return bump(usersOfScope(scope));
-      for (let at = 0; at < scope.users.length; at += LENT_SCOPE_USERS_PER_QUERY) {
-        await bump(scope.users.slice(at, at + LENT_SCOPE_USERS_PER_QUERY));
+        for (const row of rows) if (row.api_token_id !== null) inUse.add(row.api_token_id);
       }
-    },
-    async listLentTokensInUse(
-      now: number,
-      scope?: LentTokenScope,
-    ): Promise<{ apiTokenId: string; userId: string; makerId: string }[]> {
-      if (scope && 'users' in scope) {
-        // A long list goes in parts: each id is bound twice, and SQLite binds at most 32,766.
-        const parts: { apiTokenId: string; userId: string; makerId: string }[] = [];
-        for (let at = 0; at < scope.users.length; at += LENT_SCOPE_USERS_PER_QUERY) {
-          parts.push(
-            ...(await lentTokensInUse(now, [...scope.users.slice(at, at + LENT_SCOPE_USERS_PER_QUERY)])),
-          );
-        }
-        const seen = new Set<string>();
-        return parts.filter((row) => !seen.has(row.apiTokenId) && seen.add(row.apiTokenId));
-      }
-      const among = scope === undefined ? undefined : usersOfScope(scope);
-      return lentTokensInUse(now, among);
+      return inUse;
     },
     /**
      * Live sessions of everyone, for the active-sessions gauge: one count over the partial index

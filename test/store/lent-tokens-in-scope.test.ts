@@ -4,11 +4,11 @@ import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 
 /**
- * `sessions.listLentTokensInUse` with a `users` scope as long as a group's members can be (a
- * replaced membership of a large group): SQLite binds at most 32,766 values in a statement,
- * PostgreSQL 65,535, and each id is bound twice (maker or user).
+ * `apiTokens.listLent` with a `users` scope as long as a group's members can be (a replaced
+ * membership of a large group): SQLite binds at most 32,766 values in a statement, PostgreSQL
+ * 65,535, and each id is bound twice (maker or user).
  */
-forEachDialect('sessions.listLentTokensInUse with a long list of users', (dialect) => {
+forEachDialect('apiTokens.listLent with a long list of users', (dialect) => {
   let ctx: TestContext;
   before(async () => {
     ctx = await createTestContext(dialect);
@@ -43,7 +43,7 @@ forEachDialect('sessions.listLentTokensInUse with a long list of users', (dialec
     // The maker at the end of one part and the user in another: found once.
     users[999] = admin.id;
     users[35_000] = lentTo.id;
-    const found = await ctx.store.sessions.listLentTokensInUse(ctx.clock.now(), { users });
+    const found = await ctx.store.apiTokens.listLent({ users }, ctx.clock.now());
     assert.deepEqual(
       found.map((row) => [row.makerId, row.userId]),
       [[admin.id, lentTo.id]],
