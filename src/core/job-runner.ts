@@ -11,6 +11,12 @@ import { type JobTask, type JobView, jobView, type NewJob } from './jobs.js';
 export const INTERRUPTED_JOB_ERROR =
   'interrupted: the process running the job stopped before it ended; run the request again';
 
+/**
+ * Whether a job ended interrupted: by this release's words or an earlier one's ("interrupted: the
+ * server stopped while …"), since a job interrupted by an upgrade's restart carries the old ones.
+ */
+export const wasInterrupted = (lastError: string): boolean => lastError.startsWith('interrupted: ');
+
 /** What the work of a job gets: where to report progress, and when to stop. */
 export interface JobControl {
   readonly jobId: string;

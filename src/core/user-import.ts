@@ -17,7 +17,7 @@ import type { AuditService } from './audit.js';
 import { type Actor, actorOf, canSeeTenant, managedTenantIds } from './authorization.js';
 import type { Clock } from './clock.js';
 import { EventLoopTurns } from './concurrency.js';
-import { INTERRUPTED_JOB_ERROR, type JobControl, type JobOutcome, type JobRunner } from './job-runner.js';
+import { type JobControl, type JobOutcome, type JobRunner, wasInterrupted } from './job-runner.js';
 import { type JobTask, type JobView, jobView } from './jobs.js';
 import { accountKey } from './secrets.js';
 import type { AuthContext, RequestMeta } from './sessions.js';
@@ -162,7 +162,7 @@ export class UserImportService {
     try {
       const first =
         idempotencyKey === undefined ? undefined : await this.#firstJob(auth, idempotencyKey, spooled.sha256);
-      if (first && first.last_error !== INTERRUPTED_JOB_ERROR) return first;
+      if (first && !wasInterrupted(first.last_error)) return first;
       // Rows may go to several tenants: the job is the importer's (and root's) to read, filed under
       // no tenant, so that its failed rows never show to members of a tenant they did not go to.
       const tenantId = null;

@@ -521,6 +521,12 @@ forEachDialect('NSE users import', (dialect) => {
     assert.equal(job.progress, Math.round((imported / rows) * 100));
     ctx = await ctx.restart();
     tokens.admin = await nseSignIn(ctx);
+    // As a release before 2026-12-06 worded it: a job interrupted by the restart of an upgrade.
+    await ctx.store.db
+      .updateTable('jobs')
+      .set({ last_error: 'interrupted: the server stopped while the job was running; run the request again' })
+      .where('id', '=', id)
+      .execute();
 
     // As the job's message says, the request is sent again, with its key: it runs again (before,
     // the key answered the dead job for as long as it was kept), and the key names the new job.
