@@ -76,6 +76,9 @@ const LISTEN_FAILURES: Record<string, string> = {
   EADDRINUSE: 'another program holds that port',
   EACCES: 'not permitted (a port below 1024 needs privileges)',
   EADDRNOTAVAIL: 'this machine has no such address',
+  // Before the listen: the host's name did not resolve (not the store's, whatever the code says).
+  ENOTFOUND: 'no such host name',
+  EAI_AGAIN: 'the host name could not be resolved now',
 };
 
 /** Why the server cannot listen, in the operator's terms and naming the settings to change. */

@@ -51,13 +51,19 @@ export function registerImportCommand(program: Command, io: CliIo): void {
         const terminal = (io.stderr as { isTTY?: boolean }).isTTY === true;
         // Ctrl-C (or a SIGTERM) stops the job at its next batch, which records how far it came, and
         // the command reports it as it would any end: killed outright, it left the job running
-        // until a server's recovery failed it a lease later. A second one gives up waiting.
+        // until a server's recovery failed it a lease later. A second signal gets the default
+        // action (the process ends by it), as a person pressing Ctrl-C again expects.
         let interrupted = false;
         const interrupt = (signal: NodeJS.Signals) => {
-          if (interrupted) process.exit(130);
+          if (interrupted) {
+            process.off('SIGINT', interrupt);
+            process.off('SIGTERM', interrupt);
+            process.kill(process.pid, signal);
+            return;
+          }
           interrupted = true;
           io.stderr.write(
-            `\ngatehouse: ${signal}: stopping the import after the rows in hand (again to quit now)\n`,
+            `\ngatehouse: ${signal}: stopping the import after the rows in hand (again to quit at once, leaving the job for a server to fail)\n`,
           );
           void core.jobRunner.drain();
         };
