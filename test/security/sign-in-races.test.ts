@@ -243,6 +243,33 @@ forEachDialect('Sign-ins racing a change to their account', (dialect) => {
       assert.deepEqual(await liveTokenSessions(borrower.id), []);
     });
 
+    test("a change in the lent token's scope that leaves its maker's authority as it was does not refuse its sign-in", async () => {
+      const { lender, borrower, token } = await lentToken(3);
+      const root = await nseSignIn(ctx);
+      const group = await ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/groups',
+        headers: bearer(root),
+        payload: { name: 'Empty of roles' },
+      });
+      assert.equal(group.statusCode, 201, group.body);
+      const groupId = json(group).result.records[0].id as string;
+      const release = await holding((tx) => tx.users.update(borrower.id, { updated_at: ctx.clock.now() }));
+      const signIn = tokenSignIn(token);
+      await untilWaitingForLocks(ctx.store.db, 1);
+      // The maker joins a group with no roles: its authority is what it was, the token's version moves.
+      const joined = await ctx.inject({
+        method: 'POST',
+        url: `/api/v2.1/groups/${groupId}/members/${lender.id}`,
+        headers: bearer(root),
+      });
+      assert.equal(joined.statusCode, 200, joined.body);
+      await release();
+      // Before: 400 INVALID_API_TOKEN for a good token, its guard failing on the moved version.
+      assert.equal((await signIn).statusCode, 201);
+      assert.equal((await liveTokenSessions(borrower.id)).length, 1);
+    });
+
     test("a lent token's user deleted while the token signs in: no deadlock, the user and the session gone", async () => {
       const { borrower, token } = await lentToken(2);
       const release = await holding((tx) => tx.users.update(borrower.id, { updated_at: ctx.clock.now() }));
