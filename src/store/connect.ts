@@ -110,7 +110,8 @@ export interface Store extends Repositories {
    * answers that it changed nothing (on SQLite, a transaction, where it learns so at once); on
    * PostgreSQL the update answers that it changed a row, and the one statement the writes make
    * finds out (`asGuardedStatement`). A sign-in's writes: the account's row, as it was checked,
-   * then the audit event and the session. Work with two guards is a `transaction`.
+   * then the audit event and the session. Work with two guards must be a `transaction`: in one
+   * statement the first guard's update would stand when the second changed nothing.
    */
   writeGuarded<T>(work: (tx: Repositories) => Promise<T>): Promise<T | undefined>;
   /** Brings the schema up to date; safe to run from several processes at once. Returns what it applied. */

@@ -127,8 +127,8 @@ export function asOneStatement(statements: readonly CompiledQuery[]): CompiledQu
   };
 }
 
-/** An update of one table by plain conditions: its `where` clause, the only one (no subquery). */
-const PLAIN_UPDATE = /^\s*update\s+"[^"]+"\s+set\s[\s\S]*?\swhere\s([\s\S]+)$/i;
+/** An update of one table with a `where` clause (`SUBQUERY_OR_ANSWER` refuses a second one). */
+const PLAIN_UPDATE = /^\s*update\s+"[^"]+"\s+set\s[\s\S]*?\swhere\s[\s\S]+$/i;
 /** An insert of one row of parameters: its head (table and columns) and its values. */
 const ONE_ROW_INSERT =
   /^(\s*insert\s+into\s+"[^"]+"\s*\([^()]*\))\s*values\s*\(((?:\s*\$\d+\s*,)*\s*\$\d+\s*)\)\s*$/i;
@@ -153,8 +153,7 @@ export function asGuardedStatement(statements: readonly CompiledQuery[]): Compil
   if (last === undefined) throw new Error('no statements to join');
   const { parts, parameters } = renumbered(statements);
   const [guard = '', ...writes] = parts;
-  const conditions = PLAIN_UPDATE.exec(guard)?.[1];
-  if (conditions === undefined || SUBQUERY_OR_ANSWER.test(guard)) {
+  if (!PLAIN_UPDATE.test(guard) || SUBQUERY_OR_ANSWER.test(guard)) {
     throw new Error(`the first write of a guarded statement must be a plain update: ${guard.slice(0, 60)}`);
   }
   const clauses = [`w0 as (${guard} returning 1)`];
