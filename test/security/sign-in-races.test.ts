@@ -4,6 +4,7 @@ import { hash as argon2Hash } from '@node-rs/argon2';
 import type { RequestMeta } from '../../src/core/sessions.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
+import { heldTransaction } from '../helpers/held-transaction.js';
 import { bearer, json, nseSignIn } from '../helpers/http.js';
 import { untilWaitingForLocks } from '../helpers/postgres.js';
 
@@ -190,29 +191,9 @@ forEachDialect('Sign-ins racing a change to their account', (dialect) => {
       assert.equal(made.statusCode, 201, made.body);
       return { tenant, lender, borrower, token: json(made).result.records[0].token as string };
     };
-    /** Runs `hold` in a transaction kept open until `release` is called. */
-    const holding = async (
-      hold: (tx: Parameters<Parameters<typeof ctx.store.transaction>[0]>[0]) => Promise<unknown>,
-    ) => {
-      let held!: () => void;
-      const heldNow = new Promise<void>((resolve) => {
-        held = resolve;
-      });
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      const done = ctx.store.transaction(async (tx) => {
-        await hold(tx);
-        held();
-        await released;
-      });
-      await heldNow;
-      return async () => {
-        release();
-        await done;
-      };
-    };
+    /** Runs `hold` in a transaction kept open until the function answered is called. */
+    const holding = async (hold: Parameters<typeof heldTransaction>[1]) =>
+      (await heldTransaction(ctx.store, hold)).release;
     const tokenSignIn = (token: string) =>
       ctx.inject({ method: 'POST', url: '/api/session/login-with-token', payload: { token } });
     const liveTokenSessions = async (userId: string) =>

@@ -11,6 +11,7 @@ import {
 } from '../../src/store/statement-recorder.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
+import { heldTransaction } from '../helpers/held-transaction.js';
 import { untilWaitingForLocks } from '../helpers/postgres.js';
 import { sessionRow } from '../helpers/rows.js';
 
@@ -210,24 +211,10 @@ forEachDialect(
 
     test('a change holding the row when the sign-in writes: the sign-in waits for it, then writes nothing', async () => {
       const before = await checkedAt();
-      let holding!: () => void;
-      const held = new Promise<void>((resolve) => {
-        holding = resolve;
-      });
-      let release!: () => void;
-      const released = new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      const change = ctx.store.transaction(async (tx) => {
-        await tx.users.setPassword(userId, HASH, 9_000);
-        holding();
-        await released;
-      });
-      await held;
+      const change = await heldTransaction(ctx.store, (tx) => tx.users.setPassword(userId, HASH, 9_000));
       const signedIn = signIn('wg-3', before);
       await waiting(1);
-      release();
-      await change;
+      await change.release();
       assert.equal(await signedIn, undefined);
       assert.deepEqual(await written('wg-3'), { session: 'none', event: 0 });
     });
@@ -235,23 +222,13 @@ forEachDialect(
     if (dialect === 'postgres') {
       test('a change that comes while the sign-in holds the row waits, and ends the new session', async () => {
         // The sign-in made to wait after its guard: another transaction inserts its session's id first.
-        let holding!: () => void;
-        const held = new Promise<void>((resolve) => {
-          holding = resolve;
-        });
-        let release!: () => void;
-        const released = new Promise<void>((resolve) => {
-          release = resolve;
-        });
-        const blocker = ctx.store
-          .transaction(async (tx) => {
-            await tx.sessions.insert(sessionRow('wg-4', userId));
-            holding();
-            await released;
-            throw new Error('rolled back');
-          })
-          .catch(() => undefined);
-        await held;
+        const blocker = await heldTransaction(
+          ctx.store,
+          (tx) => tx.sessions.insert(sessionRow('wg-4', userId)),
+          {
+            rollBack: true,
+          },
+        );
         const signedIn = signIn('wg-4', await checkedAt());
         await waiting(1);
         const change = ctx.store.transaction(async (tx) => {
@@ -259,8 +236,7 @@ forEachDialect(
           await tx.sessions.revokeAllOfUser(userId, 10_000, 'password-set');
         });
         await waiting(2);
-        release();
-        await blocker;
+        await blocker.release();
         assert.equal(await signedIn, 'opened');
         await change;
         assert.deepEqual(await written('wg-4'), { session: 10_000, event: 1 });
