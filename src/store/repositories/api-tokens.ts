@@ -1,6 +1,6 @@
 import type { Insertable, Kysely, Selectable } from 'kysely';
 import type { ApiTokenTable, Database } from '../schema.js';
-import { nullsHighest, nullsLowest, type Page, type PageRequest } from './list-query.js';
+import { inParts, nullsHighest, nullsLowest, type Page, type PageRequest } from './list-query.js';
 
 export type ApiTokenRow = Selectable<ApiTokenTable>;
 export type ApiTokenSortKey = 'created' | 'name' | 'expires' | 'last_used';
@@ -28,9 +28,6 @@ export interface LentToken {
   readonly userId: string;
   readonly makerId: string;
 }
-
-/** Ids bound per statement where a list may be long (SQLite binds at most 32,766 values). */
-const IDS_PER_QUERY = 1000;
 
 export function createApiTokenRepository(db: Kysely<Database>) {
   /** The users a group, role or tenant scope names, as a subquery. */
@@ -71,8 +68,8 @@ export function createApiTokenRepository(db: Kysely<Database>) {
       if (!('users' in scope)) return lentAmong(usersOfScope(scope), now);
       // A long list (a large group's members) goes in parts; each id is bound twice.
       const found = new Map<string, LentToken>();
-      for (let at = 0; at < scope.users.length; at += IDS_PER_QUERY) {
-        for (const token of await lentAmong(scope.users.slice(at, at + IDS_PER_QUERY), now)) {
+      for (const part of inParts(scope.users)) {
+        for (const token of await lentAmong(part, now)) {
           found.set(token.apiTokenId, token);
         }
       }
@@ -86,11 +83,11 @@ export function createApiTokenRepository(db: Kysely<Database>) {
      * row, which a sign-in takes before its token's.
      */
     async moveAuthority(ids: readonly string[]): Promise<void> {
-      for (let at = 0; at < ids.length; at += IDS_PER_QUERY) {
+      for (const part of inParts(ids)) {
         await db
           .updateTable('api_tokens')
           .set((eb) => ({ authority_version: eb('authority_version', '+', 1) }))
-          .where('id', 'in', ids.slice(at, at + IDS_PER_QUERY))
+          .where('id', 'in', part)
           .execute();
       }
     },

@@ -29,3 +29,11 @@ export const nullsHighest =
   (order: 'asc' | 'desc'): NullOrdering =>
   (item) =>
     order === 'asc' ? item.asc().nullsLast() : item.desc().nullsFirst();
+
+/**
+ * A long list of values to bind, in parts of at most `size`: SQLite binds at most 32,766 values in
+ * a statement (PostgreSQL 65,535), and a value may be bound more than once.
+ */
+export function* inParts<T>(values: readonly T[], size = 1000): Generator<readonly T[]> {
+  for (let at = 0; at < values.length; at += size) yield values.slice(at, at + size);
+}

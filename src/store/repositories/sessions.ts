@@ -3,7 +3,7 @@ import type { Dialect } from '../connect.js';
 import type { Database, SessionTable } from '../schema.js';
 import { insertRows, type ListsEveryColumn } from './bulk-insert.js';
 import { type StatementShape, shapeOf, standIn, withValues } from './compiled-once.js';
-import type { Page, PageRequest } from './list-query.js';
+import { inParts, type Page, type PageRequest } from './list-query.js';
 
 export type SessionRow = Selectable<SessionTable>;
 export type SessionSortKey = 'created' | 'last_seen' | 'expires';
@@ -69,9 +69,6 @@ const _everySessionColumn: ListsEveryColumn<SessionTable, typeof SESSION_COLUMNS
 
 /** A new session: every column given, none left to its default. */
 export type NewSessionRow = Required<Insertable<SessionTable>>;
-
-/** Ids bound per statement where a list may be long. */
-const IDS_PER_QUERY = 1000;
 
 export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) {
   /**
@@ -237,13 +234,12 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
      */
     async apiTokensInUse(ids: readonly string[], now: number): Promise<Set<string>> {
       const inUse = new Set<string>();
-      // In parts: SQLite binds at most 32,766 values in a statement.
-      for (let at = 0; at < ids.length; at += IDS_PER_QUERY) {
+      for (const part of inParts(ids)) {
         const rows = await db
           .selectFrom('sessions')
           .select('api_token_id')
           .distinct()
-          .where('api_token_id', 'in', ids.slice(at, at + IDS_PER_QUERY))
+          .where('api_token_id', 'in', part)
           .where('revoked_at', 'is', null)
           .where('expires_at', '>', now)
           .execute();
