@@ -624,40 +624,41 @@ export class AuthenticationService {
   async #tokenSignIn(token: string, meta: RequestMeta): Promise<OpenedSession> {
     const secretHash =
       token.startsWith(API_TOKEN_PREFIX) && token.length < 200 ? hashSecret(token) : undefined;
-    // A guard that fails may mean only that a change to who manages whom concerned the token (its
-    // authority version moved) while the maker still manages the user: checked again from the
-    // start rather than refused (found by review: 358 of 5,550 sign-ins with a good token refused
-    // while its maker was put in and out of an empty group twice a second). A revocation, a
-    // deactivation or a demotion is refused by the check itself.
+    // A guard that fails means that the token, its user or its maker's authority changed while
+    // it was checked: checked again from the start, which refuses a revocation, a deactivation or
+    // a demotion, and lets a change that left the maker's authority as it was through.
     for (let attempt = 1; ; attempt += 1) {
-      const opened = await this.#tokenSignInOnce(secretHash, meta);
-      if (opened) return opened;
-      if (attempt === TOKEN_SIGN_IN_ATTEMPTS) throw new GatehouseError('INVALID_API_TOKEN');
+      const tried = await this.#tokenSignInOnce(secretHash, meta);
+      if ('session' in tried) return tried.session;
+      if (tried.reason !== CHANGED_MEANWHILE || attempt === TOKEN_SIGN_IN_ATTEMPTS) {
+        return this.#refuseToken(tried, meta);
+      }
     }
   }
 
-  /** One token sign-in: undefined when the writes' guard found the user or the token changed. */
+  /** One token sign-in: its session, or why it was refused (CHANGED_MEANWHILE: its guard failed). */
   async #tokenSignInOnce(
     secretHash: string | undefined,
     meta: RequestMeta,
-  ): Promise<OpenedSession | undefined> {
+  ): Promise<{ readonly session: OpenedSession } | TokenRefusal> {
     const row =
       secretHash === undefined ? undefined : await this.#store.apiTokens.findBySecretHash(secretHash);
     const now = this.#clock.now();
-    if (!row || row.revoked_at !== null || (row.expires_at !== null && row.expires_at <= now)) {
-      throw new GatehouseError('INVALID_API_TOKEN');
-    }
+    if (!row) return { reason: 'unknown-api-token' };
     const user = await this.#store.users.findById(row.user_id);
+    const refused = (reason: string): TokenRefusal => ({ reason, token: row.name, user });
+    if (row.revoked_at !== null) return refused('revoked');
+    if (row.expires_at !== null && row.expires_at <= now) return refused('expired');
     // A password lockout protects the password; it does not stop a token the user issued.
-    if (user?.active !== 1) throw new GatehouseError('INVALID_API_TOKEN');
+    if (user?.active !== 1) return refused('inactive');
     if (
       row.created_by !== null &&
       row.created_by !== user.id &&
       !(await makerStillManages(this.#store, row.created_by, user.id))
     ) {
-      throw new GatehouseError('INVALID_API_TOKEN');
+      return refused('maker-no-longer-manages');
     }
-    return this.#signedIn(
+    const opened = await this.#signedIn(
       userPrincipal(user),
       await this.#store.users.findFirstTenantId(user.id),
       meta,
@@ -669,7 +670,34 @@ export class AuthenticationService {
         (await tx.apiTokens.markUsed(row.id, now, row.authority_version)),
       'several',
     );
+    return opened ? { session: opened } : refused(CHANGED_MEANWHILE);
   }
+
+  /**
+   * Records a refused token sign-in, filed under the token's user and naming the token (never its
+   * secret), and answers INVALID_API_TOKEN. An unknown token is recorded with no user: it names
+   * nobody. Each is one row, as a refused password is: the route's rate limit bounds them.
+   */
+  async #refuseToken(refusal: TokenRefusal, meta: RequestMeta): Promise<never> {
+    const { user } = refusal;
+    await this.#audit.record({
+      action: 'signin',
+      actor: null,
+      target: user && { type: 'user', id: user.id, name: user.username },
+      tenantId: user ? await this.#store.users.findFirstTenantId(user.id) : null,
+      meta,
+      outcome: 'failure',
+      reason: refusal.token === undefined ? refusal.reason : `api token ${refusal.token}: ${refusal.reason}`,
+    });
+    throw new GatehouseError('INVALID_API_TOKEN');
+  }
+}
+
+/** Why a token sign-in was refused, with the token's name and user when the token was known. */
+interface TokenRefusal {
+  readonly reason: string;
+  readonly token?: string;
+  readonly user?: UserRow | undefined;
 }
 
 export function userPrincipal(user: UserRow): Principal {

@@ -215,6 +215,52 @@ forEachDialect('Storware session: Endpoints tokens, login-with-token, node login
     );
   });
 
+  test('login-with-token: every refusal is an audit event with its reason, naming the token and its user, never the secret', async () => {
+    await ctx.core.accounts.createUser({
+      username: 'rita',
+      password: 'revoked-and-retired-4',
+      tenantCode: 'acme',
+      role: 'user',
+    });
+    const rita = (await ctx.store.users.findByUsernameKey('rita'))!;
+    const { row, token: revoked } = await ctx.core.accounts.issueApiToken({
+      userId: rita.id,
+      name: 'old laptop',
+      expiresAt: null,
+    });
+    await ctx.store.apiTokens.revoke(row.id, ctx.clock.now());
+    const unknown = `gtk_${'B'.repeat(43)}`;
+    ctx.clock.advance(1_000); // past the events of the tests before (the test clock stands still)
+    const since = ctx.clock.now();
+    assertStorwareError(await loginWithToken(revoked), 400, 'INVALID_API_TOKEN');
+    assertStorwareError(await loginWithToken(unknown), 400, 'INVALID_API_TOKEN');
+    const events = await ctx.store.db
+      .selectFrom('audit_events')
+      .selectAll()
+      .where('action', '=', 'signin')
+      .where('outcome', '=', 'failure')
+      .where('at', '>=', since)
+      .orderBy('at')
+      .orderBy('id')
+      .execute();
+    // Before: neither was written down, only counted in gatehouse_signins_total.
+    assert.deepEqual(
+      events.map((e) => [e.target_type, e.target_name, e.tenant_id, e.actor_type, e.ip, e.reason]),
+      [
+        [
+          'user',
+          'rita',
+          await ctx.store.users.findFirstTenantId(rita.id),
+          'anonymous',
+          '127.0.0.1',
+          'api token old laptop: revoked',
+        ],
+        ['', '', null, 'anonymous', '127.0.0.1', 'unknown-api-token'],
+      ],
+    );
+    for (const secret of [revoked, unknown]) assert.ok(!JSON.stringify(events).includes(secret.slice(4)));
+  });
+
   test('node/login refuses a version below GATEHOUSE_NODE_MIN_VERSION with a message naming both versions, to a node that proved its password only', async () => {
     // Without the password, the answer is the one of any failed login: the minimum is not told.
     for (const [login, password] of [
