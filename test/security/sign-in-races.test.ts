@@ -242,6 +242,76 @@ forEachDialect('Sign-ins racing a change to their account', (dialect) => {
     assert.equal(refused, 0, `${refused} of ${answers.length} refused, ${changes} changes`);
   });
 
+  test("two changes committed at once that together end a maker's authority end its lent token's session", async () => {
+    const root = bearer(await nseSignIn(ctx));
+    const other = await ctx.core.tenants.create({ code: 'lenders7b', name: 'Lenders 7b' });
+    const tenancies = (...pairs: [string, string][]) =>
+      pairs.map(([tenantId, role]) => ({ tenant_id: tenantId, role_name: role }));
+    const pairs = 12;
+    const left: string[] = [];
+    for (let n = 0; n < pairs; n += 1) {
+      const { tenant, lender, borrower, token } = await lentToken(700 + n);
+      // The maker administers both tenants; the user is in the first only.
+      const both = await ctx.inject({
+        method: 'PUT',
+        url: `/api/v2.1/users/${lender.id}`,
+        headers: root,
+        payload: { tenancies: tenancies([tenant.id, 'admin'], [other.id, 'admin']) },
+      });
+      assert.equal(both.statusCode, 200, both.body);
+      assert.equal((await tokenSignIn(token)).statusCode, 201);
+      // Each alone leaves the maker managing the user; together they do not.
+      const [raised, demoted] = await Promise.all([
+        ctx.inject({
+          method: 'PUT',
+          url: `/api/v2.1/users/${borrower.id}`,
+          headers: root,
+          payload: { tenancies: tenancies([tenant.id, 'user'], [other.id, 'user']) },
+        }),
+        ctx.inject({
+          method: 'PUT',
+          url: `/api/v2.1/users/${lender.id}`,
+          headers: root,
+          payload: { tenancies: tenancies([tenant.id, 'admin']) },
+        }),
+      ]);
+      assert.equal(raised.statusCode, 200, raised.body);
+      assert.equal(demoted.statusCode, 200, demoted.body);
+      if ((await liveTokenSessions(borrower.id)).length > 0) left.push(borrower.username);
+    }
+    // Before (on PostgreSQL, where both read the store at once): each change found the maker
+    // still managing and ended nothing: 7 to 9 of 12 sessions left open in process, three runs.
+    assert.deepEqual(left, []);
+  });
+
+  test("a lent token's session whose maker lost its authority by changes that escaped their own check is ended by the periodic check", async () => {
+    const demoted = await lentToken(5);
+    const kept = await lentToken(6);
+    for (const { token } of [demoted, kept]) assert.equal((await tokenSignIn(token)).statusCode, 201);
+    // What two changes committed at once can leave (each found the maker still managing, reading
+    // the store without the other's change): the maker demoted, the token's session still open.
+    await ctx.store.db
+      .updateTable('tenancies')
+      .set({ role: 'user' })
+      .where('user_id', '=', demoted.lender.id)
+      .execute();
+    assert.equal((await liveTokenSessions(demoted.borrower.id)).length, 1);
+    // A serving process checks every minute by itself (here every 20 ms).
+    const keepAlive = setTimeout(() => {}, 10_000);
+    const ended = await new Promise<number>((resolve, reject) => {
+      ctx.core.housekeeping.watch({
+        lentTokenCheckIntervalMs: 20,
+        onLentTokensEnded: resolve,
+        onError: reject,
+      });
+    }).finally(() => clearTimeout(keepAlive));
+    assert.equal(ended, 1);
+    assert.deepEqual(await liveTokenSessions(demoted.borrower.id), []);
+    assert.equal((await liveTokenSessions(kept.borrower.id)).length, 1, 'a backed token keeps its session');
+    assert.equal((await tokenSignIn(demoted.token)).statusCode, 400);
+    assert.equal(await ctx.core.housekeeping.checkLentTokens(), 0);
+  });
+
   if (dialect === 'postgres') {
     // On PostgreSQL, where the interleavings can be made by locks: a transaction holds a row the
     // sign-in's write needs while the change is made, and `untilWaitingForLocks` tells when the

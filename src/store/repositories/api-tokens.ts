@@ -76,6 +76,48 @@ export function createApiTokenRepository(db: Kysely<Database>) {
       return [...found.values()];
     },
     /**
+     * The live lent tokens with a live session, for the periodic check that their makers still
+     * manage their users (core/housekeeping.ts). Few rows: tokens made for others, in use.
+     */
+    listLentInUse(now: number): Promise<LentToken[]> {
+      return db
+        .selectFrom('api_tokens')
+        .select(['id as apiTokenId', 'user_id as userId', 'created_by as makerId'])
+        .where('revoked_at', 'is', null)
+        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+        .where('created_by', 'is not', null)
+        .whereRef('created_by', '!=', 'user_id')
+        .where(({ exists, selectFrom }) =>
+          exists(
+            selectFrom('sessions')
+              .select('sessions.id')
+              .whereRef('sessions.api_token_id', '=', 'api_tokens.id')
+              .where('sessions.revoked_at', 'is', null)
+              .where('sessions.expires_at', '>', now),
+          ),
+        )
+        .execute()
+        .then((rows) =>
+          rows.flatMap((row) => (row.makerId === null ? [] : [{ ...row, makerId: row.makerId }])),
+        );
+    },
+    /**
+     * Takes the rows of the tokens `ids` for the rest of the transaction, changing nothing (an
+     * update to the same value, which takes the row as any update does, in both stores): a change
+     * to who manages whom takes them before it reads whether their makers still manage their
+     * users, so that two changes concerning the same tokens read one after the other, the second
+     * with the first's writes (core/authorization.ts, `changingAuthority`).
+     */
+    async holdForAuthorityCheck(ids: readonly string[]): Promise<void> {
+      for (const part of inParts([...ids].sort())) {
+        await db
+          .updateTable('api_tokens')
+          .set((eb) => ({ authority_version: eb.ref('authority_version') }))
+          .where('id', 'in', part)
+          .execute();
+      }
+    },
+    /**
      * Moves the authority version of the tokens `ids`, after a change to who manages whom: a
      * sign-in with one that checked the maker's authority before the change then fails its guard
      * (`markUsed`), and one whose guard holds the token's row is waited for, so that its session

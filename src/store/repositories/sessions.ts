@@ -229,8 +229,8 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
       return Number(result.numUpdatedRows);
     },
     /**
-     * Of the API tokens `ids`, those with a live session: what a change to who manages whom checks
-     * again (core/authorization.ts, `changingAuthority`).
+     * Of the API tokens `ids`, those with a live session: those whose sessions a change to who
+     * manages whom must end (core/authorization.ts, `changingAuthority`).
      */
     async apiTokensInUse(ids: readonly string[], now: number): Promise<Set<string>> {
       const inUse = new Set<string>();
