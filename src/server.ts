@@ -42,7 +42,16 @@ export async function startServer(config: Config): Promise<RunningServer> {
     core.housekeeping.watch({
       onSweep: (deleted) =>
         app.log.info({ deleted }, 'housekeeping: expired sessions and finished jobs deleted'),
-      onError: (error) => app.log.warn({ err: error }, 'housekeeping: sweep failed; trying again later'),
+      onError: (error, task) =>
+        app.log.warn(
+          { err: error },
+          `housekeeping: ${task === 'sweep' ? 'sweep' : 'check of lent API tokens'} failed; trying again later`,
+        ),
+      onLentTokensEnded: (tokens) =>
+        app.log.warn(
+          { tokens },
+          'housekeeping: sessions of API tokens whose maker no longer manages their user ended (changes made at the same moment had each left them)',
+        ),
     });
     let closing: Promise<void> | undefined;
     return {

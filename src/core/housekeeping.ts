@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Store } from '../store/connect.js';
+import { endUnbackedLentSessionsInUse } from './authorization.js';
 import type { Clock } from './clock.js';
 import { firstIdAt } from './ids.js';
 import type { Metrics } from './metrics.js';
@@ -26,6 +27,14 @@ export const SWEEP_INTERVAL_MS = 10 * 60_000;
 /** The first sweep comes this long after start at the earliest, and within the first interval. */
 const FIRST_SWEEP_MIN_MS = 60_000;
 
+/**
+ * How often a serving process checks that the lent API tokens in use are still backed by their
+ * makers' authority (`endUnbackedLentSessionsInUse`), each time ±10 %: the longest a session opened
+ * with such a token outlives its maker's authority when two changes at once escaped the check
+ * each change makes itself.
+ */
+export const LENT_TOKEN_CHECK_INTERVAL_MS = 60_000;
+
 /** What one sweep deleted. */
 export interface SweepResult {
   readonly sessions: number;
@@ -37,8 +46,12 @@ export interface HousekeepingOptions {
   readonly intervalMs?: number;
   /** Told of each sweep's result, once it has deleted something. */
   readonly onSweep?: (result: SweepResult) => void;
-  /** Told of a sweep that failed (the store unreachable, say); the next sweep tries again. */
-  readonly onError?: (error: unknown) => void;
+  /** Told of a sweep or check that failed (the store unreachable, say); the next one tries again. */
+  readonly onError?: (error: unknown, task: 'sweep' | 'lent-tokens') => void;
+  /** Between checks of the lent tokens in use (default LENT_TOKEN_CHECK_INTERVAL_MS). */
+  readonly lentTokenCheckIntervalMs?: number;
+  /** Told how many lent tokens a check found unbacked, once it found some (their sessions ended). */
+  readonly onLentTokensEnded?: (tokens: number) => void;
 }
 
 /**
@@ -56,7 +69,9 @@ export class HousekeepingService {
   readonly #config: Config;
   readonly #metrics: Metrics;
   #timer: NodeJS.Timeout | undefined;
+  #lentTokenTimer: NodeJS.Timeout | undefined;
   #sweeping: Promise<unknown> | undefined;
+  #checkingLentTokens: Promise<unknown> | undefined;
   #closed = false;
 
   constructor(store: Store, clock: Clock, config: Config, metrics: Metrics) {
@@ -73,7 +88,20 @@ export class HousekeepingService {
     return sweeping;
   }
 
-  /** Sweeps now and then from now on, until `close` (a serving process calls it). */
+  /**
+   * Ends the sessions of lent tokens in use whose maker no longer manages their user; answers how
+   * many tokens it found so.
+   */
+  async checkLentTokens(): Promise<number> {
+    const checking = endUnbackedLentSessionsInUse(this.#store, this.#clock.now());
+    this.#checkingLentTokens = checking.catch(() => {});
+    return checking;
+  }
+
+  /**
+   * Sweeps now and then, and checks the lent tokens in use every minute, from now on until `close`
+   * (a serving process calls it).
+   */
   watch(options: HousekeepingOptions = {}): void {
     if (this.#timer || this.#closed) return;
     const intervalMs = options.intervalMs ?? SWEEP_INTERVAL_MS;
@@ -85,7 +113,7 @@ export class HousekeepingService {
         } catch (error) {
           if (!this.#closed) {
             this.#metrics.recordHousekeepingFailure('sweep');
-            options.onError?.(error);
+            options.onError?.(error, 'sweep');
           }
         }
         if (!this.#closed) next(intervalMs * (0.9 + 0.2 * Math.random()));
@@ -94,14 +122,36 @@ export class HousekeepingService {
     };
     const earliest = Math.min(FIRST_SWEEP_MIN_MS, intervalMs);
     next(earliest + Math.random() * (intervalMs - earliest));
+    const checkEveryMs = options.lentTokenCheckIntervalMs ?? LENT_TOKEN_CHECK_INTERVAL_MS;
+    const nextCheck = () => {
+      this.#lentTokenTimer = setTimeout(
+        async () => {
+          try {
+            const ended = await this.checkLentTokens();
+            if (ended > 0) options.onLentTokensEnded?.(ended);
+          } catch (error) {
+            if (!this.#closed) {
+              this.#metrics.recordHousekeepingFailure('lent-tokens');
+              options.onError?.(error, 'lent-tokens');
+            }
+          }
+          if (!this.#closed) nextCheck();
+        },
+        checkEveryMs * (0.9 + 0.2 * Math.random()),
+      );
+      this.#lentTokenTimer.unref();
+    };
+    nextCheck();
   }
 
-  /** Stops the timer and waits for a sweep under way to stop at its next delete. */
+  /** Stops the timers and waits for a sweep under way to stop at its next delete, and for a check. */
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
+    if (this.#lentTokenTimer) clearTimeout(this.#lentTokenTimer);
     this.#timer = undefined;
-    await this.#sweeping;
+    this.#lentTokenTimer = undefined;
+    await Promise.all([this.#sweeping, this.#checkingLentTokens]);
   }
 
   async #sweep(): Promise<SweepResult> {

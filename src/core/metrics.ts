@@ -170,7 +170,7 @@ export class Metrics {
   }
 
   /** Housekeeping that failed (the store unreachable, say); its next run tries again. */
-  recordHousekeepingFailure(task: 'sweep' | 'counters'): void {
+  recordHousekeepingFailure(task: 'sweep' | 'counters' | 'lent-tokens'): void {
     this.#housekeepingFailures.inc({ task });
   }
 
