@@ -77,10 +77,13 @@ const LOCK_REASON = {
 
 const LOCK_REASONS: ReadonlySet<string> = new Set(Object.values(LOCK_REASON));
 
-/** A refusal under a lock is recorded at most this often per lock and process (`#refuseLocked`). */
-const LOCKED_REFUSAL_RECORD_MS = 60_000;
-/** Locks whose last recorded refusal a process remembers. */
-const LOCKED_REFUSALS_REMEMBERED = 10_000;
+/**
+ * A refusal that costs no hashing, and so can be repeated fast (under a lock: `#refuseLocked`; of
+ * an API token: `#refuseToken`), is recorded at most this often per kind, address and process.
+ */
+const REPEATED_REFUSAL_RECORD_MS = 60_000;
+/** Such refusals whose last record a process remembers. */
+const REPEATED_REFUSALS_REMEMBERED = 10_000;
 
 /** The audit reason of a lock a failure just placed. */
 function lockoutReason(lock: PlacedLock): string {
@@ -115,7 +118,7 @@ export class AuthenticationService {
   /** The outcome of a refusal for the sign-in counter, by its error: all answer INVALID_CREDENTIALS. */
   readonly #refusals = new WeakMap<object, SignInOutcome>();
   /** When a refusal under each lock and address (`LoginThrottle.lockKey`) was last recorded here. */
-  readonly #lockedRecorded = new Lru<string, number>(LOCKED_REFUSALS_REMEMBERED);
+  readonly #repeatedRefusalsRecorded = new Lru<string, number>(REPEATED_REFUSALS_REMEMBERED);
 
   constructor(
     store: Store,
@@ -253,9 +256,9 @@ export class AuthenticationService {
     // does not hide another's attempts (the real user's among them); by address under its lock.
     const key = `${kind} ${this.#throttle.lockKey(attempt, lock === 'address' ? 'address' : 'pair')}`;
     const now = this.#clock.now();
-    const recorded = this.#lockedRecorded.get(key);
-    if (recorded === undefined || now - recorded >= LOCKED_REFUSAL_RECORD_MS) {
-      this.#lockedRecorded.set(key, now);
+    const recorded = this.#repeatedRefusalsRecorded.get(key);
+    if (recorded === undefined || now - recorded >= REPEATED_REFUSAL_RECORD_MS) {
+      this.#repeatedRefusalsRecorded.set(key, now);
       return this.#refuse(kind, target, LOCK_REASON[lock], meta);
     }
     return Promise.reject(this.#refusal('locked'));
@@ -646,7 +649,7 @@ export class AuthenticationService {
     const now = this.#clock.now();
     if (!row) return { reason: 'unknown-api-token' };
     const user = await this.#store.users.findById(row.user_id);
-    const refused = (reason: string): TokenRefusal => ({ reason, token: row.name, user });
+    const refused = (reason: string): TokenRefusal => ({ reason, tokenId: row.id, token: row.name, user });
     if (row.revoked_at !== null) return refused('revoked');
     if (row.expires_at !== null && row.expires_at <= now) return refused('expired');
     // A password lockout protects the password; it does not stop a token the user issued.
@@ -676,10 +679,20 @@ export class AuthenticationService {
   /**
    * Records a refused token sign-in, filed under the token's user and naming the token (never its
    * secret), and answers INVALID_API_TOKEN. An unknown token is recorded with no user: it names
-   * nobody. Each is one row, as a refused password is: the route's rate limit bounds them.
+   * nobody. A refusal costs no hashing, so a client repeating one (a script with a revoked token,
+   * or guesses) could write rows as fast as it asks: each token and reason, or unknown tokens, is
+   * recorded once a minute per address and process, as a refusal under a lock is; every refusal is counted
+   * in `gatehouse_signins_total{surface="token"}`.
    */
   async #refuseToken(refusal: TokenRefusal, meta: RequestMeta): Promise<never> {
     const { user } = refusal;
+    const key = `token ${refusal.tokenId ?? 'unknown'} ${refusal.reason} ${meta.ip}`;
+    const now = this.#clock.now();
+    const recorded = this.#repeatedRefusalsRecorded.get(key);
+    if (recorded !== undefined && now - recorded < REPEATED_REFUSAL_RECORD_MS) {
+      throw new GatehouseError('INVALID_API_TOKEN');
+    }
+    this.#repeatedRefusalsRecorded.set(key, now);
     await this.#audit.record({
       action: 'signin',
       actor: null,
@@ -696,6 +709,7 @@ export class AuthenticationService {
 /** Why a token sign-in was refused, with the token's name and user when the token was known. */
 interface TokenRefusal {
   readonly reason: string;
+  readonly tokenId?: string;
   readonly token?: string;
   readonly user?: UserRow | undefined;
 }

@@ -232,33 +232,49 @@ forEachDialect('Storware session: Endpoints tokens, login-with-token, node login
     const unknown = `gtk_${'B'.repeat(43)}`;
     ctx.clock.advance(1_000); // past the events of the tests before (the test clock stands still)
     const since = ctx.clock.now();
-    assertStorwareError(await loginWithToken(revoked), 400, 'INVALID_API_TOKEN');
-    assertStorwareError(await loginWithToken(unknown), 400, 'INVALID_API_TOKEN');
-    const events = await ctx.store.db
-      .selectFrom('audit_events')
-      .selectAll()
-      .where('action', '=', 'signin')
-      .where('outcome', '=', 'failure')
-      .where('at', '>=', since)
-      .orderBy('at')
-      .orderBy('id')
-      .execute();
+    const ip = '198.51.100.77';
+    const tried = (token: string) =>
+      ctx.inject({
+        method: 'POST',
+        url: '/api/session/login-with-token',
+        payload: { token },
+        remoteAddress: ip,
+      });
+    // Each refused three times: a script repeating a refusal writes one event a minute, not one each.
+    for (let i = 0; i < 3; i += 1) {
+      assertStorwareError(await tried(revoked), 400, 'INVALID_API_TOKEN');
+      assertStorwareError(await tried(unknown), 400, 'INVALID_API_TOKEN');
+    }
+    const events = () =>
+      ctx.store.db
+        .selectFrom('audit_events')
+        .selectAll()
+        .where('action', '=', 'signin')
+        .where('outcome', '=', 'failure')
+        .where('at', '>=', since)
+        .orderBy('at')
+        .orderBy('id')
+        .execute();
+    const recorded = await events();
     // Before: neither was written down, only counted in gatehouse_signins_total.
     assert.deepEqual(
-      events.map((e) => [e.target_type, e.target_name, e.tenant_id, e.actor_type, e.ip, e.reason]),
+      recorded.map((e) => [e.target_type, e.target_name, e.tenant_id, e.actor_type, e.ip, e.reason]),
       [
         [
           'user',
           'rita',
           await ctx.store.users.findFirstTenantId(rita.id),
           'anonymous',
-          '127.0.0.1',
+          ip,
           'api token old laptop: revoked',
         ],
-        ['', '', null, 'anonymous', '127.0.0.1', 'unknown-api-token'],
+        ['', '', null, 'anonymous', ip, 'unknown-api-token'],
       ],
     );
-    for (const secret of [revoked, unknown]) assert.ok(!JSON.stringify(events).includes(secret.slice(4)));
+    for (const secret of [revoked, unknown]) assert.ok(!JSON.stringify(recorded).includes(secret.slice(4)));
+    ctx.clock.advance(60_000);
+    assertStorwareError(await tried(revoked), 400, 'INVALID_API_TOKEN');
+    assert.equal((await events()).length, 3, 'a minute later, recorded again');
   });
 
   test('node/login refuses a version below GATEHOUSE_NODE_MIN_VERSION with a message naming both versions, to a node that proved its password only', async () => {
