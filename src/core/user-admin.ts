@@ -524,18 +524,21 @@ export class UserAdminService {
             );
             if (passwordHash !== undefined) await tx.users.setPassword(target.row.id, passwordHash, now);
             if (tenanciesChange && tenancies) await tx.users.replaceTenancies(target.row.id, tenancies, now);
+            // Tokens lent to or by the user work only while their maker manages their user: the
+            // sessions opened with them end with that standing (sign-ins are checked again,
+            // authentication.ts). Before the user's own tokens are revoked: this takes the lent
+            // ones in id order, the user's among them, and two such changes at once, each taking
+            // its own user's first, deadlocked (found by review: 5 of 140 pairs of admins who had
+            // lent each other tokens, given new passwords and tenancies at the same moment).
+            if (deactivating || tenanciesChange) {
+              await endUnbackedLentSessions(tx, now, [{ users: [target.row.id] }]);
+            }
             // The tokens before any session: the lock order (sessions repository, revokeAllOfUser).
             const tokensRevoked =
               passwordHash === undefined ? 0 : await tx.apiTokens.revokeAllOfUser(target.row.id, now);
             const ended = deactivating
               ? await tx.sessions.revokeAllOfUser(target.row.id, now, 'deactivated')
               : 0;
-            // Tokens lent to or by the user work only while their maker manages their user: the
-            // sessions opened with them end with that standing (sign-ins are checked again,
-            // authentication.ts).
-            if (deactivating || tenanciesChange) {
-              await endUnbackedLentSessions(tx, now, [{ users: [target.row.id] }]);
-            }
             if (changed.length > 0) {
               const endedNote = deactivating ? `; ${ended} session(s) ended` : '';
               await this.#audit.record(event('user.update', `changed ${changed.join(', ')}${endedNote}`), tx);

@@ -1,4 +1,5 @@
 import type { Insertable, Kysely, Selectable } from 'kysely';
+import type { Dialect } from '../connect.js';
 import type { ApiTokenTable, Database } from '../schema.js';
 import { inParts, nullsHighest, nullsLowest, type Page, type PageRequest } from './list-query.js';
 
@@ -29,7 +30,7 @@ export interface LentToken {
   readonly makerId: string;
 }
 
-export function createApiTokenRepository(db: Kysely<Database>) {
+export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect) {
   /** The users a group, role or tenant scope names, as a subquery. */
   const usersOfScope = (scope: Exclude<LentTokenScope, { readonly users: readonly string[] }>) =>
     'group' in scope
@@ -102,18 +103,22 @@ export function createApiTokenRepository(db: Kysely<Database>) {
         );
     },
     /**
-     * Takes the rows of the tokens `ids` for the rest of the transaction, changing nothing (an
-     * update to the same value, which takes the row as any update does, in both stores): a change
-     * to who manages whom takes them before it reads whether their makers still manage their
-     * users, so that two changes concerning the same tokens read one after the other, the second
-     * with the first's writes (core/authorization.ts, `changingAuthority`).
+     * Takes the rows of the tokens `ids` for the rest of the transaction, in the order of their
+     * ids (on SQLite a transaction that writes holds the whole file already): a change to who
+     * manages whom takes them before it reads whether their makers still manage their users, so
+     * that two changes concerning the same tokens read one after the other, the second with the
+     * first's writes (core/authorization.ts, `changingAuthority`). In id order, and before the
+     * transaction takes any of them otherwise, so that two changes holding overlapping sets wait
+     * for each other instead of deadlocking.
      */
     async holdForAuthorityCheck(ids: readonly string[]): Promise<void> {
       for (const part of inParts([...ids].sort())) {
         await db
-          .updateTable('api_tokens')
-          .set((eb) => ({ authority_version: eb.ref('authority_version') }))
+          .selectFrom('api_tokens')
+          .select('id')
           .where('id', 'in', part)
+          .orderBy('id')
+          .$if(dialect === 'postgres', (query) => query.forUpdate())
           .execute();
       }
     },

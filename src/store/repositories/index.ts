@@ -23,7 +23,7 @@ export function createRepositories(db: Kysely<Database>, dialect: Dialect) {
     rbac: createRbacRepository(db),
     nodes: createNodeRepository(db),
     sessions: createSessionRepository(db, dialect),
-    apiTokens: createApiTokenRepository(db),
+    apiTokens: createApiTokenRepository(db, dialect),
     signingKeys: createSigningKeyRepository(db),
     catalog: createCatalogRepository(db),
     jobs: createJobRepository(db),
