@@ -96,12 +96,14 @@ export async function mayManageUser(
   store: Repositories,
   actor: Actor,
   target: { readonly id: string; readonly tenancies: readonly TenancyView[] },
+  /** The actor's own privileges, when the caller has them read already (several targets). */
+  actorPrivileges?: () => Promise<ReadonlySet<string>>,
 ): Promise<boolean> {
   if (actor.isRoot) return true;
   if (target.tenancies.length === 0 || target.tenancies.some((t) => t.role === 'root')) return false;
   if (!target.tenancies.every((t) => canManageTenantObjects(actor, t.tenantId))) return false;
   if (actor.principal.kind === 'user' && actor.principal.id === target.id) return true;
-  return holdsAll(store, actor, await store.rbac.privilegesOfUser(target.id));
+  return holdsAll(store, actor, await store.rbac.privilegesOfUser(target.id), actorPrivileges);
 }
 
 /**
@@ -113,23 +115,29 @@ export function makerStillManages(store: Repositories, makerId: string, userId: 
   return makersAuthority(store)(makerId, userId);
 }
 
-/** `makerStillManages` for many pairs, each maker read once. */
+/** `makerStillManages` for many pairs, each maker and its privileges read once. */
 function makersAuthority(store: Repositories): (makerId: string, userId: string) => Promise<boolean> {
-  const makers = new Map<string, Promise<Actor | undefined>>();
-  const actorOfMaker = async (makerId: string): Promise<Actor | undefined> => {
+  const makers = new Map<
+    string,
+    Promise<{ readonly actor: Actor; readonly privileges: () => Promise<ReadonlySet<string>> } | undefined>
+  >();
+  const makerOf = async (makerId: string) => {
     const maker = await store.users.findById(makerId);
     if (maker?.active !== 1) return undefined;
-    return actorOfPrincipal(store, { kind: 'user', id: maker.id, name: maker.username });
+    const actor = await actorOfPrincipal(store, { kind: 'user', id: maker.id, name: maker.username });
+    let privileges: Promise<ReadonlySet<string>> | undefined;
+    return { actor, privileges: () => (privileges ??= privilegesHeld(store, actor)) };
   };
   return async (makerId, userId) => {
     let maker = makers.get(makerId);
     if (maker === undefined) {
-      maker = actorOfMaker(makerId);
+      maker = makerOf(makerId);
       makers.set(makerId, maker);
     }
-    const actor = await maker;
-    if (actor === undefined) return false;
-    return mayManageUser(store, actor, { id: userId, tenancies: await store.users.tenancies(userId) });
+    const known = await maker;
+    if (known === undefined) return false;
+    const tenancies = await store.users.tenancies(userId);
+    return mayManageUser(store, known.actor, { id: userId, tenancies }, known.privileges);
   };
 }
 
@@ -244,12 +252,22 @@ export async function holdsGroupPrivileges(
 }
 
 /** Whether the actor (not root: callers decide that) holds every one of `privileges`, read fresh. */
-async function holdsAll(store: Repositories, actor: Actor, privileges: readonly string[]): Promise<boolean> {
+async function holdsAll(
+  store: Repositories,
+  actor: Actor,
+  privileges: readonly string[],
+  actorPrivileges: () => Promise<ReadonlySet<string>> = () => privilegesHeld(store, actor),
+): Promise<boolean> {
   if (privileges.length === 0) return true;
-  const held = new Set(
+  const held = await actorPrivileges();
+  return privileges.every((privilege) => held.has(privilege));
+}
+
+/** The actor's privileges (none but a user's), read fresh. */
+async function privilegesHeld(store: Repositories, actor: Actor): Promise<ReadonlySet<string>> {
+  return new Set(
     actor.principal.kind === 'user' ? await store.rbac.privilegesOfUser(actor.principal.id) : [],
   );
-  return privileges.every((privilege) => held.has(privilege));
 }
 
 /**
