@@ -42,22 +42,31 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
             .select('group_members.user_id')
             .where('group_roles.role_id', '=', scope.role)
         : db.selectFrom('tenancies').select('user_id').where('tenant_id', '=', scope.tenant);
+  /** Live (unrevoked, unexpired) lent tokens, to be narrowed by `narrowed`. */
+  const liveLent = async (
+    now: number,
+    narrowed: (query: ReturnType<typeof liveLentQuery>) => ReturnType<typeof liveLentQuery>,
+  ): Promise<LentToken[]> => {
+    const rows = await narrowed(liveLentQuery(now)).execute();
+    return rows.flatMap((row) => (row.makerId === null ? [] : [{ ...row, makerId: row.makerId }]));
+  };
+  const liveLentQuery = (now: number) =>
+    db
+      .selectFrom('api_tokens')
+      .select(['id as apiTokenId', 'user_id as userId', 'created_by as makerId'])
+      .where('revoked_at', 'is', null)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+      .where('created_by', 'is not', null)
+      .whereRef('created_by', '!=', 'user_id');
   /** Live lent tokens whose maker or user is `among`. */
   const lentAmong = async (
     among: readonly string[] | ReturnType<typeof usersOfScope>,
     now: number,
   ): Promise<LentToken[]> => {
     if (Array.isArray(among) && among.length === 0) return [];
-    const rows = await db
-      .selectFrom('api_tokens')
-      .select(['id as apiTokenId', 'user_id as userId', 'created_by as makerId'])
-      .where('revoked_at', 'is', null)
-      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
-      .where('created_by', 'is not', null)
-      .whereRef('created_by', '!=', 'user_id')
-      .where((eb) => eb.or([eb('created_by', 'in', among), eb('user_id', 'in', among)]))
-      .execute();
-    return rows.flatMap((row) => (row.makerId === null ? [] : [{ ...row, makerId: row.makerId }]));
+    return liveLent(now, (query) =>
+      query.where((eb) => eb.or([eb('created_by', 'in', among), eb('user_id', 'in', among)])),
+    );
   };
 
   return {
@@ -81,14 +90,8 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
      * manage their users (core/housekeeping.ts). Few rows: tokens made for others, in use.
      */
     listLentInUse(now: number): Promise<LentToken[]> {
-      return db
-        .selectFrom('api_tokens')
-        .select(['id as apiTokenId', 'user_id as userId', 'created_by as makerId'])
-        .where('revoked_at', 'is', null)
-        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
-        .where('created_by', 'is not', null)
-        .whereRef('created_by', '!=', 'user_id')
-        .where(({ exists, selectFrom }) =>
+      return liveLent(now, (query) =>
+        query.where(({ exists, selectFrom }) =>
           exists(
             selectFrom('sessions')
               .select('sessions.id')
@@ -96,11 +99,8 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
               .where('sessions.revoked_at', 'is', null)
               .where('sessions.expires_at', '>', now),
           ),
-        )
-        .execute()
-        .then((rows) =>
-          rows.flatMap((row) => (row.makerId === null ? [] : [{ ...row, makerId: row.makerId }])),
-        );
+        ),
+      );
     },
     /**
      * Takes the rows of the tokens `ids` for the rest of the transaction, in the order of their
