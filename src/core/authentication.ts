@@ -117,7 +117,10 @@ export class AuthenticationService {
   readonly #metrics: Metrics;
   /** The outcome of a refusal for the sign-in counter, by its error: all answer INVALID_CREDENTIALS. */
   readonly #refusals = new WeakMap<object, SignInOutcome>();
-  /** When a refusal under each lock and address (`LoginThrottle.lockKey`) was last recorded here. */
+  /**
+   * When a repeated refusal was last recorded here: under each lock and address
+   * (`LoginThrottle.lockKey`), of each API token, reason and address.
+   */
   readonly #repeatedRefusalsRecorded = new Lru<string, number>(REPEATED_REFUSALS_REMEMBERED);
 
   constructor(
@@ -681,8 +684,8 @@ export class AuthenticationService {
    * secret), and answers INVALID_API_TOKEN. An unknown token is recorded with no user: it names
    * nobody. A refusal costs no hashing, so a client repeating one (a script with a revoked token,
    * or guesses) could write rows as fast as it asks: each token and reason, or unknown tokens, is
-   * recorded once a minute per address and process, as a refusal under a lock is; every refusal is counted
-   * in `gatehouse_signins_total{surface="token"}`.
+   * recorded once a minute per address and process, as a refusal under a lock is; every refusal
+   * is counted in `gatehouse_signins_total{surface="token"}`.
    */
   async #refuseToken(refusal: TokenRefusal, meta: RequestMeta): Promise<never> {
     const { user } = refusal;

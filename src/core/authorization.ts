@@ -213,11 +213,9 @@ export function endUnbackedLentSessions(
 
 /**
  * The safety net under `changingAuthority`: ends the sessions of lent tokens in use whose maker no
- * longer manages their user, whatever the change that did it. Two changes committed at once can
- * each find the maker still managing, as each reads the store without the other's change (on
- * PostgreSQL: remove the maker from two groups that each give what it needs, at the same moment),
- * and leave such sessions open; this finds them (core/housekeeping.ts, every minute). Answers how
- * many tokens it found unbacked.
+ * longer manages their user, whatever made it so. Every change Gatehouse makes checks the tokens
+ * it concerns itself; this finds what a change made outside it (in the database directly, by an
+ * operator) left (core/housekeeping.ts, every minute). Answers how many tokens it found unbacked.
  */
 export async function endUnbackedLentSessionsInUse(store: Store, now: number): Promise<number> {
   const stillManages = makersAuthority(store);

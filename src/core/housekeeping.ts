@@ -30,8 +30,7 @@ const FIRST_SWEEP_MIN_MS = 60_000;
 /**
  * How often a serving process checks that the lent API tokens in use are still backed by their
  * makers' authority (`endUnbackedLentSessionsInUse`), each time ±10 %: the longest a session opened
- * with such a token outlives its maker's authority when two changes at once escaped the check
- * each change makes itself.
+ * with such a token outlives its maker's authority when that was changed outside Gatehouse.
  */
 export const LENT_TOKEN_CHECK_INTERVAL_MS = 60_000;
 

@@ -533,7 +533,7 @@ export class UserAdminService {
             if (deactivating || tenanciesChange) {
               await endUnbackedLentSessions(tx, now, [{ users: [target.row.id] }]);
             }
-            // The tokens before any session: the lock order (sessions repository, revokeAllOfUser).
+            // The user's tokens before its sessions: the lock order (sessions repository, revokeAllOfUser).
             const tokensRevoked =
               passwordHash === undefined ? 0 : await tx.apiTokens.revokeAllOfUser(target.row.id, now);
             const ended = deactivating
