@@ -143,6 +143,19 @@ export interface Store extends Repositories {
 /** `transactionAlone`'s PostgreSQL advisory lock (Kysely's migrations hold a key of their own). */
 const ALONE_LOCK_KEY = '7301842965533178881';
 
+/**
+ * Runs of a transaction that PostgreSQL ended to break a deadlock (SQLSTATE 40P01): the whole
+ * transaction was rolled back, so it is run again, as PostgreSQL's manual advises, after a pause
+ * of a few milliseconds that differs between the two sides. Administrative changes that take rows
+ * of several users, tenancies, tokens and sessions at once cannot all take them in one order
+ * (a review found a user's deletion against a change of the user it lent a token to, and a
+ * tenant's deletion against a change of a member's tenancies: 500s and failed jobs).
+ */
+const DEADLOCK_RUNS = 3;
+
+const isDeadlock = (error: unknown): boolean =>
+  typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '40P01';
+
 /** The only place that branches on the dialect. */
 export function connectStore(options: StoreOptions): Store {
   const dialect: Dialect = options.databaseUrl ? 'postgres' : 'sqlite';
@@ -192,15 +205,23 @@ export function connectStore(options: StoreOptions): Store {
     withInvalidations(createRepositories(executor, dialect), changes.publisher(executor, committed));
 
   async function inTransaction<T>(work: (tx: Repositories) => Promise<T>, advisoryLock: boolean): Promise<T> {
-    // This process's caches hear of the transaction's changes once it has committed, not before:
-    // a request reading meanwhile would otherwise cache the row as it was.
-    const committed: string[] = [];
-    const result = await db.transaction().execute(async (trx) => {
-      if (advisoryLock) await sql`select pg_advisory_xact_lock(${ALONE_LOCK_KEY})`.execute(trx);
-      return work(repositoriesOf(trx, (tags) => committed.push(...tags)));
-    });
-    changes.dispatchLocal(committed);
-    return result;
+    for (let run = 1; ; run += 1) {
+      // This process's caches hear of the transaction's changes once it has committed, not before:
+      // a request reading meanwhile would otherwise cache the row as it was.
+      const committed: string[] = [];
+      try {
+        const result = await db.transaction().execute(async (trx) => {
+          if (advisoryLock) await sql`select pg_advisory_xact_lock(${ALONE_LOCK_KEY})`.execute(trx);
+          return work(repositoriesOf(trx, (tags) => committed.push(...tags)));
+        });
+        changes.dispatchLocal(committed);
+        return result;
+      } catch (error) {
+        if (!isDeadlock(error) || run === DEADLOCK_RUNS) throw error;
+        warn(`a transaction was ended by PostgreSQL to break a deadlock; running it again (run ${run + 1})`);
+        await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
+      }
+    }
   }
 
   return {
