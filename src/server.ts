@@ -38,6 +38,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
       await core.close().catch(() => {});
       throw listenError(config, error);
     });
+    core.jobRunner.observeUnexpectedFailures((job, error) =>
+      app.log.error({ err: error, jobId: job.id, action: job.action }, 'a job failed on an unexpected error'),
+    );
     core.jobRunner.watch();
     core.housekeeping.watch({
       onSweep: (deleted) =>

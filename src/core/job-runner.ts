@@ -81,6 +81,9 @@ export class JobRunner {
   #ticking = false;
   #watching = false;
   readonly #afterRecovery: (() => Promise<unknown>)[] = [];
+  #unexpectedFailure:
+    | ((job: { readonly id: string; readonly action: string }, error: unknown) => void)
+    | undefined;
 
   constructor(store: Store, clock: Clock, options: JobRunnerOptions = {}) {
     this.#store = store;
@@ -121,7 +124,7 @@ export class JobRunner {
       lease_expires_at: now + this.#leaseMs,
     };
     await this.#store.jobs.insert(row);
-    const done = this.#run(row.id, work).finally(() => {
+    const done = this.#run(row.id, row.action, work).finally(() => {
       this.#running.delete(row.id);
       if (this.#running.size === 0 && !this.#watching) this.#stopTimer();
     });
@@ -139,6 +142,17 @@ export class JobRunner {
     const failed = await this.#store.jobs.failExpired(this.#clock.now(), INTERRUPTED_JOB_ERROR, this.owner);
     if (failed > 0) for (const cleanUp of this.#afterRecovery) await cleanUp();
     return failed;
+  }
+
+  /**
+   * Tells `listener` of each job that failed on an error nobody expected (not a refusal, a stop or
+   * an unreachable store): its record says only "an internal error stopped the job", and the
+   * operator needs the error itself (a server logs it).
+   */
+  observeUnexpectedFailures(
+    listener: (job: { readonly id: string; readonly action: string }, error: unknown) => void,
+  ): void {
+    this.#unexpectedFailure = listener;
   }
 
   /** Runs `cleanUp` whenever jobs of a stopped process have been marked failed (e.g. their files). */
@@ -166,7 +180,7 @@ export class JobRunner {
     await Promise.allSettled([...this.#running.values()]);
   }
 
-  async #run(id: string, work: JobWork): Promise<void> {
+  async #run(id: string, action: string, work: JobWork): Promise<void> {
     // Let the request that submitted the job answer first.
     await new Promise((resolve) => setImmediate(resolve));
     // The last progress the work reported, recorded or not: a job interrupted between two
@@ -204,6 +218,9 @@ export class JobRunner {
     } catch (error) {
       // Taken over: another process already wrote the outcome.
       if (error instanceof JobStopped && error.lastError === undefined) return;
+      if (!(error instanceof JobStopped) && !isGatehouseError(error) && !isStoreUnavailable(error)) {
+        this.#unexpectedFailure?.({ id, action }, error);
+      }
       await this.#store.jobs
         .finish(id, this.owner, {
           status: 'failed',

@@ -3,6 +3,7 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { newId } from '../../src/core/ids.js';
 import { INTERRUPTED_JOB_ERROR, JobRunner } from '../../src/core/job-runner.js';
+import { GatehouseError } from '../../src/errors.js';
 import type { Role } from '../../src/store/repositories/users.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
@@ -519,6 +520,27 @@ forEachDialect('NSE tenants', (dialect) => {
     ctx.clock.advance(2000);
     assert.ok((await ctx.core.jobRunner.recoverInterrupted()) >= 1);
     assert.equal(await status(live), 'failed');
+  });
+
+  test('a job that fails on an unexpected error is told to the observer (a server logs it); a refusal is not', async () => {
+    const runner = new JobRunner(ctx.store, ctx.clock, { owner: 'observed-runner' });
+    const told: [string, string, unknown][] = [];
+    runner.observeUnexpectedFailures((job, error) => told.push([job.id, job.action, error]));
+    const fire = new Error('the disk is on fire');
+    const failed = await runner.submit({ action: 'test', summary: 'Breaks' }, async () => {
+      throw fire;
+    });
+    const refused = await runner.submit({ action: 'test', summary: 'Refused' }, async () => {
+      throw new GatehouseError('PRECONDITION_FAILED', 'not now');
+    });
+    for (let i = 0; i < 200 && runner.runningCount > 0; i += 1) await sleep(10);
+    // Before: the record said "an internal error stopped the job", and nothing said which.
+    assert.deepEqual(told, [[failed.id, 'test', fire]]);
+    assert.equal(
+      (await ctx.store.jobs.findById(failed.id))?.last_error,
+      'an internal error stopped the job; run the request again',
+    );
+    assert.equal((await ctx.store.jobs.findById(refused.id))?.last_error, 'not now');
   });
 
   test('a runner renews the lease of its running jobs, and drain waits for them and fails them as interrupted', async () => {
