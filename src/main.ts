@@ -14,24 +14,32 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const server = await startServer(config);
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    // A second signal (a second Ctrl-C, an orchestrator repeating itself) must not cut the drain
-    // short and drop the requests in flight: it is ignored, as `gatehouse serve` does; SIGKILL forces.
-    if (stopping) return;
-    stopping = true;
-    server.app.log.info({ signal }, 'shutting down');
-    server.close().then(
+  // The handlers come before the start: a signal between the listening socket and them would
+  // otherwise end the process at once (seen in CI: a SIGTERM right after "Server listening").
+  let server: Awaited<ReturnType<typeof startServer>> | undefined;
+  let stopSignal: string | undefined;
+  const close = (started: NonNullable<typeof server>, signal: string) => {
+    started.app.log.info({ signal }, 'shutting down');
+    started.close().then(
       () => process.exit(0),
       (error: unknown) => {
-        server.app.log.error({ err: error }, 'shutdown failed');
+        started.app.log.error({ err: error }, 'shutdown failed');
         process.exit(1);
       },
     );
   };
+  const shutdown = (signal: string) => {
+    // A second signal (a second Ctrl-C, an orchestrator repeating itself) must not cut the drain
+    // short and drop the requests in flight: it is ignored, as `gatehouse serve` does; SIGKILL forces.
+    if (stopSignal) return;
+    stopSignal = signal;
+    // Before the server has started, it is closed as soon as it has.
+    if (server) close(server, signal);
+  };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  server = await startServer(config);
+  if (stopSignal) close(server, stopSignal);
 }
 
 main().catch((error: unknown) => {

@@ -31,6 +31,21 @@ export async function runPrimary(
   /** Settings of the workers that differ from the primary's environment. */
   workerEnv: Record<string, string> = {},
 ): Promise<void> {
+  // The signals' handlers come first: one during the migration and bootstrap (the generated
+  // password just printed, say) would otherwise end the primary at once. It stops the start
+  // before any worker, or the workers once they run.
+  let stopping = false;
+  let stopWorkers: ((signal: NodeJS.Signals) => void) | undefined;
+  const stop = (signal: NodeJS.Signals) => {
+    // `on`, not `once`: a repeated signal is ignored (stop returns at once) rather than killing the
+    // primary, and with it the workers, in the middle of their drain.
+    if (stopping) return;
+    stopping = true;
+    if (stopWorkers) stopWorkers(signal);
+    else say(`gatehouse: ${signal}: stopping before any worker has started`);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
   const store = connectStore(storeOptionsOf(config));
   try {
     await store.migrate();
@@ -44,8 +59,8 @@ export async function runPrimary(
   } finally {
     await store.destroy();
   }
+  if (stopping) return;
 
-  let stopping = false;
   const started = new Map<Worker, number>();
   const retries = new Set<NodeJS.Timeout>();
   let retryMs = RETRY_FIRST_MS;
@@ -93,17 +108,11 @@ export async function runPrimary(
         resolve(stopping);
       }
     });
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
+    stopWorkers = (signal) => {
       for (const retry of retries) clearTimeout(retry);
       say(`gatehouse: ${signal}: stopping the workers`);
       for (const worker of started.keys()) worker.process.kill('SIGTERM');
     };
-    // `on`, not `once`: a repeated signal is ignored (stop returns at once) rather than killing the
-    // primary, and with it the workers, in the middle of their drain.
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
   });
   if (!stoppedOnRequest) throw new Error('every worker stopped; see the messages above');
 }

@@ -640,6 +640,36 @@ describe('CLI usage', () => {
     assert.ok(existsSync(path.join(dataDir, 'gatehouse.db')));
   });
 
+  test('serve, one process or several: a SIGTERM during start-up stops it cleanly (exit 0, not killed)', async () => {
+    for (const workers of ['1', '2']) {
+      const fresh = mkdtempSync(path.join(tmpdir(), 'gatehouse-serve-early-'));
+      try {
+        // No admin password given: the generated one is printed while the server starts, before
+        // it listens; the server logs its stop.
+        const { GATEHOUSE_ADMIN_PASSWORD: _, ...settings } = env;
+        const child = startCli(['serve', '--workers', workers], {
+          ...settings,
+          GATEHOUSE_LOG_LEVEL: 'info',
+          GATEHOUSE_DATA_DIR: fresh,
+          GATEHOUSE_PORT: String(await freePort()),
+        });
+        let output = '';
+        const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+        const watch = (chunk: Buffer) => {
+          output += chunk;
+          if (/generated password/.test(output) && !child.killed) child.kill('SIGTERM');
+        };
+        child.stdout?.on('data', watch);
+        child.stderr?.on('data', watch);
+        // Before: the signal came before the handlers, and ended the process at once (no code).
+        assert.equal(await exited, 0, `--workers ${workers}: ${output}`);
+        assert.match(output, workers === '1' ? /shutting down/ : /SIGTERM: stopping/);
+      } finally {
+        rmSync(fresh, { recursive: true, force: true });
+      }
+    }
+  });
+
   test('serve --workers 2: two processes on one port over one store; a token from one works on the other; SIGTERM stops all, a second one during the drain changes nothing', async () => {
     const port = await freePort();
     const child = startCli(['serve', '--workers', '2'], {

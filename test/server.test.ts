@@ -85,6 +85,39 @@ forEachDialect('npm start: a real server', (dialect) => {
     assert.equal(await again.exited, 0);
   });
 
+  test('a SIGTERM during start-up closes the server once it has started: exit 0, not killed', async () => {
+    const fresh = mkdtempSync(path.join(tmpdir(), 'gatehouse-early-signal-'));
+    const early = database ? await createFreshDatabase() : undefined;
+    try {
+      const server = startServerProcess(
+        {
+          GATEHOUSE_PORT: String(await freePort()),
+          GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
+          GATEHOUSE_ARGON2_ITERATIONS: '1',
+          ...(early ? { GATEHOUSE_DATABASE_URL: early.url } : {}),
+        },
+        fresh,
+      );
+      // The admin's password is printed while the server starts, before it listens.
+      const signalled = new Promise<void>((resolve) => {
+        const watch = () => {
+          if (!/generated password/.test(server.output())) return;
+          server.child.stdout?.off('data', watch);
+          server.child.kill('SIGTERM');
+          resolve();
+        };
+        server.child.stdout?.on('data', watch);
+      });
+      await signalled;
+      // Before: the signal came before the handlers, and ended the process at once (no code).
+      assert.equal(await server.exited, 0, server.output());
+      assert.match(server.output(), /shutting down/);
+    } finally {
+      await early?.drop();
+      rmSync(fresh, { recursive: true, force: true });
+    }
+  });
+
   test('with GATEHOUSE_TLS_CERT and GATEHOUSE_TLS_KEY it serves HTTPS and the session cookie is Secure', async () => {
     execFileSync(
       'openssl',

@@ -38,21 +38,32 @@ export function registerServeCommand(program: Command, io: CliIo): void {
       }
       // Loaded on use: the admin commands and `--help` do without the HTTP stack.
       const { startServer } = await import('../server.js');
+      // The signal's handlers come before the start: a signal between the listening socket and
+      // them would otherwise end the process at once; one that comes during the start closes the
+      // server as soon as it has started.
+      let stopSignal: NodeJS.Signals | undefined;
+      let signalled: (signal: NodeJS.Signals) => void = (signal) => {
+        stopSignal = signal;
+      };
+      const shutdown = (signal: NodeJS.Signals) => {
+        // Further signals (a worker gets the terminal's SIGINT and its primary's SIGTERM) wait
+        // for the same drain instead of cutting it short.
+        process.off('SIGTERM', shutdown);
+        process.off('SIGINT', shutdown);
+        process.on('SIGTERM', () => {});
+        process.on('SIGINT', () => {});
+        signalled(signal);
+      };
+      process.once('SIGTERM', shutdown);
+      process.once('SIGINT', shutdown);
       const server = await startServer(config);
       // Resolves once a signal has drained the server and closed the store, so the CLI exits 0.
       await new Promise<void>((resolve, reject) => {
-        const shutdown = (signal: NodeJS.Signals) => {
-          // Further signals (a worker gets the terminal's SIGINT and its primary's SIGTERM) wait
-          // for the same drain instead of cutting it short.
-          process.off('SIGTERM', shutdown);
-          process.off('SIGINT', shutdown);
-          process.on('SIGTERM', () => {});
-          process.on('SIGINT', () => {});
+        signalled = (signal) => {
           server.app.log.info({ signal }, 'shutting down');
           server.close().then(resolve, reject);
         };
-        process.once('SIGTERM', shutdown);
-        process.once('SIGINT', shutdown);
+        if (stopSignal) signalled(stopSignal);
       });
     });
 }
