@@ -1,7 +1,7 @@
 import { GatehouseError } from '../errors.js';
 import { isUniqueViolation, type Store } from '../store/connect.js';
 import type { Repositories } from '../store/repositories/index.js';
-import type { TenantRow, TenantSortKey } from '../store/repositories/tenants.js';
+import type { RemovedMemberships, TenantRow, TenantSortKey } from '../store/repositories/tenants.js';
 import type { AuditService } from './audit.js';
 import {
   type Actor,
@@ -226,11 +226,14 @@ export class TenantService {
    * in the same transaction, the sessions of tokens lent by or to its members whose maker no
    * longer manages their user for want of the tenancy.
    */
-  async #removeMemberships(tx: Repositories, tenant: TenantRow) {
+  async #removeMemberships(tx: Repositories, tenant: TenantRow): Promise<RemovedMemberships> {
     const now = this.#clock.now();
-    return changingAuthority(tx, now, [{ tenant: tenant.id }], () =>
-      tx.tenants.removeMemberships(tenant.id, now, SESSION_END_REASON),
+    const removed = await changingAuthority(tx, now, [{ tenant: tenant.id }], () =>
+      tx.tenants.removeTenancies(tenant.id),
     );
+    // Last: the sessions after the tenancies and the tokens, in the order a user's change takes them.
+    const ended = await tx.tenants.endSessionsOfUsersWithoutTenant(removed.userIds, now, SESSION_END_REASON);
+    return { memberships: removed.memberships, ...ended };
   }
 
   async #delete(

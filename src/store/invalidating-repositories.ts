@@ -134,6 +134,10 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
         await users.setPassword(id, passwordHash, now);
         await publish(changeTags.user(id));
       },
+      async removeTenanciesAndGroups(id) {
+        await users.removeTenanciesAndGroups(id);
+        await publish(changeTags.user(id));
+      },
       async delete(id) {
         const deleted = await users.delete(id);
         if (deleted) await publish(changeTags.user(id));
@@ -177,11 +181,16 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
         if (deleted) await publish(changeTags.tenant(id));
         return deleted;
       },
-      // Ends the sessions of users left without a tenant, chosen by SQL: rare, so everything goes.
-      async removeMemberships(tenantId, now, reason) {
-        const removed = await tenants.removeMemberships(tenantId, now, reason);
-        await publish(removed.sessionsEnded > 0 ? changeTags.all : changeTags.tenant(tenantId));
+      async removeTenancies(tenantId) {
+        const removed = await tenants.removeTenancies(tenantId);
+        await publish(changeTags.tenant(tenantId));
         return removed;
+      },
+      // Ends the sessions of users left without a tenant, chosen by SQL: rare, so everything goes.
+      async endSessionsOfUsersWithoutTenant(userIds, now, reason) {
+        const ended = await tenants.endSessionsOfUsersWithoutTenant(userIds, now, reason);
+        if (ended.sessionsEnded > 0) await publish(changeTags.all);
+        return ended;
       },
     },
   };

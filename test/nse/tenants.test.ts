@@ -449,6 +449,43 @@ forEachDialect('NSE tenants', (dialect) => {
     isError(await call('admin', 'DELETE', `${TENANTS}/${doomed}`), 404, 'NOT_FOUND');
   });
 
+  test('a tenant deleted while its only member is given a new password and another tenant: both go through, no deadlock', async () => {
+    const deadlocks: string[] = [];
+    ctx.store.observeWarnings((message) => {
+      if (message.includes('deadlock')) deadlocks.push(message);
+    });
+    const failed: string[] = [];
+    for (let round = 0; round < 16; round += 1) {
+      const leaving = (await ctx.core.tenants.create({ code: `leaving_${round}`, name: 'Leaving' })).id;
+      const member = `mover-${round}`;
+      // Signed in twice: the deletion ends the sessions of a member left without a tenant.
+      await makeUser(member, [[leaving, 'admin']]);
+      await nseSignIn(ctx, member, PASSWORD);
+      const [deletion, change] = await Promise.all([
+        call('admin', 'DELETE', `${TENANTS}/${leaving}`),
+        // A round later each time, to meet the deletion's transaction at different points.
+        sleep(round % 8).then(() =>
+          call('admin', 'PUT', `/api/v2.1/users/${ids[member]}`, {
+            password: `Harbour-light-${round}-2031`,
+            tenancies: [{ tenant_id: acme, role_name: 'user' }],
+          }),
+        ),
+      ]);
+      if (change.statusCode !== 200) failed.push(`${round} change: ${change.statusCode}`);
+      assert.equal(deletion.statusCode, 202, deletion.body);
+      const done = await settled(json(deletion).result.records[0].id);
+      if (done.status !== 'successful') failed.push(`${round} deletion: ${done.last_error}`);
+      assert.deepEqual(
+        (await ctx.store.users.tenancies(ids[member]!)).map((t) => t.tenantId),
+        change.statusCode === 200 ? [acme] : [],
+      );
+    }
+    assert.deepEqual(failed, []);
+    // Before (on PostgreSQL): the deletion ended the member's sessions and then removed its
+    // tenancy; the change removed the tenancy and then ended the sessions (its new password's).
+    assert.deepEqual(deadlocks, []);
+  });
+
   test('asking again while a deletion runs answers with the running job', async () => {
     const busy = (await ctx.core.tenants.create({ code: 'busy', name: 'Busy' })).id;
     const running = await insertJob({

@@ -623,4 +623,63 @@ forEachDialect('NSE API tokens', (dialect) => {
     // other's first: deadlocks, answered 500 (6 or more of 16 pairs in each of two runs).
     assert.deepEqual(failed, []);
   });
+
+  test("an admin deleted while the admin it lent a token to, and had one from, is given new tenancies: no deadlock, the lent token's session ended", async () => {
+    const root = bearer(sessions.root!);
+    const acme = (await ctx.store.tenants.findByCode('acme'))!;
+    const other =
+      (await ctx.store.tenants.findByCode('mutual')) ??
+      (await ctx.core.tenants.create({ code: 'mutual', name: 'Mutual' }));
+    const deadlocks: string[] = [];
+    ctx.store.observeWarnings((message) => {
+      if (message.includes('deadlock')) deadlocks.push(message);
+    });
+    const failed: string[] = [];
+    const stillOpen: string[] = [];
+    for (let pair = 0; pair < 16; pair += 1) {
+      const names = [`leaving-${pair}`, `staying-${pair}`] as const;
+      const [leaving, staying] = await Promise.all(
+        names.map((username) =>
+          ctx.core.accounts.createUser({
+            username,
+            password: 'Lighthouse-key-2031',
+            tenantCode: 'acme',
+            role: 'admin',
+          }),
+        ),
+      );
+      // The leaving admin's token first: its id is the lower, the one a change takes first.
+      const opened: string[] = [];
+      for (const [maker, user] of [
+        [names[0], staying!.id],
+        [names[1], leaving!.id],
+      ] as const) {
+        sessions[maker] = await nseSignIn(ctx, maker, 'Lighthouse-key-2031');
+        const lent = await issue(maker, { name: `for ${user}`, user_id: user });
+        opened.push(cookieOf(await loginWithToken(lent.token)));
+      }
+      const [deleted, changed] = await Promise.all([
+        ctx.inject({ method: 'DELETE', url: `/api/v2.1/users/${leaving!.id}`, headers: root }),
+        ctx.inject({
+          method: 'PUT',
+          url: `/api/v2.1/users/${staying!.id}`,
+          headers: root,
+          payload: {
+            tenancies: [
+              { tenant_id: acme.id, role_name: 'admin' },
+              { tenant_id: other.id, role_name: 'user' },
+            ],
+          },
+        }),
+      ]);
+      if (deleted.statusCode !== 204) failed.push(`${pair} delete: ${deleted.statusCode}`);
+      if (changed.statusCode !== 200) failed.push(`${pair} change: ${changed.statusCode}`);
+      if (await cookieWorks(opened[0]!)) stillOpen.push(`${pair}`);
+    }
+    assert.deepEqual(failed, []);
+    assert.deepEqual(stillOpen, [], "the deleted maker's token's session ended");
+    // Before (on PostgreSQL): the deletion took the tokens in the order its cascade found them,
+    // the change in id order, and PostgreSQL broke a deadlock between the two (run again after 1 s).
+    assert.deepEqual(deadlocks, []);
+  });
 });

@@ -1,6 +1,6 @@
 import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
 import type { Database, TenantTable } from '../schema.js';
-import type { Page, PageRequest } from './list-query.js';
+import { inParts, type Page, type PageRequest } from './list-query.js';
 import { notRevoked } from './sessions.js';
 
 export type TenantRow = Selectable<TenantTable>;
@@ -14,6 +14,13 @@ export interface RemovedMemberships {
   /** Members whose only tenancy this was. */
   readonly usersLeftWithoutTenant: number;
   readonly sessionsEnded: number;
+}
+
+/** The tenancies removed from a tenant. */
+export interface RemovedTenancies {
+  readonly memberships: number;
+  /** The members they were of. */
+  readonly userIds: readonly string[];
 }
 
 export function createTenantRepository(db: Kysely<Database>) {
@@ -74,41 +81,61 @@ export function createTenantRepository(db: Kysely<Database>) {
     },
 
     /**
-     * Removes every tenancy in the tenant and ends the live sessions of the members for whom it
-     * was the only one. Run it in a transaction, so that the two happen together: a member who
-     * joins another tenant meanwhile keeps its sessions, and a re-run finds nothing half done.
+     * Removes every tenancy in the tenant; answers the members it had. Their sessions are ended
+     * apart (`endSessionsOfUsersWithoutTenant`), once the tenancies are gone: the lock order of
+     * every change to a user is its row, its tenancies, the API tokens, then the sessions, and a
+     * deletion that ended the members' sessions before taking their tenancies deadlocked with a
+     * member's change (found by review).
      */
-    async removeMemberships(tenantId: string, now: number, reason: string): Promise<RemovedMemberships> {
-      const onlyHere = db
-        .selectFrom('tenancies as here')
-        .select('here.user_id')
-        .where('here.tenant_id', '=', tenantId)
-        .where(({ not, exists, selectFrom }) =>
-          not(
-            exists(
-              selectFrom('tenancies as elsewhere')
-                .select('elsewhere.user_id')
-                .whereRef('elsewhere.user_id', '=', 'here.user_id')
-                .where('elsewhere.tenant_id', '!=', tenantId),
+    async removeTenancies(tenantId: string): Promise<RemovedTenancies> {
+      const removed = await db
+        .deleteFrom('tenancies')
+        .where('tenant_id', '=', tenantId)
+        .returning('user_id')
+        .execute();
+      return { memberships: removed.length, userIds: removed.map((row) => row.user_id) };
+    },
+    /**
+     * Ends the live sessions of those of `userIds` who have no tenancy left. Run it in the
+     * transaction that removed their tenancies, so that the two happen together: a member who
+     * joined another tenant meanwhile keeps its sessions, and a re-run finds nothing half done.
+     */
+    async endSessionsOfUsersWithoutTenant(
+      userIds: readonly string[],
+      now: number,
+      reason: string,
+    ): Promise<Omit<RemovedMemberships, 'memberships'>> {
+      let usersLeftWithoutTenant = 0;
+      let sessionsEnded = 0;
+      for (const part of inParts(userIds)) {
+        const withoutTenant = db
+          .selectFrom('users')
+          .select('users.id')
+          .where('users.id', 'in', part)
+          .where(({ not, exists, selectFrom }) =>
+            not(
+              exists(
+                selectFrom('tenancies')
+                  .select('tenancies.user_id')
+                  .whereRef('tenancies.user_id', '=', 'users.id'),
+              ),
             ),
-          ),
-        );
-      const orphans = await db
-        .selectFrom(onlyHere.as('orphans'))
-        .select((eb) => eb.fn.countAll<number>().as('n'))
-        .executeTakeFirstOrThrow();
-      const ended = await db
-        .updateTable('sessions')
-        .set({ revoked_at: now, revoke_reason: reason })
-        .where(notRevoked)
-        .where('user_id', 'in', onlyHere)
-        .executeTakeFirst();
-      const removed = await db.deleteFrom('tenancies').where('tenant_id', '=', tenantId).executeTakeFirst();
-      return {
-        memberships: Number(removed.numDeletedRows),
-        usersLeftWithoutTenant: Number(orphans.n),
-        sessionsEnded: Number(ended.numUpdatedRows),
-      };
+          );
+        const counted = await db
+          .selectFrom(withoutTenant.as('left'))
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .executeTakeFirstOrThrow();
+        usersLeftWithoutTenant += Number(counted.n);
+        if (Number(counted.n) === 0) continue;
+        const ended = await db
+          .updateTable('sessions')
+          .set({ revoked_at: now, revoke_reason: reason })
+          .where(notRevoked)
+          .where('user_id', 'in', withoutTenant)
+          .executeTakeFirst();
+        sessionsEnded += Number(ended.numUpdatedRows);
+      }
+      return { usersLeftWithoutTenant, sessionsEnded };
     },
   };
 }

@@ -273,6 +273,29 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
         .executeTakeFirst();
       return Number(result.numUpdatedRows) > 0;
     },
+    /**
+     * Takes the user's row for the rest of the transaction (PostgreSQL; a SQLite transaction that
+     * writes holds the whole file already), as its deletion will: false if there is no such user.
+     * A deletion takes it first, as a sign-in with a token lent to the user does (core/user-admin.ts).
+     */
+    async lockForDeletion(id: string): Promise<boolean> {
+      const row = await db
+        .selectFrom('users')
+        .select('id')
+        .where('id', '=', id)
+        .$if(dialect === 'postgres', (query) => query.forUpdate())
+        .executeTakeFirst();
+      return row !== undefined;
+    },
+    /**
+     * Removes the user's tenancies and group memberships, ahead of its deletion: in the lock order
+     * of every change to who manages whom (them, then the API tokens), which the deletion's
+     * cascade would not keep (core/user-admin.ts).
+     */
+    async removeTenanciesAndGroups(id: string): Promise<void> {
+      await db.deleteFrom('tenancies').where('user_id', '=', id).execute();
+      await db.deleteFrom('group_members').where('user_id', '=', id).execute();
+    },
     /** Deletes the user; its tenancies, group memberships, API tokens and sessions go with it (cascade). */
     async delete(id: string): Promise<boolean> {
       const result = await db.deleteFrom('users').where('id', '=', id).executeTakeFirst();
