@@ -1,5 +1,6 @@
 import { type ChangePublisher, changeTags, failureTags } from './change-feed.js';
 import type { Repositories } from './repositories/index.js';
+import { inParts } from './repositories/list-query.js';
 
 /**
  * Columns whose change alters what a cache holds about a principal: its state (sessions), its UI
@@ -116,6 +117,12 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
       async revokeAllOfNode(nodeId, now, reason, exceptId) {
         const ended = await sessions.revokeAllOfNode(nodeId, now, reason, exceptId);
         if (ended > 0) await publish(changeTags.node(nodeId));
+        return ended;
+      },
+      async revokeAllOfApiTokens(ids, now, reason) {
+        const ended = await sessions.revokeAllOfApiTokens(ids, now, reason);
+        // A thousand tags a message: a SQLite statement binds only so many values.
+        for (const part of inParts([...ended])) await publish(...part.map((id) => changeTags.apiToken(id)));
         return ended;
       },
       async revokeAllOfApiToken(apiTokenId, now, reason) {

@@ -1,6 +1,6 @@
 import type { ExpressionBuilder, Kysely, Selectable } from 'kysely';
 import type { Database, RoleTable, UserGroupTable } from '../schema.js';
-import type { Page, PageRequest } from './list-query.js';
+import { inParts, type Page, type PageRequest } from './list-query.js';
 
 export type RoleRow = Selectable<RoleTable>;
 export type GroupRow = Selectable<UserGroupTable>;
@@ -151,6 +151,23 @@ export function createRbacRepository(db: Kysely<Database>) {
         .orderBy('role_privileges.privilege')
         .execute();
       return rows.map((r) => r.privilege);
+    },
+    /** `privilegesOfUser` of each of `userIds`, in one query a thousand users. */
+    async privilegesOfUsers(userIds: readonly string[]): Promise<Map<string, string[]>> {
+      const byUser = new Map<string, string[]>(userIds.map((id) => [id, []]));
+      for (const part of inParts(userIds)) {
+        const rows = await db
+          .selectFrom('group_members')
+          .innerJoin('group_roles', 'group_roles.group_id', 'group_members.group_id')
+          .innerJoin('role_privileges', 'role_privileges.role_id', 'group_roles.role_id')
+          .select(['group_members.user_id as userId', 'role_privileges.privilege'])
+          .distinct()
+          .where('group_members.user_id', 'in', part)
+          .orderBy('role_privileges.privilege')
+          .execute();
+        for (const { userId, privilege } of rows) byUser.get(userId)?.push(privilege);
+      }
+      return byUser;
     },
     async privilegesOfRole(roleId: string): Promise<string[]> {
       const rows = await db

@@ -12,7 +12,7 @@ import type { Dialect } from '../connect.js';
 import type { Database, TenancyTable, UserTable } from '../schema.js';
 import { insertRows, type ListsEveryColumn } from './bulk-insert.js';
 import { type StatementShape, shapeOf, standIn, withValues } from './compiled-once.js';
-import type { Page, PageRequest } from './list-query.js';
+import { inParts, type Page, type PageRequest } from './list-query.js';
 import { createLoginHistory } from './login-history.js';
 
 export type UserRow = Selectable<UserTable>;
@@ -177,24 +177,25 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
       ]);
       return { rows, total: Number(count.n) };
     },
-    /** The tenancies of a page of users in one query, in the order `tenancies()` gives them. */
+    /** The tenancies of each of `userIds`, in the order `tenancies()` gives them: one query a thousand users. */
     async tenanciesOfUsers(userIds: readonly string[]): Promise<Map<string, TenancyView[]>> {
       const byUser = new Map<string, TenancyView[]>(userIds.map((id) => [id, []]));
-      if (userIds.length === 0) return byUser;
-      const rows = await db
-        .selectFrom('tenancies')
-        .innerJoin('tenants', 'tenants.id', 'tenancies.tenant_id')
-        .select([
-          'tenancies.user_id as userId',
-          'tenants.id as tenantId',
-          'tenants.code',
-          'tenants.name',
-          'tenancies.role',
-        ])
-        .where('tenancies.user_id', 'in', userIds)
-        .$call(inTenancyOrder)
-        .execute();
-      for (const { userId, ...tenancy } of rows) byUser.get(userId)?.push(tenancy);
+      for (const part of inParts(userIds)) {
+        const rows = await db
+          .selectFrom('tenancies')
+          .innerJoin('tenants', 'tenants.id', 'tenancies.tenant_id')
+          .select([
+            'tenancies.user_id as userId',
+            'tenants.id as tenantId',
+            'tenants.code',
+            'tenants.name',
+            'tenancies.role',
+          ])
+          .where('tenancies.user_id', 'in', part)
+          .$call(inTenancyOrder)
+          .execute();
+        for (const { userId, ...tenancy } of rows) byUser.get(userId)?.push(tenancy);
+      }
       return byUser;
     },
     /**
