@@ -406,6 +406,12 @@ export class AccessManagementService {
     const member = await this.#visibleUser(actor, userId);
     await this.#mayGrant(auth, actor, await this.#privilegesOfGroup(row.id));
     return this.#store.transaction(async (tx) => {
+      // After every change of groups and roles committed before it (keepOneAccessManager's lock,
+      // which they take): a change of the group's roles or of a role's privileges lists the lent
+      // tokens it concerns by the group's members, and did not see this one's new member while
+      // both were made; together they raised the member above a token's maker, and neither
+      // ended that token's sessions (found by review: 9 and 12 of 24 such pairs).
+      await tx.rbac.lockAccessManagers();
       await refusePartlySeen(tx, actor, [member]);
       // A user may now hold more privileges than the maker of a token lent to it.
       await changingAuthority(tx, this.#clock.now(), [{ users: [member] }], () =>

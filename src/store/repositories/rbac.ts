@@ -335,9 +335,11 @@ export function createRbacRepository(db: Kysely<Database>) {
       return Number(row.n);
     },
     /**
-     * Serializes changes that may take away the last access manager: PostgreSQL at read committed
-     * would otherwise let two transactions each remove a different last-but-one holder. A no-op
-     * write on one shared row makes the second wait for the first (SQLite has one writer anyway).
+     * Serializes the changes of groups, roles and memberships: PostgreSQL at read committed would
+     * otherwise let two transactions each remove a different last-but-one access manager, or each
+     * list the lent tokens it concerns by memberships without the other's (core/authorization.ts,
+     * `changingAuthority`). A no-op write on one shared row makes the second wait for the first
+     * (SQLite has one writer anyway).
      */
     async lockAccessManagers(): Promise<void> {
       await db
