@@ -35,6 +35,10 @@ export const ERROR_CODES = {
     status: 409,
     message: 'This Idempotency-Key was already used for another request.',
   },
+  CHANGED_MEANWHILE: {
+    status: 409,
+    message: 'Something this request refers to was changed or deleted while it was being made. Try again.',
+  },
   PRECONDITION_FAILED: { status: 412, message: 'A precondition of this request was not met.' },
   TOO_MANY_REQUESTS: {
     status: 429,
