@@ -191,8 +191,21 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
       const result = await db
         .updateTable('api_tokens')
         .set({ revoked_at: now })
-        .where('user_id', '=', userId)
-        .where('revoked_at', 'is', null)
+        .$if(dialect === 'postgres', (query) =>
+          // In the order of their ids, as holdForAuthorityCheck takes lent tokens (endingSessions).
+          query.where('id', 'in', (eb) =>
+            eb
+              .selectFrom('api_tokens')
+              .select('id')
+              .where('user_id', '=', userId)
+              .where('revoked_at', 'is', null)
+              .orderBy('id')
+              .forUpdate(),
+          ),
+        )
+        .$if(dialect !== 'postgres', (query) =>
+          query.where('user_id', '=', userId).where('revoked_at', 'is', null),
+        )
         .executeTakeFirst();
       return Number(result.numUpdatedRows);
     },

@@ -1,7 +1,8 @@
 import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
+import type { Dialect } from '../connect.js';
 import type { Database, TenantTable } from '../schema.js';
 import { inParts, type Page, type PageRequest } from './list-query.js';
-import { notRevoked } from './sessions.js';
+import { endingSessions } from './sessions.js';
 
 export type TenantRow = Selectable<TenantTable>;
 export type TenantSortKey = 'created' | 'name' | 'code';
@@ -23,7 +24,7 @@ export interface RemovedTenancies {
   readonly userIds: readonly string[];
 }
 
-export function createTenantRepository(db: Kysely<Database>) {
+export function createTenantRepository(db: Kysely<Database>, dialect: Dialect) {
   return {
     /**
      * Serializes the transactions that could take the last active root away (on PostgreSQL; a
@@ -127,12 +128,13 @@ export function createTenantRepository(db: Kysely<Database>) {
           .executeTakeFirstOrThrow();
         usersLeftWithoutTenant += Number(counted.n);
         if (Number(counted.n) === 0) continue;
-        const ended = await db
-          .updateTable('sessions')
-          .set({ revoked_at: now, revoke_reason: reason })
-          .where(notRevoked)
-          .where('user_id', 'in', withoutTenant)
-          .executeTakeFirst();
+        const ended = await endingSessions(
+          db,
+          dialect,
+          (eb) => eb('user_id', 'in', withoutTenant),
+          now,
+          reason,
+        ).executeTakeFirst();
         sessionsEnded += Number(ended.numUpdatedRows);
       }
       return { usersLeftWithoutTenant, sessionsEnded };

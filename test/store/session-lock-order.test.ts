@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { sql } from 'kysely';
+import type { NewSessionRow } from '../../src/store/repositories/sessions.js';
+import { createTestContext, type TestContext } from '../helpers/context.js';
+import { forEachDialect } from '../helpers/dialects.js';
+import { untilWaitingForLocks } from '../helpers/postgres.js';
+
+/**
+ * Every statement that ends several sessions takes their rows in the order of their ids, whatever
+ * the order its plan finds them in (the user index's, token by token): two of them at once that
+ * share sessions then wait for each other instead of deadlocking (found by review: a user's
+ * sessions ended against a lent token's, with a third transaction holding one session row between
+ * them, deadlocked 3 times in 3).
+ *
+ * Shown with rows inserted against the order of their ids (the heap's order, which the plans
+ * follow): while the lowest is held, the statement waits for it and holds none of the others. A
+ * user's API tokens, revoked together, likewise.
+ */
+forEachDialect('Sessions ended in the order of their ids', (dialect) => {
+  let ctx: TestContext;
+  before(async () => {
+    ctx = await createTestContext(dialect);
+  });
+  after(() => ctx.close());
+
+  // SQLite runs one writing transaction at a time: it holds the whole file, not rows.
+  if (dialect !== 'postgres') return;
+
+  const session = (id: string, userId: string, apiTokenId: string | null): NewSessionRow => {
+    const now = ctx.clock.now();
+    return {
+      id,
+      kind: apiTokenId === null ? 'user' : 'token',
+      user_id: userId,
+      node_id: null,
+      api_token_id: apiTokenId,
+      secret_hash: `hash of ${id}`,
+      created_at: now,
+      last_seen_at: now,
+      expires_at: now + 3_600_000,
+      revoked_at: null,
+      revoke_reason: null,
+      ip: '198.51.100.7',
+      user_agent: 'lock order test',
+      prev_success_at: null,
+      prev_failed_at: null,
+      prev_failed_ip: null,
+      token_generation: 0,
+      prior_token_valid_until: null,
+    };
+  };
+  /** Whether another transaction could take the session's row now (`for update nowait`). */
+  const free = async (id: string, table: 'sessions' | 'api_tokens') => {
+    try {
+      await ctx.store.db.transaction().execute(async (trx) => {
+        await sql`select id from ${sql.table(table)} where id = ${id} for update nowait`.execute(trx);
+      });
+      return true;
+    } catch (error) {
+      if ((error as { code?: string }).code === '55P03') return false;
+      throw error;
+    }
+  };
+  /** Starts `end` while the lowest session is held; answers which sessions it held meanwhile. */
+  const heldMeanwhile = async (
+    lowest: string,
+    others: readonly string[],
+    end: () => Promise<unknown>,
+    table: 'sessions' | 'api_tokens' = 'sessions',
+  ) => {
+    let release!: () => void;
+    let holding!: () => void;
+    const held = new Promise<void>((resolve) => {
+      holding = resolve;
+    });
+    const ended = ctx.store.db.transaction().execute(async (trx) => {
+      await sql`select id from ${sql.table(table)} where id = ${lowest} for update`.execute(trx);
+      holding();
+      await new Promise<void>((resolve) => {
+        release = resolve;
+      });
+    });
+    await held;
+    const ending = end();
+    await untilWaitingForLocks(ctx.store.db, 1);
+    const taken: string[] = [];
+    for (const id of others) if (!(await free(id, table))) taken.push(id);
+    release();
+    await ended;
+    await ending;
+    return taken;
+  };
+  const live = async (ids: readonly string[]) =>
+    (
+      await ctx.store.db
+        .selectFrom('sessions')
+        .select('id')
+        .where('id', 'in', ids)
+        .where('revoked_at', 'is', null)
+        .execute()
+    ).map((row) => row.id);
+
+  test("a user's sessions", async () => {
+    const user = await ctx.core.accounts.createUser({
+      username: 'ordered-user',
+      password: 'Order-phrase-2031',
+    });
+    // Inserted highest id first: the heap, and the user index among equal keys, hold them so.
+    const ids = [
+      '01a00000-0000-7000-8000-00000000000c',
+      '01a00000-0000-7000-8000-00000000000b',
+      '01a00000-0000-7000-8000-00000000000a',
+    ];
+    for (const id of ids) await ctx.store.sessions.insert(session(id, user.id, null));
+    const [, , lowest] = ids;
+    const held = await heldMeanwhile(lowest!, ids.slice(0, 2), () =>
+      ctx.store.transaction((tx) => tx.sessions.revokeAllOfUser(user.id, ctx.clock.now(), 'logout-all')),
+    );
+    // Before: the two others taken first, in the heap's order.
+    assert.deepEqual(held, []);
+    assert.deepEqual(await live(ids), []);
+  });
+
+  test('the sessions of several lent tokens', async () => {
+    const user = await ctx.core.accounts.createUser({
+      username: 'ordered-tokens',
+      password: 'Order-phrase-2031',
+    });
+    const tokens: string[] = [];
+    for (let i = 0; i < 2; i += 1) {
+      ctx.clock.advance(1);
+      tokens.push(
+        (await ctx.core.accounts.issueApiToken({ userId: user.id, name: `t${i}`, expiresAt: null })).row.id,
+      );
+    }
+    // The first token's session has the higher id: token by token, it came first.
+    const [first, second] = tokens as [string, string];
+    const ids = ['01a00000-0000-7000-8000-0000000000b2', '01a00000-0000-7000-8000-0000000000b1'];
+    await ctx.store.sessions.insert(session(ids[0]!, user.id, first));
+    await ctx.store.sessions.insert(session(ids[1]!, user.id, second));
+    const held = await heldMeanwhile(ids[1]!, [ids[0]!], () =>
+      ctx.store.transaction((tx) =>
+        tx.sessions.revokeAllOfApiTokens([first, second], ctx.clock.now(), 'token-maker-changed'),
+      ),
+    );
+    assert.deepEqual(held, []);
+    assert.deepEqual(await live(ids), []);
+  });
+
+  test("a user's API tokens, revoked with its password set", async () => {
+    const user = await ctx.core.accounts.createUser({
+      username: 'ordered-own',
+      password: 'Order-phrase-2031',
+    });
+    const ids = ['01a00000-0000-7000-8000-0000000000c2', '01a00000-0000-7000-8000-0000000000c1'];
+    for (const id of ids) {
+      await ctx.store.apiTokens.insert({
+        id,
+        user_id: user.id,
+        name: id,
+        secret_hash: `hash of ${id}`,
+        created_at: ctx.clock.now(),
+        expires_at: null,
+        last_used_at: null,
+        revoked_at: null,
+        created_by: user.id,
+      });
+    }
+    const held = await heldMeanwhile(
+      ids[1]!,
+      [ids[0]!],
+      () => ctx.store.transaction((tx) => tx.apiTokens.revokeAllOfUser(user.id, ctx.clock.now())),
+      'api_tokens',
+    );
+    assert.deepEqual(held, []);
+  });
+});
