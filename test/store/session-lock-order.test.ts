@@ -15,7 +15,7 @@ import { untilWaitingForLocks } from '../helpers/postgres.js';
  *
  * Shown with rows inserted against the order of their ids (the heap's order, which the plans
  * follow): while the lowest is held, the statement waits for it and holds none of the others. A
- * user's API tokens, revoked together, likewise.
+ * refresh batch's sessions, and a user's API tokens revoked together, likewise.
  */
 forEachDialect('Sessions ended in the order of their ids', (dialect) => {
   let ctx: TestContext;
@@ -146,6 +146,30 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
     );
     assert.deepEqual(held, []);
     assert.deepEqual(await live(ids), []);
+  });
+
+  test("a refresh batch of several of a user's sessions", async () => {
+    const user = await ctx.core.accounts.createUser({
+      username: 'ordered-refresh',
+      password: 'Order-phrase-2031',
+    });
+    const ids = [
+      '01a00000-0000-7000-8000-0000000000d3',
+      '01a00000-0000-7000-8000-0000000000d2',
+      '01a00000-0000-7000-8000-0000000000d1',
+    ];
+    for (const id of ids) await ctx.store.sessions.insert(session(id, user.id, null));
+    let advanced = new Set<string>();
+    const held = await heldMeanwhile(ids[2]!, ids.slice(0, 2), async () => {
+      advanced = await ctx.store.sessions.advanceTokenGenerations(
+        ids.map((id) => ({ id, from: 0 })),
+        ctx.clock.now(),
+      );
+    });
+    // Before: the batch took them in the heap's order, the highest first (found by review: such a
+    // batch deadlocked with a logout everywhere, and every refresh in it answered 500).
+    assert.deepEqual(held, []);
+    assert.deepEqual([...advanced].sort(), [...ids].sort());
   });
 
   test("a user's API tokens, revoked with its password set", async () => {
