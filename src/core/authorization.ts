@@ -178,7 +178,7 @@ function makersAuthority(
  * which makers no longer manage their users, and moves those tokens' authority version
  * (`apiTokens.moveAuthority`): a sign-in with one, checked before the change and written after
  * it, is refused by its guard. Taking the rows first waits for a sign-in being written (so that
- * the sessions in use, read next, include its session) and for another change concerning the same
+ * the sessions ended next include its session) and for another change concerning the same
  * tokens: each of two changes committed at once can leave the maker managing while both together
  * do not, and without the rows taken each read the store without the other's change and ended
  * nothing (found by review: 12 to 15 of 40 such pairs on three nodes left the token's session
