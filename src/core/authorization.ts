@@ -195,14 +195,25 @@ export async function changingAuthority<T>(
   now: number,
   scopes: readonly LentTokenScope[],
   change: () => Promise<T>,
+  {
+    endSessions,
+  }: {
+    /**
+     * Sessions the change itself ends, after the tokens' rows are taken (the lock order: tokens,
+     * then sessions) and before the sessions of the tokens found unbacked, so that those it ends
+     * are ended, and counted, as its own.
+     */
+    readonly endSessions?: (result: T) => Promise<void>;
+  } = {},
 ): Promise<T> {
   const lent = new Map<string, LentToken>();
   for (const scope of scopes) {
     for (const token of await tx.apiTokens.listLent(scope, now)) lent.set(token.apiTokenId, token);
   }
   const result = await change();
+  if (lent.size > 0) await tx.apiTokens.holdForAuthorityCheck([...lent.keys()]);
+  await endSessions?.(result);
   if (lent.size === 0) return result;
-  await tx.apiTokens.holdForAuthorityCheck([...lent.keys()]);
   const stillManages = makersAuthority(tx, [...new Set([...lent.values()].map((token) => token.userId))]);
   const backed = new Map<string, boolean>();
   const unbacked: string[] = [];

@@ -228,11 +228,21 @@ export class TenantService {
    */
   async #removeMemberships(tx: Repositories, tenant: TenantRow): Promise<RemovedMemberships> {
     const now = this.#clock.now();
-    const removed = await changingAuthority(tx, now, [{ tenant: tenant.id }], () =>
-      tx.tenants.removeTenancies(tenant.id),
+    let ended = { usersLeftWithoutTenant: 0, sessionsEnded: 0 };
+    const removed = await changingAuthority(
+      tx,
+      now,
+      [{ tenant: tenant.id }],
+      () => tx.tenants.removeTenancies(tenant.id),
+      {
+        // After the tenancies and the tokens, in the order a user's change takes them; before
+        // the lent tokens' sessions, which would end those of a member left without a tenant
+        // first, and leave them out of the count (found by review: 1 session counted of 2).
+        endSessions: async (removed) => {
+          ended = await tx.tenants.endSessionsOfUsersWithoutTenant(removed.userIds, now, SESSION_END_REASON);
+        },
+      },
     );
-    // Last: the sessions after the tenancies and the tokens, in the order a user's change takes them.
-    const ended = await tx.tenants.endSessionsOfUsersWithoutTenant(removed.userIds, now, SESSION_END_REASON);
     return { memberships: removed.memberships, ...ended };
   }
 

@@ -449,6 +449,42 @@ forEachDialect('NSE tenants', (dialect) => {
     isError(await call('admin', 'DELETE', `${TENANTS}/${doomed}`), 404, 'NOT_FOUND');
   });
 
+  test("a member left without a tenant: every session of its ends with the tenant, a lent token's too, and is counted", async () => {
+    const lonely = (await ctx.core.tenants.create({ code: 'lonely', name: 'Lonely' })).id;
+    await makeUser('castaway', [[lonely, 'user']]);
+    // The token's maker manages the member through the tenant going, and keeps another.
+    await makeUser('lender-lonely', [
+      [lonely, 'admin'],
+      [globex, 'admin'],
+    ]);
+    const made = await call('lender-lonely', 'POST', '/api/v2.1/tokens', {
+      name: 'lent',
+      user_id: ids.castaway,
+    });
+    assert.equal(made.statusCode, 201, made.body);
+    const opened = await ctx.inject({
+      method: 'POST',
+      url: '/api/session/login-with-token',
+      payload: { token: json(made).result.records[0].token },
+    });
+    assert.equal(opened.statusCode, 201, opened.body);
+    const response = await call('admin', 'DELETE', `${TENANTS}/${lonely}`);
+    assert.equal(response.statusCode, 202, response.body);
+    const done = await settled(json(response).result.records[0].id);
+    assert.equal(done.status, 'successful', JSON.stringify(done));
+    // Before: the lent token's session was ended first, as the token's, and left out of the count.
+    assert.match(done.status_detail, /ended 2 sessions of 1 user left without a tenant/);
+    const reasons = await ctx.store.db
+      .selectFrom('sessions')
+      .select('revoke_reason')
+      .where('user_id', '=', ids.castaway!)
+      .execute();
+    assert.deepEqual(
+      reasons.map((r) => r.revoke_reason),
+      ['tenant-deleted', 'tenant-deleted'],
+    );
+  });
+
   test('a tenant deleted while its only member is given a new password and another tenant: both go through, no deadlock', async () => {
     const deadlocks: string[] = [];
     ctx.store.observeWarnings((message) => {
