@@ -1,5 +1,5 @@
 import { GatehouseError } from '../errors.js';
-import { isUniqueViolation, type Store } from '../store/connect.js';
+import { isForeignKeyViolation, isUniqueViolation, type Store } from '../store/connect.js';
 import type { Repositories } from '../store/repositories/index.js';
 import type {
   AccessSortKey,
@@ -210,24 +210,30 @@ export class AccessManagementService {
     const row = await this.#findRole(this.#store, id);
     if (row.builtin === 1) throw builtinRefusal('role', row.name, 'deleted');
     await this.#mayGrant(auth, actor, await this.#store.rbac.privilegesOfRole(row.id));
-    await this.#store.transaction(async (tx) =>
-      keepOneAccessManager(tx, async () => {
-        const nodes = await tx.rbac.countNodesWithRole(row.id);
-        if (nodes > 0) {
-          throw new GatehouseError(
-            'PRECONDITION_FAILED',
-            `role "${row.name}" is the role of ${nodes} node(s)`,
+    await this.#store
+      .transaction(async (tx) =>
+        keepOneAccessManager(tx, async () => {
+          const nodes = await tx.rbac.countNodesWithRole(row.id);
+          if (nodes > 0) {
+            throw new GatehouseError(
+              'PRECONDITION_FAILED',
+              `role "${row.name}" is the role of ${nodes} node(s)`,
+            );
+          }
+          await refuseUnseenHolders(tx, actor, { role: row.id }, row.name, 'delete it');
+          const groups = await tx.rbac.countGroupsWithRole(row.id);
+          const deleted = await changingAuthority(tx, this.#clock.now(), [{ role: row.id }], () =>
+            tx.rbac.deleteRole(row.id),
           );
-        }
-        await refuseUnseenHolders(tx, actor, { role: row.id }, row.name, 'delete it');
-        const groups = await tx.rbac.countGroupsWithRole(row.id);
-        const deleted = await changingAuthority(tx, this.#clock.now(), [{ role: row.id }], () =>
-          tx.rbac.deleteRole(row.id),
-        );
-        if (!deleted) throw new GatehouseError('NOT_FOUND', 'no such role');
-        await this.#record(tx, 'role.delete', auth, meta, 'role', row, `detached from ${groups} group(s)`);
-      }),
-    );
+          if (!deleted) throw new GatehouseError('NOT_FOUND', 'no such role');
+          await this.#record(tx, 'role.delete', auth, meta, 'role', row, `detached from ${groups} group(s)`);
+        }),
+      )
+      .catch((error: unknown) => {
+        // A node given the role after it was counted: the database keeps a node's role.
+        if (!isForeignKeyViolation(error)) throw error;
+        throw new GatehouseError('PRECONDITION_FAILED', `role "${row.name}" is the role of a node`);
+      });
   }
 
   async listGroups(

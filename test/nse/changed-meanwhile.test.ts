@@ -125,4 +125,24 @@ forEachDialect('A row deleted while a request that names it is being made', (dia
       [],
     );
   });
+
+  test('a role given to a node while it was being deleted: 412, the node keeps it', async () => {
+    const role = json(
+      await ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/roles',
+        headers: root,
+        payload: { name: 'Nodes soon', privileges: [] },
+      }),
+    ).result.records[0];
+    const node = await ctx.core.accounts.createNode({ login: 'node-given-role', password: PASSWORD });
+    const answer = await deletedWhileWaiting(
+      (tx) => tx.nodes.update(node.id, { role_id: role.id }),
+      () => ctx.inject({ method: 'DELETE', url: `/api/v2.1/roles/${role.id}`, headers: root }),
+    );
+    // Before: 409 CHANGED_MEANWHILE, though nothing was deleted: the node holds the role.
+    assert.equal(answer.statusCode, 412, answer.body);
+    assert.match(json(answer).status.verbose_message, /^PRECONDITION_FAILED.*role of a node/);
+    assert.equal((await ctx.store.nodes.findById(node.id))?.role_id, role.id);
+  });
 });
