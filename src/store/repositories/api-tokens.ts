@@ -191,6 +191,7 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
       const result = await db
         .updateTable('api_tokens')
         .set({ revoked_at: now })
+        .where('user_id', '=', userId)
         .$if(dialect === 'postgres', (query) =>
           // In the order of their ids, as holdForAuthorityCheck takes lent tokens (endingSessions).
           query.where('id', 'in', (eb) =>
@@ -203,9 +204,7 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
               .forUpdate(),
           ),
         )
-        .$if(dialect !== 'postgres', (query) =>
-          query.where('user_id', '=', userId).where('revoked_at', 'is', null),
-        )
+        .$if(dialect !== 'postgres', (query) => query.where('revoked_at', 'is', null))
         .executeTakeFirst();
       return Number(result.numUpdatedRows);
     },

@@ -53,12 +53,15 @@ export function endingSessions(
   now: number,
   reason: string,
 ) {
-  const update = db.updateTable('sessions').set({ revoked_at: now, revoke_reason: reason });
+  const update = db.updateTable('sessions').set({ revoked_at: now, revoke_reason: reason }).where(which);
+  // `which` outside too: with only the ids of the sub-select to go by, PostgreSQL may join them
+  // to a scan of every session (found by review: the sessions of 1,000 tokens, estimated at
+  // 19,675, ended in 360 ms over 600,000 sessions, against 1.9 ms by the token index).
   return dialect === 'postgres'
     ? update.where('id', 'in', (eb) =>
         eb.selectFrom('sessions').select('id').where(which).where(notRevoked).orderBy('id').forUpdate(),
       )
-    : update.where(which).where(notRevoked);
+    : update.where(notRevoked);
 }
 
 /** Which value a stand-in of the compare-and-set stands for. */
