@@ -605,11 +605,23 @@ export class UserAdminService {
         // what the cascade deletes. The cascade alone took tokens before the ordered check, and
         // deadlocked with a change of a user it had lent a token to (found by review: 3 to 8 of
         // 20 pairs).
+        // Its sessions too, in id order, before the cascade deletes them in the order of its
+        // plan, which a logout or a refresh batch holding one of them could meet the other way
+        // round (found by review).
         const remove = () =>
           keepOneAccessManager(tx, async () => {
             if (!(await tx.users.lockForDeletion(target.row.id))) return false;
-            await changingAuthority(tx, this.#clock.now(), [{ users: [target.row.id] }], () =>
-              tx.users.removeTenanciesAndGroups(target.row.id),
+            const now = this.#clock.now();
+            await changingAuthority(
+              tx,
+              now,
+              [{ users: [target.row.id] }],
+              () => tx.users.removeTenanciesAndGroups(target.row.id),
+              {
+                endSessions: async () => {
+                  await tx.sessions.revokeAllOfUser(target.row.id, now, 'deleted');
+                },
+              },
             );
             return tx.users.delete(target.row.id);
           });

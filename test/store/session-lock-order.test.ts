@@ -172,6 +172,40 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
     assert.deepEqual([...advanced].sort(), [...ids].sort());
   });
 
+  test("a user's sessions, deleted with the user", async () => {
+    const root = await ctx.core.accounts.createUser({
+      username: 'ordered-root',
+      password: 'Order-phrase-2031',
+    });
+    const system = await ctx.store.tenants.findByCode('system');
+    await ctx.store.users.addTenancy({
+      user_id: root.id,
+      tenant_id: system!.id,
+      role: 'root',
+      created_at: 1,
+    });
+    const user = await ctx.core.accounts.createUser({
+      username: 'ordered-leaving',
+      password: 'Order-phrase-2031',
+    });
+    const ids = [
+      '01a00000-0000-7000-8000-0000000000e3',
+      '01a00000-0000-7000-8000-0000000000e2',
+      '01a00000-0000-7000-8000-0000000000e1',
+    ];
+    for (const id of ids) await ctx.store.sessions.insert(session(id, user.id, null));
+    const held = await heldMeanwhile(ids[2]!, ids.slice(0, 2), () =>
+      ctx.core.userAdmin.delete(
+        { principal: { kind: 'user', id: root.id, name: 'ordered-root' }, session: undefined },
+        user.id,
+        { ip: '198.51.100.7', userAgent: 'lock order test' },
+      ),
+    );
+    // Before: the deletion's cascade took them in the order of the user index, the highest first.
+    assert.deepEqual(held, []);
+    assert.equal(await ctx.store.users.findById(user.id), undefined);
+  });
+
   test("a user's API tokens, revoked with its password set", async () => {
     const user = await ctx.core.accounts.createUser({
       username: 'ordered-own',
