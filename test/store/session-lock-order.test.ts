@@ -101,20 +101,21 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
         .execute()
     ).map((row) => row.id);
 
-  test("a user's sessions", async () => {
-    const user = await ctx.core.accounts.createUser({
-      username: 'ordered-user',
-      password: 'Order-phrase-2031',
-    });
-    // Inserted highest id first: the heap, and the user index among equal keys, hold them so.
-    const ids = [
-      '01a00000-0000-7000-8000-00000000000c',
-      '01a00000-0000-7000-8000-00000000000b',
-      '01a00000-0000-7000-8000-00000000000a',
-    ];
+  /**
+   * A user with three live sessions whose ids end in `${tag}3`, `${tag}2`, `${tag}1`, inserted in
+   * that order, highest id first: the heap, and the user index among equal keys, hold them so.
+   * The ids answered are in that order too, the lowest last.
+   */
+  const userWithSessionsAgainstIdOrder = async (username: string, tag: string) => {
+    const user = await ctx.core.accounts.createUser({ username, password: 'Order-phrase-2031' });
+    const ids = [3, 2, 1].map((n) => `01a00000-0000-7000-8000-0000000000${tag}${n}`);
     for (const id of ids) await ctx.store.sessions.insert(session(id, user.id, null));
-    const [, , lowest] = ids;
-    const held = await heldMeanwhile(lowest!, ids.slice(0, 2), () =>
+    return { user, ids, lowest: ids[2]!, others: ids.slice(0, 2) };
+  };
+
+  test("a user's sessions", async () => {
+    const { user, ids, lowest, others } = await userWithSessionsAgainstIdOrder('ordered-user', 'a');
+    const held = await heldMeanwhile(lowest, others, () =>
       ctx.store.transaction((tx) => tx.sessions.revokeAllOfUser(user.id, ctx.clock.now(), 'logout-all')),
     );
     // Before: the two others taken first, in the heap's order.
@@ -149,18 +150,9 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
   });
 
   test("a refresh batch of several of a user's sessions", async () => {
-    const user = await ctx.core.accounts.createUser({
-      username: 'ordered-refresh',
-      password: 'Order-phrase-2031',
-    });
-    const ids = [
-      '01a00000-0000-7000-8000-0000000000d3',
-      '01a00000-0000-7000-8000-0000000000d2',
-      '01a00000-0000-7000-8000-0000000000d1',
-    ];
-    for (const id of ids) await ctx.store.sessions.insert(session(id, user.id, null));
+    const { ids, lowest, others } = await userWithSessionsAgainstIdOrder('ordered-refresh', 'd');
     let advanced = new Set<string>();
-    const held = await heldMeanwhile(ids[2]!, ids.slice(0, 2), async () => {
+    const held = await heldMeanwhile(lowest, others, async () => {
       advanced = await ctx.store.sessions.advanceTokenGenerations(
         ids.map((id) => ({ id, from: 0 })),
         ctx.clock.now(),
@@ -184,17 +176,8 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
       role: 'root',
       created_at: 1,
     });
-    const user = await ctx.core.accounts.createUser({
-      username: 'ordered-leaving',
-      password: 'Order-phrase-2031',
-    });
-    const ids = [
-      '01a00000-0000-7000-8000-0000000000e3',
-      '01a00000-0000-7000-8000-0000000000e2',
-      '01a00000-0000-7000-8000-0000000000e1',
-    ];
-    for (const id of ids) await ctx.store.sessions.insert(session(id, user.id, null));
-    const held = await heldMeanwhile(ids[2]!, ids.slice(0, 2), () =>
+    const { user, lowest, others } = await userWithSessionsAgainstIdOrder('ordered-leaving', 'e');
+    const held = await heldMeanwhile(lowest, others, () =>
       ctx.core.userAdmin.delete(
         { principal: { kind: 'user', id: root.id, name: 'ordered-root' }, session: undefined },
         user.id,

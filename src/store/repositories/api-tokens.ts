@@ -188,13 +188,10 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
     },
     /** Revokes every live token of a user; the number revoked. */
     async revokeAllOfUser(userId: string, now: number): Promise<number> {
-      const result = await db
-        .updateTable('api_tokens')
-        .set({ revoked_at: now })
-        .where('user_id', '=', userId)
-        .$if(dialect === 'postgres', (query) =>
-          // In the order of their ids, as holdForAuthorityCheck takes lent tokens (endingSessions).
-          query.where('id', 'in', (eb) =>
+      const update = db.updateTable('api_tokens').set({ revoked_at: now }).where('user_id', '=', userId);
+      // In the order of their ids, as holdForAuthorityCheck takes lent tokens (endingSessions).
+      const result = await (dialect === 'postgres'
+        ? update.where('id', 'in', (eb) =>
             eb
               .selectFrom('api_tokens')
               .select('id')
@@ -202,10 +199,9 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
               .where('revoked_at', 'is', null)
               .orderBy('id')
               .forUpdate(),
-          ),
-        )
-        .$if(dialect !== 'postgres', (query) => query.where('revoked_at', 'is', null))
-        .executeTakeFirst();
+          )
+        : update.where('revoked_at', 'is', null)
+      ).executeTakeFirst();
       return Number(result.numUpdatedRows);
     },
     /** True if this call revoked the token (false: it was revoked already, or is gone). */

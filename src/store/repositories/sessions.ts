@@ -38,6 +38,12 @@ export interface SessionWithPrincipal extends SessionRow {
 export const notRevoked = (eb: ExpressionBuilder<Database, 'sessions'>) =>
   eb(eb.parens(eb('revoked_at', 'is', null)), 'is', true);
 
+/** The sessions of one user or node, but `exceptId` (the caller's own, say). */
+const ownedBy =
+  (column: 'user_id' | 'node_id', owner: string, exceptId: string | undefined) =>
+  (eb: ExpressionBuilder<Database, 'sessions'>) =>
+    exceptId ? eb.and([eb(column, '=', owner), eb('id', '!=', exceptId)]) : eb(column, '=', owner);
+
 /**
  * An update that ends the live sessions `which` picks, taking their rows in the order of their
  * ids on PostgreSQL (a sub-select `order by id for update`; a SQLite transaction that writes
@@ -237,10 +243,7 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
       const result = await endingSessions(
         db,
         dialect,
-        (eb) =>
-          exceptId
-            ? eb.and([eb('user_id', '=', userId), eb('id', '!=', exceptId)])
-            : eb('user_id', '=', userId),
+        ownedBy('user_id', userId, exceptId),
         now,
         reason,
       ).executeTakeFirst();
@@ -250,10 +253,7 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
       const result = await endingSessions(
         db,
         dialect,
-        (eb) =>
-          exceptId
-            ? eb.and([eb('node_id', '=', nodeId), eb('id', '!=', exceptId)])
-            : eb('node_id', '=', nodeId),
+        ownedBy('node_id', nodeId, exceptId),
         now,
         reason,
       ).executeTakeFirst();
