@@ -413,7 +413,9 @@ forEachDialect('Sign-ins racing a change to their account', (dialect) => {
       // Before: the deletion took the token's row, then waited for the user's, which the sign-in
       // held while it waited for the token's: PostgreSQL ended one of them, the sign-in a 500.
       assert.equal((await deleted).statusCode, 204);
-      assert.equal((await signIn).statusCode, 201);
+      // Either comes first once the row is free: the sign-in (201, its session then ended by the
+      // deletion) or the deletion (the sign-in refused, 400). A clean-clone CI run saw the second.
+      assert.ok([201, 400].includes((await signIn).statusCode), 'not a 500');
       assert.deepEqual(await liveTokenSessions(borrower.id), []);
       assert.equal(await ctx.store.users.findById(borrower.id), undefined);
     });
