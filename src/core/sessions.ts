@@ -143,6 +143,7 @@ export class SessionService {
       const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
       const moved = await this.#store.sessions.advanceTokenGenerations([...first.values()], priorValidUntil, {
         announce: this.#announceRefreshes,
+        passOverHeld: true,
       });
       return advances.map((advance) =>
         first.get(advance.id) === advance && moved.has(advance.id) ? priorValidUntil : undefined,
@@ -217,7 +218,7 @@ export class SessionService {
     const { session } = auth;
     const presented = auth.tokenGeneration ?? session.token_generation;
     if (presented === session.token_generation) {
-      const priorValidUntil = await this.#advances.run({ id: session.id, from: presented });
+      const priorValidUntil = await this.#advance(session.id, presented);
       if (priorValidUntil !== undefined) {
         const advanced = {
           ...session,
@@ -241,6 +242,24 @@ export class SessionService {
       auth.tokenGeneration === undefined ? undefined : { generation: presented, meta },
     );
     return this.#sign(fresh.principal, fresh.session, fresh.session.token_generation);
+  }
+
+  /**
+   * The compare-and-set of one refresh: in the process's next batch, which passes over a session
+   * whose row another transaction holds (a logout everywhere, a password change, another node's
+   * refresh of the same session); such a one, and one that lost, is tried again on its own, and
+   * waits for the row there. Before, the batch waited for it, and every refresh queued behind the
+   * batch with it (found by review: an unrelated refresh took ~1.2 s behind a row held 0.6 s).
+   * Answers the grace end of the token replaced, or undefined if the refresh lost.
+   */
+  async #advance(id: string, from: number): Promise<number | undefined> {
+    const batched = await this.#advances.run({ id, from });
+    if (batched !== undefined) return batched;
+    const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
+    const moved = await this.#store.sessions.advanceTokenGenerations([{ id, from }], priorValidUntil, {
+      announce: this.#announceRefreshes,
+    });
+    return moved.has(id) ? priorValidUntil : undefined;
   }
 
   #sign(principal: Principal, session: SessionWithPrincipal, generation: number): Promise<string> {

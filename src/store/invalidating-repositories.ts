@@ -95,7 +95,7 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
     sessions: {
       ...sessions,
       async advanceTokenGenerations(advances, priorValidUntil, options) {
-        const advanced = await sessions.advanceTokenGenerations(advances, priorValidUntil);
+        const advanced = await sessions.advanceTokenGenerations(advances, priorValidUntil, options);
         if (options?.announce === false) return advanced;
         await publish(
           ...advances

@@ -164,6 +164,43 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
     assert.deepEqual([...advanced].sort(), [...ids].sort());
   });
 
+  test('a refresh batch passing over held rows: it takes the others at once and leaves the held one', async () => {
+    const { ids, lowest, others } = await userWithSessionsAgainstIdOrder('passing-refresh', 'f');
+    let release!: () => void;
+    let holding!: () => void;
+    const held = new Promise<void>((resolve) => {
+      holding = resolve;
+    });
+    const holder = ctx.store.db.transaction().execute(async (trx) => {
+      await sql`select id from sessions where id = ${lowest} for update`.execute(trx);
+      holding();
+      await new Promise<void>((resolve) => {
+        release = resolve;
+      });
+    });
+    await held;
+    // Answers while the lowest is still held: a batch never waits at a row lock.
+    const advanced = await ctx.store.sessions.advanceTokenGenerations(
+      ids.map((id) => ({ id, from: 0 })),
+      ctx.clock.now(),
+      { passOverHeld: true },
+    );
+    release();
+    await holder;
+    assert.deepEqual([...advanced].sort(), [...others].sort());
+    const generations = await ctx.store.db
+      .selectFrom('sessions')
+      .select(['id', 'token_generation'])
+      .where('id', 'in', ids)
+      .orderBy('id')
+      .execute();
+    assert.deepEqual(
+      generations.map((row) => row.token_generation),
+      [0, 1, 1],
+      'the held one, lowest, left at its generation',
+    );
+  });
+
   test("a user's sessions, deleted with the user", async () => {
     const root = await ctx.core.accounts.createUser({
       username: 'ordered-root',

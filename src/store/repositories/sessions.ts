@@ -109,9 +109,13 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
    * statement run included: 78-87 µs of CPU a call built each time, 43-50 compiled once
    * (docs/performance-log.md).
    */
-  const advanceStatements = new Map<number, StatementShape<AdvanceKey>>();
-  const advanceStatement = (size: number): StatementShape<AdvanceKey> => {
-    const known = advanceStatements.get(size);
+  const advanceStatements = {
+    waiting: new Map<number, StatementShape<AdvanceKey>>(),
+    passing: new Map<number, StatementShape<AdvanceKey>>(),
+  };
+  const advanceStatement = (size: number, passOverHeld: boolean): StatementShape<AdvanceKey> => {
+    const kept = passOverHeld ? advanceStatements.passing : advanceStatements.waiting;
+    const known = kept.get(size);
     if (known) return known;
     const standIns = Array.from({ length: size }, (_, index) => ({
       id: standIn<string, AdvanceKey>({ kind: 'id', index }),
@@ -137,13 +141,14 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
     // review: 19 of 30 with a third transaction holding one session row).
     const shape = shapeOf<AdvanceKey>(
       (dialect === 'postgres'
-        ? update.where('id', 'in', (eb) =>
-            eb.selectFrom('sessions').select('id').where(asked).orderBy('id').forUpdate(),
-          )
+        ? update.where('id', 'in', (eb) => {
+            const taken = eb.selectFrom('sessions').select('id').where(asked).orderBy('id').forUpdate();
+            return passOverHeld ? taken.skipLocked() : taken;
+          })
         : update.where(asked)
       ).returning('id'),
     );
-    if (size <= ADVANCE_STATEMENTS_KEPT) advanceStatements.set(size, shape);
+    if (size <= ADVANCE_STATEMENTS_KEPT) kept.set(size, shape);
     return shape;
   };
 
@@ -183,15 +188,21 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
      * UPDATE re-checks its WHERE under the row lock); answers the ids that moved. Each (id, from)
      * must appear once. `options.announce: false` keeps the change from the other processes'
      * caches (read by invalidating-repositories.ts; the default tells them).
+     *
+     * `options.passOverHeld`: a session whose row another transaction holds (PostgreSQL; a SQLite
+     * writer holds the whole file, and the statement waits for it as ever) is left as it is and
+     * answered as not moved, instead of waited for. A batch then never waits at a row lock, so it
+     * can neither hold up the refreshes queued behind it nor deadlock; its caller tries such a
+     * session again on its own.
      */
     async advanceTokenGenerations(
       advances: readonly { readonly id: string; readonly from: number }[],
       priorValidUntil: number,
-      _options?: { readonly announce: boolean },
+      options?: { readonly announce?: boolean; readonly passOverHeld?: boolean },
     ): Promise<Set<string>> {
       if (advances.length === 0) return new Set();
       const { rows } = await db.executeQuery<{ id: string }>(
-        withValues(advanceStatement(advances.length), (key) =>
+        withValues(advanceStatement(advances.length, options?.passOverHeld === true), (key) =>
           key.kind === 'prior'
             ? priorValidUntil
             : key.kind === 'id'
