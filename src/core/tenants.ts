@@ -10,6 +10,7 @@ import {
   canSeeTenant,
   changingAuthority,
   keepOneRoot,
+  LENT_TOKEN_UNBACKED,
   requireRoot,
 } from './authorization.js';
 import { SYSTEM_TENANT_CODE } from './bootstrap.js';
@@ -238,8 +239,14 @@ export class TenantService {
         // After the tenancies and the tokens, in the order a user's change takes them; before
         // the lent tokens' sessions, which would end those of a member left without a tenant
         // first, and leave them out of the count (found by review: 1 session counted of 2).
-        endSessions: async (removed) => {
-          ended = await tx.tenants.endSessionsOfUsersWithoutTenant(removed.userIds, now, SESSION_END_REASON);
+        endSessions: async (removed, unbackedApiTokens) => {
+          const leftWithoutTenant = await tx.tenants.listUsersWithoutTenant(removed.userIds);
+          const { sessionsOfUsers } = await tx.sessions.revokeAllOfUsersAndApiTokens(
+            { ids: leftWithoutTenant, reason: SESSION_END_REASON },
+            { ids: unbackedApiTokens, reason: LENT_TOKEN_UNBACKED },
+            now,
+          );
+          ended = { usersLeftWithoutTenant: leftWithoutTenant.length, sessionsEnded: sessionsOfUsers };
         },
       },
     );

@@ -23,6 +23,7 @@ import {
   findVisibleUser,
   holdsGroupPrivileges,
   keepOneRoot,
+  LENT_TOKEN_UNBACKED,
   mayManageUser,
   readableTenantIds,
 } from './authorization.js';
@@ -618,8 +619,12 @@ export class UserAdminService {
               [{ users: [target.row.id] }],
               () => tx.users.removeTenanciesAndGroups(target.row.id),
               {
-                endSessions: async () => {
-                  await tx.sessions.revokeAllOfUser(target.row.id, now, 'deleted');
+                endSessions: async (_, unbackedApiTokens) => {
+                  await tx.sessions.revokeAllOfUsersAndApiTokens(
+                    { ids: [target.row.id], reason: 'deleted' },
+                    { ids: unbackedApiTokens, reason: LENT_TOKEN_UNBACKED },
+                    now,
+                  );
                 },
               },
             );

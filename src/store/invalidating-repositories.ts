@@ -125,6 +125,15 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
         for (const part of inParts([...ended])) await publish(...part.map((id) => changeTags.apiToken(id)));
         return ended;
       },
+      async revokeAllOfUsersAndApiTokens(users, apiTokens, now) {
+        const ended = await sessions.revokeAllOfUsersAndApiTokens(users, apiTokens, now);
+        // A thousand tags a message: a SQLite statement binds only so many values.
+        for (const part of inParts([...ended.users])) await publish(...part.map((id) => changeTags.user(id)));
+        for (const part of inParts([...ended.apiTokens])) {
+          await publish(...part.map((id) => changeTags.apiToken(id)));
+        }
+        return ended;
+      },
       async revokeAllOfApiToken(apiTokenId, now, reason) {
         const ended = await sessions.revokeAllOfApiToken(apiTokenId, now, reason);
         if (ended > 0) await publish(changeTags.apiToken(apiTokenId));
@@ -192,12 +201,6 @@ export function withInvalidations(repositories: Repositories, publisher: ChangeP
         const removed = await tenants.removeTenancies(tenantId);
         await publish(changeTags.tenant(tenantId));
         return removed;
-      },
-      // Ends the sessions of users left without a tenant, chosen by SQL: rare, so everything goes.
-      async endSessionsOfUsersWithoutTenant(userIds, now, reason) {
-        const ended = await tenants.endSessionsOfUsersWithoutTenant(userIds, now, reason);
-        if (ended.sessionsEnded > 0) await publish(changeTags.all);
-        return ended;
       },
     },
   };

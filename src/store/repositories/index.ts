@@ -18,7 +18,7 @@ import { createUserRepository } from './users.js';
 /** The storage facade: the only code that writes SQL. Core sees these methods, never Kysely. */
 export function createRepositories(db: Kysely<Database>, dialect: Dialect) {
   return {
-    tenants: createTenantRepository(db, dialect),
+    tenants: createTenantRepository(db),
     users: createUserRepository(db, dialect),
     rbac: createRbacRepository(db),
     nodes: createNodeRepository(db),

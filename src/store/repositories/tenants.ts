@@ -1,8 +1,6 @@
 import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
-import type { Dialect } from '../connect.js';
 import type { Database, TenantTable } from '../schema.js';
 import { inParts, type Page, type PageRequest } from './list-query.js';
-import { endingSessions } from './sessions.js';
 
 export type TenantRow = Selectable<TenantTable>;
 export type TenantSortKey = 'created' | 'name' | 'code';
@@ -24,7 +22,7 @@ export interface RemovedTenancies {
   readonly userIds: readonly string[];
 }
 
-export function createTenantRepository(db: Kysely<Database>, dialect: Dialect) {
+export function createTenantRepository(db: Kysely<Database>) {
   return {
     /**
      * Serializes the transactions that could take the last active root away (on PostgreSQL; a
@@ -83,7 +81,7 @@ export function createTenantRepository(db: Kysely<Database>, dialect: Dialect) {
 
     /**
      * Removes every tenancy in the tenant; answers the members it had. Their sessions are ended
-     * apart (`endSessionsOfUsersWithoutTenant`), once the tenancies are gone: the lock order of
+     * apart (`listUsersWithoutTenant`), once the tenancies are gone: the lock order of
      * every change to a user is its row, its tenancies, the API tokens, then the sessions, and a
      * deletion that ended the members' sessions before taking their tenancies deadlocked with a
      * member's change (found by review).
@@ -97,19 +95,14 @@ export function createTenantRepository(db: Kysely<Database>, dialect: Dialect) {
       return { memberships: removed.length, userIds: removed.map((row) => row.user_id) };
     },
     /**
-     * Ends the live sessions of those of `userIds` who have no tenancy left. Run it in the
-     * transaction that removed their tenancies, so that the two happen together: a member who
-     * joined another tenant meanwhile keeps its sessions, and a re-run finds nothing half done.
+     * Those of `userIds` who have no tenancy left. Read in the transaction that removed their
+     * tenancies, and their sessions ended in it (`sessions.revokeAllOfUsersAndApiTokens`), so
+     * that the two happen together and a re-run finds nothing half done.
      */
-    async endSessionsOfUsersWithoutTenant(
-      userIds: readonly string[],
-      now: number,
-      reason: string,
-    ): Promise<Omit<RemovedMemberships, 'memberships'>> {
-      let usersLeftWithoutTenant = 0;
-      let sessionsEnded = 0;
+    async listUsersWithoutTenant(userIds: readonly string[]): Promise<string[]> {
+      const found: string[] = [];
       for (const part of inParts(userIds)) {
-        const withoutTenant = db
+        const rows = await db
           .selectFrom('users')
           .select('users.id')
           .where('users.id', 'in', part)
@@ -121,23 +114,11 @@ export function createTenantRepository(db: Kysely<Database>, dialect: Dialect) {
                   .whereRef('tenancies.user_id', '=', 'users.id'),
               ),
             ),
-          );
-        const counted = await db
-          .selectFrom(withoutTenant.as('left'))
-          .select((eb) => eb.fn.countAll<number>().as('n'))
-          .executeTakeFirstOrThrow();
-        usersLeftWithoutTenant += Number(counted.n);
-        if (Number(counted.n) === 0) continue;
-        const ended = await endingSessions(
-          db,
-          dialect,
-          (eb) => eb('user_id', 'in', withoutTenant),
-          now,
-          reason,
-        ).executeTakeFirst();
-        sessionsEnded += Number(ended.numUpdatedRows);
+          )
+          .execute();
+        for (const row of rows) found.push(row.id);
       }
-      return { usersLeftWithoutTenant, sessionsEnded };
+      return found;
     },
   };
 }
