@@ -96,6 +96,18 @@ export function tokenStanding(
   return 'replayed';
 }
 
+/** A refresh's compare-and-set: the session's token line from generation `from` to the next. */
+interface Advance {
+  readonly id: string;
+  readonly from: number;
+}
+
+/**
+ * Of a compare-and-set: the grace end of the token replaced (it moved), `lost` (the session was
+ * not at `from`, or not live), or `unsettled` (lost, or its row was held and passed over).
+ */
+type AdvanceOutcome = number | 'lost' | 'unsettled';
+
 /** The session row is the truth: every token and cookie is checked against it on every request. */
 export class SessionService {
   readonly #store: Store;
@@ -106,8 +118,12 @@ export class SessionService {
   readonly #cache: SessionCache;
   /** last_seen_at is written at most this often per session, not on every request. */
   readonly #touchIntervalMs: number;
-  /** Refreshes' compare-and-sets, written in groups; each answers its grace end, or undefined if it lost. */
-  readonly #advances: GroupWriter<{ readonly id: string; readonly from: number }, number | undefined>;
+  /**
+   * Refreshes' compare-and-sets, written in groups. `#advances` passes over a session row another
+   * transaction holds; `#heldAdvances` takes those again and waits for their rows (#advance).
+   */
+  readonly #advances: GroupWriter<Advance, AdvanceOutcome>;
+  readonly #heldAdvances: GroupWriter<Advance, AdvanceOutcome>;
   /**
    * Whether other processes hear of each refresh. A copy of the session read before a refresh
    * names the replaced token as current, and a process serving from it accepts that token: so does
@@ -135,19 +151,25 @@ export class SessionService {
     this.#cache = cache;
     this.#touchIntervalMs = Math.min(60_000, Math.floor(config.sessionIdleTimeoutMs / 10));
     this.#announceRefreshes = config.refreshGraceMs < 2 * config.sessionCacheTtlMs;
-    this.#advances = new GroupWriter(async (advances) => {
-      // One compare-and-set per session: a second refresh of the same session in this batch
-      // loses, as it would a moment later, and is judged on a fresh read.
-      const first = new Map<string, { readonly id: string; readonly from: number }>();
-      for (const advance of advances) if (!first.has(advance.id)) first.set(advance.id, advance);
-      const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
-      const moved = await this.#store.sessions.advanceTokenGenerations([...first.values()], priorValidUntil, {
-        announce: this.#announceRefreshes,
-        passOverHeld: true,
-      });
-      return advances.map((advance) =>
-        first.get(advance.id) === advance && moved.has(advance.id) ? priorValidUntil : undefined,
-      );
+    this.#advances = new GroupWriter((advances) => this.#writeAdvances(advances, true));
+    this.#heldAdvances = new GroupWriter((advances) => this.#writeAdvances(advances, false));
+  }
+
+  async #writeAdvances(advances: readonly Advance[], passOverHeld: boolean): Promise<AdvanceOutcome[]> {
+    // One compare-and-set per session: a second refresh of the same session in this batch
+    // loses, as it would a moment later, and is judged on a fresh read.
+    const first = new Map<string, Advance>();
+    for (const advance of advances) if (!first.has(advance.id)) first.set(advance.id, advance);
+    const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
+    const moved = await this.#store.sessions.advanceTokenGenerations([...first.values()], priorValidUntil, {
+      announce: this.#announceRefreshes,
+      passOverHeld,
+    });
+    return advances.map((advance) => {
+      if (first.get(advance.id) !== advance) return 'lost';
+      if (moved.has(advance.id)) return priorValidUntil;
+      // Lost, or passed over: the statement cannot tell which.
+      return passOverHeld ? 'unsettled' : 'lost';
     });
   }
 
@@ -247,19 +269,19 @@ export class SessionService {
   /**
    * The compare-and-set of one refresh: in the process's next batch, which passes over a session
    * whose row another transaction holds (a logout everywhere, a password change, another node's
-   * refresh of the same session); such a one, and one that lost, is tried again on its own, and
-   * waits for the row there. Before, the batch waited for it, and every refresh queued behind the
-   * batch with it (found by review: an unrelated refresh took ~1.2 s behind a row held 0.6 s).
+   * refresh of the same session). Such a one, and one that lost, goes again in a batch of its own
+   * kind, which waits for the rows: before, the batch waited, and every refresh queued behind it
+   * too (found by review: an unrelated refresh took ~1.2 s behind a row held 0.6 s). Those batches
+   * are one at a time as well, so that refreshes waiting for held rows take one connection of the
+   * pool, not one each (found by review, reading the first version, which tried each alone).
    * Answers the grace end of the token replaced, or undefined if the refresh lost.
    */
   async #advance(id: string, from: number): Promise<number | undefined> {
     const batched = await this.#advances.run({ id, from });
-    if (batched !== undefined) return batched;
-    const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
-    const moved = await this.#store.sessions.advanceTokenGenerations([{ id, from }], priorValidUntil, {
-      announce: this.#announceRefreshes,
-    });
-    return moved.has(id) ? priorValidUntil : undefined;
+    if (batched === 'lost') return undefined;
+    if (batched !== 'unsettled') return batched;
+    const waited = await this.#heldAdvances.run({ id, from });
+    return typeof waited === 'number' ? waited : undefined;
   }
 
   #sign(principal: Principal, session: SessionWithPrincipal, generation: number): Promise<string> {

@@ -236,9 +236,9 @@ export class TenantService {
       [{ tenant: tenant.id }],
       () => tx.tenants.removeTenancies(tenant.id),
       {
-        // After the tenancies and the tokens, in the order a user's change takes them; before
-        // the lent tokens' sessions, which would end those of a member left without a tenant
-        // first, and leave them out of the count (found by review: 1 session counted of 2).
+        // After the tenancies and the tokens, in the order a user's change takes them; with the
+        // lent tokens' sessions, in one statement, a session of both counted as the member's
+        // (found by review: ended first as the token's, 1 session was counted of 2).
         endSessions: async (removed, unbackedApiTokens) => {
           const leftWithoutTenant = await tx.tenants.listUsersWithoutTenant(removed.userIds);
           const { sessionsOfUsers } = await tx.sessions.revokeAllOfUsersAndApiTokens(

@@ -3,6 +3,7 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LightMyRequestResponse } from 'fastify';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
@@ -244,6 +245,53 @@ forEachDialect('NSE refresh rotation', (dialect) => {
     } finally {
       release();
       await holder;
+    }
+  });
+
+  test('refreshes waiting for held rows take one connection of the pool, not one each', {
+    skip: dialect !== 'postgres' && 'row locks are PostgreSQL’s',
+  }, async () => {
+    // A pool of 3: before, each passed-over refresh waited alone, on a connection of its own,
+    // and the process's other statements queued for one until the rows were free.
+    const small = await createTestContext('postgres', { GATEHOUSE_PG_POOL_SIZE: '3' });
+    const holder = new pg.Client({ connectionString: small.config.databaseUrl });
+    const watcher = new pg.Client({ connectionString: small.config.databaseUrl });
+    const waitingForLocks = async () =>
+      (
+        await watcher.query<{ n: number }>(
+          `select count(*)::int as n from pg_stat_activity
+            where datname = current_database() and wait_event_type = 'Lock'`,
+        )
+      ).rows[0]?.n ?? 0;
+    try {
+      const held: string[] = [];
+      for (let i = 0; i < 6; i += 1) held.push(await nseSignIn(small));
+      const free = await nseSignIn(small);
+      await holder.connect();
+      await watcher.connect();
+      await holder.query('begin');
+      await holder.query('select id from sessions where id = any($1::text[]) for update', [
+        held.map((token) => claims(token).sid),
+      ]);
+      const refreshOf = (token: string) =>
+        small.inject({ method: 'POST', url: '/api/v2.1/auth/refresh', headers: bearer(token) });
+      const waiting = held.map(refreshOf);
+      for (let tries = 0; tries < 500 && (await waitingForLocks()) === 0; tries += 1) await sleep(10);
+      await sleep(200);
+      assert.equal(await waitingForLocks(), 1, 'one statement waits for the held rows');
+      const other = await Promise.race([refreshOf(free), sleep(10_000).then(() => undefined)]);
+      assert.ok(other, 'another refresh answered while the rows were held');
+      assert.equal(other.statusCode, 200, other.body);
+      await holder.query('commit');
+      for (const answer of await Promise.all(waiting)) {
+        assert.equal(answer.statusCode, 200, answer.body);
+        assert.equal(claims(json(answer).result.records[0].token).gen, 1);
+      }
+    } finally {
+      await holder.query('rollback').catch(() => {});
+      await holder.end().catch(() => {});
+      await watcher.end().catch(() => {});
+      await small.close();
     }
   });
 });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { NewSessionRow } from '../../src/store/repositories/sessions.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
@@ -180,13 +181,21 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
     });
     await held;
     // Answers while the lowest is still held: a batch never waits at a row lock.
-    const advanced = await ctx.store.sessions.advanceTokenGenerations(
-      ids.map((id) => ({ id, from: 0 })),
-      ctx.clock.now(),
-      { passOverHeld: true },
-    );
-    release();
-    await holder;
+    let advanced: Set<string> | undefined;
+    try {
+      advanced = await Promise.race([
+        ctx.store.sessions.advanceTokenGenerations(
+          ids.map((id) => ({ id, from: 0 })),
+          ctx.clock.now(),
+          { passOverHeld: true },
+        ),
+        sleep(10_000).then(() => undefined),
+      ]);
+    } finally {
+      release();
+      await holder;
+    }
+    assert.ok(advanced, 'the batch answered while a row was held');
     assert.deepEqual([...advanced].sort(), [...others].sort());
     const generations = await ctx.store.db
       .selectFrom('sessions')

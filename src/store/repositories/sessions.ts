@@ -113,7 +113,7 @@ const _everySessionColumn: ListsEveryColumn<SessionTable, typeof SESSION_COLUMNS
 /** What `revokeAllOfUsersAndApiTokens` ended. */
 export interface EndedOfUsersAndApiTokens {
   /** Sessions of the users named, ended as theirs. */
-  sessionsOfUsers: number;
+  readonly sessionsOfUsers: number;
   /** The users named who had sessions ended. */
   readonly users: Set<string>;
   /** The tokens named that had sessions ended as theirs (not as a user's named too). */
@@ -135,7 +135,9 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
     passing: new Map<number, StatementShape<AdvanceKey>>(),
   };
   const advanceStatement = (size: number, passOverHeld: boolean): StatementShape<AdvanceKey> => {
-    const kept = passOverHeld ? advanceStatements.passing : advanceStatements.waiting;
+    // SQLite takes no row locks to pass over: one statement for both.
+    const passing = passOverHeld && dialect === 'postgres';
+    const kept = passing ? advanceStatements.passing : advanceStatements.waiting;
     const known = kept.get(size);
     if (known) return known;
     const standIns = Array.from({ length: size }, (_, index) => ({
@@ -164,7 +166,7 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
       (dialect === 'postgres'
         ? update.where('id', 'in', (eb) => {
             const taken = eb.selectFrom('sessions').select('id').where(asked).orderBy('id').forUpdate();
-            return passOverHeld ? taken.skipLocked() : taken;
+            return passing ? taken.skipLocked() : taken;
           })
         : update.where(asked)
       ).returning('id'),

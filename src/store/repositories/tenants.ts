@@ -80,11 +80,11 @@ export function createTenantRepository(db: Kysely<Database>) {
     },
 
     /**
-     * Removes every tenancy in the tenant; answers the members it had. Their sessions are ended
-     * apart (`listUsersWithoutTenant`), once the tenancies are gone: the lock order of
-     * every change to a user is its row, its tenancies, the API tokens, then the sessions, and a
-     * deletion that ended the members' sessions before taking their tenancies deadlocked with a
-     * member's change (found by review).
+     * Removes every tenancy in the tenant; answers the members it had. The sessions of those left
+     * without a tenant (`listUsersWithoutTenant`) are ended apart, once the tenancies are gone:
+     * the lock order of every change to a user is its row, its tenancies, the API tokens, then
+     * the sessions, and a deletion that ended the members' sessions before taking their
+     * tenancies deadlocked with a member's change (found by review).
      */
     async removeTenancies(tenantId: string): Promise<RemovedTenancies> {
       const removed = await db
