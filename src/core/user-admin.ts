@@ -19,7 +19,6 @@ import {
   canManageTenantObjects,
   canSeeTenant,
   changingAuthority,
-  endUnbackedLentSessions,
   findVisibleUser,
   holdsGroupPrivileges,
   keepOneRoot,
@@ -534,31 +533,49 @@ export class UserAdminService {
             );
             if (passwordHash !== undefined) await tx.users.setPassword(target.row.id, passwordHash, now);
             if (tenanciesChange && tenancies) await tx.users.replaceTenancies(target.row.id, tenancies, now);
-            // Tokens lent to or by the user work only while their maker manages their user: the
-            // sessions opened with them end with that standing (sign-ins are checked again,
-            // authentication.ts). Before the user's own tokens are revoked: this takes the lent
-            // ones in id order, the user's among them, and two such changes at once, each taking
-            // its own user's first, deadlocked (found by review: 5 of 140 pairs of admins who had
-            // lent each other tokens, given new passwords and tenancies at the same moment).
+            // The user's own sessions end with a deactivation or a password set; the sessions of
+            // tokens lent to or by the user, when their maker no longer manages their user (sign-ins
+            // are checked again, authentication.ts). Both in one statement, in id order, a lent
+            // token's session of the user counted as the user's (sessions.revokeAllOfUsersAndApiTokens).
+            const ownEnd = deactivating
+              ? 'deactivated'
+              : passwordHash !== undefined
+                ? 'password-set'
+                : undefined;
+            let tokensRevoked = 0;
+            let ended = 0;
+            const endSessions = async (unbackedApiTokens: readonly string[]) => {
+              // The user's tokens before its sessions: the lock order (sessions repository,
+              // revokeAllOfUser). After the lent ones, which `changingAuthority` takes in id
+              // order, the user's among them: two such changes at once, each taking its own
+              // user's first, deadlocked (found by review: 5 of 140 pairs of admins who had lent
+              // each other tokens, given new passwords and tenancies at the same moment).
+              if (passwordHash !== undefined)
+                tokensRevoked = await tx.apiTokens.revokeAllOfUser(target.row.id, now);
+              ({ sessionsOfUsers: ended } = await tx.sessions.revokeAllOfUsersAndApiTokens(
+                { ids: ownEnd === undefined ? [] : [target.row.id], reason: ownEnd ?? '' },
+                { ids: unbackedApiTokens, reason: LENT_TOKEN_UNBACKED },
+                now,
+              ));
+            };
             if (deactivating || tenanciesChange) {
-              await endUnbackedLentSessions(tx, now, [{ users: [target.row.id] }]);
+              await changingAuthority(tx, now, [{ users: [target.row.id] }], async () => {}, {
+                endSessions: (_, unbacked) => endSessions(unbacked),
+              });
+            } else {
+              await endSessions([]);
             }
-            // The user's tokens before its sessions: the lock order (sessions repository, revokeAllOfUser).
-            const tokensRevoked =
-              passwordHash === undefined ? 0 : await tx.apiTokens.revokeAllOfUser(target.row.id, now);
-            const ended = deactivating
-              ? await tx.sessions.revokeAllOfUser(target.row.id, now, 'deactivated')
-              : 0;
             if (changed.length > 0) {
               const endedNote = deactivating ? `; ${ended} session(s) ended` : '';
               await this.#audit.record(event('user.update', `changed ${changed.join(', ')}${endedNote}`), tx);
             }
             if (passwordHash !== undefined) {
-              const ended = await tx.sessions.revokeAllOfUser(target.row.id, now, 'password-set');
+              // Ended by the deactivation, when both: counted there.
+              const endedBySet = deactivating ? 0 : ended;
               await this.#audit.record(
                 event(
                   'password.set',
-                  `set by an administrator; ${ended} session(s) ended, ${tokensRevoked} API token(s) revoked`,
+                  `set by an administrator; ${endedBySet} session(s) ended, ${tokensRevoked} API token(s) revoked`,
                 ),
                 tx,
               );

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { sql } from 'kysely';
+import pg from 'pg';
 import type { Role } from '../../src/store/repositories/users.js';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { bearer, json, nseSignIn } from '../helpers/http.js';
+import { untilWaitingForLocks } from '../helpers/postgres.js';
 
 const PASSWORD = 'Tulip-meadow-2024!';
 const NEW_PASSWORD = 'Granite-harbour-77?';
@@ -813,6 +816,87 @@ forEachDialect('NSE users', (dialect) => {
       'user.delete',
       'user.update',
     ]);
+  });
+
+  /**
+   * A password set with a change of tenancies ends the user's sessions and those of the tokens it
+   * had lent, which it no longer backs, in one statement, every row in id order (PostgreSQL; a
+   * SQLite writer holds the whole file). Before, the lent tokens' sessions in one statement and the
+   * user's in another: one taken while a lower one was still to come (found by review, reading the
+   * code). Shown with the user's own session, the lower, held.
+   */
+  test('a password set with new tenancies takes the sessions it ends in id order, its own and its lent tokens’', {
+    skip: dialect !== 'postgres' && 'row locks are PostgreSQL’s',
+  }, async () => {
+    const orderly = (await ctx.core.tenants.create({ code: 'orderly', name: 'Orderly' })).id;
+    const maker = await makeUser('maker-in-order', [[orderly, 'admin']]);
+    await signIn('maker-in-order');
+    const borrower = await makeUser('borrower-in-order', [[orderly, 'user']]);
+    const made = await call('maker-in-order', 'POST', '/api/v2.1/tokens', {
+      name: 'lent',
+      user_id: borrower,
+    });
+    assert.equal(made.statusCode, 201, made.body);
+    const opened = await ctx.inject({
+      method: 'POST',
+      url: '/api/session/login-with-token',
+      payload: { token: json(made).result.records[0].token },
+    });
+    assert.equal(opened.statusCode, 201, opened.body);
+    const sessionOf = async (userId: string) =>
+      (
+        await ctx.store.db
+          .selectFrom('sessions')
+          .select('id')
+          .where('user_id', '=', userId)
+          .where('revoked_at', 'is', null)
+          .executeTakeFirstOrThrow()
+      ).id;
+    const own = await sessionOf(maker);
+    const lent = await sessionOf(borrower);
+    assert.ok(own < lent);
+
+    const holder = new pg.Client({ connectionString: ctx.config.databaseUrl });
+    await holder.connect();
+    let takenMeanwhile: boolean;
+    let answer: Awaited<ReturnType<typeof call>>;
+    try {
+      await holder.query('begin');
+      await holder.query('select id from sessions where id = $1 for update', [own]);
+      const update = call('admin', 'PUT', `${USERS}/${maker}`, {
+        password: NEW_PASSWORD,
+        tenancies: [{ tenant_id: globex, role_name: 'user' }],
+      });
+      await untilWaitingForLocks(ctx.store.db, 1);
+      takenMeanwhile = await ctx.store.db.transaction().execute(async (trx) => {
+        try {
+          await sql`select id from sessions where id = ${lent} for update nowait`.execute(trx);
+          return false;
+        } catch (error) {
+          if ((error as { code?: string }).code === '55P03') return true;
+          throw error;
+        }
+      });
+      await holder.query('commit');
+      answer = await update;
+    } finally {
+      await holder.query('rollback').catch(() => {});
+      await holder.end();
+    }
+    assert.equal(takenMeanwhile, false, "the lent token's session taken while the lower one was waited for");
+    assert.equal(answer.statusCode, 200, answer.body);
+    const reasons = await ctx.store.db
+      .selectFrom('sessions')
+      .select(['id', 'revoke_reason'])
+      .where('id', 'in', [own, lent])
+      .orderBy('id')
+      .execute();
+    assert.deepEqual(
+      reasons.map((row) => row.revoke_reason),
+      ['password-set', 'token-maker-changed'],
+    );
+    const [event] = await auditRows('password.set', maker);
+    assert.match(event?.reason ?? '', /1 session\(s\) ended/);
   });
 });
 
