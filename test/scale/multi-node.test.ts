@@ -220,6 +220,59 @@ describe('Three server processes on one PostgreSQL: tokens work everywhere, endi
     assert.ok(elapsed < 1000, `refused on B and C after ${Math.round(elapsed)} ms`);
   });
 
+  test("a tenant's deletion on A: its stranded member's sessions, a lent token's too, are refused on B and C within 1 s", async () => {
+    const created = await call(a, 'POST', '/api/v2.1/tenants', root, {
+      name: 'Doomed',
+      code: 'doomed',
+      zuora_account_name: '',
+      zuora_account_number: '',
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const doomed = created.body.result.records[0].id as string;
+    const member = async (username: string, tenancies: { tenant_id: string; role_name: string }[]) => {
+      const made = await call(a, 'POST', '/api/v2.1/users', root, {
+        username,
+        password: PASSWORD,
+        tenancies,
+      });
+      assert.equal(made.status, 201, JSON.stringify(made.body));
+      return made.body.result.records[0].id as string;
+    };
+    const gil = await member('gil', [{ tenant_id: doomed, role_name: 'user' }]);
+    // The lender keeps a tenant: only the member is left without one.
+    await member('hal', [
+      { tenant_id: doomed, role_name: 'admin' },
+      { tenant_id: tenantId, role_name: 'user' },
+    ]);
+    const lent = await call(a, 'POST', '/api/v2.1/tokens', bearer(await signIn(a, 'hal')), {
+      name: 'for gil',
+      user_id: gil,
+    });
+    assert.equal(lent.status, 201, JSON.stringify(lent.body));
+    const opened = await fetch(`${b}/api/session/login-with-token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: lent.body.result.records[0].token }),
+    });
+    assert.equal(opened.status, 201, await opened.text());
+    // The session's secret, the cookie's value: a Bearer credential on NSE too.
+    const cookie = bearer((opened.headers.get('set-cookie') ?? '').split(';')[0]?.split('=')[1] ?? '');
+    const own = bearer(await signIn(c, 'gil'));
+    await warm(cookie);
+    await warm(own);
+
+    const deletion = await call(a, 'DELETE', `/api/v2.1/tenants/${doomed}`, root);
+    assert.equal(deletion.status, 202, JSON.stringify(deletion.body));
+    const job = deletion.body.result.records[0].id as string;
+    await waitFor(async () => {
+      const polled = await call(a, 'GET', `/api/v2.1/jobs/${job}`, root);
+      const status = polled.body.result.records[0].status as string;
+      return status === 'running' ? undefined : status;
+    }, 'the deletion job').then((status) => assert.equal(status, 'successful'));
+    const elapsed = Math.max(await refusedElsewhere(cookie), await refusedElsewhere(own));
+    assert.ok(elapsed < 1000, `refused on B and C after ${Math.round(elapsed)} ms of the job's end`);
+  });
+
   test('a refresh on A: the new token works on B at once, the old one on C within the grace', async () => {
     const first = await signIn(a, 'fox');
     await warm(bearer(first));
