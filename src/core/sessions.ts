@@ -4,7 +4,7 @@ import type { Store } from '../store/connect.js';
 import type { SessionWithPrincipal } from '../store/repositories/sessions.js';
 import type { AuditService } from './audit.js';
 import type { Clock } from './clock.js';
-import { GroupWriter } from './concurrency.js';
+import { ConcurrencyLimit, GroupWriter } from './concurrency.js';
 import { newId } from './ids.js';
 import { hashSecret, newSecret, SESSION_SECRET_PREFIX } from './secrets.js';
 import type { SessionCache } from './session-cache.js';
@@ -103,10 +103,11 @@ interface Advance {
 }
 
 /**
- * Of a compare-and-set: the grace end of the token replaced (it moved), `lost` (the session was
- * not at `from`, or not live), or `unsettled` (lost, or its row was held and passed over).
+ * Of a batch's compare-and-set: the grace end of the token replaced (it moved), `lost` (the
+ * session is no longer at `from`, or has ended), or `held` (still at `from` and live: its row was
+ * held and passed over, or it came second in the batch).
  */
-type AdvanceOutcome = number | 'lost' | 'unsettled';
+type AdvanceOutcome = number | 'lost' | 'held';
 
 /** The session row is the truth: every token and cookie is checked against it on every request. */
 export class SessionService {
@@ -119,11 +120,11 @@ export class SessionService {
   /** last_seen_at is written at most this often per session, not on every request. */
   readonly #touchIntervalMs: number;
   /**
-   * Refreshes' compare-and-sets, written in groups. `#advances` passes over a session row another
-   * transaction holds; `#heldAdvances` takes those again and waits for their rows (#advance).
+   * Refreshes' compare-and-sets, written in groups that pass over a session row another
+   * transaction holds; such a one is tried again alone, a few at a time (#advance).
    */
   readonly #advances: GroupWriter<Advance, AdvanceOutcome>;
-  readonly #heldAdvances: GroupWriter<Advance, AdvanceOutcome>;
+  readonly #heldRowWaits: ConcurrencyLimit;
   /**
    * Whether other processes hear of each refresh. A copy of the session read before a refresh
    * names the replaced token as current, and a process serving from it accepts that token: so does
@@ -151,25 +152,33 @@ export class SessionService {
     this.#cache = cache;
     this.#touchIntervalMs = Math.min(60_000, Math.floor(config.sessionIdleTimeoutMs / 10));
     this.#announceRefreshes = config.refreshGraceMs < 2 * config.sessionCacheTtlMs;
-    this.#advances = new GroupWriter((advances) => this.#writeAdvances(advances, true));
-    this.#heldAdvances = new GroupWriter((advances) => this.#writeAdvances(advances, false));
+    this.#advances = new GroupWriter((advances) => this.#writeAdvances(advances));
+    // A quarter of the pool at most waits for held rows: the rest serves everything else.
+    this.#heldRowWaits = new ConcurrencyLimit(Math.max(1, Math.floor(config.pgPoolSize / 4)));
   }
 
-  async #writeAdvances(advances: readonly Advance[], passOverHeld: boolean): Promise<AdvanceOutcome[]> {
-    // One compare-and-set per session: a second refresh of the same session in this batch
-    // loses, as it would a moment later, and is judged on a fresh read.
+  async #writeAdvances(advances: readonly Advance[]): Promise<AdvanceOutcome[]> {
+    // One compare-and-set per session in a statement: a second refresh of a session in this
+    // batch is judged below with those that did not move.
     const first = new Map<string, Advance>();
     for (const advance of advances) if (!first.has(advance.id)) first.set(advance.id, advance);
     const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
     const moved = await this.#store.sessions.advanceTokenGenerations([...first.values()], priorValidUntil, {
       announce: this.#announceRefreshes,
-      passOverHeld,
+      passOverHeld: true,
     });
+    const movedHere = (advance: Advance) => first.get(advance.id) === advance && moved.has(advance.id);
+    const open = advances.filter((advance) => !movedHere(advance));
+    if (open.length === 0) return advances.map(() => priorValidUntil);
+    // Lost, passed over, or a second of its session: the row as it stands now tells. One still at
+    // its `from` and live was held (or came second) and may yet move; any other has lost. A
+    // lost one does not join those waiting for held rows (found by review: it queued behind them).
+    const rows = await this.#store.sessions.findTokenGenerations([...new Set(open.map((a) => a.id))]);
+    const standing = new Map(rows.map((row) => [row.id, row]));
     return advances.map((advance) => {
-      if (first.get(advance.id) !== advance) return 'lost';
-      if (moved.has(advance.id)) return priorValidUntil;
-      // Lost, or passed over: the statement cannot tell which.
-      return passOverHeld ? 'unsettled' : 'lost';
+      if (movedHere(advance)) return priorValidUntil;
+      const row = standing.get(advance.id);
+      return row?.revoked_at === null && row.token_generation === advance.from ? 'held' : 'lost';
     });
   }
 
@@ -269,19 +278,23 @@ export class SessionService {
   /**
    * The compare-and-set of one refresh: in the process's next batch, which passes over a session
    * whose row another transaction holds (a logout everywhere, a password change, another node's
-   * refresh of the same session). Such a one, and one that lost, goes again in a batch of its own
-   * kind, which waits for the rows: before, the batch waited, and every refresh queued behind it
-   * too (found by review: an unrelated refresh took ~1.2 s behind a row held 0.6 s). Those batches
-   * are one at a time as well, so that refreshes waiting for held rows take one connection of the
-   * pool, not one each (found by review, reading the first version, which tried each alone).
-   * Answers the grace end of the token replaced, or undefined if the refresh lost.
+   * refresh of the same session). Such a one is tried again alone, with a statement that waits
+   * for its row and holds no other: before, the batch waited, and every refresh queued behind it
+   * too (found by review: an unrelated refresh took ~1.2 s behind a row held 0.6 s). A quarter of
+   * the pool at most waits so (found by review: each waiting on a connection of its own, they
+   * took the whole pool, and a sign-in failed after 3 s). Answers the grace end of the token
+   * replaced, or undefined if the refresh lost.
    */
   async #advance(id: string, from: number): Promise<number | undefined> {
     const batched = await this.#advances.run({ id, from });
-    if (batched === 'lost') return undefined;
-    if (batched !== 'unsettled') return batched;
-    const waited = await this.#heldAdvances.run({ id, from });
-    return typeof waited === 'number' ? waited : undefined;
+    if (batched !== 'held') return batched === 'lost' ? undefined : batched;
+    return this.#heldRowWaits.run(async () => {
+      const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
+      const moved = await this.#store.sessions.advanceTokenGenerations([{ id, from }], priorValidUntil, {
+        announce: this.#announceRefreshes,
+      });
+      return moved.has(id) ? priorValidUntil : undefined;
+    });
   }
 
   #sign(principal: Principal, session: SessionWithPrincipal, generation: number): Promise<string> {

@@ -245,6 +245,16 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
     insert(row: NewSessionRow): Promise<void> {
       return insertRows(db, dialect, 'sessions', SESSION_COLUMNS, [row], 1);
     },
+    /** Where each session's token line stands: its generation, and whether it has ended. */
+    findTokenGenerations(
+      ids: readonly string[],
+    ): Promise<{ id: string; token_generation: number; revoked_at: number | null }[]> {
+      return db
+        .selectFrom('sessions')
+        .select(['id', 'token_generation', 'revoked_at'])
+        .where('id', 'in', ids)
+        .execute();
+    },
     async findById(id: string): Promise<SessionWithPrincipal | undefined> {
       return (await withPrincipal().where('sessions.id', '=', id).executeTakeFirst()) as
         | SessionWithPrincipal
@@ -270,7 +280,7 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
      * writer holds the whole file, and the statement waits for it as ever) is left as it is and
      * answered as not moved, instead of waited for. A batch then never waits at a row lock, so it
      * can neither hold up the refreshes queued behind it nor deadlock; its caller tries such a
-     * session again on its own.
+     * session again, alone, with a statement that waits.
      */
     async advanceTokenGenerations(
       advances: readonly { readonly id: string; readonly from: number }[],
