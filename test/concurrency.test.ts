@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ConcurrencyLimit, EventLoopTurns } from '../src/core/concurrency.js';
+import { EventLoopTurns } from '../src/core/concurrency.js';
 
 /** Steps whose awaits resolve at once, each busy for about `stepMs`: a batch of row checks. */
 async function busyLoop(steps: number, stepMs: number, turns?: EventLoopTurns): Promise<void> {
@@ -44,47 +44,4 @@ test('every caller waiting on one due turn goes on after the same turn', async (
   assert.equal(second, first, 'a second caller waits on the same turn');
   await first;
   assert.equal(turns.take(), undefined, 'a new slice begins after the turn');
-});
-
-test('ConcurrencyLimit: at most `limit` tasks run at once, the others in the order they came', async () => {
-  const limit = new ConcurrencyLimit(2);
-  let running = 0;
-  let most = 0;
-  const started: number[] = [];
-  const releases: (() => void)[] = [];
-  const tasks = Array.from({ length: 5 }, (_, index) =>
-    limit.run(async () => {
-      started.push(index);
-      running += 1;
-      most = Math.max(most, running);
-      await new Promise<void>((resolve) => releases.push(resolve));
-      running -= 1;
-      return index;
-    }),
-  );
-  const settle = () => new Promise((resolve) => setImmediate(resolve));
-  await settle();
-  assert.deepEqual(started, [0, 1]);
-  releases[1]?.();
-  await settle();
-  assert.deepEqual(started, [0, 1, 2], 'a freed slot goes to the first waiting');
-  releases[0]?.();
-  await settle();
-  assert.deepEqual(started, [0, 1, 2, 3]);
-  for (const release of releases.slice(2)) release();
-  await settle();
-  releases[4]?.();
-  assert.deepEqual(await Promise.all(tasks), [0, 1, 2, 3, 4]);
-  assert.equal(most, 2);
-});
-
-test('ConcurrencyLimit: a task that fails frees its slot and fails its caller only', async () => {
-  const limit = new ConcurrencyLimit(1);
-  const failing = limit.run(async () => {
-    throw new Error('refused');
-  });
-  const next = limit.run(async () => 'ran');
-  await assert.rejects(failing, /refused/);
-  assert.equal(await next, 'ran');
-  assert.throws(() => new ConcurrencyLimit(0), RangeError);
 });

@@ -72,35 +72,6 @@ export class GroupWriter<T, R> {
 }
 
 /**
- * Runs at most `limit` tasks at once; the others wait their turn, in the order they came. How a
- * process keeps tasks that may wait long (a statement waiting for a row lock) from taking every
- * connection of its pool.
- */
-export class ConcurrencyLimit {
-  readonly #limit: number;
-  #running = 0;
-  readonly #waiting: (() => void)[] = [];
-
-  constructor(limit: number) {
-    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`a limit of ${limit}`);
-    this.#limit = limit;
-  }
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    // A slot freed is handed to the first waiting, so that none who came later takes it first.
-    if (this.#running < this.#limit) this.#running += 1;
-    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    try {
-      return await task();
-    } finally {
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#running -= 1;
-    }
-  }
-}
-
-/**
  * Shares out the event loop in a long loop of quick awaited steps (checking an import's rows):
  * steps whose awaits resolve at once run back to back as microtasks, and nothing else (a request,
  * a timer, an answer from another thread) runs until the loop ends. `take()` answers at once

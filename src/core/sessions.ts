@@ -1,10 +1,11 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../config.js';
 import { GatehouseError } from '../errors.js';
 import type { Store } from '../store/connect.js';
 import type { SessionWithPrincipal } from '../store/repositories/sessions.js';
 import type { AuditService } from './audit.js';
 import type { Clock } from './clock.js';
-import { ConcurrencyLimit, GroupWriter } from './concurrency.js';
+import { GroupWriter } from './concurrency.js';
 import { newId } from './ids.js';
 import { hashSecret, newSecret, SESSION_SECRET_PREFIX } from './secrets.js';
 import type { SessionCache } from './session-cache.js';
@@ -121,10 +122,9 @@ export class SessionService {
   readonly #touchIntervalMs: number;
   /**
    * Refreshes' compare-and-sets, written in groups that pass over a session row another
-   * transaction holds; such a one is tried again alone, a few at a time (#advance).
+   * transaction holds; such a one goes again in a later group (#advance).
    */
   readonly #advances: GroupWriter<Advance, AdvanceOutcome>;
-  readonly #heldRowWaits: ConcurrencyLimit;
   /**
    * Whether other processes hear of each refresh. A copy of the session read before a refresh
    * names the replaced token as current, and a process serving from it accepts that token: so does
@@ -153,8 +153,6 @@ export class SessionService {
     this.#touchIntervalMs = Math.min(60_000, Math.floor(config.sessionIdleTimeoutMs / 10));
     this.#announceRefreshes = config.refreshGraceMs < 2 * config.sessionCacheTtlMs;
     this.#advances = new GroupWriter((advances) => this.#writeAdvances(advances));
-    // A quarter of the pool at most waits for held rows: the rest serves everything else.
-    this.#heldRowWaits = new ConcurrencyLimit(Math.max(1, Math.floor(config.pgPoolSize / 4)));
   }
 
   async #writeAdvances(advances: readonly Advance[]): Promise<AdvanceOutcome[]> {
@@ -172,8 +170,11 @@ export class SessionService {
     if (open.length === 0) return advances.map(() => priorValidUntil);
     // Lost, passed over, or a second of its session: the row as it stands now tells. One still at
     // its `from` and live was held (or came second) and may yet move; any other has lost. A
-    // lost one does not join those waiting for held rows (found by review: it queued behind them).
-    const rows = await this.#store.sessions.findTokenGenerations([...new Set(open.map((a) => a.id))]);
+    // lost one does not wait with the held ones (found by review: it queued behind them). If the
+    // read fails, those are judged as lost, afresh (#check): the ones that moved still have.
+    const rows = await this.#store.sessions
+      .findTokenGenerations([...new Set(open.map((a) => a.id))])
+      .catch(() => []);
     const standing = new Map(rows.map((row) => [row.id, row]));
     return advances.map((advance) => {
       if (movedHere(advance)) return priorValidUntil;
@@ -276,25 +277,31 @@ export class SessionService {
   }
 
   /**
-   * The compare-and-set of one refresh: in the process's next batch, which passes over a session
-   * whose row another transaction holds (a logout everywhere, a password change, another node's
-   * refresh of the same session). Such a one is tried again alone, with a statement that waits
-   * for its row and holds no other: before, the batch waited, and every refresh queued behind it
-   * too (found by review: an unrelated refresh took ~1.2 s behind a row held 0.6 s). A quarter of
-   * the pool at most waits so (found by review: each waiting on a connection of its own, they
-   * took the whole pool, and a sign-in failed after 3 s). Answers the grace end of the token
-   * replaced, or undefined if the refresh lost.
+   * The compare-and-set of one refresh, in the process's next batch. A batch passes over a session
+   * whose row another transaction holds (a logout everywhere, a password change, a deletion,
+   * another node's refresh of the same session): such a refresh goes again in a later batch,
+   * after a pause that grows to 200 ms, until its row is free, as long as a statement may wait.
+   * It holds no connection meanwhile, and waits behind no other row. Before, the batch waited at
+   * the lock, and every refresh queued behind it too (found by review: an unrelated refresh
+   * took ~1.2 s behind a row held 0.6 s); then each such refresh waited alone, each on a
+   * connection of its own, and took the whole pool (found by review: a sign-in failed after
+   * 3 s); then a few at a time, the others queued behind rows they did not need (found by
+   * review: 3.1 s behind a row it had been refused for 100 ms). Answers the grace end of the
+   * token replaced, or undefined if the refresh lost.
    */
   async #advance(id: string, from: number): Promise<number | undefined> {
-    const batched = await this.#advances.run({ id, from });
-    if (batched !== 'held') return batched === 'lost' ? undefined : batched;
-    return this.#heldRowWaits.run(async () => {
-      const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
-      const moved = await this.#store.sessions.advanceTokenGenerations([{ id, from }], priorValidUntil, {
-        announce: this.#announceRefreshes,
-      });
-      return moved.has(id) ? priorValidUntil : undefined;
-    });
+    const giveUpAt = performance.now() + this.#config.pgStatementTimeoutMs;
+    for (let pause = 5; ; pause = Math.min(2 * pause, 200)) {
+      const outcome = await this.#advances.run({ id, from });
+      if (outcome !== 'held') return outcome === 'lost' ? undefined : outcome;
+      // As a statement waiting that long would have been cancelled.
+      if (performance.now() + pause > giveUpAt) {
+        throw new GatehouseError('STORE_UNAVAILABLE', 'the session stayed locked by another change', {
+          'Retry-After': '1',
+        });
+      }
+      await sleep(pause);
+    }
   }
 
   #sign(principal: Principal, session: SessionWithPrincipal, generation: number): Promise<string> {

@@ -280,7 +280,7 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
      * writer holds the whole file, and the statement waits for it as ever) is left as it is and
      * answered as not moved, instead of waited for. A batch then never waits at a row lock, so it
      * can neither hold up the refreshes queued behind it nor deadlock; its caller tries such a
-     * session again, alone, with a statement that waits.
+     * session again in a later batch.
      */
     async advanceTokenGenerations(
       advances: readonly { readonly id: string; readonly from: number }[],
