@@ -105,10 +105,18 @@ interface Advance {
 
 /**
  * Of a batch's compare-and-set: the grace end of the token replaced (it moved), `lost` (the
- * session is no longer at `from`, or has ended), or `held` (still at `from` and live: its row was
- * held and passed over, or it came second in the batch).
+ * session is no longer at `from`, or has ended), `held` (still at `from` and live: its row was
+ * held and passed over, or it came second in the batch), or `unknown` (it did not move, and the
+ * read that tells which of the other two failed).
  */
-type AdvanceOutcome = number | 'lost' | 'held';
+type AdvanceOutcome = number | 'lost' | 'held' | 'unknown';
+
+/**
+ * How often refreshes passed over for a held row go again, all together: one batch a tick for
+ * any number of them (found by review: each on a timer of its own, 100 held rows cost 275
+ * transactions a second), and a freed row is seen within a tick.
+ */
+const HELD_RETRY_MS = 100;
 
 /** The session row is the truth: every token and cookie is checked against it on every request. */
 export class SessionService {
@@ -125,6 +133,8 @@ export class SessionService {
    * transaction holds; such a one goes again in a later group (#advance).
    */
   readonly #advances: GroupWriter<Advance, AdvanceOutcome>;
+  /** The next tick at which refreshes passed over for a held row go again (HELD_RETRY_MS). */
+  #heldRetry: Promise<void> | undefined;
   /**
    * Whether other processes hear of each refresh. A copy of the session read before a refresh
    * names the replaced token as current, and a process serving from it accepts that token: so does
@@ -171,13 +181,15 @@ export class SessionService {
     // Lost, passed over, or a second of its session: the row as it stands now tells. One still at
     // its `from` and live was held (or came second) and may yet move; any other has lost. A
     // lost one does not wait with the held ones (found by review: it queued behind them). If the
-    // read fails, those are judged as lost, afresh (#check): the ones that moved still have.
+    // read fails, those fail, and those that moved have still moved (found by review: judged
+    // lost instead, a held one was answered a token of the generation it had, not rotated).
     const rows = await this.#store.sessions
       .findTokenGenerations([...new Set(open.map((a) => a.id))])
-      .catch(() => []);
-    const standing = new Map(rows.map((row) => [row.id, row]));
+      .catch(() => undefined);
+    const standing = new Map(rows?.map((row) => [row.id, row]));
     return advances.map((advance) => {
       if (movedHere(advance)) return priorValidUntil;
+      if (rows === undefined) return 'unknown';
       const row = standing.get(advance.id);
       return row?.revoked_at === null && row.token_generation === advance.from ? 'held' : 'lost';
     });
@@ -250,7 +262,7 @@ export class SessionService {
     const { session } = auth;
     const presented = auth.tokenGeneration ?? session.token_generation;
     if (presented === session.token_generation) {
-      const priorValidUntil = await this.#advance(session.id, presented);
+      const priorValidUntil = await this.#advance(session.id, presented, meta);
       if (priorValidUntil !== undefined) {
         const advanced = {
           ...session,
@@ -279,29 +291,39 @@ export class SessionService {
   /**
    * The compare-and-set of one refresh, in the process's next batch. A batch passes over a session
    * whose row another transaction holds (a logout everywhere, a password change, a deletion,
-   * another node's refresh of the same session): such a refresh goes again in a later batch,
-   * after a pause that grows to 200 ms, until its row is free, as long as a statement may wait.
-   * It holds no connection meanwhile, and waits behind no other row. Before, the batch waited at
-   * the lock, and every refresh queued behind it too (found by review: an unrelated refresh
-   * took ~1.2 s behind a row held 0.6 s); then each such refresh waited alone, each on a
-   * connection of its own, and took the whole pool (found by review: a sign-in failed after
-   * 3 s); then a few at a time, the others queued behind rows they did not need (found by
-   * review: 3.1 s behind a row it had been refused for 100 ms). Answers the grace end of the
-   * token replaced, or undefined if the refresh lost.
+   * another node's refresh of the same session): such a refresh goes again at the next tick, with
+   * every other one passed over, until its row is free, as long as a statement may wait, or until
+   * its client leaves. It holds no connection meanwhile, and waits behind no other row. Before,
+   * the batch waited at the lock, and every refresh queued behind it too (found by review: an
+   * unrelated refresh took ~1.2 s behind a row held 0.6 s); then each such refresh waited alone,
+   * each on a connection of its own, and took the whole pool (found by review: a sign-in failed
+   * after 3 s); then a few at a time, the others queued behind rows they did not need (found by
+   * review: 3.1 s behind a row it had been refused for 100 ms). Answers the grace end of the token
+   * replaced, or undefined if the refresh lost.
    */
-  async #advance(id: string, from: number): Promise<number | undefined> {
+  async #advance(id: string, from: number, meta: RequestMeta): Promise<number | undefined> {
     const giveUpAt = performance.now() + this.#config.pgStatementTimeoutMs;
-    for (let pause = 5; ; pause = Math.min(2 * pause, 200)) {
+    for (;;) {
       const outcome = await this.#advances.run({ id, from });
-      if (outcome !== 'held') return outcome === 'lost' ? undefined : outcome;
+      if (outcome === 'lost') return undefined;
+      if (typeof outcome === 'number') return outcome;
+      const unavailable = (why: string) =>
+        new GatehouseError('STORE_UNAVAILABLE', why, { 'Retry-After': '1' });
+      if (outcome === 'unknown') throw unavailable('the session could not be read');
       // As a statement waiting that long would have been cancelled.
-      if (performance.now() + pause > giveUpAt) {
-        throw new GatehouseError('STORE_UNAVAILABLE', 'the session stayed locked by another change', {
-          'Retry-After': '1',
-        });
+      if (performance.now() + HELD_RETRY_MS > giveUpAt) {
+        throw unavailable('the session stayed locked by another change');
       }
-      await sleep(pause);
+      await this.#nextHeldRetry();
+      if (meta.clientGone?.()) throw unavailable('the client left while its session was locked');
     }
+  }
+
+  #nextHeldRetry(): Promise<void> {
+    this.#heldRetry ??= sleep(HELD_RETRY_MS).then(() => {
+      this.#heldRetry = undefined;
+    });
+    return this.#heldRetry;
   }
 
   #sign(principal: Principal, session: SessionWithPrincipal, generation: number): Promise<string> {
