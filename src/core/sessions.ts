@@ -106,15 +106,16 @@ interface Advance {
 /**
  * Of a batch's compare-and-set: the grace end of the token replaced (it moved), `lost` (the
  * session is no longer at `from`, or has ended), `held` (still at `from` and live: its row was
- * held and passed over, or it came second in the batch), or `unknown` (it did not move, and the
- * read that tells which of the other two failed).
+ * held and passed over), `again` (still at `from` and live, but it came second of its session in
+ * the batch), or the error of the read that tells these apart (it did not move).
  */
-type AdvanceOutcome = number | 'lost' | 'held' | 'unknown';
+type AdvanceOutcome = number | 'lost' | 'held' | 'again' | { readonly failed: unknown };
 
 /**
- * How often refreshes passed over for a held row go again, all together: one batch a tick for
- * any number of them (found by review: each on a timer of its own, 100 held rows cost 275
- * transactions a second), and a freed row is seen within a tick.
+ * How often refreshes passed over for a held row go again, all together: a batch a tick (of 256
+ * at most; more make several) however many they are and whenever they came (found by review:
+ * each on a timer of its own, 100 held rows cost 275 transactions a second). A freed row is seen
+ * within a tick.
  */
 const HELD_RETRY_MS = 100;
 
@@ -183,15 +184,18 @@ export class SessionService {
     // lost one does not wait with the held ones (found by review: it queued behind them). If the
     // read fails, those fail, and those that moved have still moved (found by review: judged
     // lost instead, a held one was answered a token of the generation it had, not rotated).
-    const rows = await this.#store.sessions
-      .findTokenGenerations([...new Set(open.map((a) => a.id))])
-      .catch(() => undefined);
-    const standing = new Map(rows?.map((row) => [row.id, row]));
+    let standing: Map<string, { token_generation: number; revoked_at: number | null }>;
+    try {
+      const rows = await this.#store.sessions.findTokenGenerations([...new Set(open.map((a) => a.id))]);
+      standing = new Map(rows.map((row) => [row.id, row]));
+    } catch (failed) {
+      return advances.map((advance) => (movedHere(advance) ? priorValidUntil : { failed }));
+    }
     return advances.map((advance) => {
       if (movedHere(advance)) return priorValidUntil;
-      if (rows === undefined) return 'unknown';
       const row = standing.get(advance.id);
-      return row?.revoked_at === null && row.token_generation === advance.from ? 'held' : 'lost';
+      if (row?.revoked_at !== null || row.token_generation !== advance.from) return 'lost';
+      return first.get(advance.id) === advance ? 'held' : 'again';
     });
   }
 
@@ -307,15 +311,19 @@ export class SessionService {
       const outcome = await this.#advances.run({ id, from });
       if (outcome === 'lost') return undefined;
       if (typeof outcome === 'number') return outcome;
-      const unavailable = (why: string) =>
-        new GatehouseError('STORE_UNAVAILABLE', why, { 'Retry-After': '1' });
-      if (outcome === 'unknown') throw unavailable('the session could not be read');
+      if (outcome === 'again') continue;
+      // The store's error, answered and logged as any other.
+      if (typeof outcome === 'object') throw outcome.failed;
       // As a statement waiting that long would have been cancelled.
       if (performance.now() + HELD_RETRY_MS > giveUpAt) {
-        throw unavailable('the session stayed locked by another change');
+        throw new GatehouseError('STORE_UNAVAILABLE', 'the session stayed locked by another change', {
+          'Retry-After': '1',
+        });
       }
       await this.#nextHeldRetry();
-      if (meta.clientGone?.()) throw unavailable('the client left while its session was locked');
+      if (meta.clientGone?.()) {
+        throw new GatehouseError('CLIENT_CLOSED_REQUEST', 'the client left while its session was locked');
+      }
     }
   }
 

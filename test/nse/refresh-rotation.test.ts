@@ -262,7 +262,8 @@ forEachDialect('NSE refresh rotation', (dialect) => {
         .find((l) =>
           l.startsWith('gatehouse_store_query_duration_seconds_count{dialect="postgres",statement="update"}'),
         );
-      return Number(line?.split(' ').at(-1) ?? 0);
+      assert.ok(line, 'the store statements metric');
+      return Number(line.split(' ').at(-1));
     };
     try {
       await holder.query('begin');
