@@ -63,3 +63,23 @@ export async function untilWaitingForLocks(db: Kysely<Database>, count: number):
   }
   throw new Error(`${count} statement(s) never waited for a lock`);
 }
+
+/**
+ * Whether another transaction holds the row `id` of `table` now: one that tries to take it
+ * (`for update nowait`) is refused at once. How a test sees which rows a waiting statement took.
+ */
+export async function lockedElsewhere(
+  db: Kysely<Database>,
+  table: 'sessions' | 'api_tokens',
+  id: string,
+): Promise<boolean> {
+  try {
+    await db.transaction().execute(async (trx) => {
+      await sql`select id from ${sql.table(table)} where id = ${id} for update nowait`.execute(trx);
+    });
+    return false;
+  } catch (error) {
+    if ((error as { code?: string }).code === '55P03') return true;
+    throw error;
+  }
+}

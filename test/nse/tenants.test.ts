@@ -9,7 +9,7 @@ import type { Role } from '../../src/store/repositories/users.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { bearer, json, nseSignIn } from '../helpers/http.js';
-import { untilWaitingForLocks } from '../helpers/postgres.js';
+import { lockedElsewhere, untilWaitingForLocks } from '../helpers/postgres.js';
 
 const PASSWORD = 'Orchard-lantern-4821';
 const UNKNOWN_ID = '01890000-0000-7000-8000-000000000000';
@@ -558,15 +558,7 @@ forEachDialect('NSE tenants', (dialect) => {
       response = await call('admin', 'DELETE', `${TENANTS}/${ordered}`);
       assert.equal(response.statusCode, 202, response.body);
       await untilWaitingForLocks(ctx.store.db, 1);
-      takenMeanwhile = await ctx.store.db.transaction().execute(async (trx) => {
-        try {
-          await sql`select id from sessions where id = ${memberSession} for update nowait`.execute(trx);
-          return false;
-        } catch (error) {
-          if ((error as { code?: string }).code === '55P03') return true;
-          throw error;
-        }
-      });
+      takenMeanwhile = await lockedElsewhere(ctx.store.db, 'sessions', memberSession);
     } finally {
       release();
       await holder;

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { sql } from 'kysely';
 import pg from 'pg';
 import type { Role } from '../../src/store/repositories/users.js';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { bearer, json, nseSignIn } from '../helpers/http.js';
-import { untilWaitingForLocks } from '../helpers/postgres.js';
+import { lockedElsewhere, untilWaitingForLocks } from '../helpers/postgres.js';
 
 const PASSWORD = 'Tulip-meadow-2024!';
 const NEW_PASSWORD = 'Granite-harbour-77?';
@@ -868,15 +867,7 @@ forEachDialect('NSE users', (dialect) => {
         tenancies: [{ tenant_id: globex, role_name: 'user' }],
       });
       await untilWaitingForLocks(ctx.store.db, 1);
-      takenMeanwhile = await ctx.store.db.transaction().execute(async (trx) => {
-        try {
-          await sql`select id from sessions where id = ${lent} for update nowait`.execute(trx);
-          return false;
-        } catch (error) {
-          if ((error as { code?: string }).code === '55P03') return true;
-          throw error;
-        }
-      });
+      takenMeanwhile = await lockedElsewhere(ctx.store.db, 'sessions', lent);
       await holder.query('commit');
       answer = await update;
     } finally {

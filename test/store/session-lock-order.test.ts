@@ -5,7 +5,7 @@ import { sql } from 'kysely';
 import type { NewSessionRow } from '../../src/store/repositories/sessions.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
-import { untilWaitingForLocks } from '../helpers/postgres.js';
+import { lockedElsewhere, untilWaitingForLocks } from '../helpers/postgres.js';
 
 /**
  * Every statement that ends several sessions takes their rows in the order of their ids, whatever
@@ -51,18 +51,6 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
       prior_token_valid_until: null,
     };
   };
-  /** Whether another transaction could take the session's row now (`for update nowait`). */
-  const free = async (id: string, table: 'sessions' | 'api_tokens') => {
-    try {
-      await ctx.store.db.transaction().execute(async (trx) => {
-        await sql`select id from ${sql.table(table)} where id = ${id} for update nowait`.execute(trx);
-      });
-      return true;
-    } catch (error) {
-      if ((error as { code?: string }).code === '55P03') return false;
-      throw error;
-    }
-  };
   /** Starts `end` while the lowest session is held; answers which sessions it held meanwhile. */
   const heldMeanwhile = async (
     lowest: string,
@@ -86,7 +74,7 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
     const ending = end();
     await untilWaitingForLocks(ctx.store.db, 1);
     const taken: string[] = [];
-    for (const id of others) if (!(await free(id, table))) taken.push(id);
+    for (const id of others) if (await lockedElsewhere(ctx.store.db, table, id)) taken.push(id);
     release();
     await ended;
     await ending;
