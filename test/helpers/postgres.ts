@@ -83,3 +83,35 @@ export async function lockedElsewhere(
     throw error;
   }
 }
+
+/**
+ * Takes the row `id` of `table` (`for update`) in a transaction of its own and keeps it until
+ * `release` is called; `release` resolves when that transaction has ended, and may be called again.
+ * How a test makes another statement meet a row held elsewhere.
+ */
+export async function holdRow(
+  db: Kysely<Database>,
+  table: 'sessions' | 'api_tokens',
+  id: string,
+): Promise<{ release: () => Promise<void> }> {
+  let holding!: () => void;
+  const held = new Promise<void>((resolve) => {
+    holding = resolve;
+  });
+  let free!: () => void;
+  const freed = new Promise<void>((resolve) => {
+    free = resolve;
+  });
+  const ended = db.transaction().execute(async (trx) => {
+    await sql`select id from ${sql.table(table)} where id = ${id} for update`.execute(trx);
+    holding();
+    await freed;
+  });
+  await Promise.race([held, ended]);
+  return {
+    release: async () => {
+      free();
+      await ended;
+    },
+  };
+}

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LightMyRequestResponse } from 'fastify';
-import { sql } from 'kysely';
 import pg from 'pg';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
+import { holdRow } from '../helpers/postgres.js';
 
 const PASSWORD = 'rabbit-hole-wonder-1';
 const GRACE_MS = 30_000;
@@ -213,19 +213,7 @@ forEachDialect('NSE refresh rotation', (dialect) => {
       nseSignIn(ctx, 'alice', PASSWORD),
       nseSignIn(ctx, 'alice', PASSWORD),
     ]);
-    let release!: () => void;
-    let holding!: () => void;
-    const held = new Promise<void>((resolve) => {
-      holding = resolve;
-    });
-    const holder = ctx.store.db.transaction().execute(async (trx) => {
-      await sql`select id from sessions where id = ${claims(waiting).sid} for update`.execute(trx);
-      holding();
-      await new Promise<void>((resolve) => {
-        release = resolve;
-      });
-    });
-    await held;
+    const { release } = await holdRow(ctx.store.db, 'sessions', claims(waiting).sid);
     try {
       const waitingAnswer = refresh(waiting);
       // Tried, and passed over, in the meantime.
@@ -236,15 +224,13 @@ forEachDialect('NSE refresh rotation', (dialect) => {
       assert.equal(claims(json(otherAnswer).result.records[0].token).gen, 1);
       assert.equal((await row(waiting)).token_generation, 0, 'the held session not moved yet');
 
-      release();
-      await holder;
+      await release();
       const answer = await waitingAnswer;
       assert.equal(answer.statusCode, 200, answer.body);
       assert.equal(claims(json(answer).result.records[0].token).gen, 1, 'rotated once the row was free');
       assert.equal((await row(waiting)).token_generation, 1);
     } finally {
-      release();
-      await holder;
+      await release();
     }
   });
 

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { sql } from 'kysely';
 import { newId } from '../../src/core/ids.js';
 import { INTERRUPTED_JOB_ERROR, JobRunner } from '../../src/core/job-runner.js';
 import { GatehouseError } from '../../src/errors.js';
@@ -9,7 +8,7 @@ import type { Role } from '../../src/store/repositories/users.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { bearer, json, nseSignIn } from '../helpers/http.js';
-import { lockedElsewhere, untilWaitingForLocks } from '../helpers/postgres.js';
+import { holdRow, lockedElsewhere, untilWaitingForLocks } from '../helpers/postgres.js';
 
 const PASSWORD = 'Orchard-lantern-4821';
 const UNKNOWN_ID = '01890000-0000-7000-8000-000000000000';
@@ -539,19 +538,7 @@ forEachDialect('NSE tenants', (dialect) => {
     const memberSession = await sessionOf(ids['stranded-ordered']!, false);
     assert.ok(tokenSession < memberSession);
 
-    let release!: () => void;
-    let holding!: () => void;
-    const held = new Promise<void>((resolve) => {
-      holding = resolve;
-    });
-    const holder = ctx.store.db.transaction().execute(async (trx) => {
-      await sql`select id from sessions where id = ${tokenSession} for update`.execute(trx);
-      holding();
-      await new Promise<void>((resolve) => {
-        release = resolve;
-      });
-    });
-    await held;
+    const { release } = await holdRow(ctx.store.db, 'sessions', tokenSession);
     let takenMeanwhile: boolean;
     let response: Awaited<ReturnType<typeof call>>;
     try {
@@ -560,8 +547,7 @@ forEachDialect('NSE tenants', (dialect) => {
       await untilWaitingForLocks(ctx.store.db, 1);
       takenMeanwhile = await lockedElsewhere(ctx.store.db, 'sessions', memberSession);
     } finally {
-      release();
-      await holder;
+      await release();
     }
     assert.equal(takenMeanwhile, false, "the member's session taken while the lower one was waited for");
     const done = await settled(json(response).result.records[0].id);

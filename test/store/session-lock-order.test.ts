@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { sql } from 'kysely';
 import type { NewSessionRow } from '../../src/store/repositories/sessions.js';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
-import { lockedElsewhere, untilWaitingForLocks } from '../helpers/postgres.js';
+import { holdRow, lockedElsewhere, untilWaitingForLocks } from '../helpers/postgres.js';
 
 /**
  * Every statement that ends several sessions takes their rows in the order of their ids, whatever
@@ -58,25 +57,12 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
     end: () => Promise<unknown>,
     table: 'sessions' | 'api_tokens' = 'sessions',
   ) => {
-    let release!: () => void;
-    let holding!: () => void;
-    const held = new Promise<void>((resolve) => {
-      holding = resolve;
-    });
-    const ended = ctx.store.db.transaction().execute(async (trx) => {
-      await sql`select id from ${sql.table(table)} where id = ${lowest} for update`.execute(trx);
-      holding();
-      await new Promise<void>((resolve) => {
-        release = resolve;
-      });
-    });
-    await held;
+    const { release } = await holdRow(ctx.store.db, table, lowest);
     const ending = end();
     await untilWaitingForLocks(ctx.store.db, 1);
     const taken: string[] = [];
     for (const id of others) if (await lockedElsewhere(ctx.store.db, table, id)) taken.push(id);
-    release();
-    await ended;
+    await release();
     await ending;
     return taken;
   };
@@ -155,19 +141,7 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
 
   test('a refresh batch passing over held rows: it takes the others at once and leaves the held one', async () => {
     const { ids, lowest, others } = await userWithSessionsAgainstIdOrder('passing-refresh', 'f');
-    let release!: () => void;
-    let holding!: () => void;
-    const held = new Promise<void>((resolve) => {
-      holding = resolve;
-    });
-    const holder = ctx.store.db.transaction().execute(async (trx) => {
-      await sql`select id from sessions where id = ${lowest} for update`.execute(trx);
-      holding();
-      await new Promise<void>((resolve) => {
-        release = resolve;
-      });
-    });
-    await held;
+    const { release } = await holdRow(ctx.store.db, 'sessions', lowest);
     // Answers while the lowest is still held: a batch never waits at a row lock.
     let advanced: Set<string> | undefined;
     try {
@@ -180,8 +154,7 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
         sleep(10_000).then(() => undefined),
       ]);
     } finally {
-      release();
-      await holder;
+      await release();
     }
     assert.ok(advanced, 'the batch answered while a row was held');
     assert.deepEqual([...advanced].sort(), [...others].sort());
