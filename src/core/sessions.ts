@@ -174,7 +174,6 @@ export class SessionService {
     const priorValidUntil = this.#clock.now() + this.#config.refreshGraceMs;
     const moved = await this.#store.sessions.advanceTokenGenerations([...first.values()], priorValidUntil, {
       announce: this.#announceRefreshes,
-      passOverHeld: true,
     });
     const movedHere = (advance: Advance) => first.get(advance.id) === advance && moved.has(advance.id);
     const open = advances.filter((advance) => !movedHere(advance));

@@ -130,15 +130,9 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
    * statement run included: 78-87 µs of CPU a call built each time, 43-50 compiled once
    * (docs/performance-log.md).
    */
-  const advanceStatements = {
-    waiting: new Map<number, StatementShape<AdvanceKey>>(),
-    passing: new Map<number, StatementShape<AdvanceKey>>(),
-  };
-  const advanceStatement = (size: number, passOverHeld: boolean): StatementShape<AdvanceKey> => {
-    // SQLite takes no row locks to pass over: one statement for both.
-    const passing = passOverHeld && dialect === 'postgres';
-    const kept = passing ? advanceStatements.passing : advanceStatements.waiting;
-    const known = kept.get(size);
+  const advanceStatements = new Map<number, StatementShape<AdvanceKey>>();
+  const advanceStatement = (size: number): StatementShape<AdvanceKey> => {
+    const known = advanceStatements.get(size);
     if (known) return known;
     const standIns = Array.from({ length: size }, (_, index) => ({
       id: standIn<string, AdvanceKey>({ kind: 'id', index }),
@@ -157,21 +151,20 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
       token_generation: eb('token_generation', '+', 1),
       prior_token_valid_until: standIn<number, AdvanceKey>({ kind: 'prior' }),
     }));
-    // In the order of their ids on PostgreSQL, as every statement that ends several sessions
-    // takes them (endingSessions): left to its plan (a scan in the heap's order, which every
-    // update of a session reshuffles) a batch deadlocked with a user's logout everywhere, and
-    // PostgreSQL, ending the batch's statement, failed every refresh in it with a 500 (found by
-    // review: 19 of 30 with a third transaction holding one session row).
+    // On PostgreSQL, rows another transaction holds are passed over (`skip locked`): a batch never
+    // waits at a row lock, so it holds up none of the refreshes queued behind it and cannot
+    // deadlock (found by review: waiting at one held row, an unrelated refresh took ~1.2 s; taken
+    // in the heap's order, a batch deadlocked with a logout everywhere and failed 19 of its 30
+    // refreshes with a 500). Its caller tries those sessions again (core/sessions.ts).
     const shape = shapeOf<AdvanceKey>(
       (dialect === 'postgres'
-        ? update.where('id', 'in', (eb) => {
-            const taken = eb.selectFrom('sessions').select('id').where(asked).orderBy('id').forUpdate();
-            return passing ? taken.skipLocked() : taken;
-          })
+        ? update.where('id', 'in', (eb) =>
+            eb.selectFrom('sessions').select('id').where(asked).orderBy('id').forUpdate().skipLocked(),
+          )
         : update.where(asked)
       ).returning('id'),
     );
-    if (size <= ADVANCE_STATEMENTS_KEPT) kept.set(size, shape);
+    if (size <= ADVANCE_STATEMENTS_KEPT) advanceStatements.set(size, shape);
     return shape;
   };
 
@@ -275,21 +268,17 @@ export function createSessionRepository(db: Kysely<Database>, dialect: Dialect) 
      * UPDATE re-checks its WHERE under the row lock); answers the ids that moved. Each (id, from)
      * must appear once. `options.announce: false` keeps the change from the other processes'
      * caches (read by invalidating-repositories.ts; the default tells them).
-     *
-     * `options.passOverHeld`: a session whose row another transaction holds (PostgreSQL; a SQLite
-     * writer holds the whole file, and the statement waits for it as ever) is left as it is and
-     * answered as not moved, instead of waited for. A batch then never waits at a row lock, so it
-     * can neither hold up the refreshes queued behind it nor deadlock; its caller tries such a
-     * session again in a later batch.
+     * A session whose row another transaction holds (PostgreSQL; a SQLite writer holds the whole
+     * file, and the statement waits for it) is left as it is and answered as not moved.
      */
     async advanceTokenGenerations(
       advances: readonly { readonly id: string; readonly from: number }[],
       priorValidUntil: number,
-      options?: { readonly announce?: boolean; readonly passOverHeld?: boolean },
+      _options?: { readonly announce?: boolean },
     ): Promise<Set<string>> {
       if (advances.length === 0) return new Set();
       const { rows } = await db.executeQuery<{ id: string }>(
-        withValues(advanceStatement(advances.length, options?.passOverHeld === true), (key) =>
+        withValues(advanceStatement(advances.length), (key) =>
           key.kind === 'prior'
             ? priorValidUntil
             : key.kind === 'id'
