@@ -14,6 +14,9 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** During a drain, how often connections fallen idle since its start are closed. */
+const IDLE_CLOSE_MS = 100;
+
 /** config → store (migrated) → core (bootstrapped) → app → listen. */
 export async function startServer(config: Config): Promise<RunningServer> {
   const store = connectStore(storeOptionsOf(config));
@@ -62,8 +65,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       url,
       close: () => {
         // Readiness fails at once and requests are still served for the delay, so that a load
-        // balancer stops sending before the port closes; then drain in-flight requests, then
-        // running jobs, then release the store.
+        // balancer stops sending before the port closes; then drain in-flight requests (those
+        // waiting on another change give up), then running jobs, then release the store.
         if (!shuttingDown && config.shutdownDelayMs > 0) {
           app.log.info(
             { delayMs: config.shutdownDelayMs },
@@ -72,7 +75,14 @@ export async function startServer(config: Config): Promise<RunningServer> {
         }
         shuttingDown = true;
         closing ??= sleep(config.shutdownDelayMs)
-          .then(() => app.close())
+          .then(() => {
+            core.stopWaiting();
+            // Node closes the connections idle when the drain begins. One whose request is still
+            // in flight stays open after its answer, kept alive (Fastify's 72 s) unless closed
+            // when it falls idle, and the drain waited for it.
+            const closeIdle = setInterval(() => app.server.closeIdleConnections(), IDLE_CLOSE_MS);
+            return app.close().finally(() => clearInterval(closeIdle));
+          })
           .then(() => core.close())
           .then(() => store.destroy());
         return closing;

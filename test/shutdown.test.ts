@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
 import { ADMIN_PASSWORD } from './helpers/context.js';
 import { forEachDialect } from './helpers/dialects.js';
 import { type FreshStore, freshStore, startTestServer } from './helpers/server.js';
@@ -45,6 +47,65 @@ forEachDialect('Shutdown behind a load balancer (GATEHOUSE_SHUTDOWN_DELAY)', (di
     await closing;
     assert.ok(performance.now() - started >= 990, 'the port stays open for the delay');
     await assert.rejects(get('/healthz'), 'closed after it');
+  });
+
+  test('a request in flight when the drain begins is answered, and its kept-alive connection does not hold the drain', async () => {
+    // A slow password check: the sign-in is still being checked when the drain begins.
+    const server = await startTestServer(store, {
+      GATEHOUSE_ARGON2_MEMORY_KIB: '65536',
+      GATEHOUSE_ARGON2_ITERATIONS: '4',
+    });
+    const signingIn = fetch(`${server.url}/api/v2.1/auth/signin`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
+    });
+    await sleep(30);
+    const started = performance.now();
+    await server.close();
+    const drained = performance.now() - started;
+    const answer = await signingIn;
+    assert.equal(answer.status, 200, 'answered');
+    // Before, the drain waited for the connection's keep-alive timeout (72 s) after the answer.
+    assert.ok(drained < 5_000, `drained in ${Math.round(drained)} ms`);
+  });
+
+  test('a refresh waiting for its session row, held by another change, gives up when the drain begins', {
+    skip: dialect !== 'postgres' && 'row locks are PostgreSQL’s',
+  }, async () => {
+    // Longer than the test waits: before, the drain waited for the row until this ran out.
+    const server = await startTestServer(store, { GATEHOUSE_PG_STATEMENT_TIMEOUT: '20s' });
+    const signIn = await fetch(`${server.url}/api/v2.1/auth/signin`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
+    });
+    const { token } = ((await signIn.json()) as { result: { records: [{ token: string }] } }).result
+      .records[0];
+    const sid = (
+      JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { sid: string }
+    ).sid;
+    const holder = new pg.Client({ connectionString: store.settings.GATEHOUSE_DATABASE_URL });
+    await holder.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select id from sessions where id = $1 for update', [sid]);
+      const refreshing = fetch(`${server.url}/api/v2.1/auth/refresh`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}` },
+      });
+      await sleep(300);
+      const started = performance.now();
+      await server.close();
+      const drained = performance.now() - started;
+      const answer = await refreshing;
+      assert.equal(answer.status, 503);
+      assert.equal(answer.headers.get('retry-after'), '1');
+      assert.ok(drained < 5_000, `drained in ${Math.round(drained)} ms`);
+    } finally {
+      await holder.query('rollback').catch(() => {});
+      await holder.end();
+    }
   });
 });
 

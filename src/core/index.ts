@@ -88,6 +88,11 @@ export interface Core {
   /** Built-ins and, on an empty store, the first admin. */
   bootstrap(): Promise<BootstrapResult>;
   /**
+   * The server begins its drain: requests waiting on another change (a refresh whose session row
+   * another transaction holds) give up with a 503 rather than keep the drain waiting.
+   */
+  stopWaiting(): void;
+  /**
    * Stops the housekeeping, waits for running jobs to write their outcome and closes the
    * counters' Redis connection; call it before the store is closed.
    */
@@ -204,7 +209,9 @@ export async function createCore(deps: {
     subtenants: new SubtenantService(store, clock, audit),
     jobRunner,
     housekeeping,
+    stopWaiting: () => sessions.stopWaiting(),
     close: async () => {
+      sessions.stopWaiting();
       await housekeeping.close();
       await jobRunner.drain();
       await rateLimiter.flush();

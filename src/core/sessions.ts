@@ -136,6 +136,8 @@ export class SessionService {
   readonly #advances: GroupWriter<Advance, AdvanceOutcome>;
   /** The next tick at which refreshes passed over for a held row go again (HELD_RETRY_MS). */
   #heldRetry: Promise<void> | undefined;
+  /** This server is draining (stopWaiting): refreshes of held rows give up instead of waiting on. */
+  #stopped = false;
   /**
    * Whether other processes hear of each refresh. A copy of the session read before a refresh
    * names the replaced token as current, and a process serving from it accepts that token: so does
@@ -319,11 +321,29 @@ export class SessionService {
           'Retry-After': '1',
         });
       }
-      await this.#nextHeldRetry();
+      if (!this.#stopped) await this.#nextHeldRetry();
       if (meta.clientGone?.()) {
         throw new GatehouseError('CLIENT_CLOSED_REQUEST', 'the client left while its session was locked');
       }
+      if (this.#stopped) {
+        throw new GatehouseError(
+          'STORE_UNAVAILABLE',
+          'the session was locked by another change when this server began to shut down',
+          { 'Retry-After': '1' },
+        );
+      }
     }
+  }
+
+  /**
+   * The server is draining: a refresh waiting for a row another transaction holds gives up at its
+   * next tick, 503 with Retry-After, and its client tries again (on another node, behind a
+   * balancer) with the token it has, which still works. Otherwise the drain waited for it until its
+   * row was free or the statement timeout (30 s) had passed, longer than orchestrators commonly
+   * allow a process to stop.
+   */
+  stopWaiting(): void {
+    this.#stopped = true;
   }
 
   #nextHeldRetry(): Promise<void> {

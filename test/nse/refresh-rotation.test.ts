@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LightMyRequestResponse } from 'fastify';
@@ -7,6 +8,7 @@ import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { bearer, json, nseSignIn, storwareLogin } from '../helpers/http.js';
 import { holdRow } from '../helpers/postgres.js';
+import { waitFor } from '../helpers/server-process.js';
 
 const PASSWORD = 'rabbit-hole-wonder-1';
 const GRACE_MS = 30_000;
@@ -32,6 +34,18 @@ function storwareRefused(response: LightMyRequestResponse, code: string): void {
   const body = json(response);
   assert.equal(body.errorCode, code);
   assert.equal(typeof body.message, 'string');
+}
+
+/** How many update statements the context's process has run on PostgreSQL (its metrics). */
+async function updatesRun(ctx: TestContext): Promise<number> {
+  const text = (await ctx.inject({ method: 'GET', url: '/metrics' })).body;
+  const line = text
+    .split('\n')
+    .find((l) =>
+      l.startsWith('gatehouse_store_query_duration_seconds_count{dialect="postgres",statement="update"}'),
+    );
+  assert.ok(line, 'the store statements metric');
+  return Number(line.split(' ').at(-1));
 }
 
 forEachDialect('NSE refresh rotation', (dialect) => {
@@ -241,16 +255,7 @@ forEachDialect('NSE refresh rotation', (dialect) => {
     for (let i = 0; i < 20; i += 1) tokens.push(await nseSignIn(ctx, 'alice', PASSWORD));
     const holder = new pg.Client({ connectionString: ctx.config.databaseUrl });
     await holder.connect();
-    const updates = async () => {
-      const text = (await ctx.inject({ method: 'GET', url: '/metrics' })).body;
-      const line = text
-        .split('\n')
-        .find((l) =>
-          l.startsWith('gatehouse_store_query_duration_seconds_count{dialect="postgres",statement="update"}'),
-        );
-      assert.ok(line, 'the store statements metric');
-      return Number(line.split(' ').at(-1));
-    };
+    const updates = () => updatesRun(ctx);
     try {
       await holder.query('begin');
       await holder.query('select id from sessions where id = any($1::text[]) for update', [
@@ -361,6 +366,67 @@ forEachDialect('NSE refresh rotation', (dialect) => {
       }
       await watcher.end().catch(() => {});
       await small.close();
+    }
+  });
+  /**
+   * A refresh gives up waiting for a held row as a statement would: after the statement timeout
+   * (503, Retry-After), or when its client leaves (not rotated: the token it holds stays the
+   * newest, and no client is left to receive the next one).
+   */
+  test('a refresh whose row stays held answers 503 after the statement timeout, and one whose client leaves is not rotated', {
+    skip: dialect !== 'postgres' && 'row locks are PostgreSQL’s',
+  }, async () => {
+    const short = await createTestContext('postgres', { GATEHOUSE_PG_STATEMENT_TIMEOUT: '1s' });
+    try {
+      const token = await nseSignIn(short);
+      const sid = claims(token).sid;
+      const generation = async () => (await short.store.sessions.findById(sid))!.token_generation;
+      let held = await holdRow(short.store.db, 'sessions', sid);
+      try {
+        const started = performance.now();
+        const answer = await short.inject({
+          method: 'POST',
+          url: '/api/v2.1/auth/refresh',
+          headers: bearer(token),
+        });
+        const waited = performance.now() - started;
+        assert.equal(answer.statusCode, 503, answer.body);
+        assert.match(json(answer).status.verbose_message, /^STORE_UNAVAILABLE/);
+        assert.equal(answer.headers['retry-after'], '1');
+        assert.ok(waited >= 800 && waited < 5_000, `gave up after ${Math.round(waited)} ms`);
+      } finally {
+        await held.release();
+      }
+      assert.equal(await generation(), 0, 'not rotated');
+      const jobs = await short.inject({ method: 'GET', url: '/api/v2.1/jobs', headers: bearer(token) });
+      assert.equal(jobs.statusCode, 200, 'the token it holds still works');
+
+      // Over a real connection, which the client then drops while the row is held.
+      const url = new URL(await short.app.listen({ host: '127.0.0.1', port: 0 }));
+      held = await holdRow(short.store.db, 'sessions', sid);
+      try {
+        const tried = await updatesRun(short);
+        const leaving = net.connect(Number(url.port), url.hostname);
+        leaving.on('error', () => {});
+        leaving.write(
+          `POST /api/v2.1/auth/refresh HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${token}\r\nContent-Length: 0\r\n\r\n`,
+        );
+        await waitFor(
+          async () => ((await updatesRun(short)) > tried ? true : undefined),
+          'the refresh to be tried and passed over',
+          5_000,
+        );
+        leaving.destroy();
+        // Seen gone at its next tick (100 ms), well before the statement timeout.
+        await sleep(300);
+      } finally {
+        await held.release();
+      }
+      // A refresh still waiting would move within a tick of the row's release.
+      await sleep(400);
+      assert.equal(await generation(), 0, 'not rotated for a client that left');
+    } finally {
+      await short.close();
     }
   });
 });
