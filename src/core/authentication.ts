@@ -6,7 +6,7 @@ import type { Repositories } from '../store/repositories/index.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
 import type { SigningInUser, UserRow } from '../store/repositories/users.js';
 import type { AuditEntry, AuditService } from './audit.js';
-import { makerStillManages } from './authorization.js';
+import { LENT_TOKEN_UNBACKED, makerStillManages, revokedTokensNote } from './authorization.js';
 import { type Clock, sleep } from './clock.js';
 import type { CredentialCache } from './credential-cache.js';
 import type { Admission, LockScope, LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
@@ -496,10 +496,14 @@ export class AuthenticationService {
       // password was checked wins over this change, which would otherwise undo a reset.
       if (!(await tx.users.recordPasswordSignIn(user.id, now, user.password_changed_at))) return undefined;
       await tx.users.setPassword(user.id, passwordHash, now);
-      // Tokens too: one minted by whoever knew the old password must not outlive the change. Before
-      // the sessions: the lock order (sessions repository, revokeAllOfUser).
-      const tokens = await tx.apiTokens.revokeAllOfUser(user.id, now);
-      await tx.sessions.revokeAllOfUser(user.id, now, 'password-changed');
+      // Tokens too, its own and those it lent: one minted by whoever knew the old password must
+      // not outlive the change. Before the sessions: the lock order (sessions repository).
+      const tokens = await tx.apiTokens.revokeAllHeldOrLent(user.id, now);
+      await tx.sessions.revokeAllOfUsersAndApiTokens(
+        { ids: [user.id], reason: 'password-changed' },
+        { ids: tokens.lent, reason: LENT_TOKEN_UNBACKED },
+        now,
+      );
       await this.#audit.record(
         {
           action: 'password.change',
@@ -508,7 +512,7 @@ export class AuthenticationService {
           tenantId: user.first_tenant_id,
           meta,
           outcome: 'success',
-          ...(tokens > 0 ? { reason: `${tokens} API token(s) revoked` } : {}),
+          ...(tokens.held + tokens.lent.length > 0 ? { reason: revokedTokensNote(tokens) } : {}),
         },
         tx,
       );

@@ -234,8 +234,20 @@ export async function changingAuthority<T>(
   return result;
 }
 
-/** Why the sessions of a lent token end when its maker no longer manages its user. */
+/**
+ * Why the sessions of a lent token end when its maker no longer manages its user, or its maker's
+ * password changed (the token revoked).
+ */
 export const LENT_TOKEN_UNBACKED = 'token-maker-changed';
+
+/** How an audit event tells the tokens a password change revoked (`apiTokens.revokeAllHeldOrLent`). */
+export function revokedTokensNote(tokens: {
+  readonly held: number;
+  readonly lent: readonly string[];
+}): string {
+  const lent = tokens.lent.length;
+  return `${tokens.held + lent} API token(s) revoked${lent > 0 ? `, ${lent} of them lent to other users` : ''}`;
+}
 
 /**
  * `changingAuthority` for a change made already, whose scopes it cannot have altered (users named

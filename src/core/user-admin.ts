@@ -25,6 +25,7 @@ import {
   LENT_TOKEN_UNBACKED,
   mayManageUser,
   readableTenantIds,
+  revokedTokensNote,
 } from './authorization.js';
 import type { Clock } from './clock.js';
 import { EventLoopTurns, forEachConcurrently } from './concurrency.js';
@@ -542,7 +543,7 @@ export class UserAdminService {
               : passwordHash !== undefined
                 ? 'password-set'
                 : undefined;
-            let tokensRevoked = 0;
+            let tokensRevoked = { held: 0, lent: [] as readonly string[] };
             let ended = 0;
             const endSessions = async (unbackedApiTokens: readonly string[]) => {
               // The user's tokens before its sessions: the lock order (sessions repository,
@@ -550,11 +551,15 @@ export class UserAdminService {
               // order, the user's among them: two such changes at once, each taking its own
               // user's first, deadlocked (found by review: 5 of 140 pairs of admins who had lent
               // each other tokens, given new passwords and tenancies at the same moment).
-              if (passwordHash !== undefined)
-                tokensRevoked = await tx.apiTokens.revokeAllOfUser(target.row.id, now);
+              // Those it lent too: they end with its password (apiTokens.revokeAllHeldOrLent).
+              let lentRevoked: readonly string[] = [];
+              if (passwordHash !== undefined) {
+                tokensRevoked = await tx.apiTokens.revokeAllHeldOrLent(target.row.id, now);
+                lentRevoked = tokensRevoked.lent;
+              }
               ({ sessionsOfUsers: ended } = await tx.sessions.revokeAllOfUsersAndApiTokens(
                 { ids: ownEnd === undefined ? [] : [target.row.id], reason: ownEnd ?? '' },
-                { ids: unbackedApiTokens, reason: LENT_TOKEN_UNBACKED },
+                { ids: [...new Set([...unbackedApiTokens, ...lentRevoked])], reason: LENT_TOKEN_UNBACKED },
                 now,
               ));
             };
@@ -575,7 +580,7 @@ export class UserAdminService {
               await this.#audit.record(
                 event(
                   'password.set',
-                  `set by an administrator; ${endedBySet} session(s) ended, ${tokensRevoked} API token(s) revoked`,
+                  `set by an administrator; ${endedBySet} session(s) ended, ${revokedTokensNote(tokensRevoked)}`,
                 ),
                 tx,
               );

@@ -308,6 +308,67 @@ forEachDialect('NSE API tokens', (dialect) => {
     assert.match(set?.reason ?? '', /1 API token\(s\) revoked/);
   });
 
+  test('the tokens an admin lent end with its password: changed by itself, set by root, set on the command line', async () => {
+    let password = 'lender-first-phrase-41';
+    await ctx.core.accounts.createUser({ username: 'fran', password, tenantCode: 'acme', role: 'admin' });
+    const davesOwn = await issue('dave', { name: "dave's own, beside fran's" });
+    /** fran lends dave a token; dave opens a session with it. */
+    const lend = async () => {
+      sessions.fran = await nseSignIn(ctx, 'fran', password);
+      const lent = await issue('fran', { name: 'lent by fran', user_id: ids.dave });
+      const cookie = cookieOf(await loginWithToken(lent.token));
+      assert.equal(await cookieWorks(cookie), true);
+      return { lent, cookie };
+    };
+    const endedWithIt = async ({ lent, cookie }: Awaited<ReturnType<typeof lend>>, how: string) => {
+      assert.equal(
+        (await loginWithToken(lent.token)).statusCode,
+        400,
+        `${how}: the lent token signs in no more`,
+      );
+      assert.equal(await cookieWorks(cookie), false, `${how}: the session opened with it ended`);
+      assert.equal(
+        json(await getOne('dave', lent.id)).result.records[0].revoked,
+        true,
+        `${how}: shown revoked`,
+      );
+    };
+
+    // Found by review: each of these left the lent token signing in, and administering acme as dave.
+    const before = await lend();
+    const changed = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/auth/password',
+      payload: { username: 'fran', old_password: password, new_password: 'lender-second-phrase-42' },
+    });
+    assert.equal(changed.statusCode, 200, changed.body);
+    password = 'lender-second-phrase-42';
+    await endedWithIt(before, 'changed by fran');
+    const change = (await auditRows('password.change')).at(-1);
+    assert.match(change?.reason ?? '', /1 API token\(s\) revoked, 1 of them lent to other users/);
+
+    const beforeReset = await lend();
+    const reset = await ctx.inject({
+      method: 'PUT',
+      url: '/api/v2.1/users/fran',
+      headers: bearer(sessions.root!),
+      payload: { password: 'lender-third-phrase-43' },
+    });
+    assert.equal(reset.statusCode, 200, reset.body);
+    password = 'lender-third-phrase-43';
+    await endedWithIt(beforeReset, 'set by root');
+    const set = (await auditRows('password.set')).at(-1);
+    assert.match(set?.reason ?? '', /1 API token\(s\) revoked, 1 of them lent to other users/);
+
+    const beforeCli = await lend();
+    await ctx.core.accounts.setPassword('fran', 'lender-fourth-phrase-44');
+    await endedWithIt(beforeCli, 'set on the command line');
+
+    // dave's own token and dave's own session are not fran's to end.
+    assert.equal((await loginWithToken(davesOwn.token)).statusCode, 201);
+    assert.equal((await list('dave')).statusCode, 200);
+  });
+
   test('a token an admin made for a user works only while the admin still manages that user', async () => {
     const record = await issue('alice', { name: 'lent by alice', user_id: ids.dave });
     assert.equal(record.created_by, ids.alice);

@@ -180,16 +180,25 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
     assert.equal(await ctx.store.users.findById(user.id), undefined);
   });
 
-  test("a user's API tokens, revoked with its password set", async () => {
+  test("a user's API tokens and those it lent, revoked with its password set", async () => {
     const user = await ctx.core.accounts.createUser({
       username: 'ordered-own',
       password: 'Order-phrase-2031',
     });
-    const ids = ['01a00000-0000-7000-8000-0000000000c2', '01a00000-0000-7000-8000-0000000000c1'];
-    for (const id of ids) {
+    const other = await ctx.core.accounts.createUser({
+      username: 'ordered-lent-to',
+      password: 'Order-phrase-2031',
+    });
+    // Its own, one it lent, and its own again: the lowest held elsewhere.
+    const tokens = [
+      { id: '01a00000-0000-7000-8000-0000000000c3', holder: user.id },
+      { id: '01a00000-0000-7000-8000-0000000000c2', holder: other.id },
+      { id: '01a00000-0000-7000-8000-0000000000c1', holder: user.id },
+    ];
+    for (const { id, holder } of tokens) {
       await ctx.store.apiTokens.insert({
         id,
-        user_id: user.id,
+        user_id: holder,
         name: id,
         secret_hash: `hash of ${id}`,
         created_at: ctx.clock.now(),
@@ -199,12 +208,18 @@ forEachDialect('Sessions ended in the order of their ids', (dialect) => {
         created_by: user.id,
       });
     }
+    let revoked: { held: number; lent: string[] } | undefined;
     const held = await heldMeanwhile(
-      ids[1]!,
-      [ids[0]!],
-      () => ctx.store.transaction((tx) => tx.apiTokens.revokeAllOfUser(user.id, ctx.clock.now())),
+      tokens[2]!.id,
+      [tokens[0]!.id, tokens[1]!.id],
+      async () => {
+        revoked = await ctx.store.transaction((tx) =>
+          tx.apiTokens.revokeAllHeldOrLent(user.id, ctx.clock.now()),
+        );
+      },
       'api_tokens',
     );
     assert.deepEqual(held, []);
+    assert.deepEqual(revoked, { held: 2, lent: [tokens[1]!.id] });
   });
 });

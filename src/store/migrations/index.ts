@@ -11,6 +11,7 @@ import * as cacheInvalidations from './0009-cache-invalidations.js';
 import * as apiTokenCreator from './0010-api-token-creator.js';
 import * as nodePasswordChanged from './0011-node-password-changed.js';
 import * as apiTokenAuthority from './0012-api-token-authority.js';
+import * as apiTokenMakerIndex from './0013-api-token-maker-index.js';
 
 /** Every migration in order. Names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -26,4 +27,5 @@ export const migrations: Record<string, Migration> = {
   '0010-api-token-creator': apiTokenCreator,
   '0011-node-password-changed': nodePasswordChanged,
   '0012-api-token-authority': apiTokenAuthority,
+  '0013-api-token-maker-index': apiTokenMakerIndex,
 };

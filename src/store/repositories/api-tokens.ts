@@ -1,4 +1,4 @@
-import type { Insertable, Kysely, Selectable } from 'kysely';
+import type { ExpressionBuilder, Insertable, Kysely, Selectable } from 'kysely';
 import type { Dialect } from '../connect.js';
 import type { ApiTokenTable, Database } from '../schema.js';
 import { inParts, nullsHighest, nullsLowest, type Page, type PageRequest } from './list-query.js';
@@ -186,23 +186,32 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
       ]);
       return { rows, total: Number(count.n) };
     },
-    /** Revokes every live token of a user; the number revoked. */
-    async revokeAllOfUser(userId: string, now: number): Promise<number> {
-      const update = db.updateTable('api_tokens').set({ revoked_at: now }).where('user_id', '=', userId);
-      // In the order of their ids, as holdForAuthorityCheck takes lent tokens (endingSessions).
-      const result = await (dialect === 'postgres'
+    /**
+     * Revokes every live token a user holds, and every one it made for another user (lent): a
+     * password change ends what whoever knew the old password minted, lent or not (found by
+     * review: a token lent by an admin whose password was reset still signed in, and kept
+     * administering its tenant as the user it was lent to). Answers how many of its own it
+     * revoked, and the ids of the lent ones, whose sessions (of other users) the caller ends.
+     */
+    async revokeAllHeldOrLent(userId: string, now: number): Promise<{ held: number; lent: string[] }> {
+      const heldOrMade = (eb: ExpressionBuilder<Database, 'api_tokens'>) =>
+        eb.and([
+          eb('revoked_at', 'is', null),
+          eb.or([eb('user_id', '=', userId), eb('created_by', '=', userId)]),
+        ]);
+      const update = db.updateTable('api_tokens').set({ revoked_at: now }).where(heldOrMade);
+      // In the order of their ids, as holdForAuthorityCheck takes lent tokens (endingSessions):
+      // a lent token is the maker's and its user's, and two changes of the two take it alike.
+      const rows = await (dialect === 'postgres'
         ? update.where('id', 'in', (eb) =>
-            eb
-              .selectFrom('api_tokens')
-              .select('id')
-              .where('user_id', '=', userId)
-              .where('revoked_at', 'is', null)
-              .orderBy('id')
-              .forUpdate(),
+            eb.selectFrom('api_tokens').select('id').where(heldOrMade).orderBy('id').forUpdate(),
           )
-        : update.where('revoked_at', 'is', null)
-      ).executeTakeFirst();
-      return Number(result.numUpdatedRows);
+        : update
+      )
+        .returning(['id', 'user_id'])
+        .execute();
+      const lent = rows.filter((row) => row.user_id !== userId).map((row) => row.id);
+      return { held: rows.length - lent.length, lent };
     },
     /** True if this call revoked the token (false: it was revoked already, or is gone). */
     async revoke(id: string, now: number): Promise<boolean> {
