@@ -24,7 +24,7 @@ import { RbacService } from './rbac.js';
 import { SessionAdminService } from './session-admin.js';
 import { type CacheStats, SessionCache } from './session-cache.js';
 import { SessionInfoService, type UiSettings } from './session-info.js';
-import { SessionService } from './sessions.js';
+import { SessionService, sessionCopyLifetimeMs } from './sessions.js';
 import { SubtenantService } from './subtenants.js';
 import { TaggedCache, type TagKind } from './tagged-cache.js';
 import { TenantService } from './tenants.js';
@@ -144,7 +144,7 @@ export async function createCore(deps: {
       metrics.recordCacheLookup(name, hit),
     );
   const caches: Caches = {
-    sessions: new SessionCache(store.changes, clock, { ttlMs: config.sessionCacheTtlMs }, (hit) =>
+    sessions: new SessionCache(store.changes, clock, { ttlMs: sessionCopyLifetimeMs(config) }, (hit) =>
       metrics.recordCacheLookup('session', hit),
     ),
     credentials: new CredentialCache(store.changes, clock, { ttlMs: config.credentialCacheTtlMs }, (hit) =>

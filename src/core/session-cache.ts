@@ -35,14 +35,15 @@ export class SessionCache extends TaggedCache<SessionWithPrincipal> {
     super(feed, clock, { ...options, kinds: ['session', 'user', 'node', 'api-token'] }, count);
   }
 
-  putSession(key: string, session: SessionWithPrincipal, mark: number): void {
+  /** Files a session row read from the store at `readAt` (TaggedCache.put). */
+  putSession(key: string, session: SessionWithPrincipal, mark: number, readAt: number): void {
     const advance = this.#advances.get(session.id);
     if (advance ? advance.generation > session.token_generation : mark < this.#advanceFloor) return;
     const tags = [changeTags.session(session.id)];
     if (session.user_id !== null) tags.push(changeTags.user(session.user_id));
     if (session.node_id !== null) tags.push(changeTags.node(session.node_id));
     if (session.api_token_id !== null) tags.push(changeTags.apiToken(session.api_token_id));
-    this.put(key, session, tags, mark);
+    this.put(key, session, tags, mark, readAt);
   }
 
   /** This process wrote the session's last use: the cached copies follow (not a change to others). */

@@ -27,6 +27,11 @@ export interface AuthContext {
   readonly tokenGeneration?: number | undefined;
   /** The session cache's mark from before `session` was read: a change this request makes may re-file it. */
   readonly cacheMark?: number | undefined;
+  /**
+   * When `session` was read from the store (for a cached copy, when the copy was): re-filed after
+   * a change this request makes, it lives no longer than the copy it came from.
+   */
+  readonly cacheReadAt?: number | undefined;
 }
 
 export interface RequestMeta {
@@ -119,6 +124,19 @@ type AdvanceOutcome = number | 'lost' | 'held' | 'again' | { readonly failed: un
  */
 const HELD_RETRY_MS = 100;
 
+/**
+ * How long a process serves its copy of a session row: GATEHOUSE_SESSION_CACHE_TTL, and never past
+ * GATEHOUSE_REFRESH_GRACE. A copy read before a refresh elsewhere names the replaced token as
+ * current; the store accepts that token for the grace, so a copy that never outlives the grace
+ * accepts nothing the store would refuse as a replay then, whether or not the refresh was
+ * announced. Before, a process with a longer lifetime than the others relied on their announcing
+ * refreshes, which they did by their own settings, not its (found by review: a token replaced
+ * twice accepted for the copy's 60 s, 30 s past its grace).
+ */
+export function sessionCopyLifetimeMs(config: Pick<Config, 'sessionCacheTtlMs' | 'refreshGraceMs'>): number {
+  return Math.min(config.sessionCacheTtlMs, config.refreshGraceMs);
+}
+
 /** The session row is the truth: every token and cookie is checked against it on every request. */
 export class SessionService {
   readonly #store: Store;
@@ -139,13 +157,14 @@ export class SessionService {
   /** This server is draining (stopWaiting): refreshes of held rows give up instead of waiting on. */
   #stopped = false;
   /**
-   * Whether other processes hear of each refresh. A copy of the session read before a refresh
-   * names the replaced token as current, and a process serving from it accepts that token: so does
-   * the row itself while the grace lasts. A copy is filed less than one cache lifetime after its
-   * read began (#authenticate) and served for one lifetime at most: with a grace of two lifetimes
-   * or more, every such copy is gone before the replaced token would be refused, and telling every
-   * process of every refresh (a NOTIFY that wakes every node's listener, on SQLite a row) buys
-   * nothing. A newer token than a copy's is read afresh in any case.
+   * Whether other processes hear of each refresh, so that they drop copies naming the replaced
+   * token as current. No copy outlives the grace (sessionCopyLifetimeMs), during which the row
+   * accepts that token too, so this is not what keeps a replay out. It narrows one case: a copy
+   * read before two refreshes in a row accepts the oldest token for the rest of its life (README,
+   * *Scale-out*). Told when the grace is shorter than two lifetimes, as before copies were bounded
+   * by the grace; otherwise not: a NOTIFY that wakes every node's listener (on SQLite a row) for
+   * every refresh costs refreshes (docs/performance-log.md). A newer token than a copy's is read
+   * afresh in any case.
    */
   readonly #announceRefreshes: boolean;
 
@@ -276,8 +295,8 @@ export class SessionService {
         };
         // The row as this process wrote it: the client's next request, with the new token, is a hit.
         // Not if anything else about the session or its principal was heard since it was read.
-        if (auth.cacheMark !== undefined) {
-          this.#cache.putSession(`sid:${session.id}`, advanced, auth.cacheMark);
+        if (auth.cacheMark !== undefined && auth.cacheReadAt !== undefined) {
+          this.#cache.putSession(`sid:${session.id}`, advanced, auth.cacheMark, auth.cacheReadAt);
         }
         return this.#sign(auth.principal, advanced, presented + 1);
       }
@@ -415,12 +434,12 @@ export class SessionService {
 
   #admitCached(key: string, generation: number | undefined): AuthContext | undefined {
     const now = this.#clock.now();
-    const cached = this.#cache.lookup(key);
-    if (!cached || !this.#accepts(cached, generation, now) || this.#dueForTouch(cached, now)) {
-      return undefined;
-    }
+    const entry = this.#cache.lookupEntry(key);
+    if (!entry) return undefined;
+    const cached = entry.value;
+    if (!this.#accepts(cached, generation, now) || this.#dueForTouch(cached, now)) return undefined;
     this.#cache.counted(true);
-    return contextOf(cached, this.#cache.mark(), generation);
+    return contextOf(cached, this.#cache.mark(), entry.cachedAt, generation);
   }
 
   #dueForTouch(session: SessionWithPrincipal, now: number): boolean {
@@ -438,18 +457,18 @@ export class SessionService {
     token?: { readonly generation: number; readonly meta: RequestMeta | undefined },
   ): Promise<AuthContext & { session: SessionWithPrincipal }> {
     const now = this.#clock.now();
-    const cached = this.#cache.lookup(key);
-    if (cached && this.#accepts(cached, token?.generation, now)) {
+    const entry = this.#cache.lookupEntry(key);
+    if (entry && this.#accepts(entry.value, token?.generation, now)) {
       this.#cache.counted(true);
-      return this.#admit(cached, now, this.#cache.mark(), token?.generation);
+      return this.#admit(entry.value, now, this.#cache.mark(), entry.cachedAt, token?.generation);
     }
     this.#cache.counted(false);
     const mark = this.#cache.mark();
     const readAt = this.#clock.now();
-    const auth = await this.#check(await read(), token, mark);
-    // Not a copy whose read began a cache lifetime ago: #announceRefreshes counts on it.
-    if (this.#clock.now() - readAt < this.#config.sessionCacheTtlMs) {
-      this.#cache.putSession(key, auth.session, mark);
+    const auth = await this.#check(await read(), token, mark, readAt);
+    // Not a copy whose read began a cache lifetime ago: it would be out of date already.
+    if (this.#clock.now() - readAt < sessionCopyLifetimeMs(this.#config)) {
+      this.#cache.putSession(key, auth.session, mark, readAt);
     }
     return auth;
   }
@@ -475,6 +494,7 @@ export class SessionService {
     session: SessionWithPrincipal | undefined,
     token?: { readonly generation: number; readonly meta: RequestMeta | undefined },
     cacheMark?: number,
+    cacheReadAt?: number,
   ): Promise<AuthContext & { session: SessionWithPrincipal }> {
     const now = this.#clock.now();
     if (
@@ -492,7 +512,7 @@ export class SessionService {
       }
       if (standing === 'replayed') await this.#endReplayed(session, token.generation, token.meta);
     }
-    return this.#admit(session, now, cacheMark, token?.generation);
+    return this.#admit(session, now, cacheMark, cacheReadAt, token?.generation);
   }
 
   /** Accepts a request on a live session: its last use is written at most every touch interval. */
@@ -500,6 +520,7 @@ export class SessionService {
     session: SessionWithPrincipal,
     now: number,
     cacheMark: number | undefined,
+    cacheReadAt: number | undefined,
     tokenGeneration: number | undefined,
   ): Promise<AuthContext & { session: SessionWithPrincipal }> {
     let current = session;
@@ -508,7 +529,7 @@ export class SessionService {
       current = { ...session, last_seen_at: now };
       this.#cache.touched(session.id, now);
     }
-    return contextOf(current, cacheMark, tokenGeneration);
+    return contextOf(current, cacheMark, cacheReadAt, tokenGeneration);
   }
 
   async #endReplayed(
@@ -549,6 +570,7 @@ export class SessionService {
 function contextOf(
   session: SessionWithPrincipal,
   cacheMark: number | undefined,
+  cacheReadAt: number | undefined,
   tokenGeneration: number | undefined,
 ): AuthContext & { session: SessionWithPrincipal } {
   const kind: PrincipalKind = session.node_id !== null ? 'node' : 'user';
@@ -556,6 +578,7 @@ function contextOf(
     principal: { kind, id: session.node_id ?? session.user_id ?? '', name: session.principal_name ?? '' },
     session,
     cacheMark,
+    cacheReadAt,
     tokenGeneration,
   };
 }

@@ -23,8 +23,15 @@ const CHANGES_REMEMBERED = 4096;
 
 interface Entry<V> {
   value: V;
+  /** When the value was read from the store: the entry lives `ttlMs` from then. */
   readonly cachedAt: number;
   readonly tags: readonly string[];
+}
+
+/** A cached value and when it was read from the store. */
+export interface CachedEntry<V> {
+  readonly value: V;
+  readonly cachedAt: number;
 }
 
 /**
@@ -89,6 +96,11 @@ export class TaggedCache<V> {
 
   /** The cached value of `key`, if there is a fresh one and the change feed is live. */
   lookup(key: string): V | undefined {
+    return this.lookupEntry(key)?.value;
+  }
+
+  /** As `lookup`, with the time its value was read from the store. */
+  lookupEntry(key: string): CachedEntry<V> | undefined {
     if (!this.enabled) return undefined;
     if (!this.#subscribed) {
       // Subscribed on first use: a CLI process, which serves no reads, never opens the feed.
@@ -101,7 +113,7 @@ export class TaggedCache<V> {
       this.#entries.delete(key);
       return undefined;
     }
-    return entry.value;
+    return entry;
   }
 
   /** Counts a lookup: hit when the cached value answered, miss when the store had to. */
@@ -132,13 +144,19 @@ export class TaggedCache<V> {
     return this.#epoch;
   }
 
-  put(key: string, value: V, tags: readonly string[], mark: number): void {
+  /**
+   * Files `value`, read from the store at `readAt` (now unless told), under `tags`: it lives
+   * `ttlMs` from its read. A value made from an older copy (a row this process wrote over a cached
+   * one) is filed with that copy's read time: re-filed as new, a copy refreshed every few seconds
+   * lived for ever, and a change nobody announced was never seen (found by review).
+   */
+  put(key: string, value: V, tags: readonly string[], mark: number, readAt?: number): void {
     if (!this.enabled || !this.#subscribed || !this.#feed.isLive()) return;
     for (const tag of tags) {
       if (!this.#kinds.has(kindOf(tag))) throw new Error(`tag ${kindOf(tag)} is not declared by this cache`);
     }
     if (this.changedSince(tags, mark)) return;
-    this.#entries.set(key, { value, cachedAt: this.#clock.now(), tags });
+    this.#entries.set(key, { value, cachedAt: readAt ?? this.#clock.now(), tags });
     for (const tag of tags) {
       let keys = this.#byTag.get(tag);
       if (!keys) {

@@ -125,9 +125,10 @@ export interface OtherNode {
   close(): Promise<void>;
 }
 
-export async function startAnotherNode(ctx: TestContext): Promise<OtherNode> {
+/** `settings`: this process's own, where it is configured unlike `ctx`'s. */
+export async function startAnotherNode(ctx: TestContext, settings: Partial<Config> = {}): Promise<OtherNode> {
   const store = connectStore(storeOptionsOf(ctx.config));
-  const core = await createCore({ config: ctx.config, store, clock: ctx.clock });
+  const core = await createCore({ config: { ...ctx.config, ...settings }, store, clock: ctx.clock });
   const app = await buildApp({ core });
   await app.ready();
   return {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import type { Config } from '../../src/config.js';
 import type { Core } from '../../src/core/index.js';
 import { TaggedCache } from '../../src/core/tagged-cache.js';
 import { changeTags } from '../../src/store/change-feed.js';
@@ -34,8 +35,8 @@ async function until(probe: () => boolean | Promise<boolean>, what: string, ms =
 const feedLive = (store: Store) => until(() => store.changes.isLive(), 'the change feed');
 
 /** Another process over `a`'s store, once both hear the change feed. */
-async function liveNodeBeside(a: TestContext): Promise<OtherNode> {
-  const b = await startAnotherNode(a);
+async function liveNodeBeside(a: TestContext, settings: Partial<Config> = {}): Promise<OtherNode> {
+  const b = await startAnotherNode(a, settings);
   await feedLive(a.store);
   await feedLive(b.store);
   return b;
@@ -186,6 +187,34 @@ forEachDialect(
         { ip: '127.0.0.1', userAgent: 'test' },
       );
       assert.equal(await status(a, bearer(third)), 401, 'the inactive account is refused at once');
+    });
+
+    test('a client refreshing every second keeps no copy past its lifetime: a change nobody announced is seen within one', async () => {
+      await make('mira');
+      let token = await nseSignIn(a, 'mira', PASSWORD);
+      assert.equal(await status(a, bearer(token)), 200, 'read, and filed');
+      // Deactivated behind Gatehouse's back: nothing announced, only the copy's lifetime can tell.
+      await a.store.db.updateTable('users').set({ active: 0 }).where('id', '=', ids.mira!).execute();
+      const lifetime = a.config.sessionCacheTtlMs;
+      let waited = 0;
+      let answer = 200;
+      // Found by review: each refresh filed its row as a new copy, and the copy never aged (still
+      // accepted after 40 s of refreshes every 2 s).
+      while (answer === 200 && waited <= 3 * lifetime) {
+        a.clock.advance(1_000);
+        waited += 1_000;
+        const refreshed = await a.inject({
+          method: 'POST',
+          url: '/api/v2.1/auth/refresh',
+          headers: bearer(token),
+        });
+        answer = refreshed.statusCode;
+        if (answer !== 200) break;
+        token = json(refreshed).result.records[0].token;
+        answer = await status(a, bearer(token));
+      }
+      assert.equal(answer, 401, 'refused');
+      assert.ok(waited <= lifetime, `refused ${waited} ms after the change, the lifetime ${lifetime} ms`);
     });
 
     test('a read in flight is filed despite changes to other things, never despite a change to its own tags', () => {
@@ -372,6 +401,41 @@ forEachDialect('A refresh on one process and the copy of the session on another'
     });
   }
 });
+
+forEachDialect(
+  'A process whose session cache outlives the grace, beside one that does not announce refreshes',
+  (dialect) => {
+    let a: TestContext;
+    let b: OtherNode;
+    before(async () => {
+      // a: the defaults (5 s, grace 30 s), so its refreshes are not announced; b keeps copies 60 s.
+      a = await createTestContext(dialect);
+      await a.core.tenants.create({ code: 'acme', name: 'Acme' });
+      await a.core.accounts.createUser({
+        username: 'rosa',
+        password: PASSWORD,
+        tenantCode: 'acme',
+        role: 'user',
+      });
+      b = await liveNodeBeside(a, { sessionCacheTtlMs: 60_000 });
+    });
+    after(async () => {
+      await b.close();
+      await a.close();
+    });
+
+    test("a token replaced twice on the first is refused on the second once the grace is over, not when the second's copy ages out", async () => {
+      const statusOnB = async (token: string) =>
+        (await b.inject({ method: 'GET', url: REGIONS, headers: bearer(token) })).statusCode;
+      const first = await nseSignIn(a, 'rosa', PASSWORD);
+      assert.equal(await statusOnB(first), 200, 'b reads the session and keeps a copy');
+      await nseRefresh(a, await nseRefresh(a, first));
+      a.clock.advance(a.config.refreshGraceMs + 500);
+      // Found by review: b relied on a to announce, and accepted the replay for its copy's 60 s.
+      assert.equal(await statusOnB(first), 401, 'a replay, on a fresh read');
+    });
+  },
+);
 
 forEachDialect(
   'Read caches of privileges, UI settings and the catalog, two processes on one store',
