@@ -762,6 +762,40 @@ forEachDialect('NSE users', (dialect) => {
     assert.ok(await ctx.store.users.findById(ids.admin!));
   });
 
+  test("a user in two tenants: each tenant's admins see its creation and deletion, and nothing of the other tenancy", async () => {
+    const created = json(
+      await call('admin', 'POST', USERS, {
+        username: 'twofold',
+        password: PASSWORD,
+        tenancies: [
+          { tenant_id: acme, role_name: 'user' },
+          { tenant_id: globex, role_name: 'admin' },
+        ],
+      }),
+    );
+    const twofold = created.result.records[0].id as string;
+    assert.equal((await call('admin', 'DELETE', `${USERS}/${twofold}`)).statusCode, 204);
+    const seenBy = async (who: string) =>
+      json(await call(who, 'GET', `/api/v2.1/audit-events?target=${twofold}&limit=10`)).result
+        .records as Array<{
+        action: string;
+        reason: string;
+      }>;
+    for (const [who, own, other] of [
+      ['alice', acme, globex],
+      ['gus', globex, acme],
+    ] as const) {
+      const events = await seenBy(who);
+      assert.deepEqual(events.map((e) => e.action).sort(), ['user.create', 'user.delete'], who);
+      for (const event of events) {
+        assert.ok(event.reason.includes(own), `${who} sees its own tenancy: ${event.reason}`);
+        // Found by review: one event named both tenancies, filed under the first tenant only.
+        assert.ok(!event.reason.includes(other), `${who} sees nothing of the other: ${event.reason}`);
+      }
+    }
+    assert.equal((await seenBy('admin')).length, 4, 'root sees both tenants’ events');
+  });
+
   test('every change is audited with actor, target, tenant, ip and outcome, and never a password', async () => {
     const created = json(
       await call('alice', 'POST', USERS, {
