@@ -64,6 +64,8 @@ export interface Config {
   readonly redisUrl: string | undefined;
   readonly redisKeyPrefix: string;
   readonly passwordMinLength: number;
+  /** Live (unrevoked, unexpired) API tokens a user may hold; one more is refused over HTTP. */
+  readonly apiTokensPerUser: number;
   readonly argon2: { readonly memoryKiB: number; readonly iterations: number; readonly parallelism: number };
   /** Threads hashing and verifying passwords, at a lower CPU priority than the event loop. */
   readonly hashThreads: number;
@@ -146,6 +148,7 @@ export const SETTINGS = [
   'GATEHOUSE_REDIS_URL',
   'GATEHOUSE_REDIS_KEY_PREFIX',
   'GATEHOUSE_PASSWORD_MIN_LENGTH',
+  'GATEHOUSE_API_TOKENS_PER_USER',
   'GATEHOUSE_ARGON2_MEMORY_KIB',
   'GATEHOUSE_ARGON2_ITERATIONS',
   'GATEHOUSE_ARGON2_PARALLELISM',
@@ -444,6 +447,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     problems.push('GATEHOUSE_PG_STATEMENT_TIMEOUT: must not be longer than 1h');
 
   const passwordMinLength = integer('GATEHOUSE_PASSWORD_MIN_LENGTH', 12, 8, 128);
+  const apiTokensPerUser = integer('GATEHOUSE_API_TOKENS_PER_USER', 100, 1, 100_000);
   const adminPassword = source.GATEHOUSE_ADMIN_PASSWORD || undefined;
   // The user it is for is the bootstrap's root user, `admin` (ADMIN_USERNAME in core/bootstrap.ts).
   const adminPasswordProblem =
@@ -680,6 +684,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     redisUrl,
     redisKeyPrefix,
     passwordMinLength,
+    apiTokensPerUser,
     argon2: Object.freeze(argon2),
     hashThreads,
     hashThreadsSet,

@@ -39,6 +39,10 @@ export const ERROR_CODES = {
     status: 409,
     message: 'Something this request refers to was changed or deleted while it was being made. Try again.',
   },
+  API_TOKEN_LIMIT: {
+    status: 409,
+    message: 'The user holds as many API tokens as allowed. Revoke one before creating another.',
+  },
   PRECONDITION_FAILED: { status: 412, message: 'A precondition of this request was not met.' },
   TOO_MANY_REQUESTS: {
     status: 429,

@@ -221,7 +221,9 @@ export async function createCore(deps: {
     userAdmin: new UserAdminService(store, clock, config, hasher, accounts, audit),
     userImport,
     sessionAdmin: new SessionAdminService(store, clock, sessions, audit),
-    apiTokenAdmin: new ApiTokenAdminService(store, clock, accounts, audit),
+    apiTokenAdmin: new ApiTokenAdminService(store, clock, accounts, audit, {
+      perUser: config.apiTokensPerUser,
+    }),
     nodeAdmin: new NodeAdminService(store, clock, config, hasher, accounts, audit),
     accessManagement: new AccessManagementService(store, clock, rbac, audit),
     throttle,

@@ -158,6 +158,60 @@ forEachDialect('NSE API tokens', (dialect) => {
     assert.equal(page.result.records[0].id, forever.id, 'made in the same millisecond: in the order made');
   });
 
+  test('a user holds at most GATEHOUSE_API_TOKENS_PER_USER live tokens: one more answers 409, even all at once', async () => {
+    const limited = await createTestContext(dialect, { GATEHOUSE_API_TOKENS_PER_USER: '3' });
+    try {
+      await limited.core.tenants.create({ code: 'acme', name: 'Acme' });
+      for (const [username, role] of [
+        ['hoarder', 'user'],
+        ['lender', 'admin'],
+      ] as const) {
+        await limited.core.accounts.createUser({
+          username,
+          password: PASSWORDS.alice!,
+          tenantCode: 'acme',
+          role,
+        });
+      }
+      const hoarder = await nseSignIn(limited, 'hoarder', PASSWORDS.alice);
+      const lender = await nseSignIn(limited, 'lender', PASSWORDS.alice);
+      const hoarderId = (await limited.store.users.findByUsernameKey('hoarder'))!.id;
+      const make = (session: string, payload: Record<string, unknown>) =>
+        limited.inject({ method: 'POST', url: '/api/v2.1/tokens', headers: bearer(session), payload });
+
+      // Found by review: a plain user made 500 in 1.6 s, each a row and an audit event kept for ever.
+      // All at once: counted with the user's row taken, two cannot both pass the last place.
+      const burst = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => make(hoarder, { name: `burst ${i}` })),
+      );
+      assert.deepEqual(burst.map((r) => r.statusCode).sort(), [201, 201, 201, 409, 409, 409]);
+      const refused = burst.find((r) => r.statusCode === 409)!;
+      assert.match(json(refused).status.verbose_message, /^API_TOKEN_LIMIT/);
+      assert.deepEqual(json(refused).result, { total_records: 0, records: [] });
+      // A token lent to the user counts toward the user's own limit.
+      assert.equal((await make(lender, { name: 'lent', user_id: hoarderId })).statusCode, 409);
+      assert.equal(await limited.store.apiTokens.countLiveOfUser(hoarderId, limited.clock.now()), 3);
+
+      // Revoked or expired ones do not count.
+      const first = json(burst.find((r) => r.statusCode === 201)!).result.records[0].id;
+      const revoked = await limited.inject({
+        method: 'DELETE',
+        url: `/api/v2.1/tokens/${first}`,
+        headers: bearer(hoarder),
+      });
+      assert.equal(revoked.statusCode, 204);
+      const brief = await make(hoarder, { name: 'brief', expires_in: '1h' });
+      assert.equal(brief.statusCode, 201, brief.body);
+      assert.equal((await make(hoarder, { name: 'one too many' })).statusCode, 409);
+      limited.clock.advance(HOUR + 1000);
+      const lenderLater = await nseSignIn(limited, 'lender', PASSWORDS.alice);
+      const lent = await make(lenderLater, { name: 'lent once the brief one expired', user_id: hoarderId });
+      assert.equal(lent.statusCode, 201, lent.body);
+    } finally {
+      await limited.close();
+    }
+  });
+
   test('bad bodies answer 400 and create nothing', async () => {
     const before = json(await list('dave')).result.total_records;
     const bad: Record<string, unknown>[] = [

@@ -213,6 +213,17 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
       const lent = rows.filter((row) => row.user_id !== userId).map((row) => row.id);
       return { held: rows.length - lent.length, lent };
     },
+    /** How many live (unrevoked, unexpired) tokens the user holds. */
+    async countLiveOfUser(userId: string, now: number): Promise<number> {
+      const row = await db
+        .selectFrom('api_tokens')
+        .select((eb) => eb.fn.countAll<number | string>().as('n'))
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
     /** True if this call revoked the token (false: it was revoked already, or is gone). */
     async revoke(id: string, now: number): Promise<boolean> {
       const result = await db

@@ -277,7 +277,8 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
     /**
      * Takes the user's row for the rest of the transaction (PostgreSQL; a SQLite transaction that
      * writes holds the whole file already), as its deletion will: false if there is no such user.
-     * A deletion takes it first, as a sign-in with a token lent to the user does (core/user-admin.ts).
+     * A deletion takes it first, as a sign-in with a token lent to the user does (core/user-admin.ts),
+     * and an API token's creation for the user, which counts the user's tokens, does too.
      */
     async lockForDeletion(id: string): Promise<boolean> {
       const row = await db
