@@ -5,6 +5,7 @@ import { sql } from 'kysely';
 import { createTestContext, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { basic, bearer, json, nseSignIn } from '../helpers/http.js';
+import { holdRow, untilWaitingForLocks } from '../helpers/postgres.js';
 
 const PASSWORDS: Record<string, string> = {
   alice: 'rabbit-hole-wonder-1',
@@ -843,6 +844,50 @@ forEachDialect('NSE API tokens', (dialect) => {
     assert.deepEqual(stillOpen, [], "the deleted maker's token's session ended");
     // Before (on PostgreSQL): the deletion took the tokens in the order its cascade found them,
     // the change in id order, and PostgreSQL broke a deadlock between the two (run again after 1 s).
+    assert.deepEqual(deadlocks, []);
+  });
+
+  test("a maker's password change while the user of two tokens it lent, one expired, is deleted: no deadlock", {
+    skip: dialect !== 'postgres' && 'row locks are PostgreSQL’s',
+  }, async () => {
+    const password = 'Expired-lender-2031';
+    await ctx.core.accounts.createUser({ username: 'xavier', password, tenantCode: 'acme', role: 'admin' });
+    const yolanda = await ctx.core.accounts.createUser({
+      username: 'yolanda',
+      password,
+      tenantCode: 'acme',
+      role: 'user',
+    });
+    sessions.xavier = await nseSignIn(ctx, 'xavier', password);
+    // The expired one first: the lower id.
+    await issue('xavier', { name: 'expires soon', user_id: yolanda.id, expires_in: '1h' });
+    const live = await issue('xavier', { name: 'lives on', user_id: yolanda.id });
+    ctx.clock.advance(HOUR + 1000);
+    const root = await nseSignIn(ctx);
+    const deadlocks: string[] = [];
+    ctx.store.observeWarnings((message) => {
+      if (message.includes('deadlock')) deadlocks.push(message);
+    });
+    // The deletion's check of the lent tokens waits at the live one; the password change then
+    // comes. Before, it took the expired one (the deletion's cascade takes it later) and waited
+    // for the live one: PostgreSQL broke the deadlock, and the transaction ran again.
+    const { release } = await holdRow(ctx.store.db, 'api_tokens', live.id);
+    let deleted: Promise<{ statusCode: number }> | undefined;
+    let changed: Promise<{ statusCode: number }> | undefined;
+    try {
+      deleted = ctx.inject({ method: 'DELETE', url: `/api/v2.1/users/${yolanda.id}`, headers: bearer(root) });
+      await untilWaitingForLocks(ctx.store.db, 1);
+      changed = ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/auth/password',
+        payload: { username: 'xavier', old_password: password, new_password: 'Expired-lender-2032' },
+      });
+      await untilWaitingForLocks(ctx.store.db, 2);
+    } finally {
+      await release();
+    }
+    assert.equal((await deleted)?.statusCode, 204);
+    assert.equal((await changed)?.statusCode, 200);
     assert.deepEqual(deadlocks, []);
   });
 });

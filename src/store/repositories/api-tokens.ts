@@ -192,11 +192,16 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
      * review: a token lent by an admin whose password was reset still signed in, and kept
      * administering its tenant as the user it was lent to). Answers how many of its own it
      * revoked, and the ids of the lent ones, whose sessions (of other users) the caller ends.
+     * Live ones only, as `listLent` reads them for a change of who manages whom: an expired one
+     * is dead already, and taken here it was taken out of that change's order (found by review:
+     * a maker's password change and the deletion of the user of two tokens it had lent, one
+     * expired, deadlocked).
      */
     async revokeAllHeldOrLent(userId: string, now: number): Promise<{ held: number; lent: string[] }> {
       const heldOrMade = (eb: ExpressionBuilder<Database, 'api_tokens'>) =>
         eb.and([
           eb('revoked_at', 'is', null),
+          eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]),
           eb.or([eb('user_id', '=', userId), eb('created_by', '=', userId)]),
         ]);
       const update = db.updateTable('api_tokens').set({ revoked_at: now }).where(heldOrMade);
