@@ -59,6 +59,7 @@ export interface Config {
     readonly signin: RateLimit | undefined;
     readonly refresh: RateLimit | undefined;
     readonly nodeLogin: RateLimit | undefined;
+    readonly tokens: RateLimit | undefined;
   };
   /** Brute-force and rate-limit counters in Redis instead of the store. */
   readonly redisUrl: string | undefined;
@@ -145,6 +146,7 @@ export const SETTINGS = [
   'GATEHOUSE_RATE_LIMIT_SIGNIN',
   'GATEHOUSE_RATE_LIMIT_REFRESH',
   'GATEHOUSE_RATE_LIMIT_NODE_LOGIN',
+  'GATEHOUSE_RATE_LIMIT_TOKENS',
   'GATEHOUSE_REDIS_URL',
   'GATEHOUSE_REDIS_KEY_PREFIX',
   'GATEHOUSE_PASSWORD_MIN_LENGTH',
@@ -566,6 +568,7 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
     signin: rate('GATEHOUSE_RATE_LIMIT_SIGNIN', '30/min'),
     refresh: rate('GATEHOUSE_RATE_LIMIT_REFRESH', '60/min'),
     nodeLogin: rate('GATEHOUSE_RATE_LIMIT_NODE_LOGIN', '60/min'),
+    tokens: rate('GATEHOUSE_RATE_LIMIT_TOKENS', '30/min'),
   });
   const redisUrl = raw('GATEHOUSE_REDIS_URL');
   if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) {

@@ -5,7 +5,7 @@ import type { Clock } from './clock.js';
 import { addressKey, type CounterBackend } from './login-throttle.js';
 
 /** The routes limited per client address, each with its own budget (settings GATEHOUSE_RATE_LIMIT_*). */
-export type RateLimitedRoute = 'signin' | 'refresh' | 'nodeLogin';
+export type RateLimitedRoute = 'signin' | 'refresh' | 'nodeLogin' | 'tokens';
 
 const PRUNE_INTERVAL_MS = 60_000;
 

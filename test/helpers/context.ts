@@ -78,6 +78,7 @@ export async function createTestContext(
     GATEHOUSE_RATE_LIMIT_SIGNIN: '100000/min',
     GATEHOUSE_RATE_LIMIT_REFRESH: '100000/min',
     GATEHOUSE_RATE_LIMIT_NODE_LOGIN: '100000/min',
+    GATEHOUSE_RATE_LIMIT_TOKENS: '100000/min',
     ...settings,
   });
   const clock = new ManualClock();

@@ -42,6 +42,7 @@ forEachDialect('Rate limits per client address', (dialect) => {
       GATEHOUSE_RATE_LIMIT_SIGNIN: '4/min',
       GATEHOUSE_RATE_LIMIT_REFRESH: '2/min',
       GATEHOUSE_RATE_LIMIT_NODE_LOGIN: '3/30s',
+      GATEHOUSE_RATE_LIMIT_TOKENS: '2/min',
     });
     await ctx.core.accounts.createUser({ username: 'rita', password: PASSWORD });
     await ctx.core.accounts.createNode({ login: 'node-1', password: 'agent-one-passphrase-1' });
@@ -120,6 +121,24 @@ forEachDialect('Rate limits per client address', (dialect) => {
     assert.equal((await refresh(token)).statusCode, 200);
     assert.equal((await refresh('not-a-token')).statusCode, 401);
     isNse429(await refresh(token), 60);
+  });
+
+  test('API tokens made: their own limit, checked before the credentials', async () => {
+    const address = '203.0.113.35';
+    const token = json(await signin(address)).result.records[0].token as string;
+    const make = (bearer: string) =>
+      ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/tokens',
+        headers: { authorization: `Bearer ${bearer}` },
+        payload: { name: 'made in a loop' },
+        remoteAddress: address,
+      });
+    assert.equal((await make(token)).statusCode, 201);
+    assert.equal((await make('not-a-token')).statusCode, 401);
+    isNse429(await make(token), 60);
+    // The address's sign-in budget is its own.
+    assert.equal((await signin(address)).statusCode, 200);
   });
 
   test('node login: its own limit, in the Storware error body', async () => {
@@ -232,6 +251,7 @@ describe('Rate-limit and lockout settings', () => {
       signin: { limit: 30, windowMs: 60_000 },
       refresh: undefined,
       nodeLogin: { limit: 60, windowMs: 60_000 },
+      tokens: { limit: 30, windowMs: 60_000 },
     });
     assert.equal(config.lockoutAccountThreshold, 20);
     assert.equal(config.lockoutIpThreshold, 100);

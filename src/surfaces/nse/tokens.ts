@@ -3,6 +3,7 @@ import { Type } from 'typebox';
 import type { ApiTokenSortKey } from '../../core/api-token-admin.js';
 import type { Core } from '../../core/index.js';
 import { authOf } from '../auth-context.js';
+import { rateLimited } from '../rate-limit.js';
 import { requestMeta } from '../request-meta.js';
 import { NullableString } from '../schema-helpers.js';
 import { nseAuthenticator } from './authenticate.js';
@@ -66,7 +67,9 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app
   app.post(
     '/tokens',
     {
-      onRequest: authenticate,
+      // Each token made is a row and an audit event kept: the per-user cap bounds those alive, this
+      // the rate of making and revoking them (found by review: 437 made and revoked in 3 s).
+      onRequest: [rateLimited(core, 'tokens'), authenticate],
       schema: {
         tags,
         summary: 'Create an API token; its secret is in this answer only',
