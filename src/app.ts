@@ -85,7 +85,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const routes = trackRoutes(app);
   const allowedMethods = routes.allowedMethods;
   app.decorate('routeTable', routes);
-  addSecurityHeaders(app);
+  addSecurityHeaders(app, deps.shuttingDown ?? (() => false));
   addCrossSiteProtection(app, config.allowedOrigins);
   refuseUnstorableText(app);
   app.decorateRequest('auth', null);

@@ -40,8 +40,12 @@ forEachDialect('Shutdown behind a load balancer (GATEHOUSE_SHUTDOWN_DELAY)', (di
     assert.equal(readiness.status, 503);
     assert.deepEqual(await readiness.json(), { status: 'shutting down' });
     assert.equal((await get('/healthz')).status, 200, 'alive while it drains');
-    // New connections and sign-ins are still served: the balancer has not yet seen the 503.
+    // New connections and sign-ins are still served: the balancer has not yet seen the 503. Each
+    // answer ends its connection, so that the client's next one goes where the balancer sends it.
     assert.equal((await signIn()).status, 200);
+    const kept = await fetch(`${server.url}/healthz`);
+    assert.equal(kept.status, 200);
+    assert.equal(kept.headers.get('connection'), 'close');
     assert.equal((await get('/api/v2.1/auth/regions', { authorization: `Bearer ${token}` })).status, 200);
 
     await closing;
@@ -66,8 +70,45 @@ forEachDialect('Shutdown behind a load balancer (GATEHOUSE_SHUTDOWN_DELAY)', (di
     const drained = performance.now() - started;
     const answer = await signingIn;
     assert.equal(answer.status, 200, 'answered');
+    // Found by review: the answer said keep-alive, and the connection was closed 2 ms later.
+    assert.equal(answer.headers.get('connection'), 'close', 'and told its connection ends');
     // Before, the drain waited for the connection's keep-alive timeout (72 s) after the answer.
     assert.ok(drained < 5_000, `drained in ${Math.round(drained)} ms`);
+  });
+
+  test('a refresh waiting for its session row, freed just as the drain begins, is answered', {
+    skip: dialect !== 'postgres' && 'row locks are PostgreSQL’s',
+  }, async () => {
+    const server = await startTestServer(store);
+    const signIn = await fetch(`${server.url}/api/v2.1/auth/signin`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
+    });
+    const { token } = ((await signIn.json()) as { result: { records: [{ token: string }] } }).result
+      .records[0];
+    const sid = (
+      JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { sid: string }
+    ).sid;
+    const holder = new pg.Client({ connectionString: store.settings.GATEHOUSE_DATABASE_URL });
+    await holder.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select id from sessions where id = $1 for update', [sid]);
+      const refreshing = fetch(`${server.url}/api/v2.1/auth/refresh`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}` },
+      });
+      await sleep(300);
+      const closing = server.close();
+      await holder.query('commit');
+      // Found by review: given up at the first tick of the drain, however briefly the row was held.
+      assert.equal((await refreshing).status, 200);
+      await closing;
+    } finally {
+      await holder.query('rollback').catch(() => {});
+      await holder.end();
+    }
   });
 
   test('a refresh waiting for its session row, held by another change, gives up when the drain begins', {

@@ -154,7 +154,7 @@ export class SessionService {
   readonly #advances: GroupWriter<Advance, AdvanceOutcome>;
   /** The next tick at which refreshes passed over for a held row go again (HELD_RETRY_MS). */
   #heldRetry: Promise<void> | undefined;
-  /** This server is draining (stopWaiting): refreshes of held rows give up instead of waiting on. */
+  /** This server is draining (stopWaiting): refreshes of held rows try once more, then give up. */
   #stopped = false;
   /**
    * Whether other processes hear of each refresh, so that they drop copies naming the replaced
@@ -327,6 +327,7 @@ export class SessionService {
    */
   async #advance(id: string, from: number, meta: RequestMeta): Promise<number | undefined> {
     const giveUpAt = performance.now() + this.#config.pgStatementTimeoutMs;
+    let triedWhileStopped = false;
     for (;;) {
       const outcome = await this.#advances.run({ id, from });
       if (outcome === 'lost') return undefined;
@@ -340,24 +341,29 @@ export class SessionService {
           'Retry-After': '1',
         });
       }
-      if (!this.#stopped) await this.#nextHeldRetry();
+      // Draining: one more tick, for a row held only a moment (a last use written, another
+      // node's refresh), then give up (found by review: without it, given up at once).
+      if (this.#stopped) {
+        if (triedWhileStopped) {
+          throw new GatehouseError(
+            'STORE_UNAVAILABLE',
+            'the session was locked by another change while this server shut down',
+            { 'Retry-After': '1' },
+          );
+        }
+        triedWhileStopped = true;
+      }
+      await this.#nextHeldRetry();
       if (meta.clientGone?.()) {
         throw new GatehouseError('CLIENT_CLOSED_REQUEST', 'the client left while its session was locked');
-      }
-      if (this.#stopped) {
-        throw new GatehouseError(
-          'STORE_UNAVAILABLE',
-          'the session was locked by another change when this server began to shut down',
-          { 'Retry-After': '1' },
-        );
       }
     }
   }
 
   /**
-   * The server is draining: a refresh waiting for a row another transaction holds gives up at its
-   * next tick, 503 with Retry-After, and its client tries again (on another node, behind a
-   * balancer) with the token it has, which still works. Otherwise the drain waited for it until its
+   * The server is draining: a refresh waiting for a row another transaction holds tries once more
+   * at the next tick, then gives up, 503 with Retry-After, and its client tries again (on another
+   * node, behind a balancer) with the token it has, which still works. Otherwise the drain waited for it until its
    * row was free or the statement timeout (30 s) had passed, longer than orchestrators commonly
    * allow a process to stop.
    */

@@ -29,10 +29,17 @@ export const API_SECURITY_HEADER_LINES = [...EVERY_ANSWER, API_CSP, ['Cache-Cont
   .map(([name, value]) => `${name}: ${value}\r\n`)
   .join('');
 
-export function addSecurityHeaders(app: FastifyInstance): void {
+/**
+ * Adds the headers to every answer. Once the process is shutting down, every answer also ends its
+ * connection (`Connection: close`): a client then opens its next request elsewhere, where one kept
+ * alive may be closed under it by the drain (found by review: an answer sent during the drain
+ * said keep-alive, and its connection was closed 2 ms later).
+ */
+export function addSecurityHeaders(app: FastifyInstance, shuttingDown: () => boolean): void {
   // A callback hook, not an async one: it runs on every answer, and a promise per answer costs.
   app.addHook('onSend', (request, reply, payload, done) => {
     setSecurityHeaders(request, reply);
+    if (shuttingDown()) reply.header('Connection', 'close');
     done(null, payload);
   });
 }
