@@ -277,8 +277,7 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
     /**
      * Takes the user's row for the rest of the transaction (PostgreSQL; a SQLite transaction that
      * writes holds the whole file already), as its deletion will: false if there is no such user.
-     * A deletion takes it first, as a sign-in with a token lent to the user does (core/user-admin.ts),
-     * and an API token's creation for the user, which counts the user's tokens, does too.
+     * A deletion takes it first, as a sign-in with a token lent to the user does (core/user-admin.ts).
      */
     async lockForDeletion(id: string): Promise<boolean> {
       const row = await db
@@ -286,6 +285,21 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
         .select('id')
         .where('id', '=', id)
         .$if(dialect === 'postgres', (query) => query.forUpdate())
+        .executeTakeFirst();
+      return row !== undefined;
+    },
+    /**
+     * Takes the user's row (PostgreSQL, `for no key update`) for the rest of the transaction, so
+     * that API token creations for the user, each counting its tokens first, go one at a time, and
+     * after a deletion that took it. Not `for update`: that would hold up the user's sign-ins too,
+     * whose new session's foreign key takes the row `for key share`. False if there is no such user.
+     */
+    async lockForTokenCount(id: string): Promise<boolean> {
+      const row = await db
+        .selectFrom('users')
+        .select('id')
+        .where('id', '=', id)
+        .$if(dialect === 'postgres', (query) => query.forNoKeyUpdate())
         .executeTakeFirst();
       return row !== undefined;
     },
