@@ -129,15 +129,35 @@ export class ApiTokenAdminService {
     });
   }
 
+  /**
+   * The tokens of the caller, or of a user it manages (`userId`); with `createdBy`, the tokens
+   * that user (the caller, or one it manages) made, for itself or lent to others, whoever holds
+   * them now: what an incident's responder looks for when a maker's credentials leaked. A maker
+   * lends only to users it manages, and the caller manages the maker, so their holders were the
+   * caller's to manage when they were made.
+   */
   async list(
     auth: AuthContext,
     query: ListQuery<ApiTokenSortKey>,
-    filter: { userId?: string | undefined },
+    filter: { userId?: string | undefined; createdBy?: string | undefined },
   ): Promise<Listed<ApiTokenView, ApiTokenSortKey>> {
     const actor = await actorOf(this.#store, auth);
+    const empty = { ...query, records: [], total: 0 };
+    if (filter.createdBy !== undefined) {
+      const maker = await credentialSubject(this.#store, actor, filter.createdBy);
+      if (maker.kind === 'node') return empty;
+      const holder =
+        filter.userId === undefined ? undefined : await credentialSubject(this.#store, actor, filter.userId);
+      if (holder?.kind === 'node') return empty;
+      const page = await this.#store.apiTokens.list(
+        { createdBy: maker.id, ...(holder ? { userId: holder.id } : {}) },
+        query,
+      );
+      return { ...query, records: page.rows.map(apiTokenView), total: page.total };
+    }
     const subject = await credentialSubject(this.#store, actor, filter.userId);
-    if (subject.kind === 'node') return { ...query, records: [], total: 0 };
-    const page = await this.#store.apiTokens.listOfUser(subject.id, query);
+    if (subject.kind === 'node') return empty;
+    const page = await this.#store.apiTokens.list({ userId: subject.id }, query);
     return { ...query, records: page.rows.map(apiTokenView), total: page.total };
   }
 

@@ -499,6 +499,42 @@ forEachDialect('NSE API tokens', (dialect) => {
     assert.equal((await loginWithToken(own.token)).statusCode, 201);
   });
 
+  test('created_by lists the tokens a user made, whoever holds them, to the maker and to those who manage it', async () => {
+    const password = 'Maker-listing-2031';
+    const made: Record<string, string> = {};
+    for (const [username, role] of [
+      ['maker-m', 'admin'],
+      ['held-1', 'user'],
+      ['held-2', 'user'],
+    ] as const) {
+      made[username] = (
+        await ctx.core.accounts.createUser({ username, password, tenantCode: 'acme', role })
+      ).id;
+    }
+    sessions['maker-m'] = await nseSignIn(ctx, 'maker-m', password);
+    sessions['held-1'] = await nseSignIn(ctx, 'held-1', password);
+    const own = await issue('maker-m', { name: 'its own' });
+    const first = await issue('maker-m', { name: 'for held-1', user_id: made['held-1'] });
+    const second = await issue('maker-m', { name: 'for held-2', user_id: made['held-2'] });
+    await issue('held-1', { name: 'held-1 made it' });
+    const ids = async (who: string, query: string) => {
+      const response = await list(who, query);
+      assert.equal(response.statusCode, 200, response.body);
+      return (json(response).result.records as { id: string }[]).map((r) => r.id).sort();
+    };
+    const everyOne = [own.id, first.id, second.id].sort();
+    assert.deepEqual(await ids('maker-m', `?created_by=${made['maker-m']}`), everyOne, 'the maker');
+    assert.deepEqual(await ids('root', `?created_by=${made['maker-m']}`), everyOne, 'root');
+    assert.deepEqual(
+      await ids('root', `?created_by=${made['maker-m']}&user_id=${made['held-1']}`),
+      [first.id],
+      'both filters',
+    );
+    // Not to those who do not manage the maker: another tenant's admin, a user it lent to.
+    assert.equal((await list('gary', `?created_by=${made['maker-m']}`)).statusCode, 404);
+    assert.equal((await list('held-1', `?created_by=${made['maker-m']}`)).statusCode, 404);
+  });
+
   test("another tenant's admin cannot create, list, read or revoke a user's tokens: 404 as for an unknown one", async () => {
     const record = await issue('bob', { name: 'bob only' });
     const unknownUser = json(await list('gary', `?user_id=${UNKNOWN_ID}`));

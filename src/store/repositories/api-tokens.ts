@@ -1,4 +1,4 @@
-import type { ExpressionBuilder, Insertable, Kysely, Selectable } from 'kysely';
+import type { ExpressionBuilder, Insertable, Kysely, Selectable, SelectQueryBuilder } from 'kysely';
 import type { Dialect } from '../connect.js';
 import type { ApiTokenTable, Database } from '../schema.js';
 import { inParts, nullsHighest, nullsLowest, type Page, type PageRequest } from './list-query.js';
@@ -164,12 +164,20 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
       return db.selectFrom('api_tokens').selectAll().where('id', '=', id).executeTakeFirst();
     },
     /** Every token of a user, revoked and expired ones too: the list is also their history. */
-    async listOfUser(userId: string, page: PageRequest<ApiTokenSortKey>): Promise<Page<ApiTokenRow>> {
+    /** The tokens a user holds (`userId`), or made (`createdBy`), or both. */
+    async list(
+      filter: { readonly userId?: string; readonly createdBy?: string },
+      page: PageRequest<ApiTokenSortKey>,
+    ): Promise<Page<ApiTokenRow>> {
+      const filtered = <Q extends SelectQueryBuilder<Database, 'api_tokens', object>>(query: Q): Q => {
+        let narrowed = query;
+        if (filter.userId !== undefined) narrowed = narrowed.where('user_id', '=', filter.userId) as Q;
+        if (filter.createdBy !== undefined)
+          narrowed = narrowed.where('created_by', '=', filter.createdBy) as Q;
+        return narrowed;
+      };
       const [rows, count] = await Promise.all([
-        db
-          .selectFrom('api_tokens')
-          .selectAll()
-          .where('user_id', '=', userId)
+        filtered(db.selectFrom('api_tokens').selectAll())
           .orderBy(
             API_TOKEN_SORT[page.sortBy],
             page.sortBy === 'expires' ? nullsHighest(page.order) : nullsLowest(page.order),
@@ -178,11 +186,9 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
           .limit(page.limit)
           .offset(page.offset)
           .execute(),
-        db
-          .selectFrom('api_tokens')
-          .select((eb) => eb.fn.countAll<number>().as('n'))
-          .where('user_id', '=', userId)
-          .executeTakeFirstOrThrow(),
+        filtered(
+          db.selectFrom('api_tokens').select((eb) => eb.fn.countAll<number>().as('n')),
+        ).executeTakeFirstOrThrow(),
       ]);
       return { rows, total: Number(count.n) };
     },

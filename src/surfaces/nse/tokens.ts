@@ -98,11 +98,19 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app
       onRequest: authenticate,
       schema: {
         tags,
-        summary: "List API tokens (never their secrets): the caller's own, or with user_id a managed user's",
+        summary:
+          "List API tokens (never their secrets): the caller's own, or with user_id a managed user's; with created_by, those the caller or a managed user made, whoever holds them",
         security: NSE_SECURITY,
         querystring: listQuerySchema(TOKEN_SORT, {
           user_id: Type.Optional(
             Type.String({ minLength: 1, maxLength: 64, description: 'A user the caller manages' }),
+          ),
+          created_by: Type.Optional(
+            Type.String({
+              minLength: 1,
+              maxLength: 64,
+              description: 'The tokens this user (the caller, or one it manages) made, for itself or others',
+            }),
           ),
         }),
         response: { 200: ListEnvelope(TokenRecord), ...NSE_ERRORS },
@@ -112,6 +120,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app
       listed(
         await core.apiTokenAdmin.list(authOf(request), toListQuery(request.query), {
           userId: request.query.user_id,
+          createdBy: request.query.created_by,
         }),
       ),
   );
