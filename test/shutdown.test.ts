@@ -5,6 +5,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import type { RunningServer } from '../src/server.js';
 import { ADMIN_PASSWORD } from './helpers/context.js';
 import { forEachDialect } from './helpers/dialects.js';
 import { type FreshStore, freshStore, startTestServer } from './helpers/server.js';
@@ -12,6 +13,31 @@ import { freePort, startServerProcess, waitFor } from './helpers/server-process.
 
 forEachDialect('Shutdown behind a load balancer (GATEHOUSE_SHUTDOWN_DELAY)', (dialect) => {
   let store: FreshStore;
+  /**
+   * The admin signed in on `server`, its session row then held `for update` by another connection
+   * (`holder`, in its transaction), and a refresh of its token sent (`refreshing`), which waits.
+   */
+  const refreshOfHeldRow = async (server: RunningServer) => {
+    const signIn = await fetch(`${server.url}/api/v2.1/auth/signin`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
+    });
+    const { token } = ((await signIn.json()) as { result: { records: [{ token: string }] } }).result
+      .records[0];
+    const sid = (
+      JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { sid: string }
+    ).sid;
+    const holder = new pg.Client({ connectionString: store.settings.GATEHOUSE_DATABASE_URL });
+    await holder.connect();
+    await holder.query('begin');
+    await holder.query('select id from sessions where id = $1 for update', [sid]);
+    const refreshing = fetch(`${server.url}/api/v2.1/auth/refresh`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    return { holder, refreshing };
+  };
   before(async () => {
     store = await freshStore(dialect);
   });
@@ -80,25 +106,8 @@ forEachDialect('Shutdown behind a load balancer (GATEHOUSE_SHUTDOWN_DELAY)', (di
     skip: dialect !== 'postgres' && 'row locks are PostgreSQL’s',
   }, async () => {
     const server = await startTestServer(store);
-    const signIn = await fetch(`${server.url}/api/v2.1/auth/signin`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
-    });
-    const { token } = ((await signIn.json()) as { result: { records: [{ token: string }] } }).result
-      .records[0];
-    const sid = (
-      JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { sid: string }
-    ).sid;
-    const holder = new pg.Client({ connectionString: store.settings.GATEHOUSE_DATABASE_URL });
-    await holder.connect();
+    const { holder, refreshing } = await refreshOfHeldRow(server);
     try {
-      await holder.query('begin');
-      await holder.query('select id from sessions where id = $1 for update', [sid]);
-      const refreshing = fetch(`${server.url}/api/v2.1/auth/refresh`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}` },
-      });
       await sleep(300);
       const closing = server.close();
       await holder.query('commit');
@@ -116,25 +125,8 @@ forEachDialect('Shutdown behind a load balancer (GATEHOUSE_SHUTDOWN_DELAY)', (di
   }, async () => {
     // Longer than the test waits: before, the drain waited for the row until this ran out.
     const server = await startTestServer(store, { GATEHOUSE_PG_STATEMENT_TIMEOUT: '20s' });
-    const signIn = await fetch(`${server.url}/api/v2.1/auth/signin`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
-    });
-    const { token } = ((await signIn.json()) as { result: { records: [{ token: string }] } }).result
-      .records[0];
-    const sid = (
-      JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { sid: string }
-    ).sid;
-    const holder = new pg.Client({ connectionString: store.settings.GATEHOUSE_DATABASE_URL });
-    await holder.connect();
+    const { holder, refreshing } = await refreshOfHeldRow(server);
     try {
-      await holder.query('begin');
-      await holder.query('select id from sessions where id = $1 for update', [sid]);
-      const refreshing = fetch(`${server.url}/api/v2.1/auth/refresh`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}` },
-      });
       await sleep(300);
       const started = performance.now();
       await server.close();

@@ -7,7 +7,7 @@ import type { ApiTokenRow } from '../store/repositories/api-tokens.js';
 import type { Repositories } from '../store/repositories/index.js';
 import type { Role, TenancyView, UserRow } from '../store/repositories/users.js';
 import type { UserTable } from '../store/schema.js';
-import { LENT_TOKEN_UNBACKED } from './authorization.js';
+import { endWithPassword } from './authorization.js';
 import type { Clock } from './clock.js';
 import { isId, newId } from './ids.js';
 import type { LoginThrottle } from './login-throttle.js';
@@ -270,14 +270,7 @@ export class AccountService {
     const now = this.#clock.now();
     await this.#store.transaction(async (tx) => {
       await tx.users.setPassword(user.id, passwordHash, now);
-      // The tokens, its own and those it lent, before the sessions: the lock order (sessions
-      // repository).
-      const tokens = await tx.apiTokens.revokeAllHeldOrLent(user.id, now);
-      await tx.sessions.revokeAllOfUsersAndApiTokens(
-        { ids: [user.id], reason: 'password-set' },
-        { ids: tokens.lent, reason: LENT_TOKEN_UNBACKED },
-        now,
-      );
+      await endWithPassword(tx, user.id, now, 'password-set');
     });
     await this.clearLockout('user', user.username);
     return { id: user.id, username: user.username };

@@ -6,7 +6,7 @@ import type { Repositories } from '../store/repositories/index.js';
 import type { NodeRow } from '../store/repositories/nodes.js';
 import type { SigningInUser, UserRow } from '../store/repositories/users.js';
 import type { AuditEntry, AuditService } from './audit.js';
-import { LENT_TOKEN_UNBACKED, makerStillManages, revokedTokensNote } from './authorization.js';
+import { endWithPassword, makerStillManages, revokedTokensNote } from './authorization.js';
 import { type Clock, sleep } from './clock.js';
 import type { CredentialCache } from './credential-cache.js';
 import type { Admission, LockScope, LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
@@ -497,13 +497,8 @@ export class AuthenticationService {
       if (!(await tx.users.recordPasswordSignIn(user.id, now, user.password_changed_at))) return undefined;
       await tx.users.setPassword(user.id, passwordHash, now);
       // Tokens too, its own and those it lent: one minted by whoever knew the old password must
-      // not outlive the change. Before the sessions: the lock order (sessions repository).
-      const tokens = await tx.apiTokens.revokeAllHeldOrLent(user.id, now);
-      await tx.sessions.revokeAllOfUsersAndApiTokens(
-        { ids: [user.id], reason: 'password-changed' },
-        { ids: tokens.lent, reason: LENT_TOKEN_UNBACKED },
-        now,
-      );
+      // not outlive the change.
+      const tokens = await endWithPassword(tx, user.id, now, 'password-changed');
       await this.#audit.record(
         {
           action: 'password.change',

@@ -240,6 +240,26 @@ export async function changingAuthority<T>(
  */
 export const LENT_TOKEN_UNBACKED = 'token-maker-changed';
 
+/**
+ * What a new password ends, as a change, an administrator's set or the CLI's `passwd` makes it:
+ * the user's sessions (for `reason`), its live API tokens and those it lent, and the sessions
+ * opened with those. The tokens first: the lock order (sessions repository). Answers the tokens.
+ */
+export async function endWithPassword(
+  tx: Repositories,
+  userId: string,
+  now: number,
+  reason: string,
+): Promise<{ held: number; lent: string[] }> {
+  const tokens = await tx.apiTokens.revokeAllHeldOrLent(userId, now);
+  await tx.sessions.revokeAllOfUsersAndApiTokens(
+    { ids: [userId], reason },
+    { ids: tokens.lent, reason: LENT_TOKEN_UNBACKED },
+    now,
+  );
+  return tokens;
+}
+
 /** How an audit event tells the tokens a password change revoked (`apiTokens.revokeAllHeldOrLent`). */
 export function revokedTokensNote(tokens: {
   readonly held: number;

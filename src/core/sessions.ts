@@ -472,10 +472,7 @@ export class SessionService {
     const mark = this.#cache.mark();
     const readAt = this.#clock.now();
     const auth = await this.#check(await read(), token, mark, readAt);
-    // Not a copy whose read began a cache lifetime ago: it would be out of date already.
-    if (this.#clock.now() - readAt < sessionCopyLifetimeMs(this.#config)) {
-      this.#cache.putSession(key, auth.session, mark, readAt);
-    }
+    this.#cache.putSession(key, auth.session, mark, readAt);
     return auth;
   }
 

@@ -156,7 +156,10 @@ export class TaggedCache<V> {
       if (!this.#kinds.has(kindOf(tag))) throw new Error(`tag ${kindOf(tag)} is not declared by this cache`);
     }
     if (this.changedSince(tags, mark)) return;
-    this.#entries.set(key, { value, cachedAt: readAt ?? this.#clock.now(), tags });
+    const cachedAt = readAt ?? this.#clock.now();
+    // Read a lifetime ago or more (a slow read, a copy re-filed late): out of date already.
+    if (this.#clock.now() - cachedAt >= this.#ttlMs) return;
+    this.#entries.set(key, { value, cachedAt, tags });
     for (const tag of tags) {
       let keys = this.#byTag.get(tag);
       if (!keys) {

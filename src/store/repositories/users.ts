@@ -49,6 +49,21 @@ export interface TenancyView {
 export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
   /** Every password sign-in reads the user this way: built and compiled once (compiled-once.ts). */
   let signingIn: StatementShape | undefined;
+  /**
+   * Takes the user's row for the rest of the transaction with the lock given (PostgreSQL; a SQLite
+   * transaction that writes holds the whole file already): false if there is no such user.
+   */
+  const lockRow = async (id: string, strength: 'for update' | 'for no key update'): Promise<boolean> => {
+    const row = await db
+      .selectFrom('users')
+      .select('id')
+      .where('id', '=', id)
+      .$if(dialect === 'postgres', (query) =>
+        strength === 'for update' ? query.forUpdate() : query.forNoKeyUpdate(),
+      )
+      .executeTakeFirst();
+    return row !== undefined;
+  };
 
   return {
     async insert(row: Insertable<UserTable>): Promise<void> {
@@ -279,14 +294,8 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
      * writes holds the whole file already), as its deletion will: false if there is no such user.
      * A deletion takes it first, as a sign-in with a token lent to the user does (core/user-admin.ts).
      */
-    async lockForDeletion(id: string): Promise<boolean> {
-      const row = await db
-        .selectFrom('users')
-        .select('id')
-        .where('id', '=', id)
-        .$if(dialect === 'postgres', (query) => query.forUpdate())
-        .executeTakeFirst();
-      return row !== undefined;
+    lockForDeletion(id: string): Promise<boolean> {
+      return lockRow(id, 'for update');
     },
     /**
      * Takes the user's row (PostgreSQL, `for no key update`) for the rest of the transaction, so
@@ -294,14 +303,8 @@ export function createUserRepository(db: Kysely<Database>, dialect: Dialect) {
      * after a deletion that took it. Not `for update`: that would hold up the user's sign-ins too,
      * whose new session's foreign key takes the row `for key share`. False if there is no such user.
      */
-    async lockForTokenCount(id: string): Promise<boolean> {
-      const row = await db
-        .selectFrom('users')
-        .select('id')
-        .where('id', '=', id)
-        .$if(dialect === 'postgres', (query) => query.forNoKeyUpdate())
-        .executeTakeFirst();
-      return row !== undefined;
+    lockForTokenCount(id: string): Promise<boolean> {
+      return lockRow(id, 'for no key update');
     },
     /**
      * Removes the user's tenancies and group memberships, ahead of its deletion: in the lock order
