@@ -116,7 +116,11 @@ export interface Store extends Repositories {
   writeGuarded<T>(work: (tx: Repositories) => Promise<T>): Promise<T | undefined>;
   /** Brings the schema up to date; safe to run from several processes at once. Returns what it applied. */
   migrate(): Promise<string[]>;
-  /** Cheap round trip, for readiness. */
+  /**
+   * Cheap round trip, for readiness. Fails too for `WRITES_REFUSED_MS` after the store refused a
+   * write for a reason that outlasts the request (a full disk, a read-only database), unless a
+   * commit went through since.
+   */
   ping(): Promise<void>;
   /** Whether a schema was ever made here (a migration applied): false for an empty database. */
   initialized(): Promise<boolean>;
@@ -168,6 +172,22 @@ export function connectStore(options: StoreOptions): Store {
     warn(
       'PostgreSQL: a prepared statement was not found in the session that prepared it (a pooler in transaction mode?); statements run unprepared from now on: set GATEHOUSE_PG_PREPARED_STATEMENTS=false',
     );
+  // The last write the store refused for a reason that outlasts the request (a full disk, a
+  // read-only database): such a store still answers the readiness check's read, and the balancer
+  // must hear that this node cannot sign anyone in (found by review: /readyz said ready while every
+  // sign-in failed). A commit clears it; so does time, so that a node taken out of rotation gets
+  // requests again to find out whether the store has recovered.
+  let writesRefused: { code: string; at: number } | undefined;
+  // A commit went through; on PostgreSQL an update or insert did too (its one-statement writes
+  // commit by themselves, and it refuses a read-only write at the statement). On SQLite a write in
+  // a transaction only reaches the page cache, and the disk may still refuse its commit.
+  const wentThrough = (event: LogEvent) =>
+    COMMIT.test(event.query.sql) ||
+    (dialect === 'postgres' && WRITES.has(statementKind(event.query.query.kind, event.query.sql)));
+  const noteRefusedWrite = (error: unknown) => {
+    const code = writeRefusalCode(error);
+    if (code !== undefined) writesRefused = { code, at: performance.now() };
+  };
   const pool = options.databaseUrl
     ? createPgPool(options.databaseUrl, {
         max: options.poolSize ?? 10,
@@ -187,6 +207,8 @@ export function connectStore(options: StoreOptions): Store {
       // Anything but a select may have written (a commit, an auto-committed write): the WAL is
       // checkpointed on a thread of its own, not in some later commit on this one.
       if (checkpointer && event.query.query.kind !== 'SelectQueryNode') checkpointer.soon();
+      if (event.level === 'error') noteRefusedWrite(event.error);
+      else if (writesRefused && wentThrough(event)) writesRefused = undefined;
       observer?.({
         dialect,
         statement: statementKind(event.query.query.kind, event.query.sql),
@@ -243,8 +265,12 @@ export function connectStore(options: StoreOptions): Store {
         try {
           await writer.write(batch.map(({ sql, parameters }) => ({ sql, parameters })));
           failed = false;
+          writesRefused = undefined;
           // Copied into the database while the next batch is written.
           checkpointer?.now();
+        } catch (error) {
+          noteRefusedWrite(error);
+          throw error;
         } finally {
           // The batch is one transaction on the writer's thread: timed as one, from here.
           observer?.({ dialect, statement: 'transaction', durationMs: performance.now() - started, failed });
@@ -306,6 +332,15 @@ export function connectStore(options: StoreOptions): Store {
     },
     async ping() {
       await db.selectFrom('tenants').select('id').limit(1).execute();
+      if (writesRefused && performance.now() - writesRefused.at < WRITES_REFUSED_MS) {
+        const { code, at } = writesRefused;
+        throw Object.assign(
+          new Error(
+            `the store refused a write ${Math.round(performance.now() - at)} ms ago (${code}): it answers reads but takes no writes`,
+          ),
+          { code },
+        );
+      }
     },
     async initialized() {
       // Kysely's migrator keeps its record in this table (its default name), on either dialect.
@@ -492,18 +527,32 @@ function withStatementCache(database: SQLite.Database) {
 /** PostgreSQL statement timeout when none is configured (the settings' default). */
 const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
 
-// 57014: cancelled (the statement timeout); 25P03: a transaction left idle past it.
+// 57P01–57P05: the server shut down, crashed, is starting, dropped the database or ended an idle
+// session; 08xxx: connection failures; 53xxx: out of disk, memory or connections; 57014:
+// cancelled (the statement timeout); 25P03: a transaction left idle past it; 25006: a read-only
+// database (a standby after a failover); 3D000: the database is gone; 28xxx: the credentials were
+// refused (rotated); 58030: an I/O error. All are the server's state, not a request's fault: 503.
 const PG_UNAVAILABLE = new Set([
   '57P01',
   '57P02',
   '57P03',
+  '57P04',
+  '57P05',
+  '53100',
+  '53200',
   '53300',
   '08000',
   '08001',
   '08003',
+  '08004',
   '08006',
   '57014',
   '25P03',
+  '25006',
+  '3D000',
+  '28000',
+  '28P01',
+  '58030',
 ]);
 const NET_UNAVAILABLE = new Set([
   'ECONNREFUSED',
@@ -519,7 +568,20 @@ const SQLITE_UNAVAILABLE = new Set([
   'SQLITE_CANTOPEN',
   'SQLITE_IOERR',
   'SQLITE_FULL',
+  'SQLITE_READONLY',
 ]);
+
+/** The refusals of `ping`'s latch: the store's state, not contention (busy, a timeout) that passes. */
+const WRITE_REFUSALS = ['SQLITE_FULL', 'SQLITE_READONLY', 'SQLITE_IOERR', '25006', '53100', '58030'];
+/** How long after a refused write readiness fails, unless a commit goes through meanwhile. */
+export const WRITES_REFUSED_MS = 5000;
+const COMMIT = /^\s*commit\b/i;
+
+function writeRefusalCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return undefined;
+  return WRITE_REFUSALS.some((refusal) => code.startsWith(refusal)) ? code : undefined;
+}
 
 /** True when an error means "the store cannot be reached now", as opposed to a bug. */
 export function isStoreUnavailable(error: unknown): boolean {

@@ -59,6 +59,20 @@ class LockWaitingSqliteDriver extends SqliteDriver {
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('begin immediate'));
   }
+
+  /**
+   * SQLite rolls a transaction back by itself on some errors (SQLITE_FULL: the disk is full), and
+   * Kysely's ROLLBACK then fails with "no transaction is active", an error that replaced the one
+   * that mattered: a full disk answered 500 and logged only the failed rollback (found by review).
+   * Nothing is left to undo, so the original error goes on as it was.
+   */
+  override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    try {
+      await connection.executeQuery(CompiledQuery.raw('rollback'));
+    } catch (error) {
+      if (!/no transaction is active/.test((error as Error | null)?.message ?? '')) throw error;
+    }
+  }
 }
 
 function lockWaiting(connection: DatabaseConnection, waitMs: number): DatabaseConnection {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import SQLite from 'better-sqlite3';
@@ -7,7 +8,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { json, nseSignIn, storwareLogin } from '../helpers/http.js';
-import { postgresUnavailableReason } from '../helpers/postgres.js';
+import { POSTGRES_ADMIN_URL, postgresUnavailableReason } from '../helpers/postgres.js';
 import { createProxiedPostgresContext, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 const signin = (ctx: TestContext) =>
@@ -198,5 +199,99 @@ describe('SQLite locked by another process: 503, and service resumes [sqlite]', 
     }
     const response = await pending;
     assert.equal(response.statusCode, 200, response.body);
+  });
+});
+
+/** A logger stream kept in memory: what the operator reads when a request fails. */
+function loggedLines(): { stream: Writable; text: () => string } {
+  let logged = '';
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      logged += chunk.toString();
+      done();
+    },
+  });
+  return { stream, text: () => logged };
+}
+
+describe('A SQLite store that takes no more writes (a full disk): 503 with its cause logged, and /readyz says so [sqlite]', () => {
+  let ctx: TestContext;
+  const logs = loggedLines();
+  before(async () => {
+    ctx = await createTestContext('sqlite', {}, { logger: { level: 'warn', stream: logs.stream } });
+  });
+  after(() => ctx.close());
+
+  test('sign-ins answer 503 STORE_UNAVAILABLE, never 500; /readyz answers 503 until a write goes through again', async () => {
+    // SQLite refuses to grow the file past max_page_count with the same error as a full disk
+    // (SQLITE_FULL), and rolls the transaction back by itself as it does then.
+    const [{ page_count: pages }] = (
+      await sql<{ page_count: number }>`pragma page_count`.execute(ctx.store.db)
+    ).rows as [{ page_count: number }];
+    await sql.raw(`pragma max_page_count = ${pages}`).execute(ctx.store.db);
+    let refused: Awaited<ReturnType<typeof signin>> | undefined;
+    try {
+      for (let attempt = 0; attempt < 2000 && refused === undefined; attempt += 1) {
+        const response = await signin(ctx);
+        if (response.statusCode !== 200) refused = response;
+      }
+      assert.ok(refused, 'a sign-in needed the file to grow');
+      assert.equal(refused.statusCode, 503, refused.body);
+      assert.match(json(refused).status.verbose_message, /^STORE_UNAVAILABLE/);
+      assert.equal(refused.headers['retry-after'], '1');
+      assert.match(logs.text(), /SQLITE_FULL/);
+      assert.doesNotMatch(logs.text(), /no transaction is active/);
+      const ready = await ctx.inject({ method: 'GET', url: '/readyz' });
+      assert.equal(ready.statusCode, 503);
+      assert.equal(json(ready).status, 'store unavailable');
+      assert.equal((await ctx.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
+    } finally {
+      await sql.raw('pragma max_page_count = 1073741823').execute(ctx.store.db);
+    }
+    assert.equal((await signin(ctx)).statusCode, 200);
+    assert.equal((await ctx.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
+  });
+});
+
+describe('A PostgreSQL database that turned read-only (a standby after a failover): 503, and /readyz says so [postgres]', {
+  skip: pgSkip && `PostgreSQL skipped: ${pgSkip}`,
+}, () => {
+  let ctx: TestContext;
+  let name: string;
+  const logs = loggedLines();
+  /** Sets the database read-only or writable, and ends its connections so that new ones take it. */
+  const setReadOnly = async (on: boolean) => {
+    const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL });
+    await admin.connect();
+    try {
+      await admin.query(
+        `alter database ${name} ${on ? 'set default_transaction_read_only = on' : 'reset default_transaction_read_only'}`,
+      );
+      await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1', [name]);
+    } finally {
+      await admin.end();
+    }
+  };
+  before(async () => {
+    ctx = await createTestContext('postgres', {}, { logger: { level: 'warn', stream: logs.stream } });
+    name = new URL(ctx.config.databaseUrl as string).pathname.slice(1);
+  });
+  after(() => ctx.close());
+
+  test('sign-ins answer 503 STORE_UNAVAILABLE, never 500; /readyz answers 503 until writes go through again', async () => {
+    await setReadOnly(true);
+    const answers: number[] = [];
+    // The first requests may meet the pool's ended connections (503 too); then the read-only ones.
+    for (let attempt = 0; attempt < 5; attempt += 1) answers.push((await signin(ctx)).statusCode);
+    assert.deepEqual(answers, [503, 503, 503, 503, 503]);
+    assert.match(logs.text(), /25006/);
+    assert.equal((await ctx.inject({ method: 'GET', url: '/readyz' })).statusCode, 503);
+
+    await setReadOnly(false);
+    let status = 0;
+    for (let attempt = 0; attempt < 5 && status !== 200; attempt += 1)
+      status = (await signin(ctx)).statusCode;
+    assert.equal(status, 200);
+    assert.equal((await ctx.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
   });
 });
