@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import fastifyCookie from '@fastify/cookie';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
@@ -43,6 +44,21 @@ export const REDACTED_LOG_PATHS = [
   'err.rawPacket',
 ];
 
+/** What a caller's or a proxy's `X-Request-Id` may be to be kept: a UUID, a trace id, a counter. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+/**
+ * A request's id, in its log lines and in its answer's `X-Request-Id`: the one a proxy or the
+ * caller sent, if it looks like one, so that a request can be followed through the proxy's logs;
+ * otherwise a new UUID. Fastify's default, a counter per process, started again at every restart
+ * and was the same in every worker (found by review: an operator could not find the line of a
+ * 500, and the caller had nothing to quote).
+ */
+function requestIdOf(request: { headers: Record<string, string | string[] | undefined> }): string {
+  const sent = request.headers['x-request-id'];
+  return typeof sent === 'string' && REQUEST_ID.test(sent) ? sent : randomUUID();
+}
+
 /**
  * Builds the HTTP application without listening: `main` listens, tests inject requests.
  */
@@ -62,6 +78,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       : { http: incompleteRequestChecks(config) }),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
     return503OnClosing: true,
+    genReqId: requestIdOf,
     frameworkErrors,
     clientErrorHandler: answerClientError,
   }).withTypeProvider<TypeBoxTypeProvider>();

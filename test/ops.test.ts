@@ -63,6 +63,30 @@ forEachDialect('Operations endpoints', (dialect) => {
     assert.match(String(response.headers['content-security-policy']), /default-src 'none'/);
   });
 
+  test('every answer carries a request id: one of its own, or the one a proxy sent if it looks like one', async () => {
+    const ids = new Set<string>();
+    for (let i = 0; i < 3; i += 1) {
+      const response = await ctx.inject({ method: 'GET', url: '/api/v2.1/auth/regions' });
+      ids.add(String(response.headers['x-request-id']));
+    }
+    assert.equal(ids.size, 3, 'every request gets an id of its own');
+    const kept = await ctx.inject({
+      method: 'GET',
+      url: '/api/session/user',
+      headers: { 'x-request-id': '4bf92f3577b34da6a3ce929d0e0e4736' },
+    });
+    assert.equal(kept.statusCode, 401);
+    assert.equal(kept.headers['x-request-id'], '4bf92f3577b34da6a3ce929d0e0e4736');
+    for (const sent of ['a'.repeat(65), 'two words', 'line\tbreak', '']) {
+      const replaced = await ctx.inject({
+        method: 'GET',
+        url: '/healthz',
+        headers: { 'x-request-id': sent },
+      });
+      assert.match(String(replaced.headers['x-request-id']), /^[0-9a-f-]{36}$/, JSON.stringify(sent));
+    }
+  });
+
   test('/.well-known/jwks.json publishes the ES256 public key, and nothing private', async () => {
     const response = await ctx.inject({ method: 'GET', url: '/.well-known/jwks.json' });
     assert.equal(response.statusCode, 200);

@@ -73,7 +73,7 @@ export function toGatehouseError(error: unknown, request: FastifyRequest): Gateh
     return new GatehouseError('STORE_UNAVAILABLE', '', { 'Retry-After': '1' });
   }
   request.log.error({ err: loggable(error) }, 'unexpected error');
-  return new GatehouseError('INTERNAL_ERROR');
+  return new GatehouseError('INTERNAL_ERROR', `request ${request.id}`);
 }
 
 /** Fields of a PostgreSQL error that quote values: "Failing row contains (...)", a password hash among them. */

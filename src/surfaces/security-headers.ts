@@ -9,6 +9,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
  */
 export function setSecurityHeaders(request: FastifyRequest, reply: FastifyReply): void {
   for (const [name, value] of EVERY_ANSWER) reply.header(name, value);
+  // Not a security header, but one every answer carries too: what to quote to the operator.
+  reply.header('X-Request-Id', request.id);
   if (request.protocol === 'https') reply.header('Strict-Transport-Security', 'max-age=31536000');
   if (!request.url.startsWith('/docs')) {
     reply.header(...API_CSP);

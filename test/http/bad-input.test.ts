@@ -212,14 +212,21 @@ forEachDialect('Bad input', (dialect) => {
       assert.equal(response.statusCode, 500);
       isNseError(json(response), 500, 'INTERNAL_ERROR');
       assert.doesNotMatch(response.body, /select|users|sqlite|relation|stack|at \w+ \(/i);
-      const storware = await post(
-        '/api/session/login',
-        JSON.stringify({ login: 'alice', password: 'whatever-it-is' }),
-      );
+      // What the caller quotes to the operator, who finds the log line by it.
+      const id = response.headers['x-request-id'] as string;
+      assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      assert.equal(json(response).status.verbose_message, `INTERNAL_ERROR: request ${id}`);
+      const storware = await ctx.inject({
+        method: 'POST',
+        url: '/api/session/login',
+        headers: { 'content-type': 'application/json', 'x-request-id': 'lb-7f3a.0042' },
+        payload: JSON.stringify({ login: 'alice', password: 'whatever-it-is' }),
+      });
       assert.equal(storware.statusCode, 500);
+      assert.equal(storware.headers['x-request-id'], 'lb-7f3a.0042');
       assert.deepEqual(json(storware), {
         errorCode: 'INTERNAL_ERROR',
-        message: 'An internal error occurred.',
+        message: 'An internal error occurred. (request lb-7f3a.0042)',
       });
     } finally {
       await ctx.store.db.schema.alterTable('users_gone').renameTo('users').execute();
