@@ -1,17 +1,35 @@
-import cluster from 'node:cluster';
-import { AggregatorRegistry, type Registry } from 'prom-client';
+import cluster, { type Worker } from 'node:cluster';
+import {
+  AggregatorRegistry,
+  type MetricObjectWithValues,
+  type MetricValue,
+  type Registry,
+} from 'prom-client';
 
 /**
  * `/metrics` of `gatehouse serve --workers N`: a scrape lands on one worker (the kernel picks), but
  * must describe the whole node. That worker asks the primary over the cluster's IPC channel; the
- * primary collects every worker's registry with prom-client's AggregatorRegistry (counters and
- * histograms summed, gauges as each declares) and answers with the text.
+ * primary asks every worker for its registry and answers with the text of them all.
+ *
+ * Each worker's series carry a `worker` label, its slot (1 to N; the worker that replaces one
+ * takes its slot), rather than being summed into one series as prom-client's cluster aggregation
+ * does: a sum drops when a worker is replaced (found by review: 20 failures counted read 10 after
+ * one worker was killed, which Prometheus takes for a counter reset and `increase()` for 10 new
+ * failures), and it added up facts of a process that are not amounts (the file-descriptor limit)
+ * or hid one worker's among others' (event-loop lag, start time). A replaced worker's counters
+ * start again from 0 in their own series, which `rate()` and `increase()` handle. Series of the
+ * shared store (the live-session count), the same in every worker, stay one series.
  */
 const REQUEST = 'gatehouse:metrics-request';
 const ANSWER = 'gatehouse:metrics-answer';
+const COLLECT = 'gatehouse:metrics-collect';
+const COLLECTED = 'gatehouse:metrics-collected';
 
-/** The primary waits up to 5 s for the workers (prom-client's own limit); a worker a little longer. */
+/** The primary waits up to 5 s for the workers; a worker waits for the primary a little longer. */
+const PRIMARY_WAIT_MS = 5000;
 const WORKER_WAIT_MS = 6000;
+
+type Metrics = MetricObjectWithValues<MetricValue<string>>[];
 
 interface MetricsRequest {
   readonly type: typeof REQUEST;
@@ -25,20 +43,93 @@ interface MetricsAnswer {
   readonly error?: string;
 }
 
+interface CollectRequest {
+  readonly type: typeof COLLECT;
+  readonly id: number;
+}
+
+interface Collected {
+  readonly type: typeof COLLECTED;
+  readonly id: number;
+  readonly metrics?: Metrics;
+  readonly error?: string;
+}
+
 function isMessage<T extends { type: string }>(message: unknown, type: T['type']): message is T {
   return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === type;
 }
 
+/**
+ * One registry's text from the workers' metrics, each with its slot. A metric that aggregates by
+ * `max` is a fact of the shared store: one series, the largest value any worker read, or NaN
+ * when one could not read it (NaN crosses the IPC channel as null, which prom-client's `max` read
+ * as 0: an outage showed as no live session; found by review).
+ */
+export function combineWorkerMetrics(workers: readonly { slot: number; metrics: Metrics }[]): Registry {
+  const asNumber = (value: MetricValue<string>): MetricValue<string> =>
+    typeof value.value === 'number' ? value : { ...value, value: Number.NaN };
+  return AggregatorRegistry.aggregate(
+    workers.map(({ slot, metrics }) =>
+      metrics.map((metric) =>
+        metric.aggregator === 'max'
+          ? { ...metric, values: metric.values.map(asNumber) }
+          : {
+              ...metric,
+              // One value per series: a sum of one is the value (prom-client's `omit`, say for the
+              // start time, would drop what tells a restart).
+              aggregator: 'sum' as const,
+              values: metric.values.map((value) => ({
+                ...asNumber(value),
+                labels: { ...value.labels, worker: String(slot) },
+              })),
+            },
+      ),
+    ),
+  );
+}
+
 /** In the primary, before forking: answers each worker's request with every worker's metrics. */
-export function serveClusterMetrics(): void {
-  const aggregator = new AggregatorRegistry();
+export function serveClusterMetrics(slotOf: (worker: Worker) => number | undefined): void {
+  const pending = new Map<number, (collected: Collected) => void>();
+  let nextId = 0;
+  const collectFrom = (worker: Worker) =>
+    new Promise<Metrics>((resolve, reject) => {
+      const id = nextId++;
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(
+          new Error(`worker ${slotOf(worker) ?? worker.id} did not answer within ${PRIMARY_WAIT_MS} ms`),
+        );
+      }, PRIMARY_WAIT_MS);
+      pending.set(id, (collected) => {
+        clearTimeout(timer);
+        if (collected.metrics) resolve(collected.metrics);
+        else reject(new Error(collected.error ?? 'no metrics'));
+      });
+      worker.send({ type: COLLECT, id } satisfies CollectRequest);
+    });
+  const nodeMetrics = async () => {
+    const workers = Object.values(cluster.workers ?? {}).filter(
+      (worker): worker is Worker => worker?.isConnected() === true && slotOf(worker) !== undefined,
+    );
+    const collected = await Promise.all(
+      workers.map(async (worker) => ({ slot: slotOf(worker) as number, metrics: await collectFrom(worker) })),
+    );
+    return combineWorkerMetrics(collected).metrics();
+  };
   cluster.on('message', (worker, message: unknown) => {
+    if (isMessage<Collected>(message, COLLECTED)) {
+      const settle = pending.get(message.id);
+      pending.delete(message.id);
+      settle?.(message);
+      return;
+    }
     if (!isMessage<MetricsRequest>(message, REQUEST)) return;
     const answer = (body: Omit<MetricsAnswer, 'type' | 'id'>) => {
       // The asking worker may have stopped meanwhile.
       if (worker.isConnected()) worker.send({ type: ANSWER, id: message.id, ...body });
     };
-    aggregator.clusterMetrics().then(
+    nodeMetrics().then(
       (text) => answer({ text }),
       (error: unknown) => answer({ error: error instanceof Error ? error.message : String(error) }),
     );
@@ -46,19 +137,29 @@ export function serveClusterMetrics(): void {
 }
 
 /**
- * In a worker: lets the primary read `registry` (prom-client answers its requests), and returns
- * the function that fetches the whole node's metrics text from the primary.
+ * In a worker: hands the primary `registry` when it asks, and returns the function that fetches
+ * the whole node's metrics text from the primary.
  */
 export function clusterMetricsClient(registry: Registry): () => Promise<string> {
-  AggregatorRegistry.setRegistries(registry);
-  // Constructing one in a worker installs prom-client's listener that answers the primary.
-  new AggregatorRegistry();
   const pending = new Map<
     number,
     { resolve: (text: string) => void; reject: (error: Error) => void; timer: NodeJS.Timeout }
   >();
   let nextId = 0;
+  const send = (message: MetricsRequest | Collected) => process.send?.(message);
   process.on('message', (message: unknown) => {
+    if (isMessage<CollectRequest>(message, COLLECT)) {
+      registry.getMetricsAsJSON().then(
+        (metrics) => send({ type: COLLECTED, id: message.id, metrics }),
+        (error: unknown) =>
+          send({
+            type: COLLECTED,
+            id: message.id,
+            error: error instanceof Error ? error.message : String(error),
+          }),
+      );
+      return;
+    }
     if (!isMessage<MetricsAnswer>(message, ANSWER)) return;
     const waiting = pending.get(message.id);
     if (!waiting) return;
@@ -70,8 +171,7 @@ export function clusterMetricsClient(registry: Registry): () => Promise<string> 
   });
   return () =>
     new Promise<string>((resolve, reject) => {
-      const send = process.send?.bind(process);
-      if (!send) {
+      if (!process.send) {
         reject(new Error('not a cluster worker'));
         return;
       }
@@ -81,6 +181,6 @@ export function clusterMetricsClient(registry: Registry): () => Promise<string> 
         reject(new Error(`no metrics from the primary within ${WORKER_WAIT_MS} ms`));
       }, WORKER_WAIT_MS);
       pending.set(id, { resolve, reject, timer });
-      send({ type: REQUEST, id } satisfies MetricsRequest);
+      send({ type: REQUEST, id });
     });
 }

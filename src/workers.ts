@@ -62,17 +62,20 @@ export async function runPrimary(
   if (stopping) return;
 
   const started = new Map<Worker, number>();
+  // Each worker's place, 1 to N, which the one that replaces it takes: its metrics' `worker` label.
+  const slots = new Map<Worker, number>();
   const retries = new Set<NodeJS.Timeout>();
   let retryMs = RETRY_FIRST_MS;
-  const fork = () => {
+  const fork = (slot: number) => {
     const worker = cluster.fork(workerEnv);
+    slots.set(worker, slot);
     started.set(worker, Date.now());
     // One that lives past its start ends the backoff: the next failure waits from the start again.
     setTimeout(() => {
       if (started.has(worker)) retryMs = RETRY_FIRST_MS;
     }, MIN_UPTIME_MS).unref();
   };
-  serveClusterMetrics();
+  serveClusterMetrics((worker) => slots.get(worker));
   // Said once every worker listens, not when they are started: one that cannot listen (the port
   // taken) says so and stops, and "serving" before that was a false report.
   let listening = 0;
@@ -80,22 +83,24 @@ export async function runPrimary(
     listening += 1;
     if (listening === workers) say(`gatehouse: ${workers} workers serving on ${config.host}:${config.port}`);
   });
-  for (let i = 0; i < workers; i += 1) fork();
+  for (let slot = 1; slot <= workers; slot += 1) fork(slot);
 
   const stoppedOnRequest = await new Promise<boolean>((resolve) => {
     cluster.on('exit', (worker, code, signal) => {
       const since = started.get(worker) ?? 0;
+      const slot = slots.get(worker) ?? 0;
       started.delete(worker);
+      slots.delete(worker);
       if (!stopping && (code !== 0 || signal !== null)) {
         const failed = `gatehouse: worker ${worker.process.pid} failed at start (${signal ?? code})`;
         if (Date.now() - since >= MIN_UPTIME_MS) {
           say(`gatehouse: worker ${worker.process.pid} stopped (${signal ?? code}); starting another`);
-          fork();
+          fork(slot);
         } else if (started.size > 0) {
           say(`${failed}; trying again in ${retryMs / 1000}s`);
           const retry = setTimeout(() => {
             retries.delete(retry);
-            if (!stopping) fork();
+            if (!stopping) fork(slot);
           }, retryMs);
           retries.add(retry);
           retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);

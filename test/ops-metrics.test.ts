@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { combineWorkerMetrics } from '../src/cluster-metrics.js';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from './helpers/context.js';
 import { forEachDialect } from './helpers/dialects.js';
@@ -237,7 +238,24 @@ forEachDialect('Metrics (/metrics)', (dialect) => {
     );
     assert.deepEqual(
       regionBuckets.map((s) => s.labels.le),
-      ['0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '+Inf'],
+      [
+        '0.001',
+        '0.0025',
+        '0.005',
+        '0.01',
+        '0.025',
+        '0.05',
+        '0.1',
+        '0.25',
+        '0.5',
+        '1',
+        '2.5',
+        '5',
+        '10',
+        '30',
+        '60',
+        '+Inf',
+      ],
     );
     // Every one of them, as counted above (the Basic ones checked in full vary on a loaded machine).
     assert.equal(regionBuckets.at(-1)?.value, 3 + basicChecks + 1);
@@ -467,7 +485,7 @@ test('GATEHOUSE_METRICS and GATEHOUSE_METRICS_TOKEN are validated', () => {
 });
 
 forEachDialect('Metrics of serve --workers 2', (dialect) => {
-  test('a scrape on any worker answers for the whole node: counts summed over both workers; the primary, serving nothing, sleeps', async () => {
+  test('a scrape on any worker answers for the whole node, a series per worker that a replaced worker starts again; the primary, serving nothing, sleeps', async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-metrics-cluster-'));
     const database = dialect === 'postgres' ? await createFreshDatabase() : undefined;
     const port = await freePort();
@@ -535,30 +553,82 @@ forEachDialect('Metrics of serve --workers 2', (dialect) => {
         assert.equal(signin.status, 200);
         await signin.arrayBuffer();
       }
-      // Several scrapes land on both workers; each answers for the node.
-      for (let i = 0; i < 4; i += 1) {
+      const scrape = async () => {
         const response = await fetch(`${base}/metrics`, { headers: { connection: 'close' } });
         assert.equal(response.status, 200, stderr);
-        const exposition = parseExposition(await response.text());
+        return parseExposition(await response.text());
+      };
+      const healthChecks = { method: 'GET', route: '/healthz', status: '200' };
+      const startTimes = (exposition: Exposition) =>
+        ['1', '2'].map((worker) =>
+          sampleValue(exposition, 'gatehouse_process_start_time_seconds', { worker }),
+        );
+      // Several scrapes land on both workers; each answers for the node, a series per worker.
+      let exposition = await scrape();
+      for (let i = 0; i < 4; i += 1) {
+        exposition = await scrape();
         assert.equal(
-          sampleValue(exposition, `${HTTP}_count`, { method: 'GET', route: '/healthz', status: '200' }),
+          sumOf(exposition, `${HTTP}_count`, healthChecks),
           HEALTH_CHECKS,
-          'the health checks of both workers, summed',
+          'the health checks of both workers',
         );
-        assert.equal(
-          sampleValue(exposition, 'gatehouse_signins_total', { surface: 'nse', outcome: 'success' }),
-          2,
+        assert.deepEqual(
+          new Set(exposition.samples.filter((s) => s.name === `${HTTP}_count`).map((s) => s.labels.worker)),
+          new Set(['1', '2']),
         );
+        assert.equal(sumOf(exposition, 'gatehouse_signins_total', { surface: 'nse', outcome: 'success' }), 2);
         assert.equal(
           sampleValue(exposition, 'gatehouse_active_sessions'),
           2,
           'one count of the shared store, not one per worker',
         );
-        assert.ok(
-          (sampleValue(exposition, 'gatehouse_process_resident_memory_bytes') ?? 0) > 0,
-          'the process metrics of the workers',
-        );
+        for (const worker of ['1', '2']) {
+          assert.ok(
+            (sampleValue(exposition, 'gatehouse_process_resident_memory_bytes', { worker }) ?? 0) > 0,
+          );
+          assert.ok((sampleValue(exposition, 'gatehouse_process_max_fds', { worker }) ?? 0) > 0);
+        }
       }
+
+      // A worker killed and replaced: the other's series go on as they were (a sum over both
+      // dropped by the killed one's counts, which Prometheus reads as a reset); the new worker
+      // takes the slot, with a later start time.
+      const before = startTimes(exposition);
+      const survivorCounts = new Map(
+        ['1', '2'].map((worker) => [
+          worker,
+          sampleValue(exposition, `${HTTP}_count`, { ...healthChecks, worker }),
+        ]),
+      );
+      const workerPids = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')
+        .trim()
+        .split(/\s+/);
+      process.kill(Number(workerPids[0]), 'SIGKILL');
+      await waitFor(
+        async () => {
+          if (!/starting another/.test(stderr)) return undefined;
+          const after = startTimes(await scrape().catch(() => exposition));
+          return after.every((t) => t !== undefined) && after.some((t, i) => t !== before[i])
+            ? after
+            : undefined;
+        },
+        'the replaced worker',
+        60_000,
+      );
+      exposition = await scrape();
+      const after = startTimes(exposition);
+      const replaced = after.findIndex((t, i) => t !== before[i]);
+      const kept = replaced === 0 ? '2' : '1';
+      assert.equal(after.filter((t, i) => t !== before[i]).length, 1, 'one worker replaced');
+      assert.ok((after[replaced] ?? 0) > (before[replaced] ?? 0));
+      assert.equal(
+        sampleValue(exposition, `${HTTP}_count`, { ...healthChecks, worker: kept }),
+        survivorCounts.get(kept),
+      );
+      assert.equal(
+        sampleValue(exposition, `${HTTP}_count`, { ...healthChecks, worker: String(replaced + 1) }),
+        undefined,
+      );
     } finally {
       child.kill('SIGTERM');
       assert.equal(await exited, 0, stderr);
@@ -566,4 +636,51 @@ forEachDialect('Metrics of serve --workers 2', (dialect) => {
       rmSync(dataDir, { recursive: true, force: true });
     }
   });
+});
+
+test("a node's metrics from its workers': the live-session count once, NaN when a worker could not read it; the rest a series per worker", async () => {
+  // What the primary receives: each worker's registry as JSON, NaN arriving as null.
+  const worker = (slot: number, liveSessions: number | null, signIns: number) => ({
+    slot,
+    metrics: [
+      {
+        name: 'gatehouse_active_sessions',
+        help: 'live sessions',
+        type: 'gauge',
+        aggregator: 'max',
+        values: [{ value: liveSessions, labels: {} }],
+      },
+      {
+        name: 'gatehouse_signins_total',
+        help: 'sign-ins',
+        type: 'counter',
+        aggregator: 'sum',
+        values: [{ value: signIns, labels: { surface: 'nse', outcome: 'success' } }],
+      },
+      {
+        name: 'gatehouse_process_start_time_seconds',
+        help: 'start time',
+        type: 'gauge',
+        aggregator: 'omit',
+        values: [{ value: 1_700_000_000 + slot, labels: {} }],
+      },
+    ] as unknown as Parameters<typeof combineWorkerMetrics>[0][number]['metrics'],
+  });
+  const read = async (workers: ReturnType<typeof worker>[]) =>
+    parseExposition(await combineWorkerMetrics(workers).metrics());
+
+  const both = await read([worker(1, 7, 3), worker(2, 7, 4)]);
+  assert.equal(sampleValue(both, 'gatehouse_active_sessions'), 7);
+  assert.equal(
+    sampleValue(both, 'gatehouse_signins_total', { surface: 'nse', outcome: 'success', worker: '1' }),
+    3,
+  );
+  assert.equal(
+    sampleValue(both, 'gatehouse_signins_total', { surface: 'nse', outcome: 'success', worker: '2' }),
+    4,
+  );
+  assert.equal(sampleValue(both, 'gatehouse_process_start_time_seconds', { worker: '2' }), 1_700_000_002);
+
+  const outage = await read([worker(1, null, 3), worker(2, null, 4)]);
+  assert.ok(Number.isNaN(sampleValue(outage, 'gatehouse_active_sessions')), 'unknown, not 0');
 });

@@ -29,8 +29,12 @@ export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
 /** The live-session count is read at most this often: scrapes of several Prometheus servers share one. */
 export const ACTIVE_SESSIONS_CACHE_MS = 5000;
 
-/** A service answering in 1-50 ms; sign-ins (argon2) reach the upper buckets. */
-const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/**
+ * A service answering in 1-50 ms; sign-ins (argon2) reach the upper buckets, and the waits a
+ * request may meet the top ones: a failed sign-in's delay (up to 3 s), a statement held up to
+ * the PostgreSQL statement timeout (30 s by default), a body arriving within the request timeout.
+ */
+const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const STORE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 const HASH_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
@@ -143,7 +147,7 @@ export class Metrics {
     });
     this.#housekeepingFailures = new Counter({
       name: 'gatehouse_housekeeping_failures_total',
-      help: 'Housekeeping that failed and is left to its next run, by task (sweep: expired sessions and finished jobs; counters: old sign-in and rate-limit counters)',
+      help: 'Housekeeping that failed and is left to its next run, by task (sweep: expired sessions and finished jobs; counters: old sign-in and rate-limit counters; lent-tokens: sessions of API tokens whose maker no longer manages their user)',
       labelNames: ['task'],
       registers,
     });

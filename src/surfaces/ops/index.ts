@@ -56,7 +56,8 @@ export interface OpsOptions {
   readonly core: Core;
   /**
    * The text of `/metrics`; by default this process's. A cluster worker asks its primary, which
-   * sums every worker's, so that a scrape landing on any worker describes the whole node.
+   * collects every worker's (a series per worker), so that a scrape landing on any worker
+   * describes the whole node.
    */
   readonly metricsText?: () => Promise<string>;
   /** True once the process is shutting down (AppDeps.shuttingDown). */
