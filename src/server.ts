@@ -4,8 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { clusterMetricsClient } from './cluster-metrics.js';
 import type { Config } from './config.js';
-import { generatedPasswordNotice } from './core/bootstrap.js';
 import { createCore } from './core/index.js';
+import { handOverGeneratedPassword } from './generated-password.js';
 import { connectStore, storeOptionsOf } from './store/connect.js';
 
 export interface RunningServer {
@@ -24,10 +24,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
     await store.migrate();
     const core = await createCore({ config, store });
     const boot = await core.bootstrap();
-    if (boot.generatedAdminPassword) {
-      // Printed once, straight to the terminal and never through the logger.
-      process.stdout.write(generatedPasswordNotice(boot.generatedAdminPassword));
-    }
+    if (boot.generatedAdminPassword)
+      handOverGeneratedPassword(boot.generatedAdminPassword, config.dataDir, process.stdout);
     let shuttingDown = false;
     // A worker of `serve --workers N` answers /metrics for the whole node, through its primary.
     const app = await buildApp({

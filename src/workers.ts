@@ -1,8 +1,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import { serveClusterMetrics } from './cluster-metrics.js';
 import type { Config } from './config.js';
-import { generatedPasswordNotice } from './core/bootstrap.js';
 import { createCore } from './core/index.js';
+import { handOverGeneratedPassword } from './generated-password.js';
 import { connectStore, storeOptionsOf } from './store/connect.js';
 
 /**
@@ -51,10 +51,8 @@ export async function runPrimary(
     await store.migrate();
     const core = await createCore({ config, store, serving: false });
     const boot = await core.bootstrap();
-    if (boot.generatedAdminPassword) {
-      // Printed once, straight to the terminal and never through the logger.
-      process.stdout.write(generatedPasswordNotice(boot.generatedAdminPassword));
-    }
+    if (boot.generatedAdminPassword)
+      handOverGeneratedPassword(boot.generatedAdminPassword, config.dataDir, process.stdout);
     await core.close();
   } finally {
     await store.destroy();

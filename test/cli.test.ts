@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -814,3 +814,50 @@ async function poll(url: string, timeoutMs: number): Promise<Response> {
     }
   }
 }
+
+// Where the output goes decides, not the store: SQLite only.
+test('a generated admin password is shown on a terminal; otherwise it is left in a file of the data dir that only its owner reads', async () => {
+  const dirs = [
+    mkdtempSync(path.join(tmpdir(), 'gatehouse-tty-')),
+    mkdtempSync(path.join(tmpdir(), 'gatehouse-pipe-')),
+  ];
+  const [onTerminal = '', piped = ''] = dirs;
+  const settings = (dataDir: string) => {
+    const env = cliEnv({ GATEHOUSE_DATA_DIR: dataDir });
+    delete env.GATEHOUSE_ADMIN_PASSWORD;
+    return env;
+  };
+  try {
+    // `script` runs the command on a pseudo-terminal, as a person at a shell does.
+    const terminal = spawn(
+      'script',
+      ['-qec', `${process.execPath} --import tsx src/cli/index.ts migrate`, '/dev/null'],
+      {
+        cwd: ROOT,
+        env: settings(onTerminal),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let shown = '';
+    terminal.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      shown += chunk;
+    });
+    assert.equal(await new Promise((resolve) => terminal.on('close', resolve)), 0, shown);
+    assert.match(shown, /generated password:\s+\S{16,}/);
+    assert.ok(
+      !existsSync(path.join(onTerminal, 'initial-admin-password')),
+      'no file when a terminal showed it',
+    );
+
+    const run = await gatehouse(['migrate'], settings(piped));
+    assertOk(run, 'migrate');
+    const file = path.join(piped, 'initial-admin-password');
+    assert.ok(run.stderr.includes(`written to ${file} (readable by its owner only)`), run.stderr);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const password = readFileSync(file, 'utf8').trim();
+    assert.ok(password.length >= 16);
+    assert.ok(!`${run.stdout}${run.stderr}`.includes(password), 'the password is not in the output');
+  } finally {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -4,8 +4,9 @@ import type { Readable, Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { type Config, loadConfig } from '../config.js';
 import type { AuditAction } from '../core/audit.js';
-import { type BootstrapResult, generatedPasswordNotice } from '../core/bootstrap.js';
+import type { BootstrapResult } from '../core/bootstrap.js';
 import type { Core } from '../core/index.js';
+import { handOverGeneratedPassword } from '../generated-password.js';
 import type { Store } from '../store/connect.js';
 
 /** Everything the CLI touches of its process, so that a test can run it in-process. */
@@ -61,7 +62,7 @@ export async function openCore(
   const boot = await core.bootstrap();
   if (boot.generatedAdminPassword) {
     // stderr: stdout may be piped into another program (token create), and this is for a person.
-    io.stderr.write(generatedPasswordNotice(boot.generatedAdminPassword));
+    handOverGeneratedPassword(boot.generatedAdminPassword, config.dataDir, io.stderr);
   }
   return { core, boot };
 }

@@ -61,8 +61,3 @@ async function createdHere(creating: Promise<unknown>): Promise<boolean> {
     throw error;
   }
 }
-
-/** What a person reads once when the bootstrap generated the admin password (never logged). */
-export function generatedPasswordNotice(password: string): string {
-  return `\nCreated user "admin" (root of tenant "system") with the generated password:\n\n    ${password}\n\nIt is not shown again; change it with \`gatehouse user passwd --username admin --password-stdin\`.\n\n`;
-}

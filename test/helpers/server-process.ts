@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -53,4 +54,13 @@ export async function waitFor<T>(
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/**
+ * The admin password a server generated, as a person gets it where no terminal shows it: the
+ * output names the file (in the data dir) that holds it. undefined until the output says so.
+ */
+export function generatedPassword(output: string): string | undefined {
+  const file = /generated password, written to (\S+) \(/.exec(output)?.[1];
+  return file === undefined ? undefined : readFileSync(file, 'utf8').trim();
 }

@@ -7,10 +7,15 @@ import { after, test } from 'node:test';
 import { connectStore } from '../../src/store/connect.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { createFreshDatabase } from '../helpers/postgres.js';
-import { freePort, type ServerProcess, startServerProcess, waitFor } from '../helpers/server-process.js';
+import {
+  freePort,
+  generatedPassword,
+  type ServerProcess,
+  startServerProcess,
+  waitFor,
+} from '../helpers/server-process.js';
 
 const NODES = 3;
-const GENERATED = /generated password:\s+(\S+)/;
 
 /**
  * A deployment of N replicas starts them together on an empty store: each finds migrations to
@@ -76,7 +81,7 @@ forEachDialect('Three server processes started at once on one empty store', (dia
       }),
     );
 
-    const shown = started.map(({ server }) => GENERATED.exec(server.output())?.[1]).filter(Boolean);
+    const shown = started.map(({ server }) => generatedPassword(server.output())).filter(Boolean);
     assert.equal(shown.length, 1, `generated passwords shown: ${shown.length}`);
     for (const { base } of started) {
       const response = await fetch(`${base}/api/v2.1/auth/signin`, {
