@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isGatehouseError } from '../errors.js';
 import { isStoreUnavailable, type Store } from '../store/connect.js';
 import type { JobRow } from '../store/repositories/jobs.js';
@@ -7,9 +8,22 @@ import type { Clock } from './clock.js';
 import { newId } from './ids.js';
 import { type JobTask, type JobView, jobView, type NewJob } from './jobs.js';
 
-/** What a job whose process stopped (crash, restart, shutdown) ends with. */
+/**
+ * What a job whose process stopped (crash, restart, shutdown) ends with, written by another
+ * process once its lease has lapsed; or whose process could not write its outcome for as long.
+ */
 export const INTERRUPTED_JOB_ERROR =
-  'interrupted: the process running the job stopped before it ended; run the request again';
+  'interrupted: the process running the job stopped, or lost the database, before it ended; run the request again';
+
+/**
+ * What a job whose store failed under it ends with: "interrupted" too, since nothing in the
+ * request caused it, so that the same request with its idempotency key runs it again (found by
+ * review: an import whose connections were ended answered every retry with its failed job).
+ */
+const STORE_LOST_JOB_ERROR = 'interrupted: the database could not be reached; run the request again';
+
+/** How often a job's failure is tried again while the store cannot take it. */
+const FAILURE_RETRY_MS = 1000;
 
 /**
  * Whether a job ended interrupted: by this release's words or an earlier one's ("interrupted: the
@@ -221,16 +235,35 @@ export class JobRunner {
       if (!(error instanceof JobStopped) && !isGatehouseError(error) && !isStoreUnavailable(error)) {
         this.#unexpectedFailure?.({ id, action }, error);
       }
-      await this.#store.jobs
-        .finish(id, this.owner, {
-          status: 'failed',
-          // The detail and the progress of one report: "2,000 of 4,000" beside 50, not 25.
-          ...latest,
-          last_error: failureText(error),
-          updated_at: this.#clock.now(),
-        })
-        // The store is gone: the lease lapses and recovery marks the job failed.
-        .catch(() => {});
+      // The detail and the progress of one report: "2,000 of 4,000" beside 50, not 25.
+      await this.#recordFailure(id, { status: 'failed', ...latest, last_error: failureText(error) });
+    }
+  }
+
+  /**
+   * Writes a failed job's outcome. When the failure was the store's, the store is likely still
+   * gone: the outcome is tried again every second, the job still this process's and its lease
+   * renewed by the timer once the store is back, until it is written. Before, the job read
+   * `running` with no progress until its lease lapsed (a minute by default) and then blamed a
+   * stopped process (found by review). It gives up when the process stops, or when the job is no
+   * longer this process's: its lease lapsed meanwhile and another process marked it.
+   */
+  async #recordFailure(
+    id: string,
+    outcome: { status: string; last_error: string; status_detail?: string; progress?: number },
+  ): Promise<void> {
+    for (;;) {
+      try {
+        await this.#store.jobs.finish(id, this.owner, { ...outcome, updated_at: this.#clock.now() });
+        return;
+      } catch (error) {
+        if (!isStoreUnavailable(error)) return;
+        try {
+          await sleep(FAILURE_RETRY_MS, undefined, { signal: this.#stopping.signal });
+        } catch {
+          return;
+        }
+      }
     }
   }
 
@@ -269,6 +302,6 @@ export class JobRunner {
 function failureText(error: unknown): string {
   if (error instanceof JobStopped && error.lastError) return error.lastError;
   if (isGatehouseError(error)) return error.detail || error.userMessage;
-  if (isStoreUnavailable(error)) return 'the database could not be reached; run the request again';
+  if (isStoreUnavailable(error)) return STORE_LOST_JOB_ERROR;
   return 'an internal error stopped the job; run the request again';
 }

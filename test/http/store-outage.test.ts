@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import SQLite from 'better-sqlite3';
 import { sql } from 'kysely';
 import pg from 'pg';
+import { JobRunner, wasInterrupted } from '../../src/core/job-runner.js';
 import { ADMIN_PASSWORD, createTestContext, type TestContext } from '../helpers/context.js';
 import { json, nseSignIn, storwareLogin } from '../helpers/http.js';
 import { POSTGRES_ADMIN_URL, postgresUnavailableReason } from '../helpers/postgres.js';
@@ -295,3 +296,47 @@ describe('A PostgreSQL database that turned read-only (a standby after a failove
     assert.equal((await ctx.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
   });
 });
+
+describe('A job whose store went away under it [postgres]', {
+  skip: pgSkip && `PostgreSQL skipped: ${pgSkip}`,
+}, () => {
+  let ctx: TestContext;
+  let proxy: TcpProxy;
+  let close: () => Promise<void>;
+  before(async () => {
+    ({ ctx, proxy, close } = await createProxiedPostgresContext());
+  });
+  after(() => close());
+
+  test('ends failed as soon as the store is back, as interrupted (so that its request with the same key runs again), not running until its lease lapses', async () => {
+    const runner = new JobRunner(ctx.store, ctx.clock, { leaseMs: 60_000, owner: 'lost-store-runner' });
+    const job = await runner.submit({ action: 'test', summary: 'Loses its store' }, async (control) => {
+      await control.report('1 of 2 steps', 50);
+      await proxy.stop();
+      await control.report('2 of 2 steps', 100);
+      return 'never';
+    });
+    await sleep(1500);
+    await proxy.start();
+    const ended = await waitUntil(async () => {
+      const row = await ctx.store.jobs.findById(job.id);
+      return row?.status === 'running' ? undefined : row;
+    }, 5000);
+    assert.equal(ended?.status, 'failed', 'recorded within seconds of the store coming back');
+    assert.equal(ended?.last_error, 'interrupted: the database could not be reached; run the request again');
+    assert.ok(wasInterrupted(ended?.last_error ?? ''));
+    assert.equal(ended?.status_detail, '2 of 2 steps');
+    assert.equal(ended?.lease_expires_at, null);
+    await runner.drain();
+  });
+});
+
+/** `probe`'s first defined answer, tried every 100 ms for up to `ms`; undefined if none came. */
+async function waitUntil<T>(probe: () => Promise<T | undefined>, ms: number): Promise<T | undefined> {
+  const until = performance.now() + ms;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined || performance.now() > until) return value;
+    await sleep(100);
+  }
+}
