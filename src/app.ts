@@ -4,7 +4,7 @@ import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Config } from './config.js';
 import type { Core } from './core/index.js';
 import { answerClientError } from './surfaces/client-errors.js';
@@ -44,6 +44,22 @@ export const REDACTED_LOG_PATHS = [
   'err.rawPacket',
 ];
 
+/**
+ * A request as its log lines show it: Fastify's own fields, the URL without its query string. No
+ * route takes a secret there, but clients put them there anyway (`?password=…`, `?token=…`), and
+ * the access log kept them (found by review); the filters a list was asked for are not worth it.
+ */
+function loggedRequest(request: FastifyRequest) {
+  const query = request.url.indexOf('?');
+  return {
+    method: request.method,
+    url: query === -1 ? request.url : `${request.url.slice(0, query)}?…`,
+    host: request.host,
+    remoteAddress: request.ip,
+    remotePort: request.socket?.remotePort,
+  };
+}
+
 /** What a caller's or a proxy's `X-Request-Id` may be to be kept: a UUID, a trace id, a counter. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
@@ -66,7 +82,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { core } = deps;
   const { config } = core;
   const app = Fastify({
-    logger: { level: config.logLevel, ...deps.logger, redact: REDACTED_LOG_PATHS },
+    logger: {
+      level: config.logLevel,
+      ...deps.logger,
+      redact: REDACTED_LOG_PATHS,
+      serializers: { req: loggedRequest },
+    },
     bodyLimit: config.bodyLimitBytes,
     trustProxy: trustedProxies(config.trustProxy),
     // Fastify sets no limit on receiving a request, so a client that trickles a body a byte at

@@ -71,6 +71,8 @@ forEachDialect('Secrets stay secret', (dialect) => {
       { method: 'POST' as const, url: '/api/session/login-with-token', payload: { token: apiToken } },
       { method: 'GET' as const, url: '/api/v2.1/jobs', headers: { authorization: `Bearer ${token}x` } },
       { method: 'GET' as const, url: '/api/session/user', cookies: { gatehouse_session: `${cookie}x` } },
+      // No route reads a secret from the query string, but clients put them there anyway.
+      { method: 'GET' as const, url: `/api/v2.1/jobs?password=a-brand-new-secret&token=${apiToken}` },
     ]) {
       bodies.push((await ctx.inject(request)).body);
     }
