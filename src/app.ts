@@ -60,20 +60,19 @@ function loggedRequest(request: FastifyRequest) {
   };
 }
 
-/** What a caller's or a proxy's `X-Request-Id` may be to be kept: a UUID, a trace id, a counter. */
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+/** What a caller's or a proxy's `X-Request-Id` may be to be logged: a UUID, a trace id, a counter. */
+const SENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 /**
- * A request's id, in its log lines and in its answer's `X-Request-Id`: the one a proxy or the
- * caller sent, if it looks like one, so that a request can be followed through the proxy's logs;
- * otherwise a new UUID. Fastify's default, a counter per process, started again at every restart
- * and was the same in every worker (found by review: an operator could not find the line of a
- * 500, and the caller had nothing to quote).
+ * A request's id, in its log lines (`reqId`) and in its answer's `X-Request-Id`: a new UUID, unique
+ * and made here. Fastify's default, a counter per process, started again at every restart and was
+ * the same in every worker (found by review: an operator could not find the line of a 500, and the
+ * caller had nothing to quote). An id the caller or a proxy sent is not taken as the request's own
+ * (anyone may send one: another request's, to mix its lines into an operator's search; found by
+ * review), but logged beside it as `sentRequestId` when it looks like one, so that a request can
+ * be followed from a proxy's logs.
  */
-function requestIdOf(request: { headers: Record<string, string | string[] | undefined> }): string {
-  const sent = request.headers['x-request-id'];
-  return typeof sent === 'string' && REQUEST_ID.test(sent) ? sent : randomUUID();
-}
+const requestIdOf = (): string => randomUUID();
 
 /**
  * Builds the HTTP application without listening: `main` listens, tests inject requests.
@@ -100,6 +99,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
     return503OnClosing: true,
     genReqId: requestIdOf,
+    childLoggerFactory: (logger, bindings, options, request) => {
+      const sent = request.headers['x-request-id'];
+      return logger.child(
+        typeof sent === 'string' && SENT_REQUEST_ID.test(sent)
+          ? { ...bindings, sentRequestId: sent }
+          : bindings,
+        options,
+      );
+    },
     frameworkErrors,
     clientErrorHandler: answerClientError,
   }).withTypeProvider<TypeBoxTypeProvider>();

@@ -24,6 +24,7 @@ const REQUEST = 'gatehouse:metrics-request';
 const ANSWER = 'gatehouse:metrics-answer';
 const COLLECT = 'gatehouse:metrics-collect';
 const COLLECTED = 'gatehouse:metrics-collected';
+const READY = 'gatehouse:metrics-ready';
 
 /** The primary waits up to 5 s for the workers; a worker waits for the primary a little longer. */
 const PRIMARY_WAIT_MS = 5000;
@@ -60,19 +61,21 @@ function isMessage<T extends { type: string }>(message: unknown, type: T['type']
 }
 
 /**
- * One registry's text from the workers' metrics, each with its slot. A metric that aggregates by
- * `max` is a fact of the shared store: one series, the largest value any worker read, or NaN
- * when one could not read it (NaN crosses the IPC channel as null, which prom-client's `max` read
- * as 0: an outage showed as no live session; found by review).
+ * Facts of the store every worker shares, the same in each: one series, the largest value any
+ * worker read, or NaN when one could not read it (NaN crosses the IPC channel as null, which
+ * prom-client's `max` read as 0: an outage showed as no live session; found by review).
  */
+const OF_THE_STORE: ReadonlySet<string> = new Set(['gatehouse_active_sessions']);
+
+/** One registry's text from the workers' metrics, each with its slot. */
 export function combineWorkerMetrics(workers: readonly { slot: number; metrics: Metrics }[]): Registry {
   const asNumber = (value: MetricValue<string>): MetricValue<string> =>
     typeof value.value === 'number' ? value : { ...value, value: Number.NaN };
   return AggregatorRegistry.aggregate(
     workers.map(({ slot, metrics }) =>
       metrics.map((metric) =>
-        metric.aggregator === 'max'
-          ? { ...metric, values: metric.values.map(asNumber) }
+        OF_THE_STORE.has(metric.name)
+          ? { ...metric, aggregator: 'max' as const, values: metric.values.map(asNumber) }
           : {
               ...metric,
               // One value per series: a sum of one is the value (prom-client's `omit`, say for the
@@ -88,8 +91,16 @@ export function combineWorkerMetrics(workers: readonly { slot: number; metrics: 
   );
 }
 
-/** In the primary, before forking: answers each worker's request with every worker's metrics. */
+/**
+ * In the primary, before forking: answers each worker's request with the metrics of every worker
+ * that can answer. Only workers that said they are ready are asked (one just forked is still
+ * opening its store); one that does not answer within 5 s (its event loop stuck) is left out of
+ * that scrape, and its series go stale, rather than failing the node's scrape: the series of
+ * `gatehouse_process_start_time_seconds` and the others tell which worker is missing.
+ */
 export function serveClusterMetrics(slotOf: (worker: Worker) => number | undefined): void {
+  const ready = new Set<Worker>();
+  cluster.on('exit', (worker) => ready.delete(worker));
   const pending = new Map<number, (collected: Collected) => void>();
   let nextId = 0;
   const collectFrom = (worker: Worker) =>
@@ -109,15 +120,19 @@ export function serveClusterMetrics(slotOf: (worker: Worker) => number | undefin
       worker.send({ type: COLLECT, id } satisfies CollectRequest);
     });
   const nodeMetrics = async () => {
-    const workers = Object.values(cluster.workers ?? {}).filter(
-      (worker): worker is Worker => worker?.isConnected() === true && slotOf(worker) !== undefined,
-    );
-    const collected = await Promise.all(
+    const workers = [...ready].filter((worker) => worker.isConnected() && slotOf(worker) !== undefined);
+    const settled = await Promise.allSettled(
       workers.map(async (worker) => ({ slot: slotOf(worker) as number, metrics: await collectFrom(worker) })),
     );
+    const collected = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+    if (collected.length === 0) throw new Error('no worker answered');
     return combineWorkerMetrics(collected).metrics();
   };
   cluster.on('message', (worker, message: unknown) => {
+    if (isMessage<{ type: typeof READY }>(message, READY)) {
+      ready.add(worker);
+      return;
+    }
     if (isMessage<Collected>(message, COLLECTED)) {
       const settle = pending.get(message.id);
       pending.delete(message.id);
@@ -169,6 +184,7 @@ export function clusterMetricsClient(registry: Registry): () => Promise<string> 
     else
       waiting.reject(new Error(`the primary could not collect the metrics: ${message.error ?? 'no answer'}`));
   });
+  process.send?.({ type: READY });
   return () =>
     new Promise<string>((resolve, reject) => {
       if (!process.send) {

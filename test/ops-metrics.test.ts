@@ -582,6 +582,11 @@ forEachDialect('Metrics of serve --workers 2', (dialect) => {
           2,
           'one count of the shared store, not one per worker',
         );
+        assert.deepEqual(
+          [...new Set(exposition.samples.filter((s) => s.labels.worker === undefined).map((s) => s.name))],
+          ['gatehouse_active_sessions'],
+          "every other series is one worker's (the event-loop lag's max included)",
+        );
         for (const worker of ['1', '2']) {
           assert.ok(
             (sampleValue(exposition, 'gatehouse_process_resident_memory_bytes', { worker }) ?? 0) > 0,

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isGatehouseError } from '../errors.js';
@@ -22,8 +23,17 @@ export const INTERRUPTED_JOB_ERROR =
  */
 const STORE_LOST_JOB_ERROR = 'interrupted: the database could not be reached; run the request again';
 
-/** How often a job's failure is tried again while the store cannot take it. */
-const FAILURE_RETRY_MS = 1000;
+/** How often a job's outcome is tried again while the store cannot take it. */
+const OUTCOME_RETRY_MS = 1000;
+
+/** A job's outcome as written to its row. */
+interface EndedJob {
+  readonly status: string;
+  readonly last_error: string;
+  readonly status_detail?: string;
+  readonly progress?: number;
+  readonly tasks_json?: string;
+}
 
 /**
  * Whether a job ended interrupted: by this release's words or an earlier one's ("interrupted: the
@@ -100,6 +110,8 @@ export class JobRunner {
     | undefined;
 
   constructor(store: Store, clock: Clock, options: JobRunnerOptions = {}) {
+    // Every job waiting to write its outcome listens for the stop: more than Node's warning's 10.
+    setMaxListeners(0, this.#stopping.signal);
     this.#store = store;
     this.#clock = clock;
     this.#leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
@@ -216,19 +228,19 @@ export class JobRunner {
         if (!held) throw new JobStopped(undefined);
       },
     };
+    let ended: EndedJob;
     try {
       if (this.#stopping.signal.aborted) throw new JobStopped(INTERRUPTED_JOB_ERROR);
       const result = await work(control);
       const outcome: JobOutcome =
         typeof result === 'string' ? { status: 'successful', statusDetail: result, lastError: '' } : result;
-      await this.#store.jobs.finish(id, this.owner, {
+      ended = {
         status: outcome.status,
         status_detail: outcome.statusDetail,
         last_error: outcome.lastError,
         progress: 100,
-        updated_at: this.#clock.now(),
         ...(outcome.tasks ? { tasks_json: JSON.stringify(outcome.tasks) } : {}),
-      });
+      };
     } catch (error) {
       // Taken over: another process already wrote the outcome.
       if (error instanceof JobStopped && error.lastError === undefined) return;
@@ -236,30 +248,34 @@ export class JobRunner {
         this.#unexpectedFailure?.({ id, action }, error);
       }
       // The detail and the progress of one report: "2,000 of 4,000" beside 50, not 25.
-      await this.#recordFailure(id, { status: 'failed', ...latest, last_error: failureText(error) });
+      ended = { status: 'failed', ...latest, last_error: failureText(error) };
     }
+    await this.#record({ id, action }, ended);
   }
 
   /**
-   * Writes a failed job's outcome. When the failure was the store's, the store is likely still
-   * gone: the outcome is tried again every second, the job still this process's and its lease
-   * renewed by the timer once the store is back, until it is written. Before, the job read
-   * `running` with no progress until its lease lapsed (a minute by default) and then blamed a
-   * stopped process (found by review). It gives up when the process stops, or when the job is no
-   * longer this process's: its lease lapsed meanwhile and another process marked it.
+   * Writes a job's outcome. When the store cannot take it (its outage may be what failed the
+   * job), it is tried again every second, the job still this process's and its lease renewed by
+   * the timer once the store is back, until it is written. Before, a failed job read `running`
+   * with no progress until its lease lapsed (a minute by default) and then blamed a stopped
+   * process (found by review); and a job whose work had succeeded must not be written as failed
+   * because its outcome met the outage (found by review of the first fix: its import would have
+   * been run again). Gives up when the process stops, or when the job is no longer this
+   * process's: its lease lapsed meanwhile and another process marked it.
    */
-  async #recordFailure(
-    id: string,
-    outcome: { status: string; last_error: string; status_detail?: string; progress?: number },
-  ): Promise<void> {
+  async #record(job: { readonly id: string; readonly action: string }, ended: EndedJob): Promise<void> {
     for (;;) {
       try {
-        await this.#store.jobs.finish(id, this.owner, { ...outcome, updated_at: this.#clock.now() });
+        await this.#store.jobs.finish(job.id, this.owner, { ...ended, updated_at: this.#clock.now() });
         return;
       } catch (error) {
-        if (!isStoreUnavailable(error)) return;
+        if (!isStoreUnavailable(error)) {
+          // The lease lapses and another process marks the job interrupted.
+          this.#unexpectedFailure?.(job, error);
+          return;
+        }
         try {
-          await sleep(FAILURE_RETRY_MS, undefined, { signal: this.#stopping.signal });
+          await sleep(OUTCOME_RETRY_MS, undefined, { signal: this.#stopping.signal });
         } catch {
           return;
         }

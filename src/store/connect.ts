@@ -20,7 +20,12 @@ import { createRepositories, type Repositories } from './repositories/index.js';
 import type { Database } from './schema.js';
 import { SqliteBatchWriter } from './sqlite-batch-writer.js';
 import { SqliteCheckpointer, WRITERS_WAL_AUTOCHECKPOINT } from './sqlite-checkpointer.js';
-import { isSqliteLockBusy, LockWaitingSqliteDialect, SQLITE_LOCK_WAIT_MS } from './sqlite-lock-wait.js';
+import {
+  isSqliteLockBusy,
+  keepUnlessNoTransaction,
+  LockWaitingSqliteDialect,
+  SQLITE_LOCK_WAIT_MS,
+} from './sqlite-lock-wait.js';
 import { asGuardedStatement, asOneStatement, recordingStatements } from './statement-recorder.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -178,12 +183,20 @@ export function connectStore(options: StoreOptions): Store {
   // sign-in failed). A commit clears it; so does time, so that a node taken out of rotation gets
   // requests again to find out whether the store has recovered.
   let writesRefused: { code: string; at: number } | undefined;
-  // A commit went through; on PostgreSQL an update or insert did too (its one-statement writes
-  // commit by themselves, and it refuses a read-only write at the statement). On SQLite a write in
-  // a transaction only reaches the page cache, and the disk may still refuse its commit.
-  const wentThrough = (event: LogEvent) =>
-    COMMIT.test(event.query.sql) ||
-    (dialect === 'postgres' && WRITES.has(statementKind(event.query.query.kind, event.query.sql)));
+  // What clears it: on PostgreSQL a write that went through (its one-statement writes commit by
+  // themselves, and it refuses a read-only write at the statement); on SQLite, where a write in a
+  // transaction only reaches the page cache and the disk may still refuse its commit, the commit of
+  // a transaction that wrote. A commit of one that only read, or whose guard changed nothing,
+  // proves nothing (found by review: it cleared the latch of a full disk).
+  let wroteSinceBegin = false;
+  const noteWentThrough = (event: LogEvent) => {
+    const sql = event.query.sql;
+    if (WRITES.has(statementKind(event.query.query.kind, sql))) {
+      if (dialect === 'postgres') writesRefused = undefined;
+      else wroteSinceBegin = true;
+    } else if (BEGIN.test(sql)) wroteSinceBegin = false;
+    else if (COMMIT.test(sql) && wroteSinceBegin) writesRefused = undefined;
+  };
   const noteRefusedWrite = (error: unknown) => {
     const code = writeRefusalCode(error);
     if (code !== undefined) writesRefused = { code, at: performance.now() };
@@ -208,7 +221,7 @@ export function connectStore(options: StoreOptions): Store {
       // checkpointed on a thread of its own, not in some later commit on this one.
       if (checkpointer && event.query.query.kind !== 'SelectQueryNode') checkpointer.soon();
       if (event.level === 'error') noteRefusedWrite(event.error);
-      else if (writesRefused && wentThrough(event)) writesRefused = undefined;
+      else if (writesRefused) noteWentThrough(event);
       observer?.({
         dialect,
         statement: statementKind(event.query.query.kind, event.query.sql),
@@ -332,6 +345,18 @@ export function connectStore(options: StoreOptions): Store {
     },
     async ping() {
       await db.selectFrom('tenants').select('id').limit(1).execute();
+      // Asked, not only learned from a refused write: every process of a node then answers alike,
+      // and before the first write fails (a standby after a failover takes reads).
+      if (dialect === 'postgres') {
+        const { rows } = await sql<{
+          read_only: string;
+        }>`select current_setting('transaction_read_only') as read_only`.execute(db);
+        if (rows[0]?.read_only === 'on') {
+          throw Object.assign(new Error('the database takes no writes (read-only: a standby?)'), {
+            code: '25006',
+          });
+        }
+      }
       if (writesRefused && performance.now() - writesRefused.at < WRITES_REFUSED_MS) {
         const { code, at } = writesRefused;
         throw Object.assign(
@@ -440,14 +465,18 @@ async function migrateSqliteAlone(db: Kysely<Database>): Promise<MigrationResult
         if (!isSqliteLockBusy(error) || performance.now() - started >= SQLITE_MIGRATION_WAIT_MS) throw error;
       }
     }
+    // SQLite may have rolled back by itself (a full disk): a failed ROLLBACK must not replace the
+    // error that matters, as in the driver's (sqlite-lock-wait.ts).
+    const rollback = () => sql`rollback`.execute(connection).catch(keepUnlessNoTransaction);
     let outcome: MigrationResultSet;
     try {
       outcome = await migratorOf(connection).migrateToLatest();
     } catch (error) {
-      await sql`rollback`.execute(connection);
+      await rollback();
       throw error;
     }
-    await sql.raw(outcome.error === undefined ? 'commit' : 'rollback').execute(connection);
+    if (outcome.error === undefined) await sql`commit`.execute(connection);
+    else await rollback();
     return outcome;
   });
 }
@@ -576,6 +605,18 @@ const WRITE_REFUSALS = ['SQLITE_FULL', 'SQLITE_READONLY', 'SQLITE_IOERR', '25006
 /** How long after a refused write readiness fails, unless a commit goes through meanwhile. */
 export const WRITES_REFUSED_MS = 5000;
 const COMMIT = /^\s*commit\b/i;
+const BEGIN = /^\s*begin\b/i;
+
+/**
+ * Outages that need an operator, not patience: a full disk, a read-only or dropped database,
+ * refused credentials. Logged as errors, where a lost connection or a lock wait is a warning.
+ */
+const LASTING = [...WRITE_REFUSALS, '3D000', '57P04', '28000', '28P01'];
+
+export function isLastingStoreOutage(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && LASTING.some((lasting) => code.startsWith(lasting));
+}
 
 function writeRefusalCode(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;

@@ -67,12 +67,13 @@ class LockWaitingSqliteDriver extends SqliteDriver {
    * Nothing is left to undo, so the original error goes on as it was.
    */
   override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    try {
-      await connection.executeQuery(CompiledQuery.raw('rollback'));
-    } catch (error) {
-      if (!/no transaction is active/.test((error as Error | null)?.message ?? '')) throw error;
-    }
+    await connection.executeQuery(CompiledQuery.raw('rollback')).catch(keepUnlessNoTransaction);
   }
+}
+
+/** Rethrows `error` unless it is SQLite's answer to a ROLLBACK with no transaction left to undo. */
+export function keepUnlessNoTransaction(error: unknown): void {
+  if (!/no transaction is active/.test((error as Error | null)?.message ?? '')) throw error;
 }
 
 function lockWaiting(connection: DatabaseConnection, waitMs: number): DatabaseConnection {

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyRequest } from 'fastify';
 import { GatehouseError } from '../errors.js';
-import { isForeignKeyViolation, isStoreUnavailable } from '../store/connect.js';
+import { isForeignKeyViolation, isLastingStoreOutage, isStoreUnavailable } from '../store/connect.js';
 
 interface ValidationIssue {
   instancePath?: string;
@@ -69,7 +69,9 @@ export function toGatehouseError(error: unknown, request: FastifyRequest): Gateh
     return new GatehouseError('CHANGED_MEANWHILE');
   }
   if (isStoreUnavailable(error)) {
-    request.log.warn({ err: loggable(error) }, 'store unavailable');
+    if (isLastingStoreOutage(error)) {
+      request.log.error({ err: loggable(error) }, 'store unavailable: it needs an operator');
+    } else request.log.warn({ err: loggable(error) }, 'store unavailable');
     return new GatehouseError('STORE_UNAVAILABLE', '', { 'Retry-After': '1' });
   }
   request.log.error({ err: loggable(error) }, 'unexpected error');

@@ -240,11 +240,19 @@ describe('A SQLite store that takes no more writes (a full disk): 503 with its c
       assert.equal(refused.statusCode, 503, refused.body);
       assert.match(json(refused).status.verbose_message, /^STORE_UNAVAILABLE/);
       assert.equal(refused.headers['retry-after'], '1');
-      assert.match(logs.text(), /SQLITE_FULL/);
+      const full = logs
+        .text()
+        .split('\n')
+        .find((line) => line.includes('SQLITE_FULL'));
+      assert.ok(full, 'the cause is logged');
+      assert.equal((JSON.parse(full) as { level: number }).level, 50, 'as an error: it needs an operator');
       assert.doesNotMatch(logs.text(), /no transaction is active/);
       const ready = await ctx.inject({ method: 'GET', url: '/readyz' });
       assert.equal(ready.statusCode, 503);
       assert.equal(json(ready).status, 'store unavailable');
+      // A transaction that only reads commits on a full disk too: it proves nothing.
+      await ctx.store.transaction((tx) => tx.users.findByUsernameKey('admin'));
+      assert.equal((await ctx.inject({ method: 'GET', url: '/readyz' })).statusCode, 503);
       assert.equal((await ctx.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
     } finally {
       await sql.raw('pragma max_page_count = 1073741823').execute(ctx.store.db);
@@ -281,6 +289,10 @@ describe('A PostgreSQL database that turned read-only (a standby after a failove
 
   test('sign-ins answer 503 STORE_UNAVAILABLE, never 500; /readyz answers 503 until writes go through again', async () => {
     await setReadOnly(true);
+    // Asked directly: before any write has been refused.
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      assert.equal((await ctx.inject({ method: 'GET', url: '/readyz' })).statusCode, 503);
+    }
     const answers: number[] = [];
     // The first requests may meet the pool's ended connections (503 too); then the read-only ones.
     for (let attempt = 0; attempt < 5; attempt += 1) answers.push((await signin(ctx)).statusCode);
@@ -327,6 +339,25 @@ describe('A job whose store went away under it [postgres]', {
     assert.ok(wasInterrupted(ended?.last_error ?? ''));
     assert.equal(ended?.status_detail, '2 of 2 steps');
     assert.equal(ended?.lease_expires_at, null);
+    await runner.drain();
+  });
+
+  test('a job whose work succeeded while its store went away is written successful once it is back, not failed (its import would run again)', async () => {
+    const runner = new JobRunner(ctx.store, ctx.clock, { leaseMs: 60_000, owner: 'lost-store-success' });
+    const job = await runner.submit({ action: 'test', summary: 'Ends in an outage' }, async (control) => {
+      await control.report('1 of 1 steps', 50);
+      await proxy.stop();
+      return 'all done';
+    });
+    await sleep(1500);
+    await proxy.start();
+    const ended = await waitUntil(async () => {
+      const row = await ctx.store.jobs.findById(job.id);
+      return row?.status === 'running' ? undefined : row;
+    }, 5000);
+    assert.equal(ended?.status, 'successful');
+    assert.equal(ended?.status_detail, 'all done');
+    assert.equal(ended?.last_error, '');
     await runner.drain();
   });
 });

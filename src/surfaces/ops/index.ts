@@ -84,7 +84,7 @@ export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (
           ...(token ? { security: [{ bearer: [] as string[] }] } : {}),
           response: {
             200: plainText('Prometheus text exposition format'),
-            503: plainText('the metrics of the other worker processes did not arrive'),
+            503: plainText('serve --workers: the primary process did not answer in time'),
             ...ERROR_RESPONSES,
           },
         },
