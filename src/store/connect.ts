@@ -122,9 +122,9 @@ export interface Store extends Repositories {
   /** Brings the schema up to date; safe to run from several processes at once. Returns what it applied. */
   migrate(): Promise<string[]>;
   /**
-   * Cheap round trip, for readiness. Fails too for `WRITES_REFUSED_MS` after the store refused a
-   * write for a reason that outlasts the request (a full disk, a read-only database), unless a
-   * commit went through since.
+   * Cheap round trip, for readiness. Fails too on a read-only PostgreSQL, and for
+   * `WRITES_REFUSED_MS` after this process's store refused a write for a reason that outlasts the
+   * request (a full disk, a read-only database), unless a write went through since.
    */
   ping(): Promise<void>;
   /** Whether a schema was ever made here (a migration applied): false for an empty database. */
@@ -180,8 +180,8 @@ export function connectStore(options: StoreOptions): Store {
   // The last write the store refused for a reason that outlasts the request (a full disk, a
   // read-only database): such a store still answers the readiness check's read, and the balancer
   // must hear that this node cannot sign anyone in (found by review: /readyz said ready while every
-  // sign-in failed). A commit clears it; so does time, so that a node taken out of rotation gets
-  // requests again to find out whether the store has recovered.
+  // sign-in failed). A write that goes through clears it; so does time, so that a node taken out of
+  // rotation gets requests again to find out whether the store has recovered.
   let writesRefused: { code: string; at: number } | undefined;
   // What clears it: on PostgreSQL a write that went through (its one-statement writes commit by
   // themselves, and it refuses a read-only write at the statement); on SQLite, where a write in a
