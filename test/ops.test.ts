@@ -104,6 +104,19 @@ forEachDialect('Operations endpoints', (dialect) => {
     assert.doesNotMatch(logs.text(), /"sentRequestId":"(a{65}|two words|line)/);
   });
 
+  test('probes and scrapes are not logged at info, as API requests are', async () => {
+    for (const url of ['/healthz', '/readyz', '/metrics', '/api/v2.1/auth/regions']) {
+      assert.notEqual((await ctx.inject({ method: 'GET', url })).statusCode, 500);
+    }
+    const urls = logs
+      .text()
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => (JSON.parse(line) as { req?: { url?: string } }).req?.url);
+    assert.ok(urls.includes('/api/v2.1/auth/regions'));
+    for (const probe of ['/healthz', '/readyz', '/metrics']) assert.ok(!urls.includes(probe), probe);
+  });
+
   test('/.well-known/jwks.json publishes the ES256 public key, and nothing private', async () => {
     const response = await ctx.inject({ method: 'GET', url: '/.well-known/jwks.json' });
     assert.equal(response.statusCode, 200);

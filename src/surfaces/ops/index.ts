@@ -72,12 +72,18 @@ export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (
   // Registered before the app's own handler is set: refusals here get the NSE envelope too.
   app.setErrorHandler(renderNseError);
   const { metrics: metricsSettings } = core.config;
+  // Balancers probe and Prometheus scrapes every few seconds: at `info`, two lines each filled the
+  // log (found by review). Their answers are logged from `warn` on (a failed readiness check is).
+  const probeLogLevel = ['fatal', 'error', 'silent'].includes(core.config.logLevel)
+    ? core.config.logLevel
+    : 'warn';
   if (metricsSettings.enabled) {
     const { token } = metricsSettings;
     const scrape = metricsText ?? (() => core.metrics.text());
     app.get(
       '/metrics',
       {
+        logLevel: probeLogLevel,
         schema: {
           tags: ['Operations'],
           summary: `Prometheus metrics (text format 0.0.4) of this node${token ? '; needs the GATEHOUSE_METRICS_TOKEN bearer secret' : ''}`,
@@ -111,6 +117,7 @@ export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (
   app.get(
     '/healthz',
     {
+      logLevel: probeLogLevel,
       schema: {
         tags: ['Operations'],
         summary: 'Liveness: the process serves requests',
@@ -123,6 +130,7 @@ export const opsSurface: FastifyPluginAsyncTypebox<OpsOptions> = async (
   app.get(
     '/readyz',
     {
+      logLevel: probeLogLevel,
       schema: {
         tags: ['Operations'],
         summary: 'Readiness: the store answers and the process is not shutting down',
