@@ -68,6 +68,41 @@ describe('PostgreSQL unreachable: 503 in the right envelope, and service resumes
     });
     assert.equal(again.statusCode, 200);
   });
+
+  test('a job whose store goes away ends failed as soon as the store is back, as interrupted (so that its request with the same key runs again), not running until its lease lapses', async () => {
+    const runner = new JobRunner(ctx.store, ctx.clock, { leaseMs: 60_000, owner: 'lost-store-runner' });
+    const job = await runner.submit({ action: 'test', summary: 'Loses its store' }, async (control) => {
+      await control.report('1 of 2 steps', 50);
+      await proxy.stop();
+      await control.report('2 of 2 steps', 100);
+      return 'never';
+    });
+    await sleep(1500);
+    await proxy.start();
+    const ended = await endedJob(ctx, job.id);
+    assert.equal(ended?.status, 'failed', 'recorded within seconds of the store coming back');
+    assert.equal(ended?.last_error, 'interrupted: the database could not be reached; run the request again');
+    assert.ok(wasInterrupted(ended?.last_error ?? ''));
+    assert.equal(ended?.status_detail, '2 of 2 steps');
+    assert.equal(ended?.lease_expires_at, null);
+    await runner.drain();
+  });
+
+  test('a job whose work succeeded while its store went away is written successful once it is back, not failed (its import would run again)', async () => {
+    const runner = new JobRunner(ctx.store, ctx.clock, { leaseMs: 60_000, owner: 'lost-store-success' });
+    const job = await runner.submit({ action: 'test', summary: 'Ends in an outage' }, async (control) => {
+      await control.report('1 of 1 steps', 50);
+      await proxy.stop();
+      return 'all done';
+    });
+    await sleep(1500);
+    await proxy.start();
+    const ended = await endedJob(ctx, job.id);
+    assert.equal(ended?.status, 'successful');
+    assert.equal(ended?.status_detail, 'all done');
+    assert.equal(ended?.last_error, '');
+    await runner.drain();
+  });
 });
 
 describe('PostgreSQL connections that stop answering without a word (a failover, a partition) [postgres]', {
@@ -309,65 +344,12 @@ describe('A PostgreSQL database that turned read-only (a standby after a failove
   });
 });
 
-describe('A job whose store went away under it [postgres]', {
-  skip: pgSkip && `PostgreSQL skipped: ${pgSkip}`,
-}, () => {
-  let ctx: TestContext;
-  let proxy: TcpProxy;
-  let close: () => Promise<void>;
-  before(async () => {
-    ({ ctx, proxy, close } = await createProxiedPostgresContext());
-  });
-  after(() => close());
-
-  test('ends failed as soon as the store is back, as interrupted (so that its request with the same key runs again), not running until its lease lapses', async () => {
-    const runner = new JobRunner(ctx.store, ctx.clock, { leaseMs: 60_000, owner: 'lost-store-runner' });
-    const job = await runner.submit({ action: 'test', summary: 'Loses its store' }, async (control) => {
-      await control.report('1 of 2 steps', 50);
-      await proxy.stop();
-      await control.report('2 of 2 steps', 100);
-      return 'never';
-    });
-    await sleep(1500);
-    await proxy.start();
-    const ended = await waitUntil(async () => {
-      const row = await ctx.store.jobs.findById(job.id);
-      return row?.status === 'running' ? undefined : row;
-    }, 5000);
-    assert.equal(ended?.status, 'failed', 'recorded within seconds of the store coming back');
-    assert.equal(ended?.last_error, 'interrupted: the database could not be reached; run the request again');
-    assert.ok(wasInterrupted(ended?.last_error ?? ''));
-    assert.equal(ended?.status_detail, '2 of 2 steps');
-    assert.equal(ended?.lease_expires_at, null);
-    await runner.drain();
-  });
-
-  test('a job whose work succeeded while its store went away is written successful once it is back, not failed (its import would run again)', async () => {
-    const runner = new JobRunner(ctx.store, ctx.clock, { leaseMs: 60_000, owner: 'lost-store-success' });
-    const job = await runner.submit({ action: 'test', summary: 'Ends in an outage' }, async (control) => {
-      await control.report('1 of 1 steps', 50);
-      await proxy.stop();
-      return 'all done';
-    });
-    await sleep(1500);
-    await proxy.start();
-    const ended = await waitUntil(async () => {
-      const row = await ctx.store.jobs.findById(job.id);
-      return row?.status === 'running' ? undefined : row;
-    }, 5000);
-    assert.equal(ended?.status, 'successful');
-    assert.equal(ended?.status_detail, 'all done');
-    assert.equal(ended?.last_error, '');
-    await runner.drain();
-  });
-});
-
-/** `probe`'s first defined answer, tried every 100 ms for up to `ms`; undefined if none came. */
-async function waitUntil<T>(probe: () => Promise<T | undefined>, ms: number): Promise<T | undefined> {
-  const until = performance.now() + ms;
+/** The job's row once it no longer reads `running`, looked at every 100 ms for up to 5 s. */
+async function endedJob(ctx: TestContext, id: string) {
+  const until = performance.now() + 5000;
   for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined || performance.now() > until) return value;
+    const row = await ctx.store.jobs.findById(id).catch(() => undefined);
+    if ((row && row.status !== 'running') || performance.now() > until) return row;
     await sleep(100);
   }
 }
