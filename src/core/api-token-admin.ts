@@ -143,21 +143,20 @@ export class ApiTokenAdminService {
   ): Promise<Listed<ApiTokenView, ApiTokenSortKey>> {
     const actor = await actorOf(this.#store, auth);
     const empty = { ...query, records: [], total: 0 };
+    let tokensOf: { userId?: string; createdBy?: string };
     if (filter.createdBy !== undefined) {
       const maker = await credentialSubject(this.#store, actor, filter.createdBy);
       if (maker.kind === 'node') return empty;
       const holder =
         filter.userId === undefined ? undefined : await credentialSubject(this.#store, actor, filter.userId);
       if (holder?.kind === 'node') return empty;
-      const page = await this.#store.apiTokens.list(
-        { createdBy: maker.id, ...(holder ? { userId: holder.id } : {}) },
-        query,
-      );
-      return { ...query, records: page.rows.map(apiTokenView), total: page.total };
+      tokensOf = { createdBy: maker.id, ...(holder ? { userId: holder.id } : {}) };
+    } else {
+      const subject = await credentialSubject(this.#store, actor, filter.userId);
+      if (subject.kind === 'node') return empty;
+      tokensOf = { userId: subject.id };
     }
-    const subject = await credentialSubject(this.#store, actor, filter.userId);
-    if (subject.kind === 'node') return empty;
-    const page = await this.#store.apiTokens.list({ userId: subject.id }, query);
+    const page = await this.#store.apiTokens.list(tokensOf, query);
     return { ...query, records: page.rows.map(apiTokenView), total: page.total };
   }
 

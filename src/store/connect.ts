@@ -591,14 +591,14 @@ const NET_UNAVAILABLE = new Set([
   'ENOTFOUND',
   'EHOSTUNREACH',
 ]);
-const SQLITE_UNAVAILABLE = new Set([
+const SQLITE_UNAVAILABLE = [
   'SQLITE_BUSY',
   'SQLITE_LOCKED',
   'SQLITE_CANTOPEN',
   'SQLITE_IOERR',
   'SQLITE_FULL',
   'SQLITE_READONLY',
-]);
+];
 
 /** The refusals of `ping`'s latch: the store's state, not contention (busy, a timeout) that passes. */
 const WRITE_REFUSALS = ['SQLITE_FULL', 'SQLITE_READONLY', 'SQLITE_IOERR', '25006', '53100', '58030'];
@@ -613,16 +613,18 @@ const BEGIN = /^\s*begin\b/i;
  */
 const LASTING = [...WRITE_REFUSALS, '3D000', '57P04', '28000', '28P01'];
 
-export function isLastingStoreOutage(error: unknown): boolean {
+/**
+ * The error's code if it is one of `codes` or, for SQLite's extended codes, begins with one
+ * (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED); otherwise undefined.
+ */
+function codeAmong(error: unknown, codes: readonly string[]): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && LASTING.some((lasting) => code.startsWith(lasting));
+  return typeof code === 'string' && codes.some((known) => code.startsWith(known)) ? code : undefined;
 }
 
-function writeRefusalCode(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return undefined;
-  return WRITE_REFUSALS.some((refusal) => code.startsWith(refusal)) ? code : undefined;
-}
+export const isLastingStoreOutage = (error: unknown): boolean => codeAmong(error, LASTING) !== undefined;
+
+const writeRefusalCode = (error: unknown): string | undefined => codeAmong(error, WRITE_REFUSALS);
 
 /** True when an error means "the store cannot be reached now", as opposed to a bug. */
 export function isStoreUnavailable(error: unknown): boolean {
@@ -631,7 +633,7 @@ export function isStoreUnavailable(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string') {
     if (PG_UNAVAILABLE.has(code) || NET_UNAVAILABLE.has(code)) return true;
-    if ([...SQLITE_UNAVAILABLE].some((c) => code.startsWith(c))) return true;
+    if (codeAmong(error, SQLITE_UNAVAILABLE) !== undefined) return true;
   }
   const message = error.message;
   return (

@@ -163,8 +163,10 @@ export function createApiTokenRepository(db: Kysely<Database>, dialect: Dialect)
     findById(id: string): Promise<ApiTokenRow | undefined> {
       return db.selectFrom('api_tokens').selectAll().where('id', '=', id).executeTakeFirst();
     },
-    /** Every token of a user, revoked and expired ones too: the list is also their history. */
-    /** The tokens a user holds (`userId`), or made (`createdBy`), or both. */
+    /**
+     * The tokens a user holds (`userId`), or made (`createdBy`), or both; revoked and expired ones
+     * too: the list is also their history.
+     */
     async list(
       filter: { readonly userId?: string; readonly createdBy?: string },
       page: PageRequest<ApiTokenSortKey>,
