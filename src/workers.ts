@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
+import type { Logger } from 'pino';
 import { serveClusterMetrics } from './cluster-metrics.js';
 import type { Config } from './config.js';
 import { createCore } from './core/index.js';
@@ -27,7 +28,12 @@ const RETRY_MAX_MS = 60_000;
 export async function runPrimary(
   config: Config,
   workers: number,
-  say: (line: string) => void,
+  /**
+   * The primary's events (workers serving, crashed, replaced, stopping) as JSON lines in the same
+   * stream and format as its workers' (found by review: plain text on stderr beside JSON on
+   * stdout, which a log pipeline parsing JSON dropped or filed without a level, a crash among them).
+   */
+  log: Logger,
   /** Settings of the workers that differ from the primary's environment. */
   workerEnv: Record<string, string> = {},
 ): Promise<void> {
@@ -42,7 +48,7 @@ export async function runPrimary(
     if (stopping) return;
     stopping = true;
     if (stopWorkers) stopWorkers(signal);
-    else say(`gatehouse: ${signal}: stopping before any worker has started`);
+    else log.info({ signal }, 'stopping before any worker has started');
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -79,7 +85,9 @@ export async function runPrimary(
   let listening = 0;
   cluster.on('listening', () => {
     listening += 1;
-    if (listening === workers) say(`gatehouse: ${workers} workers serving on ${config.host}:${config.port}`);
+    if (listening === workers) {
+      log.info({ workers, host: config.host, port: config.port }, `${workers} workers serving`);
+    }
   });
   for (let slot = 1; slot <= workers; slot += 1) fork(slot);
 
@@ -90,12 +98,12 @@ export async function runPrimary(
       started.delete(worker);
       slots.delete(worker);
       if (!stopping && (code !== 0 || signal !== null)) {
-        const failed = `gatehouse: worker ${worker.process.pid} failed at start (${signal ?? code})`;
+        const exit = { worker: slot, workerPid: worker.process.pid, exit: signal ?? code };
         if (Date.now() - since >= MIN_UPTIME_MS) {
-          say(`gatehouse: worker ${worker.process.pid} stopped (${signal ?? code}); starting another`);
+          log.error(exit, 'worker stopped; starting another');
           fork(slot);
         } else if (started.size > 0) {
-          say(`${failed}; trying again in ${retryMs / 1000}s`);
+          log.error({ ...exit, retryInSeconds: retryMs / 1000 }, 'worker failed at start; trying again');
           const retry = setTimeout(() => {
             retries.delete(retry);
             if (!stopping) fork(slot);
@@ -103,7 +111,7 @@ export async function runPrimary(
           retries.add(retry);
           retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
         } else {
-          say(`${failed}; no worker serves: not restarting it`);
+          log.fatal(exit, 'worker failed at start; no worker serves: not restarting it');
         }
       }
       if (started.size === 0) {
@@ -113,9 +121,10 @@ export async function runPrimary(
     });
     stopWorkers = (signal) => {
       for (const retry of retries) clearTimeout(retry);
-      say(`gatehouse: ${signal}: stopping the workers`);
+      log.info({ signal }, 'stopping the workers');
       for (const worker of started.keys()) worker.process.kill('SIGTERM');
     };
   });
-  if (!stoppedOnRequest) throw new Error('every worker stopped; see the messages above');
+  if (!stoppedOnRequest) throw new Error('every worker stopped; see the log above');
+  log.info('every worker has stopped');
 }

@@ -3,7 +3,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -663,7 +663,10 @@ describe('CLI usage', () => {
         child.stderr?.on('data', watch);
         // Before: the signal came before the handlers, and ended the process at once (no code).
         assert.equal(await exited, 0, `--workers ${workers}: ${output}`);
-        assert.match(output, workers === '1' ? /shutting down/ : /SIGTERM: stopping/);
+        assert.match(
+          output,
+          workers === '1' ? /shutting down/ : /"role":"primary","signal":"SIGTERM","msg":"stopping/,
+        );
       } finally {
         rmSync(fresh, { recursive: true, force: true });
       }
@@ -676,6 +679,11 @@ describe('CLI usage', () => {
       ...env,
       GATEHOUSE_PORT: String(port),
       GATEHOUSE_SHUTDOWN_DELAY: '1s',
+      GATEHOUSE_LOG_LEVEL: 'info',
+    });
+    let output = '';
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      output += chunk;
     });
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
@@ -683,11 +691,12 @@ describe('CLI usage', () => {
     });
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
     const base = `http://127.0.0.1:${port}`;
+    const serving = () => primaryLines(output).find((line) => line.msg === '2 workers serving');
     try {
       await poll(`${base}/readyz`, 30_000);
       // Said once both listen: the second may still be starting when the first answers.
-      for (const deadline = Date.now() + 20_000; !/2 workers serving/.test(stderr); ) {
-        assert.ok(Date.now() < deadline, `never said serving:\n${stderr}`);
+      for (const deadline = Date.now() + 20_000; !serving(); ) {
+        assert.ok(Date.now() < deadline, `never said serving:\n${output}\n${stderr}`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
       // New connections are spread over the workers: a token issued by either works on both.
@@ -716,7 +725,30 @@ describe('CLI usage', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     child.kill('SIGTERM');
     assert.equal(await exited, 0, stderr);
-    assert.match(stderr, /SIGTERM: stopping the workers/);
+    // The primary's lines are log lines like its workers' (before: plain text on stderr, which a
+    // pipeline parsing JSON dropped): level, time, pid, host, and what happened as fields.
+    const lines = primaryLines(output);
+    assert.deepEqual(
+      lines.map((line) => line.msg),
+      ['2 workers serving', 'stopping the workers', 'every worker has stopped'],
+    );
+    assert.deepEqual(
+      { ...serving(), time: undefined },
+      {
+        level: 30,
+        time: undefined,
+        pid: child.pid,
+        hostname: hostname(),
+        role: 'primary',
+        workers: 2,
+        host: '127.0.0.1',
+        port,
+        msg: '2 workers serving',
+      },
+    );
+    assert.equal(typeof serving()?.time, 'number');
+    assert.equal(lines[1]?.signal, 'SIGTERM');
+    assert.equal(stderr, '');
   });
 
   test('serve --workers 2 on a port another program holds: says why, never that it serves, and exits 1', async () => {
@@ -728,6 +760,11 @@ describe('CLI usage', () => {
         ...env,
         GATEHOUSE_HOST: '127.0.0.1',
         GATEHOUSE_PORT: String(port),
+        GATEHOUSE_LOG_LEVEL: 'info',
+      });
+      let output = '';
+      child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+        output += chunk;
       });
       let stderr = '';
       child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
@@ -738,6 +775,11 @@ describe('CLI usage', () => {
       assert.match(stderr, /cannot listen on 127\.0\.0\.1:\d+: another program holds that port/);
       // Before: "2 workers serving" came first, said as the workers were started.
       assert.doesNotMatch(stderr, /serving/);
+      assert.doesNotMatch(output, /serving/);
+      assert.ok(
+        primaryLines(output).some((line) => line.level === 60 && /no worker serves/.test(String(line.msg))),
+        output,
+      );
     } finally {
       holder.close();
     }
@@ -745,7 +787,15 @@ describe('CLI usage', () => {
 
   test('serve --workers 2: a worker that dies at start is started again after a wait while the other serves', async () => {
     const port = await freePort();
-    const child = startCli(['serve', '--workers', '2'], { ...env, GATEHOUSE_PORT: String(port) });
+    const child = startCli(['serve', '--workers', '2'], {
+      ...env,
+      GATEHOUSE_PORT: String(port),
+      GATEHOUSE_LOG_LEVEL: 'error',
+    });
+    let output = '';
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      output += chunk;
+    });
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
       stderr += chunk;
@@ -760,7 +810,7 @@ describe('CLI usage', () => {
     const until = async (what: string, holds: () => boolean) => {
       const deadline = Date.now() + 20_000;
       while (!holds()) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}:\n${stderr}`);
+        if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}:\n${output}\n${stderr}`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     };
@@ -776,7 +826,14 @@ describe('CLI usage', () => {
       const replacement = workers().find((pid) => !original.includes(pid)) ?? '';
       process.kill(Number(replacement), 'SIGKILL');
       await until('the failure at start is told', () =>
-        new RegExp(`worker ${replacement} failed at start \\(SIGKILL\\); trying again in \\d+s`).test(stderr),
+        primaryLines(output).some(
+          (line) =>
+            line.level === 50 &&
+            line.msg === 'worker failed at start; trying again' &&
+            line.workerPid === Number(replacement) &&
+            line.exit === 'SIGKILL' &&
+            typeof line.retryInSeconds === 'number',
+        ),
       );
       // Before, such a worker was never started again: the node stayed at one worker, ready all the same.
       await until(
@@ -791,6 +848,16 @@ describe('CLI usage', () => {
     assert.equal(await exited, 0, stderr);
   });
 });
+
+/** The `serve --workers` primary's log lines among the JSON lines of its output, whole lines only. */
+function primaryLines(output: string): Array<Record<string, unknown>> {
+  return output
+    .slice(0, output.lastIndexOf('\n') + 1)
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .filter((line) => line.role === 'primary');
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -497,7 +497,8 @@ forEachDialect('Metrics of serve --workers 2', (dialect) => {
       GATEHOUSE_ADMIN_PASSWORD: ADMIN_PASSWORD,
       GATEHOUSE_ARGON2_MEMORY_KIB: '1024',
       GATEHOUSE_ARGON2_ITERATIONS: '1',
-      GATEHOUSE_LOG_LEVEL: 'silent',
+      // The primary's lines (workers serving, a worker replaced) are at info.
+      GATEHOUSE_LOG_LEVEL: 'info',
     });
     const child: ChildProcess = spawn(
       process.execPath,
@@ -505,9 +506,13 @@ forEachDialect('Metrics of serve --workers 2', (dialect) => {
       {
         cwd: ROOT,
         env,
-        stdio: ['ignore', 'ignore', 'pipe'],
+        stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
+    let output = '';
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      output += chunk;
+    });
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
       stderr += chunk;
@@ -518,7 +523,7 @@ forEachDialect('Metrics of serve --workers 2', (dialect) => {
       await waitFor(
         () =>
           fetch(`${base}/readyz`).then(
-            (r) => (r.ok && /2 workers serving/.test(stderr) ? true : undefined),
+            (r) => (r.ok && /"msg":"2 workers serving"/.test(output) ? true : undefined),
             () => undefined,
           ),
         'the workers',
@@ -611,7 +616,8 @@ forEachDialect('Metrics of serve --workers 2', (dialect) => {
       process.kill(Number(workerPids[0]), 'SIGKILL');
       await waitFor(
         async () => {
-          if (!/starting another/.test(stderr)) return undefined;
+          // Told by the primary, as one that stopped or (young) one that failed at start.
+          if (!output.includes(`"workerPid":${workerPids[0]},"exit":"SIGKILL"`)) return undefined;
           const after = startTimes(await scrape().catch(() => exposition));
           return after.every((t) => t !== undefined) && after.some((t, i) => t !== before[i])
             ? after

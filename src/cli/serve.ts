@@ -1,6 +1,7 @@
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { type Command, InvalidArgumentError } from 'commander';
+import { pino } from 'pino';
 import { loadConfig } from '../config.js';
 import type { CliIo } from './context.js';
 
@@ -33,7 +34,9 @@ export function registerServeCommand(program: Command, io: CliIo): void {
             Math.max(1, Math.round(availableParallelism() / workers)),
           );
         }
-        await runPrimary(config, workers, (line) => io.stderr.write(`${line}\n`), workerEnv);
+        // Its lines go where its workers' go (Fastify's pino, standard output), marked as the primary's.
+        const log = pino({ level: config.logLevel }).child({ role: 'primary' });
+        await runPrimary(config, workers, log, workerEnv);
         return;
       }
       // Loaded on use: the admin commands and `--help` do without the HTTP stack.
