@@ -70,6 +70,17 @@ export async function runPrimary(
   const slots = new Map<Worker, number>();
   const retries = new Set<NodeJS.Timeout>();
   let retryMs = RETRY_FIRST_MS;
+  /** Workers that stopped cleanly on a signal not the primary's, to be replaced (`later`). */
+  let replacementsDue = 0;
+  /** Starts a worker in `slot` after `ms`, unless the primary stops first. */
+  const later = (slot: number, ms: number, starting: () => void = () => {}) => {
+    const retry = setTimeout(() => {
+      retries.delete(retry);
+      starting();
+      if (!stopping) fork(slot);
+    }, ms);
+    retries.add(retry);
+  };
   const fork = (slot: number) => {
     const worker = cluster.fork(workerEnv);
     slots.set(worker, slot);
@@ -97,24 +108,35 @@ export async function runPrimary(
       const slot = slots.get(worker) ?? 0;
       started.delete(worker);
       slots.delete(worker);
-      if (!stopping && (code !== 0 || signal !== null)) {
+      if (!stopping) {
         const exit = { worker: slot, workerPid: worker.process.pid, exit: signal ?? code };
-        if (Date.now() - since >= MIN_UPTIME_MS) {
+        if (code === 0 && signal === null) {
+          // It drained and left on a signal the primary did not send (a kill of its pid, a
+          // supervisor signalling processes one by one; found by review: the node went on with
+          // one worker fewer, saying nothing). Replaced after a moment, unless the primary is told
+          // to stop meanwhile: a signal to the whole process group reaches the workers too, and
+          // one may be done before the primary's handler runs.
+          log.warn(
+            { ...exit, retryInSeconds: RETRY_FIRST_MS / 1000 },
+            'worker stopped by a signal; starting another',
+          );
+          replacementsDue += 1;
+          later(slot, RETRY_FIRST_MS, () => {
+            replacementsDue -= 1;
+          });
+        } else if (Date.now() - since >= MIN_UPTIME_MS) {
           log.error(exit, 'worker stopped; starting another');
           fork(slot);
         } else if (started.size > 0) {
           log.error({ ...exit, retryInSeconds: retryMs / 1000 }, 'worker failed at start; trying again');
-          const retry = setTimeout(() => {
-            retries.delete(retry);
-            if (!stopping) fork(slot);
-          }, retryMs);
-          retries.add(retry);
+          later(slot, retryMs);
           retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
         } else {
-          log.fatal(exit, 'worker failed at start; no worker serves: not restarting it');
+          log.fatal(exit, 'worker failed at start; no worker runs: not restarting it');
         }
       }
-      if (started.size === 0) {
+      // Done when none runs, unless one that stopped cleanly is yet to be replaced.
+      if (started.size === 0 && (stopping || replacementsDue === 0)) {
         for (const retry of retries) clearTimeout(retry);
         resolve(stopping);
       }

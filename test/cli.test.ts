@@ -777,7 +777,7 @@ describe('CLI usage', () => {
       assert.doesNotMatch(stderr, /serving/);
       assert.doesNotMatch(output, /serving/);
       assert.ok(
-        primaryLines(output).some((line) => line.level === 60 && /no worker serves/.test(String(line.msg))),
+        primaryLines(output).some((line) => line.level === 60 && /no worker runs/.test(String(line.msg))),
         output,
       );
     } finally {
@@ -842,6 +842,59 @@ describe('CLI usage', () => {
       );
       const read = await fetch(`http://127.0.0.1:${port}/readyz`);
       assert.equal(read.status, 200);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0, stderr);
+  });
+  test('serve --workers 2: a worker stopped by a signal the primary did not send is replaced, and the primary says so', async () => {
+    const port = await freePort();
+    const child = startCli(['serve', '--workers', '2'], {
+      ...env,
+      GATEHOUSE_PORT: String(port),
+      GATEHOUSE_LOG_LEVEL: 'warn',
+    });
+    let output = '';
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      output += chunk;
+    });
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const workers = () =>
+      readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean);
+    const until = async (what: string, holds: () => boolean) => {
+      const deadline = Date.now() + 20_000;
+      while (!holds()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}:\n${output}\n${stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    try {
+      await poll(`http://127.0.0.1:${port}/readyz`, 30_000);
+      await until('two workers run', () => workers().length === 2);
+      const original = workers();
+      const victim = original[0] ?? '';
+      // A SIGTERM to the worker alone: it drains and exits 0, as if asked to stop.
+      process.kill(Number(victim), 'SIGTERM');
+      await until('the stop is told', () =>
+        primaryLines(output).some(
+          (line) =>
+            line.level === 40 &&
+            line.msg === 'worker stopped by a signal; starting another' &&
+            line.workerPid === Number(victim) &&
+            line.exit === 0,
+        ),
+      );
+      // Before, the node went on with one worker, and said nothing.
+      await until('a worker takes its place', () => workers().length === 2 && !workers().includes(victim));
+      const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+      assert.equal(ready.status, 200);
     } finally {
       child.kill('SIGTERM');
     }
