@@ -145,6 +145,9 @@ export async function runPrimary(
       for (const retry of retries) clearTimeout(retry);
       log.info({ signal }, 'stopping the workers');
       for (const worker of started.keys()) worker.process.kill('SIGTERM');
+      // None runs (each stopped by a signal of its own, its replacement not yet started): no exit
+      // is left to end the wait.
+      if (started.size === 0) resolve(true);
     };
   });
   if (!stoppedOnRequest) throw new Error('every worker stopped; see the log above');

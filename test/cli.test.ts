@@ -852,7 +852,7 @@ describe('CLI usage', () => {
     const child = startCli(['serve', '--workers', '2'], {
       ...env,
       GATEHOUSE_PORT: String(port),
-      GATEHOUSE_LOG_LEVEL: 'warn',
+      GATEHOUSE_LOG_LEVEL: 'info',
     });
     let output = '';
     child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
@@ -893,12 +893,30 @@ describe('CLI usage', () => {
       );
       // Before, the node went on with one worker, and said nothing.
       await until('a worker takes its place', () => workers().length === 2 && !workers().includes(victim));
+      const replacement = workers().find((pid) => !original.includes(pid)) ?? '';
+      await until('it listens', () =>
+        output.includes(`"pid":${replacement},"hostname":"${hostname()}","msg":"Server listening`),
+      );
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
       assert.equal(ready.status, 200);
+      // Both stopped that way, and the primary told to stop before their replacements start: it
+      // stops at once (no worker's exit is left to wait for).
+      const both = workers();
+      for (const pid of both) process.kill(Number(pid), 'SIGTERM');
+      await until('both stops are told', () =>
+        both.every((pid) =>
+          primaryLines(output).some((line) => line.level === 40 && line.workerPid === Number(pid)),
+        ),
+      );
     } finally {
       child.kill('SIGTERM');
     }
-    assert.equal(await exited, 0, stderr);
+    const stopped = await Promise.race([
+      exited,
+      new Promise<string>((resolve) => setTimeout(() => resolve('still running after 10 s'), 10_000)),
+    ]);
+    if (stopped !== 0) child.kill('SIGKILL');
+    assert.equal(stopped, 0, `${output}\n${stderr}`);
   });
 });
 
