@@ -7,7 +7,7 @@ import { loadConfig } from '../src/config.js';
 import { newId } from '../src/core/ids.js';
 import { createCore } from '../src/core/index.js';
 import { PasswordHasher } from '../src/core/passwords.js';
-import { accountKey } from '../src/core/secrets.js';
+import { accountKey, hashSecret, newSecret, SESSION_SECRET_PREFIX } from '../src/core/secrets.js';
 import { connectStore, type Store, storeOptionsOf } from '../src/store/connect.js';
 import type { SessionTable, UserTable } from '../src/store/schema.js';
 
@@ -137,8 +137,16 @@ export async function seedStore(
   };
 }
 
-/** Grows the store to `total` users, each filler user with one live session. */
-export async function growStore(env: Record<string, string>, total: number): Promise<void> {
+/**
+ * Grows the store to `total` users, each user it adds with one live session, and returns the
+ * cookie values (session secrets) of `sampled` of those sessions, spread evenly over them: the
+ * large-store reads go to sessions all over the table, not to a few new ones at its end.
+ */
+export async function growStore(
+  env: Record<string, string>,
+  total: number,
+  sampled: number,
+): Promise<string[]> {
   const { store } = open(env);
   try {
     const tenant = await store.tenants.findByCode('bench');
@@ -146,29 +154,61 @@ export async function growStore(env: Record<string, string>, total: number): Pro
     const passwordHash = (await store.users.findByUsernameKey('bench1'))?.password_hash ?? '';
     const existing = await store.users.count();
     const ids = await insertUsers(store, 'large', existing, total, passwordHash, tenant.id);
+    const every = Math.max(1, Math.floor(ids.length / sampled));
+    const secrets: string[] = [];
     for (let start = 0; start < ids.length; start += BATCH) {
       const now = Date.now();
-      const rows: Insertable<SessionTable>[] = ids.slice(start, start + BATCH).map((userId) => ({
-        id: newId(now),
-        kind: 'user',
-        user_id: userId,
-        node_id: null,
-        api_token_id: null,
-        secret_hash: randomBytes(32).toString('hex'),
-        created_at: now,
-        last_seen_at: now,
-        expires_at: now + 12 * 3600_000,
-        revoked_at: null,
-        revoke_reason: null,
-        ip: '127.0.0.1',
-        user_agent: 'bench',
-        prev_success_at: null,
-        prev_failed_at: null,
-        prev_failed_ip: null,
-      }));
+      const rows: Insertable<SessionTable>[] = ids.slice(start, start + BATCH).map((userId, i) => {
+        let secretHash = randomBytes(32).toString('hex');
+        if ((start + i) % every === 0 && secrets.length < sampled) {
+          const secret = newSecret(SESSION_SECRET_PREFIX);
+          secrets.push(secret);
+          secretHash = hashSecret(secret);
+        }
+        return {
+          id: newId(now),
+          kind: 'user',
+          user_id: userId,
+          node_id: null,
+          api_token_id: null,
+          secret_hash: secretHash,
+          created_at: now,
+          last_seen_at: now,
+          expires_at: now + 12 * 3600_000,
+          revoked_at: null,
+          revoke_reason: null,
+          ip: '127.0.0.1',
+          user_agent: 'bench',
+          prev_success_at: null,
+          prev_failed_at: null,
+          prev_failed_ip: null,
+        };
+      });
       await store.db.insertInto('sessions').values(rows).execute();
     }
+    return secrets;
   } finally {
+    await store.destroy();
+  }
+}
+
+/** The NSE bearer token of each session whose cookie value is given, signed by the store's key. */
+export async function bearerTokensOf(
+  env: Record<string, string>,
+  secrets: readonly string[],
+): Promise<string[]> {
+  const { store, config } = open(env);
+  const core = await createCore({ config, store });
+  try {
+    const tokens: string[] = [];
+    for (const secret of secrets) {
+      const auth = await core.sessions.authenticateSecret(secret);
+      if (!auth.session) throw new Error('a seeded session was not found');
+      tokens.push(await core.sessions.issueToken({ ...auth, session: auth.session }));
+    }
+    return tokens;
+  } finally {
+    await core.close();
     await store.destroy();
   }
 }

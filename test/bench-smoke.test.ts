@@ -45,6 +45,8 @@ forEachDialect('npm run bench --smoke', (dialect) => {
           'import-hashed',
           'large-store-read-cookie',
           'large-store-read-bearer',
+          'large-store-signin-nse',
+          'large-store-refresh-nse',
         ],
       );
       for (const result of report.results) {
