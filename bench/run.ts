@@ -682,38 +682,24 @@ async function main(): Promise<void> {
       const spread =
         (credentials: readonly string[], request: (credential: string) => LoadRequest) => (index: number) =>
           credentials.filter((_, j) => j % connections === index % connections).map(request);
-      const reads = {
-        'read-cookie': {
-          label: 'GET /api/session/user by cookie',
-          small: spread(smallSecrets.slice(0, sampled), (secret) => ({
-            path: '/api/session/user',
-            headers: { cookie: `${SESSION_COOKIE}=${secret}` },
-          })),
-          large: spread(largeSecrets.slice(0, sampled), (secret) => ({
-            path: '/api/session/user',
-            headers: { cookie: `${SESSION_COOKIE}=${secret}` },
-          })),
-        },
-        'read-bearer': {
-          label: 'GET /api/v2.1/auth/regions by Bearer',
-          small: spread(smallTokens, (token) => ({
-            path: '/api/v2.1/auth/regions',
-            headers: { authorization: `Bearer ${token}` },
-          })),
-          large: spread(largeTokens, (token) => ({
-            path: '/api/v2.1/auth/regions',
-            headers: { authorization: `Bearer ${token}` },
-          })),
-        },
-      };
-      const compared = async (
-        name: string,
-        label: string,
-        smallSide: Side,
-        largeSide: Side,
-        warmUp: () => Promise<void>,
-      ) => {
-        await warmUp();
+      /** The cookie and Bearer reads of a store's sampled sessions, as each connection sends them. */
+      const readsOf = (secrets: readonly string[], tokens: readonly string[]) => ({
+        'read-cookie': spread(secrets, (secret) => ({
+          path: '/api/session/user',
+          headers: { cookie: `${SESSION_COOKIE}=${secret}` },
+        })),
+        'read-bearer': spread(tokens, (token) => ({
+          path: '/api/v2.1/auth/regions',
+          headers: { authorization: `Bearer ${token}` },
+        })),
+      });
+      const smallReads = readsOf(smallSecrets.slice(0, sampled), smallTokens);
+      const largeReads = readsOf(largeSecrets.slice(0, sampled), largeTokens);
+      const compared = async (name: string, label: string, smallSide: Side, largeSide: Side) => {
+        if (WARMUP_S > 0) {
+          await smallSide(WARMUP_S);
+          await largeSide(WARMUP_S);
+        }
         const [before, after] = await interleave([smallSide, largeSide], durationS);
         results.push({
           name: `large-store-${name}`,
@@ -729,19 +715,18 @@ async function main(): Promise<void> {
           target: { ratio: 0.9, maxRatio: 1.1 },
         });
       };
-      for (const [name, read] of Object.entries(reads)) {
+      const labels = {
+        'read-cookie': 'GET /api/session/user by cookie',
+        'read-bearer': 'GET /api/v2.1/auth/regions by Bearer',
+      };
+      for (const name of ['read-cookie', 'read-bearer'] as const) {
         const side = (url: string, perConnection: (index: number) => LoadRequest[]) =>
           loadTurn(url, [], { perConnection });
         await compared(
           name,
-          read.label,
-          side(small.url, read.small),
-          side(large.url, read.large),
-          async () => {
-            if (WARMUP_S === 0) return;
-            await side(small.url, read.small)(WARMUP_S);
-            await side(large.url, read.large)(WARMUP_S);
-          },
+          labels[name],
+          side(small.url, smallReads[name]),
+          side(large.url, largeReads[name]),
         );
       }
       // The sign-in finds its user among the store's and writes a session beside its others.
@@ -752,11 +737,6 @@ async function main(): Promise<void> {
         'POST /api/v2.1/auth/signin',
         signInSide(small.url),
         signInSide(large.url),
-        async () => {
-          if (WARMUP_S === 0) return;
-          await signInSide(small.url)(WARMUP_S);
-          await signInSide(large.url)(WARMUP_S);
-        },
       );
       // The refresh's compare-and-set on a row among the store's sessions.
       const smallLines = await refreshLines(small.url);
@@ -768,11 +748,6 @@ async function main(): Promise<void> {
         'POST /api/v2.1/auth/refresh (rotating)',
         refreshSide(small.url, smallLines),
         refreshSide(large.url, largeLines),
-        async () => {
-          if (WARMUP_S === 0) return;
-          await refreshSide(small.url, smallLines)(WARMUP_S);
-          await refreshSide(large.url, largeLines)(WARMUP_S);
-        },
       );
       smallLines.checkRotated('large-store-refresh-nse (small)');
       largeLines.checkRotated('large-store-refresh-nse (large)');
