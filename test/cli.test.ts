@@ -786,34 +786,7 @@ describe('CLI usage', () => {
   });
 
   test('serve --workers 2: a worker that dies at start is started again after a wait while the other serves', async () => {
-    const port = await freePort();
-    const child = startCli(['serve', '--workers', '2'], {
-      ...env,
-      GATEHOUSE_PORT: String(port),
-      GATEHOUSE_LOG_LEVEL: 'error',
-    });
-    let output = '';
-    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      output += chunk;
-    });
-    let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    /** The primary's worker processes (Linux: the kernel lists a process's children). */
-    const workers = () =>
-      readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')
-        .trim()
-        .split(/\s+/)
-        .filter(Boolean);
-    const until = async (what: string, holds: () => boolean) => {
-      const deadline = Date.now() + 20_000;
-      while (!holds()) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}:\n${output}\n${stderr}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    };
+    const { port, child, exited, workers, until, output, stderr } = await serveTwoWorkers(env, 'error');
     try {
       await poll(`http://127.0.0.1:${port}/readyz`, 30_000);
       await until('two workers run', () => workers().length === 2);
@@ -826,7 +799,7 @@ describe('CLI usage', () => {
       const replacement = workers().find((pid) => !original.includes(pid)) ?? '';
       process.kill(Number(replacement), 'SIGKILL');
       await until('the failure at start is told', () =>
-        primaryLines(output).some(
+        primaryLines(output()).some(
           (line) =>
             line.level === 50 &&
             line.msg === 'worker failed at start; trying again' &&
@@ -845,36 +818,10 @@ describe('CLI usage', () => {
     } finally {
       child.kill('SIGTERM');
     }
-    assert.equal(await exited, 0, stderr);
+    assert.equal(await exited, 0, stderr());
   });
   test('serve --workers 2: a worker stopped by a signal the primary did not send is replaced, and the primary says so', async () => {
-    const port = await freePort();
-    const child = startCli(['serve', '--workers', '2'], {
-      ...env,
-      GATEHOUSE_PORT: String(port),
-      GATEHOUSE_LOG_LEVEL: 'info',
-    });
-    let output = '';
-    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      output += chunk;
-    });
-    let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    const workers = () =>
-      readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')
-        .trim()
-        .split(/\s+/)
-        .filter(Boolean);
-    const until = async (what: string, holds: () => boolean) => {
-      const deadline = Date.now() + 20_000;
-      while (!holds()) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}:\n${output}\n${stderr}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    };
+    const { port, child, exited, workers, until, output, stderr } = await serveTwoWorkers(env, 'info');
     try {
       await poll(`http://127.0.0.1:${port}/readyz`, 30_000);
       await until('two workers run', () => workers().length === 2);
@@ -883,7 +830,7 @@ describe('CLI usage', () => {
       // A SIGTERM to the worker alone: it drains and exits 0, as if asked to stop.
       process.kill(Number(victim), 'SIGTERM');
       await until('the stop is told', () =>
-        primaryLines(output).some(
+        primaryLines(output()).some(
           (line) =>
             line.level === 40 &&
             line.msg === 'worker stopped by a signal; starting another' &&
@@ -895,7 +842,7 @@ describe('CLI usage', () => {
       await until('a worker takes its place', () => workers().length === 2 && !workers().includes(victim));
       const replacement = workers().find((pid) => !original.includes(pid)) ?? '';
       await until('it listens', () =>
-        output.includes(`"pid":${replacement},"hostname":"${hostname()}","msg":"Server listening`),
+        output().includes(`"pid":${replacement},"hostname":"${hostname()}","msg":"Server listening`),
       );
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
       assert.equal(ready.status, 200);
@@ -905,7 +852,7 @@ describe('CLI usage', () => {
       for (const pid of both) process.kill(Number(pid), 'SIGTERM');
       await until('both stops are told', () =>
         both.every((pid) =>
-          primaryLines(output).some((line) => line.level === 40 && line.workerPid === Number(pid)),
+          primaryLines(output()).some((line) => line.level === 40 && line.workerPid === Number(pid)),
         ),
       );
     } finally {
@@ -916,9 +863,42 @@ describe('CLI usage', () => {
       new Promise<string>((resolve) => setTimeout(() => resolve('still running after 10 s'), 10_000)),
     ]);
     if (stopped !== 0) child.kill('SIGKILL');
-    assert.equal(stopped, 0, `${output}\n${stderr}`);
+    assert.equal(stopped, 0, `${output()}\n${stderr()}`);
   });
 });
+
+/**
+ * `gatehouse serve --workers 2` as a process, with what it printed so far, its worker processes
+ * (Linux: the kernel lists a process's children), and a wait for a condition that names both
+ * outputs when it times out.
+ */
+async function serveTwoWorkers(env: NodeJS.ProcessEnv, logLevel: string) {
+  const port = await freePort();
+  const child = startCli(['serve', '--workers', '2'], {
+    ...env,
+    GATEHOUSE_PORT: String(port),
+    GATEHOUSE_LOG_LEVEL: logLevel,
+  });
+  let out = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    out += chunk;
+  });
+  let err = '';
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    err += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const workers = () =>
+    readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+  const until = async (what: string, holds: () => boolean) => {
+    const deadline = Date.now() + 20_000;
+    while (!holds()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}:\n${out}\n${err}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
+  return { port, child, exited, workers, until, output: () => out, stderr: () => err };
+}
 
 /** The `serve --workers` primary's log lines among the JSON lines of its output, whole lines only. */
 function primaryLines(output: string): Array<Record<string, unknown>> {
