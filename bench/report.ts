@@ -142,12 +142,13 @@ const START = '<!-- bench:results:start -->';
 const END = '<!-- bench:results:end -->';
 
 /**
- * Writes the JSON of the run; a full run also becomes `bench/results/latest.json`, the chart, and
- * the table between the markers of BENCHMARKS.md.
+ * Writes the JSON of the run; a full run also becomes `latest-<store>.json`, the chart, and the
+ * table between the store's markers of BENCHMARKS.md (`markdownFile`: the smoke run renders into a
+ * copy of its own).
  */
 export function writeReport(
   report: BenchReport,
-  options: { outDir?: string | undefined; updateMarkdown: boolean },
+  options: { outDir?: string | undefined; updateMarkdown: boolean; markdownFile?: string | undefined },
 ): { json: string; table: string[] } {
   const directory = options.outDir ?? path.join(ROOT, 'bench/results');
   mkdirSync(directory, { recursive: true });
@@ -161,7 +162,7 @@ export function writeReport(
       `${JSON.stringify(report, null, 2)}\n`,
     );
     writeFileSync(path.join(directory, `chart-${report.store}.svg`), chartSvg(report));
-    const file = path.join(ROOT, 'BENCHMARKS.md');
+    const file = options.markdownFile ?? path.join(ROOT, 'BENCHMARKS.md');
     const markdown = readFileSync(file, 'utf8');
     const sectionStart = `${START.slice(0, -4)}:${report.store} -->`;
     const sectionEnd = `${END.slice(0, -4)}:${report.store} -->`;

@@ -13,9 +13,10 @@ const root = path.resolve(import.meta.dirname, '..');
 const run = promisify(execFile);
 
 /**
- * Keeps `npm run bench` working: every scenario runs for a moment against a real server and
- * writes its JSON. No timing is asserted (a test machine's speed proves nothing); what is asserted
- * is that each scenario produced a measurement with its baseline and no failed request.
+ * Keeps `npm run bench` working: every scenario runs for a moment against a real server of two
+ * workers and writes its JSON, its table and its chart. No timing is asserted (a test machine's
+ * speed proves nothing); what is asserted is that each scenario produced a measurement with its
+ * baseline and no failed request, and that the published forms show every one.
  */
 forEachDialect('npm run bench --smoke', (dialect) => {
   test('every scenario runs against a real server and writes its result with its baseline', async () => {
@@ -23,14 +24,16 @@ forEachDialect('npm run bench --smoke', (dialect) => {
     try {
       await run(
         process.execPath,
-        ['--import', 'tsx', 'bench/run.ts', '--smoke', '--store', dialect, '--out', out],
+        ['--import', 'tsx', 'bench/run.ts', '--smoke', '--store', dialect, '--workers', '2', '--out', out],
         { cwd: root, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
       );
-      const [file] = readdirSync(out);
+      const file = readdirSync(out).find((name) => name.endsWith(`-smoke-${dialect}.json`));
       assert.ok(file, 'a result file is written');
       const report = JSON.parse(readFileSync(path.join(out, file), 'utf8')) as BenchReport;
       assert.equal(report.mode, 'smoke');
       assert.equal(report.store, dialect);
+      // As `npm run bench` runs it: `serve --workers`, the primary sharing the port out.
+      assert.match(String(report.settings.processes), /^2 \(gatehouse serve --workers 2;/);
       assert.deepEqual(
         report.results.map((r) => r.name),
         [
@@ -61,6 +64,21 @@ forEachDialect('npm run bench --smoke', (dialect) => {
         assert.ok(floor && floor.value > 0, `${name} has its floor`);
         assert.equal(floor.failures, 0, `${name}: every floor request was verified`);
       }
+      // The published forms, rendered from these results into the run's own copy of BENCHMARKS.md.
+      const markdown = readFileSync(path.join(out, 'BENCHMARKS.md'), 'utf8');
+      const section = markdown.slice(
+        markdown.indexOf(`<!-- bench:results:start:${dialect} -->`),
+        markdown.indexOf(`<!-- bench:results:end:${dialect} -->`),
+      );
+      for (const result of report.results) assert.ok(section.includes(`| ${result.label} |`), result.label);
+      assert.match(section, new RegExp(`Run ${report.time.replace(/[.]/g, '\\.')} `));
+      const chart = readFileSync(path.join(out, `chart-${dialect}.svg`), 'utf8');
+      assert.match(chart, /^<svg [^>]*>[\s\S]*<\/svg>\n$/);
+      assert.doesNotMatch(chart, /NaN|undefined|Infinity/);
+      assert.equal(
+        chart.match(/<rect /g)?.length,
+        report.results.filter((r) => r.target.ratio !== undefined || r.name === 'read-during-storm').length,
+      );
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
@@ -113,7 +131,7 @@ test('--hash-cpus measures the sign-in with the hashing threads moved to their C
     );
     // The run stops if it does not find every hashing thread to move.
     assert.match(stderr, /1 hashing threads on CPU 1; the rest on CPU 0/);
-    const [file] = readdirSync(out);
+    const file = readdirSync(out).find((name) => name.endsWith('-smoke-sqlite.json'));
     assert.ok(file, 'a result file is written');
     const report = JSON.parse(readFileSync(path.join(out, file), 'utf8')) as BenchReport;
     assert.deepEqual(
