@@ -340,6 +340,66 @@ forEachDialect('Metrics (/metrics)', (dialect) => {
     assert.equal(delta('session', 'miss'), now.sessions.misses - stats.sessions.misses);
   });
 
+  test('the old password of a password change is counted as a sign-in check, surface password', async () => {
+    const signins = async (outcome: string) =>
+      sampleValue((await scrape()).exposition, 'gatehouse_signins_total', { surface: 'password', outcome }) ??
+      0;
+    const tenant = await ctx.core.tenants.create({ code: 'metrics_pw', name: 'Metrics password' });
+    const created = await ctx.inject({
+      method: 'POST',
+      url: '/api/v2.1/users',
+      headers: bearer(root),
+      payload: {
+        username: 'metrics-changer-ivo',
+        password: 'Copper-kettle-on-the-hob-7',
+        tenancies: [{ tenant_id: tenant.id, role_name: 'user' }],
+      },
+    });
+    assert.equal(created.statusCode, 201, created.body);
+    const change = (oldPassword: string) =>
+      ctx.inject({
+        method: 'POST',
+        url: '/api/v2.1/auth/password',
+        payload: {
+          username: 'metrics-changer-ivo',
+          old_password: oldPassword,
+          new_password: 'Walnut-drawer-in-the-hall-8',
+        },
+      });
+    const [wrongBefore, rightBefore] = [await signins('invalid_credentials'), await signins('success')];
+    assert.equal((await change('Not-the-password-000')).statusCode, 401);
+    assert.equal(
+      await signins('invalid_credentials'),
+      wrongBefore + 1,
+      'a wrong old password is a failed check',
+    );
+    assert.equal((await change('Copper-kettle-on-the-hob-7')).statusCode, 200);
+    assert.equal(await signins('success'), rightBefore + 1);
+  });
+
+  test("the store's histogram times the requests' statements, not the change feed's polls", async () => {
+    const selects = async () =>
+      sampleValue((await scrape()).exposition, 'gatehouse_store_query_duration_seconds_count', {
+        dialect,
+        statement: 'select',
+      }) ?? 0;
+    // A scrape may count the live sessions from the store (at most every 5 s): settled first.
+    await selects();
+    const before = await selects();
+    // The SQLite feed polls every 100 ms: seven polls at least while nothing else reads.
+    await sleep(800);
+    assert.equal(await selects(), before, 'no request, no select timed');
+    // Past the session copy's lifetime (5 s): the read takes its session from the store.
+    ctx.clock.advance(10_000);
+    const uncached = await ctx.inject({
+      method: 'GET',
+      url: '/api/v2.1/auth/regions',
+      headers: bearer(root),
+    });
+    assert.equal(uncached.statusCode, 200);
+    assert.ok((await selects()) > before, 'a read from the store is timed');
+  });
+
   test('active sessions: live ones only, counted from the store at most every 5 s', async () => {
     const active = async () => sampleValue((await scrape()).exposition, 'gatehouse_active_sessions');
     ctx.clock.advance(10_000);

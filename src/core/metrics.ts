@@ -4,7 +4,8 @@ import type { StatementKind } from '../store/connect.js';
 import type { Clock } from './clock.js';
 
 /** Where a sign-in came from: the API, or the kind of credential when that says more. */
-export type SignInSurface = 'nse' | 'storware' | 'basic' | 'node' | 'token';
+/** `password`: the old password of a password change (`POST /api/v2.1/auth/password`), a check as a sign-in's. */
+export type SignInSurface = 'nse' | 'storware' | 'basic' | 'node' | 'token' | 'password';
 
 /**
  * How a sign-in ended. An inactive account counts as `invalid_credentials`, as it answers: a
@@ -105,7 +106,7 @@ export class Metrics {
     });
     this.#signIns = new Counter({
       name: 'gatehouse_signins_total',
-      help: 'Sign-in attempts by surface (nse, storware, basic, node, token) and outcome',
+      help: 'Sign-in attempts by surface (nse, storware, basic, node, token; password: the old password of a password change) and outcome',
       labelNames: ['surface', 'outcome'],
       registers,
     });

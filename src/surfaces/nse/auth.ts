@@ -74,7 +74,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ core: Core }> = async (app,
   app.post(
     '/auth/password',
     {
-      onRequest: rateLimited(core, 'signin'),
+      onRequest: rateLimited(core, 'signin', 'password'),
       schema: {
         tags: ['NSE auth'],
         summary:
