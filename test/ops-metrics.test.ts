@@ -435,6 +435,23 @@ forEachDialect('Metrics access and settings', (dialect) => {
   });
   after(() => guarded.close());
 
+  test('the sign-in and housekeeping counters have every series from the start, at 0', async () => {
+    const response = await guarded.inject({ method: 'GET', url: '/metrics', headers: bearer(METRICS_TOKEN) });
+    const exposition = parseExposition(response.body);
+    // Before any sign-in: the first failed one is then an increase from 0 that rate() sees.
+    for (const surface of ['nse', 'storware', 'basic', 'node', 'token', 'password'])
+      for (const outcome of ['success', 'invalid_credentials', 'locked', 'rate_limited', 'busy'])
+        assert.equal(
+          sampleValue(exposition, 'gatehouse_signins_total', { surface, outcome }),
+          0,
+          `${surface} ${outcome}`,
+        );
+    for (const table of ['sessions', 'jobs'])
+      assert.equal(sampleValue(exposition, 'gatehouse_housekeeping_deleted_rows_total', { table }), 0);
+    for (const task of ['sweep', 'counters', 'lent-tokens'])
+      assert.equal(sampleValue(exposition, 'gatehouse_housekeeping_failures_total', { task }), 0);
+  });
+
   test('GATEHOUSE_METRICS_TOKEN: a scrape without the bearer secret is refused', async () => {
     const without = await guarded.inject({ method: 'GET', url: '/metrics' });
     assert.equal(without.statusCode, 401, without.body);

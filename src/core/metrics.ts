@@ -4,22 +4,27 @@ import type { StatementKind } from '../store/connect.js';
 import type { Clock } from './clock.js';
 
 /** Where a sign-in came from: the API, or the kind of credential when that says more. */
+const SIGN_IN_SURFACES = ['nse', 'storware', 'basic', 'node', 'token', 'password'] as const;
 /** `password`: the old password of a password change (`POST /api/v2.1/auth/password`), a check as a sign-in's. */
-export type SignInSurface = 'nse' | 'storware' | 'basic' | 'node' | 'token' | 'password';
+export type SignInSurface = (typeof SIGN_IN_SURFACES)[number];
 
 /**
  * How a sign-in ended. An inactive account counts as `invalid_credentials`, as it answers: a
  * separate outcome would tell whoever can read the metrics that a password was right.
  */
-export type SignInOutcome =
-  | 'success'
-  | 'invalid_credentials'
-  | 'locked'
-  | 'rate_limited'
-  | 'busy'
-  | 'abandoned'
-  | 'unsupported_version'
-  | 'error';
+const SIGN_IN_OUTCOMES = [
+  'success',
+  'invalid_credentials',
+  'locked',
+  'rate_limited',
+  'busy',
+  'abandoned',
+  'unsupported_version',
+  'error',
+] as const;
+export type SignInOutcome = (typeof SIGN_IN_OUTCOMES)[number];
+const HOUSEKEEPING_TABLES = ['sessions', 'jobs'] as const;
+const HOUSEKEEPING_TASKS = ['sweep', 'counters', 'lent-tokens'] as const;
 
 export type CacheName = 'session' | 'credentials' | 'privileges' | 'settings' | 'catalog' | 'profiles';
 export type HashOperation = 'hash' | 'verify';
@@ -36,7 +41,10 @@ export const ACTIVE_SESSIONS_CACHE_MS = 5000;
  * the PostgreSQL statement timeout (30 s by default), a body arriving within the request timeout.
  */
 const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
-const STORE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+/** Up to the PostgreSQL statement timeout (30 s by default): a statement waiting on a lock shows where it ends. */
+const STORE_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 5, 10, 30,
+];
 const HASH_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 let processRegistry: Registry | undefined;
@@ -166,16 +174,23 @@ export class Metrics {
         }
       },
     });
+    // Every series of the counters a process may count is there from its start, at 0: the first
+    // failed sign-in or housekeeping failure is then an increase that `rate()` and `increase()`
+    // see, not the first sample of a new series (found by review).
+    for (const surface of SIGN_IN_SURFACES)
+      for (const outcome of SIGN_IN_OUTCOMES) this.#signIns.inc({ surface, outcome }, 0);
+    for (const table of HOUSEKEEPING_TABLES) this.#deletedRows.inc({ table }, 0);
+    for (const task of HOUSEKEEPING_TASKS) this.#housekeepingFailures.inc({ task }, 0);
     this.registry = options.processMetrics ? Registry.merge([processMetrics(), own]) : own;
   }
 
   /** Rows the housekeeping deleted (long-expired sessions, long-finished jobs). */
-  recordDeletedRows(table: 'sessions' | 'jobs', rows: number): void {
+  recordDeletedRows(table: (typeof HOUSEKEEPING_TABLES)[number], rows: number): void {
     if (rows > 0) this.#deletedRows.inc({ table }, rows);
   }
 
   /** Housekeeping that failed (the store unreachable, say); its next run tries again. */
-  recordHousekeepingFailure(task: 'sweep' | 'counters' | 'lent-tokens'): void {
+  recordHousekeepingFailure(task: (typeof HOUSEKEEPING_TASKS)[number]): void {
     this.#housekeepingFailures.inc({ task });
   }
 
