@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bash bench/pgbench/run.sh [ROUNDS] [SECONDS]: seeds gatehouse_pgbench (bench/pgbench/seed.ts),
 # then runs the three forms of a sign-in's statements and a logout's by turns with pgbench (10
-# clients, 2 threads, prepared) and prints each run's sign-ins or logouts per second. docs/scaling.md, *How far one
-# PostgreSQL carries*, is written from its output. Needs pgbench (Debian: package postgresql-15).
+# clients, 2 threads, prepared) and prints each run's sign-ins or logouts per second.
+# docs/scaling.md, *How far one PostgreSQL carries*, is written from its output. Needs pgbench
+# (Debian: package postgresql-15).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
