@@ -560,19 +560,14 @@ async function main(): Promise<void> {
       const quietTurn: Side = (seconds) =>
         runLoad({ url: base, connections: readers, durationS: seconds, requests: [bearerRead] });
       const stormTurns: LoadResult[] = [];
+      // The storm's sign-ins still hashing when it stops finish before the next turn (hashingTurn).
+      const storm = hashingTurn(
+        loadTurn(base, [], { connections: readers, perConnection: (i) => signinRequests(i, 'nse') }),
+      );
       const stormyTurn: Side = async (seconds) => {
-        const storm = runLoad({
-          url: base,
-          connections: readers,
-          durationS: seconds,
-          requests: [],
-          perConnection: (i) => signinRequests(i, 'nse'),
-        });
+        const storming = storm(seconds);
         const during = await quietTurn(seconds);
-        const stormTurn = await storm;
-        stormTurns.push(stormTurn);
-        // The sign-ins in flight when the storm stops are hashed after it, as in hashingTurn.
-        await sleep(Math.min(5000, (1000 * readers) / Math.max(1, stormTurn.rps)));
+        stormTurns.push(await storming);
         return during;
       };
       if (WARMUP_S > 0) await quietTurn(WARMUP_S);

@@ -3,9 +3,11 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { StatementKind } from '../store/connect.js';
 import type { Clock } from './clock.js';
 
-/** Where a sign-in came from: the API, or the kind of credential when that says more. */
 const SIGN_IN_SURFACES = ['nse', 'storware', 'basic', 'node', 'token', 'password'] as const;
-/** `password`: the old password of a password change (`POST /api/v2.1/auth/password`), a check as a sign-in's. */
+/**
+ * Where a sign-in came from: the API, or the kind of credential when that says more; `password`,
+ * the old password of a password change (`POST /api/v2.1/auth/password`), checked as a sign-in's.
+ */
 export type SignInSurface = (typeof SIGN_IN_SURFACES)[number];
 
 /**
