@@ -772,7 +772,10 @@ async function main(): Promise<void> {
   // A smoke run given a folder renders the markdown and the chart there, into a copy of
   // BENCHMARKS.md, so that the test sees them made from real results; only a full run publishes.
   const smokeMarkdown = smoke && args.out ? path.join(args.out, 'BENCHMARKS.md') : undefined;
-  if (smokeMarkdown) copyFileSync(path.join(ROOT, 'BENCHMARKS.md'), smokeMarkdown);
+  if (smokeMarkdown) {
+    mkdirSync(path.dirname(smokeMarkdown), { recursive: true });
+    copyFileSync(path.join(ROOT, 'BENCHMARKS.md'), smokeMarkdown);
+  }
   const written = writeReport(report, {
     outDir: args.out,
     updateMarkdown: smokeMarkdown !== undefined || (!smoke && only === undefined),
