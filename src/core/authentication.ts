@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import type { Config } from '../config.js';
 import { GatehouseError, isGatehouseError } from '../errors.js';
 import { changeTags } from '../store/change-feed.js';
@@ -10,7 +11,6 @@ import { endWithPassword, makerStillManages, revokedTokensNote } from './authori
 import { type Clock, sleep } from './clock.js';
 import type { CredentialCache } from './credential-cache.js';
 import type { Admission, LockScope, LoginThrottle, PlacedLock, SignInAttempt } from './login-throttle.js';
-import { Lru } from './lru.js';
 import type { Metrics, SignInOutcome, SignInSurface } from './metrics.js';
 import {
   BUSY_RETRY_AFTER_S,
@@ -121,7 +121,9 @@ export class AuthenticationService {
    * When a repeated refusal was last recorded here: under each lock and address
    * (`LoginThrottle.lockKey`), of each API token, reason and address.
    */
-  readonly #repeatedRefusalsRecorded = new Lru<string, number>(REPEATED_REFUSALS_REMEMBERED);
+  readonly #repeatedRefusalsRecorded = new LRUCache<string, number>({
+    max: REPEATED_REFUSALS_REMEMBERED,
+  });
 
   constructor(
     store: Store,

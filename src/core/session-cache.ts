@@ -1,8 +1,8 @@
+import { LRUCache } from 'lru-cache';
 import type { ChangeFeed } from '../store/change-feed.js';
 import { changeTags } from '../store/change-feed.js';
 import type { SessionWithPrincipal } from '../store/repositories/sessions.js';
 import type { Clock } from './clock.js';
-import { OldestFirst } from './lru.js';
 import { type LookupCounter, TaggedCache } from './tagged-cache.js';
 
 export type { CacheStats, LookupCounter } from './tagged-cache.js';
@@ -25,9 +25,16 @@ const ADVANCES_REMEMBERED = 4096;
  * seconds is then a hit instead of a read.
  */
 export class SessionCache extends TaggedCache<SessionWithPrincipal> {
-  /** Per session, the newest token generation heard and when; oldest first. */
-  readonly #advances = new Map<string, { readonly generation: number; readonly epoch: number }>();
-  readonly #oldestAdvance = new OldestFirst(this.#advances);
+  /**
+   * Per session, the newest token generation heard and when. The session advanced longest ago is
+   * forgotten first (read with `peek`, so only an advance moves a session), and the floor rises.
+   */
+  readonly #advances = new LRUCache<string, { readonly generation: number; readonly epoch: number }>({
+    max: ADVANCES_REMEMBERED,
+    dispose: (advance, _sessionId, reason) => {
+      if (reason === 'evict') this.#advanceFloor = advance.epoch;
+    },
+  });
   /** Reads marked before this may have missed an advance that is no longer remembered. */
   #advanceFloor = 0;
 
@@ -37,7 +44,7 @@ export class SessionCache extends TaggedCache<SessionWithPrincipal> {
 
   /** Files a session row read from the store at `readAt` (TaggedCache.put). */
   putSession(key: string, session: SessionWithPrincipal, mark: number, readAt: number): void {
-    const advance = this.#advances.get(session.id);
+    const advance = this.#advances.peek(session.id);
     if (advance ? advance.generation > session.token_generation : mark < this.#advanceFloor) return;
     const tags = [changeTags.session(session.id)];
     if (session.user_id !== null) tags.push(changeTags.user(session.user_id));
@@ -67,17 +74,9 @@ export class SessionCache extends TaggedCache<SessionWithPrincipal> {
 
   #advanced(sessionId: string, generation: number): void {
     const epoch = this.heard();
-    const known = this.#advances.get(sessionId);
+    const known = this.#advances.peek(sessionId);
     if (known && known.generation >= generation) return;
-    this.#advances.delete(sessionId);
     this.#advances.set(sessionId, { generation, epoch });
-    while (this.#advances.size > ADVANCES_REMEMBERED) {
-      const [, { epoch: forgotten }] = this.#oldestAdvance.take() as [
-        string,
-        { generation: number; epoch: number },
-      ];
-      this.#advanceFloor = forgotten;
-    }
     this.dropTagged(changeTags.session(sessionId), (session) => session.token_generation < generation);
   }
 }

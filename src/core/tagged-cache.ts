@@ -1,6 +1,6 @@
+import { LRUCache } from 'lru-cache';
 import { type ChangeFeed, changeTags } from '../store/change-feed.js';
 import type { Clock } from './clock.js';
-import { Lru, OldestFirst } from './lru.js';
 
 export interface CacheStats {
   readonly hits: number;
@@ -51,13 +51,20 @@ export class TaggedCache<V> {
   readonly #clock: Clock;
   readonly #ttlMs: number;
   readonly #count: LookupCounter;
-  readonly #entries: Lru<string, Entry<V>>;
+  readonly #entries: LRUCache<string, Entry<V>>;
   readonly #byTag = new Map<string, Set<string>>();
   /** Counts the changes heard: a mark is the count when a read started. */
   #epoch = 0;
-  /** Per tag, the epoch of the last change heard to it, oldest first (at most CHANGES_REMEMBERED). */
-  readonly #changedAt = new Map<string, number>();
-  readonly #oldestChange = new OldestFirst(this.#changedAt);
+  /**
+   * Per tag, the epoch of the last change heard to it. The tag changed longest ago is forgotten
+   * first (read with `peek`, so only a change moves a tag), and the floor rises to its epoch.
+   */
+  readonly #changedAt = new LRUCache<string, number>({
+    max: CHANGES_REMEMBERED,
+    dispose: (epoch, _tag, reason) => {
+      if (reason === 'evict') this.#floor = epoch;
+    },
+  });
   /** Reads marked before this may have missed a change that is no longer remembered (or `*`). */
   #floor = 0;
   /**
@@ -81,12 +88,17 @@ export class TaggedCache<V> {
     this.#clock = clock;
     this.#ttlMs = options.ttlMs;
     this.#count = count;
-    this.#entries = new Lru(options.maxEntries ?? CACHE_MAX_ENTRIES, (key, entry) => {
-      for (const tag of entry.tags) {
-        const keys = this.#byTag.get(tag);
-        keys?.delete(key);
-        if (keys?.size === 0) this.#byTag.delete(tag);
-      }
+    // The least recently used entry goes first. Every entry that leaves, however it leaves (also
+    // when its key is set again), leaves its tags' sets.
+    this.#entries = new LRUCache({
+      max: options.maxEntries ?? CACHE_MAX_ENTRIES,
+      dispose: (entry, key) => {
+        for (const tag of entry.tags) {
+          const keys = this.#byTag.get(tag);
+          keys?.delete(key);
+          if (keys?.size === 0) this.#byTag.delete(tag);
+        }
+      },
     });
   }
 
@@ -133,7 +145,7 @@ export class TaggedCache<V> {
   protected changedSince(tags: readonly string[], mark: number): boolean {
     if (mark < this.#floor) return true;
     for (const tag of tags) {
-      if ((this.#changedAt.get(tag) ?? Number.NEGATIVE_INFINITY) > mark) return true;
+      if ((this.#changedAt.peek(tag) ?? Number.NEGATIVE_INFINITY) > mark) return true;
     }
     return false;
   }
@@ -188,7 +200,7 @@ export class TaggedCache<V> {
   /** Replaces the value of every entry filed under `tag` (a change this process made itself). */
   updateTagged(tag: string, update: (value: V) => V): void {
     for (const key of this.#byTag.get(tag) ?? []) {
-      const entry = this.#entries.get(key);
+      const entry = this.#entries.peek(key);
       if (entry) entry.value = update(entry.value);
     }
   }
@@ -196,7 +208,7 @@ export class TaggedCache<V> {
   /** Drops the entries filed under `tag` that `stale` condemns (this process heard how they changed). */
   protected dropTagged(tag: string, stale: (value: V) => boolean): void {
     for (const key of [...(this.#byTag.get(tag) ?? [])]) {
-      const entry = this.#entries.get(key);
+      const entry = this.#entries.peek(key);
       if (entry && stale(entry.value)) this.#entries.delete(key);
     }
   }
@@ -214,14 +226,9 @@ export class TaggedCache<V> {
         return;
       }
       if (!this.#kinds.has(kindOf(tag))) continue;
-      this.#changedAt.delete(tag);
       this.#changedAt.set(tag, epoch);
       const keys = this.#byTag.get(tag);
       if (keys) for (const key of [...keys]) this.#entries.delete(key);
-    }
-    while (this.#changedAt.size > CHANGES_REMEMBERED) {
-      const [, oldestEpoch] = this.#oldestChange.take() as [string, number];
-      this.#floor = oldestEpoch;
     }
   }
 

@@ -1,9 +1,9 @@
 import { createHmac, createSecretKey, randomUUID } from 'node:crypto';
 import { createSigner, createVerifier } from 'fast-jwt';
+import { LRUCache } from 'lru-cache';
 import { GatehouseError } from '../errors.js';
 import type { Clock } from './clock.js';
 import type { Keyring } from './keyring.js';
-import { Lru } from './lru.js';
 
 /** Claims of the NSE bearer token: the reference's `{username, exp}` plus what revocation needs. */
 export interface SessionTokenClaims {
@@ -89,7 +89,7 @@ export class TokenService {
    * would (the same signature over the same header and claims). The times are checked again on
    * every hit, and so is the key: a token whose key was retired is refused at once.
    */
-  readonly #verified = new Lru<string, VerifiedToken>(VERIFIED_TOKENS_MAX);
+  readonly #verified = new LRUCache<string, VerifiedToken>({ max: VERIFIED_TOKENS_MAX });
 
   constructor(keyring: Keyring, clock: Clock, issuer: string) {
     this.#keyring = keyring;
