@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -820,6 +821,56 @@ describe('CLI usage', () => {
     }
     assert.equal(await exited, 0, stderr());
   });
+  test('serve --workers 2: requests on new connections while a worker is killed are answered or reset at once, none left waiting, and the primary keeps no socket', async () => {
+    const { port, child, exited, workers, until, stderr } = await serveTwoWorkers(env, 'error');
+    const outcomes = new Map<string, number>();
+    try {
+      await poll(`http://127.0.0.1:${port}/readyz`, 30_000);
+      await until('two workers run', () => workers().length === 2);
+      const descriptors = () => readdirSync(`/proc/${child.pid}/fd`).length;
+      const before = descriptors();
+      // Each request on a connection of its own, as clients behind a balancer open them.
+      const request = () =>
+        new Promise<string>((resolve) => {
+          const sent = http.get(
+            { host: '127.0.0.1', port, path: '/healthz', agent: false, headers: { connection: 'close' } },
+            (answer) => {
+              answer.resume();
+              answer.on('end', () => resolve(String(answer.statusCode)));
+            },
+          );
+          sent.setTimeout(5000, () => {
+            sent.destroy();
+            resolve('no answer within 5 s');
+          });
+          sent.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+        });
+      let stop = false;
+      const loops = Array.from({ length: 12 }, async () => {
+        while (!stop) {
+          const outcome = await request();
+          outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+        }
+      });
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      const original = workers();
+      process.kill(Number(original[0]), 'SIGKILL');
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      stop = true;
+      await Promise.all(loops);
+      await until('a worker takes its place', () => workers().length === 2);
+      // Before, the primary accepted each connection and handed it to a worker: one handed to the
+      // worker as it died was never answered nor closed (nodejs/node#21746).
+      assert.equal(outcomes.get('no answer within 5 s'), undefined, JSON.stringify([...outcomes]));
+      assert.ok((outcomes.get('200') ?? 0) > 100, JSON.stringify([...outcomes]));
+      for (const outcome of outcomes.keys()) assert.ok(['200', 'ECONNRESET'].includes(outcome), outcome);
+      assert.equal(descriptors(), before, 'the primary holds no socket of a request');
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0, stderr());
+  });
+
   test('serve --workers 2: a worker stopped by a signal the primary did not send is replaced, and the primary says so', async () => {
     const { port, child, exited, workers, until, output, stderr } = await serveTwoWorkers(env, 'info');
     try {
