@@ -192,6 +192,10 @@ forEachDialect('Metrics (/metrics)', (dialect) => {
     const lost = await ctx.inject({ method: 'GET', url: `/no/such/${WATCHER}/page` });
     assert.equal(lost.statusCode, 404);
     const wrongMethod = await ctx.inject({ method: 'DELETE', url: '/api/v2.1/auth/regions' });
+    // A method no route takes (WebDAV's, say) is one label value, not one each.
+    for (const method of ['PROPFIND', 'MKCOL'] as const) {
+      assert.equal((await ctx.inject({ method, url: `/no/such/${WATCHER}/dav` })).statusCode, 404);
+    }
     assert.equal(wrongMethod.statusCode, 405);
 
     // Past the 5 s the live-session count is cached for.
@@ -230,6 +234,8 @@ forEachDialect('Metrics (/metrics)', (dialect) => {
     assert.equal(requests('/api/v2.1/auth/signin', '401', 'POST'), 2);
     assert.equal(requests('not_found', '404'), 1);
     assert.equal(requests('method_not_allowed', '405', 'DELETE'), 1);
+    assert.equal(requests('not_found', '404', 'other'), 2);
+    assert.equal(exposition.samples.filter((s) => s.labels.method === 'PROPFIND').length, 0);
     const regionBuckets = exposition.samples.filter(
       (s) =>
         s.name === `${HTTP}_bucket` &&
