@@ -27,6 +27,8 @@ const LOCAL_SHARE = 16;
 const FLUSH_MS = 100;
 /** Addresses followed locally at once; beyond, requests of new addresses are counted one by one. */
 const MAX_TALLIES = 10_000;
+/** A full table is swept of tallies whose window has passed at most this often. */
+const SWEEP_INTERVAL_MS = 1000;
 
 /** An address's count on one route as this process knows it. */
 interface Tally {
@@ -59,17 +61,21 @@ export class RateLimiter {
   readonly #clock: Clock;
   readonly #limits: Readonly<Record<RateLimitedRoute, RateLimit | undefined>>;
   readonly #tallies = new Map<string, Tally>();
+  readonly #maxTallies: number;
   #flushTimer: NodeJS.Timeout | undefined;
   #lastPrune = Number.NEGATIVE_INFINITY;
+  #lastSweep = Number.NEGATIVE_INFINITY;
 
   constructor(
     backend: CounterBackend,
     clock: Clock,
     limits: Readonly<Record<RateLimitedRoute, RateLimit | undefined>>,
+    maxTallies = MAX_TALLIES,
   ) {
     this.#backend = backend;
     this.#clock = clock;
     this.#limits = limits;
+    this.#maxTallies = maxTallies;
   }
 
   /** Counts a request of `route` from `ip`; throws TOO_MANY_REQUESTS past the limit. */
@@ -169,7 +175,7 @@ export class RateLimiter {
     if (tally) {
       tally.shared = state.hits;
       tally.windowStart = state.windowStart;
-    } else if (this.#tallies.size < MAX_TALLIES) {
+    } else if (this.#tallies.size < this.#maxTallies || this.#sweep()) {
       this.#tallies.set(id, {
         route,
         subject,
@@ -179,6 +185,25 @@ export class RateLimiter {
         reporting: 0,
       });
     }
+  }
+
+  /**
+   * Forgets the tallies whose window has passed with nothing left to report, and answers whether
+   * that made room. `flush` forgets them too, but it runs only when some address was admitted on
+   * its share: traffic of addresses that each come once (found by review) filled the table with
+   * expired tallies for good, and every later address was counted one request at a time. At most
+   * once a second, so that many new addresses at once do not walk the table each.
+   */
+  #sweep(): boolean {
+    const now = this.#clock.now();
+    if (now - this.#lastSweep < SWEEP_INTERVAL_MS) return false;
+    this.#lastSweep = now;
+    for (const [id, tally] of this.#tallies) {
+      const limit = this.#limits[tally.route];
+      const idle = tally.pending === 0 && tally.reporting === 0;
+      if (idle && (!limit || now >= tally.windowStart + limit.windowMs)) this.#tallies.delete(id);
+    }
+    return this.#tallies.size < this.#maxTallies;
   }
 
   #flushSoon(): void {

@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { ConfigError, loadConfig, parseRate } from '../../src/config.js';
 import { addressKey } from '../../src/core/login-throttle.js';
+import { RateLimiter } from '../../src/core/rate-limiter.js';
 import { createTestContext, startAnotherNode, type TestContext } from '../helpers/context.js';
 import { forEachDialect } from '../helpers/dialects.js';
 import { json } from '../helpers/http.js';
@@ -218,6 +219,27 @@ forEachDialect('Rate limits far from the limit: counted locally, reported within
     for (let i = 10; i < 70; i++) statuses.push((await refresh(ctx.app, address)).statusCode);
     assert.equal(statuses.filter((status) => status === 401).length, 64, 'exactly the limit admitted');
     assert.deepEqual(new Set(statuses.slice(64)), new Set([429]));
+  });
+
+  test('addresses that each came once do not keep the table full: once their windows pass, a new address is counted on its share again', async () => {
+    const limits = {
+      signin: undefined,
+      nodeLogin: undefined,
+      tokens: undefined,
+      refresh: { limit: 64, windowMs: 60_000 },
+    };
+    // The store's own counters, a table of 20 addresses instead of 10,000.
+    const counters = { ...ctx.store.loginThrottle, close: async () => {} };
+    const limiter = new RateLimiter(counters, ctx.clock, limits, 20);
+    for (let i = 0; i < 20; i++) await limiter.take('refresh', `203.0.113.${i}`);
+    ctx.clock.advance(61_000);
+    const address = '198.51.100.9';
+    await limiter.take('refresh', address);
+    await limiter.take('refresh', address);
+    // Before, the full table took no new address: both requests were written one by one.
+    assert.equal(await shared(address), 1, 'the second request admitted on the local share');
+    await limiter.flush();
+    assert.equal(await shared(address), 2, 'and reported');
   });
 
   test('two processes over one store: the limit holds within 1/16 of it per other process', async () => {
