@@ -94,9 +94,9 @@ export async function runPrimary(
   // rather than the primary accepting each and handing it to one (Node's default on Linux, round
   // robin). A connection handed to a worker that died before taking it was neither closed nor
   // handed to another: its client waited for ever, and the primary kept its socket (found by
-  // review: one such request and one descriptor lost at most SIGKILLs of a worker under load;
-  // nodejs/node#21746). Now a connection a dead worker had accepted is reset, and one it had not
-  // is accepted by another. Must be set before the first fork.
+  // review: a request left waiting, and a descriptor lost, in each run that SIGKILLed a worker
+  // under load; nodejs/node#21746). Now a connection a dead worker had accepted is reset, and one
+  // it had not is accepted by another. Must be set before the first fork.
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   serveClusterMetrics((worker) => slots.get(worker));
   // Said once every worker listens, not when they are started: one that cannot listen (the port
