@@ -60,21 +60,6 @@ function loggedRequest(request: FastifyRequest) {
   };
 }
 
-/**
- * The methods the request metrics name; any other (Node accepts some thirty, WebDAV's among them,
- * which no route takes) counts as `other`, so that a client cannot make a series per method
- * (found by review).
- */
-const COUNTED_METHODS: ReadonlySet<string> = new Set([
-  'GET',
-  'HEAD',
-  'POST',
-  'PUT',
-  'DELETE',
-  'PATCH',
-  'OPTIONS',
-]);
-
 /** What a caller's or a proxy's `X-Request-Id` may be to be logged: a UUID, a trace id, a counter. */
 const SENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
@@ -158,7 +143,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // `method_not_allowed` for a path that exists with other methods.
     app.addHook('onResponse', (request, reply, done) => {
       metrics.observeRequest(
-        COUNTED_METHODS.has(request.method) ? request.method : 'other',
+        request.method,
         request.routeOptions.url ?? (reply.statusCode === 405 ? 'method_not_allowed' : 'not_found'),
         reply.statusCode,
         reply.elapsedTime / 1000,

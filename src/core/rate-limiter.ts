@@ -137,7 +137,7 @@ export class RateLimiter {
       const limit = this.#limits[tally.route];
       if (!limit) continue;
       if (tally.pending === 0) {
-        if (tally.reporting === 0 && now >= tally.windowStart + limit.windowMs) this.#tallies.delete(id);
+        if (this.#spent(tally, now)) this.#tallies.delete(id);
         continue;
       }
       const count = tally.pending;
@@ -198,12 +198,15 @@ export class RateLimiter {
     const now = this.#clock.now();
     if (now - this.#lastSweep < SWEEP_INTERVAL_MS) return false;
     this.#lastSweep = now;
-    for (const [id, tally] of this.#tallies) {
-      const limit = this.#limits[tally.route];
-      const idle = tally.pending === 0 && tally.reporting === 0;
-      if (idle && (!limit || now >= tally.windowStart + limit.windowMs)) this.#tallies.delete(id);
-    }
+    for (const [id, tally] of this.#tallies) if (this.#spent(tally, now)) this.#tallies.delete(id);
     return this.#tallies.size < this.#maxTallies;
+  }
+
+  /** Whether a tally has nothing left to report and its window (or its route's limit) is gone. */
+  #spent(tally: Tally, now: number): boolean {
+    if (tally.pending !== 0 || tally.reporting !== 0) return false;
+    const limit = this.#limits[tally.route];
+    return !limit || now >= tally.windowStart + limit.windowMs;
   }
 
   #flushSoon(): void {
