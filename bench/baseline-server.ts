@@ -13,8 +13,7 @@ import Fastify from 'fastify';
 const [port = '0', workers = '1', ...sizes] = process.argv.slice(2);
 
 if (cluster.isPrimary && Number(workers) > 1) {
-  // Each worker accepts its own connections from the shared socket, as Gatehouse's do (src/workers.ts).
-  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  // Node's cluster policy, as `gatehouse serve` has it (src/workers.ts): round robin on Linux.
   for (let i = 0; i < Number(workers); i += 1) cluster.fork();
   process.once('SIGTERM', () => {
     for (const worker of Object.values(cluster.workers ?? {})) worker?.kill('SIGTERM');

@@ -90,14 +90,15 @@ export async function runPrimary(
       if (started.has(worker)) retryMs = RETRY_FIRST_MS;
     }, MIN_UPTIME_MS).unref();
   };
-  // The workers accept their connections themselves, from the one listening socket they share,
-  // rather than the primary accepting each and handing it to one (Node's default on Linux, round
-  // robin). A connection handed to a worker that died before taking it was neither closed nor
-  // handed to another: its client waited for ever, and the primary kept its socket (found by
-  // review: a request left waiting, and a descriptor lost, in each run that SIGKILLed a worker
-  // under load; nodejs/node#21746). Now a connection a dead worker had accepted is reset, and one
-  // it had not is accepted by another. Must be set before the first fork.
-  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  // Node's cluster on Linux: the primary accepts each connection and hands it to the workers in
+  // turn (round robin), unless the operator sets NODE_CLUSTER_SCHED_POLICY=none, when the workers
+  // accept from the shared socket themselves. Round robin spreads the connections a balancer opens
+  // evenly (20 opened one after another over 4 workers: 5 each in three runs of three, against
+  // 6/6/5/3, 6/5/5/4 and 8/6/5/1 with `none`; README, Scale-out). Its price is Node's
+  // (nodejs/node#21746): a connection being handed to a worker as it is SIGKILLed is neither
+  // answered nor closed, and the primary keeps its socket; at most one a killed worker, since the
+  // primary hands a worker one connection at a time and waits for its word before the next. With
+  // `none`, a connection a dead worker had accepted is reset, and one it had not goes to another.
   serveClusterMetrics((worker) => slots.get(worker));
   // Said once every worker listens, not when they are started: one that cannot listen (the port
   // taken) says so and stops, and "serving" before that was a false report.
