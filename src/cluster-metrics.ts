@@ -7,7 +7,7 @@ import {
 } from 'prom-client';
 
 /**
- * `/metrics` of `gatehouse serve --workers N`: a scrape lands on one worker (the kernel picks), but
+ * `/metrics` of `gatehouse serve --workers N`: a scrape lands on one worker (the one the primary hands its connection to), but
  * must describe the whole node. That worker asks the primary over the cluster's IPC channel; the
  * primary asks every worker for its registry and answers with the text of them all.
  *
