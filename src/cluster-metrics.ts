@@ -1,9 +1,10 @@
 import cluster, { type Worker } from 'node:cluster';
 import {
   AggregatorRegistry,
+  Counter,
   type MetricObjectWithValues,
   type MetricValue,
-  type Registry,
+  Registry,
 } from 'prom-client';
 
 /**
@@ -67,12 +68,45 @@ function isMessage<T extends { type: string }>(message: unknown, type: T['type']
  */
 const OF_THE_STORE: ReadonlySet<string> = new Set(['gatehouse_active_sessions']);
 
-/** One registry's text from the workers' metrics, each with its slot. */
-export function combineWorkerMetrics(workers: readonly { slot: number; metrics: Metrics }[]): Registry {
+/**
+ * The primary's own series: the workers that stopped without its asking, by how. Each was
+ * replaced (one that failed at start after a wait), so only this tells a crash loop that the
+ * workers' series, a slot's counters starting again from 0, hide between scrapes.
+ */
+export const WORKER_EXIT_REASONS = ['crashed', 'failed_at_start', 'stopped'] as const;
+export type WorkerExitReason = (typeof WORKER_EXIT_REASONS)[number];
+
+export class PrimaryMetrics {
+  readonly registry = new Registry();
+  readonly #exits = new Counter({
+    name: 'gatehouse_worker_exits_total',
+    help: 'Worker processes that stopped without the primary asking, by reason: crashed (after its start), failed_at_start (within 5 s of it), stopped (exit 0 on a signal the primary did not send); each is replaced',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+
+  constructor() {
+    // Every series from the start, at 0, so that rate() and increase() see the first exit.
+    for (const reason of WORKER_EXIT_REASONS) this.#exits.inc({ reason }, 0);
+  }
+
+  workerExited(reason: WorkerExitReason): void {
+    this.#exits.inc({ reason });
+  }
+}
+
+/**
+ * One registry's text from the workers' metrics, each with its slot, and the primary's own
+ * (`primary`: its series carry no `worker` label).
+ */
+export function combineWorkerMetrics(
+  workers: readonly { slot: number; metrics: Metrics }[],
+  primary: Metrics = [],
+): Registry {
   const asNumber = (value: MetricValue<string>): MetricValue<string> =>
     typeof value.value === 'number' ? value : { ...value, value: Number.NaN };
-  return AggregatorRegistry.aggregate(
-    workers.map(({ slot, metrics }) =>
+  return AggregatorRegistry.aggregate([
+    ...workers.map(({ slot, metrics }) =>
       metrics.map((metric) =>
         OF_THE_STORE.has(metric.name)
           ? { ...metric, aggregator: 'max' as const, values: metric.values.map(asNumber) }
@@ -88,7 +122,8 @@ export function combineWorkerMetrics(workers: readonly { slot: number; metrics: 
             },
       ),
     ),
-  );
+    primary.map((metric) => ({ ...metric, aggregator: 'sum' as const })),
+  ]);
 }
 
 /**
@@ -98,7 +133,10 @@ export function combineWorkerMetrics(workers: readonly { slot: number; metrics: 
  * that scrape, and its series go stale, rather than failing the node's scrape: the series of
  * `gatehouse_process_start_time_seconds` and the others tell which worker is missing.
  */
-export function serveClusterMetrics(slotOf: (worker: Worker) => number | undefined): void {
+export function serveClusterMetrics(
+  slotOf: (worker: Worker) => number | undefined,
+  primary: PrimaryMetrics,
+): void {
   const ready = new Set<Worker>();
   cluster.on('exit', (worker) => ready.delete(worker));
   const pending = new Map<number, (collected: Collected) => void>();
@@ -126,7 +164,7 @@ export function serveClusterMetrics(slotOf: (worker: Worker) => number | undefin
     );
     const collected = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
     if (collected.length === 0) throw new Error('no worker answered');
-    return combineWorkerMetrics(collected).metrics();
+    return combineWorkerMetrics(collected, await primary.registry.getMetricsAsJSON()).metrics();
   };
   cluster.on('message', (worker, message: unknown) => {
     if (isMessage<{ type: typeof READY }>(message, READY)) {

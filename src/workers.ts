@@ -1,6 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
-import { serveClusterMetrics } from './cluster-metrics.js';
+import { PrimaryMetrics, serveClusterMetrics } from './cluster-metrics.js';
 import type { Config } from './config.js';
 import { createCore } from './core/index.js';
 import { handOverGeneratedPassword } from './generated-password.js';
@@ -99,7 +99,8 @@ export async function runPrimary(
   // answered nor closed, and the primary keeps its socket; at most one a killed worker, since the
   // primary hands a worker one connection at a time and waits for its word before the next. With
   // `none`, a connection a dead worker had accepted is reset, and one it had not goes to another.
-  serveClusterMetrics((worker) => slots.get(worker));
+  const metrics = new PrimaryMetrics();
+  serveClusterMetrics((worker) => slots.get(worker), metrics);
   // Said once every worker listens, not when they are started: one that cannot listen (the port
   // taken) says so and stops, and "serving" before that was a false report.
   let listening = 0;
@@ -120,6 +121,7 @@ export async function runPrimary(
       if (!stopping) {
         const exit = { worker: slot, workerPid: worker.process.pid, exit: signal ?? code };
         if (code === 0 && signal === null) {
+          metrics.workerExited('stopped');
           // It drained and left on a signal the primary did not send (a kill of its pid, a
           // supervisor signalling processes one by one; found by review: the node went on with
           // one worker fewer, saying nothing). Replaced after a moment, unless the primary is told
@@ -134,9 +136,11 @@ export async function runPrimary(
             replacementsDue -= 1;
           });
         } else if (Date.now() - since >= MIN_UPTIME_MS) {
+          metrics.workerExited('crashed');
           log.error(exit, 'worker stopped; starting another');
           fork(slot);
         } else if (started.size > 0) {
+          metrics.workerExited('failed_at_start');
           log.error({ ...exit, retryInSeconds: retryMs / 1000 }, 'worker failed at start; trying again');
           later(slot, retryMs);
           retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);

@@ -568,7 +568,7 @@ test('GATEHOUSE_METRICS and GATEHOUSE_METRICS_TOKEN are validated', () => {
 });
 
 forEachDialect('Metrics of serve --workers 2', (dialect) => {
-  test('a scrape on any worker answers for the whole node, a series per worker that a replaced worker starts again; the primary, serving nothing, sleeps', async () => {
+  test('a scrape on any worker answers for the whole node, a series per worker that a replaced worker starts again, and the primary counts the exits it did not ask for; the idle primary sleeps', async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-metrics-cluster-'));
     const database = dialect === 'postgres' ? await createFreshDatabase() : undefined;
     const port = await freePort();
@@ -671,10 +671,13 @@ forEachDialect('Metrics of serve --workers 2', (dialect) => {
           'one count of the shared store, not one per worker',
         );
         assert.deepEqual(
-          [...new Set(exposition.samples.filter((s) => s.labels.worker === undefined).map((s) => s.name))],
-          ['gatehouse_active_sessions'],
+          new Set(exposition.samples.filter((s) => s.labels.worker === undefined).map((s) => s.name)),
+          new Set(['gatehouse_active_sessions', 'gatehouse_worker_exits_total']),
           "every other series is one worker's (the event-loop lag's max included)",
         );
+        // The primary's own: no worker has stopped yet, and every reason is there at 0.
+        for (const reason of ['crashed', 'failed_at_start', 'stopped'])
+          assert.equal(sampleValue(exposition, 'gatehouse_worker_exits_total', { reason }), 0, reason);
         for (const worker of ['1', '2']) {
           assert.ok(
             (sampleValue(exposition, 'gatehouse_process_resident_memory_bytes', { worker }) ?? 0) > 0,
@@ -723,6 +726,13 @@ forEachDialect('Metrics of serve --workers 2', (dialect) => {
         sampleValue(exposition, `${HTTP}_count`, { ...healthChecks, worker: String(replaced + 1) }),
         undefined,
       );
+      // The primary counted the kill: a crash, or a failed start if the worker was that young.
+      assert.equal(
+        (sampleValue(exposition, 'gatehouse_worker_exits_total', { reason: 'crashed' }) ?? 0) +
+          (sampleValue(exposition, 'gatehouse_worker_exits_total', { reason: 'failed_at_start' }) ?? 0),
+        1,
+      );
+      assert.equal(sampleValue(exposition, 'gatehouse_worker_exits_total', { reason: 'stopped' }), 0);
     } finally {
       child.kill('SIGTERM');
       assert.equal(await exited, 0, stderr);
