@@ -16,10 +16,16 @@ export interface RedisCounters {
 }
 
 /**
- * KEYS[1] the counter, KEYS[2] (optional) the set of counters of its owner.
+ * KEYS[1] the counter, KEYS[2] (optional) its owner's record of counters: a sorted set of counter
+ * keys, each scored by when it expires on Redis's own clock. Each hit first drops the counters
+ * that have expired, so the record holds only live ones; as a plain set it kept every counter
+ * ever recorded for as long as hits renewed it (found by a soak review: a guess from a new address
+ * every 12 s against a 3 min window left 36 members where at most ~15 lived, and at the defaults a
+ * slow guesser below the lock kept one growing for good).
  * ARGV: now, windowMs, lockAt, lockMs, count (hits to add). Returns {hits, windowStart, lockedUntil (0: none)}, or nil
  * while the counter locks its subject (nothing is counted then). Times come from the caller's
- * clock, as with the store; TTLs are relative, so clocks of Redis and the nodes need not agree.
+ * clock, as with the store; TTLs are relative, so clocks of Redis and the nodes need not agree
+ * (hence Redis's clock, not the caller's, for the record's scores).
  */
 const HIT_SCRIPT = `
 local now = tonumber(ARGV[1])
@@ -45,7 +51,10 @@ if ttl < 1 then ttl = 1 end
 redis.call('HSET', KEYS[1], 'h', hits, 's', string.format('%d', start), 'l', string.format('%d', locked))
 redis.call('PEXPIRE', KEYS[1], ttl)
 if KEYS[2] then
-  redis.call('SADD', KEYS[2], KEYS[1])
+  local time = redis.call('TIME')
+  local redisNow = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', redisNow)
+  redis.call('ZADD', KEYS[2], redisNow + ttl, KEYS[1])
   if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
 end
 return {hits, start, locked}
@@ -145,7 +154,13 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
   };
 
   const counterKey = (key: CounterKey) => `${prefix}throttle:${key.scope}:${key.subject}`;
-  const ownerKey = (owner: string) => `${prefix}throttle-owner:${owner}`;
+  const ownerKey = (owner: string) => `${prefix}throttle-owned:${owner}`;
+  /**
+   * The record as a plain set, under the name versions before 2026-12-08 gave it: nodes of such a
+   * version may still write it during a rolling upgrade, and an unlock must clear what it names.
+   * It expires with its last counter.
+   */
+  const formerOwnerKey = (owner: string) => `${prefix}throttle-owner:${owner}`;
 
   return {
     read: (keys) =>
@@ -189,9 +204,13 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
 
     clearOwned: (owner) =>
       guarded(async (redis) => {
-        const members = await redis.sMembers(ownerKey(owner));
-        const removed = members.length > 0 ? await redis.del(members) : 0;
-        await redis.del(ownerKey(owner));
+        const [members, formerMembers] = await Promise.all([
+          redis.zRange(ownerKey(owner), 0, -1),
+          redis.sMembers(formerOwnerKey(owner)),
+        ]);
+        const counters = [...new Set([...members, ...formerMembers])];
+        const removed = counters.length > 0 ? await redis.del(counters) : 0;
+        await redis.del([ownerKey(owner), formerOwnerKey(owner)]);
         return Number(removed);
       }),
 

@@ -176,6 +176,59 @@ suite('Counters in Redis (GATEHOUSE_REDIS_URL)', () => {
     });
   });
 
+  test("an account's record of its address counters keeps only live ones: failures spread over time, each from a new address, do not grow it; unlocking still clears a live one", async () => {
+    const prefix = `gatehouse-test:${randomUUID()}:`;
+    const counters = await connectRedisCounters(REDIS_URL, prefix);
+    const redis = createClient({ url: REDIS_URL });
+    await redis.connect();
+    const ownedKeys = async () => {
+      const found: string[] = [];
+      for await (const batch of redis.scanIterator({ MATCH: `${prefix}throttle-own*`, COUNT: 1000 }))
+        found.push(...batch);
+      return found;
+    };
+    /** Members of the account's record, whatever its form. */
+    const recorded = async () => {
+      let members = 0;
+      for (const key of await ownedKeys())
+        members += (await redis.type(key)) === 'zset' ? await redis.zCard(key) : await redis.sCard(key);
+      return members;
+    };
+    try {
+      // A guess every 100 ms, each from a new address, each address's counter living its window
+      // (300 ms): about three live at a time, the account's record renewed by every guess. A slow
+      // guesser so never locks the account, and the record never expired (found by a soak review:
+      // at the defaults, 19 guesses in every 15 minutes kept it alive and growing for good).
+      const rule = { windowMs: 300, lockAt: 5, lockMs: 1000 };
+      const GUESSES = 15;
+      for (let i = 0; i < GUESSES; i += 1) {
+        await counters.hit({ scope: 'pair', subject: `acct 192.0.2.${i}`, owner: 'acct' }, Date.now(), rule);
+        if (i < GUESSES - 1) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const members = await recorded();
+      assert.ok(members >= 1 && members <= 5, `${members} counters recorded; only the live ones`);
+      for (const key of await ownedKeys()) {
+        const ttl = await redis.pTTL(key);
+        assert.ok(ttl > 0 && ttl <= rule.windowMs, `the record expires with its last counter (${ttl} ms)`);
+      }
+      const last = { scope: 'pair', subject: `acct 192.0.2.${GUESSES - 1}` };
+      // A counter recorded by a node of an earlier version, in a plain set of the former name.
+      const former = { scope: 'pair', subject: 'acct 198.51.100.1' };
+      await counters.hit(former, Date.now(), { ...rule, windowMs: 60_000 });
+      await redis.sAdd(`${prefix}throttle-owner:acct`, `${prefix}throttle:pair:acct 198.51.100.1`);
+      assert.ok((await counters.clearOwned('acct')) >= 2);
+      assert.deepEqual(await counters.read([last]), [undefined], 'unlocking cleared the live counter');
+      assert.deepEqual(await counters.read([former]), [undefined], "and the earlier version's");
+      assert.deepEqual(await ownedKeys(), []);
+    } finally {
+      await counters.close();
+      const left: string[] = [];
+      for await (const batch of redis.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) left.push(...batch);
+      if (left.length > 0) await redis.del(left);
+      await redis.close();
+    }
+  });
+
   test('a Redis that goes silent without closing its connection fails a command within the timeout, not when TCP gives up; a new connection takes over', {
     timeout: 30_000,
   }, async () => {
