@@ -168,7 +168,7 @@ export function writeReport(
     const sectionEnd = `${END.slice(0, -4)}:${report.store} -->`;
     const body = [
       sectionStart,
-      `Run ${report.time} on ${report.machine.cpus} × ${report.machine.cpuModel}, ${report.machine.memoryGiB} GiB, Node ${report.machine.node}; ${report.store}; ${report.settings.connections} connections, ${report.settings.durationS} s per measurement; server processes: ${report.settings.processes ?? 1}; ${report.settings.argon2}; log level ${report.settings.logLevel}; rate limits ${report.settings.rateLimits}.`,
+      `Run ${report.time} on ${report.machine.cpus} × ${report.machine.cpuModel}, ${report.machine.memoryGiB} GiB, Node ${report.machine.node}; ${report.store}; ${report.settings.connections} connections, ${report.settings.durationS} s per measurement; server processes: ${report.settings.processes ?? 1}; ${report.settings.argon2}; log level ${report.settings.logLevel}; rate limits ${report.settings.rateLimits}${report.settings.connectionMaxAge ? `; kept-alive connections' age limit ${report.settings.connectionMaxAge}` : ''}.`,
       '',
       ...table,
       '',

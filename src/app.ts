@@ -131,7 +131,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const routes = trackRoutes(app);
   const allowedMethods = routes.allowedMethods;
   app.decorate('routeTable', routes);
-  addSecurityHeaders(app, deps.shuttingDown ?? (() => false));
+  addSecurityHeaders(app, deps.shuttingDown ?? (() => false), config.connectionMaxAgeMs);
   addCrossSiteProtection(app, config.allowedOrigins);
   refuseUnstorableText(app);
   app.decorateRequest('auth', null);

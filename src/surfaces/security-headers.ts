@@ -32,16 +32,34 @@ export const API_SECURITY_HEADER_LINES = [...EVERY_ANSWER, API_CSP, ['Cache-Cont
   .join('');
 
 /**
- * Adds the headers to every answer. Once the process is shutting down, every answer also ends its
- * connection (`Connection: close`): a client then opens its next request elsewhere, where one kept
- * alive may be closed under it by the drain (found by review: an answer sent during the drain
- * said keep-alive, and its connection was closed 2 ms later).
+ * Adds the headers to every answer, and ends its connection (`Connection: close`, which the client
+ * reads before it sends again: no request is lost) when the process is shutting down, so that the
+ * client opens its next request elsewhere, where one kept alive may be closed under it by the
+ * drain (found by review: an answer sent during the drain said keep-alive, and its connection was
+ * closed 2 ms later); or when the connection has served `maxAgeMs` (0: never) since its first
+ * answer, so that clients that keep their connections spread again over the workers and nodes
+ * (GATEHOUSE_CONNECTION_MAX_AGE).
  */
-export function addSecurityHeaders(app: FastifyInstance, shuttingDown: () => boolean): void {
+export function addSecurityHeaders(
+  app: FastifyInstance,
+  shuttingDown: () => boolean,
+  maxAgeMs: number,
+): void {
   // A callback hook, not an async one: it runs on every answer, and a promise per answer costs.
   app.addHook('onSend', (request, reply, payload, done) => {
     setSecurityHeaders(request, reply);
-    if (shuttingDown()) reply.header('Connection', 'close');
+    if (shuttingDown() || (maxAgeMs > 0 && servedFor(request.raw.socket) >= maxAgeMs))
+      reply.header('Connection', 'close');
     done(null, payload);
   });
+}
+
+const FIRST_ANSWER_AT = Symbol('gatehouse.firstAnswerAt');
+
+/** How long a connection has served since its first answer, in milliseconds. */
+function servedFor(socket: object): number {
+  const now = performance.now();
+  const held = socket as { [FIRST_ANSWER_AT]?: number };
+  held[FIRST_ANSWER_AT] ??= now;
+  return now - held[FIRST_ANSWER_AT];
 }
