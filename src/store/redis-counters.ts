@@ -94,8 +94,13 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
       disableOfflineQueue: true,
       socket: { connectTimeout: 3000, reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
     });
-    // Without a listener an 'error' event would end the process; failures reach callers as rejections.
-    fresh.on('error', () => {});
+    // Without a listener an 'error' event would end the process; failures reach callers as
+    // rejections. The last is kept for the start's message: the client retries a refused
+    // connection on its own, and "no answer" alone named a refusal as a silence (found by review).
+    let lastError: Error | undefined;
+    fresh.on('error', (error: Error) => {
+      lastError = error;
+    });
     let connected = false;
     try {
       await Promise.race([
@@ -103,7 +108,15 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
           connected = true;
         }),
         new Promise((_, reject) =>
-          setTimeout(() => reject(new Error(`no answer from ${redactUrl(url)} within 5s`)), 5000).unref(),
+          setTimeout(
+            () =>
+              reject(
+                new Error(
+                  `not connected to ${redactUrl(url)} within 5s${lastError ? ` (${lastError.message})` : ': no answer'}`,
+                ),
+              ),
+            5000,
+          ).unref(),
         ),
       ]);
     } catch (error) {

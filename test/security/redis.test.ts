@@ -271,6 +271,8 @@ suite('Counters in Redis (GATEHOUSE_REDIS_URL)', () => {
     await assert.rejects(connectRedisCounters('redis://127.0.0.1:1', 'x:'), (error: unknown) => {
       assert.ok(error instanceof RedisUnavailableError, 'RedisUnavailableError');
       assert.match(error.message, /^Redis is unavailable: /);
+      // Said as what happened: the connection was refused, not left unanswered.
+      assert.match(error.message, /ECONNREFUSED/);
       return true;
     });
   });
