@@ -9,7 +9,8 @@ import {
 
 /**
  * `/metrics` of `gatehouse serve --workers N`: a scrape lands on one worker (the one the primary
- * hands its connection to), but must describe the whole node. That worker asks the primary over
+ * hands its connection to; under NODE_CLUSTER_SCHED_POLICY=none, the one that accepts it), but
+ * must describe the whole node. That worker asks the primary over
  * the cluster's IPC channel; the primary asks every worker for its registry and answers with the
  * text of them all.
  *
@@ -81,7 +82,7 @@ export class PrimaryMetrics {
   readonly registry = new Registry();
   readonly #exits = new Counter({
     name: 'gatehouse_worker_exits_total',
-    help: 'Worker processes that stopped without the primary asking, by reason: crashed (after its start), failed_at_start (within 5 s of it), stopped (exit 0 on a signal the primary did not send); each is replaced',
+    help: 'Worker processes that stopped without the primary asking, by reason: crashed (after its start), failed_at_start (within 5 s of it), stopped (exit 0, as on a signal the primary did not send); each is replaced',
     labelNames: ['reason'],
     registers: [this.registry],
   });

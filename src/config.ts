@@ -621,12 +621,17 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
   // replaced one or a node added (found by a soak review: a replaced worker served 12 requests in
   // 5.5 minutes against 54,542 for the other, which held every connection). The security-headers
   // hook ends a connection this old with its next answer.
-  const connectionMaxAgeMs =
-    raw('GATEHOUSE_CONNECTION_MAX_AGE')?.trim().toLowerCase() === 'off'
-      ? 0
-      : duration('GATEHOUSE_CONNECTION_MAX_AGE', '60s', 1000);
-  if (connectionMaxAgeMs > 24 * 3_600_000)
-    problems.push('GATEHOUSE_CONNECTION_MAX_AGE: must not be longer than 24h');
+  const connectionMaxAgeMs = ((text = raw('GATEHOUSE_CONNECTION_MAX_AGE')?.trim() ?? '60s') => {
+    if (text.toLowerCase() === 'off' || text === '0') return 0;
+    const value = parseDuration(text);
+    if (value === undefined || value < 1000 || value > 24 * 3_600_000) {
+      problems.push(
+        `GATEHOUSE_CONNECTION_MAX_AGE: expected a duration from 1s to 24h such as 60s or 10m, or off (or 0), got "${text}"`,
+      );
+      return 60_000;
+    }
+    return value;
+  })();
   const trustProxy = parseTrustProxy(raw('GATEHOUSE_TRUST_PROXY'), problems);
   const cookieSecureText = oneOf('GATEHOUSE_COOKIE_SECURE', ['auto', 'true', 'false'], 'auto');
   const cookieSecure = cookieSecureText === 'auto' ? 'auto' : cookieSecureText === 'true';

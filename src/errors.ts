@@ -51,6 +51,10 @@ export const ERROR_CODES = {
   STORE_UNAVAILABLE: { status: 503, message: 'The service is temporarily unavailable. Try again shortly.' },
   SERVICE_BUSY: { status: 503, message: 'The service is busy checking passwords. Try again shortly.' },
   CLIENT_CLOSED_REQUEST: { status: 499, message: 'The client closed the connection before the answer.' },
+  CONNECTION_CLOSING: {
+    status: 503,
+    message: 'This connection is closing. Send the request again on a new one.',
+  },
   INTERNAL_ERROR: { status: 500, message: 'An internal error occurred.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -94,10 +94,11 @@ export async function runPrimary(
   // turn (round robin), unless the operator sets NODE_CLUSTER_SCHED_POLICY=none, when the workers
   // accept from the shared socket themselves. Round robin spreads the connections a balancer opens
   // evenly (20 opened one after another over 4 workers: 5 each in three runs of three, against
-  // 6/6/5/3, 6/5/5/4 and 8/6/5/1 with `none`; README, Scale-out). Its price is Node's
-  // (nodejs/node#21746): a connection being handed to a worker as it is SIGKILLed is neither
-  // answered nor closed, and the primary keeps its socket; at most one a killed worker, since the
-  // primary hands a worker one connection at a time and waits for its word before the next. With
+  // 6/6/5/3, 6/5/5/4 and 8/6/5/1 with `none`; README, Scale-out). Its price is in Node's
+  // round_robin_handle: the primary closes its copy of a connection handed to a worker only on
+  // the worker's word, so one being handed to a worker as it is SIGKILLed is neither answered nor
+  // closed, and the primary keeps its socket; at most one a killed worker, since the primary hands
+  // a worker one connection at a time and waits for its word before the next. With
   // `none`, a connection a dead worker had accepted is reset, and one it had not goes to another.
   const metrics = new PrimaryMetrics();
   serveClusterMetrics((worker) => slots.get(worker), metrics);

@@ -112,7 +112,7 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
             () =>
               reject(
                 new Error(
-                  `not connected to ${redactUrl(url)} within 5s${lastError ? ` (${lastError.message})` : ': no answer'}`,
+                  `not connected to ${redactUrl(url)} within 5s${lastError ? ` (${describe(lastError)})` : ': no answer'}`,
                 ),
               ),
             5000,
@@ -171,7 +171,8 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
   /**
    * The record as a plain set, under the name versions before 2026-12-08 gave it: nodes of such a
    * version may still write it during a rolling upgrade, and an unlock must clear what it names.
-   * It expires with its last counter.
+   * It expires with its last counter. (An unlock made on a node of such a version reads only this
+   * one, and misses the counters newer nodes recorded, until the upgrade is done.)
    */
   const formerOwnerKey = (owner: string) => `${prefix}throttle-owner:${owner}`;
 
@@ -241,6 +242,16 @@ export async function connectRedisCounters(url: string, prefix: string): Promise
       if (silent) client.destroy();
     },
   };
+}
+
+/**
+ * An error's words: a refused connection to a name with several addresses (localhost: ::1 and
+ * 127.0.0.1) is an AggregateError whose own message is empty (found by review).
+ */
+function describe(error: Error): string {
+  if (error.message) return error.message;
+  if (error instanceof AggregateError) return error.errors.map((each) => describe(each as Error)).join('; ');
+  return (error as { code?: string }).code ?? error.name;
 }
 
 /** The URL without its password, for messages. */

@@ -203,21 +203,31 @@ suite('Counters in Redis (GATEHOUSE_REDIS_URL)', () => {
       const GUESSES = 15;
       for (let i = 0; i < GUESSES; i += 1) {
         await counters.hit({ scope: 'pair', subject: `acct 192.0.2.${i}`, owner: 'acct' }, Date.now(), rule);
-        if (i < GUESSES - 1) await new Promise((resolve) => setTimeout(resolve, 100));
+        await new Promise((resolve) => setTimeout(resolve, 100));
       }
+      // One more, on a window long enough to outlive the checks below on a slow machine.
+      const last = { scope: 'pair', subject: 'acct 192.0.2.200', owner: 'acct' };
+      const lastRule = { ...rule, windowMs: 60_000 };
+      await counters.hit(last, Date.now(), lastRule);
       const members = await recorded();
       assert.ok(members >= 1 && members <= 5, `${members} counters recorded; only the live ones`);
       for (const key of await ownedKeys()) {
         const ttl = await redis.pTTL(key);
-        assert.ok(ttl > 0 && ttl <= rule.windowMs, `the record expires with its last counter (${ttl} ms)`);
+        assert.ok(
+          ttl > 0 && ttl <= lastRule.windowMs,
+          `the record expires with its last counter (${ttl} ms)`,
+        );
       }
-      const last = { scope: 'pair', subject: `acct 192.0.2.${GUESSES - 1}` };
       // A counter recorded by a node of an earlier version, in a plain set of the former name.
       const former = { scope: 'pair', subject: 'acct 198.51.100.1' };
       await counters.hit(former, Date.now(), { ...rule, windowMs: 60_000 });
       await redis.sAdd(`${prefix}throttle-owner:acct`, `${prefix}throttle:pair:acct 198.51.100.1`);
       assert.ok((await counters.clearOwned('acct')) >= 2);
-      assert.deepEqual(await counters.read([last]), [undefined], 'unlocking cleared the live counter');
+      assert.deepEqual(
+        await counters.read([{ scope: last.scope, subject: last.subject }]),
+        [undefined],
+        'unlocking cleared the live counter',
+      );
       assert.deepEqual(await counters.read([former]), [undefined], "and the earlier version's");
       assert.deepEqual(await ownedKeys(), []);
     } finally {
