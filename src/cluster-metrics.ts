@@ -10,9 +10,8 @@ import {
 /**
  * `/metrics` of `gatehouse serve --workers N`: a scrape lands on one worker (the one the primary
  * hands its connection to; under NODE_CLUSTER_SCHED_POLICY=none, the one that accepts it), but
- * must describe the whole node. That worker asks the primary over
- * the cluster's IPC channel; the primary asks every worker for its registry and answers with the
- * text of them all.
+ * must describe the whole node. That worker asks the primary over the cluster's IPC channel; the
+ * primary asks every worker for its registry and answers with the text of them all.
  *
  * Each worker's series carry a `worker` label, its slot (1 to N; the worker that replaces one
  * takes its slot), rather than being summed into one series as prom-client's cluster aggregation

@@ -514,21 +514,22 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
   const jobLeaseMs = duration('GATEHOUSE_JOB_LEASE', '60s', 3000);
   // Renewed every third of it by a timer, which Node caps at 24.8 days; nobody waits that long anyway.
   if (jobLeaseMs > 60 * 60_000) problems.push('GATEHOUSE_JOB_LEASE: must not be longer than 1h');
-  const retention = (name: string, fallback: string, min: string): number | undefined => {
+  /** A duration of at least `min`, or `off` (undefined). */
+  const durationOrOff = (name: string, fallback: string, min: string): number | undefined => {
     const text = raw(name) ?? fallback;
     if (text.toLowerCase() === 'off') return undefined;
     const value = parseDuration(text);
     if (value === undefined || value < (parseDuration(min) ?? 0)) {
       problems.push(
-        `${name}: expected a duration such as 12h or 30d (at least ${min}), or off, got "${text}"`,
+        `${name}: expected a duration such as 90s, 15m, 12h or 30d (at least ${min}), or off, got "${text}"`,
       );
       return parseDuration(fallback);
     }
     return value;
   };
-  const sessionRetentionMs = retention('GATEHOUSE_SESSION_RETENTION', '7d', '0s');
+  const sessionRetentionMs = durationOrOff('GATEHOUSE_SESSION_RETENTION', '7d', '0s');
   // A client polls its job after the 202: a finished job must outlive any sensible polling.
-  const jobRetentionMs = retention('GATEHOUSE_JOB_RETENTION', '30d', '1h');
+  const jobRetentionMs = durationOrOff('GATEHOUSE_JOB_RETENTION', '30d', '1h');
   const lockoutThreshold = integer('GATEHOUSE_LOCKOUT_THRESHOLD', 5, 1, 1000);
   const lockoutDurationMs = duration('GATEHOUSE_LOCKOUT_DURATION', '15m', 1000);
   // One address adds at most 2·threshold-1 failures to an account within a window (the end of
@@ -620,18 +621,13 @@ export function loadConfig(env: Source = process.env, cwd: string = process.cwd(
   // stays for good on the process and node it first reached, and never spreads to a worker that
   // replaced one or a node added (found by a soak review: a replaced worker served 12 requests in
   // 5.5 minutes against 54,542 for the other, which held every connection). The security-headers
-  // hook ends a connection this old with its next answer.
-  const connectionMaxAgeMs = ((text = raw('GATEHOUSE_CONNECTION_MAX_AGE')?.trim() ?? '60s') => {
-    if (text.toLowerCase() === 'off' || text === '0') return 0;
-    const value = parseDuration(text);
-    if (value === undefined || value < 1000 || value > 24 * 3_600_000) {
-      problems.push(
-        `GATEHOUSE_CONNECTION_MAX_AGE: expected a duration from 1s to 24h such as 60s or 10m, or off (or 0), got "${text}"`,
-      );
-      return 60_000;
-    }
-    return value;
-  })();
+  // hook ends a connection this old with its next answer. 0 reads as off too: no age, no limit.
+  const connectionMaxAgeMs =
+    raw('GATEHOUSE_CONNECTION_MAX_AGE') === '0'
+      ? 0
+      : (durationOrOff('GATEHOUSE_CONNECTION_MAX_AGE', '60s', '1s') ?? 0);
+  if (connectionMaxAgeMs > 24 * 3_600_000)
+    problems.push('GATEHOUSE_CONNECTION_MAX_AGE: must not be longer than 24h (or off)');
   const trustProxy = parseTrustProxy(raw('GATEHOUSE_TRUST_PROXY'), problems);
   const cookieSecureText = oneOf('GATEHOUSE_COOKIE_SECURE', ['auto', 'true', 'false'], 'auto');
   const cookieSecure = cookieSecureText === 'auto' ? 'auto' : cookieSecureText === 'true';

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../../src/config.js';
 import type { RunningServer } from '../../src/server.js';
 import { ADMIN_PASSWORD } from '../helpers/context.js';
@@ -99,8 +100,6 @@ async function existing(url: string, token: string, codes: readonly string[]): P
   ).text();
   return codes.filter((code) => text.includes(`"code":"${code}"`));
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 test('GATEHOUSE_CONNECTION_MAX_AGE: 60 s unless set; off or 0, or a duration from 1 s to 24 h', () => {
   const maxAge = (value?: string) =>
